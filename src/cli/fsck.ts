@@ -1,0 +1,115 @@
+// `trellis fsck`: checks every layout (blob digests, index.json, descriptors) and the metadata
+// index against them. Prints one line per problem; the caller exits non-zero if there are any.
+import { existsSync } from 'node:fs';
+import { FileSystemDriver } from '../storage/filesystem.ts';
+import { SqliteMetadataStore } from '../metadata/sqlite.ts';
+import { metadataPath } from '../content/registry.ts';
+import { findLayouts } from '../layout/discover.ts';
+import { LayoutCorrupt, readIndexJson, readLayout } from '../layout/reader.ts';
+import { LAYOUT_FILE, blobKey, layoutKey } from '../layout/paths.ts';
+import { newHash, parseDigest } from '../oci/digest.ts';
+import { parseDescriptor } from '../oci/manifest.ts';
+
+export interface FsckReport {
+  repositories: number;
+  blobs: number;
+  manifests: number;
+  problems: string[];
+}
+
+export async function fsck(dataDir: string, options: { maxManifestBytes: number }): Promise<FsckReport> {
+  const driver = new FileSystemDriver(dataDir);
+  const report: FsckReport = { repositories: 0, blobs: 0, manifests: 0, problems: [] };
+  const problem = (text: string) => report.problems.push(text);
+  const dbPath = metadataPath(driver.root);
+  const metadata = existsSync(dbPath) ? new SqliteMetadataStore(dbPath, { readOnly: true }) : undefined;
+  if (!metadata) problem('metadata index is missing: run `trellis reindex`');
+  try {
+    const layouts = await findLayouts(driver);
+    report.repositories = layouts.length;
+    for (const repo of layouts) await checkLayout(driver, repo, options.maxManifestBytes, metadata, report);
+    for (const repo of metadata?.allRepositories() ?? []) {
+      if (!layouts.includes(repo.name) && metadata!.manifestDigests(repo.id).length) problem(`${repo.name}: indexed but its layout folder is missing`);
+    }
+  } finally {
+    metadata?.close();
+  }
+  return report;
+}
+
+async function checkLayout(driver: FileSystemDriver, repo: string, maxManifestBytes: number, metadata: SqliteMetadataStore | undefined, report: FsckReport) {
+  const problem = (text: string) => report.problems.push(`${repo}: ${text}`);
+  const header = await driver.readFile(layoutKey(repo, LAYOUT_FILE), 4096);
+  try {
+    if (typeof (JSON.parse(header?.toString('utf8') ?? '') as { imageLayoutVersion?: unknown }).imageLayoutVersion !== 'string') problem('oci-layout has no imageLayoutVersion');
+  } catch {
+    problem('oci-layout is not valid JSON');
+  }
+
+  // Every blob must hash to its name.
+  for (const alg of await driver.list(`${repo}/blobs`)) {
+    if (!alg.dir) continue;
+    for (const file of await driver.list(`${repo}/blobs/${alg.name}`)) {
+      const digest = `${alg.name}:${file.name}`;
+      const parsed = parseDigest(digest);
+      if (typeof parsed !== 'object') {
+        problem(`blobs/${alg.name}/${file.name} is not named by a supported digest`);
+        continue;
+      }
+      report.blobs++;
+      const hash = newHash(parsed.algorithm);
+      for await (const chunk of driver.readStream(blobKey(repo, digest))) hash.update(chunk as Buffer);
+      const actual = `${parsed.algorithm}:${hash.digest('hex')}`;
+      if (actual !== digest) problem(`blob ${digest} has content with digest ${actual}`);
+    }
+  }
+
+  let snapshot;
+  try {
+    const { index } = await readIndexJson(driver, repo);
+    for (const [i, entry] of (index.manifests as unknown[]).entries()) {
+      try {
+        const d = parseDescriptor(entry, `index.json manifests[${i}]`);
+        const info = await driver.stat(blobKey(repo, d.digest));
+        if (!info) problem(`index.json entry ${d.digest} has no blob`);
+        else if (info.size !== d.size) problem(`index.json entry ${d.digest} says size ${d.size}, blob has ${info.size}`);
+      } catch (err) {
+        problem((err as Error).message);
+      }
+    }
+    const read = await readLayout(driver, repo, Math.max(maxManifestBytes, 8 << 20));
+    snapshot = read.snapshot;
+    for (const text of read.problems) report.problems.push(text);
+  } catch (err) {
+    if (!(err instanceof LayoutCorrupt)) throw err;
+    report.problems.push(err.message);
+    return;
+  }
+
+  // Every descriptor a manifest requires must be present with the size it claims.
+  for (const { record, links } of snapshot.manifests) {
+    report.manifests++;
+    for (const link of links) {
+      if (!link.required) continue;
+      const info = await driver.stat(blobKey(repo, link.digest));
+      if (!info) problem(`manifest ${record.digest} needs ${link.kind} ${link.digest}, which is missing`);
+      else if (info.size !== link.size) problem(`manifest ${record.digest} says ${link.kind} ${link.digest} has ${link.size} bytes, blob has ${info.size}`);
+    }
+  }
+
+  // The metadata index must agree with the layout.
+  const indexed = metadata?.repository(repo);
+  if (!metadata) return;
+  if (!indexed) return problem('layout is not in the metadata index (start the registry or run `trellis reindex`)');
+  if (indexed.gen > indexed.flushedGen) return problem('index.json is behind the journal (start the registry once to flush it)');
+  const layoutTags = snapshot.tags;
+  const indexTags = metadata.tags(indexed.id, { limit: Number.MAX_SAFE_INTEGER });
+  for (const tag of indexTags) {
+    const digest = metadata.resolveTag(indexed.id, tag);
+    if (layoutTags.get(tag) !== digest) problem(`tag ${tag} is ${digest} in the index but ${layoutTags.get(tag) ?? 'absent'} in index.json`);
+  }
+  for (const tag of layoutTags.keys()) if (!indexTags.includes(tag)) problem(`tag ${tag} is in index.json but not in the metadata index`);
+  for (const digest of metadata.manifestDigests(indexed.id)) {
+    if (!(await driver.stat(blobKey(repo, digest)))) problem(`indexed manifest ${digest} has no blob`);
+  }
+}

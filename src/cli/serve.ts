@@ -1,0 +1,83 @@
+// `trellis serve`: opens the data directory and serves the registry API until a signal arrives.
+import type { AddressInfo } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { Registry, type RegistryOptions } from '../content/registry.ts';
+import { Uploads } from '../content/uploads.ts';
+import { createRegistryServer } from '../registry/server.ts';
+import { parseListen, type Settings } from '../config/settings.ts';
+
+export function createLogger(level: string): Logger {
+  return pino({ level, base: undefined });
+}
+
+export function registryOptions(settings: Settings, logger: Logger): RegistryOptions {
+  return {
+    dataDir: settings.data,
+    maxManifestBytes: settings.maxManifestBytes,
+    durable: settings.fsync,
+    flush: { minDelayMs: settings.indexFlushMinMs, maxDelayMs: settings.indexFlushMaxMs, costFactor: settings.indexFlushCostFactor },
+    layoutCheckIntervalMs: settings.layoutCheckIntervalMs,
+    logger,
+  };
+}
+
+export interface RunningRegistry {
+  url: string;
+  registry: Registry;
+  close(): Promise<void>;
+}
+
+export async function startRegistry(settings: Settings, logger = createLogger(settings.logLevel)): Promise<RunningRegistry> {
+  const registry = await Registry.open(registryOptions(settings, logger));
+  const uploads = new Uploads(registry.driver, {
+    timeoutMs: settings.uploadTimeoutSeconds * 1000, maxSessions: settings.maxUploadSessions, maxBlobBytes: settings.maxBlobBytes,
+  });
+  await uploads.sweepDisk();
+  const sweeper = setInterval(() => {
+    uploads.sweep();
+    uploads.sweepDisk().catch((err) => logger.warn({ err }, 'sweeping old uploads failed'));
+  }, Math.min(60_000, settings.uploadTimeoutSeconds * 1000)).unref();
+  const server = createRegistryServer({
+    registry, uploads, log: logger,
+    limits: { maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, maxReferrersBytes: settings.maxReferrersBytes },
+  });
+  const { host, port } = parseListen(settings.listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  logger.info({ url, data: settings.data }, 'trellis registry listening');
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    registry,
+    close() {
+      closing ??= (async () => {
+        clearInterval(sweeper);
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+        });
+        await registry.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Runs until SIGINT/SIGTERM, then flushes every layout and exits. */
+export async function serve(settings: Settings): Promise<void> {
+  const logger = createLogger(settings.logLevel);
+  const running = await startRegistry(settings, logger);
+  const stop = (signal: string) => {
+    logger.info({ signal }, 'shutting down: flushing layouts');
+    running.close().then(() => process.exit(0), (err) => {
+      logger.error({ err }, 'shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}

@@ -1,0 +1,103 @@
+// Settings: built-in defaults, then a JSON config file, then TRELLIS_* environment variables, then
+// command-line flags. Every setting is documented in docs/configuration.md.
+import { readFileSync } from 'node:fs';
+
+export interface Settings {
+  /** HOST:PORT to listen on. */
+  listen: string;
+  /** Data root: one OCI layout per repository, plus `_trellis/` for the index and uploads. */
+  data: string;
+  logLevel: string;
+  maxManifestBytes: number;
+  /** Largest blob accepted; 0 for no limit. */
+  maxBlobBytes: number;
+  uploadTimeoutSeconds: number;
+  maxUploadSessions: number;
+  /** fsync every write and run SQLite with synchronous=FULL (survives power loss). */
+  fsync: boolean;
+  indexFlushMinMs: number;
+  indexFlushMaxMs: number;
+  indexFlushCostFactor: number;
+  layoutCheckIntervalMs: number;
+  maxListPage: number;
+  maxReferrersBytes: number;
+}
+
+export const DEFAULT_SETTINGS: Settings = {
+  listen: '127.0.0.1:5000',
+  data: './trellis-data',
+  logLevel: 'info',
+  maxManifestBytes: 4 * 1024 * 1024,
+  maxBlobBytes: 0,
+  uploadTimeoutSeconds: 3600,
+  maxUploadSessions: 1000,
+  fsync: false,
+  indexFlushMinMs: 50,
+  indexFlushMaxMs: 5000,
+  indexFlushCostFactor: 10,
+  layoutCheckIntervalMs: 1000,
+  maxListPage: 1000,
+  maxReferrersBytes: 4 * 1024 * 1024,
+};
+
+export class SettingsError extends Error {}
+
+/** `maxManifestBytes` → `TRELLIS_MAX_MANIFEST_BYTES`. */
+export function envName(key: string): string {
+  return `TRELLIS_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+function coerce(key: keyof Settings, value: unknown, source: string): Settings[keyof Settings] {
+  const kind = typeof DEFAULT_SETTINGS[key];
+  if (kind === 'number') {
+    const n = typeof value === 'number' ? value : Number(value);
+    if (!Number.isFinite(n) || n < 0) throw new SettingsError(`${source}: ${key} must be a non-negative number, not ${JSON.stringify(value)}`);
+    return n;
+  }
+  if (kind === 'boolean') {
+    if (typeof value === 'boolean') return value;
+    if (value === 'true' || value === '1') return true;
+    if (value === 'false' || value === '0') return false;
+    throw new SettingsError(`${source}: ${key} must be true or false, not ${JSON.stringify(value)}`);
+  }
+  if (typeof value !== 'string') throw new SettingsError(`${source}: ${key} must be a string`);
+  return value;
+}
+
+export function loadSettings(options: { configFile?: string | undefined; env?: NodeJS.ProcessEnv; overrides?: Partial<Record<keyof Settings, unknown>> } = {}): Settings {
+  const env = options.env ?? process.env;
+  const settings: Settings = { ...DEFAULT_SETTINGS };
+  const set = (key: keyof Settings, value: unknown, source: string) => {
+    (settings as unknown as Record<string, unknown>)[key] = coerce(key, value, source);
+  };
+  const configFile = options.configFile ?? env.TRELLIS_CONFIG;
+  if (configFile) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(configFile, 'utf8'));
+    } catch (err) {
+      throw new SettingsError(`cannot read config file ${configFile}: ${(err as Error).message}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null) throw new SettingsError(`${configFile}: must hold a JSON object`);
+    for (const [key, value] of Object.entries(parsed)) {
+      if (!(key in DEFAULT_SETTINGS)) throw new SettingsError(`${configFile}: unknown setting ${key}`);
+      set(key as keyof Settings, value, configFile);
+    }
+  }
+  for (const key of Object.keys(DEFAULT_SETTINGS) as (keyof Settings)[]) {
+    const value = env[envName(key)];
+    if (value !== undefined && value !== '') set(key, value, envName(key));
+  }
+  for (const [key, value] of Object.entries(options.overrides ?? {})) {
+    if (value !== undefined) set(key as keyof Settings, value, `--${key}`);
+  }
+  parseListen(settings.listen);
+  return settings;
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) throw new SettingsError(`listen must be HOST:PORT, not ${JSON.stringify(listen)}`);
+  return { host: match[1] ?? (match[2] || '127.0.0.1'), port };
+}

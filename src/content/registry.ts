@@ -1,0 +1,351 @@
+// The registry's content model: repositories as OCI layouts, indexed in the metadata store.
+// HTTP handlers and CLI commands call this; it never speaks HTTP itself.
+import { mkdir } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { FileSystemDriver } from '../storage/filesystem.ts';
+import type { FileInfo } from '../storage/driver.ts';
+import { SqliteMetadataStore } from '../metadata/sqlite.ts';
+import type { ManifestRecord, MetadataStore, PageRequest, RepositoryRecord } from '../metadata/store.ts';
+import { LayoutWriter, type FlushTiming } from '../layout/writer.ts';
+import { findLayouts } from '../layout/discover.ts';
+import { LayoutCorrupt, readIndexJson, readLayout, stampOf } from '../layout/reader.ts';
+import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layoutKey } from '../layout/paths.ts';
+import { OCI_INDEX } from '../oci/mediatypes.ts';
+import { digestOf, parseDigest, type DigestAlgorithm, type ParsedDigest } from '../oci/digest.ts';
+import { OciError, type ErrorEntry } from '../oci/errors.ts';
+import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
+import { isValidTag, repositoryNameProblem } from '../oci/names.ts';
+import { KeyedLock } from './lock.ts';
+
+export interface RegistryOptions {
+  dataDir: string;
+  maxManifestBytes: number;
+  /** fsync files, folders and the metadata database: survives power loss, costs write latency. */
+  durable: boolean;
+  flush: FlushTiming;
+  /** How often a repository's `index.json` is checked for edits by other tools. */
+  layoutCheckIntervalMs: number;
+  logger: Logger;
+}
+
+export interface StoredManifest {
+  record: ManifestRecord;
+  key: string;
+}
+
+export function metadataPath(dataDir: string): string {
+  return `${dataDir}/${TRELLIS_FOLDER}/metadata.sqlite`;
+}
+
+/** Parses a digest from a URL or query, with the spec's error for each way it can be wrong. */
+export function requireDigest(value: string | null | undefined, what = 'digest'): ParsedDigest {
+  if (!value) throw new OciError(400, 'DIGEST_INVALID', `${what} is missing`);
+  const parsed = parseDigest(value);
+  if (parsed === 'malformed') throw new OciError(400, 'DIGEST_INVALID', `${what} ${JSON.stringify(value.slice(0, 200))} is not a valid digest`);
+  if (parsed === 'unsupported') throw new OciError(400, 'DIGEST_INVALID', `${what} uses an unsupported algorithm; use sha256 or sha512`);
+  return parsed;
+}
+
+export function requireRepositoryName(name: string): void {
+  const problem = repositoryNameProblem(name);
+  if (problem) throw new OciError(400, 'NAME_INVALID', problem, { name: name.slice(0, 300) });
+}
+
+export class Registry {
+  readonly driver: FileSystemDriver;
+  readonly metadata: MetadataStore;
+  readonly layout: LayoutWriter;
+  readonly options: RegistryOptions;
+  private readonly indexLock = new KeyedLock();
+  private readonly contentLock = new KeyedLock();
+  private readonly lastLayoutCheck = new Map<string, number>();
+  private readonly log: Logger;
+
+  private constructor(options: RegistryOptions, metadata: MetadataStore) {
+    this.options = options;
+    this.log = options.logger;
+    this.driver = new FileSystemDriver(options.dataDir, { durable: options.durable });
+    this.metadata = metadata;
+    this.layout = new LayoutWriter({
+      driver: this.driver,
+      metadata,
+      timing: options.flush,
+      runExclusive: (repository, work) => this.indexLock.run(repository, work),
+      beforeWrite: (repository) => this.foldInOutsideEdits(repository),
+      onError: (repository, err) => this.log.error({ err, repository }, 'writing index.json failed; will retry on the next change'),
+    });
+  }
+
+  /** Opens the data directory: repairs `index.json` files from the journal and adopts new layouts. */
+  static async open(options: RegistryOptions): Promise<Registry> {
+    await mkdir(`${options.dataDir}/${TRELLIS_FOLDER}`, { recursive: true });
+    const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable });
+    const registry = new Registry(options, metadata);
+    await registry.driver.clearTemp();
+    await registry.adoptLayouts();
+    await registry.layout.flushAll();
+    return registry;
+  }
+
+  async close(): Promise<void> {
+    await this.layout.flushAll();
+    this.metadata.close();
+  }
+
+  // ---- repositories -------------------------------------------------------------------------
+
+  /** Finds every layout under the data root (nested folders are nested names) and indexes it. */
+  async adoptLayouts(): Promise<void> {
+    for (const name of await findLayouts(this.driver)) await this.adopt(name);
+  }
+
+  private async adopt(name: string): Promise<void> {
+    const repo = this.metadata.ensureRepository(name);
+    const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
+    if (info && stampOf(info) === repo.indexStamp) return;
+    await this.indexLock.run(name, () => this.importLayout(name));
+  }
+
+  /** Merges what the layout on disk says into the index. Caller holds the index lock. */
+  private async importLayout(name: string): Promise<void> {
+    const repo = this.metadata.ensureRepository(name);
+    try {
+      const { snapshot, problems } = await readLayout(this.driver, name, Math.max(this.options.maxManifestBytes, 8 << 20));
+      for (const problem of problems) this.log.warn({ repository: name }, problem);
+      const listed = new Set(snapshot.manifests.map((m) => m.record.digest));
+      const vanished: string[] = [];
+      for (const digest of this.metadata.manifestDigests(repo.id)) {
+        if (!listed.has(digest) && !(await this.driver.stat(blobKey(name, digest)))) vanished.push(digest);
+      }
+      this.metadata.mergeLayout(repo.id, snapshot, vanished);
+      this.log.info({ repository: name, manifests: snapshot.manifests.length, tags: snapshot.tags.size }, 'indexed layout');
+    } catch (err) {
+      if (!(err instanceof LayoutCorrupt)) throw err;
+      this.log.error({ repository: name }, `${err.message}; serving what the index already holds`);
+    }
+  }
+
+  /** Before rewriting `index.json`, merge edits another tool made since Trellis last wrote it. */
+  private async foldInOutsideEdits(name: string): Promise<void> {
+    const repo = this.metadata.repository(name);
+    const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
+    if (!repo || !info || stampOf(info) === repo.indexStamp) return;
+    this.log.info({ repository: name }, 'index.json was changed by another tool; re-reading it');
+    await this.importLayout(name);
+  }
+
+  /** The repository's record, after noticing (at most once per interval) outside edits. */
+  async repository(name: string): Promise<RepositoryRecord | undefined> {
+    const now = Date.now();
+    if (now - (this.lastLayoutCheck.get(name) ?? 0) >= this.options.layoutCheckIntervalMs) {
+      this.lastLayoutCheck.set(name, now);
+      const repo = this.metadata.repository(name);
+      const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
+      if (info && (!repo || stampOf(info) !== repo.indexStamp)) {
+        await this.indexLock.run(name, async () => {
+          const current = this.metadata.repository(name);
+          const latest = await this.driver.stat(layoutKey(name, INDEX_FILE));
+          if (latest && (!current || stampOf(latest) !== current.indexStamp)) await this.importLayout(name);
+        });
+        const after = this.metadata.repository(name);
+        if (after && after.gen > after.flushedGen) this.layout.changed(name);
+      }
+    }
+    return this.metadata.repository(name);
+  }
+
+  private async requireRepository(name: string): Promise<RepositoryRecord> {
+    const repo = await this.repository(name);
+    if (!repo) throw new OciError(404, 'NAME_UNKNOWN', `repository ${name} is not known`, { name });
+    return repo;
+  }
+
+  /** Makes sure `<name>/` is a valid OCI layout and the index knows it. */
+  async createRepository(name: string): Promise<RepositoryRecord> {
+    const existing = this.metadata.repository(name);
+    if (existing) return existing;
+    if (!(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) {
+      await this.driver.writeAtomic(layoutKey(name, LAYOUT_FILE), LAYOUT_HEADER);
+    }
+    await mkdir(this.driver.path(`${name}/blobs`), { recursive: true });
+    const indexKey = layoutKey(name, INDEX_FILE);
+    if (!(await this.driver.stat(indexKey))) {
+      await this.driver.writeAtomic(indexKey, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
+    }
+    const repo = this.metadata.ensureRepository(name);
+    await this.indexLock.run(name, () => this.importLayout(name));
+    return this.metadata.repository(name) ?? repo;
+  }
+
+  repositories(page: PageRequest): string[] {
+    return this.metadata.repositories(page);
+  }
+
+  // ---- blobs --------------------------------------------------------------------------------
+
+  blobInfo(repository: string, digest: string): Promise<FileInfo | undefined> {
+    return this.driver.stat(blobKey(repository, digest));
+  }
+
+  blobStream(repository: string, digest: string, range?: { start: number; end: number }): Readable {
+    return this.driver.readStream(blobKey(repository, digest), range);
+  }
+
+  /** Moves a verified upload into the repository's layout. */
+  async storeBlob(repository: string, fromKey: string, digest: string, size: number): Promise<void> {
+    const repo = await this.createRepository(repository);
+    await this.driver.commit(fromKey, blobKey(repository, digest));
+    this.metadata.recordBlob(repo.id, digest, size);
+  }
+
+  /**
+   * Cross-repository mount. Without `from`, any repository holding the blob serves as the source.
+   * Returns false when the blob cannot be mounted (the caller then opens an upload).
+   */
+  async mountBlob(repository: string, digest: string, from: string | undefined): Promise<boolean> {
+    const target = this.metadata.repository(repository);
+    if (target && (await this.blobInfo(repository, digest))) return true;
+    const source = from ?? this.metadata.findBlob(digest, target?.id);
+    if (!source || repositoryNameProblem(source) || source === repository) return false;
+    const info = await this.blobInfo(source, digest);
+    if (!info) return false;
+    const repo = await this.createRepository(repository);
+    if (!(await this.driver.share(blobKey(source, digest), blobKey(repository, digest)))) return false;
+    this.metadata.recordBlob(repo.id, digest, info.size);
+    return true;
+  }
+
+  async deleteBlob(repository: string, digest: string): Promise<void> {
+    const repo = await this.requireRepository(repository);
+    await this.contentLock.run(repository, async () => {
+      if (this.metadata.manifest(repo.id, digest)) {
+        throw new OciError(405, 'UNSUPPORTED', `${digest} is a manifest; delete it through /v2/${repository}/manifests/${digest}`);
+      }
+      if (!(await this.driver.remove(blobKey(repository, digest)))) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${repository}`);
+      this.metadata.forgetBlob(repo.id, digest);
+    });
+  }
+
+  // ---- manifests ----------------------------------------------------------------------------
+
+  /** Resolves a tag or digest to a stored manifest, or throws the spec's 404. */
+  async resolveManifest(repository: string, reference: string): Promise<StoredManifest> {
+    const repo = await this.requireRepository(repository);
+    const unknown = () => new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${reference} is not in ${repository}`);
+    let digest: string;
+    if (isValidTag(reference)) {
+      digest = this.metadata.resolveTag(repo.id, reference) ?? '';
+      if (!digest) throw unknown();
+    } else {
+      const parsed = parseDigest(reference);
+      if (typeof parsed !== 'object') throw new OciError(400, 'DIGEST_INVALID', `reference ${JSON.stringify(reference.slice(0, 200))} is neither a tag nor a valid digest`);
+      digest = parsed.digest;
+    }
+    const key = blobKey(repository, digest);
+    const record = this.metadata.manifest(repo.id, digest) ?? (await this.readUnindexedManifest(key, digest));
+    if (!record || !(await this.driver.stat(key))) throw unknown();
+    return { record, key };
+  }
+
+  /** A manifest another tool put into `blobs/` without listing it: served if it parses. */
+  private async readUnindexedManifest(key: string, digest: string): Promise<ManifestRecord | undefined> {
+    const info = await this.driver.stat(key);
+    if (!info || info.size > this.options.maxManifestBytes) return undefined;
+    const bytes = await this.driver.readFile(key, this.options.maxManifestBytes);
+    if (!bytes) return undefined;
+    try {
+      const parsed = parseManifest(bytes);
+      return {
+        digest, mediaType: parsed.mediaType, size: bytes.length, artifactType: parsed.artifactType ?? null,
+        configMediaType: parsed.configMediaType ?? null, subject: parsed.subject ?? null, annotations: parsed.annotations, pushedAt: Number(info.mtimeNs / 1_000_000n),
+      };
+    } catch {
+      return undefined;
+    }
+  }
+
+  async putManifest(repository: string, reference: string, bytes: Buffer, contentType: string | undefined, extraTags: string[]): Promise<{ digest: string; subject?: string; tags: string[] }> {
+    let algorithm: DigestAlgorithm = 'sha256';
+    let tags: string[];
+    if (isValidTag(reference)) {
+      if (extraTags.length) throw new OciError(400, 'TAG_INVALID', 'the tag query parameter is only allowed when pushing by digest');
+      tags = [reference];
+    } else {
+      algorithm = requireDigest(reference, 'reference').algorithm;
+      tags = extraTags;
+    }
+    for (const tag of tags) if (!isValidTag(tag)) throw new OciError(400, 'TAG_INVALID', `tag ${JSON.stringify(tag.slice(0, 200))} is not valid`);
+    const digest = digestOf(bytes, algorithm);
+    if (!isValidTag(reference) && digest !== reference) {
+      throw new OciError(400, 'DIGEST_INVALID', `manifest digest is ${digest}, not ${reference}`, { expected: reference, actual: digest });
+    }
+    let parsed;
+    try {
+      parsed = parseManifest(bytes, contentType);
+    } catch (err) {
+      if (err instanceof ManifestInvalid) throw new OciError(400, 'MANIFEST_INVALID', err.message);
+      throw err;
+    }
+    const repo = await this.createRepository(repository);
+    const key = blobKey(repository, digest);
+    if (!(await this.driver.stat(key))) await this.driver.writeAtomic(key, bytes);
+    await this.contentLock.run(repository, async () => {
+      const required = parsed.links.filter((l) => l.required);
+      const present = await Promise.all(required.map((l) => this.driver.stat(blobKey(repository, l.digest))));
+      const missing: ErrorEntry[] = required.filter((_, i) => !present[i]).map((l) => ({
+        code: 'MANIFEST_BLOB_UNKNOWN', message: `${l.kind} ${l.digest} is not in ${repository}`, detail: { digest: l.digest, mediaType: l.mediaType, kind: l.kind },
+      }));
+      if (missing.length) throw OciError.many(400, missing);
+      const record: ManifestRecord = {
+        digest, mediaType: parsed.mediaType, size: bytes.length, artifactType: parsed.artifactType ?? null,
+        configMediaType: parsed.configMediaType ?? null, subject: parsed.subject ?? null, annotations: parsed.annotations, pushedAt: Date.now(),
+      };
+      this.metadata.putManifest(repo.id, record, parsed.links, tags);
+    });
+    this.layout.changed(repository);
+    return parsed.subject ? { digest, subject: parsed.subject, tags } : { digest, tags };
+  }
+
+  async deleteManifest(repository: string, reference: string): Promise<void> {
+    const repo = await this.requireRepository(repository);
+    await this.contentLock.run(repository, async () => {
+      if (isValidTag(reference)) {
+        if (!this.metadata.deleteTag(repo.id, reference)) throw new OciError(404, 'MANIFEST_UNKNOWN', `tag ${reference} is not in ${repository}`);
+        return;
+      }
+      const { digest } = requireDigest(reference, 'reference');
+      if (!this.metadata.deleteManifest(repo.id, digest)) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
+      await this.driver.remove(blobKey(repository, digest));
+    });
+    this.layout.changed(repository);
+  }
+
+  // ---- listings -----------------------------------------------------------------------------
+
+  async tags(repository: string, page: PageRequest): Promise<string[]> {
+    const repo = await this.requireRepository(repository);
+    return this.metadata.tags(repo.id, page);
+  }
+
+  async referrers(repository: string, subject: string, filter: { artifactTypes?: string[] } & PageRequest): Promise<ManifestRecord[]> {
+    const repo = await this.repository(repository);
+    return repo ? this.metadata.referrers(repo.id, subject, filter) : [];
+  }
+
+  /** Re-reads every layout from scratch into an empty index (used by `trellis reindex`). */
+  static async rebuildIndex(options: RegistryOptions): Promise<void> {
+    const { rm } = await import('node:fs/promises');
+    // Opening and closing first writes every journalled change into the layouts, so nothing
+    // acknowledged is lost when the index is dropped.
+    await (await Registry.open(options)).close();
+    for (const suffix of ['', '-wal', '-shm']) await rm(metadataPath(options.dataDir) + suffix, { force: true });
+    const registry = await Registry.open(options);
+    await registry.close();
+  }
+
+  /** Reads a layout's `index.json` (for fsck). */
+  readIndex(repository: string) {
+    return readIndexJson(this.driver, repository);
+  }
+}

@@ -1,0 +1,121 @@
+// Reads an OCI Image Layout written by anyone: walks everything reachable from `index.json` and
+// turns it into a snapshot the metadata index can merge. Never trusts the files: loops, missing
+// blobs, oversized or corrupt JSON are reported as problems, not thrown.
+import type { StorageDriver } from '../storage/driver.ts';
+import { isValidDigest } from '../oci/digest.ts';
+import { isValidTag } from '../oci/names.ts';
+import { MANIFEST_TYPES } from '../oci/mediatypes.ts';
+import { ManifestInvalid, parseDescriptor, parseManifest, type Descriptor } from '../oci/manifest.ts';
+import type { LayoutSnapshot, ManifestRecord } from '../metadata/store.ts';
+import { INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
+
+export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
+
+export interface LayoutReadResult {
+  snapshot: LayoutSnapshot;
+  problems: string[];
+}
+
+export class LayoutCorrupt extends Error {}
+
+export function stampOf(info: { mtimeNs: bigint; size: number; ino: number }): string {
+  return `${info.mtimeNs}:${info.size}:${info.ino}`;
+}
+
+/** The tag a `ref.name` value carries: tools store a bare tag, or a full `name:tag`. */
+export function tagFromRefName(value: string): string | undefined {
+  if (isValidTag(value)) return value;
+  const tag = value.slice(value.lastIndexOf(':') + 1);
+  return value.includes(':') && isValidTag(tag) ? tag : undefined;
+}
+
+export async function readIndexJson(driver: StorageDriver, repository: string): Promise<{ index: Record<string, unknown>; stamp: string | null }> {
+  const key = layoutKey(repository, INDEX_FILE);
+  const info = await driver.stat(key);
+  if (!info) throw new LayoutCorrupt(`${repository}: index.json is missing`);
+  const bytes = await driver.readFile(key, MAX_INDEX_BYTES);
+  if (!bytes) throw new LayoutCorrupt(`${repository}: index.json is missing`);
+  let index: unknown;
+  try {
+    index = JSON.parse(bytes.toString('utf8'));
+  } catch (err) {
+    throw new LayoutCorrupt(`${repository}: index.json is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof index !== 'object' || index === null || Array.isArray(index) || !Array.isArray((index as Record<string, unknown>).manifests)) {
+    throw new LayoutCorrupt(`${repository}: index.json is not an image index (no manifests list)`);
+  }
+  return { index: index as Record<string, unknown>, stamp: stampOf(info) };
+}
+
+export async function readLayout(driver: StorageDriver, repository: string, maxManifestBytes: number): Promise<LayoutReadResult> {
+  const { index, stamp } = await readIndexJson(driver, repository);
+  const problems: string[] = [];
+  const snapshot: LayoutSnapshot = { manifests: [], tags: new Map(), extras: {}, indexStamp: stamp };
+  if (index.annotations && typeof index.annotations === 'object') snapshot.extras.annotations = index.annotations as Record<string, string>;
+  const foreign: Descriptor[] = [];
+  const visited = new Set<string>();
+  // Top-level entries carry their tag; children found while walking carry none.
+  const queue: { descriptor: Descriptor; top: boolean; tag?: string | undefined }[] = [];
+
+  (index.manifests as unknown[]).forEach((entry, i) => {
+    try {
+      const descriptor = parseDescriptor(entry, `index.json manifests[${i}]`);
+      const refName = descriptor.annotations?.[REF_NAME];
+      queue.push({ descriptor, top: true, tag: refName === undefined ? undefined : tagFromRefName(refName) });
+    } catch (err) {
+      problems.push(`${repository}: ${(err as Error).message}`);
+    }
+  });
+
+  while (queue.length > 0) {
+    const { descriptor, top, tag } = queue.shift()!;
+    if (visited.has(descriptor.digest)) {
+      if (tag) snapshot.tags.set(tag, descriptor.digest);
+      continue;
+    }
+    const found = await readManifest(driver, repository, descriptor, maxManifestBytes, problems);
+    if (!found) {
+      // Kept verbatim so that rewriting index.json never drops another tool's entry.
+      if (top) foreign.push(descriptor);
+      continue;
+    }
+    if (tag) snapshot.tags.set(tag, descriptor.digest);
+    visited.add(descriptor.digest);
+    snapshot.manifests.push(found);
+    for (const link of found.links) {
+      if (link.kind === 'manifest' && !visited.has(link.digest)) {
+        queue.push({ descriptor: { mediaType: link.mediaType, digest: link.digest, size: link.size }, top: false });
+      }
+    }
+  }
+  if (foreign.length) snapshot.extras.foreignEntries = foreign;
+  return { snapshot, problems };
+}
+
+async function readManifest(driver: StorageDriver, repository: string, descriptor: Descriptor, maxBytes: number, problems: string[]) {
+  if (!isValidDigest(descriptor.digest)) return undefined;
+  const known = MANIFEST_TYPES.has(descriptor.mediaType);
+  let bytes: Buffer | undefined;
+  try {
+    bytes = await driver.readFile(blobKey(repository, descriptor.digest), maxBytes);
+  } catch (err) {
+    problems.push(`${repository}: ${descriptor.digest}: ${(err as Error).message}`);
+    return undefined;
+  }
+  if (!bytes) {
+    if (known) problems.push(`${repository}: manifest ${descriptor.digest} is listed but its blob is missing`);
+    return undefined;
+  }
+  try {
+    const parsed = parseManifest(bytes, known ? descriptor.mediaType : undefined);
+    const record: ManifestRecord = {
+      digest: descriptor.digest, mediaType: parsed.mediaType, size: bytes.length, artifactType: parsed.artifactType ?? null,
+      configMediaType: parsed.configMediaType ?? null, subject: parsed.subject ?? null, annotations: parsed.annotations, pushedAt: Date.now(),
+    };
+    return { record, links: parsed.links };
+  } catch (err) {
+    if (!(err instanceof ManifestInvalid)) throw err;
+    if (known) problems.push(`${repository}: manifest ${descriptor.digest}: ${err.message}`);
+    return undefined;
+  }
+}

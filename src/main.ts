@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// The `trellis` executable.
+import { Command } from 'commander';
+import { loadSettings, SettingsError, type Settings } from './config/settings.ts';
+import { createLogger, registryOptions, serve } from './cli/serve.ts';
+import { fsck } from './cli/fsck.ts';
+import { Registry } from './content/registry.ts';
+
+interface CommonFlags {
+  config?: string;
+  data?: string;
+  logLevel?: string;
+}
+
+function settingsFrom(flags: CommonFlags & { listen?: string }): Settings {
+  return loadSettings({ configFile: flags.config, overrides: { data: flags.data, listen: flags.listen, logLevel: flags.logLevel } });
+}
+
+const program = new Command('trellis')
+  .description('An OCI registry that stores every repository as an OCI Image Layout and knows how artifacts relate.')
+  .showHelpAfterError();
+
+program.command('serve')
+  .description('serve the registry API')
+  .option('--listen <host:port>', 'address to listen on (TRELLIS_LISTEN, default 127.0.0.1:5000)')
+  .option('--data <dir>', 'data directory (TRELLIS_DATA, default ./trellis-data)')
+  .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
+  .option('--log-level <level>', 'trace, debug, info, warn or error (TRELLIS_LOG_LEVEL)')
+  .action(async (flags: CommonFlags & { listen?: string }) => {
+    await serve(settingsFrom(flags));
+  });
+
+program.command('fsck')
+  .description('check every layout and the metadata index; exits 1 on any problem')
+  .option('--data <dir>', 'data directory (TRELLIS_DATA, default ./trellis-data)')
+  .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
+  .action(async (flags: CommonFlags) => {
+    const settings = settingsFrom(flags);
+    const report = await fsck(settings.data, { maxManifestBytes: settings.maxManifestBytes });
+    for (const problem of report.problems) console.log(`problem: ${problem}`);
+    console.log(`checked ${report.repositories} repositories, ${report.manifests} manifests, ${report.blobs} blobs: ${report.problems.length} problems`);
+    process.exitCode = report.problems.length ? 1 : 0;
+  });
+
+program.command('reindex')
+  .description('rebuild the metadata index from the layouts (stop the server first)')
+  .option('--data <dir>', 'data directory (TRELLIS_DATA, default ./trellis-data)')
+  .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
+  .option('--log-level <level>', 'log level', 'warn')
+  .action(async (flags: CommonFlags) => {
+    const settings = settingsFrom(flags);
+    await Registry.rebuildIndex(registryOptions(settings, createLogger(settings.logLevel)));
+    console.log(`reindexed ${settings.data}`);
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  if (err instanceof SettingsError) {
+    console.error(`trellis: ${err.message}`);
+    process.exit(2);
+  }
+  console.error(err);
+  process.exit(1);
+});

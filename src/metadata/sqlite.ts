@@ -1,0 +1,274 @@
+// SQLite metadata store on node:sqlite. Synchronous calls on one connection: each method is one
+// transaction, so changes to one repository are serialized without a lock.
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type { ManifestLink } from '../oci/manifest.ts';
+import type {
+  EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, PageRequest, RepositoryRecord, TaggedManifest,
+} from './store.ts';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS repos (
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,
+  gen INTEGER NOT NULL DEFAULT 0, flushed_gen INTEGER NOT NULL DEFAULT 0,
+  index_stamp TEXT, layout_extras TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS blobs (
+  repo_id INTEGER NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+  PRIMARY KEY (repo_id, digest)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_by_digest ON blobs (digest);
+CREATE TABLE IF NOT EXISTS manifests (
+  id INTEGER PRIMARY KEY, repo_id INTEGER NOT NULL, digest TEXT NOT NULL, media_type TEXT NOT NULL,
+  size INTEGER NOT NULL, artifact_type TEXT, config_media_type TEXT, subject TEXT,
+  annotations TEXT NOT NULL, pushed_at INTEGER NOT NULL, UNIQUE (repo_id, digest));
+CREATE INDEX IF NOT EXISTS manifests_by_subject ON manifests (repo_id, subject, digest) WHERE subject IS NOT NULL;
+CREATE TABLE IF NOT EXISTS tags (
+  repo_id INTEGER NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL, gen INTEGER NOT NULL,
+  PRIMARY KEY (repo_id, name)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (repo_id, digest);
+CREATE TABLE IF NOT EXISTS edges (
+  repo_id INTEGER NOT NULL, parent TEXT NOT NULL, kind TEXT NOT NULL, child TEXT NOT NULL, media_type TEXT NOT NULL,
+  PRIMARY KEY (repo_id, parent, kind, child)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS edges_by_child ON edges (repo_id, child, kind, parent);
+CREATE TABLE IF NOT EXISTS annotations (
+  manifest_id INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+  PRIMARY KEY (manifest_id, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS annotations_by_key ON annotations (key, value);
+`;
+
+interface ManifestRow {
+  id: number;
+  digest: string;
+  media_type: string;
+  size: number;
+  artifact_type: string | null;
+  config_media_type: string | null;
+  subject: string | null;
+  annotations: string;
+  pushed_at: number;
+  tag?: string;
+}
+
+interface RepoRow {
+  id: number;
+  name: string;
+  gen: number;
+  flushed_gen: number;
+  index_stamp: string | null;
+  layout_extras: string;
+}
+
+const MANIFEST_COLUMNS = 'm.id, m.digest, m.media_type, m.size, m.artifact_type, m.config_media_type, m.subject, m.annotations, m.pushed_at';
+
+function toManifest(row: ManifestRow): ManifestRecord {
+  return {
+    digest: row.digest, mediaType: row.media_type, size: row.size, artifactType: row.artifact_type,
+    configMediaType: row.config_media_type, subject: row.subject, annotations: JSON.parse(row.annotations) as Record<string, string>,
+    pushedAt: row.pushed_at,
+  };
+}
+
+function toRepository(row: RepoRow): RepositoryRecord {
+  return {
+    id: row.id, name: row.name, gen: row.gen, flushedGen: row.flushed_gen, indexStamp: row.index_stamp,
+    layoutExtras: JSON.parse(row.layout_extras) as LayoutExtras,
+  };
+}
+
+export class SqliteMetadataStore implements MetadataStore {
+  private readonly db: DatabaseSync;
+  private readonly statements = new Map<string, StatementSync>();
+
+  constructor(path: string, options: { durable?: boolean; readOnly?: boolean } = {}) {
+    this.db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
+    this.db.exec('PRAGMA busy_timeout = 5000');
+    if (!options.readOnly) {
+      this.db.exec('PRAGMA journal_mode = WAL');
+      // NORMAL survives a process crash (the WAL is in the OS cache); FULL also survives power loss.
+      this.db.exec(`PRAGMA synchronous = ${options.durable ? 'FULL' : 'NORMAL'}`);
+      this.db.exec(SCHEMA);
+    }
+  }
+
+  private sql(text: string): StatementSync {
+    let statement = this.statements.get(text);
+    if (!statement) {
+      statement = this.db.prepare(text);
+      this.statements.set(text, statement);
+    }
+    return statement;
+  }
+
+  private transaction<T>(work: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = work();
+      this.db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  repository(name: string): RepositoryRecord | undefined {
+    const row = this.sql('SELECT * FROM repos WHERE name = ?').get(name) as RepoRow | undefined;
+    return row && toRepository(row);
+  }
+
+  ensureRepository(name: string): RepositoryRecord {
+    this.sql('INSERT OR IGNORE INTO repos (name, created_at) VALUES (?, ?)').run(name, Date.now());
+    return this.repository(name)!;
+  }
+
+  repositories(page: PageRequest): string[] {
+    const rows = this.sql('SELECT name FROM repos WHERE name > ? ORDER BY name LIMIT ?').all(page.after ?? '', page.limit) as { name: string }[];
+    return rows.map((r) => r.name);
+  }
+
+  allRepositories(): RepositoryRecord[] {
+    return (this.sql('SELECT * FROM repos ORDER BY name').all() as unknown as RepoRow[]).map(toRepository);
+  }
+
+  pendingRepositories(): RepositoryRecord[] {
+    return (this.sql('SELECT * FROM repos WHERE gen > flushed_gen').all() as unknown as RepoRow[]).map(toRepository);
+  }
+
+  recordBlob(repoId: number, digest: string, size: number): void {
+    this.sql('INSERT OR REPLACE INTO blobs (repo_id, digest, size) VALUES (?, ?, ?)').run(repoId, digest, size);
+  }
+
+  forgetBlob(repoId: number, digest: string): void {
+    this.sql('DELETE FROM blobs WHERE repo_id = ? AND digest = ?').run(repoId, digest);
+  }
+
+  findBlob(digest: string, excludeRepoId = -1): string | undefined {
+    const row = this.sql('SELECT r.name FROM blobs b JOIN repos r ON r.id = b.repo_id WHERE b.digest = ? AND b.repo_id <> ? LIMIT 1')
+      .get(digest, excludeRepoId) as { name: string } | undefined;
+    return row?.name;
+  }
+
+  manifest(repoId: number, digest: string): ManifestRecord | undefined {
+    const row = this.sql(`SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repo_id = ? AND m.digest = ?`).get(repoId, digest) as ManifestRow | undefined;
+    return row && toManifest(row);
+  }
+
+  private bumpGen(repoId: number): number {
+    const row = this.sql('UPDATE repos SET gen = gen + 1 WHERE id = ? RETURNING gen').get(repoId) as { gen: number };
+    return row.gen;
+  }
+
+  private insertManifest(repoId: number, record: ManifestRecord, links: ManifestLink[]): void {
+    const inserted = this.sql(`INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, config_media_type, subject, annotations, pushed_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo_id, digest) DO NOTHING RETURNING id`)
+      .get(repoId, record.digest, record.mediaType, record.size, record.artifactType, record.configMediaType, record.subject,
+        JSON.stringify(record.annotations), record.pushedAt) as { id: number } | undefined;
+    if (!inserted) return; // content-addressed: an existing row already says the same
+    const edge = this.sql('INSERT OR IGNORE INTO edges (repo_id, parent, kind, child, media_type) VALUES (?, ?, ?, ?, ?)');
+    for (const link of links) edge.run(repoId, record.digest, link.kind, link.digest, link.mediaType);
+    const annotation = this.sql('INSERT OR REPLACE INTO annotations (manifest_id, key, value) VALUES (?, ?, ?)');
+    for (const [key, value] of Object.entries(record.annotations)) annotation.run(inserted.id, key, value);
+    this.recordBlob(repoId, record.digest, record.size);
+  }
+
+  putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): void {
+    this.transaction(() => {
+      const known = this.sql('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').get(repoId, record.digest);
+      const unchangedTags = tags.every((t) => this.resolveTag(repoId, t) === record.digest);
+      if (known && unchangedTags) return;
+      const gen = this.bumpGen(repoId);
+      this.insertManifest(repoId, record, links);
+      const tag = this.sql('INSERT OR REPLACE INTO tags (repo_id, name, digest, gen) VALUES (?, ?, ?, ?)');
+      for (const name of tags) tag.run(repoId, name, record.digest, gen);
+    });
+  }
+
+  private removeManifestRows(repoId: number, digest: string): boolean {
+    const row = this.sql('DELETE FROM manifests WHERE repo_id = ? AND digest = ? RETURNING id').get(repoId, digest) as { id: number } | undefined;
+    if (!row) return false;
+    this.sql('DELETE FROM annotations WHERE manifest_id = ?').run(row.id);
+    this.sql('DELETE FROM edges WHERE repo_id = ? AND parent = ?').run(repoId, digest);
+    this.sql('DELETE FROM tags WHERE repo_id = ? AND digest = ?').run(repoId, digest);
+    this.forgetBlob(repoId, digest);
+    return true;
+  }
+
+  deleteManifest(repoId: number, digest: string): boolean {
+    return this.transaction(() => {
+      if (!this.removeManifestRows(repoId, digest)) return false;
+      this.bumpGen(repoId);
+      return true;
+    });
+  }
+
+  edgesFrom(repoId: number, digest: string): EdgeRecord[] {
+    return this.sql('SELECT parent, child, kind, media_type AS mediaType FROM edges WHERE repo_id = ? AND parent = ?').all(repoId, digest) as unknown as EdgeRecord[];
+  }
+
+  resolveTag(repoId: number, tag: string): string | undefined {
+    const row = this.sql('SELECT digest FROM tags WHERE repo_id = ? AND name = ?').get(repoId, tag) as { digest: string } | undefined;
+    return row?.digest;
+  }
+
+  tags(repoId: number, page: PageRequest): string[] {
+    const rows = this.sql('SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?').all(repoId, page.after ?? '', page.limit) as { name: string }[];
+    return rows.map((r) => r.name);
+  }
+
+  deleteTag(repoId: number, tag: string): boolean {
+    return this.transaction(() => {
+      const removed = this.sql('DELETE FROM tags WHERE repo_id = ? AND name = ?').run(repoId, tag).changes > 0;
+      if (removed) this.bumpGen(repoId);
+      return removed;
+    });
+  }
+
+  referrers(repoId: number, subject: string, filter: { artifactTypes?: string[] } & PageRequest): ManifestRecord[] {
+    const types = filter.artifactTypes ?? [];
+    const typeClause = types.length ? `AND m.artifact_type IN (${types.map(() => '?').join(',')})` : '';
+    const rows = this.sql(`SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repo_id = ? AND m.subject = ? AND m.digest > ? ${typeClause}
+      ORDER BY m.digest LIMIT ?`).all(repoId, subject, filter.after ?? '', ...types, filter.limit) as unknown as ManifestRow[];
+    return rows.map(toManifest);
+  }
+
+  layoutEntries(repoId: number): { tagged: TaggedManifest[]; untagged: ManifestRecord[] } {
+    const tagged = (this.sql(`SELECT ${MANIFEST_COLUMNS}, t.name AS tag FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+      WHERE t.repo_id = ? ORDER BY t.name`).all(repoId) as unknown as ManifestRow[]).map((row) => ({ ...toManifest(row), tag: row.tag! }));
+    // Untagged entries keep every manifest reachable for other tools: referrers always, and any
+    // manifest that neither a tag nor a parent index in this repository leads to.
+    const untagged = (this.sql(`SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repo_id = ? AND (m.subject IS NOT NULL OR (
+        NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AND
+        NOT EXISTS (SELECT 1 FROM edges e WHERE e.repo_id = m.repo_id AND e.child = m.digest AND e.kind = 'manifest')))
+      ORDER BY m.id`).all(repoId) as unknown as ManifestRow[]).map(toManifest);
+    return { tagged, untagged };
+  }
+
+  markFlushed(repoId: number, gen: number, indexStamp: string): void {
+    this.sql('UPDATE repos SET flushed_gen = MAX(flushed_gen, ?), index_stamp = ? WHERE id = ?').run(gen, indexStamp, repoId);
+  }
+
+  mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): void {
+    this.transaction(() => {
+      const repo = this.sql('SELECT flushed_gen FROM repos WHERE id = ?').get(repoId) as { flushed_gen: number };
+      for (const digest of vanished) this.removeManifestRows(repoId, digest);
+      for (const { record, links } of snapshot.manifests) this.insertManifest(repoId, record, links);
+      const local = this.sql('SELECT name, digest, gen FROM tags WHERE repo_id = ?').all(repoId) as { name: string; digest: string; gen: number }[];
+      const localByName = new Map(local.map((t) => [t.name, t]));
+      for (const t of local) {
+        if (!snapshot.tags.has(t.name) && t.gen <= repo.flushed_gen) this.sql('DELETE FROM tags WHERE repo_id = ? AND name = ?').run(repoId, t.name);
+      }
+      const upsert = this.sql('INSERT OR REPLACE INTO tags (repo_id, name, digest, gen) VALUES (?, ?, ?, ?)');
+      for (const [name, digest] of snapshot.tags) {
+        const mine = localByName.get(name);
+        if (!mine || (mine.gen <= repo.flushed_gen && mine.digest !== digest)) upsert.run(repoId, name, digest, repo.flushed_gen);
+      }
+      this.sql('UPDATE repos SET layout_extras = ?, index_stamp = ? WHERE id = ?').run(JSON.stringify(snapshot.extras), snapshot.indexStamp, repoId);
+    });
+  }
+
+  manifestDigests(repoId: number): string[] {
+    return (this.sql('SELECT digest FROM manifests WHERE repo_id = ?').all(repoId) as { digest: string }[]).map((r) => r.digest);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

@@ -1,0 +1,95 @@
+// The metadata index: repositories, tags, manifests, blobs, annotations and every edge, derived
+// from the layouts. It is also the journal of index changes not yet written to `index.json`:
+// each repository counts its changes (`gen`) and remembers the last one flushed (`flushedGen`).
+import type { Descriptor, LinkKind, ManifestLink } from '../oci/manifest.ts';
+
+export interface RepositoryRecord {
+  id: number;
+  name: string;
+  gen: number;
+  flushedGen: number;
+  /** Identity of the `index.json` last written or read (mtime:size:inode); detects outside edits. */
+  indexStamp: string | null;
+  /** Parts of `index.json` Trellis keeps verbatim: foreign entries and top-level annotations. */
+  layoutExtras: LayoutExtras;
+}
+
+export interface LayoutExtras {
+  foreignEntries?: Descriptor[];
+  annotations?: Record<string, string>;
+}
+
+export interface ManifestRecord {
+  digest: string;
+  mediaType: string;
+  size: number;
+  artifactType: string | null;
+  configMediaType: string | null;
+  subject: string | null;
+  annotations: Record<string, string>;
+  pushedAt: number;
+}
+
+export interface TaggedManifest extends ManifestRecord {
+  tag: string;
+}
+
+export interface EdgeRecord {
+  parent: string;
+  child: string;
+  kind: LinkKind;
+  mediaType: string;
+}
+
+export interface PageRequest {
+  after?: string | undefined;
+  limit: number;
+}
+
+/** What a repository's layout says, as read from disk, to be merged into the index. */
+export interface LayoutSnapshot {
+  manifests: { record: ManifestRecord; links: ManifestLink[] }[];
+  tags: Map<string, string>;
+  extras: LayoutExtras;
+  indexStamp: string | null;
+}
+
+export interface MetadataStore {
+  repository(name: string): RepositoryRecord | undefined;
+  ensureRepository(name: string): RepositoryRecord;
+  repositories(page: PageRequest): string[];
+  allRepositories(): RepositoryRecord[];
+  /** Repositories whose journal holds changes `index.json` does not show yet. */
+  pendingRepositories(): RepositoryRecord[];
+
+  recordBlob(repoId: number, digest: string, size: number): void;
+  forgetBlob(repoId: number, digest: string): void;
+  /** A repository other than `excludeRepoId` that holds the blob (for automatic mounts). */
+  findBlob(digest: string, excludeRepoId?: number): string | undefined;
+
+  manifest(repoId: number, digest: string): ManifestRecord | undefined;
+  /** Stores a manifest, its edges and annotations, and points tags at it, in one transaction. */
+  putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): void;
+  /** Removes a manifest and every tag on it; returns false if it was not there. */
+  deleteManifest(repoId: number, digest: string): boolean;
+  edgesFrom(repoId: number, digest: string): EdgeRecord[];
+
+  resolveTag(repoId: number, tag: string): string | undefined;
+  tags(repoId: number, page: PageRequest): string[];
+  deleteTag(repoId: number, tag: string): boolean;
+
+  referrers(repoId: number, subject: string, filter: { artifactTypes?: string[] } & PageRequest): ManifestRecord[];
+
+  /** Everything `index.json` must list: tagged entries by tag, then untagged ones in push order. */
+  layoutEntries(repoId: number): { tagged: TaggedManifest[]; untagged: ManifestRecord[] };
+  markFlushed(repoId: number, gen: number, indexStamp: string): void;
+  /**
+   * Merges a layout read from disk; local changes not yet flushed win over it. `vanished` lists
+   * manifests whose blobs another tool removed.
+   */
+  mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): void;
+  /** Digests of every manifest the index holds for a repository. */
+  manifestDigests(repoId: number): string[];
+
+  close(): void;
+}

@@ -1,0 +1,157 @@
+// Blob pulls, deletes and the upload protocol (monolithic, single POST, chunked, mount, cancel).
+import { pipeline } from 'node:stream/promises';
+import type { IncomingMessage } from 'node:http';
+import { requireDigest, requireRepositoryName } from '../content/registry.ts';
+import type { UploadSession } from '../content/uploads.ts';
+import { isDigestAlgorithm } from '../oci/digest.ts';
+import { OciError } from '../oci/errors.ts';
+import { send, type Headers } from './http.ts';
+import type { ApiContext } from './context.ts';
+
+type ByteRange = { start: number; end: number };
+
+/** A single `bytes=` range; multi-range and unparsable headers fall back to the whole blob. */
+export function parseRange(header: string | undefined, size: number): ByteRange | 'unsatisfiable' | undefined {
+  const match = header ? /^bytes=(\d*)-(\d*)$/.exec(header.trim()) : null;
+  if (!match || (match[1] === '' && match[2] === '')) return undefined;
+  if (match[1] === '') {
+    const suffix = Number(match[2]);
+    if (suffix === 0 || size === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - suffix), end: size - 1 };
+  }
+  const start = Number(match[1]);
+  const end = match[2] === '' ? size - 1 : Number(match[2]);
+  if (start > end || start >= size) return 'unsatisfiable';
+  return { start, end: Math.min(end, size - 1) };
+}
+
+export async function getBlob(ctx: ApiContext, name: string, reference: string): Promise<void> {
+  const { digest } = requireDigest(reference);
+  const info = await ctx.registry.blobInfo(name, digest);
+  if (!info) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
+  const headers: Headers = {
+    'Content-Type': 'application/octet-stream', 'Docker-Content-Digest': digest, ETag: `"${digest}"`,
+    'Accept-Ranges': 'bytes', 'Cache-Control': 'max-age=31536000',
+  };
+  if (ctx.req.headers['if-none-match'] === `"${digest}"`) return send(ctx.res, 304, headers);
+  const range = parseRange(ctx.req.headers.range, info.size);
+  if (range === 'unsatisfiable') {
+    throw new OciError(416, 'RANGE_INVALID', `range ${ctx.req.headers.range} is outside the blob's ${info.size} bytes`, undefined, { 'Content-Range': `bytes */${info.size}` });
+  }
+  if (ctx.head) return send(ctx.res, 200, { ...headers, 'Content-Length': info.size });
+  if (range) {
+    ctx.res.writeHead(206, { ...headers, 'Content-Length': range.end - range.start + 1, 'Content-Range': `bytes ${range.start}-${range.end}/${info.size}`, 'Docker-Distribution-API-Version': 'registry/2.0' });
+  } else {
+    ctx.res.writeHead(200, { ...headers, 'Content-Length': info.size, 'Docker-Distribution-API-Version': 'registry/2.0' });
+  }
+  await pipeline(ctx.registry.blobStream(name, digest, range), ctx.res);
+}
+
+export async function deleteBlob(ctx: ApiContext, name: string, reference: string): Promise<void> {
+  const { digest } = requireDigest(reference);
+  await ctx.registry.deleteBlob(name, digest);
+  send(ctx.res, 202);
+}
+
+function uploadHeaders(name: string, session: UploadSession, ctx: ApiContext): Headers {
+  return { Location: `/v2/${name}/blobs/uploads/${session.id}`, 'Docker-Upload-UUID': session.id, ...ctx.uploads.rangeHeader(session) };
+}
+
+function blobCreated(ctx: ApiContext, name: string, digest: string): void {
+  send(ctx.res, 201, { Location: `/v2/${name}/blobs/${digest}`, 'Docker-Content-Digest': digest });
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return length !== undefined ? length !== '0' : req.headers['transfer-encoding'] !== undefined;
+}
+
+function declaredLength(req: IncomingMessage): number | undefined {
+  const value = req.headers['content-length'];
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new OciError(400, 'SIZE_INVALID', 'Content-Length is not a number');
+  return Number(value);
+}
+
+/** Appends a PATCH or final PUT body, honouring `Content-Range` when the client sends one. */
+async function appendBody(ctx: ApiContext, name: string, session: UploadSession): Promise<void> {
+  const contentRange = ctx.req.headers['content-range'];
+  let expected = declaredLength(ctx.req);
+  if (contentRange !== undefined) {
+    const match = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/.exec(contentRange.trim());
+    const start = match ? Number(match[1]) : NaN;
+    const end = match ? Number(match[2]) : NaN;
+    if (!match || start !== session.size || end < start) {
+      throw new OciError(416, 'RANGE_INVALID', `Content-Range ${contentRange} does not continue the upload at offset ${session.size}`,
+        { offset: session.size }, uploadHeaders(name, session, ctx) as Record<string, string>);
+    }
+    if (expected !== undefined && expected !== end - start + 1) {
+      throw new OciError(400, 'SIZE_INVALID', `Content-Length ${expected} does not match Content-Range ${contentRange}`);
+    }
+    expected = end - start + 1;
+  }
+  await ctx.uploads.append(session, ctx.req, expected);
+}
+
+/** Verifies the finished upload against the digest and moves it into the repository. */
+async function finishUpload(ctx: ApiContext, name: string, session: UploadSession, digestParam: string | null): Promise<void> {
+  const expected = requireDigest(digestParam, 'digest query parameter');
+  const actual = await ctx.uploads.digest(session, expected.algorithm);
+  if (actual !== expected.digest) {
+    await ctx.uploads.end(session);
+    throw new OciError(400, 'DIGEST_INVALID', `uploaded content has digest ${actual}, not ${expected.digest}`, { expected: expected.digest, actual });
+  }
+  await ctx.registry.storeBlob(name, session.dataKey, expected.digest, session.size);
+  await ctx.uploads.end(session);
+  blobCreated(ctx, name, expected.digest);
+}
+
+export async function startUpload(ctx: ApiContext, name: string): Promise<void> {
+  const query = ctx.url.searchParams;
+  const mount = query.get('mount');
+  if (mount) {
+    const { digest } = requireDigest(mount, 'mount');
+    const from = query.get('from') ?? undefined;
+    if (from !== undefined) requireRepositoryName(from);
+    if (await ctx.registry.mountBlob(name, digest, from)) return blobCreated(ctx, name, digest);
+  }
+  const digestParam = query.get('digest');
+  const algorithmParam = query.get('digest-algorithm') ?? (digestParam ? digestParam.split(':')[0]! : 'sha256');
+  if (!isDigestAlgorithm(algorithmParam)) throw new OciError(400, 'DIGEST_INVALID', `digest algorithm ${JSON.stringify(algorithmParam.slice(0, 50))} is not supported; use sha256 or sha512`);
+  if (digestParam !== null && !mount) requireDigest(digestParam, 'digest query parameter');
+  const session = await ctx.uploads.start(name, algorithmParam);
+  if (digestParam !== null && !mount) {
+    // Single-request upload: the whole blob is in this POST.
+    try {
+      await ctx.uploads.append(session, ctx.req, declaredLength(ctx.req));
+    } catch (err) {
+      await ctx.uploads.end(session);
+      throw err;
+    }
+    return finishUpload(ctx, name, session, digestParam);
+  }
+  send(ctx.res, 202, uploadHeaders(name, session, ctx));
+}
+
+export async function patchUpload(ctx: ApiContext, name: string, id: string): Promise<void> {
+  const session = await ctx.uploads.get(name, id);
+  await appendBody(ctx, name, session);
+  send(ctx.res, 202, uploadHeaders(name, session, ctx));
+}
+
+export async function putUpload(ctx: ApiContext, name: string, id: string): Promise<void> {
+  const session = await ctx.uploads.get(name, id);
+  if (hasBody(ctx.req)) await appendBody(ctx, name, session);
+  await finishUpload(ctx, name, session, ctx.url.searchParams.get('digest'));
+}
+
+export async function uploadStatus(ctx: ApiContext, name: string, id: string): Promise<void> {
+  const session = await ctx.uploads.get(name, id);
+  send(ctx.res, 204, uploadHeaders(name, session, ctx));
+}
+
+export async function cancelUpload(ctx: ApiContext, name: string, id: string): Promise<void> {
+  const session = await ctx.uploads.get(name, id);
+  await ctx.uploads.end(session);
+  send(ctx.res, 204);
+}

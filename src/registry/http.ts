@@ -1,0 +1,66 @@
+// Small helpers for exact HTTP answers: the spec's headers on every response, OCI error bodies.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { OciError } from '../oci/errors.ts';
+
+export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' };
+
+export type Headers = Record<string, string | number | string[]>;
+
+export function send(res: ServerResponse, status: number, headers: Headers = {}, body?: string | Buffer): void {
+  const payload = body === undefined ? undefined : typeof body === 'string' ? Buffer.from(body) : body;
+  res.writeHead(status, { ...API_VERSION_HEADER, 'Content-Length': payload?.length ?? 0, ...headers });
+  res.end(payload);
+}
+
+export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Headers = {}, head = false): void {
+  const body = Buffer.from(JSON.stringify(value));
+  res.writeHead(status, { ...API_VERSION_HEADER, 'Content-Type': 'application/json', 'Content-Length': body.length, ...headers });
+  res.end(head ? undefined : body);
+}
+
+export function sendError(res: ServerResponse, error: OciError, head = false): void {
+  const body = Buffer.from(error.body());
+  res.writeHead(error.status, { ...API_VERSION_HEADER, 'Content-Type': 'application/json', 'Content-Length': body.length, ...error.headers });
+  res.end(head ? undefined : body);
+}
+
+/**
+ * Reads a whole request body up to `maxBytes`. A larger body is drained and dropped, then
+ * answered with 413 (failing mid-stream would reset the connection before the answer).
+ */
+export function readBody(req: IncomingMessage, maxBytes: number, what: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    req.on('data', (chunk: Buffer) => {
+      total += chunk.length;
+      if (total <= maxBytes) chunks.push(chunk);
+    });
+    req.on('error', (err) => reject(new OciError(400, 'MANIFEST_INVALID', `request body could not be read: ${err.message}`)));
+    req.on('end', () => {
+      if (total > maxBytes) reject(new OciError(413, 'SIZE_INVALID', `${what} exceeds the limit of ${maxBytes} bytes`));
+      else resolve(Buffer.concat(chunks, total));
+    });
+  });
+}
+
+/** `n` and `last` of a paginated listing, checked. */
+export function pageParams(query: URLSearchParams, maxPage: number): { limit: number; after?: string; requested: number | undefined } {
+  const raw = query.get('n');
+  let requested: number | undefined;
+  if (raw !== null) {
+    if (!/^\d{1,9}$/.test(raw)) throw new OciError(400, 'PAGINATION_NUMBER_INVALID', `n must be a non-negative integer, not ${JSON.stringify(raw.slice(0, 50))}`);
+    requested = Number(raw);
+  }
+  const last = query.get('last') ?? undefined;
+  const page: { limit: number; after?: string; requested: number | undefined } = { limit: Math.min(requested ?? maxPage, maxPage), requested };
+  if (last) page.after = last;
+  return page;
+}
+
+/** An RFC 8288 `Link` header to the next page. */
+export function nextLink(path: string, params: Record<string, string | string[]>): string {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) for (const v of [value].flat()) query.append(key, v);
+  return `<${path}?${query.toString()}>; rel="next"`;
+}

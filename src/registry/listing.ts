@@ -1,0 +1,78 @@
+// Listings: tags, the catalog, referrers, and the extension discovery document.
+import { requireDigest } from '../content/registry.ts';
+import { OCI_INDEX } from '../oci/mediatypes.ts';
+import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
+import { nextLink, pageParams, send, sendJson, type Headers } from './http.ts';
+import type { ApiContext } from './context.ts';
+
+/** Lists a page, fetching one extra item to learn whether a `Link` to the next page is due. */
+function paged<T>(ctx: ApiContext, path: string, fetch: (page: { after?: string; limit: number }) => T[] | Promise<T[]>, key: (item: T) => string) {
+  const page = pageParams(ctx.url.searchParams, ctx.limits.maxListPage);
+  return (async () => {
+    if (page.limit === 0) return { items: [] as T[], headers: {} as Headers };
+    const request: { after?: string; limit: number } = { limit: page.limit + 1 };
+    if (page.after) request.after = page.after;
+    const items = await fetch(request);
+    const headers: Headers = {};
+    if (items.length > page.limit) {
+      items.length = page.limit;
+      headers.Link = nextLink(path, { n: String(page.limit), last: key(items[items.length - 1]!) });
+    }
+    return { items, headers };
+  })();
+}
+
+export async function listTags(ctx: ApiContext, name: string): Promise<void> {
+  const { items, headers } = await paged(ctx, `/v2/${name}/tags/list`, (page) => ctx.registry.tags(name, page), (t) => t);
+  sendJson(ctx.res, 200, { name, tags: items }, headers, ctx.head);
+}
+
+export async function catalog(ctx: ApiContext): Promise<void> {
+  const { items, headers } = await paged(ctx, '/v2/_catalog', (page) => ctx.registry.repositories(page), (r) => r);
+  sendJson(ctx.res, 200, { repositories: items }, headers, ctx.head);
+}
+
+export async function referrers(ctx: ApiContext, name: string, reference: string): Promise<void> {
+  const { digest } = requireDigest(reference);
+  const query = ctx.url.searchParams;
+  const artifactTypes = query.getAll('artifactType').filter(Boolean);
+  const page = pageParams(query, ctx.limits.maxListPage);
+  const filter: { artifactTypes: string[]; after?: string; limit: number } = { artifactTypes, limit: page.limit + 1 };
+  if (page.after) filter.after = page.after;
+  const records = page.limit === 0 ? [] : await ctx.registry.referrers(name, digest, filter);
+
+  // Split by the client's n and by the byte budget of one response, whichever comes first.
+  const manifests: Descriptor[] = [];
+  let bytes = 100;
+  let more = records.length > page.limit;
+  for (const record of records.slice(0, page.limit)) {
+    const descriptor = referrerDescriptor(record);
+    const size = JSON.stringify(descriptor).length + 1;
+    if (manifests.length > 0 && bytes + size > ctx.limits.maxReferrersBytes) {
+      more = true;
+      break;
+    }
+    bytes += size;
+    manifests.push(descriptor);
+  }
+  const headers: Headers = { 'Content-Type': OCI_INDEX };
+  if (artifactTypes.length) headers['OCI-Filters-Applied'] = 'artifactType';
+  if (more && manifests.length) {
+    const params: Record<string, string | string[]> = { n: String(page.requested ?? page.limit), last: manifests[manifests.length - 1]!.digest };
+    if (artifactTypes.length) params.artifactType = artifactTypes;
+    headers.Link = nextLink(`/v2/${name}/referrers/${digest}`, params);
+  }
+  const body = JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests });
+  send(ctx.res, 200, { ...headers, 'Content-Length': Buffer.byteLength(body) }, ctx.head ? undefined : body);
+}
+
+export function discoverExtensions(ctx: ApiContext): void {
+  sendJson(ctx.res, 200, {
+    extensions: [{
+      name: '_oci',
+      description: 'Extensions served by Trellis',
+      url: 'https://github.com/opencontainers/distribution-spec/tree/main/extensions',
+      endpoints: ['_oci/ext/discover'],
+    }],
+  }, {}, ctx.head);
+}

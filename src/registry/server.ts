@@ -1,0 +1,94 @@
+// The registry HTTP API on node:http. Routing is by suffix because repository names contain '/'.
+import { createServer, type Server } from 'node:http';
+import type { Logger } from 'pino';
+import type { Registry } from '../content/registry.ts';
+import type { Uploads } from '../content/uploads.ts';
+import { requireRepositoryName } from '../content/registry.ts';
+import { OciError } from '../oci/errors.ts';
+import { sendError, sendJson } from './http.ts';
+import type { ApiContext, ApiLimits, Handler } from './context.ts';
+import { cancelUpload, deleteBlob, getBlob, patchUpload, putUpload, startUpload, uploadStatus } from './blobs.ts';
+import { deleteManifest, getManifest, putManifest } from './manifests.ts';
+import { catalog, discoverExtensions, listTags, referrers } from './listing.ts';
+
+interface Route {
+  pattern: RegExp;
+  methods: Partial<Record<string, Handler>>;
+}
+
+// Order matters: upload paths before blob paths.
+const ROUTES: Route[] = [
+  { pattern: /^\/v2\/(.+)\/blobs\/uploads\/?$/, methods: { POST: startUpload } },
+  { pattern: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, methods: { PATCH: patchUpload, PUT: putUpload, GET: uploadStatus, HEAD: uploadStatus, DELETE: cancelUpload } },
+  { pattern: /^\/v2\/(.+)\/blobs\/([^/]+)$/, methods: { GET: getBlob, HEAD: getBlob, DELETE: deleteBlob } },
+  { pattern: /^\/v2\/(.+)\/manifests\/([^/]+)$/, methods: { GET: getManifest, HEAD: getManifest, PUT: putManifest, DELETE: deleteManifest } },
+  { pattern: /^\/v2\/(.+)\/tags\/list\/?$/, methods: { GET: listTags, HEAD: listTags } },
+  { pattern: /^\/v2\/(.+)\/referrers\/([^/]+)$/, methods: { GET: referrers, HEAD: referrers } },
+];
+
+export interface ServerDependencies {
+  registry: Registry;
+  uploads: Uploads;
+  limits: ApiLimits;
+  log: Logger;
+}
+
+async function dispatch(ctx: ApiContext): Promise<void> {
+  const path = ctx.url.pathname;
+  const method = ctx.head ? 'HEAD' : ctx.req.method ?? 'GET';
+  if (path === '/v2' || path === '/v2/') {
+    if (method !== 'GET' && method !== 'HEAD') throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on /v2/`);
+    return sendJson(ctx.res, 200, {}, {}, ctx.head);
+  }
+  if (path === '/v2/_catalog') return catalog(ctx);
+  if (path === '/v2/_oci/ext/discover') return discoverExtensions(ctx);
+  for (const route of ROUTES) {
+    const match = route.pattern.exec(path);
+    if (!match) continue;
+    const handler = route.methods[method];
+    if (!handler) throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on this endpoint`, undefined, { Allow: Object.keys(route.methods).join(', ') });
+    const name = match[1]!;
+    // Names never need percent-encoding; an encoded one is an attempt to smuggle '/' or '..'.
+    if (name.includes('%')) throw new OciError(400, 'NAME_INVALID', 'repository name must not be percent-encoded');
+    requireRepositoryName(name);
+    return handler(ctx, name, decodeURIComponent(match[2] ?? ''));
+  }
+  throw new OciError(404, 'NAME_UNKNOWN', `no registry endpoint at ${path.slice(0, 200)}`);
+}
+
+export function createRegistryServer(deps: ServerDependencies): Server {
+  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, (req, res) => {
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://registry.invalid');
+    } catch {
+      return sendError(res, new OciError(400, 'NAME_INVALID', 'request URL cannot be parsed'));
+    }
+    const head = req.method === 'HEAD';
+    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log };
+    const started = performance.now();
+    dispatch(ctx).then(
+      () => deps.log.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: +(performance.now() - started).toFixed(2) }, 'request'),
+      (err: unknown) => {
+        if (res.headersSent) {
+          // The body was already streaming; all that is left is to cut the connection.
+          deps.log.warn({ err, method: req.method, path: url.pathname }, 'response failed after headers were sent');
+          res.destroy();
+          return;
+        }
+        let error: OciError;
+        if (err instanceof OciError) {
+          error = err;
+        } else if (err instanceof URIError) {
+          error = new OciError(400, 'NAME_INVALID', 'request path has malformed percent-encoding');
+        } else {
+          deps.log.error({ err, method: req.method, path: url.pathname }, 'internal error');
+          error = new OciError(500, 'UNKNOWN', 'internal error; see the registry log');
+        }
+        deps.log.debug({ method: req.method, path: url.pathname, status: error.status, code: error.entries[0]?.code }, 'request rejected');
+        sendError(res, error, head);
+      },
+    );
+  });
+  return server;
+}
