@@ -287,16 +287,17 @@ export class Registry {
       if (err instanceof ManifestInvalid) throw new OciError(400, 'MANIFEST_INVALID', err.message);
       throw err;
     }
-    const repo = await this.createRepository(repository);
-    const key = blobKey(repository, digest);
-    if (!(await this.driver.stat(key))) await this.driver.writeAtomic(key, bytes);
     await this.contentLock.run(repository, async () => {
+      // Everything is checked before anything is written, so a refused push leaves no trace.
       const required = parsed.links.filter((l) => l.required);
       const present = await Promise.all(required.map((l) => this.driver.stat(blobKey(repository, l.digest))));
       const missing: ErrorEntry[] = required.filter((_, i) => !present[i]).map((l) => ({
         code: 'MANIFEST_BLOB_UNKNOWN', message: `${l.kind} ${l.digest} is not in ${repository}`, detail: { digest: l.digest, mediaType: l.mediaType, kind: l.kind },
       }));
       if (missing.length) throw OciError.many(400, missing);
+      const repo = await this.createRepository(repository);
+      const key = blobKey(repository, digest);
+      if (!(await this.driver.stat(key))) await this.driver.writeAtomic(key, bytes);
       const record: ManifestRecord = {
         digest, mediaType: parsed.mediaType, size: bytes.length, artifactType: parsed.artifactType ?? null,
         configMediaType: parsed.configMediaType ?? null, subject: parsed.subject ?? null, annotations: parsed.annotations, pushedAt: Date.now(),

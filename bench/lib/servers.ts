@@ -1,0 +1,241 @@
+// Starts and stops the registries under test as separate processes, each on a fresh temp data
+// directory and a free 127.0.0.1 port, and reads their memory figures from /proc.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const NODE_BIN_DIR = join(ROOT, 'node_modules/.bin');
+export const DISTRIBUTION_BIN = process.env.BENCH_DISTRIBUTION ?? join(ROOT, '.peers/docker-registry/usr/bin/docker-registry');
+
+export type ServerKind = 'trellis' | 'distribution' | 'sink';
+
+export interface ServerHandle {
+  kind: ServerKind;
+  url: string;
+  pid: number;
+  dataDir: string;
+  logFile: string;
+  /** Stops the process (SIGTERM, then SIGKILL after a grace period); returns how long it took. */
+  stop(): Promise<{ ms: number; code: number | null; signal: string | null }>;
+  /** Whether the process is still running. */
+  alive(): boolean;
+}
+
+export interface MemoryFigures {
+  /** Peak resident set size so far (VmHWM), in KiB. */
+  peakKiB: number;
+  /** Current resident set size (VmRSS), in KiB. */
+  rssKiB: number;
+}
+
+const live = new Set<ChildProcess>();
+
+/** Kills every server still running; safe to call from an exit handler (synchronous). */
+export function killAll(): void {
+  for (const child of live) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  live.clear();
+}
+
+let hooksInstalled = false;
+function installExitHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  process.on('exit', killAll);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      killAll();
+      process.exit(130);
+    });
+  }
+}
+
+export function readMemory(pid: number): MemoryFigures | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+    return { peakKiB: field('VmHWM'), rssKiB: field('VmRSS') };
+  } catch {
+    return undefined;
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      probe.close(() => resolvePort(port));
+    });
+  });
+}
+
+async function waitReady(url: string, child: ChildProcess, logFile: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError = '';
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`server exited early (code ${child.exitCode}, signal ${child.signalCode}); log: ${tail(logFile)}`);
+    }
+    try {
+      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(2000) });
+      await res.arrayBuffer();
+      if (res.status === 200) return;
+      lastError = `GET /v2/ answered ${res.status}`;
+    } catch (err) {
+      lastError = (err as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`server at ${url} not ready after ${timeoutMs} ms (${lastError}); log: ${tail(logFile)}`);
+}
+
+export function tail(file: string, lines = 20): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+interface SpawnSpec {
+  kind: ServerKind;
+  command: string;
+  args: string[];
+  env?: NodeJS.ProcessEnv;
+  dataDir: string;
+  logFile: string;
+  url: string;
+  cleanup: string[];
+  keepData: boolean;
+}
+
+async function launch(spec: SpawnSpec): Promise<ServerHandle> {
+  installExitHooks();
+  const log = createWriteStream(spec.logFile);
+  await new Promise<void>((r) => log.once('open', () => r()));
+  const child = spawn(spec.command, spec.args, { cwd: ROOT, env: spec.env ?? process.env, stdio: ['ignore', log, log] });
+  live.add(child);
+  const exited = new Promise<{ code: number | null; signal: string | null }>((r) => {
+    child.once('exit', (code, signal) => {
+      live.delete(child);
+      r({ code, signal });
+    });
+  });
+  const stop = async () => {
+    const started = performance.now();
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const grace = setTimeout(() => child.kill('SIGKILL'), 120_000);
+      const result = await exited;
+      clearTimeout(grace);
+      log.end();
+      if (!spec.keepData) for (const dir of spec.cleanup) await rm(dir, { recursive: true, force: true });
+      return { ms: performance.now() - started, ...result };
+    }
+    const result = await exited;
+    log.end();
+    if (!spec.keepData) for (const dir of spec.cleanup) await rm(dir, { recursive: true, force: true });
+    return { ms: 0, ...result };
+  };
+  if (child.pid === undefined) {
+    await stop().catch(() => undefined);
+    throw new Error(`could not start ${spec.command}`);
+  }
+  try {
+    await waitReady(spec.url, child, spec.logFile, 60_000);
+  } catch (err) {
+    child.kill('SIGKILL');
+    await stop().catch(() => undefined);
+    throw err;
+  }
+  return {
+    kind: spec.kind, url: spec.url, pid: child.pid, dataDir: spec.dataDir, logFile: spec.logFile, stop,
+    alive: () => child.exitCode === null && child.signalCode === null,
+  };
+}
+
+export interface StartOptions {
+  /** Parent folder for the temp data directory. */
+  tmpRoot: string;
+  /** Folder for the server's log file (kept after the run). */
+  logDir: string;
+  /** Label used in file names. */
+  label: string;
+  /** Trellis only: write a V8 CPU profile into this folder when the server exits. */
+  cpuProfDir?: string | undefined;
+  keepData?: boolean;
+}
+
+/** `node src/main.ts serve` with Node 24 from node_modules/.bin first on PATH. */
+export async function startTrellis(options: StartOptions): Promise<ServerHandle> {
+  const port = await freePort();
+  const dataDir = await mkdtemp(join(options.tmpRoot, `trellis-${options.label}-`));
+  const logFile = join(options.logDir, `trellis-${options.label}.log`);
+  const nodeFlags = options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`, `--cpu-prof-name=trellis-${options.label}.cpuprofile`] : [];
+  return launch({
+    kind: 'trellis',
+    command: join(NODE_BIN_DIR, 'node'),
+    args: [...nodeFlags, 'src/main.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn'],
+    env: { ...process.env, PATH: `${NODE_BIN_DIR}:${process.env.PATH ?? ''}` },
+    dataDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [dataDir], keepData: options.keepData ?? false,
+  });
+}
+
+/** distribution 2.8 with the recipe of conformance-clients-peers.md §4.3, on loopback only. */
+export async function startDistribution(options: StartOptions): Promise<ServerHandle> {
+  if (!existsSync(DISTRIBUTION_BIN)) throw new Error(`distribution binary not found at ${DISTRIBUTION_BIN} (run .ci/install-peers.sh or set BENCH_DISTRIBUTION)`);
+  const port = await freePort();
+  const workDir = await mkdtemp(join(options.tmpRoot, `distribution-${options.label}-`));
+  const dataDir = join(workDir, 'data');
+  const configFile = join(workDir, 'config.yml');
+  await writeFile(configFile, [
+    'version: 0.1',
+    'log:',
+    '  level: warn',
+    '  accesslog:',
+    '    disabled: true',
+    'storage:',
+    '  filesystem:',
+    `    rootdirectory: ${dataDir}`,
+    '  delete:',
+    '    enabled: true',
+    '  cache:',
+    '    blobdescriptor: inmemory',
+    'http:',
+    `  addr: 127.0.0.1:${port}`,
+    '  headers:',
+    '    X-Content-Type-Options: [nosniff]',
+    '',
+  ].join('\n'));
+  const logFile = join(options.logDir, `distribution-${options.label}.log`);
+  // The REGISTRY_* variables would override the file; make sure none leaks in from the caller.
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('REGISTRY_')) env[key] = value;
+  return launch({
+    kind: 'distribution', command: DISTRIBUTION_BIN, args: ['serve', configFile], env,
+    dataDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [workDir], keepData: options.keepData ?? false,
+  });
+}
+
+/** A node:http server that reads and drops request bodies: the ceiling of the client and loopback. */
+export async function startSink(options: StartOptions): Promise<ServerHandle> {
+  const port = await freePort();
+  const dataDir = await mkdtemp(join(options.tmpRoot, `sink-${options.label}-`));
+  const logFile = join(options.logDir, `sink-${options.label}.log`);
+  return launch({
+    kind: 'sink', command: join(NODE_BIN_DIR, 'node'), args: [join(ROOT, 'bench/lib/sink.ts'), String(port)],
+    env: { ...process.env, PATH: `${NODE_BIN_DIR}:${process.env.PATH ?? ''}` },
+    dataDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [dataDir], keepData: false,
+  });
+}
