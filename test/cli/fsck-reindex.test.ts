@@ -1,0 +1,62 @@
+// `trellis fsck` finds damage; `trellis reindex` rebuilds the index from the layouts alone.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readdir, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { startTestRegistry } from '../helpers/registry.ts';
+
+const run = promisify(execFile);
+const MAIN = resolve(import.meta.dirname, '../../src/main.ts');
+const sha256 = (data: string) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+
+async function trellis(...args: string[]): Promise<{ code: number; stdout: string }> {
+  try {
+    const { stdout } = await run(process.execPath, [MAIN, ...args]);
+    return { code: 0, stdout };
+  } catch (err) {
+    const e = err as { code: number; stdout: string };
+    return { code: e.code, stdout: e.stdout };
+  }
+}
+
+test('fsck is clean on a healthy data directory and reports a corrupted blob', async () => {
+  const reg = await startTestRegistry();
+  const body = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] });
+  const blob = 'some layer';
+  await fetch(`${reg.url}/v2/fsck/repo/blobs/uploads/?digest=${sha256(blob)}`, { method: 'POST', body: blob });
+  await fetch(`${reg.url}/v2/fsck/repo/manifests/v1`, { method: 'PUT', body, headers: { 'Content-Type': 'application/vnd.oci.image.index.v1+json' } });
+  await reg.close();
+  const clean = await trellis('fsck', '--data', reg.dataDir);
+  assert.equal(clean.code, 0, clean.stdout);
+  assert.match(clean.stdout, /0 problems/);
+
+  await writeFile(join(reg.dataDir, 'fsck/repo/blobs/sha256', sha256(blob).slice(7)), 'tampered');
+  const damaged = await trellis('fsck', '--data', reg.dataDir);
+  assert.equal(damaged.code, 1);
+  assert.match(damaged.stdout, /has content with digest/);
+  await rm(reg.dataDir, { recursive: true, force: true });
+});
+
+test('reindex rebuilds tags and referrers from the layouts after the index is lost', async () => {
+  const reg = await startTestRegistry();
+  const index = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] });
+  await fetch(`${reg.url}/v2/re/idx/manifests/v1`, { method: 'PUT', body: index, headers: { 'Content-Type': 'application/vnd.oci.image.index.v1+json' } });
+  const referrer = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', artifactType: 'application/vnd.example', manifests: [], subject: { mediaType: 'application/vnd.oci.image.index.v1+json', digest: sha256(index), size: index.length } });
+  await fetch(`${reg.url}/v2/re/idx/manifests/${sha256(referrer)}`, { method: 'PUT', body: referrer, headers: { 'Content-Type': 'application/vnd.oci.image.index.v1+json' } });
+  await reg.close();
+  for (const f of await readdir(join(reg.dataDir, '_trellis'))) if (f.startsWith('metadata')) await rm(join(reg.dataDir, '_trellis', f));
+  const result = await trellis('reindex', '--data', reg.dataDir);
+  assert.equal(result.code, 0, result.stdout);
+  assert.equal((await trellis('fsck', '--data', reg.dataDir)).code, 0);
+
+  const again = await startTestRegistry({}, reg.dataDir);
+  const tags = (await (await fetch(`${again.url}/v2/re/idx/tags/list`)).json()) as { tags: string[] };
+  assert.deepEqual(tags.tags, ['v1']);
+  const refs = (await (await fetch(`${again.url}/v2/re/idx/referrers/${sha256(index)}`)).json()) as { manifests: { digest: string; artifactType: string }[] };
+  assert.deepEqual(refs.manifests.map((m) => [m.digest, m.artifactType]), [[sha256(referrer), 'application/vnd.example']]);
+  await again.close();
+  await rm(reg.dataDir, { recursive: true, force: true });
+});

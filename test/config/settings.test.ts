@@ -1,0 +1,30 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULT_SETTINGS, SettingsError, envName, loadSettings, parseListen } from '../../src/config/settings.ts';
+
+test('defaults, then config file, then environment, then flags', async () => {
+  assert.equal(loadSettings({ env: {} }).listen, '127.0.0.1:5000');
+  assert.equal(loadSettings({ env: {} }).data, './trellis-data');
+  const file = join(await mkdtemp(join(tmpdir(), 'trellis-settings-')), 'config.json');
+  await writeFile(file, JSON.stringify({ data: '/from/file', maxManifestBytes: 1000, fsync: true }));
+  const settings = loadSettings({ configFile: file, env: { TRELLIS_MAX_MANIFEST_BYTES: '2000' }, overrides: { data: '/from/flag' } });
+  assert.equal(settings.data, '/from/flag');
+  assert.equal(settings.maxManifestBytes, 2000);
+  assert.equal(settings.fsync, true);
+  assert.equal(envName('maxManifestBytes'), 'TRELLIS_MAX_MANIFEST_BYTES');
+  assert.equal(Object.keys(DEFAULT_SETTINGS).length, 14, 'every setting is documented in docs/configuration.md');
+});
+
+test('bad settings are refused with a clear message', async () => {
+  assert.throws(() => loadSettings({ env: { TRELLIS_FSYNC: 'maybe' } }), SettingsError);
+  assert.throws(() => loadSettings({ env: { TRELLIS_MAX_LIST_PAGE: '-1' } }), SettingsError);
+  assert.throws(() => loadSettings({ env: { TRELLIS_LISTEN: 'nowhere' } }), SettingsError);
+  const file = join(await mkdtemp(join(tmpdir(), 'trellis-settings-')), 'config.json');
+  await writeFile(file, JSON.stringify({ colour: 'blue' }));
+  assert.throws(() => loadSettings({ configFile: file, env: {} }), /unknown setting colour/);
+  assert.deepEqual(parseListen('[::1]:5000'), { host: '::1', port: 5000 });
+  assert.deepEqual(parseListen(':80'), { host: '127.0.0.1', port: 80 });
+});
