@@ -1,0 +1,484 @@
+// Benchmark harness: Trellis against distribution 2.8, side by side, in one run.
+//
+//   npm run bench                         # everything, 100,000 referrers
+//   BENCH_REFERRERS=10000 npm run bench   # quicker
+//   BENCH_ONLY=throughput npm run bench   # one section: throughput | manifests | referrers
+//
+// Every server is a separate process on a fresh temp data directory and a free 127.0.0.1 port;
+// each section starts its own servers, so the peak RSS read at its end belongs to that section.
+// Results: a markdown table on stdout and in bench/results/latest.md, then the raw JSON (also in
+// bench/results/latest.json). See docs/benchmarks.md.
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  DISTRIBUTION_BIN, NODE_BIN_DIR, ROOT, killAll, readMemory, startDistribution, startSink, startTrellis, tail,
+  type MemoryFigures, type ServerHandle, type StartOptions,
+} from './lib/servers.ts';
+import {
+  OCI_CONFIG, OCI_EMPTY, OCI_LAYER, OCI_MANIFEST, pullBlob, pushBlobFromFile, pushSmallBlob, putManifest, runPool, sha256, walkReferrers,
+  type Descriptor, type PoolResult, type ReferrersWalk,
+} from './lib/client.ts';
+import { meanRange, median, percentile, round, windowMeans } from './lib/stats.ts';
+import { renderMarkdown } from './lib/report.ts';
+
+// ---- settings ---------------------------------------------------------------------------------
+
+function intEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(raw)}`);
+  return n;
+}
+
+const SECTIONS = ['throughput', 'manifests', 'referrers'] as const;
+type Section = (typeof SECTIONS)[number];
+
+const only = process.env.BENCH_ONLY?.trim();
+if (only && !only.split(',').every((s) => (SECTIONS as readonly string[]).includes(s))) {
+  console.error(`BENCH_ONLY must be one of ${SECTIONS.join(', ')} (comma-separated), not ${JSON.stringify(only)}`);
+  process.exit(2);
+}
+
+export const settings = {
+  sections: (only ? only.split(',') : [...SECTIONS]) as Section[],
+  blobMiB: intEnv('BENCH_BLOB_MIB', 100),
+  blobRuns: intEnv('BENCH_BLOB_RUNS', 3),
+  blobTimeLimitS: intEnv('BENCH_BLOB_TIME_LIMIT_S', 300),
+  manifests: intEnv('BENCH_MANIFESTS', 2000),
+  manifestTimeLimitS: intEnv('BENCH_MANIFEST_TIME_LIMIT_S', 180),
+  referrers: intEnv('BENCH_REFERRERS', 100_000),
+  referrerWindow: intEnv('BENCH_REFERRER_WINDOW', 1000),
+  referrersTimeLimitS: intEnv('BENCH_REFERRERS_TIME_LIMIT_S', 1200),
+  concurrency: intEnv('BENCH_CONCURRENCY', 8),
+  cpuProfDir: process.env.BENCH_CPU_PROF || undefined,
+  tmpRoot: process.env.BENCH_TMPDIR || tmpdir(),
+};
+
+const RESULTS_DIR = join(ROOT, 'bench/results');
+const LOG_DIR = join(RESULTS_DIR, 'logs');
+
+function progress(message: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+// ---- result shapes ----------------------------------------------------------------------------
+
+export type Target = 'trellis' | 'distribution';
+export const TARGETS: Target[] = ['trellis', 'distribution'];
+
+export interface BlobRun {
+  pushMBps: number;
+  pullMBps: number | null;
+  pushMs: number;
+  pullMs: number | null;
+}
+
+export interface ThroughputResult {
+  blobBytes: number;
+  opensslRunsMBps: number[];
+  opensslMBps: number;
+  sinkPushMBps: number | null;
+  sinkRunsMBps: number[];
+  servers: Partial<Record<Target, {
+    runs: BlobRun[];
+    pushMBps: number;
+    pullMBps: number;
+    pushOverOpenssl: number;
+    memory: MemoryFigures | null;
+  }>>;
+}
+
+export interface ManifestPhase {
+  concurrency: number;
+  requested: number;
+  completed: number;
+  errors: number;
+  firstErrors: string[];
+  stoppedBy: PoolResult['stoppedBy'];
+  wallMs: number;
+  perSecond: number;
+  meanMs: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface ManifestsResult {
+  manifestBytes: number;
+  servers: Partial<Record<Target, { single: ManifestPhase; concurrent: ManifestPhase; memory: MemoryFigures | null }>>;
+}
+
+export interface ReferrersServer {
+  requested: number;
+  completed: number;
+  errors: number;
+  firstErrors: string[];
+  stoppedBy: PoolResult['stoppedBy'];
+  wallMs: number;
+  perSecond: number;
+  window: number;
+  firstMeanMs: number;
+  lastMeanMs: number;
+  lastOverFirst: number;
+  firstP99Ms: number;
+  lastP99Ms: number;
+  maxMs: number;
+  /** Mean latency of each consecutive window of `window` pushes, in push order. */
+  windowMeansMs: number[];
+  ociSubjectHeader: boolean;
+  listing: ReferrersWalk;
+  memory: MemoryFigures | null;
+  stopMs: number;
+}
+
+export interface ReferrersResult {
+  referrerBytes: number;
+  servers: Partial<Record<Target, ReferrersServer>>;
+}
+
+export interface BenchResults {
+  startedAt: string;
+  finishedAt?: string;
+  durationS?: number;
+  machine: {
+    nproc: number;
+    cpuModel: string;
+    node: string;
+    distribution: string;
+    openssl: string;
+    kernel: string;
+  };
+  settings: typeof settings;
+  throughput?: ThroughputResult;
+  manifests?: ManifestsResult;
+  referrers?: ReferrersResult;
+  errors: string[];
+  /** Log lines Trellis wrote at warn level or above (the runs use --log-level warn). */
+  trellisLogWarnings: string[];
+}
+
+// ---- helpers ------------------------------------------------------------------------------------
+
+function run(command: string, args: string[]): string {
+  try {
+    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  } catch (err) {
+    return `unavailable (${(err as Error).message.split('\n')[0]})`;
+  }
+}
+
+function machineInfo(): BenchResults['machine'] {
+  return {
+    nproc: availableParallelism(),
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    node: run(join(NODE_BIN_DIR, 'node'), ['--version']),
+    distribution: run(DISTRIBUTION_BIN, ['--version']),
+    openssl: run('openssl', ['version']),
+    kernel: run('uname', ['-sr']),
+  };
+}
+
+const mb = (bytes: number, ms: number) => bytes / 1e6 / (ms / 1000);
+
+/** Writes `bytes` of random data to `file` in 1 MiB pieces and returns its sha256 digest. */
+async function randomFile(file: string, bytes: number): Promise<string> {
+  const hash = createHash('sha256');
+  const out = createWriteStream(file);
+  for (let written = 0; written < bytes;) {
+    const piece = randomBytes(Math.min(1 << 20, bytes - written));
+    hash.update(piece);
+    written += piece.length;
+    if (!out.write(piece)) await new Promise<void>((r) => out.once('drain', () => r()));
+  }
+  await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  return `sha256:${hash.digest('hex')}`;
+}
+
+/** Times `openssl dgst -sha256 FILE`; checks it agrees with the digest computed while writing. */
+function timeOpenssl(file: string, digest: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn('openssl', ['dgst', '-sha256', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      const ms = performance.now() - started;
+      if (code !== 0) return reject(new Error(`openssl exited with ${code}`));
+      if (!out.trim().endsWith(digest.slice('sha256:'.length))) return reject(new Error(`openssl digest ${out.trim()} does not match ${digest}`));
+      resolve(ms);
+    });
+  });
+}
+
+interface Context {
+  work: string;
+  results: BenchResults;
+}
+
+function startOptions(ctx: Context, label: string): StartOptions {
+  return { tmpRoot: ctx.work, logDir: LOG_DIR, label, cpuProfDir: settings.cpuProfDir };
+}
+
+function start(ctx: Context, target: Target, label: string): Promise<ServerHandle> {
+  const options = startOptions(ctx, label);
+  return target === 'trellis' ? startTrellis(options) : startDistribution(options);
+}
+
+/** Runs `work` against a freshly started server, reads its memory at the end, always stops it. */
+async function withServer<T>(ctx: Context, target: Target, label: string, work: (server: ServerHandle) => Promise<T>): Promise<{ value: T; memory: MemoryFigures | null; stopMs: number }> {
+  progress(`${label}: starting ${target}`);
+  const server = await start(ctx, target, label);
+  let memory: MemoryFigures | null = null;
+  try {
+    const value = await work(server);
+    if (!server.alive()) throw new Error(`${target} died during ${label}; log: ${tail(server.logFile)}`);
+    memory = readMemory(server.pid) ?? null;
+    const stopped = await server.stop();
+    progress(`${label}: ${target} stopped in ${Math.round(stopped.ms)} ms`);
+    if (target === 'trellis') collectWarnings(ctx, server.logFile, label);
+    return { value, memory, stopMs: stopped.ms };
+  } finally {
+    if (server.alive()) await server.stop().catch(() => undefined);
+  }
+}
+
+function collectWarnings(ctx: Context, logFile: string, label: string): void {
+  const lines = tail(logFile, 1000).split('\n').filter((l) => l.trim() && l !== '(no log)');
+  for (const line of lines.slice(0, 20)) ctx.results.trellisLogWarnings.push(`${label}: ${line.slice(0, 500)}`);
+  if (lines.length > 20) ctx.results.trellisLogWarnings.push(`${label}: ... ${lines.length - 20} more lines in ${logFile}`);
+}
+
+// ---- section 1: blob throughput ---------------------------------------------------------------
+
+async function throughputSection(ctx: Context): Promise<ThroughputResult> {
+  const bytes = settings.blobMiB * 1024 * 1024;
+  const file = join(ctx.work, 'blob.bin');
+  progress(`throughput: writing ${settings.blobMiB} MiB of random data`);
+  const digest = await randomFile(file, bytes);
+  const opensslRuns: number[] = [];
+  for (let i = 0; i < settings.blobRuns; i++) opensslRuns.push(mb(bytes, await timeOpenssl(file, digest)));
+  const result: ThroughputResult = {
+    blobBytes: bytes, opensslRunsMBps: opensslRuns.map((v) => round(v)), opensslMBps: round(median(opensslRuns)),
+    sinkPushMBps: null, sinkRunsMBps: [], servers: {},
+  };
+  progress(`throughput: openssl dgst -sha256 ${result.opensslMBps} MB/s`);
+
+  const signal = () => AbortSignal.timeout(settings.blobTimeLimitS * 1000);
+  for (const target of TARGETS) {
+    const { value: runs, memory } = await withServer(ctx, target, 'throughput', async (server) => {
+      const runs: BlobRun[] = [];
+      for (let i = 0; i < settings.blobRuns; i++) {
+        const repo = `bench/blob-${i}`;
+        const t0 = performance.now();
+        await pushBlobFromFile(server.url, repo, file, bytes, digest, signal());
+        const pushMs = performance.now() - t0;
+        const t1 = performance.now();
+        const received = await pullBlob(server.url, repo, digest, signal());
+        const pullMs = performance.now() - t1;
+        if (received !== bytes) throw new Error(`${target} pull returned ${received} bytes, expected ${bytes}`);
+        runs.push({ pushMs: round(pushMs), pullMs: round(pullMs), pushMBps: round(mb(bytes, pushMs)), pullMBps: round(mb(bytes, pullMs)) });
+        progress(`throughput: ${target} run ${i + 1}: push ${round(mb(bytes, pushMs))} MB/s, pull ${round(mb(bytes, pullMs))} MB/s`);
+      }
+      return runs;
+    });
+    const pushMBps = round(median(runs.map((r) => r.pushMBps)));
+    result.servers[target] = {
+      runs, pushMBps, pullMBps: round(median(runs.map((r) => r.pullMBps ?? NaN))), pushOverOpenssl: round(pushMBps / result.opensslMBps, 3), memory,
+    };
+  }
+
+  // Reference: the same client against node:http that only hashes the body.
+  progress('throughput: reference sink (node:http + sha256, no storage)');
+  const sink = await startSink(startOptions(ctx, 'throughput'));
+  try {
+    for (let i = 0; i < settings.blobRuns; i++) {
+      const t0 = performance.now();
+      await pushBlobFromFile(sink.url, 'bench/sink', file, bytes, digest, signal());
+      result.sinkRunsMBps.push(round(mb(bytes, performance.now() - t0)));
+    }
+    result.sinkPushMBps = round(median(result.sinkRunsMBps));
+  } finally {
+    await sink.stop();
+  }
+  await rm(file, { force: true });
+  return result;
+}
+
+// ---- section 2: manifest pushes ---------------------------------------------------------------
+
+interface ImageParts {
+  config: Descriptor;
+  layer: Descriptor;
+}
+
+async function pushImageParts(base: string, repo: string): Promise<ImageParts> {
+  const config = await pushSmallBlob(base, repo, Buffer.from(JSON.stringify({
+    architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [sha256('bench layer')] },
+  })), OCI_CONFIG);
+  const layer = await pushSmallBlob(base, repo, randomBytes(1024), OCI_LAYER);
+  return { config, layer };
+}
+
+const MANIFEST_TARGET_BYTES = 1024;
+
+/** A distinct ~1 KiB image manifest: the same config and layer, a unique annotation, padding. */
+function imageManifest(parts: ImageParts, id: string): Buffer {
+  const build = (pad: string) => Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: OCI_MANIFEST, config: parts.config, layers: [parts.layer],
+    annotations: { 'org.opencontainers.image.created': '2025-01-01T00:00:00Z', 'org.example.bench.id': id, 'org.example.bench.pad': pad },
+  }));
+  const bare = build('');
+  return build('x'.repeat(Math.max(0, MANIFEST_TARGET_BYTES - bare.length)));
+}
+
+function phaseOf(pool: PoolResult, requested: number, concurrency: number): ManifestPhase {
+  return {
+    concurrency, requested, completed: pool.completed, errors: pool.errors, firstErrors: pool.firstErrors, stoppedBy: pool.stoppedBy,
+    wallMs: round(pool.wallMs), perSecond: round(pool.completed / (pool.wallMs / 1000), 1),
+    meanMs: round(meanRange(pool.latencies, 0, pool.started), 3),
+    p50Ms: round(percentile(pool.latencies, 50, 0, pool.started), 3), p99Ms: round(percentile(pool.latencies, 99, 0, pool.started), 3),
+  };
+}
+
+async function manifestsSection(ctx: Context): Promise<ManifestsResult> {
+  const result: ManifestsResult = { manifestBytes: 0, servers: {} };
+  const repo = 'bench/manifests';
+  for (const target of TARGETS) {
+    const { value, memory } = await withServer(ctx, target, 'manifests', async (server) => {
+      const parts = await pushImageParts(server.url, repo);
+      result.manifestBytes = imageManifest(parts, 'c1-0').length;
+      const phase = async (prefix: string, count: number, concurrency: number) => {
+        const bodies = Array.from({ length: count }, (_, i) => imageManifest(parts, `${prefix}-${i}`));
+        const pool = await runPool({
+          count, concurrency, timeLimitMs: settings.manifestTimeLimitS * 1000,
+          task: async (i) => void (await putManifest(server.url, repo, `${prefix}-${i}`, bodies[i]!)),
+        });
+        const out = phaseOf(pool, count, concurrency);
+        progress(`manifests: ${target} ${concurrency} client(s): ${out.perSecond}/s (${out.completed}/${count}, ${out.errors} errors)`);
+        return out;
+      };
+      await phase('warm', Math.min(200, settings.manifests), settings.concurrency);
+      const single = await phase('c1', settings.manifests, 1);
+      const concurrent = await phase(`c${settings.concurrency}`, settings.manifests, settings.concurrency);
+      return { single, concurrent };
+    });
+    result.servers[target] = { ...value, memory };
+  }
+  return result;
+}
+
+// ---- section 3: referrers ---------------------------------------------------------------------
+
+const EMPTY_JSON = Buffer.from('{}');
+
+function referrerManifest(empty: Descriptor, subject: Descriptor, i: number): Buffer {
+  return Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType: 'application/vnd.example.bench.signature',
+    config: empty, layers: [empty], subject,
+    annotations: { 'org.opencontainers.image.created': '2025-01-01T00:00:00Z', 'org.example.bench.seq': String(i) },
+  }));
+}
+
+async function referrersSection(ctx: Context): Promise<ReferrersResult> {
+  const result: ReferrersResult = { referrerBytes: 0, servers: {} };
+  const repo = 'bench/referrers';
+  const count = settings.referrers;
+  const window = Math.min(settings.referrerWindow, Math.max(1, Math.floor(count / 2)));
+  for (const target of TARGETS) {
+    const { value, memory, stopMs } = await withServer(ctx, target, 'referrers', async (server) => {
+      const parts = await pushImageParts(server.url, repo);
+      const empty = await pushSmallBlob(server.url, repo, EMPTY_JSON, OCI_EMPTY);
+      const subjectBody = imageManifest(parts, 'subject');
+      await putManifest(server.url, repo, 'subject', subjectBody);
+      const subject: Descriptor = { mediaType: OCI_MANIFEST, digest: sha256(subjectBody), size: subjectBody.length };
+      result.referrerBytes = referrerManifest(empty, subject, 0).length;
+      let ociSubjectHeader = false;
+      const step = Math.max(1, Math.floor(count / 10));
+      const pool = await runPool({
+        count, concurrency: settings.concurrency, timeLimitMs: settings.referrersTimeLimitS * 1000, maxErrors: 1000,
+        task: async (i) => {
+          const body = referrerManifest(empty, subject, i);
+          const put = await putManifest(server.url, repo, sha256(body), body);
+          if (i === 0) ociSubjectHeader = put.subject === subject.digest;
+        },
+        onProgress: (done) => {
+          if (done % step === 0) progress(`referrers: ${target} ${done}/${count}`);
+        },
+      });
+      const done = pool.started;
+      const lastFrom = Math.max(0, done - window);
+      const firstMeanMs = meanRange(pool.latencies, 0, window);
+      const lastMeanMs = meanRange(pool.latencies, lastFrom, done);
+      progress(`referrers: ${target} listing referrers`);
+      const listing = await walkReferrers(server.url, repo, subject.digest, 300_000);
+      progress(`referrers: ${target} GET referrers: ${listing.status}, ${listing.manifests} in ${listing.pages} pages, ${Math.round(listing.ms)} ms`);
+      const out: Omit<ReferrersServer, 'memory' | 'stopMs'> = {
+        requested: count, completed: pool.completed, errors: pool.errors, firstErrors: pool.firstErrors, stoppedBy: pool.stoppedBy,
+        wallMs: round(pool.wallMs), perSecond: round(pool.completed / (pool.wallMs / 1000), 1), window,
+        firstMeanMs: round(firstMeanMs, 3), lastMeanMs: round(lastMeanMs, 3), lastOverFirst: round(lastMeanMs / firstMeanMs, 3),
+        firstP99Ms: round(percentile(pool.latencies, 99, 0, window), 3), lastP99Ms: round(percentile(pool.latencies, 99, lastFrom, done), 3),
+        maxMs: round(percentile(pool.latencies, 100, 0, done), 3),
+        windowMeansMs: windowMeans(pool.latencies, done, window), ociSubjectHeader, listing: { ...listing, ms: round(listing.ms) },
+      };
+      progress(`referrers: ${target} first ${window}: ${out.firstMeanMs} ms, last ${window}: ${out.lastMeanMs} ms (x${out.lastOverFirst}), ${out.perSecond}/s`);
+      return out;
+    });
+    result.servers[target] = { ...value, memory, stopMs: round(stopMs) };
+  }
+  return result;
+}
+
+// ---- main -------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const started = Date.now();
+  await mkdir(LOG_DIR, { recursive: true });
+  if (settings.cpuProfDir) await mkdir(settings.cpuProfDir, { recursive: true });
+  const work = await mkdtemp(join(settings.tmpRoot, 'trellis-bench-'));
+  const results: BenchResults = {
+    startedAt: new Date(started).toISOString(), machine: machineInfo(), settings, errors: [], trellisLogWarnings: [],
+  };
+  const ctx: Context = { work, results };
+  progress(`sections: ${settings.sections.join(', ')}; referrers: ${settings.referrers}; work dir ${work}`);
+  try {
+    for (const section of settings.sections) {
+      try {
+        if (section === 'throughput') results.throughput = await throughputSection(ctx);
+        if (section === 'manifests') results.manifests = await manifestsSection(ctx);
+        if (section === 'referrers') results.referrers = await referrersSection(ctx);
+      } catch (err) {
+        const message = `${section}: ${(err as Error).stack ?? String(err)}`;
+        results.errors.push(message);
+        progress(`section failed: ${message}`);
+      }
+    }
+  } finally {
+    killAll();
+    await rm(work, { recursive: true, force: true });
+  }
+  results.finishedAt = new Date().toISOString();
+  results.durationS = Math.round((Date.now() - started) / 1000);
+  const markdown = renderMarkdown(results);
+  await mkdir(RESULTS_DIR, { recursive: true });
+  await writeFile(join(RESULTS_DIR, 'latest.md'), markdown);
+  const json = JSON.stringify(results, null, 2);
+  await writeFile(join(RESULTS_DIR, 'latest.json'), json + '\n');
+  process.stdout.write(`${markdown}\n\`\`\`json\n${json}\n\`\`\`\n`);
+  return results.errors.length ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    killAll();
+    console.error(err);
+    process.exitCode = 1;
+  },
+);
