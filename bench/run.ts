@@ -271,6 +271,9 @@ async function throughputSection(ctx: Context): Promise<ThroughputResult> {
   const signal = () => AbortSignal.timeout(settings.blobTimeLimitS * 1000);
   for (const target of TARGETS) {
     const { value: runs, memory } = await withServer(ctx, target, 'throughput', async (server) => {
+      // One unmeasured round first, so that neither side is timed while cold.
+      await pushBlobFromFile(server.url, 'bench/blob-warmup', file, bytes, digest, signal());
+      if ((await pullBlob(server.url, 'bench/blob-warmup', digest, signal())) !== bytes) throw new Error(`${target} warm-up pull was short`);
       const runs: BlobRun[] = [];
       for (let i = 0; i < settings.blobRuns; i++) {
         const repo = `bench/blob-${i}`;
@@ -296,6 +299,7 @@ async function throughputSection(ctx: Context): Promise<ThroughputResult> {
   progress('throughput: reference sink (node:http + sha256, no storage)');
   const sink = await startSink(startOptions(ctx, 'throughput'));
   try {
+    await pushBlobFromFile(sink.url, 'bench/sink', file, bytes, digest, signal());
     for (let i = 0; i < settings.blobRuns; i++) {
       const t0 = performance.now();
       await pushBlobFromFile(sink.url, 'bench/sink', file, bytes, digest, signal());

@@ -1,7 +1,6 @@
 // The registry client: Node's fetch (undici) with its default keep-alive agent.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { Readable } from 'node:stream';
+import { open } from 'node:fs/promises';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -46,13 +45,40 @@ export async function pushBlob(base: string, repo: string, body: Buffer, digest:
   if (res.status !== 201) throw new HttpFailure(`PUT ${url.pathname}`, res.status, text);
 }
 
+/**
+ * A file as a pull-driven web stream of 1 MiB reads. It is the fastest body undici's fetch takes
+ * here: `Readable.toWeb(createReadStream())` costs the client about a third of its throughput.
+ */
+export async function fileStream(file: string, chunkBytes = 1 << 20): Promise<ReadableStream<Uint8Array>> {
+  const handle = await open(file, 'r');
+  let closed = false;
+  const close = async () => {
+    if (!closed) {
+      closed = true;
+      await handle.close();
+    }
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const buffer = Buffer.allocUnsafe(chunkBytes);
+      const { bytesRead } = await handle.read(buffer, 0, chunkBytes, null);
+      if (bytesRead === 0) {
+        await close();
+        controller.close();
+        return;
+      }
+      controller.enqueue(buffer.subarray(0, bytesRead));
+    },
+    cancel: close,
+  });
+}
+
 /** Monolithic upload with the body streamed from a file (never buffered whole). */
 export async function pushBlobFromFile(base: string, repo: string, file: string, size: number, digest: string, signal: AbortSignal): Promise<void> {
   const url = await startUpload(base, repo, signal);
   url.searchParams.set('digest', digest);
-  const stream = Readable.toWeb(createReadStream(file, { highWaterMark: 1 << 20 })) as ReadableStream<Uint8Array>;
   const res = await fetch(url, {
-    method: 'PUT', body: stream, duplex: 'half', signal,
+    method: 'PUT', body: await fileStream(file), duplex: 'half', signal,
     headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) },
   } as RequestInit);
   const text = await res.text();

@@ -165,17 +165,18 @@ export class Registry {
   async createRepository(name: string): Promise<RepositoryRecord> {
     const existing = this.metadata.repository(name);
     if (existing) return existing;
-    if (!(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) {
-      await this.driver.writeAtomic(layoutKey(name, LAYOUT_FILE), LAYOUT_HEADER);
-    }
-    await mkdir(this.driver.path(`${name}/blobs`), { recursive: true });
-    const indexKey = layoutKey(name, INDEX_FILE);
-    if (!(await this.driver.stat(indexKey))) {
-      await this.driver.writeAtomic(indexKey, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
-    }
-    const repo = this.metadata.ensureRepository(name);
-    await this.indexLock.run(name, () => this.importLayout(name));
-    return this.metadata.repository(name) ?? repo;
+    await this.indexLock.run(name, async () => {
+      if (this.metadata.repository(name)) return;
+      if (!(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) await this.driver.writeAtomic(layoutKey(name, LAYOUT_FILE), LAYOUT_HEADER);
+      await mkdir(this.driver.path(`${name}/blobs`), { recursive: true });
+      const indexKey = layoutKey(name, INDEX_FILE);
+      if (!(await this.driver.stat(indexKey))) {
+        await this.driver.writeAtomic(indexKey, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
+      }
+      // A layout another tool left here is adopted, not overwritten.
+      await this.importLayout(name);
+    });
+    return this.metadata.repository(name)!;
   }
 
   repositories(page: PageRequest): string[] {

@@ -74,7 +74,8 @@ export function parseDescriptor(value: unknown, where: string): Descriptor {
 }
 
 function descriptorList(value: unknown, where: string, required: boolean): Descriptor[] {
-  if (value === undefined && !required) return [];
+  // Go clients serialise an empty list as null (regctl's scratch images do); read it as [].
+  if (value === null || (value === undefined && !required)) return [];
   if (!Array.isArray(value)) throw new ManifestInvalid(`${where} must be a list of descriptors`);
   return value.map((d, i) => parseDescriptor(d, `${where}[${i}]`));
 }

@@ -34,6 +34,9 @@ test('manifest parsing finds every link and the effective artifact type', () => 
   assert.equal(manifest.subject, `sha256:${'c'.repeat(64)}`);
   assert.deepEqual(manifest.links.map((l) => [l.kind, l.required]), [['config', true], ['layer', false], ['layer', true], ['subject', false]]);
 
+  const scratch = parseManifest(Buffer.from(JSON.stringify({ schemaVersion: 2, config: desc('a/b'), layers: null })));
+  assert.deepEqual(scratch.links.map((l) => l.kind), ['config'], 'null layers (Go clients) read as none');
+
   const index = parseManifest(Buffer.from(JSON.stringify({ schemaVersion: 2, manifests: [desc('application/vnd.oci.image.manifest.v1+json')] })));
   assert.equal(index.mediaType, 'application/vnd.oci.image.index.v1+json');
   assert.equal(index.artifactType, undefined);

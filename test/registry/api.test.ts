@@ -379,3 +379,40 @@ describe('bad input never escapes the data root or gets a 5xx', () => {
     assert.equal(latest[0].digest, winner);
   });
 });
+
+describe('upload sessions', () => {
+  test('abandoned sessions expire after the configured time, with their data', async () => {
+    const short = await startTestRegistry({ uploadTimeoutSeconds: 1 });
+    try {
+      const open = await fetch(`${short.url}/v2/expire/me/blobs/uploads/`, { method: 'POST' });
+      const location = open.headers.get('location')!;
+      await (await fetch(`${short.url}${location}`, { method: 'PATCH', body: 'partial' })).arrayBuffer();
+      await new Promise((r) => setTimeout(r, 2600));
+      const status = await fetch(`${short.url}${location}`);
+      assert.equal(status.status, 404);
+      const { readdir } = await import('node:fs/promises');
+      assert.deepEqual(await readdir(join(short.dataDir, '_trellis/uploads')), []);
+    } finally {
+      await short.dispose();
+    }
+  });
+
+  test('an open session survives a restart', async () => {
+    const first = await startTestRegistry();
+    const open = await fetch(`${first.url}/v2/restart/me/blobs/uploads/`, { method: 'POST' });
+    const location = open.headers.get('location')!;
+    await (await fetch(`${first.url}${location}`, { method: 'PATCH', body: 'first half,', headers: { 'Content-Range': '0-10' } })).arrayBuffer();
+    await first.close();
+    const second = await startTestRegistry({}, first.dataDir);
+    try {
+      const res = await fetch(`${second.url}${location}?digest=${sha256('first half, second half')}`, { method: 'PUT', body: ' second half', headers: { 'Content-Range': '11-22' } });
+      assert.equal(res.status, 201, await res.text());
+      const blob = await fetch(`${second.url}/v2/restart/me/blobs/${sha256('first half, second half')}`);
+      assert.equal(await blob.text(), 'first half, second half');
+    } finally {
+      await second.close();
+      const { rm } = await import('node:fs/promises');
+      await rm(first.dataDir, { recursive: true, force: true });
+    }
+  });
+});

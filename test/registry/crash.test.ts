@@ -1,0 +1,607 @@
+// Crash safety: the real server is killed with SIGKILL in the middle of concurrent pushes, again
+// and again on the same data directory. Whatever the registry acknowledged (a 201 or 202 that
+// reached the client) must survive: manifests by digest with identical bytes, tags at their last
+// acknowledged digest, tag deletes, referrers and blobs. Every layout must be valid right after
+// the kill, `trellis fsck` must be clean after each restart and after a graceful stop, and every
+// index.json must list the acknowledged tags (checked by reading the files and with oras/regctl).
+//
+// TRELLIS_CRASH_ROUNDS raises the number of kills (default 5); TRELLIS_CRASH_SEED replays the
+// choice of operations and kill delays (timing itself cannot be replayed).
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  EMPTY_BLOB, REF_NAME, getBlob, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBlob, pushManifest, sha256,
+  type Built,
+} from '../helpers/oci-client.ts';
+import { requirePeer } from '../helpers/peers.ts';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const ROUNDS = Math.max(1, Number(process.env.TRELLIS_CRASH_ROUNDS ?? 5));
+const PUSHERS = 6;
+const SEED = Number(process.env.TRELLIS_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
+const REPOS = ['crash/app', 'a', 'a/b', 'a/b/c', 'x-y.z/deep/er'];
+const ARTIFACT_TYPES = ['application/vnd.example.sbom', 'application/vnd.example.signature', 'application/vnd.example.attestation'];
+const CONTAINERD_SUBJECT = 'io.containerd.manifest.subject';
+
+// ---- the server as a child process -------------------------------------------------------------
+
+interface Server {
+  child: ChildProcess;
+  base: string;
+  /** Everything it printed (pino JSON lines at warn and above). */
+  output: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((done) => probe.listen(0, '127.0.0.1', done));
+  const { port } = probe.address() as { port: number };
+  await new Promise<void>((done) => probe.close(() => done()));
+  return port;
+}
+
+async function startServer(dataDir: string): Promise<Server> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['src/main.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn'], {
+    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => output.push(s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => output.push(s));
+  const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  let gone = false;
+  void exited.then(() => { gone = true; });
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (gone) throw new Error(`server exited before answering:\n${output.join('')}`);
+    try {
+      const res = await fetch(`${base}/v2/`);
+      await res.arrayBuffer();
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`server did not answer GET /v2/ within 60 s:\n${output.join('')}`);
+    }
+    await sleep(25);
+  }
+  return { child, base, output, exited };
+}
+
+async function waitExit(server: Server, what: string) {
+  const timeout = sleep(30_000).then(() => { throw new Error(`server did not exit after ${what}`); });
+  return Promise.race([server.exited, timeout]);
+}
+
+/** Log lines at error level or above (pino level >= 50), and anything that is not pino JSON. */
+function serverErrors(server: Server): string[] {
+  return server.output.join('').split('\n').filter((line) => {
+    if (!line.trim()) return false;
+    try {
+      return ((JSON.parse(line) as { level?: number }).level ?? 60) >= 50;
+    } catch {
+      return true;
+    }
+  });
+}
+
+async function trellis(args: string[]): Promise<{ code: number; output: string }> {
+  return new Promise((done) => {
+    execFile(process.execPath, ['src/main.ts', ...args], { cwd: ROOT, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      done({ code, output: `${stdout}${stderr}` });
+    });
+  });
+}
+
+async function fsckClean(dataDir: string, when: string): Promise<string> {
+  const { code, output } = await trellis(['fsck', '--data', dataDir]);
+  assert.equal(code, 0, `trellis fsck ${when} exited ${code}:\n${output.split('\n').slice(0, 40).join('\n')}`);
+  return output.trim().split('\n').at(-1) ?? '';
+}
+
+// ---- what the registry acknowledged -----------------------------------------------------------
+
+interface TagState {
+  /** Last acknowledged digest, or null when absent (deleted or never pushed). */
+  acked: string | null;
+  /** Outcome of an operation cut off by the kill: it may or may not have happened. */
+  inflight: (string | null)[];
+}
+
+interface RepoState {
+  name: string;
+  /** Acknowledged manifests (or ones seen served after a restart), by digest. */
+  manifests: Map<string, Buffer>;
+  /** Every manifest ever sent, acknowledged or not. */
+  sent: Map<string, Buffer>;
+  blobs: Map<string, number>;
+  tags: Map<string, TagState>;
+  /** subject → referrer digest → artifactType, acknowledged only. */
+  referrers: Map<string, Map<string, string>>;
+}
+
+class Model {
+  readonly repos = new Map<string, RepoState>();
+  readonly counts: Record<string, number> = {};
+
+  repo(name: string): RepoState {
+    let repo = this.repos.get(name);
+    if (!repo) {
+      repo = { name, manifests: new Map(), sent: new Map(), blobs: new Map(), tags: new Map(), referrers: new Map() };
+      this.repos.set(name, repo);
+    }
+    return repo;
+  }
+
+  count(kind: string): void {
+    this.counts[kind] = (this.counts[kind] ?? 0) + 1;
+  }
+
+  total(): number {
+    return Object.values(this.counts).reduce((a, b) => a + b, 0);
+  }
+}
+
+function tagState(repo: RepoState, tag: string): TagState {
+  let state = repo.tags.get(tag);
+  if (!state) {
+    state = { acked: null, inflight: [] };
+    repo.tags.set(tag, state);
+  }
+  return state;
+}
+
+/** Small deterministic PRNG (mulberry32) so a seed replays the same choices. */
+function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+class Unexpected extends Error {}
+
+/**
+ * Pushes blobs, sends the manifest and records what was acknowledged. Throws Unexpected on an
+ * answer that is not the expected status, and lets network errors (the kill) through.
+ */
+async function pushRecorded(base: string, model: Model, repo: RepoState, ref: string, item: Built, tag?: string): Promise<boolean> {
+  for (const blob of item.blobs) {
+    const pushed = await pushBlob(base, repo.name, blob);
+    if (pushed.status !== 201) throw new Unexpected(`blob push to ${repo.name} answered ${pushed.status}: ${pushed.body}`);
+    repo.blobs.set(pushed.digest, blob.length);
+    model.count('blob');
+  }
+  repo.sent.set(item.digest, item.bytes);
+  const state = tag ? tagState(repo, tag) : undefined;
+  state?.inflight.push(item.digest);
+  const answer = await pushManifest(base, repo.name, ref, item.bytes, item.mediaType);
+  if (answer.status !== 201) throw new Unexpected(`manifest push ${repo.name}:${ref} answered ${answer.status}: ${answer.body}`);
+  if (answer.headers.get('docker-content-digest') !== item.digest) throw new Unexpected(`manifest push ${repo.name}:${ref} answered digest ${answer.headers.get('docker-content-digest')}, not ${item.digest}`);
+  repo.manifests.set(item.digest, item.bytes);
+  if (state) {
+    state.acked = item.digest;
+    state.inflight = [];
+  }
+  return true;
+}
+
+interface Traffic {
+  stopped: boolean;
+  failures: string[];
+}
+
+async function pusher(id: number, round: number, base: string, model: Model, random: () => number, traffic: Traffic): Promise<void> {
+  const pick = <T>(items: T[]): T => items[Math.floor(random() * items.length)]!;
+  let n = 0;
+  while (!traffic.stopped) {
+    n++;
+    const repo = model.repo(pick(REPOS));
+    const ownTags = [...repo.tags.entries()].filter(([tag]) => tag.startsWith(`w${id}-`));
+    const roll = random();
+    const what = roll < 0.3 ? 'tag' : roll < 0.4 ? 'untagged' : roll < 0.65 ? 'referrer' : roll < 0.78 ? 'blob' : roll < 0.95 ? 'delete' : 'fresh';
+    try {
+      if (what === 'tag') {
+        // A re-tag of one of this pusher's tags, or a new tag: each tag has exactly one writer.
+        const present = ownTags.filter(([, s]) => s.acked);
+        const tag = present.length && random() < 0.5 ? pick(present)[0] : `w${id}-${round}-${n}`;
+        const image = makeImage({ layer: randomBytes(16 + Math.floor(random() * 4000)), annotations: { pusher: String(id), tag } });
+        await pushRecorded(base, model, repo, tag, image, tag);
+        model.count(present.some(([t]) => t === tag) ? 'retag' : 'tag');
+      } else if (what === 'untagged') {
+        const image = makeImage({ layer: randomBytes(16 + Math.floor(random() * 2000)) });
+        await pushRecorded(base, model, repo, image.digest, image);
+        model.count('untagged');
+      } else if (what === 'referrer') {
+        const subjects = [...repo.manifests.entries()];
+        if (!subjects.length) continue;
+        const [subjectDigest, subjectBytes] = pick(subjects);
+        const artifactType = pick(ARTIFACT_TYPES);
+        const referrer = makeReferrer({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: subjectDigest, size: subjectBytes.length }, {
+          artifactType, annotations: { pusher: String(id), round: String(round), n: String(n) },
+          ...(random() < 0.5 ? { payload: randomBytes(32) } : {}),
+        });
+        await pushRecorded(base, model, repo, referrer.digest, referrer);
+        let listed = repo.referrers.get(subjectDigest);
+        if (!listed) repo.referrers.set(subjectDigest, (listed = new Map()));
+        listed.set(referrer.digest, artifactType);
+        model.count('referrer');
+      } else if (what === 'blob') {
+        const bytes = randomBytes(1 + Math.floor(random() * 8000));
+        const pushed = await pushBlob(base, repo.name, bytes);
+        if (pushed.status !== 201) throw new Unexpected(`blob push to ${repo.name} answered ${pushed.status}: ${pushed.body}`);
+        repo.blobs.set(pushed.digest, bytes.length);
+        model.count('blob');
+      } else if (what === 'delete') {
+        const present = ownTags.filter(([, s]) => s.acked);
+        if (!present.length) continue;
+        const [tag, state] = pick(present);
+        state.inflight.push(null);
+        const res = await fetch(`${base}/v2/${repo.name}/manifests/${tag}`, { method: 'DELETE' });
+        const body = await res.text();
+        if (res.status !== 202) throw new Unexpected(`DELETE ${repo.name}:${tag} answered ${res.status}: ${body}`);
+        state.acked = null;
+        state.inflight = [];
+        model.count('delete');
+      } else {
+        // A brand-new repository, created mid-traffic.
+        const fresh = model.repo(`fresh/r${round}-w${id}-${n}`);
+        const tag = `w${id}-${round}-${n}`;
+        await pushRecorded(base, model, fresh, tag, makeImage({ layer: randomBytes(100) }), tag);
+        model.count('fresh-repo');
+      }
+    } catch (err) {
+      if (err instanceof Unexpected) {
+        traffic.failures.push(`pusher ${id} (${what}): ${err.message}`);
+        return;
+      }
+      // A network error: expected once the server is killed, a failure before that.
+      if (!traffic.stopped) traffic.failures.push(`pusher ${id} (${what}): ${(err as Error).message} ${String((err as Error).cause ?? '')} before the kill`);
+      return;
+    }
+  }
+}
+
+// ---- checks --------------------------------------------------------------------------------------
+
+async function eachLimit<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await work(items[next++]!);
+  }));
+}
+
+/** Folders holding an `oci-layout` file, relative to the data root (as `trellis` finds them). */
+async function layoutsOnDisk(dataDir: string): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (rel: string) => {
+    for (const entry of await readdir(join(dataDir, rel), { withFileTypes: true })) {
+      if (!entry.isDirectory() || entry.name.startsWith('_') || entry.name === 'blobs') continue;
+      const name = rel ? `${rel}/${entry.name}` : entry.name;
+      if (existsSync(join(dataDir, name, 'oci-layout'))) found.push(name);
+      await walk(name);
+    }
+  };
+  await walk('');
+  return found.sort();
+}
+
+interface IndexEntry { mediaType: string; digest: string; size: number; annotations?: Record<string, string> }
+
+/** Every layout is a valid OCI layout: header, parseable index.json, every entry's blob present. */
+async function checkLayoutsValid(dataDir: string, when: string): Promise<string[]> {
+  const problems: string[] = [];
+  for (const name of await layoutsOnDisk(dataDir)) {
+    try {
+      const header = JSON.parse(await readFile(join(dataDir, name, 'oci-layout'), 'utf8')) as { imageLayoutVersion?: unknown };
+      if (typeof header.imageLayoutVersion !== 'string') problems.push(`${name}: oci-layout has no imageLayoutVersion`);
+    } catch (err) {
+      problems.push(`${name}: oci-layout unreadable: ${(err as Error).message}`);
+    }
+    let index: { manifests?: IndexEntry[] };
+    try {
+      index = JSON.parse(await readFile(join(dataDir, name, 'index.json'), 'utf8')) as { manifests?: IndexEntry[] };
+    } catch (err) {
+      problems.push(`${name}: index.json unreadable: ${(err as Error).message}`);
+      continue;
+    }
+    if (!Array.isArray(index.manifests)) {
+      problems.push(`${name}: index.json has no manifests list`);
+      continue;
+    }
+    for (const entry of index.manifests) {
+      const path = join(dataDir, name, 'blobs', ...entry.digest.split(':'));
+      if (!existsSync(path)) problems.push(`${name}: index.json lists ${entry.digest}, whose blob is missing`);
+    }
+  }
+  return problems.map((p) => `${when}: ${p}`);
+}
+
+/** Checks every acknowledged write through the API; settles tags an interrupted operation left open. */
+async function verifyAcknowledged(base: string, model: Model, when: string): Promise<string[]> {
+  const problems: string[] = [];
+  const fail = (text: string): void => {
+    problems.push(`${when}: ${text}`);
+  };
+  const checks: (() => Promise<void>)[] = [];
+  for (const repo of model.repos.values()) {
+    for (const [digest, bytes] of repo.manifests) {
+      checks.push(async () => {
+        const got = await getManifest(base, repo.name, digest);
+        if (got.status !== 200) return fail(`${repo.name}@${digest}: acknowledged manifest answers ${got.status}`);
+        if (!got.bytes.equals(bytes)) fail(`${repo.name}@${digest}: served bytes differ from the pushed ones`);
+      });
+    }
+    for (const [digest, size] of repo.blobs) {
+      checks.push(async () => {
+        const got = await getBlob(base, repo.name, digest);
+        if (got.status !== 200) return fail(`${repo.name} blob ${digest}: acknowledged blob answers ${got.status}`);
+        if (got.bytes.length !== size || sha256(got.bytes) !== digest) fail(`${repo.name} blob ${digest}: served content does not match its digest`);
+      });
+    }
+    for (const [tag, state] of repo.tags) {
+      checks.push(async () => {
+        const got = await getManifest(base, repo.name, tag);
+        const observed = got.status === 200 ? got.digest : got.status === 404 ? null : `status ${got.status}`;
+        const allowed = [state.acked, ...state.inflight];
+        if (!allowed.includes(observed)) {
+          return fail(`${repo.name}:${tag} is ${observed ?? 'absent'}; last acknowledged: ${state.acked ?? 'absent (deleted or never pushed)'}` +
+            (state.inflight.length ? `, interrupted: ${state.inflight.map((d) => d ?? 'delete').join(', ')}` : ''));
+        }
+        // Whatever the restarted server serves is durable from now on.
+        state.acked = observed;
+        state.inflight = [];
+        if (observed) repo.manifests.set(observed, repo.sent.get(observed)!);
+      });
+    }
+    for (const [subject, expected] of repo.referrers) {
+      checks.push(async () => {
+        const got = await listReferrers(base, repo.name, subject);
+        if (got.status !== 200) return fail(`${repo.name} referrers of ${subject} answer ${got.status}`);
+        const listed = new Map(got.manifests.map((d) => [d.digest, d]));
+        for (const [digest, artifactType] of expected) {
+          const d = listed.get(digest);
+          if (!d) fail(`${repo.name}: acknowledged referrer ${digest} of ${subject} is not listed`);
+          else if (d.artifactType !== artifactType) fail(`${repo.name}: referrer ${digest} is listed with artifactType ${d.artifactType}, not ${artifactType}`);
+        }
+        for (const digest of listed.keys()) if (!repo.sent.has(digest)) fail(`${repo.name}: referrers of ${subject} list ${digest}, which nobody pushed`);
+      });
+    }
+  }
+  await eachLimit(checks, 16, (check) => check());
+  // The tag list must be exactly the tags that are present (each tag has one writer: this test).
+  for (const repo of model.repos.values()) {
+    const expected = [...repo.tags].filter(([, s]) => s.acked).map(([t]) => t).sort();
+    const got = await listTags(base, repo.name);
+    if (got.status === 404 && expected.length === 0) continue;
+    if (got.status !== 200) fail(`${repo.name}: tags/list answers ${got.status}`);
+    else assert.deepEqual([...got.tags].sort(), expected, `${when}: ${repo.name} tags/list`);
+  }
+  return problems;
+}
+
+/** index.json lists exactly the acknowledged tags, every acknowledged manifest and referrer. */
+async function checkIndexFiles(dataDir: string, model: Model): Promise<string[]> {
+  const problems: string[] = [];
+  for (const repo of model.repos.values()) {
+    const expectedTags = new Map([...repo.tags].filter(([, s]) => s.acked).map(([t, s]) => [t, s.acked!]));
+    if (!repo.manifests.size && !expectedTags.size) continue;
+    let index: { manifests: IndexEntry[] };
+    try {
+      index = JSON.parse(await readFile(join(dataDir, repo.name, 'index.json'), 'utf8')) as { manifests: IndexEntry[] };
+    } catch (err) {
+      problems.push(`${repo.name}: index.json unreadable: ${(err as Error).message}`);
+      continue;
+    }
+    const tags = new Map<string, string>();
+    const listed = new Map<string, IndexEntry>();
+    for (const entry of index.manifests) {
+      const tag = entry.annotations?.[REF_NAME];
+      if (tag) tags.set(tag, entry.digest);
+      listed.set(entry.digest, entry);
+    }
+    for (const [tag, digest] of expectedTags) {
+      if (tags.get(tag) !== digest) problems.push(`${repo.name}/index.json: tag ${tag} is ${tags.get(tag) ?? 'absent'}, acknowledged ${digest}`);
+    }
+    for (const tag of tags.keys()) if (!expectedTags.has(tag)) problems.push(`${repo.name}/index.json: lists tag ${tag}, which is deleted or was never pushed`);
+    for (const digest of repo.manifests.keys()) if (!listed.has(digest)) problems.push(`${repo.name}/index.json: acknowledged manifest ${digest} is not listed`);
+    for (const [subject, referrers] of repo.referrers) {
+      for (const digest of referrers.keys()) {
+        const entry = listed.get(digest);
+        if (entry && entry.annotations?.[CONTAINERD_SUBJECT] !== subject) problems.push(`${repo.name}/index.json: referrer ${digest} lacks its subject annotation`);
+      }
+    }
+  }
+  return problems;
+}
+
+function tagsFromTool(output: string): string[] {
+  return output.split('\n').map((l) => l.trim()).filter(Boolean).sort();
+}
+
+async function toolTags(tool: string, args: string[]): Promise<string[]> {
+  return new Promise((done, reject) => {
+    execFile(tool, args, { maxBuffer: 16 << 20, timeout: 60_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${tool} ${args.join(' ')} failed: ${err.message}\n${stderr}`));
+      else done(tagsFromTool(stdout));
+    });
+  });
+}
+
+async function checkWithPeers(t: TestContext, dataDir: string, model: Model): Promise<void> {
+  const repos = [...model.repos.values()].filter((r) => r.manifests.size > 0);
+  const expected = (repo: RepoState) => [...repo.tags].filter(([, s]) => s.acked).map(([tag]) => tag).sort();
+  await t.test('regctl reads every layout and lists the acknowledged tags', async (t) => {
+    const regctl = requirePeer(t, 'regctl');
+    if (!regctl) return;
+    for (const repo of repos) assert.deepEqual(await toolTags(regctl, ['tag', 'ls', `ocidir://${join(dataDir, repo.name)}`]), expected(repo), repo.name);
+  });
+  await t.test('oras reads every layout and lists the acknowledged tags', async (t) => {
+    const oras = requirePeer(t, 'oras');
+    if (!oras) return;
+    for (const repo of repos) assert.deepEqual(await toolTags(oras, ['repo', 'tags', '--oci-layout', join(dataDir, repo.name)]), expected(repo), repo.name);
+  });
+}
+
+// ---- the tests ---------------------------------------------------------------------------------
+
+test(`kill -9 mid-traffic (${ROUNDS} rounds, ${PUSHERS} pushers) loses no acknowledged write and leaves every layout valid`, async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'trellis-crash-'));
+  const random = prng(SEED);
+  const model = new Model();
+  const started = performance.now();
+  t.diagnostic(`seed ${SEED} (TRELLIS_CRASH_SEED), data ${dataDir}`);
+  let server: Server | undefined;
+  try {
+    for (let round = 1; round <= ROUNDS; round++) {
+      server = await startServer(dataDir);
+      if (round > 1) {
+        // Restarted over the data the previous kill left: fsck first (the server is idle and
+        // flushed every layout before it began to listen), then every acknowledged write.
+        await fsckClean(dataDir, `after restart ${round - 1}`);
+        assert.deepEqual(await verifyAcknowledged(server.base, model, `after kill ${round - 1}`), []);
+      }
+      const before = model.total();
+      const traffic: Traffic = { stopped: false, failures: [] };
+      const base = server.base;
+      const pushers = Array.from({ length: PUSHERS }, (_, id) => pusher(id, round, base, model, prng(SEED + round * 1000 + id), traffic));
+      const delay = 50 + Math.floor(random() * 750);
+      await sleep(delay);
+      traffic.stopped = true;
+      server.child.kill('SIGKILL');
+      const exit = await waitExit(server, 'SIGKILL');
+      assert.equal(exit.signal, 'SIGKILL', `the server was already gone before the kill: ${JSON.stringify(exit)}\n${server.output.join('')}`);
+      await Promise.all(pushers);
+      assert.deepEqual(traffic.failures, [], `round ${round}: unexpected answers before the kill`);
+      assert.deepEqual(serverErrors(server), [], `round ${round}: the server logged errors`);
+      assert.deepEqual(await checkLayoutsValid(dataDir, `right after kill ${round}`), []);
+      t.diagnostic(`round ${round}: killed after ${delay} ms, ${model.total() - before} operations acknowledged`);
+      server = undefined;
+    }
+
+    server = await startServer(dataDir);
+    await fsckClean(dataDir, `after restart ${ROUNDS}`);
+    assert.deepEqual(await verifyAcknowledged(server.base, model, `after kill ${ROUNDS}`), []);
+    server.child.kill('SIGTERM');
+    const exit = await waitExit(server, 'SIGTERM');
+    assert.equal(exit.code, 0, `graceful stop exited ${JSON.stringify(exit)}:\n${server.output.join('')}`);
+    assert.deepEqual(serverErrors(server), [], 'the server logged errors');
+    server = undefined;
+
+    const summary = await fsckClean(dataDir, 'after the graceful stop');
+    assert.deepEqual(await checkLayoutsValid(dataDir, 'after the graceful stop'), []);
+    assert.deepEqual(await checkIndexFiles(dataDir, model), []);
+    await checkWithPeers(t, dataDir, model);
+    t.diagnostic(`${model.total()} operations acknowledged over ${ROUNDS} kills in ${((performance.now() - started) / 1000).toFixed(1)} s: ${JSON.stringify(model.counts)}; fsck: ${summary}`);
+  } finally {
+    if (server) {
+      server.child.kill('SIGKILL');
+      await server.exited;
+    }
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('kill -9 while the index.json flush of a repository with 2000+ referrers is pending', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'trellis-crash-big-'));
+  const repo = 'big/referrers';
+  const acked = new Map<string, Buffer>();
+  const started = performance.now();
+  let server: Server | undefined = await startServer(dataDir);
+  try {
+    const subject = makeImage();
+    for (const blob of [...subject.blobs, EMPTY_BLOB]) assert.equal((await pushBlob(server.base, repo, blob)).status, 201);
+    assert.equal((await pushManifest(server.base, repo, 'subject', subject.bytes)).status, 201);
+    const referrerNo = (i: number) => makeReferrer(subject.descriptor, { artifactType: ARTIFACT_TYPES[i % 3]!, annotations: { n: String(i) } });
+
+    // 2000 referrers as fast as the server takes them; the kill follows the last 201 at once,
+    // before the coalesced index.json rewrite it scheduled can run.
+    const first = Array.from({ length: 2000 }, (_, i) => referrerNo(i));
+    const base = server.base;
+    await eachLimit(first, 16, async (r) => {
+      const pushed = await pushManifest(base, repo, r.digest, r.bytes);
+      assert.equal(pushed.status, 201, pushed.body.toString());
+      acked.set(r.digest, r.bytes);
+    });
+    server.child.kill('SIGKILL');
+    await waitExit(server, 'SIGKILL');
+    assert.deepEqual(serverErrors(server), []);
+    assert.deepEqual(await checkLayoutsValid(dataDir, 'right after the first kill'), []);
+    const onDisk = (JSON.parse(await readFile(join(dataDir, repo, 'index.json'), 'utf8')) as { manifests: unknown[] }).manifests.length;
+    t.diagnostic(`index.json held ${onDisk} of ${acked.size + 1} entries when killed`);
+
+    // More referrers with a kill at a random moment, while rewrites of the large index run.
+    server = await startServer(dataDir);
+    const again = server;
+    const traffic = { stopped: false };
+    const more = Array.from({ length: 3000 }, (_, i) => referrerNo(2000 + i));
+    const pushing = eachLimit(more, 16, async (r) => {
+      if (traffic.stopped) return;
+      try {
+        const pushed = await pushManifest(again.base, repo, r.digest, r.bytes);
+        assert.equal(pushed.status, 201, pushed.body.toString());
+        acked.set(r.digest, r.bytes);
+      } catch (err) {
+        if (!traffic.stopped) throw err;
+      }
+    }).then(() => undefined, (err: unknown) => err);
+    await sleep(200 + Math.floor(Math.random() * 800));
+    traffic.stopped = true;
+    server.child.kill('SIGKILL');
+    await waitExit(server, 'SIGKILL');
+    const pushError = await pushing;
+    if (pushError) throw pushError;
+    assert.deepEqual(serverErrors(server), []);
+    assert.deepEqual(await checkLayoutsValid(dataDir, 'right after the second kill'), []);
+
+    server = await startServer(dataDir);
+    await fsckClean(dataDir, 'after the restart');
+    const listed = await listReferrers(server.base, repo, subject.digest);
+    assert.equal(listed.status, 200);
+    const listedDigests = new Set(listed.manifests.map((d) => d.digest));
+    const lost = [...acked.keys()].filter((d) => !listedDigests.has(d));
+    assert.deepEqual(lost, [], `${lost.length} acknowledged referrers are missing from the referrers API`);
+    const sample = [...acked].filter((_, i) => i % 50 === 0);
+    for (const [digest, bytes] of sample) {
+      const got = await getManifest(server.base, repo, digest);
+      assert.equal(got.status, 200);
+      assert.ok(got.bytes.equals(bytes), `${digest}: bytes differ`);
+    }
+    server.child.kill('SIGTERM');
+    assert.equal((await waitExit(server, 'SIGTERM')).code, 0);
+    assert.deepEqual(serverErrors(server), []);
+    server = undefined;
+
+    await fsckClean(dataDir, 'after the graceful stop');
+    const index = JSON.parse(await readFile(join(dataDir, repo, 'index.json'), 'utf8')) as { manifests: IndexEntry[] };
+    const entries = new Map(index.manifests.map((e) => [e.digest, e]));
+    const missing = [...acked.keys()].filter((d) => entries.get(d)?.annotations?.[CONTAINERD_SUBJECT] !== subject.digest);
+    assert.deepEqual(missing, [], `${missing.length} acknowledged referrers are not in index.json with their subject`);
+    assert.equal(entries.get(subject.digest)?.annotations?.[REF_NAME], 'subject');
+    t.diagnostic(`${acked.size} referrers acknowledged, all listed after 2 kills, in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  } finally {
+    if (server) {
+      server.child.kill('SIGKILL');
+      await server.exited;
+    }
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
