@@ -197,7 +197,7 @@ test('regctl against Trellis', { timeout: 120_000 }, async (t) => {
   });
 
   await t.test('repo ls', async () => {
-    // rc/scratch exists even if its manifest was refused: image create uploads the config blob first.
+    // rc/scratch holds the scratch image pushed by image create.
     assert.deepEqual(lines(await run('repo', 'ls', R)), ['rc/art', 'rc/base', 'rc/copy', 'rc/scratch']);
   });
 
