@@ -6,6 +6,8 @@ import { Uploads } from '../content/uploads.ts';
 import { createRegistryServer } from '../registry/server.ts';
 import { parseListen, type Settings } from '../config/settings.ts';
 
+const SHUTDOWN_GRACE_MS = 10_000;
+
 export function createLogger(level: string): Logger {
   return pino({ level, base: undefined });
 }
@@ -58,7 +60,14 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
         clearInterval(sweeper);
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
-          server.closeIdleConnections();
+          // Keep-alive connections would hold the server open: close each as soon as it is idle,
+          // and after a grace period close whatever is left.
+          const idle = setInterval(() => server.closeIdleConnections(), 50);
+          const grace = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+          server.once('close', () => {
+            clearInterval(idle);
+            clearTimeout(grace);
+          });
         });
         await registry.close();
       })();

@@ -167,12 +167,14 @@ export class Registry {
     if (existing) return existing;
     await this.indexLock.run(name, async () => {
       if (this.metadata.repository(name)) return;
-      if (!(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) await this.driver.writeAtomic(layoutKey(name, LAYOUT_FILE), LAYOUT_HEADER);
+      // `oci-layout` goes last: it is what marks the folder as a layout, so a crash before it
+      // leaves a plain folder, never a layout without `index.json`.
       await mkdir(this.driver.path(`${name}/blobs`), { recursive: true });
       const indexKey = layoutKey(name, INDEX_FILE);
       if (!(await this.driver.stat(indexKey))) {
         await this.driver.writeAtomic(indexKey, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
       }
+      if (!(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) await this.driver.writeAtomic(layoutKey(name, LAYOUT_FILE), LAYOUT_HEADER);
       // A layout another tool left here is adopted, not overwritten.
       await this.importLayout(name);
     });

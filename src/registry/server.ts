@@ -64,6 +64,8 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     } catch {
       return sendError(res, new OciError(400, 'NAME_INVALID', 'request URL cannot be parsed'));
     }
+    // Once shutdown has begun, tell keep-alive clients to go away after this answer.
+    if (!server.listening) res.setHeader('Connection', 'close');
     const head = req.method === 'HEAD';
     const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log };
     const started = performance.now();
