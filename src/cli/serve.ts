@@ -19,6 +19,7 @@ export function registryOptions(settings: Settings, logger: Logger): RegistryOpt
     durable: settings.fsync,
     flush: { minDelayMs: settings.indexFlushMinMs, maxDelayMs: settings.indexFlushMaxMs, costFactor: settings.indexFlushCostFactor },
     layoutCheckIntervalMs: settings.layoutCheckIntervalMs,
+    protectNestedChildren: settings.protectNestedChildren,
     logger,
   };
 }

@@ -21,6 +21,8 @@ export interface Settings {
   layoutCheckIntervalMs: number;
   maxListPage: number;
   maxReferrersBytes: number;
+  /** Refuse to delete a manifest an index in an ancestor repository lists (nested namespaces). */
+  protectNestedChildren: boolean;
 }
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -38,6 +40,7 @@ export const DEFAULT_SETTINGS: Settings = {
   layoutCheckIntervalMs: 1000,
   maxListPage: 1000,
   maxReferrersBytes: 4 * 1024 * 1024,
+  protectNestedChildren: true,
 };
 
 export class SettingsError extends Error {}

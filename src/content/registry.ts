@@ -17,6 +17,7 @@ import { OciError, type ErrorEntry } from '../oci/errors.ts';
 import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
 import { isValidTag, repositoryNameProblem } from '../oci/names.ts';
 import { KeyedLock } from './lock.ts';
+import { resolveNestedLinks } from '../graph/nested.ts';
 
 export interface RegistryOptions {
   dataDir: string;
@@ -26,6 +27,8 @@ export interface RegistryOptions {
   flush: FlushTiming;
   /** How often a repository's `index.json` is checked for edits by other tools. */
   layoutCheckIntervalMs: number;
+  /** Refuse to delete a manifest that an index in an ancestor repository still lists. */
+  protectNestedChildren: boolean;
   logger: Logger;
 }
 
@@ -247,8 +250,42 @@ export class Registry {
     }
     const key = blobKey(repository, digest);
     const record = this.metadata.manifest(repo.id, digest) ?? (await this.readUnindexedManifest(key, digest));
-    if (!record || !(await this.driver.stat(key))) throw unknown();
-    return { record, key };
+    if (record && (await this.driver.stat(key))) return { record, key };
+    // A manifest an index here lists from a descendant repository is pulled through this one.
+    for (const descendant of this.linkedDescendants(repo)) {
+      const child = this.metadata.repository(descendant);
+      const nested = child && this.metadata.manifest(child.id, digest);
+      const nestedKey = blobKey(descendant, digest);
+      if (nested && (await this.driver.stat(nestedKey))) return { record: nested, key: nestedKey };
+    }
+    throw unknown();
+  }
+
+  /** Descendant repositories reachable through nested index entries, nearest first (bounded). */
+  linkedDescendants(repo: RepositoryRecord, limit = 64): string[] {
+    const found: string[] = [];
+    const queue = [repo.id];
+    while (queue.length && found.length < limit) {
+      for (const name of this.metadata.linkedRepositories(queue.shift()!)) {
+        if (found.includes(name)) continue;
+        found.push(name);
+        const child = this.metadata.repository(name);
+        if (child) queue.push(child.id);
+      }
+    }
+    return found;
+  }
+
+  /** Where a blob pulled through `repository` lives: there, or in a linked descendant. */
+  async locateBlob(repository: string, digest: string): Promise<{ repository: string; info: FileInfo } | undefined> {
+    const info = await this.blobInfo(repository, digest);
+    if (info) return { repository, info };
+    const repo = this.metadata.repository(repository);
+    for (const descendant of repo ? this.linkedDescendants(repo) : []) {
+      const nested = await this.blobInfo(descendant, digest);
+      if (nested) return { repository: descendant, info: nested };
+    }
+    return undefined;
   }
 
   /** A manifest another tool put into `blobs/` without listing it: served if it parses. */
@@ -290,12 +327,23 @@ export class Registry {
       if (err instanceof ManifestInvalid) throw new OciError(400, 'MANIFEST_INVALID', err.message);
       throw err;
     }
+    const nestedProblems = resolveNestedLinks(parsed.links, repository);
+    if (nestedProblems.length) throw OciError.many(400, nestedProblems.map((message) => ({ code: 'MANIFEST_INVALID', message })));
     await this.contentLock.run(repository, async () => {
       // Everything is checked before anything is written, so a refused push leaves no trace.
       const required = parsed.links.filter((l) => l.required);
-      const present = await Promise.all(required.map((l) => this.driver.stat(blobKey(repository, l.digest))));
+      const present = await Promise.all(required.map(async (l) => {
+        if (await this.driver.stat(blobKey(l.repository ?? repository, l.digest))) return true;
+        // Copying tools flatten nested indexes into one repository: accept the entry from here.
+        if (l.repository && (await this.driver.stat(blobKey(repository, l.digest)))) {
+          delete l.repository;
+          return true;
+        }
+        return false;
+      }));
       const missing: ErrorEntry[] = required.filter((_, i) => !present[i]).map((l) => ({
-        code: 'MANIFEST_BLOB_UNKNOWN', message: `${l.kind} ${l.digest} is not in ${repository}`, detail: { digest: l.digest, mediaType: l.mediaType, kind: l.kind },
+        code: 'MANIFEST_BLOB_UNKNOWN', message: `${l.kind} ${l.digest} is not in ${l.repository ?? repository}`,
+        detail: { digest: l.digest, mediaType: l.mediaType, kind: l.kind, repository: l.repository ?? repository },
       }));
       if (missing.length) throw OciError.many(400, missing);
       const repo = await this.createRepository(repository);
@@ -319,6 +367,11 @@ export class Registry {
         return;
       }
       const { digest } = requireDigest(reference, 'reference');
+      const holders = this.metadata.edgesTo(repository, digest).filter((e) => e.parentRepository !== repository && e.kind === 'manifest');
+      if (holders.length && this.options.protectNestedChildren) {
+        throw new OciError(409, 'DENIED', `manifest ${digest} is listed by an index in ${holders[0]!.parentRepository}; delete or change that index first`,
+          { referencedBy: holders.map((h) => ({ repository: h.parentRepository, digest: h.parent })) });
+      }
       if (!this.metadata.deleteManifest(repo.id, digest)) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
       await this.driver.remove(blobKey(repository, digest));
     });

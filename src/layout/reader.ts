@@ -8,6 +8,7 @@ import { MANIFEST_TYPES } from '../oci/mediatypes.ts';
 import { ManifestInvalid, parseDescriptor, parseManifest, type Descriptor } from '../oci/manifest.ts';
 import type { LayoutSnapshot, ManifestRecord } from '../metadata/store.ts';
 import { INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
+import { resolveNestedLinks } from '../graph/nested.ts';
 
 export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
 
@@ -83,7 +84,8 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
     visited.add(descriptor.digest);
     snapshot.manifests.push(found);
     for (const link of found.links) {
-      if (link.kind === 'manifest' && !visited.has(link.digest)) {
+      // Entries living in a descendant repository are walked when that layout is read.
+      if (link.kind === 'manifest' && !link.repository && !visited.has(link.digest)) {
         queue.push({ descriptor: { mediaType: link.mediaType, digest: link.digest, size: link.size }, top: false });
       }
     }
@@ -108,6 +110,7 @@ async function readManifest(driver: StorageDriver, repository: string, descripto
   }
   try {
     const parsed = parseManifest(bytes, known ? descriptor.mediaType : undefined);
+    for (const text of resolveNestedLinks(parsed.links, repository)) problems.push(`${repository}: manifest ${descriptor.digest}: ${text}`);
     const record: ManifestRecord = {
       digest: descriptor.digest, mediaType: parsed.mediaType, size: bytes.length, artifactType: parsed.artifactType ?? null,
       configMediaType: parsed.configMediaType ?? null, subject: parsed.subject ?? null, annotations: parsed.annotations, pushedAt: Date.now(),

@@ -24,10 +24,13 @@ CREATE TABLE IF NOT EXISTS tags (
   repo_id INTEGER NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL, gen INTEGER NOT NULL,
   PRIMARY KEY (repo_id, name)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (repo_id, digest);
+-- child_repo is '' when the child is in the same repository, else the descendant repository
+-- an index entry names (nested namespaces).
 CREATE TABLE IF NOT EXISTS edges (
-  repo_id INTEGER NOT NULL, parent TEXT NOT NULL, kind TEXT NOT NULL, child TEXT NOT NULL, media_type TEXT NOT NULL,
-  PRIMARY KEY (repo_id, parent, kind, child)) WITHOUT ROWID;
+  repo_id INTEGER NOT NULL, parent TEXT NOT NULL, kind TEXT NOT NULL, child_repo TEXT NOT NULL, child TEXT NOT NULL,
+  media_type TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (repo_id, parent, kind, child_repo, child)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS edges_by_child ON edges (repo_id, child, kind, parent);
+CREATE INDEX IF NOT EXISTS edges_by_child_repo ON edges (child_repo, child) WHERE child_repo <> '';
 CREATE TABLE IF NOT EXISTS annotations (
   manifest_id INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
   PRIMARY KEY (manifest_id, key)) WITHOUT ROWID;
@@ -162,8 +165,8 @@ export class SqliteMetadataStore implements MetadataStore {
       .get(repoId, record.digest, record.mediaType, record.size, record.artifactType, record.configMediaType, record.subject,
         JSON.stringify(record.annotations), record.pushedAt) as { id: number } | undefined;
     if (!inserted) return; // content-addressed: an existing row already says the same
-    const edge = this.sql('INSERT OR IGNORE INTO edges (repo_id, parent, kind, child, media_type) VALUES (?, ?, ?, ?, ?)');
-    for (const link of links) edge.run(repoId, record.digest, link.kind, link.digest, link.mediaType);
+    const edge = this.sql('INSERT OR IGNORE INTO edges (repo_id, parent, kind, child_repo, child, media_type, position) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    links.forEach((link, position) => edge.run(repoId, record.digest, link.kind, link.repository ?? '', link.digest, link.mediaType, position));
     const annotation = this.sql('INSERT OR REPLACE INTO annotations (manifest_id, key, value) VALUES (?, ?, ?)');
     for (const [key, value] of Object.entries(record.annotations)) annotation.run(inserted.id, key, value);
     this.recordBlob(repoId, record.digest, record.size);
@@ -200,7 +203,21 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   edgesFrom(repoId: number, digest: string): EdgeRecord[] {
-    return this.sql('SELECT parent, child, kind, media_type AS mediaType FROM edges WHERE repo_id = ? AND parent = ?').all(repoId, digest) as unknown as EdgeRecord[];
+    return this.sql(`SELECT r.name AS parentRepository, e.parent, e.kind, CASE e.child_repo WHEN '' THEN r.name ELSE e.child_repo END AS childRepository,
+        e.child, e.media_type AS mediaType FROM edges e JOIN repos r ON r.id = e.repo_id WHERE e.repo_id = ? AND e.parent = ? ORDER BY e.position`)
+      .all(repoId, digest) as unknown as EdgeRecord[];
+  }
+
+  edgesTo(repository: string, digest: string): EdgeRecord[] {
+    return this.sql(`SELECT r.name AS parentRepository, e.parent, e.kind, ? AS childRepository, e.child, e.media_type AS mediaType
+        FROM edges e JOIN repos r ON r.id = e.repo_id
+        WHERE (e.repo_id = (SELECT id FROM repos WHERE name = ?) AND e.child = ? AND e.child_repo = '') OR (e.child_repo = ? AND e.child = ?)
+        ORDER BY r.name, e.parent`).all(repository, repository, digest, repository, digest) as unknown as EdgeRecord[];
+  }
+
+  linkedRepositories(repoId: number): string[] {
+    return (this.sql("SELECT DISTINCT child_repo FROM edges WHERE repo_id = ? AND child_repo <> '' ORDER BY child_repo").all(repoId) as { child_repo: string }[])
+      .map((r) => r.child_repo);
   }
 
   resolveTag(repoId: number, tag: string): string | undefined {
@@ -236,7 +253,7 @@ export class SqliteMetadataStore implements MetadataStore {
     // manifest that neither a tag nor a parent index in this repository leads to.
     const untagged = (this.sql(`SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repo_id = ? AND (m.subject IS NOT NULL OR (
         NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AND
-        NOT EXISTS (SELECT 1 FROM edges e WHERE e.repo_id = m.repo_id AND e.child = m.digest AND e.kind = 'manifest')))
+        NOT EXISTS (SELECT 1 FROM edges e WHERE e.repo_id = m.repo_id AND e.child = m.digest AND e.kind = 'manifest' AND e.child_repo = '')))
       ORDER BY m.id`).all(repoId) as unknown as ManifestRow[]).map(toManifest);
     return { tagged, untagged };
   }

@@ -34,10 +34,13 @@ export interface TaggedManifest extends ManifestRecord {
   tag: string;
 }
 
+/** One link of the graph; the child may live in a descendant repository (nested namespaces). */
 export interface EdgeRecord {
+  parentRepository: string;
   parent: string;
-  child: string;
   kind: LinkKind;
+  childRepository: string;
+  child: string;
   mediaType: string;
 }
 
@@ -73,6 +76,10 @@ export interface MetadataStore {
   /** Removes a manifest and every tag on it; returns false if it was not there. */
   deleteManifest(repoId: number, digest: string): boolean;
   edgesFrom(repoId: number, digest: string): EdgeRecord[];
+  /** Links into a manifest or blob: from its own repository and from ancestors' nested links. */
+  edgesTo(repository: string, digest: string): EdgeRecord[];
+  /** Descendant repositories this repository's indexes name (where pulls through it may resolve). */
+  linkedRepositories(repoId: number): string[];
 
   resolveTag(repoId: number, tag: string): string | undefined;
   tags(repoId: number, page: PageRequest): string[];

@@ -27,6 +27,8 @@ export interface ManifestLink {
   /** Whether the registry must already hold the target before accepting the manifest. */
   required: boolean;
   annotations?: Record<string, string>;
+  /** For an index entry living in a descendant repository: that repository's full name. */
+  repository?: string;
 }
 
 export interface ParsedManifest {

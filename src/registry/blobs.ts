@@ -27,8 +27,9 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
 
 export async function getBlob(ctx: ApiContext, name: string, reference: string): Promise<void> {
   const { digest } = requireDigest(reference);
-  const info = await ctx.registry.blobInfo(name, digest);
-  if (!info) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
+  const located = await ctx.registry.locateBlob(name, digest);
+  if (!located) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
+  const { info, repository } = located;
   const headers: Headers = {
     'Content-Type': 'application/octet-stream', 'Docker-Content-Digest': digest, ETag: `"${digest}"`,
     'Accept-Ranges': 'bytes', 'Cache-Control': 'max-age=31536000',
@@ -44,7 +45,7 @@ export async function getBlob(ctx: ApiContext, name: string, reference: string):
   } else {
     ctx.res.writeHead(200, { ...headers, 'Content-Length': info.size, 'Docker-Distribution-API-Version': 'registry/2.0' });
   }
-  await pipeline(ctx.registry.blobStream(name, digest, range), ctx.res);
+  await pipeline(ctx.registry.blobStream(repository, digest, range), ctx.res);
 }
 
 export async function deleteBlob(ctx: ApiContext, name: string, reference: string): Promise<void> {

@@ -68,11 +68,19 @@ export async function referrers(ctx: ApiContext, name: string, reference: string
 
 export function discoverExtensions(ctx: ApiContext): void {
   sendJson(ctx.res, 200, {
-    extensions: [{
-      name: '_oci',
-      description: 'Extensions served by Trellis',
-      url: 'https://github.com/opencontainers/distribution-spec/tree/main/extensions',
-      endpoints: ['_oci/ext/discover'],
-    }],
+    extensions: [
+      {
+        name: '_oci',
+        description: 'Extension discovery',
+        url: 'https://github.com/opencontainers/distribution-spec/tree/main/extensions',
+        endpoints: ['_oci/ext/discover'],
+      },
+      {
+        name: '_trellis',
+        description: 'Artifact graph: what a manifest references (down) and what references it (up), across nested namespaces; see docs/api.md',
+        url: 'docs/api.md#artifact-graph',
+        endpoints: ['_trellis/graph'],
+      },
+    ],
   }, {}, ctx.head);
 }

@@ -10,6 +10,7 @@ import type { ApiContext, ApiLimits, Handler } from './context.ts';
 import { cancelUpload, deleteBlob, getBlob, patchUpload, putUpload, startUpload, uploadStatus } from './blobs.ts';
 import { deleteManifest, getManifest, putManifest } from './manifests.ts';
 import { catalog, discoverExtensions, listTags, referrers } from './listing.ts';
+import { graph } from './graph.ts';
 
 interface Route {
   pattern: RegExp;
@@ -18,6 +19,7 @@ interface Route {
 
 // Order matters: upload paths before blob paths.
 const ROUTES: Route[] = [
+  { pattern: /^\/v2\/(.+)\/_trellis\/graph\/([^/]+)$/, methods: { GET: graph, HEAD: graph } },
   { pattern: /^\/v2\/(.+)\/blobs\/uploads\/?$/, methods: { POST: startUpload } },
   { pattern: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, methods: { PATCH: patchUpload, PUT: putUpload, GET: uploadStatus, HEAD: uploadStatus, DELETE: cancelUpload } },
   { pattern: /^\/v2\/(.+)\/blobs\/([^/]+)$/, methods: { GET: getBlob, HEAD: getBlob, DELETE: deleteBlob } },

@@ -1,0 +1,75 @@
+// Walks the artifact graph from one manifest: down (what it references: config, layers, index
+// children, artifact blobs, its subject) or up (what references it: parent indexes here or in
+// ancestor repositories, referrers, manifests using a blob). Bounded by depth and edge count.
+import type { MetadataStore, ManifestRecord } from '../metadata/store.ts';
+import type { LinkKind } from '../oci/manifest.ts';
+
+export type Direction = 'down' | 'up';
+
+export interface GraphNode {
+  repository: string;
+  digest: string;
+  mediaType?: string;
+  size?: number;
+  artifactType?: string;
+}
+
+export interface GraphEdge {
+  from: GraphNode;
+  to: GraphNode;
+  kind: LinkKind;
+  /** Hops from the starting manifest. */
+  depth: number;
+}
+
+export interface WalkOptions {
+  direction: Direction;
+  maxDepth: number;
+  /** Stop after this many edges; the answer then says it was truncated. */
+  maxEdges: number;
+}
+
+function node(metadata: MetadataStore, repository: string, digest: string, mediaType?: string): GraphNode {
+  const repo = metadata.repository(repository);
+  const manifest: ManifestRecord | undefined = repo ? metadata.manifest(repo.id, digest) : undefined;
+  const result: GraphNode = { repository, digest };
+  if (manifest) {
+    result.mediaType = manifest.mediaType;
+    result.size = manifest.size;
+    if (manifest.artifactType) result.artifactType = manifest.artifactType;
+  } else if (mediaType) {
+    result.mediaType = mediaType;
+  }
+  return result;
+}
+
+export function walkGraph(metadata: MetadataStore, start: { repository: string; digest: string }, options: WalkOptions): { edges: GraphEdge[]; truncated: boolean } {
+  const edges: GraphEdge[] = [];
+  const seen = new Set<string>([`${start.repository}@${start.digest}`]);
+  let frontier = [start];
+  for (let depth = 1; depth <= options.maxDepth && frontier.length; depth++) {
+    const next: { repository: string; digest: string }[] = [];
+    for (const current of frontier) {
+      const repo = metadata.repository(current.repository);
+      const links = options.direction === 'down'
+        ? (repo ? metadata.edgesFrom(repo.id, current.digest) : [])
+        : metadata.edgesTo(current.repository, current.digest);
+      for (const link of links) {
+        if (edges.length >= options.maxEdges) return { edges, truncated: true };
+        const from = node(metadata, link.parentRepository, link.parent);
+        const to = node(metadata, link.childRepository, link.child, link.mediaType);
+        edges.push({ from, to, kind: link.kind, depth });
+        // Down, a subject is recorded but not followed: it is what the manifest refers to, not part of it.
+        const far = options.direction === 'down' ? to : from;
+        if (options.direction === 'down' && link.kind === 'subject') continue;
+        const key = `${far.repository}@${far.digest}`;
+        if (!seen.has(key) && (options.direction === 'up' || far.size !== undefined)) {
+          seen.add(key);
+          next.push({ repository: far.repository, digest: far.digest });
+        }
+      }
+    }
+    frontier = next;
+  }
+  return { edges, truncated: false };
+}
