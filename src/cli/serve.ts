@@ -17,6 +17,7 @@ export function registryOptions(settings: Settings, logger: Logger): RegistryOpt
     dataDir: settings.data,
     maxManifestBytes: settings.maxManifestBytes,
     durable: settings.fsync,
+    layoutReferrers: { fallbackTags: settings.layoutFallbackTags, olaregAnnotations: settings.layoutOlaregAnnotations },
     flush: { minDelayMs: settings.indexFlushMinMs, maxDelayMs: settings.indexFlushMaxMs, costFactor: settings.indexFlushCostFactor },
     layoutCheckIntervalMs: settings.layoutCheckIntervalMs,
     protectNestedChildren: settings.protectNestedChildren,

@@ -23,6 +23,10 @@ export interface Settings {
   maxReferrersBytes: number;
   /** Refuse to delete a manifest an index in an ancestor repository lists (nested namespaces). */
   protectNestedChildren: boolean;
+  /** Write a fallback-tag referrers index per subject into layouts (for regctl's default reader). */
+  layoutFallbackTags: boolean;
+  /** Also annotate those entries with olareg's `org.olareg.referrer.subject`. */
+  layoutOlaregAnnotations: boolean;
 }
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -41,6 +45,8 @@ export const DEFAULT_SETTINGS: Settings = {
   maxListPage: 1000,
   maxReferrersBytes: 4 * 1024 * 1024,
   protectNestedChildren: true,
+  layoutFallbackTags: true,
+  layoutOlaregAnnotations: false,
 };
 
 export class SettingsError extends Error {}

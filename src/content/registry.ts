@@ -7,7 +7,7 @@ import { FileSystemDriver } from '../storage/filesystem.ts';
 import type { FileInfo } from '../storage/driver.ts';
 import { SqliteMetadataStore } from '../metadata/sqlite.ts';
 import type { ManifestRecord, MetadataStore, PageRequest, RepositoryRecord } from '../metadata/store.ts';
-import { LayoutWriter, type FlushTiming } from '../layout/writer.ts';
+import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
 import { findLayouts } from '../layout/discover.ts';
 import { LayoutCorrupt, readIndexJson, readLayout, stampOf } from '../layout/reader.ts';
 import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layoutKey } from '../layout/paths.ts';
@@ -25,6 +25,8 @@ export interface RegistryOptions {
   /** fsync files, folders and the metadata database: survives power loss, costs write latency. */
   durable: boolean;
   flush: FlushTiming;
+  /** Referrer encodings written into layouts besides the untagged entries. */
+  layoutReferrers: LayoutReferrerOptions;
   /** How often a repository's `index.json` is checked for edits by other tools. */
   layoutCheckIntervalMs: number;
   /** Refuse to delete a manifest that an index in an ancestor repository still lists. */
@@ -74,6 +76,7 @@ export class Registry {
       driver: this.driver,
       metadata,
       timing: options.flush,
+      referrers: options.layoutReferrers,
       runExclusive: (repository, work) => this.indexLock.run(repository, work),
       beforeWrite: (repository) => this.foldInOutsideEdits(repository),
       onError: (repository, err) => this.log.error({ err, repository }, 'writing index.json failed; will retry on the next change'),

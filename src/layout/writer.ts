@@ -5,8 +5,18 @@ import type { StorageDriver } from '../storage/driver.ts';
 import type { ManifestRecord, MetadataStore, RepositoryRecord } from '../metadata/store.ts';
 import type { Descriptor } from '../oci/manifest.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
-import { CONTAINERD_SUBJECT, INDEX_FILE, REF_NAME, layoutKey } from './paths.ts';
+import { digestOf } from '../oci/digest.ts';
+import { CONTAINERD_SUBJECT, INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
 import { stampOf } from './reader.ts';
+import { OLAREG_REFERRERS_SUBJECT, TRELLIS_REFERRERS_SUBJECT, fallbackTag, referrersIndexBody } from './referrers.ts';
+
+/** Which referrer encodings to write into layouts besides the untagged entries. */
+export interface LayoutReferrerOptions {
+  /** A fallback-tag index per subject (regctl's default reader needs it). */
+  fallbackTags: boolean;
+  /** olareg's `org.olareg.referrer.subject` on those entries. */
+  olaregAnnotations: boolean;
+}
 
 export interface FlushTiming {
   /** Shortest wait between a change and the rewrite that shows it. */
@@ -27,11 +37,19 @@ function entryFor(record: ManifestRecord, annotations: Record<string, string>): 
 }
 
 /** The whole `index.json` for a repository, from the metadata index. */
-export function buildIndexJson(metadata: MetadataStore, repo: RepositoryRecord): string {
+export function buildIndexJson(metadata: MetadataStore, repo: RepositoryRecord, referrerOptions: LayoutReferrerOptions): string {
   const { tagged, untagged } = metadata.layoutEntries(repo.id);
   const manifests: Descriptor[] = [];
-  for (const m of tagged) manifests.push(entryFor(m, { [REF_NAME]: m.tag }));
+  const generated = referrerOptions.fallbackTags ? metadata.referrerIndexes(repo.id) : [];
+  const generatedTags = new Set(generated.map((r) => fallbackTag(r.subject)));
+  // A fallback tag an old client pushed gives way to the generated one, which lists every referrer.
+  for (const m of tagged) if (!generatedTags.has(m.tag)) manifests.push(entryFor(m, { [REF_NAME]: m.tag }));
   for (const m of untagged) manifests.push(entryFor(m, m.subject ? { [CONTAINERD_SUBJECT]: m.subject } : {}));
+  for (const r of generated) {
+    const annotations: Record<string, string> = { [REF_NAME]: fallbackTag(r.subject), [TRELLIS_REFERRERS_SUBJECT]: r.subject };
+    if (referrerOptions.olaregAnnotations) annotations[OLAREG_REFERRERS_SUBJECT] = r.subject;
+    manifests.push({ mediaType: OCI_INDEX, digest: r.digest, size: r.size, annotations });
+  }
   manifests.push(...(repo.layoutExtras.foreignEntries ?? []));
   const index: Record<string, unknown> = { schemaVersion: 2, mediaType: OCI_INDEX, manifests };
   if (repo.layoutExtras.annotations) index.annotations = repo.layoutExtras.annotations;
@@ -44,6 +62,7 @@ export class LayoutWriter {
   private readonly driver: StorageDriver;
   private readonly metadata: MetadataStore;
   private readonly timing: FlushTiming;
+  private readonly referrerOptions: LayoutReferrerOptions;
   private readonly runExclusive: (repository: string, work: () => Promise<void>) => Promise<void>;
   private readonly beforeWrite: (repository: string) => Promise<void>;
   private readonly onError: (repository: string, err: unknown) => void;
@@ -52,6 +71,7 @@ export class LayoutWriter {
     driver: StorageDriver;
     metadata: MetadataStore;
     timing: FlushTiming;
+    referrers: LayoutReferrerOptions;
     runExclusive: (repository: string, work: () => Promise<void>) => Promise<void>;
     /** Runs before each rewrite: folds in edits another tool made to the layout meanwhile. */
     beforeWrite: (repository: string) => Promise<void>;
@@ -60,6 +80,7 @@ export class LayoutWriter {
     this.driver = options.driver;
     this.metadata = options.metadata;
     this.timing = options.timing;
+    this.referrerOptions = options.referrers;
     this.runExclusive = options.runExclusive;
     this.beforeWrite = options.beforeWrite;
     this.onError = options.onError;
@@ -84,13 +105,33 @@ export class LayoutWriter {
       const repo = this.metadata.repository(repository);
       if (!repo || repo.gen <= repo.flushedGen) return;
       const started = performance.now();
-      const body = buildIndexJson(this.metadata, repo);
+      if (this.referrerOptions.fallbackTags) await this.writeReferrerIndexes(repo);
+      const body = buildIndexJson(this.metadata, repo, this.referrerOptions);
       const key = layoutKey(repository, INDEX_FILE);
       await this.driver.writeAtomic(key, body);
       const info = await this.driver.stat(key);
       this.metadata.markFlushed(repo.id, repo.gen, info ? stampOf(info) : '');
       this.lastCostMs.set(repository, performance.now() - started);
     });
+  }
+
+  /** Rewrites the referrers index of every subject whose referrers changed since the last flush. */
+  private async writeReferrerIndexes(repo: RepositoryRecord): Promise<void> {
+    const previous = new Map(this.metadata.referrerIndexes(repo.id).map((r) => [r.subject, r.digest]));
+    for (const subject of this.metadata.dirtySubjects(repo.id)) {
+      const referrers = this.metadata.referrers(repo.id, subject, { limit: Number.MAX_SAFE_INTEGER });
+      let written: { digest: string; size: number } | null = null;
+      if (referrers.length) {
+        const body = Buffer.from(referrersIndexBody(referrers));
+        written = { digest: digestOf(body), size: body.length };
+        const key = blobKey(repo.name, written.digest);
+        if (!(await this.driver.stat(key))) await this.driver.writeAtomic(key, body);
+      }
+      this.metadata.setReferrerIndex(repo.id, subject, written);
+      const old = previous.get(subject);
+      // The old index blob is Trellis's own; remove it unless something else stores the same bytes.
+      if (old && old !== written?.digest && !this.metadata.manifest(repo.id, old)) await this.driver.remove(blobKey(repo.name, old));
+    }
   }
 
   /** Flushes everything pending, e.g. on shutdown. */

@@ -3,7 +3,7 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { ManifestLink } from '../oci/manifest.ts';
 import type {
-  EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, PageRequest, RepositoryRecord, TaggedManifest,
+  EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, PageRequest, ReferrerIndexRecord, RepositoryRecord, TaggedManifest,
 } from './store.ts';
 
 const SCHEMA = `
@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS annotations (
   manifest_id INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
   PRIMARY KEY (manifest_id, key)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS annotations_by_key ON annotations (key, value);
+-- Per subject, the referrers index Trellis writes into the layout (fallback tag), and the
+-- subjects whose referrers changed since it was last written.
+CREATE TABLE IF NOT EXISTS layout_referrer_indexes (
+  repo_id INTEGER NOT NULL, subject TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+  PRIMARY KEY (repo_id, subject)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dirty_subjects (
+  repo_id INTEGER NOT NULL, subject TEXT NOT NULL, PRIMARY KEY (repo_id, subject)) WITHOUT ROWID;
 `;
 
 interface ManifestRow {
@@ -165,6 +172,7 @@ export class SqliteMetadataStore implements MetadataStore {
       .get(repoId, record.digest, record.mediaType, record.size, record.artifactType, record.configMediaType, record.subject,
         JSON.stringify(record.annotations), record.pushedAt) as { id: number } | undefined;
     if (!inserted) return; // content-addressed: an existing row already says the same
+    if (record.subject) this.sql('INSERT OR IGNORE INTO dirty_subjects (repo_id, subject) VALUES (?, ?)').run(repoId, record.subject);
     const edge = this.sql('INSERT OR IGNORE INTO edges (repo_id, parent, kind, child_repo, child, media_type, position) VALUES (?, ?, ?, ?, ?, ?, ?)');
     links.forEach((link, position) => edge.run(repoId, record.digest, link.kind, link.repository ?? '', link.digest, link.mediaType, position));
     const annotation = this.sql('INSERT OR REPLACE INTO annotations (manifest_id, key, value) VALUES (?, ?, ?)');
@@ -185,8 +193,9 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   private removeManifestRows(repoId: number, digest: string): boolean {
-    const row = this.sql('DELETE FROM manifests WHERE repo_id = ? AND digest = ? RETURNING id').get(repoId, digest) as { id: number } | undefined;
+    const row = this.sql('DELETE FROM manifests WHERE repo_id = ? AND digest = ? RETURNING id, subject').get(repoId, digest) as { id: number; subject: string | null } | undefined;
     if (!row) return false;
+    if (row.subject) this.sql('INSERT OR IGNORE INTO dirty_subjects (repo_id, subject) VALUES (?, ?)').run(repoId, row.subject);
     this.sql('DELETE FROM annotations WHERE manifest_id = ?').run(row.id);
     this.sql('DELETE FROM edges WHERE repo_id = ? AND parent = ?').run(repoId, digest);
     this.sql('DELETE FROM tags WHERE repo_id = ? AND digest = ?').run(repoId, digest);
@@ -256,6 +265,25 @@ export class SqliteMetadataStore implements MetadataStore {
         NOT EXISTS (SELECT 1 FROM edges e WHERE e.repo_id = m.repo_id AND e.child = m.digest AND e.kind = 'manifest' AND e.child_repo = '')))
       ORDER BY m.id`).all(repoId) as unknown as ManifestRow[]).map(toManifest);
     return { tagged, untagged };
+  }
+
+  dirtySubjects(repoId: number): string[] {
+    return (this.sql('SELECT subject FROM dirty_subjects WHERE repo_id = ? ORDER BY subject').all(repoId) as { subject: string }[]).map((r) => r.subject);
+  }
+
+  referrerIndexes(repoId: number): ReferrerIndexRecord[] {
+    return this.sql('SELECT subject, digest, size FROM layout_referrer_indexes WHERE repo_id = ? ORDER BY subject').all(repoId) as unknown as ReferrerIndexRecord[];
+  }
+
+  setReferrerIndex(repoId: number, subject: string, index: { digest: string; size: number } | null): void {
+    this.transaction(() => {
+      if (index) {
+        this.sql('INSERT OR REPLACE INTO layout_referrer_indexes (repo_id, subject, digest, size) VALUES (?, ?, ?, ?)').run(repoId, subject, index.digest, index.size);
+      } else {
+        this.sql('DELETE FROM layout_referrer_indexes WHERE repo_id = ? AND subject = ?').run(repoId, subject);
+      }
+      this.sql('DELETE FROM dirty_subjects WHERE repo_id = ? AND subject = ?').run(repoId, subject);
+    });
   }
 
   markFlushed(repoId: number, gen: number, indexStamp: string): void {

@@ -44,6 +44,13 @@ export interface EdgeRecord {
   mediaType: string;
 }
 
+/** The referrers index of one subject as written into the layout under its fallback tag. */
+export interface ReferrerIndexRecord {
+  subject: string;
+  digest: string;
+  size: number;
+}
+
 export interface PageRequest {
   after?: string | undefined;
   limit: number;
@@ -90,6 +97,11 @@ export interface MetadataStore {
   /** Everything `index.json` must list: tagged entries by tag, then untagged ones in push order. */
   layoutEntries(repoId: number): { tagged: TaggedManifest[]; untagged: ManifestRecord[] };
   markFlushed(repoId: number, gen: number, indexStamp: string): void;
+  /** Subjects whose referrers changed since their layout referrers index was last written. */
+  dirtySubjects(repoId: number): string[];
+  referrerIndexes(repoId: number): ReferrerIndexRecord[];
+  /** Records (or, with null, removes) a subject's layout referrers index and clears it as dirty. */
+  setReferrerIndex(repoId: number, subject: string, index: { digest: string; size: number } | null): void;
   /**
    * Merges a layout read from disk; local changes not yet flushed win over it. `vanished` lists
    * manifests whose blobs another tool removed.

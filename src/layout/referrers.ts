@@ -1,0 +1,23 @@
+// How referrers are written into a layout beyond the untagged `index.json` entries: per subject,
+// an index shaped exactly like the referrers API answer, listed under the subject's fallback tag
+// (`sha256-<hex>`) so that regctl's default reader (and olareg, optionally) find them too.
+import { OCI_INDEX } from '../oci/mediatypes.ts';
+import { referrerDescriptor } from '../oci/manifest.ts';
+import type { ManifestRecord } from '../metadata/store.ts';
+
+/** Marks the fallback-tag entries Trellis generates, so reading the layout back skips them as tags. */
+export const TRELLIS_REFERRERS_SUBJECT = 'dev.trellis.referrers.subject';
+/** olareg's key for the same thing (written only when configured). */
+export const OLAREG_REFERRERS_SUBJECT = 'org.olareg.referrer.subject';
+
+/** The spec's fallback tag for a subject: `<alg>-<hex>`, truncated to 32 and 64 characters. */
+export function fallbackTag(subject: string): string {
+  const [algorithm, hex] = subject.split(':') as [string, string];
+  return `${algorithm.slice(0, 32)}-${hex.slice(0, 64)}`.replace(/[^a-zA-Z0-9._-]/g, '-');
+}
+
+/** The referrers answer for one subject, byte-for-byte reproducible (entries sorted by digest). */
+export function referrersIndexBody(referrers: ManifestRecord[]): string {
+  const manifests = [...referrers].sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0)).map(referrerDescriptor);
+  return JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests });
+}
