@@ -21,6 +21,7 @@ export function registryOptions(settings: Settings, logger: Logger): RegistryOpt
     flush: { minDelayMs: settings.indexFlushMinMs, maxDelayMs: settings.indexFlushMaxMs, costFactor: settings.indexFlushCostFactor },
     layoutCheckIntervalMs: settings.layoutCheckIntervalMs,
     protectNestedChildren: settings.protectNestedChildren,
+    buildkitAttestations: settings.buildkitAttestations,
     logger,
   };
 }

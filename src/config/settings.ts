@@ -27,6 +27,8 @@ export interface Settings {
   layoutFallbackTags: boolean;
   /** Also annotate those entries with olareg's `org.olareg.referrer.subject`. */
   layoutOlaregAnnotations: boolean;
+  /** Serve BuildKit attestations (vnd.docker.reference.*) as referrers of the image they describe. */
+  buildkitAttestations: boolean;
 }
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -47,6 +49,7 @@ export const DEFAULT_SETTINGS: Settings = {
   protectNestedChildren: true,
   layoutFallbackTags: true,
   layoutOlaregAnnotations: false,
+  buildkitAttestations: false,
 };
 
 export class SettingsError extends Error {}

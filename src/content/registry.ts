@@ -31,6 +31,8 @@ export interface RegistryOptions {
   layoutCheckIntervalMs: number;
   /** Refuse to delete a manifest that an index in an ancestor repository still lists. */
   protectNestedChildren: boolean;
+  /** List BuildKit attestation manifests as referrers of the manifest they describe (read-only). */
+  buildkitAttestations: boolean;
   logger: Logger;
 }
 
@@ -390,7 +392,7 @@ export class Registry {
 
   async referrers(repository: string, subject: string, filter: { artifactTypes?: string[] } & PageRequest): Promise<ManifestRecord[]> {
     const repo = await this.repository(repository);
-    return repo ? this.metadata.referrers(repo.id, subject, filter) : [];
+    return repo ? this.metadata.referrers(repo.id, subject, { ...filter, includeAttestations: this.options.buildkitAttestations }) : [];
   }
 
   /** Re-reads every layout from scratch into an empty index (used by `trellis reindex`). */

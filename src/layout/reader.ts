@@ -9,7 +9,7 @@ import { ManifestInvalid, parseDescriptor, parseManifest, type Descriptor } from
 import type { LayoutSnapshot, ManifestRecord } from '../metadata/store.ts';
 import { INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
-import { TRELLIS_REFERRERS_SUBJECT } from './referrers.ts';
+import { DERIVED_REFERRER_KEYS } from './referrers.ts';
 
 export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
 
@@ -62,8 +62,9 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
   (index.manifests as unknown[]).forEach((entry, i) => {
     try {
       const descriptor = parseDescriptor(entry, `index.json manifests[${i}]`);
-      // A referrers index Trellis generated is derived data: walked, but neither a tag nor kept.
-      if (descriptor.annotations?.[TRELLIS_REFERRERS_SUBJECT]) return void queue.push({ descriptor, top: false });
+      // A referrers index (Trellis's, olareg's, or the unmerged image-spec draft's) is derived
+      // data: walked for the referrers it lists, but neither a tag nor kept as an entry.
+      if (DERIVED_REFERRER_KEYS.some((key) => descriptor.annotations?.[key])) return void queue.push({ descriptor, top: false });
       const refName = descriptor.annotations?.[REF_NAME];
       queue.push({ descriptor, top: true, tag: refName === undefined ? undefined : tagFromRefName(refName) });
     } catch (err) {

@@ -9,6 +9,9 @@ import type { ManifestRecord } from '../metadata/store.ts';
 export const TRELLIS_REFERRERS_SUBJECT = 'dev.trellis.referrers.subject';
 /** olareg's key for the same thing (written only when configured). */
 export const OLAREG_REFERRERS_SUBJECT = 'org.olareg.referrer.subject';
+/** The key of image-spec PR #1171 (unmerged): read, never written. */
+export const DRAFT_REFERRERS_SUBJECT = 'org.opencontainers.image.referrer.subject';
+export const DERIVED_REFERRER_KEYS = [TRELLIS_REFERRERS_SUBJECT, OLAREG_REFERRERS_SUBJECT, DRAFT_REFERRERS_SUBJECT];
 
 /** The spec's fallback tag for a subject: `<alg>-<hex>`, truncated to 32 and 64 characters. */
 export function fallbackTag(subject: string): string {

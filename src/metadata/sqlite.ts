@@ -18,8 +18,12 @@ CREATE INDEX IF NOT EXISTS blobs_by_digest ON blobs (digest);
 CREATE TABLE IF NOT EXISTS manifests (
   id INTEGER PRIMARY KEY, repo_id INTEGER NOT NULL, digest TEXT NOT NULL, media_type TEXT NOT NULL,
   size INTEGER NOT NULL, artifact_type TEXT, config_media_type TEXT, subject TEXT,
-  annotations TEXT NOT NULL, pushed_at INTEGER NOT NULL, UNIQUE (repo_id, digest));
+  annotations TEXT NOT NULL, pushed_at INTEGER NOT NULL,
+  -- the manifest a BuildKit attestation describes (vnd.docker.reference.digest on its index entry);
+  -- kept apart from subject because it is not one and is never written back as one
+  attests TEXT, UNIQUE (repo_id, digest));
 CREATE INDEX IF NOT EXISTS manifests_by_subject ON manifests (repo_id, subject, digest) WHERE subject IS NOT NULL;
+CREATE INDEX IF NOT EXISTS manifests_by_attests ON manifests (repo_id, attests, digest) WHERE attests IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tags (
   repo_id INTEGER NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL, gen INTEGER NOT NULL,
   PRIMARY KEY (repo_id, name)) WITHOUT ROWID;
@@ -187,6 +191,7 @@ export class SqliteMetadataStore implements MetadataStore {
       if (known && unchangedTags) return;
       const gen = this.bumpGen(repoId);
       this.insertManifest(repoId, record, links);
+      this.recordAttestations(repoId, links);
       const tag = this.sql('INSERT OR REPLACE INTO tags (repo_id, name, digest, gen) VALUES (?, ?, ?, ?)');
       for (const name of tags) tag.run(repoId, name, record.digest, gen);
     });
@@ -247,11 +252,25 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  referrers(repoId: number, subject: string, filter: { artifactTypes?: string[] } & PageRequest): ManifestRecord[] {
+  /** Index entries BuildKit marks as attestations of another manifest. */
+  private recordAttestations(repoId: number, links: ManifestLink[]): void {
+    for (const link of links) {
+      const annotations = link.annotations;
+      if (link.kind !== 'manifest' || annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest') continue;
+      const described = annotations['vnd.docker.reference.digest'];
+      if (described) this.sql('UPDATE manifests SET attests = ? WHERE repo_id = ? AND digest = ?').run(described, repoId, link.digest);
+    }
+  }
+
+  referrers(repoId: number, subject: string, filter: { artifactTypes?: string[]; includeAttestations?: boolean } & PageRequest): ManifestRecord[] {
     const types = filter.artifactTypes ?? [];
     const typeClause = types.length ? `AND m.artifact_type IN (${types.map(() => '?').join(',')})` : '';
-    const rows = this.sql(`SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repo_id = ? AND m.subject = ? AND m.digest > ? ${typeClause}
-      ORDER BY m.digest LIMIT ?`).all(repoId, subject, filter.after ?? '', ...types, filter.limit) as unknown as ManifestRow[];
+    const query = (column: string) => `SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repo_id = ? AND m.${column} = ? AND m.digest > ? ${typeClause}`;
+    const params = [repoId, subject, filter.after ?? '', ...types];
+    const sql = filter.includeAttestations
+      ? `SELECT * FROM (${query('subject')} UNION ${query('attests')}) m ORDER BY m.digest LIMIT ?`
+      : `${query('subject')} ORDER BY m.digest LIMIT ?`;
+    const rows = this.sql(sql).all(...params, ...(filter.includeAttestations ? params : []), filter.limit) as unknown as ManifestRow[];
     return rows.map(toManifest);
   }
 
@@ -295,6 +314,7 @@ export class SqliteMetadataStore implements MetadataStore {
       const repo = this.sql('SELECT flushed_gen FROM repos WHERE id = ?').get(repoId) as { flushed_gen: number };
       for (const digest of vanished) this.removeManifestRows(repoId, digest);
       for (const { record, links } of snapshot.manifests) this.insertManifest(repoId, record, links);
+      for (const { links } of snapshot.manifests) this.recordAttestations(repoId, links);
       const local = this.sql('SELECT name, digest, gen FROM tags WHERE repo_id = ?').all(repoId) as { name: string; digest: string; gen: number }[];
       const localByName = new Map(local.map((t) => [t.name, t]));
       for (const t of local) {

@@ -92,7 +92,8 @@ export interface MetadataStore {
   tags(repoId: number, page: PageRequest): string[];
   deleteTag(repoId: number, tag: string): boolean;
 
-  referrers(repoId: number, subject: string, filter: { artifactTypes?: string[] } & PageRequest): ManifestRecord[];
+  /** Manifests whose subject is `subject`; with includeAttestations also BuildKit attestations of it. */
+  referrers(repoId: number, subject: string, filter: { artifactTypes?: string[]; includeAttestations?: boolean } & PageRequest): ManifestRecord[];
 
   /** Everything `index.json` must list: tagged entries by tag, then untagged ones in push order. */
   layoutEntries(repoId: number): { tagged: TaggedManifest[]; untagged: ManifestRecord[] };
