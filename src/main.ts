@@ -5,6 +5,7 @@ import { loadSettings, SettingsError, type Settings } from './config/settings.ts
 import { createLogger, registryOptions, serve } from './cli/serve.ts';
 import { fsck } from './cli/fsck.ts';
 import { Registry } from './content/registry.ts';
+import { DataDirectoryBusy, runGc } from './cli/gc.ts';
 
 interface CommonFlags {
   config?: string;
@@ -53,8 +54,21 @@ program.command('reindex')
     console.log(`reindexed ${settings.data}`);
   });
 
+program.command('gc')
+  .description('remove unreachable manifests and unused blobs (stop the server first, or let it collect online)')
+  .option('--data <dir>', 'data directory (TRELLIS_DATA, default ./trellis-data)')
+  .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
+  .option('--dry-run', 'report what would be removed and why, remove nothing')
+  .option('--json', 'print the report as JSON')
+  .action(async (flags: CommonFlags & { dryRun?: boolean; json?: boolean }) => {
+    const report = await runGc(settingsFrom(flags), flags.dryRun ?? false);
+    if (flags.json) return console.log(JSON.stringify(report, null, 2));
+    for (const item of report.removed) console.log(`${report.dryRun ? 'would remove' : 'removed'} ${item.kind} ${item.repository}@${item.digest}: ${item.reason}`);
+    console.log(`${report.removed.length} items, ${report.bytes} bytes ${report.dryRun ? 'would be freed' : 'freed'} in ${report.repositories} repositories (${Math.round(report.durationMs)} ms)`);
+  });
+
 program.parseAsync().catch((err: unknown) => {
-  if (err instanceof SettingsError) {
+  if (err instanceof SettingsError || err instanceof DataDirectoryBusy) {
     console.error(`trellis: ${err.message}`);
     process.exit(2);
   }

@@ -5,6 +5,18 @@ import { Registry, type RegistryOptions } from '../content/registry.ts';
 import { Uploads } from '../content/uploads.ts';
 import { createRegistryServer } from '../registry/server.ts';
 import { parseListen, type Settings } from '../config/settings.ts';
+import { collectGarbage, type GcPolicy } from '../gc/collector.ts';
+import { TRELLIS_FOLDER } from '../layout/paths.ts';
+import { rm, writeFile } from 'node:fs/promises';
+
+export function gcPolicy(settings: Settings): GcPolicy {
+  return { untagged: settings.gcUntagged, danglingReferrers: settings.gcDanglingReferrers, graceSeconds: settings.gcGraceSeconds };
+}
+
+/** Marks a data directory as served by this process (offline commands refuse to touch it). */
+export function pidFile(dataDir: string): string {
+  return `${dataDir}/${TRELLIS_FOLDER}/serve.pid`;
+}
 
 const SHUTDOWN_GRACE_MS = 10_000;
 
@@ -42,6 +54,15 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     uploads.sweep();
     uploads.sweepDisk().catch((err) => logger.warn({ err }, 'sweeping old uploads failed'));
   }, Math.min(60_000, settings.uploadTimeoutSeconds * 1000)).unref();
+  let collecting = false;
+  const collector = settings.gcIntervalSeconds > 0 ? setInterval(() => {
+    if (collecting) return;
+    collecting = true;
+    collectGarbage(registry, gcPolicy(settings), { dryRun: false })
+      .then((report) => logger.info({ removed: report.removed.length, bytes: report.bytes, ms: Math.round(report.durationMs) }, 'garbage collection done'))
+      .catch((err) => logger.error({ err }, 'garbage collection failed'))
+      .finally(() => { collecting = false; });
+  }, settings.gcIntervalSeconds * 1000).unref() : undefined;
   const server = createRegistryServer({
     registry, uploads, log: logger,
     limits: { maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, maxReferrersBytes: settings.maxReferrersBytes },
@@ -53,6 +74,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   });
   const address = server.address() as AddressInfo;
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  await writeFile(pidFile(settings.data), String(process.pid));
   logger.info({ url, data: settings.data }, 'trellis registry listening');
   let closing: Promise<void> | undefined;
   return {
@@ -61,6 +83,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     close() {
       closing ??= (async () => {
         clearInterval(sweeper);
+        if (collector) clearInterval(collector);
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           // Keep-alive connections would hold the server open: close each as soon as it is idle,
@@ -73,6 +96,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
           });
         });
         await registry.close();
+        await rm(pidFile(settings.data), { force: true });
       })();
       return closing;
     },

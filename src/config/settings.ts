@@ -29,7 +29,21 @@ export interface Settings {
   layoutOlaregAnnotations: boolean;
   /** Serve BuildKit attestations (vnd.docker.reference.*) as referrers of the image they describe. */
   buildkitAttestations: boolean;
+  /** Run garbage collection online this often; 0 turns periodic collection off. */
+  gcIntervalSeconds: number;
+  /** Nothing pushed more recently than this is collected. */
+  gcGraceSeconds: number;
+  /** Manifests no tag, index or live subject reaches. */
+  gcUntagged: 'keep' | 'delete';
+  /** Referrers whose subject is not in the repository. */
+  gcDanglingReferrers: 'keep' | 'delete';
 }
+
+const CHOICES: Partial<Record<keyof Settings, readonly string[]>> = {
+  gcUntagged: ['keep', 'delete'],
+  gcDanglingReferrers: ['keep', 'delete'],
+  logLevel: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'],
+};
 
 export const DEFAULT_SETTINGS: Settings = {
   listen: '127.0.0.1:5000',
@@ -50,6 +64,10 @@ export const DEFAULT_SETTINGS: Settings = {
   layoutFallbackTags: true,
   layoutOlaregAnnotations: false,
   buildkitAttestations: false,
+  gcIntervalSeconds: 0,
+  gcGraceSeconds: 3600,
+  gcUntagged: 'keep',
+  gcDanglingReferrers: 'keep',
 };
 
 export class SettingsError extends Error {}
@@ -73,6 +91,8 @@ function coerce(key: keyof Settings, value: unknown, source: string): Settings[k
     throw new SettingsError(`${source}: ${key} must be true or false, not ${JSON.stringify(value)}`);
   }
   if (typeof value !== 'string') throw new SettingsError(`${source}: ${key} must be a string`);
+  const choices = CHOICES[key];
+  if (choices && !choices.includes(value)) throw new SettingsError(`${source}: ${key} must be one of ${choices.join(', ')}, not ${JSON.stringify(value)}`);
   return value;
 }
 

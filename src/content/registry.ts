@@ -101,6 +101,11 @@ export class Registry {
     this.metadata.close();
   }
 
+  /** Runs work on a repository's content exclusively of pushes and deletes there (used by GC). */
+  exclusive<T>(repository: string, work: () => Promise<T>): Promise<T> {
+    return this.contentLock.run(repository, work);
+  }
+
   // ---- repositories -------------------------------------------------------------------------
 
   /** Finds every layout under the data root (nested folders are nested names) and indexes it. */

@@ -3,7 +3,8 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { ManifestLink } from '../oci/manifest.ts';
 import type {
-  EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, PageRequest, ReferrerIndexRecord, RepositoryRecord, TaggedManifest,
+  EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, PageRequest, ReferrerIndexRecord, RepositoryRecord, RetentionPolicy,
+  TaggedManifest, UnreachableManifest,
 } from './store.ts';
 
 const SCHEMA = `
@@ -327,6 +328,60 @@ export class SqliteMetadataStore implements MetadataStore {
       }
       this.sql('UPDATE repos SET layout_extras = ?, index_stamp = ? WHERE id = ?').run(JSON.stringify(snapshot.extras), snapshot.indexStamp, repoId);
     });
+  }
+
+  unreachableManifests(repoId: number, policy: RetentionPolicy): UnreachableManifest[] {
+    const repo = this.sql('SELECT name FROM repos WHERE id = ?').get(repoId) as { name: string } | undefined;
+    if (!repo) return [];
+    // Live: tags, recent pushes, kept untagged or dangling referrers, entries ancestors' indexes
+    // name here, and, transitively, index children and referrers of anything live.
+    const rows = this.sql(`WITH RECURSIVE live(digest) AS (
+        SELECT digest FROM tags WHERE repo_id = $repo
+        UNION SELECT digest FROM manifests WHERE repo_id = $repo AND (pushed_at >= $cutoff
+          OR ($keepUntagged AND subject IS NULL)
+          OR ($keepDangling AND subject IS NOT NULL AND subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $repo)))
+        UNION SELECT e.child FROM edges e WHERE e.child_repo = $name AND e.kind = 'manifest'
+          AND EXISTS (SELECT 1 FROM manifests p WHERE p.repo_id = e.repo_id AND p.digest = e.parent)
+        UNION SELECT e.child FROM edges e JOIN live l ON e.parent = l.digest WHERE e.repo_id = $repo AND e.child_repo = '' AND e.kind = 'manifest'
+        UNION SELECT m.digest FROM manifests m JOIN live l ON m.subject = l.digest WHERE m.repo_id = $repo)
+      SELECT m.digest, m.subject, (m.subject IS NOT NULL AND m.subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $repo)) AS dangling
+      FROM manifests m WHERE m.repo_id = $repo AND m.digest NOT IN (SELECT digest FROM live) ORDER BY m.id`)
+      .all({ $repo: repoId, $name: repo.name, $cutoff: policy.pushedBefore, $keepUntagged: policy.keepUntagged ? 1 : 0, $keepDangling: policy.keepDanglingReferrers ? 1 : 0 }) as {
+        digest: string; subject: string | null; dangling: number;
+      }[];
+    return rows.map((r) => ({
+      digest: r.digest,
+      reason: r.dangling ? 'referrer whose subject is gone' : r.subject ? 'referrer of an unreachable manifest' : 'untagged and not referenced',
+    }));
+  }
+
+  stillUnreachable(repoId: number, digest: string, pushedBefore: number): boolean {
+    const repo = this.sql('SELECT name FROM repos WHERE id = ?').get(repoId) as { name: string };
+    const row = this.sql(`SELECT 1 FROM manifests m WHERE m.repo_id = $repo AND m.digest = $digest AND m.pushed_at < $cutoff
+        AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = $repo AND t.digest = $digest)
+        AND NOT EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
+          WHERE e.child = $digest AND e.kind = 'manifest' AND ((e.repo_id = $repo AND e.child_repo = '') OR e.child_repo = $name))
+        AND NOT (m.subject IS NOT NULL AND EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = $repo AND t.digest = m.subject))`)
+      .get({ $repo: repoId, $digest: digest, $cutoff: pushedBefore, $name: repo.name });
+    return row !== undefined;
+  }
+
+  referencedDigests(repoId: number, excluding: ReadonlySet<string> = new Set()): Set<string> {
+    const referenced = new Set<string>();
+    for (const { digest } of this.sql('SELECT digest FROM manifests WHERE repo_id = ? UNION SELECT digest FROM layout_referrer_indexes WHERE repo_id = ?').all(repoId, repoId) as { digest: string }[]) {
+      if (!excluding.has(digest)) referenced.add(digest);
+    }
+    for (const { parent, child } of this.sql("SELECT parent, child FROM edges WHERE repo_id = ? AND child_repo = ''").iterate(repoId) as Iterable<{ parent: string; child: string }>) {
+      if (referenced.has(parent)) referenced.add(child);
+    }
+    return referenced;
+  }
+
+  isReferenced(repoId: number, digest: string): boolean {
+    return this.sql(`SELECT 1 WHERE EXISTS (SELECT 1 FROM manifests WHERE repo_id = $repo AND digest = $digest)
+        OR EXISTS (SELECT 1 FROM layout_referrer_indexes WHERE repo_id = $repo AND digest = $digest)
+        OR EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
+          WHERE e.repo_id = $repo AND e.child = $digest AND e.child_repo = '')`).get({ $repo: repoId, $digest: digest }) !== undefined;
   }
 
   manifestDigests(repoId: number): string[] {

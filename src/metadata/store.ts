@@ -51,6 +51,19 @@ export interface ReferrerIndexRecord {
   size: number;
 }
 
+/** What garbage collection keeps beyond what tags reach. */
+export interface RetentionPolicy {
+  keepUntagged: boolean;
+  keepDanglingReferrers: boolean;
+  /** Manifests pushed at or after this time (ms) are kept whatever else holds (grace period). */
+  pushedBefore: number;
+}
+
+export interface UnreachableManifest {
+  digest: string;
+  reason: string;
+}
+
 export interface PageRequest {
   after?: string | undefined;
   limit: number;
@@ -108,6 +121,13 @@ export interface MetadataStore {
    * manifests whose blobs another tool removed.
    */
   mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): void;
+  /** Manifests nothing live reaches under the policy (the mark phase of garbage collection). */
+  unreachableManifests(repoId: number, policy: RetentionPolicy): UnreachableManifest[];
+  /** Re-checks one candidate just before it is swept: no tag, no parent, old enough. */
+  stillUnreachable(repoId: number, digest: string, pushedBefore: number): boolean;
+  /** The manifests (less `excluding`), everything they use, and the layout's referrers indexes. */
+  referencedDigests(repoId: number, excluding?: ReadonlySet<string>): Set<string>;
+  isReferenced(repoId: number, digest: string): boolean;
   /** Digests of every manifest the index holds for a repository. */
   manifestDigests(repoId: number): string[];
 

@@ -1,0 +1,93 @@
+// Online mark-and-sweep garbage collection. The mark runs on the metadata index without locks;
+// each candidate is checked again under its repository's content lock just before it is removed,
+// so a push that needs it (a new tag, a new parent index, a manifest using a blob) keeps it.
+// Blob candidates must also be older than the grace period, which covers uploads whose manifest
+// has not arrived yet.
+import type { Registry } from '../content/registry.ts';
+import { blobKey } from '../layout/paths.ts';
+import { isDigestAlgorithm } from '../oci/digest.ts';
+
+export interface GcPolicy {
+  untagged: 'keep' | 'delete';
+  danglingReferrers: 'keep' | 'delete';
+  graceSeconds: number;
+}
+
+export interface GcItem {
+  repository: string;
+  digest: string;
+  kind: 'manifest' | 'blob';
+  reason: string;
+  bytes?: number;
+}
+
+export interface GcReport {
+  dryRun: boolean;
+  repositories: number;
+  removed: GcItem[];
+  bytes: number;
+  durationMs: number;
+}
+
+const BATCH = 500;
+
+export async function collectGarbage(registry: Registry, policy: GcPolicy, options: { dryRun: boolean; now?: number }): Promise<GcReport> {
+  const started = performance.now();
+  const cutoff = (options.now ?? Date.now()) - policy.graceSeconds * 1000;
+  const report: GcReport = { dryRun: options.dryRun, repositories: 0, removed: [], bytes: 0, durationMs: 0 };
+  const { metadata, driver } = registry;
+  for (const repo of metadata.allRepositories()) {
+    report.repositories++;
+    const candidates = metadata.unreachableManifests(repo.id, {
+      keepUntagged: policy.untagged === 'keep', keepDanglingReferrers: policy.danglingReferrers === 'keep', pushedBefore: cutoff,
+    });
+    const dead = new Set<string>();
+    for (let i = 0; i < candidates.length; i += BATCH) {
+      const batch = candidates.slice(i, i + BATCH);
+      await registry.exclusive(repo.name, async () => {
+        for (const candidate of batch) {
+          if (!options.dryRun && !metadata.stillUnreachable(repo.id, candidate.digest, cutoff)) continue;
+          const size = metadata.manifest(repo.id, candidate.digest)?.size ?? 0;
+          if (!options.dryRun) {
+            metadata.deleteManifest(repo.id, candidate.digest);
+            await driver.remove(blobKey(repo.name, candidate.digest));
+          }
+          dead.add(candidate.digest);
+          report.removed.push({ repository: repo.name, digest: candidate.digest, kind: 'manifest', reason: candidate.reason, bytes: size });
+          report.bytes += size;
+        }
+      });
+    }
+    if (dead.size && !options.dryRun) registry.layout.changed(repo.name);
+
+    // Blobs: every file under blobs/ that no surviving manifest uses and that is old enough.
+    const referenced = metadata.referencedDigests(repo.id, dead);
+    const blobCandidates: { digest: string; size: number }[] = [];
+    for (const alg of await driver.list(`${repo.name}/blobs`)) {
+      if (!alg.dir || !isDigestAlgorithm(alg.name)) continue;
+      for (const file of await driver.list(`${repo.name}/blobs/${alg.name}`)) {
+        const digest = `${alg.name}:${file.name}`;
+        if (file.dir || referenced.has(digest) || dead.has(digest)) continue;
+        const info = await driver.stat(blobKey(repo.name, digest));
+        if (info && Number(info.mtimeNs / 1_000_000n) < cutoff) blobCandidates.push({ digest, size: info.size });
+      }
+    }
+    for (let i = 0; i < blobCandidates.length; i += BATCH) {
+      await registry.exclusive(repo.name, async () => {
+        for (const blob of blobCandidates.slice(i, i + BATCH)) {
+          if (!options.dryRun) {
+            if (metadata.isReferenced(repo.id, blob.digest)) continue;
+            const info = await driver.stat(blobKey(repo.name, blob.digest));
+            if (!info || Number(info.mtimeNs / 1_000_000n) >= cutoff) continue;
+            await driver.remove(blobKey(repo.name, blob.digest));
+            metadata.forgetBlob(repo.id, blob.digest);
+          }
+          report.removed.push({ repository: repo.name, digest: blob.digest, kind: 'blob', reason: 'no manifest uses it', bytes: blob.size });
+          report.bytes += blob.size;
+        }
+      });
+    }
+  }
+  report.durationMs = performance.now() - started;
+  return report;
+}
