@@ -6,6 +6,9 @@ import { createLogger, registryOptions, serve } from './cli/serve.ts';
 import { fsck } from './cli/fsck.ts';
 import { Registry } from './content/registry.ts';
 import { DataDirectoryBusy, runGc } from './cli/gc.ts';
+import { LayoutCommandError, exportLayout, importLayout } from './cli/layout.ts';
+import { CopyFailed, type CopyReport } from './transfer/copy.ts';
+import { RegistryRequestFailed } from './transfer/http.ts';
 
 interface CommonFlags {
   config?: string;
@@ -67,8 +70,34 @@ program.command('gc')
     console.log(`${report.removed.length} items, ${report.bytes} bytes ${report.dryRun ? 'would be freed' : 'freed'} in ${report.repositories} repositories (${Math.round(report.durationMs)} ms)`);
   });
 
+const layout = program.command('layout').description('copy a repository between a registry and an OCI layout directory or .tar');
+const registryOption = '--registry <url>';
+const registryHelp = 'registry base URL (default: http:// + the listen setting)';
+const registryUrl = (flags: CommonFlags & { registry?: string }) => flags.registry ?? `http://${settingsFrom(flags).listen}`;
+const printCopy = (what: string, report: CopyReport) => console.log(`${what}: ${report.tags} tags, ${report.manifests} manifests, ${report.blobs} blobs`);
+
+layout.command('export')
+  .description('write <repository> (tags, referrers, nested namespaces) to a layout directory, or a tar if <target> ends in .tar')
+  .argument('<repository>').argument('<target>')
+  .option(registryOption, registryHelp)
+  .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
+  .option('--no-referrers', 'leave referrers out')
+  .action(async (repository: string, target: string, flags: CommonFlags & { registry?: string; referrers: boolean }) => {
+    printCopy(`exported ${repository} to ${target}`, await exportLayout(registryUrl(flags), repository, target, { referrers: flags.referrers }));
+  });
+
+layout.command('import')
+  .description('push a layout directory or .tar (any tool\'s referrer style) into <repository>')
+  .argument('<source>').argument('<repository>')
+  .option(registryOption, registryHelp)
+  .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
+  .option('--no-referrers', 'leave referrers out')
+  .action(async (source: string, repository: string, flags: CommonFlags & { registry?: string; referrers: boolean }) => {
+    printCopy(`imported ${source} into ${repository}`, await importLayout(registryUrl(flags), source, repository, { referrers: flags.referrers }));
+  });
+
 program.parseAsync().catch((err: unknown) => {
-  if (err instanceof SettingsError || err instanceof DataDirectoryBusy) {
+  if (err instanceof SettingsError || err instanceof DataDirectoryBusy || err instanceof LayoutCommandError || err instanceof CopyFailed || err instanceof RegistryRequestFailed) {
     console.error(`trellis: ${err.message}`);
     process.exit(2);
   }

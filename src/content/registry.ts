@@ -96,9 +96,15 @@ export class Registry {
     return registry;
   }
 
-  async close(): Promise<void> {
-    await this.layout.flushAll();
-    this.metadata.close();
+  private closing: Promise<void> | undefined;
+
+  /** Flushes every layout and closes the index; later calls wait for the first. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.layout.flushAll();
+      this.metadata.close();
+    })();
+    return this.closing;
   }
 
   /** Runs work on a repository's content exclusively of pushes and deletes there (used by GC). */

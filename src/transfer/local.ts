@@ -1,0 +1,72 @@
+// A Trellis data directory opened in-process (no HTTP) as a copy source and sink: how layouts on
+// disk are read (every referrer style) and written (Trellis's layout encoding).
+import { randomBytes } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import { Transform, type Readable } from 'node:stream';
+import { requireDigest, type Registry } from '../content/registry.ts';
+import { newHash } from '../oci/digest.ts';
+import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
+import { TEMP_FOLDER } from '../storage/filesystem.ts';
+import type { ContentSink, ContentSource, FetchedManifest } from './store.ts';
+
+export class LocalRegistry implements ContentSource, ContentSink {
+  readonly registry: Registry;
+
+  constructor(registry: Registry) {
+    this.registry = registry;
+  }
+
+  async tags(repository: string): Promise<string[]> {
+    return this.registry.metadata.repository(repository) ? this.registry.tags(repository, { limit: Number.MAX_SAFE_INTEGER }) : [];
+  }
+
+  async manifest(repository: string, reference: string): Promise<FetchedManifest | undefined> {
+    try {
+      const { record, key } = await this.registry.resolveManifest(repository, reference);
+      const bytes = await this.registry.driver.readFile(key, Number.MAX_SAFE_INTEGER);
+      return bytes && { bytes, mediaType: record.mediaType, digest: record.digest };
+    } catch {
+      return undefined;
+    }
+  }
+
+  async blob(repository: string, digest: string): Promise<{ stream: Readable; size: number } | undefined> {
+    const located = await this.registry.locateBlob(repository, digest);
+    return located && { stream: this.registry.blobStream(located.repository, digest), size: located.info.size };
+  }
+
+  async referrers(repository: string, digest: string): Promise<Descriptor[]> {
+    return (await this.registry.referrers(repository, digest, { limit: Number.MAX_SAFE_INTEGER })).map(referrerDescriptor);
+  }
+
+  async hasBlob(repository: string, digest: string): Promise<boolean> {
+    return (await this.registry.blobInfo(repository, digest)) !== undefined;
+  }
+
+  async putBlob(repository: string, digest: string, size: number, stream: Readable): Promise<void> {
+    const { algorithm } = requireDigest(digest);
+    const key = `${TEMP_FOLDER}/${randomBytes(12).toString('hex')}`;
+    const hash = newHash(algorithm);
+    let received = 0;
+    const hashing = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        hash.update(chunk);
+        received += chunk.length;
+        done(null, chunk);
+      },
+    });
+    try {
+      await pipeline(stream, hashing, this.registry.driver.appendStream(key));
+      const actual = `${algorithm}:${hash.digest('hex')}`;
+      // Content from a layout on disk is checked like any upload: a corrupt blob is not copied.
+      if (actual !== digest || received !== size) throw new Error(`blob ${digest} has ${received} bytes with digest ${actual}; expected ${size} bytes`);
+      await this.registry.storeBlob(repository, key, digest, size);
+    } finally {
+      await this.registry.driver.remove(key);
+    }
+  }
+
+  async putManifest(repository: string, reference: string, bytes: Buffer, mediaType: string): Promise<void> {
+    await this.registry.putManifest(repository, reference, bytes, mediaType, []);
+  }
+}

@@ -1,0 +1,23 @@
+// The two ends of a copy: anything that can list and hand out content (a registry over HTTP, a
+// layout opened as a local registry), and anything that can take it.
+import type { Readable } from 'node:stream';
+import type { Descriptor } from '../oci/manifest.ts';
+
+export interface FetchedManifest {
+  bytes: Buffer;
+  mediaType: string;
+  digest: string;
+}
+
+export interface ContentSource {
+  tags(repository: string): Promise<string[]>;
+  manifest(repository: string, reference: string): Promise<FetchedManifest | undefined>;
+  blob(repository: string, digest: string): Promise<{ stream: Readable; size: number } | undefined>;
+  referrers(repository: string, digest: string): Promise<Descriptor[]>;
+}
+
+export interface ContentSink {
+  hasBlob(repository: string, digest: string): Promise<boolean>;
+  putBlob(repository: string, digest: string, size: number, stream: Readable): Promise<void>;
+  putManifest(repository: string, reference: string, bytes: Buffer, mediaType: string): Promise<void>;
+}
