@@ -51,10 +51,11 @@ program.command('reindex')
   .option('--data <dir>', 'data directory (TRELLIS_DATA, default ./trellis-data)')
   .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
   .option('--log-level <level>', 'log level', 'warn')
-  .action(async (flags: CommonFlags) => {
+  .option('--deep', 'also read every unreachable blob and adopt the referrers among them (orphans)')
+  .action(async (flags: CommonFlags & { deep?: boolean }) => {
     const settings = settingsFrom(flags);
-    await Registry.rebuildIndex(registryOptions(settings, createLogger(settings.logLevel)));
-    console.log(`reindexed ${settings.data}`);
+    const { orphans } = await Registry.rebuildIndex(registryOptions(settings, createLogger(settings.logLevel)), flags.deep ?? false);
+    console.log(`reindexed ${settings.data}${flags.deep ? `; adopted ${orphans} orphan referrers` : ''}`);
   });
 
 program.command('gc')

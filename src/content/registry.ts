@@ -407,18 +407,48 @@ export class Registry {
   }
 
   /** Re-reads every layout from scratch into an empty index (used by `trellis reindex`). */
-  static async rebuildIndex(options: RegistryOptions): Promise<void> {
+  static async rebuildIndex(options: RegistryOptions, deep = false): Promise<{ orphans: number }> {
     const { rm } = await import('node:fs/promises');
     // Opening and closing first writes every journalled change into the layouts, so nothing
     // acknowledged is lost when the index is dropped.
     await (await Registry.open(options)).close();
     for (const suffix of ['', '-wal', '-shm']) await rm(metadataPath(options.dataDir) + suffix, { force: true });
     const registry = await Registry.open(options);
+    let orphans = 0;
+    if (deep) for (const repo of registry.metadata.allRepositories()) orphans += await registry.adoptOrphanReferrers(repo);
     await registry.close();
+    return { orphans };
   }
 
-  /** Reads a layout's `index.json` (for fsck). */
-  readIndex(repository: string) {
-    return readIndexJson(this.driver, repository);
+  /**
+   * Deep scan: reads every blob of a layout that nothing in `index.json` reaches and adopts the
+   * referrers among them (a manifest with a `subject`), e.g. ones whose fallback tag was lost.
+   */
+  async adoptOrphanReferrers(repo: RepositoryRecord): Promise<number> {
+    const known = new Set(this.metadata.manifestDigests(repo.id));
+    let adopted = 0;
+    for (const alg of await this.driver.list(`${repo.name}/blobs`)) {
+      for (const file of alg.dir ? await this.driver.list(`${repo.name}/blobs/${alg.name}`) : []) {
+        const parsed = parseDigest(`${alg.name}:${file.name}`);
+        if (typeof parsed !== 'object' || known.has(parsed.digest)) continue;
+        const bytes = await this.driver.readFile(blobKey(repo.name, parsed.digest), Number.MAX_SAFE_INTEGER).catch(() => undefined);
+        if (!bytes || bytes.length > this.options.maxManifestBytes || digestOf(bytes, parsed.algorithm) !== parsed.digest) continue;
+        let manifest;
+        try {
+          manifest = parseManifest(bytes);
+        } catch {
+          continue; // an ordinary blob
+        }
+        if (!manifest.subject) continue;
+        resolveNestedLinks(manifest.links, repo.name);
+        this.metadata.putManifest(repo.id, {
+          digest: parsed.digest, mediaType: manifest.mediaType, size: bytes.length, artifactType: manifest.artifactType ?? null,
+          configMediaType: manifest.configMediaType ?? null, subject: manifest.subject, annotations: manifest.annotations, pushedAt: Date.now(),
+        }, manifest.links, []);
+        adopted++;
+      }
+    }
+    if (adopted) this.layout.changed(repo.name);
+    return adopted;
   }
 }

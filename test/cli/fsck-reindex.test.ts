@@ -60,3 +60,31 @@ test('reindex rebuilds tags and referrers from the layouts after the index is lo
   await again.close();
   await rm(reg.dataDir, { recursive: true, force: true });
 });
+
+test('reindex --deep adopts referrers nothing in index.json reaches (a lost fallback tag)', async () => {
+  const { makeImage, makeReferrer, descriptorOf } = await import('../helpers/oci-client.ts');
+  const { mkdtemp, mkdir } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const data = await mkdtemp(join(tmpdir(), 'trellis-deep-'));
+  const layout = join(data, 'orphans/app');
+  const image = makeImage();
+  const referrer = makeReferrer(image.descriptor, { artifactType: 'application/vnd.example.sig' });
+  await mkdir(join(layout, 'blobs/sha256'), { recursive: true });
+  for (const blob of [image.bytes, ...image.blobs, referrer.bytes, ...referrer.blobs]) {
+    await writeFile(join(layout, 'blobs/sha256', descriptorOf('x/y', blob).digest.slice(7)), blob);
+  }
+  await writeFile(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  await writeFile(join(layout, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ ...image.descriptor, annotations: { 'org.opencontainers.image.ref.name': 'v1' } }] }));
+  const referrersOf = async () => {
+    const reg = await startTestRegistry({}, data);
+    const res = (await (await fetch(`${reg.url}/v2/orphans/app/referrers/${image.digest}`)).json()) as { manifests: { digest: string }[] };
+    await reg.close();
+    return res.manifests.map((m) => m.digest);
+  };
+  assert.deepEqual(await referrersOf(), []);
+  const result = await trellis('reindex', '--deep', '--data', data);
+  assert.match(result.stdout, /adopted 1 orphan referrers/);
+  assert.deepEqual(await referrersOf(), [referrer.digest]);
+  assert.equal((await trellis('fsck', '--data', data)).code, 0);
+  await rm(data, { recursive: true, force: true });
+});
