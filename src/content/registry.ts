@@ -93,6 +93,10 @@ export class Registry {
     await registry.driver.clearTemp();
     await registry.adoptLayouts();
     await registry.layout.flushAll();
+    // Files of deleted manifests whose removal a crash interrupted after index.json was rewritten.
+    for (const repo of metadata.allRepositories()) {
+      for (const digest of metadata.takePendingUnlinks(repo.id, repo.flushedGen)) await registry.driver.remove(blobKey(repo.name, digest));
+    }
     return registry;
   }
 
@@ -206,7 +210,10 @@ export class Registry {
 
   // ---- blobs --------------------------------------------------------------------------------
 
-  blobInfo(repository: string, digest: string): Promise<FileInfo | undefined> {
+  /** A blob of the repository; a deleted manifest whose file awaits removal counts as gone. */
+  async blobInfo(repository: string, digest: string): Promise<FileInfo | undefined> {
+    const repo = this.metadata.repository(repository);
+    if (repo && this.metadata.isPendingUnlink(repo.id, digest)) return undefined;
     return this.driver.stat(blobKey(repository, digest));
   }
 
@@ -265,7 +272,8 @@ export class Registry {
       digest = parsed.digest;
     }
     const key = blobKey(repository, digest);
-    const record = this.metadata.manifest(repo.id, digest) ?? (await this.readUnindexedManifest(key, digest));
+    const record = this.metadata.manifest(repo.id, digest)
+      ?? (this.metadata.isPendingUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
     if (record && (await this.driver.stat(key))) return { record, key };
     // A manifest an index here lists from a descendant repository is pulled through this one.
     for (const descendant of this.linkedDescendants(repo)) {
@@ -388,8 +396,8 @@ export class Registry {
         throw new OciError(409, 'DENIED', `manifest ${digest} is listed by an index in ${holders[0]!.parentRepository}; delete or change that index first`,
           { referencedBy: holders.map((h) => ({ repository: h.parentRepository, digest: h.parent })) });
       }
-      if (!this.metadata.deleteManifest(repo.id, digest)) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
-      await this.driver.remove(blobKey(repository, digest));
+      // The file goes when index.json stops listing it (see LayoutWriter.flush).
+      if (!this.metadata.deleteManifests(repo.id, [digest]).length) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
     });
     this.layout.changed(repository);
   }

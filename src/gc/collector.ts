@@ -45,17 +45,15 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
     for (let i = 0; i < candidates.length; i += BATCH) {
       const batch = candidates.slice(i, i + BATCH);
       await registry.exclusive(repo.name, async () => {
-        for (const candidate of batch) {
-          if (!options.dryRun && !metadata.stillUnreachable(repo.id, candidate.digest, cutoff)) continue;
-          const size = metadata.manifest(repo.id, candidate.digest)?.size ?? 0;
-          if (!options.dryRun) {
-            metadata.deleteManifest(repo.id, candidate.digest);
-            await driver.remove(blobKey(repo.name, candidate.digest));
-          }
+        const doomed = options.dryRun ? batch : batch.filter((c) => metadata.stillUnreachable(repo.id, c.digest, cutoff));
+        const sizes = doomed.map((c) => metadata.manifest(repo.id, c.digest)?.size ?? 0);
+        // Their files go when index.json stops listing them (see LayoutWriter.flush).
+        if (!options.dryRun) metadata.deleteManifests(repo.id, doomed.map((c) => c.digest));
+        doomed.forEach((candidate, i) => {
           dead.add(candidate.digest);
-          report.removed.push({ repository: repo.name, digest: candidate.digest, kind: 'manifest', reason: candidate.reason, bytes: size });
-          report.bytes += size;
-        }
+          report.removed.push({ repository: repo.name, digest: candidate.digest, kind: 'manifest', reason: candidate.reason, bytes: sizes[i]! });
+          report.bytes += sizes[i]!;
+        });
       });
     }
     if (dead.size && !options.dryRun) registry.layout.changed(repo.name);

@@ -105,20 +105,26 @@ export class LayoutWriter {
       const repo = this.metadata.repository(repository);
       if (!repo || repo.gen <= repo.flushedGen) return;
       const started = performance.now();
-      if (this.referrerOptions.fallbackTags) await this.writeReferrerIndexes(repo);
+      const replaced = this.referrerOptions.fallbackTags ? await this.writeReferrerIndexes(repo) : [];
       const body = buildIndexJson(this.metadata, repo, this.referrerOptions);
       const key = layoutKey(repository, INDEX_FILE);
       await this.driver.writeAtomic(key, body);
       const info = await this.driver.stat(key);
       this.metadata.markFlushed(repo.id, repo.gen, info ? stampOf(info) : '');
+      // Only now that index.json no longer names them may these files go.
+      for (const digest of [...replaced, ...this.metadata.takePendingUnlinks(repo.id, repo.gen)]) await this.driver.remove(blobKey(repository, digest));
       this.lastCostMs.set(repository, performance.now() - started);
     });
   }
 
-  /** Rewrites the referrers index of every subject whose referrers changed since the last flush. */
-  private async writeReferrerIndexes(repo: RepositoryRecord): Promise<void> {
+  /**
+   * Rewrites the referrers index of every subject whose referrers changed since the last flush.
+   * Returns the index blobs it replaced, to be removed once index.json stops naming them.
+   */
+  private async writeReferrerIndexes(repo: RepositoryRecord): Promise<string[]> {
     const previous = new Map(this.metadata.referrerIndexes(repo.id).map((r) => [r.subject, r.digest]));
-    for (const subject of this.metadata.dirtySubjects(repo.id)) {
+    const replaced: string[] = [];
+    for (const { subject, marked } of this.metadata.dirtySubjects(repo.id)) {
       const referrers = this.metadata.referrers(repo.id, subject, { limit: Number.MAX_SAFE_INTEGER });
       let written: { digest: string; size: number } | null = null;
       if (referrers.length) {
@@ -127,11 +133,12 @@ export class LayoutWriter {
         const key = blobKey(repo.name, written.digest);
         if (!(await this.driver.stat(key))) await this.driver.writeAtomic(key, body);
       }
-      this.metadata.setReferrerIndex(repo.id, subject, written);
+      this.metadata.setReferrerIndex(repo.id, subject, written, marked);
       const old = previous.get(subject);
-      // The old index blob is Trellis's own; remove it unless something else stores the same bytes.
-      if (old && old !== written?.digest && !this.metadata.manifest(repo.id, old)) await this.driver.remove(blobKey(repo.name, old));
+      // The old index blob is Trellis's own; it goes unless something else stores the same bytes.
+      if (old && old !== written?.digest && !this.metadata.manifest(repo.id, old)) replaced.push(old);
     }
+    return replaced;
   }
 
   /** Flushes everything pending, e.g. on shutdown. */

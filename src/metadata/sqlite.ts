@@ -45,8 +45,11 @@ CREATE INDEX IF NOT EXISTS annotations_by_key ON annotations (key, value);
 CREATE TABLE IF NOT EXISTS layout_referrer_indexes (
   repo_id INTEGER NOT NULL, subject TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
   PRIMARY KEY (repo_id, subject)) WITHOUT ROWID;
+-- Manifest files to remove once index.json no longer lists them (the rewrite after change gen).
+CREATE TABLE IF NOT EXISTS pending_unlinks (
+  repo_id INTEGER NOT NULL, digest TEXT NOT NULL, gen INTEGER NOT NULL, PRIMARY KEY (repo_id, digest)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dirty_subjects (
-  repo_id INTEGER NOT NULL, subject TEXT NOT NULL, PRIMARY KEY (repo_id, subject)) WITHOUT ROWID;
+  repo_id INTEGER NOT NULL, subject TEXT NOT NULL, marked INTEGER NOT NULL, PRIMARY KEY (repo_id, subject)) WITHOUT ROWID;
 `;
 
 interface ManifestRow {
@@ -91,6 +94,7 @@ function toRepository(row: RepoRow): RepositoryRecord {
 export class SqliteMetadataStore implements MetadataStore {
   private readonly db: DatabaseSync;
   private readonly statements = new Map<string, StatementSync>();
+  private lastMark: number;
 
   constructor(path: string, options: { durable?: boolean; readOnly?: boolean } = {}) {
     this.db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
@@ -101,6 +105,8 @@ export class SqliteMetadataStore implements MetadataStore {
       this.db.exec(`PRAGMA synchronous = ${options.durable ? 'FULL' : 'NORMAL'}`);
       this.db.exec(SCHEMA);
     }
+    const newest = options.readOnly ? undefined : (this.db.prepare('SELECT MAX(marked) AS m FROM dirty_subjects').get() as { m: number | null }).m;
+    this.lastMark = Math.max(newest ?? 0, Date.now() * 1000);
   }
 
   private sql(text: string): StatementSync {
@@ -177,7 +183,8 @@ export class SqliteMetadataStore implements MetadataStore {
       .get(repoId, record.digest, record.mediaType, record.size, record.artifactType, record.configMediaType, record.subject,
         JSON.stringify(record.annotations), record.pushedAt) as { id: number } | undefined;
     if (!inserted) return; // content-addressed: an existing row already says the same
-    if (record.subject) this.sql('INSERT OR IGNORE INTO dirty_subjects (repo_id, subject) VALUES (?, ?)').run(repoId, record.subject);
+    this.sql('DELETE FROM pending_unlinks WHERE repo_id = ? AND digest = ?').run(repoId, record.digest);
+    if (record.subject) this.markDirty(repoId, record.subject);
     const edge = this.sql('INSERT OR IGNORE INTO edges (repo_id, parent, kind, child_repo, child, media_type, position) VALUES (?, ?, ?, ?, ?, ?, ?)');
     links.forEach((link, position) => edge.run(repoId, record.digest, link.kind, link.repository ?? '', link.digest, link.mediaType, position));
     const annotation = this.sql('INSERT OR REPLACE INTO annotations (manifest_id, key, value) VALUES (?, ?, ?)');
@@ -201,7 +208,7 @@ export class SqliteMetadataStore implements MetadataStore {
   private removeManifestRows(repoId: number, digest: string): boolean {
     const row = this.sql('DELETE FROM manifests WHERE repo_id = ? AND digest = ? RETURNING id, subject').get(repoId, digest) as { id: number; subject: string | null } | undefined;
     if (!row) return false;
-    if (row.subject) this.sql('INSERT OR IGNORE INTO dirty_subjects (repo_id, subject) VALUES (?, ?)').run(repoId, row.subject);
+    if (row.subject) this.markDirty(repoId, row.subject);
     this.sql('DELETE FROM annotations WHERE manifest_id = ?').run(row.id);
     this.sql('DELETE FROM edges WHERE repo_id = ? AND parent = ?').run(repoId, digest);
     this.sql('DELETE FROM tags WHERE repo_id = ? AND digest = ?').run(repoId, digest);
@@ -209,12 +216,26 @@ export class SqliteMetadataStore implements MetadataStore {
     return true;
   }
 
-  deleteManifest(repoId: number, digest: string): boolean {
+  deleteManifests(repoId: number, digests: string[]): string[] {
     return this.transaction(() => {
-      if (!this.removeManifestRows(repoId, digest)) return false;
-      this.bumpGen(repoId);
-      return true;
+      const removed = digests.filter((digest) => this.removeManifestRows(repoId, digest));
+      if (!removed.length) return removed;
+      const gen = this.bumpGen(repoId);
+      const pending = this.sql('INSERT OR REPLACE INTO pending_unlinks (repo_id, digest, gen) VALUES (?, ?, ?)');
+      for (const digest of removed) pending.run(repoId, digest, gen);
+      return removed;
     });
+  }
+
+  takePendingUnlinks(repoId: number, flushedGen: number): string[] {
+    return this.transaction(() => {
+      const rows = this.sql('DELETE FROM pending_unlinks WHERE repo_id = ? AND gen <= ? RETURNING digest').all(repoId, flushedGen) as { digest: string }[];
+      return rows.map((r) => r.digest).filter((digest) => !this.sql('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').get(repoId, digest));
+    });
+  }
+
+  isPendingUnlink(repoId: number, digest: string): boolean {
+    return this.sql('SELECT 1 FROM pending_unlinks WHERE repo_id = ? AND digest = ?').get(repoId, digest) !== undefined;
   }
 
   edgesFrom(repoId: number, digest: string): EdgeRecord[] {
@@ -287,22 +308,28 @@ export class SqliteMetadataStore implements MetadataStore {
     return { tagged, untagged };
   }
 
-  dirtySubjects(repoId: number): string[] {
-    return (this.sql('SELECT subject FROM dirty_subjects WHERE repo_id = ? ORDER BY subject').all(repoId) as { subject: string }[]).map((r) => r.subject);
+  /** Each mark is newer than the last, so a writer clears only the marks it has seen. */
+  private markDirty(repoId: number, subject: string): void {
+    this.sql('INSERT OR REPLACE INTO dirty_subjects (repo_id, subject, marked) VALUES (?, ?, ?)').run(repoId, subject, ++this.lastMark);
+  }
+
+  dirtySubjects(repoId: number): { subject: string; marked: number }[] {
+    return this.sql('SELECT subject, marked FROM dirty_subjects WHERE repo_id = ? ORDER BY subject').all(repoId) as { subject: string; marked: number }[];
   }
 
   referrerIndexes(repoId: number): ReferrerIndexRecord[] {
     return this.sql('SELECT subject, digest, size FROM layout_referrer_indexes WHERE repo_id = ? ORDER BY subject').all(repoId) as unknown as ReferrerIndexRecord[];
   }
 
-  setReferrerIndex(repoId: number, subject: string, index: { digest: string; size: number } | null): void {
+  setReferrerIndex(repoId: number, subject: string, index: { digest: string; size: number } | null, marked: number): void {
     this.transaction(() => {
       if (index) {
         this.sql('INSERT OR REPLACE INTO layout_referrer_indexes (repo_id, subject, digest, size) VALUES (?, ?, ?, ?)').run(repoId, subject, index.digest, index.size);
       } else {
         this.sql('DELETE FROM layout_referrer_indexes WHERE repo_id = ? AND subject = ?').run(repoId, subject);
       }
-      this.sql('DELETE FROM dirty_subjects WHERE repo_id = ? AND subject = ?').run(repoId, subject);
+      // A change that came while the index was being written leaves the subject dirty.
+      this.sql('DELETE FROM dirty_subjects WHERE repo_id = ? AND subject = ? AND marked <= ?').run(repoId, subject, marked);
     });
   }
 
@@ -342,8 +369,9 @@ export class SqliteMetadataStore implements MetadataStore {
           OR ($keepDangling AND subject IS NOT NULL AND subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $repo)))
         UNION SELECT e.child FROM edges e WHERE e.child_repo = $name AND e.kind = 'manifest'
           AND EXISTS (SELECT 1 FROM manifests p WHERE p.repo_id = e.repo_id AND p.digest = e.parent)
-        UNION SELECT e.child FROM edges e JOIN live l ON e.parent = l.digest WHERE e.repo_id = $repo AND e.child_repo = '' AND e.kind = 'manifest'
-        UNION SELECT m.digest FROM manifests m JOIN live l ON m.subject = l.digest WHERE m.repo_id = $repo)
+        -- CROSS JOIN keeps the new live row as the outer loop, so each step is an index lookup.
+        UNION SELECT e.child FROM live l CROSS JOIN edges e ON e.repo_id = $repo AND e.parent = l.digest AND e.kind = 'manifest' AND e.child_repo = ''
+        UNION SELECT m.digest FROM live l CROSS JOIN manifests m ON m.repo_id = $repo AND m.subject = l.digest)
       SELECT m.digest, m.subject, (m.subject IS NOT NULL AND m.subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $repo)) AS dangling
       FROM manifests m WHERE m.repo_id = $repo AND m.digest NOT IN (SELECT digest FROM live) ORDER BY m.id`)
       .all({ $repo: repoId, $name: repo.name, $cutoff: policy.pushedBefore, $keepUntagged: policy.keepUntagged ? 1 : 0, $keepDangling: policy.keepDanglingReferrers ? 1 : 0 }) as {
@@ -360,7 +388,9 @@ export class SqliteMetadataStore implements MetadataStore {
     const row = this.sql(`SELECT 1 FROM manifests m WHERE m.repo_id = $repo AND m.digest = $digest AND m.pushed_at < $cutoff
         AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = $repo AND t.digest = $digest)
         AND NOT EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
-          WHERE e.child = $digest AND e.kind = 'manifest' AND ((e.repo_id = $repo AND e.child_repo = '') OR e.child_repo = $name))
+          WHERE e.repo_id = $repo AND e.child = $digest AND e.kind = 'manifest' AND e.child_repo = '')
+        AND NOT EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
+          WHERE e.child_repo = $name AND e.child_repo <> '' AND e.child = $digest AND e.kind = 'manifest')
         AND NOT (m.subject IS NOT NULL AND EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = $repo AND t.digest = m.subject))`)
       .get({ $repo: repoId, $digest: digest, $cutoff: pushedBefore, $name: repo.name });
     return row !== undefined;
@@ -368,7 +398,8 @@ export class SqliteMetadataStore implements MetadataStore {
 
   referencedDigests(repoId: number, excluding: ReadonlySet<string> = new Set()): Set<string> {
     const referenced = new Set<string>();
-    for (const { digest } of this.sql('SELECT digest FROM manifests WHERE repo_id = ? UNION SELECT digest FROM layout_referrer_indexes WHERE repo_id = ?').all(repoId, repoId) as { digest: string }[]) {
+    for (const { digest } of this.sql(`SELECT digest FROM manifests WHERE repo_id = $repo UNION SELECT digest FROM layout_referrer_indexes WHERE repo_id = $repo
+        UNION SELECT digest FROM pending_unlinks WHERE repo_id = $repo`).all({ $repo: repoId }) as { digest: string }[]) {
       if (!excluding.has(digest)) referenced.add(digest);
     }
     for (const { parent, child } of this.sql("SELECT parent, child FROM edges WHERE repo_id = ? AND child_repo = ''").iterate(repoId) as Iterable<{ parent: string; child: string }>) {
@@ -380,6 +411,7 @@ export class SqliteMetadataStore implements MetadataStore {
   isReferenced(repoId: number, digest: string): boolean {
     return this.sql(`SELECT 1 WHERE EXISTS (SELECT 1 FROM manifests WHERE repo_id = $repo AND digest = $digest)
         OR EXISTS (SELECT 1 FROM layout_referrer_indexes WHERE repo_id = $repo AND digest = $digest)
+        OR EXISTS (SELECT 1 FROM pending_unlinks WHERE repo_id = $repo AND digest = $digest)
         OR EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
           WHERE e.repo_id = $repo AND e.child = $digest AND e.child_repo = '')`).get({ $repo: repoId, $digest: digest }) !== undefined;
   }

@@ -93,8 +93,14 @@ export interface MetadataStore {
   manifest(repoId: number, digest: string): ManifestRecord | undefined;
   /** Stores a manifest, its edges and annotations, and points tags at it, in one transaction. */
   putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): void;
-  /** Removes a manifest and every tag on it; returns false if it was not there. */
-  deleteManifest(repoId: number, digest: string): boolean;
+  /** Removes manifests and every tag on them, in one transaction; returns those that were there. */
+  deleteManifests(repoId: number, digests: string[]): string[];
+  /**
+   * Deleted manifests whose files may go now that `index.json` shows changes up to `flushedGen`
+   * (removing them earlier would leave `index.json` naming a missing blob).
+   */
+  takePendingUnlinks(repoId: number, flushedGen: number): string[];
+  isPendingUnlink(repoId: number, digest: string): boolean;
   edgesFrom(repoId: number, digest: string): EdgeRecord[];
   /** Links into a manifest or blob: from its own repository and from ancestors' nested links. */
   edgesTo(repository: string, digest: string): EdgeRecord[];
@@ -112,10 +118,13 @@ export interface MetadataStore {
   layoutEntries(repoId: number): { tagged: TaggedManifest[]; untagged: ManifestRecord[] };
   markFlushed(repoId: number, gen: number, indexStamp: string): void;
   /** Subjects whose referrers changed since their layout referrers index was last written. */
-  dirtySubjects(repoId: number): string[];
+  dirtySubjects(repoId: number): { subject: string; marked: number }[];
   referrerIndexes(repoId: number): ReferrerIndexRecord[];
-  /** Records (or, with null, removes) a subject's layout referrers index and clears it as dirty. */
-  setReferrerIndex(repoId: number, subject: string, index: { digest: string; size: number } | null): void;
+  /**
+   * Records (or, with null, removes) a subject's layout referrers index, and clears its dirty mark
+   * unless the subject changed again after `marked`.
+   */
+  setReferrerIndex(repoId: number, subject: string, index: { digest: string; size: number } | null, marked: number): void;
   /**
    * Merges a layout read from disk; local changes not yet flushed win over it. `vanished` lists
    * manifests whose blobs another tool removed.
