@@ -9,7 +9,7 @@ import { SqliteMetadataStore } from '../metadata/sqlite.ts';
 import type { ManifestRecord, MetadataStore, PageRequest, RepositoryRecord } from '../metadata/store.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
 import { findLayouts } from '../layout/discover.ts';
-import { LayoutCorrupt, readIndexJson, readLayout, stampOf } from '../layout/reader.ts';
+import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
 import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layoutKey } from '../layout/paths.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { digestOf, parseDigest, type DigestAlgorithm, type ParsedDigest } from '../oci/digest.ts';

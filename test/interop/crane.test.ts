@@ -1,26 +1,13 @@
 // Interop: the real crane (go-containerregistry v0.21.x) against a running Trellis.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
-import { startTestRegistry } from '../helpers/registry.ts';
+import { interopSession } from '../helpers/interop.ts';
 import { requirePeer } from '../helpers/peers.ts';
+import { OCI_MANIFEST, sha256, type Descriptor } from '../helpers/oci-client.ts';
 
-const execFileAsync = promisify(execFile);
-
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-
-interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  annotations?: Record<string, string>;
-}
 
 interface ImageManifest {
   schemaVersion: number;
@@ -29,9 +16,6 @@ interface ImageManifest {
   layers: Descriptor[];
 }
 
-function sha256(bytes: Buffer | string): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-}
 
 /** A one-file ustar archive, built here so the test needs no tar binary. */
 function tarOf(name: string, content: Buffer): Buffer {
@@ -57,29 +41,11 @@ function tarOf(name: string, content: Buffer): Buffer {
 test('crane against Trellis', { timeout: 120_000 }, async (t) => {
   const crane = requirePeer(t, 'crane');
   if (!crane) return;
-  const reg = await startTestRegistry();
-  const work = await mkdtemp(join(tmpdir(), 'trellis-crane-'));
-  t.after(async () => {
-    await reg.dispose();
-    await rm(work, { recursive: true, force: true });
-  });
-  const home = join(work, 'home');
-  await mkdir(home);
+  const { reg, work, exec } = await interopSession(t, 'crane');
   const R = reg.host;
   const base = `http://${R}`;
+  const run = async (...args: string[]) => (await exec(crane, ['--insecure', ...args])).stdout;
 
-  async function run(...args: string[]): Promise<string> {
-    const child = execFileAsync(crane!, ['--insecure', ...args], {
-      cwd: work, timeout: 30_000, maxBuffer: 16 << 20, env: { ...process.env, HOME: home, NO_PROXY: '127.0.0.1', no_proxy: '127.0.0.1' },
-    });
-    child.child.stdin?.end();
-    try {
-      return (await child).stdout;
-    } catch (err) {
-      const e = err as { stderr?: string; stdout?: string; message: string };
-      throw new Error(`crane ${args.join(' ')} failed: ${e.stderr || e.stdout || e.message}`);
-    }
-  }
   const lines = (text: string) => text.split('\n').filter(Boolean);
   const blob = async (repo: string, digest: string) => {
     const res = await fetch(`${base}/v2/${repo}/blobs/${digest}`);

@@ -2,16 +2,12 @@
 // read as plain OCI layouts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { startTestRegistry } from '../helpers/registry.ts';
+import { interopSession } from '../helpers/interop.ts';
 import { requirePeer } from '../helpers/peers.ts';
+import { sha256 } from '../helpers/oci-client.ts';
 
-const execFileAsync = promisify(execFile);
 
 const APP = 'application/vnd.example.app';
 const SBOM = 'application/vnd.example.sbom';
@@ -35,9 +31,6 @@ interface PushResult {
   annotations?: Record<string, string>;
 }
 
-function sha256(bytes: Buffer | string): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-}
 
 function byDigest(nodes: DiscoverNode[] | undefined, digest: string): DiscoverNode {
   const found = (nodes ?? []).find((n) => n.digest === digest);
@@ -48,30 +41,13 @@ function byDigest(nodes: DiscoverNode[] | undefined, digest: string): DiscoverNo
 test('oras against Trellis', { timeout: 120_000 }, async (t) => {
   const oras = requirePeer(t, 'oras');
   if (!oras) return;
-  const reg = await startTestRegistry();
-  const work = await mkdtemp(join(tmpdir(), 'trellis-oras-'));
-  t.after(async () => {
-    await reg.dispose();
-    await rm(work, { recursive: true, force: true });
-  });
-  const home = join(work, 'home');
-  await mkdir(home);
+  const { reg, work, exec } = await interopSession(t, 'oras');
   const R = reg.host;
   const base = `http://${R}`;
 
-  /** Runs oras in the work dir (it refuses absolute file paths); throws with stderr on failure. */
-  async function run(...args: string[]): Promise<string> {
-    const child = execFileAsync(oras!, args, {
-      cwd: work, timeout: 30_000, maxBuffer: 16 << 20, env: { ...process.env, HOME: home, NO_PROXY: '127.0.0.1', no_proxy: '127.0.0.1' },
-    });
-    child.child.stdin?.end();
-    try {
-      return (await child).stdout;
-    } catch (err) {
-      const e = err as { stderr?: string; stdout?: string; message: string };
-      throw new Error(`oras ${args.join(' ')} failed: ${e.stderr || e.stdout || e.message}`);
-    }
-  }
+  /** Runs oras in the work dir (it refuses absolute file paths). */
+  const run = async (...args: string[]) => (await exec(oras, args)).stdout;
+
   /** Runs oras expecting it to fail; returns its stderr. */
   async function runFailing(...args: string[]): Promise<string> {
     try {

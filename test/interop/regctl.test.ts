@@ -2,16 +2,12 @@
 // directory read as plain OCI layouts (ocidir://).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { startTestRegistry } from '../helpers/registry.ts';
+import { interopSession } from '../helpers/interop.ts';
 import { requirePeer } from '../helpers/peers.ts';
+import { sha256 } from '../helpers/oci-client.ts';
 
-const execFileAsync = promisify(execFile);
 
 const APP = 'application/vnd.example.app';
 const SBOM = 'application/vnd.example.sbom';
@@ -32,9 +28,6 @@ interface TreeNode {
   referrer?: TreeNode[] | null;
 }
 
-function sha256(bytes: Buffer | string): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-}
 
 function find(list: Descriptor[], digest: string): Descriptor {
   const found = list.find((d) => d.digest === digest);
@@ -45,28 +38,11 @@ function find(list: Descriptor[], digest: string): Descriptor {
 test('regctl against Trellis', { timeout: 120_000 }, async (t) => {
   const regctl = requirePeer(t, 'regctl');
   if (!regctl) return;
-  const reg = await startTestRegistry();
-  const work = await mkdtemp(join(tmpdir(), 'trellis-regctl-'));
-  t.after(async () => {
-    await reg.dispose();
-    await rm(work, { recursive: true, force: true });
-  });
-  const home = join(work, 'home');
-  await mkdir(home);
+  const { reg, work, exec: execIn } = await interopSession(t, 'regctl');
   const R = reg.host;
   const base = `http://${R}`;
-  const env = { ...process.env, HOME: home, REGCTL_CONFIG: join(home, 'regctl.json'), NO_PROXY: '127.0.0.1', no_proxy: '127.0.0.1' };
+  const exec = (args: string[]) => execIn(regctl, args);
 
-  async function exec(args: string[]): Promise<{ stdout: string; stderr: string }> {
-    const child = execFileAsync(regctl!, args, { cwd: work, timeout: 30_000, maxBuffer: 16 << 20, env });
-    child.child.stdin?.end();
-    try {
-      return await child;
-    } catch (err) {
-      const e = err as { stderr?: string; stdout?: string; message: string };
-      throw new Error(`regctl ${args.join(' ')} failed: ${e.stderr || e.stdout || e.message}`);
-    }
-  }
   const run = async (...args: string[]) => (await exec(args)).stdout;
   const lines = (text: string) => text.split('\n').filter(Boolean);
   /** The referrers regctl reports after its own filtering (`.Manifest` is the unfiltered response body). */

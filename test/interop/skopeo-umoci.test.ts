@@ -3,25 +3,12 @@
 // mediaType, so Trellis must take it from the request's Content-Type.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { startTestRegistry } from '../helpers/registry.ts';
+import { interopSession } from '../helpers/interop.ts';
 import { requirePeer } from '../helpers/peers.ts';
+import { OCI_MANIFEST, sha256, type Descriptor } from '../helpers/oci-client.ts';
 
-const execFileAsync = promisify(execFile);
-
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-
-interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  annotations?: Record<string, string>;
-}
 
 interface Inspect {
   Digest: string;
@@ -30,39 +17,19 @@ interface Inspect {
   Os: string;
 }
 
-function sha256(bytes: Buffer | string): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-}
 
 test('skopeo and umoci against Trellis', { timeout: 120_000 }, async (t) => {
   const skopeo = requirePeer(t, 'skopeo');
   if (!skopeo) return;
   const umoci = requirePeer(t, 'umoci');
   if (!umoci) return;
-  const reg = await startTestRegistry();
-  const work = await mkdtemp(join(tmpdir(), 'trellis-skopeo-'));
-  t.after(async () => {
-    await reg.dispose();
-    await rm(work, { recursive: true, force: true });
-  });
-  const home = join(work, 'home');
-  await mkdir(home);
+  const { reg, work, exec: execIn } = await interopSession(t, 'skopeo');
   const policy = join(work, 'policy.json');
   await writeFile(policy, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
   const R = reg.host;
   const base = `http://${R}`;
-  const env = { ...process.env, HOME: home, NO_PROXY: '127.0.0.1', no_proxy: '127.0.0.1' };
+  const exec = async (bin: string, args: string[]) => (await execIn(bin, args)).stdout;
 
-  async function exec(bin: string, args: string[]): Promise<string> {
-    const child = execFileAsync(bin, args, { cwd: work, timeout: 30_000, maxBuffer: 16 << 20, env });
-    child.child.stdin?.end();
-    try {
-      return (await child).stdout;
-    } catch (err) {
-      const e = err as { stderr?: string; stdout?: string; message: string };
-      throw new Error(`${bin} ${args.join(' ')} failed: ${e.stderr || e.stdout || e.message}`);
-    }
-  }
   const sk = (...args: string[]) => exec(skopeo, ['--policy', policy, ...args]);
   const um = (...args: string[]) => exec(umoci, args);
   const layoutEntry = async (dir: string, tag: string) => {
