@@ -10,9 +10,9 @@
 // bench/results/latest.json). See docs/benchmarks.md.
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   DISTRIBUTION_BIN, NODE_BIN_DIR, ROOT, killAll, readMemory, startDistribution, startSink, startTrellis, tail,
@@ -39,6 +39,11 @@ const SECTIONS = ['throughput', 'manifests', 'referrers'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const only = process.env.BENCH_ONLY?.trim();
+const targetsEnv = process.env.BENCH_TARGETS?.trim();
+if (targetsEnv && !targetsEnv.split(',').every((s) => s === 'trellis' || s === 'distribution')) {
+  console.error(`BENCH_TARGETS must be trellis, distribution or both (comma-separated), not ${JSON.stringify(targetsEnv)}`);
+  process.exit(2);
+}
 if (only && !only.split(',').every((s) => (SECTIONS as readonly string[]).includes(s))) {
   console.error(`BENCH_ONLY must be one of ${SECTIONS.join(', ')} (comma-separated), not ${JSON.stringify(only)}`);
   process.exit(2);
@@ -55,7 +60,10 @@ export const settings = {
   referrerWindow: intEnv('BENCH_REFERRER_WINDOW', 1000),
   referrersTimeLimitS: intEnv('BENCH_REFERRERS_TIME_LIMIT_S', 1200),
   concurrency: intEnv('BENCH_CONCURRENCY', 8),
+  targets: (process.env.BENCH_TARGETS ? process.env.BENCH_TARGETS.split(',') : ['trellis', 'distribution']) as Target[],
   cpuProfDir: process.env.BENCH_CPU_PROF || undefined,
+  /** Before each section, wait up to this long for the machine to be idle (other processes < 10% CPU). */
+  waitIdleS: Number(process.env.BENCH_WAIT_IDLE_S ?? 0),
   tmpRoot: process.env.BENCH_TMPDIR || tmpdir(),
 };
 
@@ -69,7 +77,6 @@ function progress(message: string): void {
 // ---- result shapes ----------------------------------------------------------------------------
 
 export type Target = 'trellis' | 'distribution';
-export const TARGETS: Target[] = ['trellis', 'distribution'];
 
 export interface BlobRun {
   pushMBps: number;
@@ -151,12 +158,19 @@ export interface BenchResults {
     distribution: string;
     openssl: string;
     kernel: string;
+    trellisCommit: string;
   };
   settings: typeof settings;
   throughput?: ThroughputResult;
   manifests?: ManifestsResult;
   referrers?: ReferrersResult;
   errors: string[];
+  /**
+   * Per section: CPU use of the whole machine (percent of all cores) over 2 s just before it
+   * started, when no benchmark process was busy, and the 1-minute load average at its start and
+   * end. Other work on the machine skews the figures.
+   */
+  load: Record<string, { busyBeforePct: number; start: number; end: number }>;
   /** Log lines Trellis wrote at warn level or above (the runs use --log-level warn). */
   trellisLogWarnings: string[];
 }
@@ -179,6 +193,7 @@ function machineInfo(): BenchResults['machine'] {
     distribution: run(DISTRIBUTION_BIN, ['--version']),
     openssl: run('openssl', ['version']),
     kernel: run('uname', ['-sr']),
+    trellisCommit: `${run('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])}${run('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src']) ? ' (src/ modified)' : ''}`,
   };
 }
 
@@ -213,6 +228,33 @@ function timeOpenssl(file: string, digest: string): Promise<number> {
       resolve(ms);
     });
   });
+}
+
+function cpuTimes(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
+  const fields = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
+/** Machine CPU use over `ms`, in percent of all cores. */
+async function busyPercent(ms = 2000): Promise<number> {
+  const a = cpuTimes();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = cpuTimes();
+  return round((100 * (b.busy - a.busy)) / Math.max(1, b.total - a.total), 1);
+}
+
+/** Waits (up to `maxS` seconds) until other processes use under 10% of the machine; returns the last reading. */
+async function waitIdle(maxS: number): Promise<number> {
+  const deadline = Date.now() + maxS * 1000;
+  let busy = await busyPercent();
+  while (busy > 10 && Date.now() < deadline) {
+    progress(`waiting for the machine to go idle (${busy}% busy)`);
+    busy = await busyPercent(5000);
+  }
+  return busy;
 }
 
 interface Context {
@@ -269,7 +311,7 @@ async function throughputSection(ctx: Context): Promise<ThroughputResult> {
   progress(`throughput: openssl dgst -sha256 ${result.opensslMBps} MB/s`);
 
   const signal = () => AbortSignal.timeout(settings.blobTimeLimitS * 1000);
-  for (const target of TARGETS) {
+  for (const target of settings.targets) {
     const { value: runs, memory } = await withServer(ctx, target, 'throughput', async (server) => {
       // One unmeasured round first, so that neither side is timed while cold.
       await pushBlobFromFile(server.url, 'bench/blob-warmup', file, bytes, digest, signal());
@@ -352,7 +394,7 @@ function phaseOf(pool: PoolResult, requested: number, concurrency: number): Mani
 async function manifestsSection(ctx: Context): Promise<ManifestsResult> {
   const result: ManifestsResult = { manifestBytes: 0, servers: {} };
   const repo = 'bench/manifests';
-  for (const target of TARGETS) {
+  for (const target of settings.targets) {
     const { value, memory } = await withServer(ctx, target, 'manifests', async (server) => {
       const parts = await pushImageParts(server.url, repo);
       result.manifestBytes = imageManifest(parts, 'c1-0').length;
@@ -363,7 +405,7 @@ async function manifestsSection(ctx: Context): Promise<ManifestsResult> {
           task: async (i) => void (await putManifest(server.url, repo, `${prefix}-${i}`, bodies[i]!)),
         });
         const out = phaseOf(pool, count, concurrency);
-        progress(`manifests: ${target} ${concurrency} client(s): ${out.perSecond}/s (${out.completed}/${count}, ${out.errors} errors)`);
+        progress(`manifests: ${target} ${prefix}, ${concurrency} client(s): ${out.perSecond}/s (${out.completed}/${count}, ${out.errors} errors)`);
         return out;
       };
       await phase('warm', Math.min(200, settings.manifests), settings.concurrency);
@@ -393,7 +435,7 @@ async function referrersSection(ctx: Context): Promise<ReferrersResult> {
   const repo = 'bench/referrers';
   const count = settings.referrers;
   const window = Math.min(settings.referrerWindow, Math.max(1, Math.floor(count / 2)));
-  for (const target of TARGETS) {
+  for (const target of settings.targets) {
     const { value, memory, stopMs } = await withServer(ctx, target, 'referrers', async (server) => {
       const parts = await pushImageParts(server.url, repo);
       const empty = await pushSmallBlob(server.url, repo, EMPTY_JSON, OCI_EMPTY);
@@ -445,12 +487,16 @@ async function main(): Promise<number> {
   if (settings.cpuProfDir) await mkdir(settings.cpuProfDir, { recursive: true });
   const work = await mkdtemp(join(settings.tmpRoot, 'trellis-bench-'));
   const results: BenchResults = {
-    startedAt: new Date(started).toISOString(), machine: machineInfo(), settings, errors: [], trellisLogWarnings: [],
+    startedAt: new Date(started).toISOString(), machine: machineInfo(), settings, errors: [], load: {}, trellisLogWarnings: [],
   };
   const ctx: Context = { work, results };
   progress(`sections: ${settings.sections.join(', ')}; referrers: ${settings.referrers}; work dir ${work}`);
   try {
     for (const section of settings.sections) {
+      const busyBeforePct = await waitIdle(settings.waitIdleS);
+      const load = { busyBeforePct, start: round(loadavg()[0] ?? NaN), end: NaN };
+      results.load[section] = load;
+      if (busyBeforePct > 10) progress(`warning: the machine was ${busyBeforePct}% busy before ${section}; other work skews the figures`);
       try {
         if (section === 'throughput') results.throughput = await throughputSection(ctx);
         if (section === 'manifests') results.manifests = await manifestsSection(ctx);
@@ -460,6 +506,7 @@ async function main(): Promise<number> {
         results.errors.push(message);
         progress(`section failed: ${message}`);
       }
+      load.end = round(loadavg()[0] ?? NaN);
     }
   } finally {
     killAll();

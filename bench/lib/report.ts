@@ -66,7 +66,7 @@ export function renderMarkdown(r: BenchResults): string {
   const lines: string[] = [];
   const m = r.machine;
   lines.push(`# Trellis vs distribution 2.8: ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC`, '');
-  lines.push(`${m.nproc} cores, ${m.cpuModel}; Node ${m.node}; distribution ${m.distribution.replace(/^\S+\s+\S+\s+/, '')}; ${m.openssl}. Run took ${r.durationS ?? '?'} s.`, '');
+  lines.push(`${m.nproc} cores, ${m.cpuModel}; Node ${m.node}; distribution ${m.distribution.replace(/^\S+\s+\S+\s+/, '')}; ${m.openssl}; Trellis ${m.trellisCommit}. Run took ${r.durationS ?? '?'} s.`, '');
   lines.push('| measure | Trellis | distribution 2.8 | Trellis ÷ distribution |', '| --- | ---: | ---: | ---: |');
   for (const cells of rows) lines.push(`| ${cells.join(' | ')} |`);
   if (tp) {
@@ -74,6 +74,8 @@ export function renderMarkdown(r: BenchResults): string {
       + `the same client pushing to a node:http server that only hashes the body: ${fmt(tp.sinkPushMBps)} MB/s. MB = 10⁶ bytes.`);
   }
   if (mf) lines.push('', `Manifests are ${mf.manifestBytes} bytes; referrer manifests ${rf?.referrerBytes ?? '—'} bytes.`);
+  const loads = Object.entries(r.load).map(([name, l]) => `${name} ${fmt(l.busyBeforePct, 0)}%`);
+  if (loads.length) lines.push('', `Machine CPU use by other processes just before each section: ${loads.join(', ')}. The client runs on the same ${m.nproc} cores as the server.`);
   if (r.errors.length) lines.push('', '**Errors:**', ...r.errors.map((e) => `- ${e.split('\n')[0]}`));
   const pushErrors: string[] = [];
   for (const target of ['trellis', 'distribution'] as const) {

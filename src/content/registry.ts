@@ -162,9 +162,12 @@ export class Registry {
   async repository(name: string): Promise<RepositoryRecord | undefined> {
     const now = Date.now();
     if (now - (this.lastLayoutCheck.get(name) ?? 0) >= this.options.layoutCheckIntervalMs) {
-      this.lastLayoutCheck.set(name, now);
       const repo = this.metadata.repository(name);
       const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
+      // Only names that are repositories are remembered, so unknown names cannot grow the map;
+      // a folder becomes one when it is a complete layout (oci-layout is written last).
+      if (!repo && !(info && (await this.driver.stat(layoutKey(name, LAYOUT_FILE))))) return undefined;
+      this.lastLayoutCheck.set(name, now);
       if (info && (!repo || stampOf(info) !== repo.indexStamp)) {
         await this.indexLock.run(name, async () => {
           const current = this.metadata.repository(name);
