@@ -15,7 +15,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  DISTRIBUTION_BIN, NODE_BIN_DIR, ROOT, killAll, readMemory, startDistribution, startSink, startTrellis, tail,
+  DISTRIBUTION_BIN, NODE_BIN_DIR, ROOT, killAll, readCpuSeconds, readMemory, startDistribution, startSink, startTrellis, tail,
   type MemoryFigures, type ServerHandle, type StartOptions,
 } from './lib/servers.ts';
 import {
@@ -97,6 +97,7 @@ export interface ThroughputResult {
     pullMBps: number;
     pushOverOpenssl: number;
     memory: MemoryFigures | null;
+    cpuS: number;
   }>>;
 }
 
@@ -116,7 +117,7 @@ export interface ManifestPhase {
 
 export interface ManifestsResult {
   manifestBytes: number;
-  servers: Partial<Record<Target, { single: ManifestPhase; concurrent: ManifestPhase; memory: MemoryFigures | null }>>;
+  servers: Partial<Record<Target, { single: ManifestPhase; concurrent: ManifestPhase; memory: MemoryFigures | null; cpuS: number; cpuMsPerPush: number }>>;
 }
 
 export interface ReferrersServer {
@@ -139,12 +140,31 @@ export interface ReferrersServer {
   ociSubjectHeader: boolean;
   listing: ReferrersWalk;
   memory: MemoryFigures | null;
+  /** Server CPU seconds over the whole section, and per pushed referrer in ms. */
+  cpuS: number;
+  cpuMsPerPush: number;
+  /** Server RSS (KiB) after each tenth of the pushes. */
+  rssKiBByTenth: number[];
+  /** Time from SIGTERM to exit (Trellis flushes index.json on the way out). */
   stopMs: number;
 }
 
 export interface ReferrersResult {
   referrerBytes: number;
   servers: Partial<Record<Target, ReferrersServer>>;
+}
+
+export interface SectionLoad {
+  busyBeforePct: number;
+  /** 1-minute load average at the start and end. */
+  start: number;
+  end: number;
+  wallS: number;
+  /** CPU seconds used by the harness, its client and every server and tool it ran. */
+  benchCpuS: number;
+  /** CPU seconds the rest of the machine used meanwhile (from /proc/stat), and as cores on average. */
+  otherCpuS: number;
+  otherCores: number;
 }
 
 export interface BenchResults {
@@ -170,7 +190,7 @@ export interface BenchResults {
    * started, when no benchmark process was busy, and the 1-minute load average at its start and
    * end. Other work on the machine skews the figures.
    */
-  load: Record<string, { busyBeforePct: number; start: number; end: number }>;
+  load: Record<string, SectionLoad>;
   /** Log lines Trellis wrote at warn level or above (the runs use --log-level warn). */
   trellisLogWarnings: string[];
 }
@@ -272,7 +292,7 @@ function start(ctx: Context, target: Target, label: string): Promise<ServerHandl
 }
 
 /** Runs `work` against a freshly started server, reads its memory at the end, always stops it. */
-async function withServer<T>(ctx: Context, target: Target, label: string, work: (server: ServerHandle) => Promise<T>): Promise<{ value: T; memory: MemoryFigures | null; stopMs: number }> {
+async function withServer<T>(ctx: Context, target: Target, label: string, work: (server: ServerHandle) => Promise<T>): Promise<{ value: T; memory: MemoryFigures | null; stopMs: number; cpuS: number }> {
   progress(`${label}: starting ${target}`);
   const server = await start(ctx, target, label);
   let memory: MemoryFigures | null = null;
@@ -280,10 +300,11 @@ async function withServer<T>(ctx: Context, target: Target, label: string, work: 
     const value = await work(server);
     if (!server.alive()) throw new Error(`${target} died during ${label}; log: ${tail(server.logFile)}`);
     memory = readMemory(server.pid) ?? null;
+    const cpuS = round(readCpuSeconds(server.pid) ?? NaN);
     const stopped = await server.stop();
     progress(`${label}: ${target} stopped in ${Math.round(stopped.ms)} ms`);
     if (target === 'trellis') collectWarnings(ctx, server.logFile, label);
-    return { value, memory, stopMs: stopped.ms };
+    return { value, memory, stopMs: stopped.ms, cpuS };
   } finally {
     if (server.alive()) await server.stop().catch(() => undefined);
   }
@@ -312,7 +333,7 @@ async function throughputSection(ctx: Context): Promise<ThroughputResult> {
 
   const signal = () => AbortSignal.timeout(settings.blobTimeLimitS * 1000);
   for (const target of settings.targets) {
-    const { value: runs, memory } = await withServer(ctx, target, 'throughput', async (server) => {
+    const { value: runs, memory, cpuS } = await withServer(ctx, target, 'throughput', async (server) => {
       // One unmeasured round first, so that neither side is timed while cold.
       await pushBlobFromFile(server.url, 'bench/blob-warmup', file, bytes, digest, signal());
       if ((await pullBlob(server.url, 'bench/blob-warmup', digest, signal())) !== bytes) throw new Error(`${target} warm-up pull was short`);
@@ -333,7 +354,7 @@ async function throughputSection(ctx: Context): Promise<ThroughputResult> {
     });
     const pushMBps = round(median(runs.map((r) => r.pushMBps)));
     result.servers[target] = {
-      runs, pushMBps, pullMBps: round(median(runs.map((r) => r.pullMBps ?? NaN))), pushOverOpenssl: round(pushMBps / result.opensslMBps, 3), memory,
+      runs, pushMBps, pullMBps: round(median(runs.map((r) => r.pullMBps ?? NaN))), pushOverOpenssl: round(pushMBps / result.opensslMBps, 3), memory, cpuS,
     };
   }
 
@@ -395,7 +416,7 @@ async function manifestsSection(ctx: Context): Promise<ManifestsResult> {
   const result: ManifestsResult = { manifestBytes: 0, servers: {} };
   const repo = 'bench/manifests';
   for (const target of settings.targets) {
-    const { value, memory } = await withServer(ctx, target, 'manifests', async (server) => {
+    const { value, memory, cpuS } = await withServer(ctx, target, 'manifests', async (server) => {
       const parts = await pushImageParts(server.url, repo);
       result.manifestBytes = imageManifest(parts, 'c1-0').length;
       const phase = async (prefix: string, count: number, concurrency: number) => {
@@ -408,12 +429,13 @@ async function manifestsSection(ctx: Context): Promise<ManifestsResult> {
         progress(`manifests: ${target} ${prefix}, ${concurrency} client(s): ${out.perSecond}/s (${out.completed}/${count}, ${out.errors} errors)`);
         return out;
       };
-      await phase('warm', Math.min(200, settings.manifests), settings.concurrency);
+      const warm = await phase('warm', Math.min(200, settings.manifests), settings.concurrency);
       const single = await phase('c1', settings.manifests, 1);
       const concurrent = await phase(`c${settings.concurrency}`, settings.manifests, settings.concurrency);
-      return { single, concurrent };
+      return { single, concurrent, pushes: warm.completed + single.completed + concurrent.completed };
     });
-    result.servers[target] = { ...value, memory };
+    const { single, concurrent, pushes } = value;
+    result.servers[target] = { single, concurrent, memory, cpuS, cpuMsPerPush: round((cpuS * 1000) / Math.max(1, pushes), 3) };
   }
   return result;
 }
@@ -436,7 +458,7 @@ async function referrersSection(ctx: Context): Promise<ReferrersResult> {
   const count = settings.referrers;
   const window = Math.min(settings.referrerWindow, Math.max(1, Math.floor(count / 2)));
   for (const target of settings.targets) {
-    const { value, memory, stopMs } = await withServer(ctx, target, 'referrers', async (server) => {
+    const { value, memory, stopMs, cpuS } = await withServer(ctx, target, 'referrers', async (server) => {
       const parts = await pushImageParts(server.url, repo);
       const empty = await pushSmallBlob(server.url, repo, EMPTY_JSON, OCI_EMPTY);
       const subjectBody = imageManifest(parts, 'subject');
@@ -445,6 +467,7 @@ async function referrersSection(ctx: Context): Promise<ReferrersResult> {
       result.referrerBytes = referrerManifest(empty, subject, 0).length;
       let ociSubjectHeader = false;
       const step = Math.max(1, Math.floor(count / 10));
+      const rssKiBByTenth: number[] = [];
       const pool = await runPool({
         count, concurrency: settings.concurrency, timeLimitMs: settings.referrersTimeLimitS * 1000, maxErrors: 1000,
         task: async (i) => {
@@ -453,7 +476,10 @@ async function referrersSection(ctx: Context): Promise<ReferrersResult> {
           if (i === 0) ociSubjectHeader = put.subject === subject.digest;
         },
         onProgress: (done) => {
-          if (done % step === 0) progress(`referrers: ${target} ${done}/${count}`);
+          if (done % step !== 0) return;
+          const rss = readMemory(server.pid)?.rssKiB ?? NaN;
+          rssKiBByTenth.push(rss);
+          progress(`referrers: ${target} ${done}/${count}, server RSS ${Math.round(rss / 1024)} MiB`);
         },
       });
       const done = pool.started;
@@ -463,18 +489,18 @@ async function referrersSection(ctx: Context): Promise<ReferrersResult> {
       progress(`referrers: ${target} listing referrers`);
       const listing = await walkReferrers(server.url, repo, subject.digest, 300_000);
       progress(`referrers: ${target} GET referrers: ${listing.status}, ${listing.manifests} in ${listing.pages} pages, ${Math.round(listing.ms)} ms`);
-      const out: Omit<ReferrersServer, 'memory' | 'stopMs'> = {
+      const out: Omit<ReferrersServer, 'memory' | 'stopMs' | 'cpuS' | 'cpuMsPerPush'> = {
         requested: count, completed: pool.completed, errors: pool.errors, firstErrors: pool.firstErrors, stoppedBy: pool.stoppedBy,
         wallMs: round(pool.wallMs), perSecond: round(pool.completed / (pool.wallMs / 1000), 1), window,
         firstMeanMs: round(firstMeanMs, 3), lastMeanMs: round(lastMeanMs, 3), lastOverFirst: round(lastMeanMs / firstMeanMs, 3),
         firstP99Ms: round(percentile(pool.latencies, 99, 0, window), 3), lastP99Ms: round(percentile(pool.latencies, 99, lastFrom, done), 3),
         maxMs: round(percentile(pool.latencies, 100, 0, done), 3),
-        windowMeansMs: windowMeans(pool.latencies, done, window), ociSubjectHeader, listing: { ...listing, ms: round(listing.ms) },
+        windowMeansMs: windowMeans(pool.latencies, done, window), rssKiBByTenth, ociSubjectHeader, listing: { ...listing, ms: round(listing.ms) },
       };
       progress(`referrers: ${target} first ${window}: ${out.firstMeanMs} ms, last ${window}: ${out.lastMeanMs} ms (x${out.lastOverFirst}), ${out.perSecond}/s`);
       return out;
     });
-    result.servers[target] = { ...value, memory, stopMs: round(stopMs) };
+    result.servers[target] = { ...value, memory, cpuS, cpuMsPerPush: round((cpuS * 1000) / Math.max(1, value.completed), 3), stopMs: round(stopMs) };
   }
   return result;
 }
@@ -494,7 +520,10 @@ async function main(): Promise<number> {
   try {
     for (const section of settings.sections) {
       const busyBeforePct = await waitIdle(settings.waitIdleS);
-      const load = { busyBeforePct, start: round(loadavg()[0] ?? NaN), end: NaN };
+      const machineBefore = cpuTimes();
+      const benchBefore = readCpuSeconds('self', true) ?? NaN;
+      const sectionStart = performance.now();
+      const load: SectionLoad = { busyBeforePct, start: round(loadavg()[0] ?? NaN), end: NaN, wallS: NaN, benchCpuS: NaN, otherCpuS: NaN, otherCores: NaN };
       results.load[section] = load;
       if (busyBeforePct > 10) progress(`warning: the machine was ${busyBeforePct}% busy before ${section}; other work skews the figures`);
       try {
@@ -507,6 +536,12 @@ async function main(): Promise<number> {
         progress(`section failed: ${message}`);
       }
       load.end = round(loadavg()[0] ?? NaN);
+      load.wallS = round((performance.now() - sectionStart) / 1000, 1);
+      load.benchCpuS = round((readCpuSeconds('self', true) ?? NaN) - benchBefore, 1);
+      const machineAfter = cpuTimes();
+      load.otherCpuS = round((machineAfter.busy - machineBefore.busy) / 100 - load.benchCpuS, 1);
+      load.otherCores = round(load.otherCpuS / load.wallS, 2);
+      if (load.otherCores > 0.1) progress(`warning: other processes used ${load.otherCores} cores on average during ${section}`);
     }
   } finally {
     killAll();

@@ -39,6 +39,7 @@ export function renderMarkdown(r: BenchResults): string {
     row(`Manifest PUT by tag, 1 client (pushes/s, ${n})`, t?.single.perSecond, d?.single.perSecond, ratio(t?.single.perSecond, d?.single.perSecond));
     row(`Manifest PUT by tag, ${r.settings.concurrency} clients (pushes/s, ${n})`, t?.concurrent.perSecond, d?.concurrent.perSecond, ratio(t?.concurrent.perSecond, d?.concurrent.perSecond));
     row(`Manifest PUT latency p99, ${r.settings.concurrency} clients (ms)`, t?.concurrent.p99Ms, d?.concurrent.p99Ms, ratio(t?.concurrent.p99Ms, d?.concurrent.p99Ms), 2);
+    row('Server CPU time per manifest push (ms)', t?.cpuMsPerPush, d?.cpuMsPerPush, ratio(t?.cpuMsPerPush, d?.cpuMsPerPush), 2);
   }
   const rf = r.referrers;
   if (rf) {
@@ -52,9 +53,10 @@ export function renderMarkdown(r: BenchResults): string {
     row('Last ÷ first (goal ≤ 2)', t?.lastOverFirst, d?.lastOverFirst, '', 2);
     row(`Referrer push p99, last ${fmt(w, 0)} (ms)`, t?.lastP99Ms, d?.lastP99Ms, ratio(t?.lastP99Ms, d?.lastP99Ms), 2);
     row('Referrer pushes/s, whole run', t?.perSecond, d?.perSecond, ratio(t?.perSecond, d?.perSecond));
+    row('Server CPU time per referrer push (ms)', t?.cpuMsPerPush, d?.cpuMsPerPush, ratio(t?.cpuMsPerPush, d?.cpuMsPerPush), 2);
     const listing = (x: typeof t) => (x ? (x.listing.status === 200 ? `${fmt(x.listing.ms, 0)} ms, ${fmt(x.listing.manifests, 0)} in ${x.listing.pages} pages` : `HTTP ${x.listing.status} (no API)`) : undefined);
     row('GET /v2/<repo>/referrers/<subject>, all pages', listing(t), listing(d), '');
-    row('Server stop after the referrers (s)', t ? t.stopMs / 1000 : undefined, d ? d.stopMs / 1000 : undefined, '', 2);
+    row('SIGTERM to exit after the referrers (s)', t ? t.stopMs / 1000 : undefined, d ? d.stopMs / 1000 : undefined, '', 2);
   }
   for (const [name, section] of [['throughput', tp], ['manifests', mf], ['referrers', rf]] as const) {
     if (!section) continue;
@@ -74,8 +76,8 @@ export function renderMarkdown(r: BenchResults): string {
       + `the same client pushing to a node:http server that only hashes the body: ${fmt(tp.sinkPushMBps)} MB/s. MB = 10⁶ bytes.`);
   }
   if (mf) lines.push('', `Manifests are ${mf.manifestBytes} bytes; referrer manifests ${rf?.referrerBytes ?? '—'} bytes.`);
-  const loads = Object.entries(r.load).map(([name, l]) => `${name} ${fmt(l.busyBeforePct, 0)}%`);
-  if (loads.length) lines.push('', `Machine CPU use by other processes just before each section: ${loads.join(', ')}. The client runs on the same ${m.nproc} cores as the server.`);
+  const loads = Object.entries(r.load).map(([name, l]) => `${name} ${fmt(l.otherCores, 2)} (${fmt(l.wallS, 0)} s)`);
+  if (loads.length) lines.push('', `CPU used by processes outside the benchmark, in cores on average over each section: ${loads.join(', ')}. The client runs on the same ${m.nproc} cores as the servers.`);
   if (r.errors.length) lines.push('', '**Errors:**', ...r.errors.map((e) => `- ${e.split('\n')[0]}`));
   const pushErrors: string[] = [];
   for (const target of ['trellis', 'distribution'] as const) {

@@ -18,7 +18,10 @@ export interface ServerHandle {
   pid: number;
   dataDir: string;
   logFile: string;
-  /** Stops the process (SIGTERM, then SIGKILL after a grace period); returns how long it took. */
+  /**
+   * Stops the process (SIGTERM, then SIGKILL after a grace period) and removes its data;
+   * `ms` is the time from SIGTERM to exit, not counting the removal.
+   */
   stop(): Promise<{ ms: number; code: number | null; signal: string | null }>;
   /** Whether the process is still running. */
   alive(): boolean;
@@ -30,6 +33,22 @@ export interface MemoryFigures {
   /** Current resident set size (VmRSS), in KiB. */
   rssKiB: number;
 }
+
+/** CPU time (user + system) the process has used so far, in seconds; undefined once it is gone. */
+export function readCpuSeconds(pid: number | 'self', withReapedChildren = false): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command (which may hold spaces) start at the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    let ticks = Number(fields[11]) + Number(fields[12]);
+    if (withReapedChildren) ticks += Number(fields[13]) + Number(fields[14]);
+    return ticks / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+const CLOCK_TICKS = 100;
 
 const live = new Set<ChildProcess>();
 
@@ -134,19 +153,18 @@ async function launch(spec: SpawnSpec): Promise<ServerHandle> {
   });
   const stop = async () => {
     const started = performance.now();
-    if (child.exitCode === null && child.signalCode === null) {
+    const running = child.exitCode === null && child.signalCode === null;
+    let grace: NodeJS.Timeout | undefined;
+    if (running) {
       child.kill('SIGTERM');
-      const grace = setTimeout(() => child.kill('SIGKILL'), 120_000);
-      const result = await exited;
-      clearTimeout(grace);
-      log.end();
-      if (!spec.keepData) for (const dir of spec.cleanup) await rm(dir, { recursive: true, force: true });
-      return { ms: performance.now() - started, ...result };
+      grace = setTimeout(() => child.kill('SIGKILL'), 120_000);
     }
     const result = await exited;
+    const ms = running ? performance.now() - started : 0;
+    clearTimeout(grace);
     log.end();
     if (!spec.keepData) for (const dir of spec.cleanup) await rm(dir, { recursive: true, force: true });
-    return { ms: 0, ...result };
+    return { ms, ...result };
   };
   if (child.pid === undefined) {
     await stop().catch(() => undefined);
@@ -183,6 +201,8 @@ export async function startTrellis(options: StartOptions): Promise<ServerHandle>
   const dataDir = await mkdtemp(join(options.tmpRoot, `trellis-${options.label}-`));
   const logFile = join(options.logDir, `trellis-${options.label}.log`);
   const nodeFlags = options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`, `--cpu-prof-name=trellis-${options.label}.cpuprofile`] : [];
+  // Extra flags for investigations, e.g. BENCH_TRELLIS_NODE_FLAGS=--trace-gc (output goes to the log).
+  nodeFlags.push(...(process.env.BENCH_TRELLIS_NODE_FLAGS ?? '').split(' ').filter(Boolean));
   return launch({
     kind: 'trellis',
     command: join(NODE_BIN_DIR, 'node'),

@@ -67,8 +67,14 @@ export class FileSystemDriver implements StorageDriver {
   async writeAtomic(key: string, data: Uint8Array | string): Promise<void> {
     const target = this.path(key);
     const temp = this.tempPath();
-    await mkdir(dirname(temp), { recursive: true });
-    const handle = await open(temp, 'w');
+    let handle;
+    try {
+      handle = await open(temp, 'w');
+    } catch (err) {
+      if (!isMissing(err)) throw err;
+      await mkdir(dirname(temp), { recursive: true }); // only the first write after start-up
+      handle = await open(temp, 'w');
+    }
     try {
       await handle.writeFile(data);
       if (this.durable) await handle.sync();

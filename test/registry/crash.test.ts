@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, watch } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -156,11 +156,11 @@ class Model {
   }
 }
 
-function tagState(repo: RepoState, tag: string): TagState {
-  let state = repo.tags.get(tag);
+function tagState(tags: Map<string, TagState>, tag: string): TagState {
+  let state = tags.get(tag);
   if (!state) {
     state = { acked: null, inflight: [] };
-    repo.tags.set(tag, state);
+    tags.set(tag, state);
   }
   return state;
 }
@@ -191,7 +191,7 @@ async function pushRecorded(base: string, model: Model, repo: RepoState, ref: st
     model.count('blob');
   }
   repo.sent.set(item.digest, item.bytes);
-  const state = tag ? tagState(repo, tag) : undefined;
+  const state = tag ? tagState(repo.tags, tag) : undefined;
   state?.inflight.push(item.digest);
   const answer = await pushManifest(base, repo.name, ref, item.bytes, item.mediaType);
   if (answer.status !== 201) throw new Unexpected(`manifest push ${repo.name}:${ref} answered ${answer.status}: ${answer.body}`);
@@ -597,6 +597,122 @@ test('kill -9 while the index.json flush of a repository with 2000+ referrers is
     assert.deepEqual(missing, [], `${missing.length} acknowledged referrers are not in index.json with their subject`);
     assert.equal(entries.get(subject.digest)?.annotations?.[REF_NAME], 'subject');
     t.diagnostic(`${acked.size} referrers acknowledged, all listed after 2 kills, in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  } finally {
+    if (server) {
+      server.child.kill('SIGKILL');
+      await server.exited;
+    }
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('kill -9 the instant index.json is renamed into place, with tag deletes acknowledged while it was written', async (t) => {
+  // The journal records which index.json it wrote (its stamp) only after the rename. A kill in
+  // between leaves an index.json the journal does not know; on restart it must not bring back
+  // tags whose deletion was acknowledged after that index.json was built. Deletes are sent once
+  // the rewrite's temp file appears (the index is already built then), and the server is killed
+  // when index.json is renamed, if at least one of them was acknowledged. Only index.json
+  // rewrites create temp files during each try: tags point at a manifest already stored.
+  const attempts = Math.max(3, Math.ceil(ROUNDS / 2));
+  const dataDir = await mkdtemp(join(tmpdir(), 'trellis-crash-rename-'));
+  const repo = 'race/tags';
+  const tags = new Map<string, TagState>();
+  let server: Server | undefined = await startServer(dataDir);
+  let raced = 0;
+  try {
+    // 800 referrers make each rewrite long enough for deletes to land while it is written.
+    const subject = makeImage();
+    for (const blob of [...subject.blobs, EMPTY_BLOB]) assert.equal((await pushBlob(server.base, repo, blob)).status, 201);
+    assert.equal((await pushManifest(server.base, repo, 'subject', subject.bytes)).status, 201);
+    tags.set('subject', { acked: subject.digest, inflight: [] });
+    const base0 = server.base;
+    await eachLimit(Array.from({ length: 800 }, (_, i) => makeReferrer(subject.descriptor, { artifactType: ARTIFACT_TYPES[i % 3]!, annotations: { n: String(i) } })), 16, async (r) => {
+      assert.equal((await pushManifest(base0, repo, r.digest, r.bytes)).status, 201);
+    });
+
+    // Unexpected answers are collected (a network error after the kill is expected).
+    const failures: string[] = [];
+    const setTag = async (base: string, tag: string): Promise<void> => {
+      const state = tagState(tags, tag);
+      state.inflight.push(subject.digest);
+      const pushed = await pushManifest(base, repo, tag, subject.bytes);
+      if (pushed.status !== 201) {
+        failures.push(`PUT ${tag} answered ${pushed.status}: ${pushed.body}`);
+        return;
+      }
+      state.acked = subject.digest;
+      state.inflight = [];
+    };
+    const deleteTag = async (base: string, tag: string): Promise<boolean> => {
+      const state = tagState(tags, tag);
+      state.inflight.push(null);
+      const res = await fetch(`${base}/v2/${repo}/manifests/${tag}`, { method: 'DELETE' });
+      const body = await res.text();
+      if (res.status !== 202) {
+        failures.push(`DELETE ${tag} answered ${res.status}: ${body}`);
+        return false;
+      }
+      state.acked = null;
+      state.inflight = [];
+      return true;
+    };
+
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      const base = server.base;
+      let killed = false;
+      for (let tries = 1; !killed; tries++) {
+        assert.ok(tries <= 50, `attempt ${attempt}: no index.json rewrite overlapped the deletes in 50 tries`);
+        const batch = Array.from({ length: 32 }, (_, i) => `k${attempt}-${tries}-${i}`);
+        await Promise.all(batch.map((tag) => setTag(base, tag)));
+        let deletes: Promise<unknown>[] = [];
+        let acknowledged = 0;
+        killed = await new Promise<boolean>((done) => {
+          const temps = watch(join(dataDir, '_trellis/tmp'), () => {
+            if (deletes.length) return;
+            deletes = batch.map((tag) => deleteTag(base, tag).then((ok) => { if (ok) acknowledged++; }, () => undefined));
+          });
+          const layout = watch(join(dataDir, repo), (_event, file) => {
+            if (file !== 'index.json' || !deletes.length) return;
+            temps.close();
+            layout.close();
+            if (acknowledged > 0) server!.child.kill('SIGKILL');
+            done(acknowledged > 0);
+          });
+          // A change made after the watchers are armed, so a rewrite follows.
+          void setTag(base, `trigger-${attempt}-${tries}`).catch(() => undefined);
+        });
+        await Promise.all(deletes);
+        assert.deepEqual(failures, [], `attempt ${attempt}: unexpected answers`);
+        if (killed) raced += acknowledged;
+        else await sleep(100); // let the trigger's own rewrite pass before the next try
+      }
+      await waitExit(server, 'SIGKILL');
+      assert.deepEqual(serverErrors(server), []);
+      assert.deepEqual(await checkLayoutsValid(dataDir, `right after kill ${attempt}`), []);
+
+      server = await startServer(dataDir);
+      await fsckClean(dataDir, `after restart ${attempt}`);
+      const problems: string[] = [];
+      for (const [tag, state] of tags) {
+        const got = await getManifest(server.base, repo, tag);
+        const observed = got.status === 200 ? got.digest : got.status === 404 ? null : `status ${got.status}`;
+        if (![state.acked, ...state.inflight].includes(observed)) {
+          problems.push(`${tag}: ${observed ?? 'absent'} after restart ${attempt}, but its last acknowledged state is ${state.acked ?? 'deleted'}`);
+        }
+        state.acked = observed;
+        state.inflight = [];
+      }
+      assert.equal(problems.length, 0, `${problems.length} acknowledged writes lost after kill ${attempt} (at the rename of index.json):\n${problems.slice(0, 5).join('\n')}`);
+    }
+
+    server.child.kill('SIGTERM');
+    assert.equal((await waitExit(server, 'SIGTERM')).code, 0);
+    server = undefined;
+    await fsckClean(dataDir, 'after the graceful stop');
+    const index = JSON.parse(await readFile(join(dataDir, repo, 'index.json'), 'utf8')) as { manifests: IndexEntry[] };
+    const listed = index.manifests.map((e) => e.annotations?.[REF_NAME]).filter((tag): tag is string => !!tag).sort();
+    assert.deepEqual(listed, [...tags].filter(([, s]) => s.acked).map(([tag]) => tag).sort());
+    t.diagnostic(`${attempts} kills at the rename of index.json, ${raced} deletes acknowledged during those rewrites`);
   } finally {
     if (server) {
       server.child.kill('SIGKILL');
