@@ -98,6 +98,7 @@ export interface ThroughputResult {
     pushOverOpenssl: number;
     memory: MemoryFigures | null;
     cpuS: number;
+    otherCores: number;
   }>>;
 }
 
@@ -117,7 +118,7 @@ export interface ManifestPhase {
 
 export interface ManifestsResult {
   manifestBytes: number;
-  servers: Partial<Record<Target, { single: ManifestPhase; concurrent: ManifestPhase; memory: MemoryFigures | null; cpuS: number; cpuMsPerPush: number }>>;
+  servers: Partial<Record<Target, { single: ManifestPhase; concurrent: ManifestPhase; memory: MemoryFigures | null; cpuS: number; cpuMsPerPush: number; otherCores: number }>>;
 }
 
 export interface ReferrersServer {
@@ -143,6 +144,7 @@ export interface ReferrersServer {
   /** Server CPU seconds over the whole section, and per pushed referrer in ms. */
   cpuS: number;
   cpuMsPerPush: number;
+  otherCores: number;
   /** Server RSS (KiB) after each tenth of the pushes. */
   rssKiBByTenth: number[];
   /** Time from SIGTERM to exit (Trellis flushes index.json on the way out). */
@@ -291,20 +293,36 @@ function start(ctx: Context, target: Target, label: string): Promise<ServerHandl
   return target === 'trellis' ? startTrellis(options) : startDistribution(options);
 }
 
+interface ServerRun<T> {
+  value: T;
+  memory: MemoryFigures | null;
+  stopMs: number;
+  /** Server CPU seconds, start to end of the work. */
+  cpuS: number;
+  /** CPU used meanwhile by processes other than this server and the harness (client), in cores on average. */
+  otherCores: number;
+}
+
 /** Runs `work` against a freshly started server, reads its memory at the end, always stops it. */
-async function withServer<T>(ctx: Context, target: Target, label: string, work: (server: ServerHandle) => Promise<T>): Promise<{ value: T; memory: MemoryFigures | null; stopMs: number; cpuS: number }> {
+async function withServer<T>(ctx: Context, target: Target, label: string, work: (server: ServerHandle) => Promise<T>): Promise<ServerRun<T>> {
   progress(`${label}: starting ${target}`);
+  const machineBefore = cpuTimes();
+  const harnessBefore = readCpuSeconds('self') ?? NaN;
+  const started = performance.now();
   const server = await start(ctx, target, label);
   let memory: MemoryFigures | null = null;
   try {
     const value = await work(server);
     if (!server.alive()) throw new Error(`${target} died during ${label}; log: ${tail(server.logFile)}`);
     memory = readMemory(server.pid) ?? null;
-    const cpuS = round(readCpuSeconds(server.pid) ?? NaN);
+    const serverCpu = readCpuSeconds(server.pid) ?? NaN;
+    const harnessCpu = (readCpuSeconds('self') ?? NaN) - harnessBefore;
+    const machineBusy = (cpuTimes().busy - machineBefore.busy) / 100;
+    const otherCores = round(Math.max(0, machineBusy - serverCpu - harnessCpu) / ((performance.now() - started) / 1000), 2);
     const stopped = await server.stop();
-    progress(`${label}: ${target} stopped in ${Math.round(stopped.ms)} ms`);
+    progress(`${label}: ${target} stopped in ${Math.round(stopped.ms)} ms; other processes used ${otherCores} cores meanwhile`);
     if (target === 'trellis') collectWarnings(ctx, server.logFile, label);
-    return { value, memory, stopMs: stopped.ms, cpuS };
+    return { value, memory, stopMs: stopped.ms, cpuS: round(serverCpu), otherCores };
   } finally {
     if (server.alive()) await server.stop().catch(() => undefined);
   }
@@ -333,7 +351,7 @@ async function throughputSection(ctx: Context): Promise<ThroughputResult> {
 
   const signal = () => AbortSignal.timeout(settings.blobTimeLimitS * 1000);
   for (const target of settings.targets) {
-    const { value: runs, memory, cpuS } = await withServer(ctx, target, 'throughput', async (server) => {
+    const { value: runs, memory, cpuS, otherCores } = await withServer(ctx, target, 'throughput', async (server) => {
       // One unmeasured round first, so that neither side is timed while cold.
       await pushBlobFromFile(server.url, 'bench/blob-warmup', file, bytes, digest, signal());
       if ((await pullBlob(server.url, 'bench/blob-warmup', digest, signal())) !== bytes) throw new Error(`${target} warm-up pull was short`);
@@ -354,7 +372,7 @@ async function throughputSection(ctx: Context): Promise<ThroughputResult> {
     });
     const pushMBps = round(median(runs.map((r) => r.pushMBps)));
     result.servers[target] = {
-      runs, pushMBps, pullMBps: round(median(runs.map((r) => r.pullMBps ?? NaN))), pushOverOpenssl: round(pushMBps / result.opensslMBps, 3), memory, cpuS,
+      runs, pushMBps, pullMBps: round(median(runs.map((r) => r.pullMBps ?? NaN))), pushOverOpenssl: round(pushMBps / result.opensslMBps, 3), memory, cpuS, otherCores,
     };
   }
 
@@ -416,7 +434,7 @@ async function manifestsSection(ctx: Context): Promise<ManifestsResult> {
   const result: ManifestsResult = { manifestBytes: 0, servers: {} };
   const repo = 'bench/manifests';
   for (const target of settings.targets) {
-    const { value, memory, cpuS } = await withServer(ctx, target, 'manifests', async (server) => {
+    const { value, memory, cpuS, otherCores } = await withServer(ctx, target, 'manifests', async (server) => {
       const parts = await pushImageParts(server.url, repo);
       result.manifestBytes = imageManifest(parts, 'c1-0').length;
       const phase = async (prefix: string, count: number, concurrency: number) => {
@@ -435,7 +453,7 @@ async function manifestsSection(ctx: Context): Promise<ManifestsResult> {
       return { single, concurrent, pushes: warm.completed + single.completed + concurrent.completed };
     });
     const { single, concurrent, pushes } = value;
-    result.servers[target] = { single, concurrent, memory, cpuS, cpuMsPerPush: round((cpuS * 1000) / Math.max(1, pushes), 3) };
+    result.servers[target] = { single, concurrent, memory, cpuS, cpuMsPerPush: round((cpuS * 1000) / Math.max(1, pushes), 3), otherCores };
   }
   return result;
 }
@@ -458,7 +476,7 @@ async function referrersSection(ctx: Context): Promise<ReferrersResult> {
   const count = settings.referrers;
   const window = Math.min(settings.referrerWindow, Math.max(1, Math.floor(count / 2)));
   for (const target of settings.targets) {
-    const { value, memory, stopMs, cpuS } = await withServer(ctx, target, 'referrers', async (server) => {
+    const { value, memory, stopMs, cpuS, otherCores } = await withServer(ctx, target, 'referrers', async (server) => {
       const parts = await pushImageParts(server.url, repo);
       const empty = await pushSmallBlob(server.url, repo, EMPTY_JSON, OCI_EMPTY);
       const subjectBody = imageManifest(parts, 'subject');
@@ -489,7 +507,7 @@ async function referrersSection(ctx: Context): Promise<ReferrersResult> {
       progress(`referrers: ${target} listing referrers`);
       const listing = await walkReferrers(server.url, repo, subject.digest, 300_000);
       progress(`referrers: ${target} GET referrers: ${listing.status}, ${listing.manifests} in ${listing.pages} pages, ${Math.round(listing.ms)} ms`);
-      const out: Omit<ReferrersServer, 'memory' | 'stopMs' | 'cpuS' | 'cpuMsPerPush'> = {
+      const out: Omit<ReferrersServer, 'memory' | 'stopMs' | 'cpuS' | 'cpuMsPerPush' | 'otherCores'> = {
         requested: count, completed: pool.completed, errors: pool.errors, firstErrors: pool.firstErrors, stoppedBy: pool.stoppedBy,
         wallMs: round(pool.wallMs), perSecond: round(pool.completed / (pool.wallMs / 1000), 1), window,
         firstMeanMs: round(firstMeanMs, 3), lastMeanMs: round(lastMeanMs, 3), lastOverFirst: round(lastMeanMs / firstMeanMs, 3),
@@ -500,7 +518,7 @@ async function referrersSection(ctx: Context): Promise<ReferrersResult> {
       progress(`referrers: ${target} first ${window}: ${out.firstMeanMs} ms, last ${window}: ${out.lastMeanMs} ms (x${out.lastOverFirst}), ${out.perSecond}/s`);
       return out;
     });
-    result.servers[target] = { ...value, memory, cpuS, cpuMsPerPush: round((cpuS * 1000) / Math.max(1, value.completed), 3), stopMs: round(stopMs) };
+    result.servers[target] = { ...value, memory, cpuS, cpuMsPerPush: round((cpuS * 1000) / Math.max(1, value.completed), 3), otherCores, stopMs: round(stopMs) };
   }
   return result;
 }

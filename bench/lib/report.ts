@@ -64,6 +64,10 @@ export function renderMarkdown(r: BenchResults): string {
     const d = mib(section.servers.distribution?.memory?.peakKiB);
     row(`Peak RSS (VmHWM) after ${name} (MiB)`, t, d, ratio(t, d));
   }
+  for (const [name, section] of [['throughput', tp], ['manifests', mf], ['referrers', rf]] as const) {
+    if (!section) continue;
+    row(`Other processes' CPU during ${name} (cores, avg)`, section.servers.trellis?.otherCores, section.servers.distribution?.otherCores, '', 2);
+  }
 
   const lines: string[] = [];
   const m = r.machine;
@@ -76,8 +80,7 @@ export function renderMarkdown(r: BenchResults): string {
       + `the same client pushing to a node:http server that only hashes the body: ${fmt(tp.sinkPushMBps)} MB/s. MB = 10⁶ bytes.`);
   }
   if (mf) lines.push('', `Manifests are ${mf.manifestBytes} bytes; referrer manifests ${rf?.referrerBytes ?? '—'} bytes.`);
-  const loads = Object.entries(r.load).map(([name, l]) => `${name} ${fmt(l.otherCores, 2)} (${fmt(l.wallS, 0)} s)`);
-  if (loads.length) lines.push('', `CPU used by processes outside the benchmark, in cores on average over each section: ${loads.join(', ')}. The client runs on the same ${m.nproc} cores as the servers.`);
+  lines.push('', `"Other processes' CPU" is what the rest of the machine used while each server was measured (from /proc/stat, less the server and the harness); the client runs on the same ${m.nproc} cores as the servers.`);
   if (r.errors.length) lines.push('', '**Errors:**', ...r.errors.map((e) => `- ${e.split('\n')[0]}`));
   const pushErrors: string[] = [];
   for (const target of ['trellis', 'distribution'] as const) {

@@ -224,6 +224,13 @@ export class Registry {
     return this.driver.readStream(blobKey(repository, digest), range);
   }
 
+  /** Whether a repository holds a blob: the index answers for what Trellis stored, the file for the rest. */
+  private async holdsBlob(repository: string, digest: string): Promise<boolean> {
+    const repo = this.metadata.repository(repository);
+    if (repo && this.metadata.hasBlob(repo.id, digest)) return true;
+    return (await this.blobInfo(repository, digest)) !== undefined;
+  }
+
   /** Moves a verified upload into the repository's layout. */
   async storeBlob(repository: string, fromKey: string, digest: string, size: number): Promise<void> {
     const repo = await this.createRepository(repository);
@@ -360,9 +367,9 @@ export class Registry {
       // Everything is checked before anything is written, so a refused push leaves no trace.
       const required = parsed.links.filter((l) => l.required);
       const present = await Promise.all(required.map(async (l) => {
-        if (await this.driver.stat(blobKey(l.repository ?? repository, l.digest))) return true;
+        if (await this.holdsBlob(l.repository ?? repository, l.digest)) return true;
         // Copying tools flatten nested indexes into one repository: accept the entry from here.
-        if (l.repository && (await this.driver.stat(blobKey(repository, l.digest)))) {
+        if (l.repository && (await this.holdsBlob(repository, l.digest))) {
           delete l.repository;
           return true;
         }
@@ -374,8 +381,8 @@ export class Registry {
       }));
       if (missing.length) throw OciError.many(400, missing);
       const repo = await this.createRepository(repository);
-      const key = blobKey(repository, digest);
-      if (!(await this.driver.stat(key))) await this.driver.writeAtomic(key, bytes);
+      // Same digest, same bytes: a manifest the index already holds need not be written again.
+      if (!this.metadata.manifest(repo.id, digest)) await this.driver.writeAtomic(blobKey(repository, digest), bytes);
       const record: ManifestRecord = {
         digest, mediaType: parsed.mediaType, size: bytes.length, artifactType: parsed.artifactType ?? null,
         configMediaType: parsed.configMediaType ?? null, subject: parsed.subject ?? null, annotations: parsed.annotations, pushedAt: Date.now(),

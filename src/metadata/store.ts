@@ -86,6 +86,7 @@ export interface MetadataStore {
   pendingRepositories(): RepositoryRecord[];
 
   recordBlob(repoId: number, digest: string, size: number): void;
+  hasBlob(repoId: number, digest: string): boolean;
   forgetBlob(repoId: number, digest: string): void;
   /** A repository other than `excludeRepoId` that holds the blob (for automatic mounts). */
   findBlob(digest: string, excludeRepoId?: number): string | undefined;

@@ -1,6 +1,7 @@
 // Filesystem driver: plain files under one root, temp file + rename for every write, hard links
 // for content shared between repositories, optional fsync for power-loss durability.
-import { createReadStream, createWriteStream, constants as fsConstants } from 'node:fs';
+import { createReadStream, createWriteStream, writeFile as writeFileCallback, constants as fsConstants } from 'node:fs';
+import { promisify } from 'node:util';
 import { mkdir, open, readdir, rename, rm, stat, truncate, unlink, link, copyFile } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -8,6 +9,8 @@ import type { Readable, Writable } from 'node:stream';
 import type { FileInfo, StorageDriver } from './driver.ts';
 
 export const TEMP_FOLDER = '_trellis/tmp';
+
+const writeFileAt = promisify(writeFileCallback);
 
 export class FileSystemDriver implements StorageDriver {
   readonly root: string;
@@ -67,19 +70,14 @@ export class FileSystemDriver implements StorageDriver {
   async writeAtomic(key: string, data: Uint8Array | string): Promise<void> {
     const target = this.path(key);
     const temp = this.tempPath();
-    let handle;
+    // fs.writeFile on a path (no FileHandle object) is the cheapest async write for small files.
+    const write = () => writeFileAt(temp, data, { flush: this.durable });
     try {
-      handle = await open(temp, 'w');
+      await write();
     } catch (err) {
       if (!isMissing(err)) throw err;
       await mkdir(dirname(temp), { recursive: true }); // only the first write after start-up
-      handle = await open(temp, 'w');
-    }
-    try {
-      await handle.writeFile(data);
-      if (this.durable) await handle.sync();
-    } finally {
-      await handle.close();
+      await write();
     }
     try {
       await renameCreatingParent(temp, target);
