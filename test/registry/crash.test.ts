@@ -694,10 +694,10 @@ test('kill -9 while the index.json flush of a repository with 2000+ referrers is
 test('kill -9 the instant index.json is renamed into place, with tag deletes acknowledged while it was written', async (t) => {
   // The journal records which index.json it wrote (its stamp) only after the rename. A kill in
   // between leaves an index.json the journal does not know; on restart it must not bring back
-  // tags whose deletion was acknowledged after that index.json was built. Deletes are sent once
-  // the rewrite's temp file appears (the index is already built then), and the server is killed
-  // when index.json is renamed, if at least one of them was acknowledged. Only index.json
-  // rewrites create temp files during each try: tags point at a manifest already stored.
+  // tags whose deletion was acknowledged after that index.json was built. Each try sends deletes
+  // once the rewrite's temp file appears (the index is already built then) and kills the server
+  // the moment index.json is renamed, if at least one delete was acknowledged by then. Only
+  // index.json rewrites create temp files during the tries: tags point at a stored manifest.
   const attempts = Math.max(3, Math.ceil(ROUNDS / 2));
   const dataDir = await mkdtemp(join(tmpdir(), 'trellis-crash-rename-'));
   const repo = 'race/tags';
@@ -716,6 +716,12 @@ test('kill -9 the instant index.json is renamed into place, with tag deletes ack
     await eachLimit(Array.from({ length: 800 }, (_, i) => makeReferrer(subject.descriptor, { artifactType: ARTIFACT_TYPES[i % 3]!, annotations: { n: String(i) } })), 16, async (r) => {
       assert.equal((await pushManifest(base0, repo, r.digest, r.bytes)).status, 201);
     });
+    // Wait for the rewrite that lists them (it also writes the subject's referrers index blob):
+    // from then on, only index.json rewrites create temp files.
+    for (const deadline = Date.now() + 30_000; ; await sleep(50)) {
+      if ((await readIndex(dataDir, repo)).manifests.filter((e) => e.annotations?.[CONTAINERD_SUBJECT]).length >= 800) break;
+      assert.ok(Date.now() < deadline, 'the 800 referrers did not reach index.json within 30 s');
+    }
 
     // Unexpected answers are collected (a network error after the kill is expected).
     const failures: string[] = [];
