@@ -80,7 +80,7 @@ export class Registry {
       timing: options.flush,
       referrers: options.layoutReferrers,
       runExclusive: (repository, work) => this.indexLock.run(repository, work),
-      beforeWrite: (repository) => this.foldInOutsideEdits(repository),
+      beforeWrite: (repository) => this.syncWithDisk(repository),
       onError: (repository, err) => this.log.error({ err, repository }, 'writing index.json failed; will retry on the next change'),
     });
   }
@@ -124,10 +124,24 @@ export class Registry {
   }
 
   private async adopt(name: string): Promise<void> {
-    const repo = this.metadata.ensureRepository(name);
+    this.metadata.ensureRepository(name);
+    await this.indexLock.run(name, () => this.syncWithDisk(name));
+  }
+
+  /**
+   * Brings the index in line with `index.json` on disk. Caller holds the index lock. The file is
+   * Trellis's own when its identity is the one recorded, or the one noted for a write a crash
+   * interrupted after its rename; anything else is another tool's edit and is merged.
+   */
+  private async syncWithDisk(name: string): Promise<void> {
+    const repo = this.metadata.repository(name);
     const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
-    if (info && stampOf(info) === repo.indexStamp) return;
-    await this.indexLock.run(name, () => this.importLayout(name));
+    if (!info) return;
+    const stamp = stampOf(info);
+    if (repo && stamp === repo.indexStamp) return;
+    if (repo?.pendingIndex && stamp === repo.pendingIndex.stamp) return this.metadata.markFlushed(repo.id, repo.pendingIndex.gen, stamp);
+    if (repo) this.log.info({ repository: name }, 'index.json was changed by another tool; re-reading it');
+    await this.importLayout(name);
   }
 
   /** Merges what the layout on disk says into the index. Caller holds the index lock. */
@@ -149,15 +163,6 @@ export class Registry {
     }
   }
 
-  /** Before rewriting `index.json`, merge edits another tool made since Trellis last wrote it. */
-  private async foldInOutsideEdits(name: string): Promise<void> {
-    const repo = this.metadata.repository(name);
-    const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
-    if (!repo || !info || stampOf(info) === repo.indexStamp) return;
-    this.log.info({ repository: name }, 'index.json was changed by another tool; re-reading it');
-    await this.importLayout(name);
-  }
-
   /** The repository's record, after noticing (at most once per interval) outside edits. */
   async repository(name: string): Promise<RepositoryRecord | undefined> {
     const now = Date.now();
@@ -169,11 +174,7 @@ export class Registry {
       if (!repo && !(info && (await this.driver.stat(layoutKey(name, LAYOUT_FILE))))) return undefined;
       this.lastLayoutCheck.set(name, now);
       if (info && (!repo || stampOf(info) !== repo.indexStamp)) {
-        await this.indexLock.run(name, async () => {
-          const current = this.metadata.repository(name);
-          const latest = await this.driver.stat(layoutKey(name, INDEX_FILE));
-          if (latest && (!current || stampOf(latest) !== current.indexStamp)) await this.importLayout(name);
-        });
+        await this.indexLock.run(name, () => this.syncWithDisk(name));
         const after = this.metadata.repository(name);
         if (after && after.gen > after.flushedGen) this.layout.changed(name);
       }

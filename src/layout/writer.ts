@@ -108,9 +108,13 @@ export class LayoutWriter {
       const replaced = this.referrerOptions.fallbackTags ? await this.writeReferrerIndexes(repo) : [];
       const body = buildIndexJson(this.metadata, repo, this.referrerOptions);
       const key = layoutKey(repository, INDEX_FILE);
-      await this.driver.writeAtomic(key, body);
-      const info = await this.driver.stat(key);
-      this.metadata.markFlushed(repo.id, repo.gen, info ? stampOf(info) : '');
+      let stamp = '';
+      // Noted before the rename: a crash right after it must not make the file look like another tool's.
+      await this.driver.writeAtomic(key, body, (info) => {
+        stamp = stampOf(info);
+        this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
+      });
+      this.metadata.markFlushed(repo.id, repo.gen, stamp);
       // Only now that index.json no longer names them may these files go.
       for (const digest of [...replaced, ...this.metadata.takePendingUnlinks(repo.id, repo.gen)]) await this.driver.remove(blobKey(repository, digest));
       this.lastCostMs.set(repository, performance.now() - started);

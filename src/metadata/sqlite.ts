@@ -11,7 +11,10 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS repos (
   id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,
   gen INTEGER NOT NULL DEFAULT 0, flushed_gen INTEGER NOT NULL DEFAULT 0,
-  index_stamp TEXT, layout_extras TEXT NOT NULL DEFAULT '{}');
+  index_stamp TEXT, layout_extras TEXT NOT NULL DEFAULT '{}',
+  -- an index.json being written: if a crash comes after its rename, finding this identity on
+  -- disk tells Trellis the file is its own (showing changes up to pending_gen), not an outside edit
+  pending_stamp TEXT, pending_gen INTEGER);
 CREATE TABLE IF NOT EXISTS blobs (
   repo_id INTEGER NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
   PRIMARY KEY (repo_id, digest)) WITHOUT ROWID;
@@ -72,6 +75,8 @@ interface RepoRow {
   flushed_gen: number;
   index_stamp: string | null;
   layout_extras: string;
+  pending_stamp: string | null;
+  pending_gen: number | null;
 }
 
 const MANIFEST_COLUMNS = 'm.id, m.digest, m.media_type, m.size, m.artifact_type, m.config_media_type, m.subject, m.annotations, m.pushed_at';
@@ -88,6 +93,7 @@ function toRepository(row: RepoRow): RepositoryRecord {
   return {
     id: row.id, name: row.name, gen: row.gen, flushedGen: row.flushed_gen, indexStamp: row.index_stamp,
     layoutExtras: JSON.parse(row.layout_extras) as LayoutExtras,
+    pendingIndex: row.pending_stamp === null ? null : { stamp: row.pending_stamp, gen: row.pending_gen ?? 0 },
   };
 }
 
@@ -343,8 +349,12 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
+  notePendingIndex(repoId: number, gen: number, stamp: string): void {
+    this.sql('UPDATE repos SET pending_stamp = ?, pending_gen = ? WHERE id = ?').run(stamp, gen, repoId);
+  }
+
   markFlushed(repoId: number, gen: number, indexStamp: string): void {
-    this.sql('UPDATE repos SET flushed_gen = MAX(flushed_gen, ?), index_stamp = ? WHERE id = ?').run(gen, indexStamp, repoId);
+    this.sql('UPDATE repos SET flushed_gen = MAX(flushed_gen, ?), index_stamp = ?, pending_stamp = NULL, pending_gen = NULL WHERE id = ?').run(gen, indexStamp, repoId);
   }
 
   mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): void {

@@ -12,6 +12,8 @@ export interface RepositoryRecord {
   indexStamp: string | null;
   /** Parts of `index.json` Trellis keeps verbatim: foreign entries and top-level annotations. */
   layoutExtras: LayoutExtras;
+  /** The `index.json` Trellis is writing (identity and the change it shows), until it is recorded. */
+  pendingIndex: { stamp: string; gen: number } | null;
 }
 
 export interface LayoutExtras {
@@ -117,6 +119,8 @@ export interface MetadataStore {
 
   /** Everything `index.json` must list: tagged entries by tag, then untagged ones in push order. */
   layoutEntries(repoId: number): { tagged: TaggedManifest[]; untagged: ManifestRecord[] };
+  /** Notes the identity of an `index.json` about to replace the current one. */
+  notePendingIndex(repoId: number, gen: number, stamp: string): void;
   markFlushed(repoId: number, gen: number, indexStamp: string): void;
   /** Subjects whose referrers changed since their layout referrers index was last written. */
   dirtySubjects(repoId: number): { subject: string; marked: number }[];

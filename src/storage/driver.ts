@@ -14,8 +14,11 @@ export interface StorageDriver {
   readStream(key: string, range?: { start: number; end: number }): Readable;
   /** Reads a whole small file; undefined if absent; throws if larger than maxBytes. */
   readFile(key: string, maxBytes: number): Promise<Buffer | undefined>;
-  /** Replaces a file so readers see the old or the new content, never a mix. */
-  writeAtomic(key: string, data: Uint8Array | string): Promise<void>;
+  /**
+   * Replaces a file so readers see the old or the new content, never a mix. `beforeCommit` sees
+   * the new file (identity included: the move keeps it) just before it replaces the old one.
+   */
+  writeAtomic(key: string, data: Uint8Array | string, beforeCommit?: (info: FileInfo) => void | Promise<void>): Promise<void>;
   /** Opens a file for appending (created if absent). */
   appendStream(key: string): Writable;
   truncate(key: string, size: number): Promise<void>;

@@ -67,7 +67,7 @@ export class FileSystemDriver implements StorageDriver {
     return this.path(`${TEMP_FOLDER}/${randomBytes(12).toString('hex')}`);
   }
 
-  async writeAtomic(key: string, data: Uint8Array | string): Promise<void> {
+  async writeAtomic(key: string, data: Uint8Array | string, beforeCommit?: (info: FileInfo) => void | Promise<void>): Promise<void> {
     const target = this.path(key);
     const temp = this.tempPath();
     // fs.writeFile on a path (no FileHandle object) is the cheapest async write for small files.
@@ -80,6 +80,10 @@ export class FileSystemDriver implements StorageDriver {
       await write();
     }
     try {
+      if (beforeCommit) {
+        const info = await stat(temp, { bigint: true });
+        await beforeCommit({ size: Number(info.size), mtimeNs: info.mtimeNs, ino: Number(info.ino) });
+      }
       await renameCreatingParent(temp, target);
     } catch (err) {
       await rm(temp, { force: true });
