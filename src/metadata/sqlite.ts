@@ -48,6 +48,10 @@ CREATE INDEX IF NOT EXISTS annotations_by_key ON annotations (key, value);
 CREATE TABLE IF NOT EXISTS layout_referrer_indexes (
   repo_id INTEGER NOT NULL, subject TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
   PRIMARY KEY (repo_id, subject)) WITHOUT ROWID;
+-- Tags deleted at change gen, kept until index.json shows it, so that merging an outside edit
+-- made on an older index.json cannot bring them back.
+CREATE TABLE IF NOT EXISTS deleted_tags (
+  repo_id INTEGER NOT NULL, name TEXT NOT NULL, gen INTEGER NOT NULL, PRIMARY KEY (repo_id, name)) WITHOUT ROWID;
 -- Manifest files to remove once index.json no longer lists them (the rewrite after change gen).
 CREATE TABLE IF NOT EXISTS pending_unlinks (
   repo_id INTEGER NOT NULL, digest TEXT NOT NULL, gen INTEGER NOT NULL, PRIMARY KEY (repo_id, digest)) WITHOUT ROWID;
@@ -215,26 +219,38 @@ export class SqliteMetadataStore implements MetadataStore {
       this.insertManifest(repoId, record, links);
       this.recordAttestations(repoId, links);
       const tag = this.sql('INSERT OR REPLACE INTO tags (repo_id, name, digest, gen) VALUES (?, ?, ?, ?)');
-      for (const name of tags) tag.run(repoId, name, record.digest, gen);
+      const revived = this.sql('DELETE FROM deleted_tags WHERE repo_id = ? AND name = ?');
+      for (const name of tags) {
+        tag.run(repoId, name, record.digest, gen);
+        revived.run(repoId, name);
+      }
     });
   }
 
-  private removeManifestRows(repoId: number, digest: string): boolean {
+  private tombstone(repoId: number, names: string[], gen: number): void {
+    const insert = this.sql('INSERT OR REPLACE INTO deleted_tags (repo_id, name, gen) VALUES (?, ?, ?)');
+    for (const name of names) insert.run(repoId, name, gen);
+  }
+
+  /** Removes a manifest's rows; its tags get tombstones at `gen` when one is given. */
+  private removeManifestRows(repoId: number, digest: string, gen?: number): boolean {
     const row = this.sql('DELETE FROM manifests WHERE repo_id = ? AND digest = ? RETURNING id, subject').get(repoId, digest) as { id: number; subject: string | null } | undefined;
     if (!row) return false;
     if (row.subject) this.markDirty(repoId, row.subject);
     this.sql('DELETE FROM annotations WHERE manifest_id = ?').run(row.id);
     this.sql('DELETE FROM edges WHERE repo_id = ? AND parent = ?').run(repoId, digest);
-    this.sql('DELETE FROM tags WHERE repo_id = ? AND digest = ?').run(repoId, digest);
+    const tags = this.sql('DELETE FROM tags WHERE repo_id = ? AND digest = ? RETURNING name').all(repoId, digest) as { name: string }[];
+    if (gen !== undefined) this.tombstone(repoId, tags.map((t) => t.name), gen);
     this.forgetBlob(repoId, digest);
     return true;
   }
 
   deleteManifests(repoId: number, digests: string[]): string[] {
     return this.transaction(() => {
-      const removed = digests.filter((digest) => this.removeManifestRows(repoId, digest));
-      if (!removed.length) return removed;
+      const present = this.sql('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?');
+      if (!digests.some((digest) => present.get(repoId, digest))) return [];
       const gen = this.bumpGen(repoId);
+      const removed = digests.filter((digest) => this.removeManifestRows(repoId, digest, gen));
       const pending = this.sql('INSERT OR REPLACE INTO pending_unlinks (repo_id, digest, gen) VALUES (?, ?, ?)');
       for (const digest of removed) pending.run(repoId, digest, gen);
       return removed;
@@ -283,7 +299,7 @@ export class SqliteMetadataStore implements MetadataStore {
   deleteTag(repoId: number, tag: string): boolean {
     return this.transaction(() => {
       const removed = this.sql('DELETE FROM tags WHERE repo_id = ? AND name = ?').run(repoId, tag).changes > 0;
-      if (removed) this.bumpGen(repoId);
+      if (removed) this.tombstone(repoId, [tag], this.bumpGen(repoId));
       return removed;
     });
   }
@@ -355,6 +371,7 @@ export class SqliteMetadataStore implements MetadataStore {
 
   markFlushed(repoId: number, gen: number, indexStamp: string): void {
     this.sql('UPDATE repos SET flushed_gen = MAX(flushed_gen, ?), index_stamp = ?, pending_stamp = NULL, pending_gen = NULL WHERE id = ?').run(gen, indexStamp, repoId);
+    this.sql('DELETE FROM deleted_tags WHERE repo_id = ? AND gen <= ?').run(repoId, gen);
   }
 
   mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): void {
@@ -369,7 +386,9 @@ export class SqliteMetadataStore implements MetadataStore {
         if (!snapshot.tags.has(t.name) && t.gen <= repo.flushed_gen) this.sql('DELETE FROM tags WHERE repo_id = ? AND name = ?').run(repoId, t.name);
       }
       const upsert = this.sql('INSERT OR REPLACE INTO tags (repo_id, name, digest, gen) VALUES (?, ?, ?, ?)');
+      const deletedSince = new Set((this.sql('SELECT name FROM deleted_tags WHERE repo_id = ? AND gen > ?').all(repoId, repo.flushed_gen) as { name: string }[]).map((t) => t.name));
       for (const [name, digest] of snapshot.tags) {
+        if (deletedSince.has(name)) continue; // deleted here after the file was written
         const mine = localByName.get(name);
         if (!mine || (mine.gen <= repo.flushed_gen && mine.digest !== digest)) upsert.run(repoId, name, digest, repo.flushed_gen);
       }
