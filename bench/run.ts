@@ -4,6 +4,12 @@
 //   BENCH_REFERRERS=10000 npm run bench   # quicker
 //   BENCH_ONLY=throughput npm run bench   # one section: throughput | manifests | referrers
 //
+// Other knobs (all optional): BENCH_TARGETS=trellis|distribution, BENCH_MANIFESTS (2000),
+// BENCH_BLOB_MIB (100), BENCH_BLOB_RUNS (3), BENCH_CONCURRENCY (8), BENCH_REFERRER_WINDOW (1000),
+// BENCH_*_TIME_LIMIT_S, BENCH_WAIT_IDLE_S (wait for an idle machine before each section),
+// BENCH_CPU_PROF=DIR (Trellis runs under node --cpu-prof; summarize with bench/profile-summary.ts),
+// BENCH_TRELLIS_NODE_FLAGS, BENCH_TMPDIR, BENCH_DISTRIBUTION. docs/benchmarks.md lists them all.
+//
 // Every server is a separate process on a fresh temp data directory and a free 127.0.0.1 port;
 // each section starts its own servers, so the peak RSS read at its end belongs to that section.
 // Results: a markdown table on stdout and in bench/results/latest.md, then the raw JSON (also in
@@ -15,7 +21,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  DISTRIBUTION_BIN, NODE_BIN_DIR, ROOT, killAll, readCpuSeconds, readMemory, startDistribution, startSink, startTrellis, tail,
+  DISTRIBUTION_BIN, NODE_BIN_DIR, ROOT, killAll, readCpuSeconds, readMemory, removeOnSignal, startDistribution, startSink, startTrellis, tail,
   type MemoryFigures, type ServerHandle, type StartOptions,
 } from './lib/servers.ts';
 import {
@@ -530,6 +536,7 @@ async function main(): Promise<number> {
   await mkdir(LOG_DIR, { recursive: true });
   if (settings.cpuProfDir) await mkdir(settings.cpuProfDir, { recursive: true });
   const work = await mkdtemp(join(settings.tmpRoot, 'trellis-bench-'));
+  removeOnSignal(work);
   const results: BenchResults = {
     startedAt: new Date(started).toISOString(), machine: machineInfo(), settings, errors: [], load: {}, trellisLogWarnings: [],
   };

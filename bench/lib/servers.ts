@@ -1,7 +1,7 @@
 // Starts and stops the registries under test as separate processes, each on a fresh temp data
 // directory and a free 127.0.0.1 port, and reads their memory figures from /proc.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -51,6 +51,13 @@ export function readCpuSeconds(pid: number | 'self', withReapedChildren = false)
 const CLOCK_TICKS = 100;
 
 const live = new Set<ChildProcess>();
+const scratch = new Set<string>();
+
+/** A folder to remove if the harness is interrupted (Ctrl-C, SIGTERM). */
+export function removeOnSignal(dir: string): void {
+  installExitHooks();
+  scratch.add(dir);
+}
 
 /** Kills every server still running; safe to call from an exit handler (synchronous). */
 export function killAll(): void {
@@ -72,6 +79,7 @@ function installExitHooks(): void {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.once(signal, () => {
       killAll();
+      for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
       process.exit(130);
     });
   }
