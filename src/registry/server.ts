@@ -75,8 +75,11 @@ export function createRegistryServer(deps: ServerDependencies): Server {
       () => deps.log.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: +(performance.now() - started).toFixed(2) }, 'request'),
       (err: unknown) => {
         if (res.headersSent) {
-          // The body was already streaming; all that is left is to cut the connection.
-          deps.log.warn({ err, method: req.method, path: url.pathname }, 'response failed after headers were sent');
+          // The body was already streaming; all that is left is to cut the connection. A client
+          // that hung up is ordinary, not worth a warning.
+          const code = (err as NodeJS.ErrnoException).code ?? '';
+          const level = ['ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE'].includes(code) ? 'debug' : 'warn';
+          deps.log[level]({ err, method: req.method, path: url.pathname }, 'response failed after headers were sent');
           res.destroy();
           return;
         }

@@ -11,6 +11,8 @@ import type { FileInfo, StorageDriver } from './driver.ts';
 export const TEMP_FOLDER = '_trellis/tmp';
 
 const writeFileAt = promisify(writeFileCallback);
+/** Chunk size for streaming blobs: 1 MiB reads take 16× fewer calls than the 64 KiB default. */
+const STREAM_CHUNK = 1 << 20;
 
 export class FileSystemDriver implements StorageDriver {
   readonly root: string;
@@ -43,7 +45,7 @@ export class FileSystemDriver implements StorageDriver {
   }
 
   readStream(key: string, range?: { start: number; end: number }): Readable {
-    return createReadStream(this.path(key), range ? { start: range.start, end: range.end } : {});
+    return createReadStream(this.path(key), { highWaterMark: STREAM_CHUNK, ...(range ? { start: range.start, end: range.end } : {}) });
   }
 
   async readFile(key: string, maxBytes: number): Promise<Buffer | undefined> {
@@ -93,7 +95,9 @@ export class FileSystemDriver implements StorageDriver {
   }
 
   appendStream(key: string): Writable {
-    return createWriteStream(this.path(key), { flags: 'a' });
+    // A deep buffer lets the socket keep reading while a write is in flight (queued chunks go out
+    // together with writev); the default 16 KiB would stall the upload on every write.
+    return createWriteStream(this.path(key), { flags: 'a', highWaterMark: 4 * STREAM_CHUNK });
   }
 
   async truncate(key: string, size: number): Promise<void> {
