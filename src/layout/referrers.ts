@@ -19,8 +19,16 @@ export function fallbackTag(subject: string): string {
   return `${algorithm.slice(0, 32)}-${hex.slice(0, 64)}`.replace(/[^a-zA-Z0-9._-]/g, '-');
 }
 
-/** The referrers answer for one subject, byte-for-byte reproducible (entries sorted by digest). */
-export function referrersIndexBody(referrers: ManifestRecord[]): string {
-  const manifests = [...referrers].sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0)).map(referrerDescriptor);
-  return JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests });
+/**
+ * An image index from descriptors already serialised one by one: big indexes are built a page at
+ * a time so that writing them never holds the event loop for long.
+ */
+export function indexJsonFromParts(parts: string[], annotations?: Record<string, string>): string {
+  const tail = annotations ? `,"annotations":${JSON.stringify(annotations)}` : '';
+  return `{"schemaVersion":2,"mediaType":"${OCI_INDEX}","manifests":[${parts.join(',')}]${tail}}`;
+}
+
+/** A referrers index entry, exactly as the referrers API lists it. */
+export function referrerEntryJson(record: ManifestRecord): string {
+  return JSON.stringify(referrerDescriptor(record));
 }

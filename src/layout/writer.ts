@@ -8,7 +8,7 @@ import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { digestOf } from '../oci/digest.ts';
 import { CONTAINERD_SUBJECT, INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
 import { stampOf } from './reader.ts';
-import { OLAREG_REFERRERS_SUBJECT, TRELLIS_REFERRERS_SUBJECT, fallbackTag, referrersIndexBody } from './referrers.ts';
+import { OLAREG_REFERRERS_SUBJECT, TRELLIS_REFERRERS_SUBJECT, fallbackTag, indexJsonFromParts, referrerEntryJson } from './referrers.ts';
 
 /** Which referrer encodings to write into layouts besides the untagged entries. */
 export interface LayoutReferrerOptions {
@@ -36,24 +36,37 @@ function entryFor(record: ManifestRecord, annotations: Record<string, string>): 
   return d;
 }
 
-/** The whole `index.json` for a repository, from the metadata index. */
-export function buildIndexJson(metadata: MetadataStore, repo: RepositoryRecord, referrerOptions: LayoutReferrerOptions): string {
-  const { tagged, untagged } = metadata.layoutEntries(repo.id);
-  const manifests: Descriptor[] = [];
+/** Rows read per query while rebuilding; the event loop runs between pages. */
+const PAGE = 2000;
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** The whole `index.json` for a repository, from the metadata index, built a page at a time. */
+export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRecord, referrerOptions: LayoutReferrerOptions): Promise<string> {
+  const parts: string[] = [];
   const generated = referrerOptions.fallbackTags ? metadata.referrerIndexes(repo.id) : [];
   const generatedTags = new Set(generated.map((r) => fallbackTag(r.subject)));
   // A fallback tag an old client pushed gives way to the generated one, which lists every referrer.
-  for (const m of tagged) if (!generatedTags.has(m.tag)) manifests.push(entryFor(m, { [REF_NAME]: m.tag }));
-  for (const m of untagged) manifests.push(entryFor(m, m.subject ? { [CONTAINERD_SUBJECT]: m.subject } : {}));
+  for (let after = ''; ;) {
+    const page = metadata.taggedEntries(repo.id, { after, limit: PAGE });
+    for (const m of page) if (!generatedTags.has(m.tag)) parts.push(JSON.stringify(entryFor(m, { [REF_NAME]: m.tag })));
+    if (page.length < PAGE) break;
+    after = page[page.length - 1]!.tag;
+    await yieldToEventLoop();
+  }
+  for (let afterId = 0; ;) {
+    const page = metadata.untaggedEntries(repo.id, afterId, PAGE);
+    for (const m of page) parts.push(JSON.stringify(entryFor(m, m.subject ? { [CONTAINERD_SUBJECT]: m.subject } : {})));
+    if (page.length < PAGE) break;
+    afterId = page[page.length - 1]!.id;
+    await yieldToEventLoop();
+  }
   for (const r of generated) {
     const annotations: Record<string, string> = { [REF_NAME]: fallbackTag(r.subject), [TRELLIS_REFERRERS_SUBJECT]: r.subject };
     if (referrerOptions.olaregAnnotations) annotations[OLAREG_REFERRERS_SUBJECT] = r.subject;
-    manifests.push({ mediaType: OCI_INDEX, digest: r.digest, size: r.size, annotations });
+    parts.push(JSON.stringify({ mediaType: OCI_INDEX, digest: r.digest, size: r.size, annotations }));
   }
-  manifests.push(...(repo.layoutExtras.foreignEntries ?? []));
-  const index: Record<string, unknown> = { schemaVersion: 2, mediaType: OCI_INDEX, manifests };
-  if (repo.layoutExtras.annotations) index.annotations = repo.layoutExtras.annotations;
-  return JSON.stringify(index);
+  for (const entry of repo.layoutExtras.foreignEntries ?? []) parts.push(JSON.stringify(entry));
+  return indexJsonFromParts(parts, repo.layoutExtras.annotations);
 }
 
 export class LayoutWriter {
@@ -106,7 +119,7 @@ export class LayoutWriter {
       if (!repo || repo.gen <= repo.flushedGen) return;
       const started = performance.now();
       const replaced = this.referrerOptions.fallbackTags ? await this.writeReferrerIndexes(repo) : [];
-      const body = buildIndexJson(this.metadata, repo, this.referrerOptions);
+      const body = await buildIndexJson(this.metadata, repo, this.referrerOptions);
       const key = layoutKey(repository, INDEX_FILE);
       let stamp = '';
       // Noted before the rename: a crash right after it must not make the file look like another tool's.
@@ -129,10 +142,18 @@ export class LayoutWriter {
     const previous = new Map(this.metadata.referrerIndexes(repo.id).map((r) => [r.subject, r.digest]));
     const replaced: string[] = [];
     for (const { subject, marked } of this.metadata.dirtySubjects(repo.id)) {
-      const referrers = this.metadata.referrers(repo.id, subject, { limit: Number.MAX_SAFE_INTEGER });
+      const parts: string[] = [];
+      for (let after = ''; ;) {
+        const page = this.metadata.referrers(repo.id, subject, { after, limit: PAGE });
+        for (const record of page) parts.push(referrerEntryJson(record));
+        if (page.length < PAGE) break;
+        after = page[page.length - 1]!.digest;
+        await yieldToEventLoop();
+      }
       let written: { digest: string; size: number } | null = null;
-      if (referrers.length) {
-        const body = Buffer.from(referrersIndexBody(referrers));
+      if (parts.length) {
+        // Digest order (the query's) makes the bytes, and so the fallback tag's digest, reproducible.
+        const body = Buffer.from(indexJsonFromParts(parts));
         written = { digest: digestOf(body), size: body.length };
         const key = blobKey(repo.name, written.digest);
         if (!(await this.driver.stat(key))) await this.driver.writeAtomic(key, body);

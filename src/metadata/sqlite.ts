@@ -326,19 +326,24 @@ export class SqliteMetadataStore implements MetadataStore {
     return rows.map(toManifest);
   }
 
-  layoutEntries(repoId: number): { tagged: TaggedManifest[]; untagged: ManifestRecord[] } {
+  taggedEntries(repoId: number, page: PageRequest): TaggedManifest[] {
     // index.json needs no annotations of the manifests, so they are not read (or parsed) here.
     const columns = MANIFEST_COLUMNS.replace('m.annotations', "'{}' AS annotations");
-    const tagged = (this.sql(`SELECT ${columns}, t.name AS tag FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
-      WHERE t.repo_id = ? ORDER BY t.name`).all(repoId) as unknown as ManifestRow[]).map((row) => ({ ...toManifest(row), tag: row.tag! }));
+    return (this.sql(`SELECT ${columns}, t.name AS tag FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+      WHERE t.repo_id = ? AND t.name > ? ORDER BY t.name LIMIT ?`).all(repoId, page.after ?? '', page.limit) as unknown as ManifestRow[])
+      .map((row) => ({ ...toManifest(row), tag: row.tag! }));
+  }
+
+  untaggedEntries(repoId: number, afterId: number, limit: number): (ManifestRecord & { id: number })[] {
+    const columns = MANIFEST_COLUMNS.replace('m.annotations', "'{}' AS annotations");
     // Untagged entries keep every manifest reachable for other tools: referrers always, and any
     // manifest that neither a tag nor a parent index in this repository leads to.
-    const untagged = (this.sql(`SELECT ${columns} FROM manifests m WHERE m.repo_id = ? AND (m.subject IS NOT NULL OR (
+    return (this.sql(`SELECT ${columns} FROM manifests m WHERE m.repo_id = ? AND m.id > ? AND (m.subject IS NOT NULL OR (
         NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AND
         NOT EXISTS (SELECT 1 FROM edges e WHERE e.repo_id = m.repo_id AND e.child = m.digest AND e.kind = 'manifest' AND e.child_repo = '')))
-      ORDER BY m.id`).all(repoId) as unknown as ManifestRow[]).map(toManifest);
-    return { tagged, untagged };
+      ORDER BY m.id LIMIT ?`).all(repoId, afterId, limit) as unknown as ManifestRow[]).map((row) => ({ ...toManifest(row), id: row.id }));
   }
+
 
   /** Each mark is newer than the last, so a writer clears only the marks it has seen. */
   private markDirty(repoId: number, subject: string): void {

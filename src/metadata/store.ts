@@ -117,8 +117,10 @@ export interface MetadataStore {
   /** Manifests whose subject is `subject`; with includeAttestations also BuildKit attestations of it. */
   referrers(repoId: number, subject: string, filter: { artifactTypes?: string[]; includeAttestations?: boolean } & PageRequest): ManifestRecord[];
 
-  /** Everything `index.json` must list: tagged entries by tag, then untagged ones in push order. */
-  layoutEntries(repoId: number): { tagged: TaggedManifest[]; untagged: ManifestRecord[] };
+  /** `index.json`'s tagged entries, a page at a time in tag order. */
+  taggedEntries(repoId: number, page: PageRequest): TaggedManifest[];
+  /** `index.json`'s untagged entries (referrers, and manifests nothing here reaches), in push order. */
+  untaggedEntries(repoId: number, afterId: number, limit: number): (ManifestRecord & { id: number })[];
   /** Notes the identity of an `index.json` about to replace the current one. */
   notePendingIndex(repoId: number, gen: number, stamp: string): void;
   markFlushed(repoId: number, gen: number, indexStamp: string): void;
