@@ -55,7 +55,7 @@ export const DEFAULT_SETTINGS: Settings = {
   maxUploadSessions: 1000,
   fsync: false,
   indexFlushMinMs: 50,
-  indexFlushMaxMs: 5000,
+  indexFlushMaxMs: 60_000,
   indexFlushCostFactor: 10,
   layoutCheckIntervalMs: 1000,
   maxListPage: 1000,
