@@ -31,6 +31,8 @@ CREATE INDEX IF NOT EXISTS manifests_by_attests ON manifests (repo_id, attests, 
 CREATE TABLE IF NOT EXISTS tags (
   repo_id INTEGER NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL, gen INTEGER NOT NULL,
   PRIMARY KEY (repo_id, name)) WITHOUT ROWID;
+-- Without statistics SQLite would answer "tags of this digest" by scanning the repository's tags
+-- through the primary key; queries by digest name this index (INDEXED BY).
 CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (repo_id, digest);
 -- child_repo is '' when the child is in the same repository, else the descendant repository
 -- an index entry names (nested namespaces).
@@ -240,7 +242,7 @@ export class SqliteMetadataStore implements MetadataStore {
     if (row.subject) this.markDirty(repoId, row.subject);
     this.sql('DELETE FROM annotations WHERE manifest_id = ?').run(row.id);
     this.sql('DELETE FROM edges WHERE repo_id = ? AND parent = ?').run(repoId, digest);
-    const tags = this.sql('DELETE FROM tags WHERE repo_id = ? AND digest = ? RETURNING name').all(repoId, digest) as { name: string }[];
+    const tags = this.sql('DELETE FROM tags INDEXED BY tags_by_digest WHERE repo_id = ? AND digest = ? RETURNING name').all(repoId, digest) as { name: string }[];
     if (gen !== undefined) this.tombstone(repoId, tags.map((t) => t.name), gen);
     this.forgetBlob(repoId, digest);
     return true;
@@ -340,7 +342,7 @@ export class SqliteMetadataStore implements MetadataStore {
     // Untagged entries keep every manifest reachable for other tools: referrers always, and any
     // manifest that neither a tag nor a parent index in this repository leads to.
     return (this.sql(`SELECT ${columns} FROM manifests m WHERE m.repo_id = ? AND m.id > ? AND (m.subject IS NOT NULL OR (
-        NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AND
+        NOT EXISTS (SELECT 1 FROM tags t INDEXED BY tags_by_digest WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AND
         NOT EXISTS (SELECT 1 FROM edges e WHERE e.repo_id = m.repo_id AND e.child = m.digest AND e.kind = 'manifest' AND e.child_repo = '')))
       ORDER BY m.id LIMIT ?`).all(repoId, afterId, limit) as unknown as ManifestRow[]).map((row) => ({ ...toManifest(row), id: row.id }));
   }
@@ -431,12 +433,12 @@ export class SqliteMetadataStore implements MetadataStore {
   stillUnreachable(repoId: number, digest: string, pushedBefore: number): boolean {
     const repo = this.sql('SELECT name FROM repos WHERE id = ?').get(repoId) as { name: string };
     const row = this.sql(`SELECT 1 FROM manifests m WHERE m.repo_id = $repo AND m.digest = $digest AND m.pushed_at < $cutoff
-        AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = $repo AND t.digest = $digest)
+        AND NOT EXISTS (SELECT 1 FROM tags t INDEXED BY tags_by_digest WHERE t.repo_id = $repo AND t.digest = $digest)
         AND NOT EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
           WHERE e.repo_id = $repo AND e.child = $digest AND e.kind = 'manifest' AND e.child_repo = '')
         AND NOT EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
           WHERE e.child_repo = $name AND e.child_repo <> '' AND e.child = $digest AND e.kind = 'manifest')
-        AND NOT (m.subject IS NOT NULL AND EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = $repo AND t.digest = m.subject))`)
+        AND NOT (m.subject IS NOT NULL AND EXISTS (SELECT 1 FROM tags t INDEXED BY tags_by_digest WHERE t.repo_id = $repo AND t.digest = m.subject))`)
       .get({ $repo: repoId, $digest: digest, $cutoff: pushedBefore, $name: repo.name });
     return row !== undefined;
   }
