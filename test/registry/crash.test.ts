@@ -527,6 +527,15 @@ async function checkWithPeers(t: TestContext, dataDir: string, model: Model): Pr
 }
 
 /** Removes the data directory, or keeps it for inspection when the test failed. */
+/** After a test: the server (if still up) is killed, and the data is removed unless the test failed. */
+async function killAndCleanUp(t: TestContext, server: Server | undefined, dataDir: string, passed: boolean): Promise<void> {
+  if (server) {
+    server.child.kill('SIGKILL');
+    await server.exited;
+  }
+  await cleanUp(t, dataDir, passed);
+}
+
 async function cleanUp(t: TestContext, dataDir: string, passed: boolean): Promise<void> {
   if (passed || process.env.CI === 'true') await rm(dataDir, { recursive: true, force: true });
   else t.diagnostic(`data directory kept for inspection: ${dataDir}`);
@@ -585,11 +594,7 @@ test(`kill -9 mid-traffic (${ROUNDS} rounds, ${PUSHERS} pushers) loses no acknow
     t.diagnostic(`${model.total()} operations acknowledged over ${ROUNDS} kills in ${((performance.now() - started) / 1000).toFixed(1)} s: ${JSON.stringify(model.counts)}; fsck: ${summary}`);
     passed = true;
   } finally {
-    if (server) {
-      server.child.kill('SIGKILL');
-      await server.exited;
-    }
-    await cleanUp(t, dataDir, passed);
+    await killAndCleanUp(t, server, dataDir, passed);
   }
 });
 
@@ -683,11 +688,7 @@ test('kill -9 while the index.json flush of a repository with 2000+ referrers is
     t.diagnostic(`${acked.size} referrers acknowledged, all listed after 2 kills, in ${((performance.now() - started) / 1000).toFixed(1)} s`);
     passed = true;
   } finally {
-    if (server) {
-      server.child.kill('SIGKILL');
-      await server.exited;
-    }
-    await cleanUp(t, dataDir, passed);
+    await killAndCleanUp(t, server, dataDir, passed);
   }
 });
 
@@ -817,11 +818,7 @@ test('kill -9 the instant index.json is renamed into place, with tag deletes ack
     t.diagnostic(`${kills} kills at the rename of index.json, ${raced} deletes acknowledged during those rewrites`);
     passed = true;
   } finally {
-    if (server) {
-      server.child.kill('SIGKILL');
-      await server.exited;
-    }
-    await cleanUp(t, dataDir, passed);
+    await killAndCleanUp(t, server, dataDir, passed);
   }
 });
 
@@ -890,10 +887,6 @@ test('kill -9 while a new repository is being created, then a read before its fi
     t.diagnostic(`${kills} kills during repository creation`);
     passed = true;
   } finally {
-    if (server) {
-      server.child.kill('SIGKILL');
-      await server.exited;
-    }
-    await cleanUp(t, dataDir, passed);
+    await killAndCleanUp(t, server, dataDir, passed);
   }
 });
