@@ -157,8 +157,4 @@ export class Uploads {
       if (info && now - Number(info.mtimeNs / 1_000_000n) > this.limits.timeoutMs) await this.driver.remove(`${UPLOADS_FOLDER}/${entry.name}`);
     }
   }
-
-  openSessions(): number {
-    return this.sessions.size;
-  }
 }

@@ -172,8 +172,4 @@ export class LayoutWriter {
     this.timers.clear();
     for (const repo of this.metadata.pendingRepositories()) await this.flush(repo.name);
   }
-
-  pending(): number {
-    return this.timers.size;
-  }
 }

@@ -6,7 +6,6 @@ export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+
 export const DOCKER_MANIFEST_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
 export const DOCKER_SCHEMA1 = ['application/vnd.docker.distribution.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v1+prettyjws'];
 export const OCI_EMPTY = 'application/vnd.oci.empty.v1+json';
-export const OCI_LAYOUT_HEADER = 'application/vnd.oci.layout.header.v1+json';
 
 export const MANIFEST_TYPES: ReadonlySet<string> = new Set([OCI_MANIFEST, OCI_INDEX, OCI_ARTIFACT_MANIFEST, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST]);
 export const INDEX_TYPES: ReadonlySet<string> = new Set([OCI_INDEX, DOCKER_MANIFEST_LIST]);

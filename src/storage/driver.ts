@@ -29,6 +29,4 @@ export interface StorageDriver {
   remove(key: string): Promise<boolean>;
   /** Names directly inside a folder, with whether each is a folder. */
   list(key: string): Promise<{ name: string; dir: boolean }[]>;
-  /** Makes a file durable where the configuration promises it (fsync). */
-  sync(key: string): Promise<void>;
 }

@@ -158,9 +158,6 @@ export class FileSystemDriver implements StorageDriver {
     }
   }
 
-  async sync(key: string): Promise<void> {
-    if (this.durable) await fsyncPath(this.path(key));
-  }
 
   /** Removes temp files left by a crash; called once at start-up before serving. */
   async clearTemp(): Promise<void> {
