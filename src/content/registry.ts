@@ -235,7 +235,10 @@ export class Registry {
   /** Moves a verified upload into the repository's layout. */
   async storeBlob(repository: string, fromKey: string, digest: string, size: number): Promise<void> {
     const repo = await this.createRepository(repository);
-    await this.driver.commit(fromKey, blobKey(repository, digest));
+    // Content another repository already holds is linked, not stored again.
+    const holder = this.metadata.findBlob(digest, repo.id);
+    if (holder && (await this.driver.share(blobKey(holder, digest), blobKey(repository, digest)))) await this.driver.remove(fromKey);
+    else await this.driver.commit(fromKey, blobKey(repository, digest));
     this.metadata.recordBlob(repo.id, digest, size);
   }
 

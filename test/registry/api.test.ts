@@ -149,6 +149,9 @@ describe('blob uploads', () => {
     const a = await stat(join(reg.dataDir, 'mount/source/blobs/sha256', hex));
     const b = await stat(join(reg.dataDir, 'mount/target/blobs/sha256', hex));
     assert.equal(a.ino, b.ino, 'mounted blobs are hard links, stored once');
+    const uploadedAgain = await pushBlob('mount/uploaded', 'shared content');
+    const c = await stat(join(reg.dataDir, 'mount/uploaded/blobs/sha256', uploadedAgain.slice(7)));
+    assert.equal(c.ino, a.ino, 'the same content uploaded to another repository is linked too');
     res = await call('POST', `/v2/mount/target/blobs/uploads/?mount=${sha256('never pushed')}&from=mount/source`);
     assert.equal(res.status, 202);
     assert.match(res.headers.get('location')!, /^\/v2\/mount\/target\/blobs\/uploads\//);
