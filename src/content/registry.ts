@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { FileSystemDriver } from '../storage/filesystem.ts';
 import type { FileInfo } from '../storage/driver.ts';
 import { SqliteMetadataStore } from '../metadata/sqlite.ts';
-import type { ManifestRecord, MetadataStore, PageRequest, RepositoryRecord } from '../metadata/store.ts';
+import { manifestRecord, type ManifestRecord, type MetadataStore, type PageRequest, type RepositoryRecord } from '../metadata/store.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
 import { findLayouts } from '../layout/discover.ts';
 import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
@@ -328,18 +328,11 @@ export class Registry {
 
   /** A manifest another tool put into `blobs/` without listing it: served if it parses. */
   private async readUnindexedManifest(key: string, digest: string): Promise<ManifestRecord | undefined> {
-    const info = await this.driver.stat(key);
-    if (!info || info.size > this.options.maxManifestBytes) return undefined;
-    const bytes = await this.driver.readFile(key, this.options.maxManifestBytes);
-    if (!bytes) return undefined;
     try {
-      const parsed = parseManifest(bytes);
-      return {
-        digest, mediaType: parsed.mediaType, size: bytes.length, artifactType: parsed.artifactType ?? null,
-        configMediaType: parsed.configMediaType ?? null, subject: parsed.subject ?? null, annotations: parsed.annotations, pushedAt: Number(info.mtimeNs / 1_000_000n),
-      };
+      const bytes = await this.driver.readFile(key, this.options.maxManifestBytes);
+      return bytes && manifestRecord(digest, parseManifest(bytes), bytes.length);
     } catch {
-      return undefined;
+      return undefined; // absent, too large for a manifest, or not one
     }
   }
 
@@ -387,11 +380,7 @@ export class Registry {
       const repo = await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
       if (!this.metadata.manifest(repo.id, digest)) await this.driver.writeAtomic(blobKey(repository, digest), bytes);
-      const record: ManifestRecord = {
-        digest, mediaType: parsed.mediaType, size: bytes.length, artifactType: parsed.artifactType ?? null,
-        configMediaType: parsed.configMediaType ?? null, subject: parsed.subject ?? null, annotations: parsed.annotations, pushedAt: Date.now(),
-      };
-      this.metadata.putManifest(repo.id, record, parsed.links, tags);
+      this.metadata.putManifest(repo.id, manifestRecord(digest, parsed, bytes.length), parsed.links, tags);
     });
     this.layout.changed(repository);
     return parsed.subject ? { digest, subject: parsed.subject, tags } : { digest, tags };
@@ -463,10 +452,7 @@ export class Registry {
         }
         if (!manifest.subject) continue;
         resolveNestedLinks(manifest.links, repo.name);
-        this.metadata.putManifest(repo.id, {
-          digest: parsed.digest, mediaType: manifest.mediaType, size: bytes.length, artifactType: manifest.artifactType ?? null,
-          configMediaType: manifest.configMediaType ?? null, subject: manifest.subject, annotations: manifest.annotations, pushedAt: Date.now(),
-        }, manifest.links, []);
+        this.metadata.putManifest(repo.id, manifestRecord(parsed.digest, manifest, bytes.length), manifest.links, []);
         adopted++;
       }
     }

@@ -6,7 +6,7 @@ import { isValidDigest } from '../oci/digest.ts';
 import { isValidTag } from '../oci/names.ts';
 import { MANIFEST_TYPES } from '../oci/mediatypes.ts';
 import { ManifestInvalid, parseDescriptor, parseManifest, type Descriptor } from '../oci/manifest.ts';
-import type { LayoutSnapshot, ManifestRecord } from '../metadata/store.ts';
+import { manifestRecord, type LayoutSnapshot } from '../metadata/store.ts';
 import { INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
 import { DERIVED_REFERRER_KEYS } from './referrers.ts';
@@ -115,11 +115,7 @@ async function readManifest(driver: StorageDriver, repository: string, descripto
   try {
     const parsed = parseManifest(bytes, known ? descriptor.mediaType : undefined);
     for (const text of resolveNestedLinks(parsed.links, repository)) problems.push(`${repository}: manifest ${descriptor.digest}: ${text}`);
-    const record: ManifestRecord = {
-      digest: descriptor.digest, mediaType: parsed.mediaType, size: bytes.length, artifactType: parsed.artifactType ?? null,
-      configMediaType: parsed.configMediaType ?? null, subject: parsed.subject ?? null, annotations: parsed.annotations, pushedAt: Date.now(),
-    };
-    return { record, links: parsed.links };
+    return { record: manifestRecord(descriptor.digest, parsed, bytes.length), links: parsed.links };
   } catch (err) {
     if (!(err instanceof ManifestInvalid)) throw err;
     if (known) problems.push(`${repository}: manifest ${descriptor.digest}: ${err.message}`);

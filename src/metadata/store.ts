@@ -1,7 +1,7 @@
 // The metadata index: repositories, tags, manifests, blobs, annotations and every edge, derived
 // from the layouts. It is also the journal of index changes not yet written to `index.json`:
 // each repository counts its changes (`gen`) and remembers the last one flushed (`flushedGen`).
-import type { Descriptor, LinkKind, ManifestLink } from '../oci/manifest.ts';
+import type { Descriptor, LinkKind, ManifestLink, ParsedManifest } from '../oci/manifest.ts';
 
 export interface RepositoryRecord {
   id: number;
@@ -30,6 +30,14 @@ export interface ManifestRecord {
   subject: string | null;
   annotations: Record<string, string>;
   pushedAt: number;
+}
+
+/** The index row for a parsed manifest of `size` bytes stored under `digest`. */
+export function manifestRecord(digest: string, parsed: ParsedManifest, size: number, pushedAt = Date.now()): ManifestRecord {
+  return {
+    digest, mediaType: parsed.mediaType, size, artifactType: parsed.artifactType ?? null, configMediaType: parsed.configMediaType ?? null,
+    subject: parsed.subject ?? null, annotations: parsed.annotations, pushedAt,
+  };
 }
 
 export interface TaggedManifest extends ManifestRecord {
