@@ -12,6 +12,17 @@ export interface ApiLimits {
   maxReferrersBytes: number;
 }
 
+/**
+ * What the caller may see. Listings, queries and searches drop repositories `canPull` refuses
+ * before they paginate, so no page, count or cursor reveals them. Without access control every
+ * repository is visible.
+ */
+export interface AccessView {
+  canPull(repository: string): boolean;
+}
+
+export const ALLOW_ALL: AccessView = { canPull: () => true };
+
 export interface ApiContext {
   req: IncomingMessage;
   res: ServerResponse;
@@ -21,6 +32,9 @@ export interface ApiContext {
   uploads: Uploads;
   limits: ApiLimits;
   log: Logger;
+  access: AccessView;
+  /** Who is asking, for rate limits: the authenticated identity, else the client address. */
+  client: string;
 }
 
 export type Handler = (ctx: ApiContext, name: string, arg: string) => Promise<void>;

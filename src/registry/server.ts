@@ -6,7 +6,7 @@ import type { Uploads } from '../content/uploads.ts';
 import { requireRepositoryName } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
 import { sendError, sendJson } from './http.ts';
-import type { ApiContext, ApiLimits, Handler } from './context.ts';
+import { ALLOW_ALL, type ApiContext, type ApiLimits, type Handler } from './context.ts';
 import { cancelUpload, deleteBlob, getBlob, patchUpload, putUpload, startUpload, uploadStatus } from './blobs.ts';
 import { deleteManifest, getManifest, putManifest } from './manifests.ts';
 import { catalog, discoverExtensions, listTags, referrers } from './listing.ts';
@@ -69,7 +69,7 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     // Once shutdown has begun, tell keep-alive clients to go away after this answer.
     if (!server.listening) res.setHeader('Connection', 'close');
     const head = req.method === 'HEAD';
-    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log };
+    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, access: ALLOW_ALL, client: req.socket.remoteAddress ?? 'unknown' };
     const started = performance.now();
     dispatch(ctx).then(
       () => deps.log.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: +(performance.now() - started).toFixed(2) }, 'request'),
