@@ -39,6 +39,7 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 
 function withCommon(command: Command, options: { output?: string[] } = {}): Command {
   command.option('--plain-http', 'use http:// instead of https:// (the default for localhost and 127.0.0.1)');
+  command.option('--no-plain-http', 'use https:// even for localhost and 127.0.0.1');
   if (options.output) command.addOption(new Option('-o, --output <format>', 'output format').choices(options.output).default(options.output[0]));
   command.option('-q, --quiet', 'print only what scripts need (no progress, no notes)');
   return command;
@@ -260,14 +261,10 @@ export function registerClientCommands(program: Command): void {
         const options: Parameters<typeof copyRepository>[4] = { referrers: flags.recursive ?? false, concurrency: flags.concurrency };
         if (progress) options.progress = progress;
         if (from.reference) options.references = [from.reference];
+        else if (to.reference) throw new UsageError('copy every tag of a repository to a repository, not to a tag (or name a source tag)');
+        if (dst.tag) options.destinationTag = dst.tag;
         if (abort) options.abortAfterBlobs = Number(abort);
         report = await copyRepository(from.store, to.store, from.repository, to.repository, options);
-        if (to.reference && to.reference !== from.reference) {
-          const manifest = await from.store.manifest(from.repository, from.reference ?? to.reference);
-          if (!manifest) throw new CopyFailed(`${srcText} has no tag ${to.reference}`);
-          await to.store.putManifest(to.repository, to.reference, manifest.bytes, manifest.mediaType);
-          report.tags++;
-        }
       } finally {
         progress?.stop();
         await from.close(false);

@@ -103,7 +103,7 @@ export function parseRegistryReference(text: string, what = 'reference'): Regist
 /** The base URL: plain HTTP when asked, and by default for localhost and 127.0.0.1. */
 export function baseUrl(host: string, flags: ConnectionFlags): string {
   if (/^https?:\/\//.test(host)) return host;
-  return `${flags.plainHttp || LOCAL_HOSTS.test(host) ? 'http' : 'https'}://${host}`;
+  return `${flags.plainHttp ?? LOCAL_HOSTS.test(host) ? 'http' : 'https'}://${host}`;
 }
 
 export function connect(host: string, flags: ConnectionFlags): HttpRegistry {

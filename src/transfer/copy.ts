@@ -34,6 +34,8 @@ export interface CopyOptions {
   progress?: CopyProgress;
   /** Tags or digests to copy instead of every tag; tags are re-tagged at the destination. */
   references?: string[];
+  /** With one reference: the tag to give it at the destination (default: the same tag, none for a digest). */
+  destinationTag?: string;
   /** Stop with an error after this many blobs were sent (tests simulate an interruption with it). */
   abortAfterBlobs?: number;
 }
@@ -153,8 +155,9 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
   if (!options.references && references.length === 0) throw new CopyFailed(`${from} has no tags`);
   for (const reference of references) {
     const manifest = await copyManifest(from, to, reference);
-    if (!reference.includes(':')) {
-      await sink.putManifest(to, reference, manifest.bytes, manifest.mediaType);
+    const tag = options.destinationTag ?? (reference.includes(':') ? undefined : reference);
+    if (tag) {
+      await sink.putManifest(to, tag, manifest.bytes, manifest.mediaType);
       report.tags++;
     }
   }

@@ -112,7 +112,9 @@ export class HttpRegistry implements ContentSource, ContentSink {
       } catch (err) {
         const method = init.method ?? 'GET';
         if (isTlsError(err) && url.startsWith('https:')) {
-          throw new RegistryRequestFailed(`${method} ${url}: TLS handshake failed (${(err as { cause?: Error }).cause?.message ?? (err as Error).message}); if ${this.host} serves plain HTTP, add --plain-http`, 'tls');
+          const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+          const reason = cause?.code ?? /[a-z ]*wrong version number|[^:\n]*$/i.exec(cause?.message ?? '')?.[0] ?? (err as Error).message;
+          throw new RegistryRequestFailed(`${method} ${url}: TLS handshake failed (${reason.trim()}); if ${this.host} serves plain HTTP, add --plain-http`, 'tls');
         }
         throw new RegistryRequestFailed(`${method} ${url}: ${(err as { cause?: Error }).cause?.message ?? (err as Error).message}`, 'network');
       }
