@@ -6,7 +6,7 @@
 import { Transform, type Readable } from 'node:stream';
 import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
-import type { ContentSink, ContentSource, FetchedManifest } from './store.ts';
+import { ChildrenMissing, type ContentSink, type ContentSource, type FetchedManifest } from './store.ts';
 
 export interface CopyReport {
   manifests: number;
@@ -135,7 +135,15 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
         await copyBlob(src, dst, link.digest, link.size);
       }
     }));
-    await sink.putManifest(dst, manifest.digest, manifest.bytes, manifest.mediaType);
+    try {
+      await sink.putManifest(dst, manifest.digest, manifest.bytes, manifest.mediaType);
+    } catch (err) {
+      const nested = parsed.links.filter((l) => l.kind === 'manifest' && l.repository);
+      if (!(err instanceof ChildrenMissing) || nested.length === 0) throw err;
+      // The destination wants every entry in the index's own repository: put the nested ones there too.
+      await Promise.all(nested.map((link) => copyManifest(link.repository!, dst, link.digest)));
+      await sink.putManifest(dst, manifest.digest, manifest.bytes, manifest.mediaType);
+    }
     report.manifests++;
     if (options.referrers) {
       const referrers = await source.referrers(src, manifest.digest);

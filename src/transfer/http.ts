@@ -7,7 +7,7 @@ import { digestOf } from '../oci/digest.ts';
 import { INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, bareMediaType } from '../oci/mediatypes.ts';
 import { fallbackTag } from '../layout/referrers.ts';
 import type { Credentials } from './auth.ts';
-import type { ContentSink, ContentSource, FetchedManifest } from './store.ts';
+import { ChildrenMissing, type ContentSink, type ContentSource, type FetchedManifest } from './store.ts';
 
 const ACCEPT = [...MANIFEST_TYPES].join(', ');
 
@@ -146,7 +146,7 @@ export class HttpRegistry implements ContentSource, ContentSink {
     }
     if (res.status === 403) throw new RegistryRequestFailed(`${what}: 403 denied${message ? ` (${message})` : ''}; the account logged in to ${this.host} lacks permission`, 'denied', 403);
     if (res.status === 404) throw new RegistryRequestFailed(`${what}: not found${message ? ` (${message})` : ''}`, 'not-found', 404);
-    throw new RegistryRequestFailed(`${what}: ${res.status} ${message || res.statusText}`, res.status === 400 ? 'invalid' : 'other', res.status);
+    throw new RegistryRequestFailed(`${what}: ${res.status} ${message || res.statusText}`, 'other', res.status);
   }
 
   /** Follows `Link: <…>; rel="next"` pages. */
@@ -321,6 +321,11 @@ export class HttpRegistry implements ContentSource, ContentSink {
 
   private async putManifestRaw(repository: string, reference: string, bytes: Buffer, mediaType: string): Promise<Response> {
     const res = await this.request(`/v2/${repository}/manifests/${reference}`, { method: 'PUT', body: bytes, headers: { 'Content-Type': mediaType } }, pushScope(repository));
+    if (res.status === 400 && INDEX_TYPES.has(mediaType)) {
+      const text = await res.text();
+      if (/MANIFEST_BLOB_UNKNOWN|MANIFEST_UNKNOWN/.test(text)) throw new ChildrenMissing(`${repository}:${reference}: ${text.slice(0, 200)}`);
+      throw new RegistryRequestFailed(`pushing manifest ${repository}:${reference}: 400 ${text.slice(0, 300)}`, 'other', 400);
+    }
     if (res.status !== 201) await this.fail(res, `pushing manifest ${repository}:${reference}`);
     await res.arrayBuffer();
     return res;

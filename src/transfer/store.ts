@@ -21,3 +21,9 @@ export interface ContentSink {
   putBlob(repository: string, digest: string, size: number, stream: Readable): Promise<void>;
   putManifest(repository: string, reference: string, bytes: Buffer, mediaType: string): Promise<void>;
 }
+
+/**
+ * A sink refused an index because entries it lists are not in the same repository (registries
+ * that do not know nested namespaces). The copy then also puts those entries there and retries.
+ */
+export class ChildrenMissing extends Error {}
