@@ -133,7 +133,7 @@ export function registerClientCommands(program: Command): void {
   const push = withCommon(program.command('push'), { output: ['text', 'json'] })
     .description('push files as an artifact (an OCI image manifest with an artifactType, one layer per file)')
     .argument('<reference>', '<registry>/<repository>[:tag]')
-    .argument('<file...>', 'files, each as path[:mediaType]')
+    .argument('[file...]', 'files, each as path[:mediaType]')
     .option('--artifact-type <type>', 'the artifact type', DEFAULT_ARTIFACT_TYPE)
     .option('-a, --annotation <key=value>', 'manifest annotation (repeatable)', collect)
     .option('--layer-media-type <type>', 'media type of files given without one', DEFAULT_LAYER_TYPE)
