@@ -296,6 +296,7 @@ export function registerClientCommands(program: Command): void {
       let list = await reg.tagList(ref.repository);
       if (!list) notFound(`repository ${ref.host}/${ref.repository}`);
       if (!flags.all) list = list.filter((t) => !/^(sha256|sha512)-[0-9a-f]{64}$/.test(t));
+      list.sort(); // registries differ in order; the output does not
       if (flags.output === 'json') return printJson({ repository: `${ref.host}/${ref.repository}`, tags: list });
       if (list.length) console.log(list.join('\n'));
     });
