@@ -4,6 +4,8 @@ import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
 import { nextLink, pageParams, send, sendJson, type Headers } from './http.ts';
 import type { ApiContext } from './context.ts';
+import { queriedReferrers } from './query.ts';
+import { hasQuery } from '../query/language.ts';
 
 /** Lists a page, fetching one extra item to learn whether a `Link` to the next page is due. */
 function paged<T>(ctx: ApiContext, path: string, fetch: (page: { after?: string; limit: number }) => T[] | Promise<T[]>, key: (item: T) => string) {
@@ -33,6 +35,7 @@ export async function catalog(ctx: ApiContext): Promise<void> {
 }
 
 export async function referrers(ctx: ApiContext, name: string, reference: string): Promise<void> {
+  if (hasQuery(ctx.url.searchParams)) return queriedReferrers(ctx, name, reference);
   const { digest } = requireDigest(reference);
   const query = ctx.url.searchParams;
   const artifactTypes = query.getAll('artifactType').filter(Boolean);
@@ -80,6 +83,18 @@ export function discoverExtensions(ctx: ApiContext): void {
         description: 'Artifact graph: what a manifest references (down) and what references it (up), across nested namespaces; see docs/api.md',
         url: 'docs/api.md#artifact-graph',
         endpoints: ['_trellis/graph'],
+      },
+      {
+        name: '_oci/references',
+        description: 'Registry-wide referrers filtered by q_<attribute>__<comparison>=<value> queries (after Proposal F); the same q_ filters work on /v2/<name>/referrers/<digest>; see docs/query.md',
+        url: 'docs/query.md',
+        endpoints: ['_oci/references'],
+      },
+      {
+        name: '_trellis/search',
+        description: 'Registry-wide search over every manifest and its tags with the same q_ language, sort and order; see docs/query.md',
+        url: 'docs/query.md#search',
+        endpoints: ['_trellis/search'],
       },
     ],
   }, {}, ctx.head);
