@@ -224,7 +224,7 @@ export class Registry {
     return this.metadata.repository(name)!;
   }
 
-  repositories(page: PageRequest): string[] {
+  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): string[] {
     return this.metadata.repositories(page);
   }
 

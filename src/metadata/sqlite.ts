@@ -180,8 +180,12 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.repository(name)!;
   }
 
-  repositories(page: PageRequest): string[] {
-    const rows = this.sql('SELECT name FROM repos WHERE name > ? ORDER BY name LIMIT ?').all(page.after ?? '', page.limit) as { name: string }[];
+  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): string[] {
+    const namespace = page.namespace ?? '';
+    // Names are ASCII, so every name under the namespace sorts below namespace + U+FFFF.
+    const rows = this.sql(`SELECT name FROM repos WHERE name > ? AND name >= ? AND name < ?
+      ${page.childrenOnly ? 'AND instr(substr(name, ?), \'/\') = 0' : 'AND ? > 0'} ORDER BY name LIMIT ?`)
+      .all(page.after ?? '', namespace, `${namespace}\uffff`, namespace.length + 1, page.limit) as { name: string }[];
     return rows.map((r) => r.name);
   }
 

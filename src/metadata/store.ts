@@ -96,7 +96,8 @@ export interface MetadataStore {
   readonly needsRebuild: boolean;
   repository(name: string): RepositoryRecord | undefined;
   ensureRepository(name: string): RepositoryRecord;
-  repositories(page: PageRequest): string[];
+  /** Repository names in order; under a namespace (`team/`) only, and only its direct children if asked. */
+  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): string[];
   allRepositories(): RepositoryRecord[];
   /** Repositories whose journal holds changes `index.json` does not show yet. */
   pendingRepositories(): RepositoryRecord[];

@@ -194,3 +194,24 @@ test('queries are rate limited per client: 429 TOOMANYREQUESTS with Retry-After'
     await limited.dispose();
   }
 });
+
+test('the catalog lists a namespace: the whole subtree, or only its direct children, paginated', async () => {
+  for (const name of ['ns/ko-build/a', 'ns/ko-build/b/deep', 'ns/ko-build/c', 'ns/ko-buildx', 'ns/other']) {
+    assert.equal((await pushBuilt(reg.url, name, 'v1', makeImage())).status, 201);
+  }
+  const list = async (query: string) => {
+    const names: string[] = [];
+    let url: string | undefined = `/v2/_catalog?${query}`;
+    while (url) {
+      const answer = await get(url);
+      assert.equal(answer.status, 200);
+      names.push(...answer.json.repositories);
+      const link = answer.headers.get('link');
+      url = link ? /<([^>]+)>/.exec(link)![1] : undefined;
+    }
+    return names;
+  };
+  assert.deepEqual(await list('prefix=ns/ko-build&n=1'), ['ns/ko-build/a', 'ns/ko-build/b/deep', 'ns/ko-build/c']);
+  assert.deepEqual(await list('prefix=ns/ko-build/&children=true&n=1'), ['ns/ko-build/a', 'ns/ko-build/c']);
+  assert.equal((await get('/v2/_catalog?prefix=../etc')).status, 400);
+});
