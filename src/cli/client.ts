@@ -13,7 +13,7 @@ import {
 } from './target.ts';
 import { humanBytes, note, printJson, progressBars, table, type OutputFlags } from './output.ts';
 import { DEFAULT_ARTIFACT_TYPE, DEFAULT_LAYER_TYPE, parseAnnotations, parseFileSpec, pullArtifact, pushArtifact } from './artifacts.ts';
-import { localMatcher, parseFilters, type Filter } from './filters.ts';
+import { filterLocally, filterParams, parseFilters, unapplied, type Filter } from './filters.ts';
 
 type Flags = ConnectionFlags & OutputFlags;
 
@@ -75,9 +75,9 @@ async function discoverTree(reg: HttpRegistry, repository: string, digest: strin
   const { manifests, applied } = await reg.referrersFiltered(repository, digest, query);
   let list = manifests;
   if (options.artifactType && !applied.includes('artifactType')) list = list.filter((d) => d.artifactType === options.artifactType);
-  const unapplied = options.filters.filter((f) => !applied.includes(f.name));
-  if (options.filters.length) state.filteredBy = unapplied.length && state.filteredBy !== 'client' ? 'client' : (state.filteredBy ?? 'server');
-  if (unapplied.length) list = list.filter(localMatcher(unapplied));
+  const left = unapplied(options.filters, applied);
+  if (options.filters.length) state.filteredBy = left.length ? 'client' : (state.filteredBy ?? 'server');
+  list = await filterLocally(reg, repository, list, left);
   const nodes: ReferrerNode[] = [];
   for (const d of list) nodes.push({ ...d, referrers: await discoverTree(reg, repository, d.digest, { ...options, depth: options.depth - 1 }, state) });
   return nodes;
@@ -309,7 +309,7 @@ export function registerClientCommands(program: Command): void {
     .action(async (text: string, flags: Flags & { prefix?: string }) => {
       const host = parseHost(text);
       const prefix = flags.prefix?.replace(/\/+$/, '');
-      const list = (await connect(host, flags).repositories()).filter((r) => !prefix || r === prefix || r.startsWith(`${prefix}/`));
+      const list = (await connect(host, flags).repositories(prefix)).filter((r) => !prefix || r === prefix || r.startsWith(`${prefix}/`));
       if (flags.output === 'json') return printJson({ registry: host, repositories: list });
       if (list.length) console.log(list.join('\n'));
     });
@@ -423,8 +423,9 @@ async function extensions(reg: HttpRegistry): Promise<Set<string>> {
   return found;
 }
 
+/** Whether the discovery answer lists an endpoint (given as `_trellis/search`, with or without /v2/). */
 function offers(found: Set<string>, endpoint: string): boolean {
-  return [...found].some((e) => e.includes(endpoint));
+  return [...found].some((e) => e.replace(/^\/?(v2\/)?/, '') === endpoint);
 }
 
 async function pagedJson<T>(reg: HttpRegistry, path: string, pick: (body: T) => unknown[]): Promise<unknown[]> {
@@ -441,19 +442,25 @@ function registerQueryCommands(program: Command): void {
     .description('find manifests with q_ filters: registry-wide on Trellis, or among the referrers of a subject on any registry (filtered here when the registry cannot)')
     .argument('<target>', 'a registry host (search everything), or a subject reference (search its referrers)')
     .argument('[filter...]', 'q_<attribute>[__<key>]__<cmp>=<value>; cmp is contains, notcontains, eq, ne, gt, lt, gte, lte or exists')
-    .option('--sort <field>', 'sort order the registry supports (registry-wide search only)')
+    .option('--referrers', 'registry-wide: search referrers only (/v2/_oci/references) instead of every manifest')
+    .option('--sort <field>', 'registry-wide: sort by an attribute path, or created, version, pushed')
+    .option('--order <order>', 'registry-wide: asc or desc')
     .option('-n, --limit <n>', 'stop after this many results', (v) => Number.parseInt(v, 10))
-    .action(async (target: string, filterText: string[], flags: Flags & { sort?: string; limit?: number }) => {
+    .action(async (target: string, filterText: string[], flags: Flags & { sort?: string; order?: string; limit?: number; referrers?: boolean }) => {
       const filters = parseFilters(filterText);
-      const params = new URLSearchParams(filters.map((f): [string, string] => [f.name, f.value]));
+      const params = filterParams(filters);
       if (!target.includes('/')) {
         const host = parseHost(target);
         const reg = connect(host, flags);
-        if (!offers(await extensions(reg), '/v2/_trellis/search')) {
-          throw new UsageError(`${host} has no registry-wide search; give a subject (e.g. ${host}/<repository>:<tag>) to filter its referrers instead`);
+        const endpoint = flags.referrers ? '_oci/references' : '_trellis/search';
+        if (!offers(await extensions(reg), endpoint)) {
+          throw new UsageError(`${host} has no registry-wide search (${endpoint}); give a subject (e.g. ${host}/<repository>:<tag>) to filter its referrers instead`);
         }
         if (flags.sort) params.set('sort', flags.sort);
-        let results = await pagedJson<{ results?: unknown[] }>(reg, `/v2/_trellis/search?${params}`, (b) => b.results ?? []);
+        if (flags.order) params.set('order', flags.order);
+        let results = flags.referrers
+          ? await pagedJson<{ manifests?: unknown[] }>(reg, `/v2/_oci/references?${params}`, (b) => b.manifests ?? [])
+          : await pagedJson<{ results?: unknown[] }>(reg, `/v2/_trellis/search?${params}`, (b) => b.results ?? []);
         if (flags.limit) results = results.slice(0, flags.limit);
         if (flags.output === 'json') return printJson({ registry: host, results, filteredBy: 'server' });
         const rows = (results as { repository: string; digest: string; artifactType?: string; tags?: string[] }[]).map((r) => [r.repository, r.digest, r.artifactType ?? '', (r.tags ?? []).join(',')]);
@@ -463,23 +470,24 @@ function registerQueryCommands(program: Command): void {
       const reg = connect(ref.host, flags);
       const { descriptor } = await resolveDescriptor(reg, ref);
       const { manifests, applied } = await reg.referrersFiltered(ref.repository, descriptor.digest, params);
-      const unapplied = filters.filter((f) => !applied.includes(f.name));
-      let results = unapplied.length ? manifests.filter(localMatcher(unapplied)) : manifests;
-      const filteredBy = filters.length === 0 ? null : unapplied.length ? 'client' : 'server';
+      const left = unapplied(filters, applied);
+      let results = await filterLocally(reg, ref.repository, manifests, left);
+      const filteredBy = filters.length === 0 ? null : left.length ? 'client' : 'server';
       if (filteredBy === 'client') note(flags, `note: ${ref.host} did not apply the q_ filters; they were applied here, to the full referrers list`);
       if (flags.limit) results = results.slice(0, flags.limit);
       if (flags.output === 'json') return printJson({ subject: { reference: `${ref.host}/${ref.repository}@${descriptor.digest}`, ...descriptor }, results, filteredBy });
       console.log(table(results.map((r) => [r.digest, r.artifactType ?? '', String(r.size), Object.entries(r.annotations ?? {}).map(([k, v]) => `${k}=${v}`).join(' ')]), ['DIGEST', 'ARTIFACT TYPE', 'SIZE', 'ANNOTATIONS']));
     });
   examples(query, [
-    'trellis query localhost:5000 q_artifactType__eq=application/spdx+json',
+    'trellis query localhost:5000 q_annotations__org.opencontainers.image.version__gt=2.3 --sort version',
+    'trellis query localhost:5000 --referrers q_artifacttype__eq=application/spdx+json -o json',
     'trellis query localhost:5000/app:v1 q_annotations__kind__eq=sbom -o json      # referrers of app:v1',
   ]);
 
   const components = program.command('components').description('software components a Trellis registry knows (list, versions, show)');
   const needComponents = async (host: string, flags: Flags) => {
     const reg = connect(host, flags);
-    if (!offers(await extensions(reg), '/v2/_trellis/components')) throw new UsageError(`${host} does not offer the components extension (Trellis only)`);
+    if (!offers(await extensions(reg), '_trellis/components')) throw new UsageError(`${host} does not offer the components extension (Trellis only)`);
     return reg;
   };
   const list = withCommon(components.command('list'), { output: ['table', 'json'] })
@@ -488,7 +496,7 @@ function registerQueryCommands(program: Command): void {
     .argument('[filter...]', 'q_ filters')
     .action(async (text: string, filterText: string[], flags: Flags) => {
       const host = parseHost(text);
-      const params = new URLSearchParams(parseFilters(filterText).map((f): [string, string] => [f.name, f.value]));
+      const params = filterParams(parseFilters(filterText));
       const items = await pagedJson<{ components?: unknown[] }>(await needComponents(host, flags), `/v2/_trellis/components?${params}`, (b) => b.components ?? []);
       if (flags.output === 'json') return printJson({ registry: host, components: items });
       const rows = (items as { name: string; kind?: string; repository?: string; latest?: string; versionCount?: number }[]).map((c) => [c.name, c.kind ?? '', c.repository ?? '', c.latest ?? '', String(c.versionCount ?? '')]);

@@ -185,9 +185,10 @@ export class HttpRegistry implements ContentSource, ContentSink {
     return tags;
   }
 
-  async repositories(): Promise<string[]> {
+  /** The catalog; `prefix` asks registries that can (Trellis) for one subtree, others ignore it. */
+  async repositories(prefix?: string): Promise<string[]> {
     const names: string[] = [];
-    for await (const res of this.pages('/v2/_catalog', 'registry:catalog:*')) {
+    for await (const res of this.pages(`/v2/_catalog${prefix ? `?prefix=${encodeURIComponent(prefix)}` : ''}`, 'registry:catalog:*')) {
       if (!res.ok) await this.fail(res, `listing repositories of ${this.host}`);
       names.push(...(((await res.json()) as { repositories?: string[] | null }).repositories ?? []));
     }

@@ -112,17 +112,20 @@ test('trellis attach is seen by oras discover and regctl artifact list; oras att
   assert.deepEqual(after.referrers.map((r) => r.digest), [orasAttached.digest]);
 });
 
-test('q_ filters: applied by the client when the registry does not, and said so', async () => {
+test('q_ filters: Trellis applies them on the server; query searches the registry', async () => {
   const res = await cli(['discover', `${reg.host}/src/app:v1`, '--filter', 'q_annotations__kind__eq=sbom', '-o', 'json']);
   assert.equal(res.code, 0, res.stderr);
   const out = JSON.parse(res.stdout) as { referrers: { digest: string }[]; filteredBy: string };
-  assert.deepEqual(out.referrers.map((r) => r.digest), [sbom.digest]);
-  assert.ok(['client', 'server'].includes(out.filteredBy));
-  if (out.filteredBy === 'client') assert.match(res.stderr, /applied here/);
-  const q = JSON.parse((await ok('query', `${reg.host}/src/app:v1`, 'q_annotations__kind__eq=sbom', '-o', 'json')).stdout) as { results: { digest: string }[] };
-  assert.deepEqual(q.results.map((r) => r.digest), [sbom.digest]);
-  const bad = await cli(['discover', `${reg.host}/src/app:v1`, '--filter', 'kind=sbom']);
-  assert.equal(bad.code, 2);
+  assert.deepEqual([out.referrers.map((r) => r.digest), out.filteredBy], [[sbom.digest], 'server']);
+  assert.doesNotMatch(res.stderr, /applied here/);
+  const q = JSON.parse((await ok('query', `${reg.host}/src/app:v1`, 'q_layers__mediatype__eq=application/vnd.oci.empty.v1+json', 'q_annotations__kind__ne=sbom', '-o', 'json')).stdout) as { results: { digest: string }[]; filteredBy: string };
+  assert.deepEqual([q.results.map((r) => r.digest), q.filteredBy], [[], 'server'], 'the scan referrer has a file layer; sbom is excluded');
+  const wide = JSON.parse((await ok('query', reg.host, 'q_annotations__kind__eq=sig', '-o', 'json')).stdout) as { results: { repository: string; digest: string }[] };
+  assert.deepEqual(wide.results.map((r) => [r.repository, r.digest]), [['src/app', sig.digest]]);
+  const refs = JSON.parse((await ok('query', reg.host, '--referrers', 'q_artifacttype__eq=application/vnd.example.sbom', '-o', 'json')).stdout) as { results: { repository: string; digest: string }[] };
+  assert.ok(refs.results.some((r) => r.repository === 'src/app' && r.digest === sbom.digest));
+  assert.equal((await cli(['discover', `${reg.host}/src/app:v1`, '--filter', 'kind=sbom'])).code, 2);
+  assert.equal((await cli(['query', reg.host, 'q_size__gt=big'])).code, 2, 'malformed filters are refused before sending');
 });
 
 test('copy an index with referrers and a nested-namespace member: registry -> layout dir -> tar -> registry, digests unchanged', async () => {

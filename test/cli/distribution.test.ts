@@ -69,6 +69,14 @@ test('copy an index with referrers and a nested-namespace member Trellis -> dist
   for (const subject of [image.digest, sbom.digest, bundle]) assert.ok(tags.includes(fallbackTag(subject)), `fallback tag for ${subject}`);
   assert.deepEqual(await json('tags', `${distHost}/mid/app`), { repository: `${distHost}/mid/app`, tags: ['bundle', 'v1'] });
 
+  // The same filters give the same answer: on the server at Trellis, here for distribution.
+  for (const filters of [['q_annotations__kind__eq=sbom'], ['q_size__gt=100', 'q_config__mediatype__eq=application/vnd.oci.empty.v1+json'], ['q_artifacttype__contains=SIG'], ['q_annotations__kind__exists=false']]) {
+    const onTrellis = await json<{ results: { digest: string }[]; filteredBy: string }>('query', `${trellis.host}/src/app:v1`, ...filters);
+    const onDist = await json<{ results: { digest: string }[]; filteredBy: string }>('query', `${distHost}/mid/app:v1`, ...filters);
+    assert.deepEqual([onTrellis.filteredBy, onDist.filteredBy], ['server', 'client']);
+    assert.deepEqual(onDist.results.map((r) => r.digest).sort(), onTrellis.results.map((r) => r.digest).sort(), filters.join('&'));
+  }
+
   await ok('copy', '-r', `${distHost}/mid/app`, `${trellis.host}/back/app`);
   assert.deepEqual((await listTags(trellis.url, 'back/app')).tags, ['bundle', 'v1'], 'fallback tags are not copied as tags');
   assert.equal((await getManifest(trellis.url, 'back/app', 'v1')).digest, image.digest);
