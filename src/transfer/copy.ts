@@ -3,10 +3,10 @@
 // referrers recursively. Bytes are copied as they are, so every digest stays the same. Blobs go
 // once each, several at a time; what the destination already holds is skipped, which is what
 // makes an interrupted copy resumable.
-import { Transform, type Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
-import { ChildrenMissing, type ContentSink, type ContentSource, type FetchedManifest } from './store.ts';
+import { ChildrenMissing, type BlobStream, type ContentSink, type ContentSource, type FetchedManifest } from './store.ts';
 
 export interface CopyReport {
   manifests: number;
@@ -58,6 +58,26 @@ function limiter(limit: number) {
   };
 }
 
+/** The same bytes, reporting each chunk's length on the way. */
+function counted(stream: BlobStream, advance: (bytes: number) => void): BlobStream {
+  if (!(stream instanceof Readable)) {
+    return stream.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        advance(chunk.byteLength);
+        controller.enqueue(chunk);
+      },
+    }));
+  }
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      advance(chunk.length);
+      done(null, chunk);
+    },
+  });
+  stream.once('error', (err) => counter.destroy(err));
+  return stream.pipe(counter);
+}
+
 export async function copyRepository(source: ContentSource, sink: ContentSink, from: string, to: string, options: CopyOptions): Promise<CopyReport> {
   const report: CopyReport = { manifests: 0, blobs: 0, tags: 0, skippedBlobs: 0, bytes: 0 };
   const manifests = new Map<string, Promise<FetchedManifest>>();
@@ -78,18 +98,7 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
       const size = blob.size || expectedSize;
       const id = `${dst}@${digest}`;
       options.progress?.start(id, size);
-      let stream: Readable = blob.stream;
-      if (options.progress) {
-        const progress = options.progress;
-        stream = blob.stream.pipe(new Transform({
-          transform(chunk: Buffer, _encoding, done) {
-            progress.advance(id, chunk.length);
-            done(null, chunk);
-          },
-        }));
-        blob.stream.once('error', (err) => stream.destroy(err));
-      }
-      await sink.putBlob(dst, digest, size, stream);
+      await sink.putBlob(dst, digest, size, options.progress ? counted(blob.stream, (n) => options.progress!.advance(id, n)) : blob.stream);
       options.progress?.finish(id);
       report.blobs++;
       report.bytes += size;
