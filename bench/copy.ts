@@ -71,7 +71,7 @@ interface Tool {
 
 const env = { ...process.env, PATH: `${NODE_BIN_DIR}:${process.env.PATH ?? ''}` };
 const TOOLS: Tool[] = [
-  { name: 'trellis copy -r', command: (src, dst) => [join(NODE_BIN_DIR, 'node'), [join(ROOT, 'src/main.ts'), 'copy', '-r', '-q', src, dst]] },
+  { name: 'trellis copy -r', command: (src, dst) => [join(NODE_BIN_DIR, 'node'), [join(ROOT, 'bin/trellis.mjs'), 'copy', '-r', '-q', src, dst]] },
   { name: 'oras cp -r', command: (src, dst) => [ORAS, ['cp', '-r', '--from-plain-http', '--to-plain-http', src, dst]] },
   { name: 'regctl image copy --referrers', command: (src, dst) => [REGCTL, ['image', 'copy', '--referrers', src, dst]] },
 ];

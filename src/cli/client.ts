@@ -305,11 +305,11 @@ export function registerClientCommands(program: Command): void {
   const repos = withCommon(program.command('repos'), { output: ['text', 'json'] })
     .description('list the repositories of a registry (the _catalog API), optionally under a prefix')
     .argument('<registry>', 'registry host')
-    .option('--prefix <prefix>', 'only repositories equal to or under this prefix (e.g. team/app)')
+    .option('--prefix <namespace>', 'only repositories under this namespace (team/app lists team/app/x, not team/app itself or team/apps)')
     .action(async (text: string, flags: Flags & { prefix?: string }) => {
       const host = parseHost(text);
       const prefix = flags.prefix?.replace(/\/+$/, '');
-      const list = (await connect(host, flags).repositories(prefix)).filter((r) => !prefix || r === prefix || r.startsWith(`${prefix}/`));
+      const list = (await connect(host, flags).repositories(prefix)).filter((r) => !prefix || r.startsWith(`${prefix}/`));
       if (flags.output === 'json') return printJson({ registry: host, repositories: list });
       if (list.length) console.log(list.join('\n'));
     });

@@ -76,6 +76,9 @@ test('401 names the login command; login stores credentials in config.json; the 
   await writeFile(join(dir, 'f.txt'), 'x');
   const push = await trellisCli(['push', `${host}/x:v1`, 'f.txt', '-q'], { env, cwd: dir });
   assert.equal(push.code, 0, push.stderr);
+  const pull = await trellisCli(['pull', `${host}/x:v1`, '-d', 'pulled', '-q'], { env, cwd: dir });
+  assert.equal(pull.code, 0, pull.stderr);
+  assert.equal(await readFile(join(dir, 'pulled/f.txt'), 'utf8'), 'x', 'blob downloads carry the token too');
   const tags = await trellisCli(['tags', `${host}/x`, '-o', 'json'], { env });
   assert.deepEqual(JSON.parse(tags.stdout), { repository: `${host}/x`, tags: ['v1'] });
 

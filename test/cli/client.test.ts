@@ -168,7 +168,8 @@ test('an interrupted copy resumes without sending the finished blobs again (regi
 test('tags, repos, inspect, tag, delete with -o json', async () => {
   assert.deepEqual(await json('tags', `${reg.host}/src/app`), { repository: `${reg.host}/src/app`, tags: ['bundle', 'v1'] });
   const repos = await json<{ registry: string; repositories: string[] }>('repos', reg.host, '--prefix', 'src/app');
-  assert.deepEqual(repos, { registry: reg.host, repositories: ['src/app', 'src/app/api'] });
+  assert.deepEqual(repos, { registry: reg.host, repositories: ['src/app/api'] });
+  assert.deepEqual((await json<{ repositories: string[] }>('repos', reg.host, '--prefix', 'src')).repositories, ['src/app', 'src/app/api']);
   const inspected = await json<{ reference: string; descriptor: { digest: string; mediaType: string; size: number }; manifest: { layers: unknown[] }; config: { os: string } }>('inspect', `${reg.host}/src/app:v1`, '--config');
   assert.deepEqual(Object.keys(inspected).sort(), ['config', 'descriptor', 'manifest', 'reference']);
   assert.equal(inspected.descriptor.digest, image.digest);
@@ -211,7 +212,7 @@ test('every client command has --help with examples; completion scripts name the
   const top = (await ok('--help')).stdout;
   for (const command of ['serve', 'fsck', 'reindex', 'gc', 'layout', 'copy', 'discover']) assert.match(top, new RegExp(`\\n  ${command}`));
   for (const shell of ['bash', 'zsh', 'fish']) assert.match((await ok('completion', shell)).stdout, /discover/);
-  const { stdout } = await run('bash', ['-c', `source <(node ${JSON.stringify(join(import.meta.dirname, '../../src/main.ts'))} completion bash); COMP_WORDS=(trellis disc); COMP_CWORD=1; _trellis; echo "\${COMPREPLY[@]}"`], { env });
+  const { stdout } = await run('bash', ['-c', `source <(node ${JSON.stringify(join(import.meta.dirname, '../../bin/trellis.mjs'))} completion bash); COMP_WORDS=(trellis disc); COMP_CWORD=1; _trellis; echo "\${COMPREPLY[@]}"`], { env });
   assert.equal(stdout.trim(), 'discover');
 });
 

@@ -1,9 +1,9 @@
-// Runs the real `trellis` CLI (node src/main.ts) as a child process and hands back its exit code
+// Runs the real `trellis` CLI (bin/trellis.mjs) as a child process and hands back its exit code
 // and output, so tests can check both what it printed and how it exited.
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 
-export const MAIN = resolve(import.meta.dirname, '../../src/main.ts');
+export const MAIN = resolve(import.meta.dirname, '../../bin/trellis.mjs');
 
 export interface CliResult {
   code: number | null;
