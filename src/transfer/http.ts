@@ -9,6 +9,7 @@ import { digestOf } from '../oci/digest.ts';
 import { INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, bareMediaType } from '../oci/mediatypes.ts';
 import { fallbackTag } from '../layout/referrers.ts';
 import type { Credentials } from './auth.ts';
+import { drain, exchange, type WireResponse } from './wire.ts';
 import { ChildrenMissing, type BlobStream, type ContentSink, type ContentSource, type FetchedManifest } from './store.ts';
 
 const ACCEPT = [...MANIFEST_TYPES].join(', ');
@@ -253,29 +254,54 @@ export class HttpRegistry implements ContentSource, ContentSink {
     return this.fail(new Response(Buffer.concat(chunks), { status: res.statusCode ?? 500, headers }), what);
   }
 
+  /** A wire exchange with the same errors as the other paths. */
+  private async wire(method: string, url: URL, headers: Record<string, string>, body?: Readable): Promise<WireResponse> {
+    try {
+      return await exchange(method, url, headers, body);
+    } catch (err) {
+      if (isTlsError(err) && url.protocol === 'https:') {
+        throw new RegistryRequestFailed(`${method} ${url}: TLS handshake failed (${(err as { code?: string }).code ?? (err as Error).message}); if ${this.host} serves plain HTTP, add --plain-http`, 'tls');
+      }
+      throw new RegistryRequestFailed(`${method} ${url}: ${(err as Error).message}`, 'network');
+    }
+  }
+
+  private async failWire(res: WireResponse, what: string): Promise<never> {
+    const body = await drain(res);
+    return this.fail(new Response(body, { status: res.status, headers: res.headers }), what);
+  }
+
   async blob(repository: string, digest: string): Promise<{ stream: Readable; size: number } | undefined> {
     const scope = pullScope(repository);
     let url = new URL(`${this.base}/v2/${repository}/blobs/${digest}`);
-    let res = await this.rawRequest('GET', url, this.authHeaders(scope));
-    if (res.statusCode === 401) {
-      res.resume();
+    let res = await this.wire('GET', url, this.authHeaders(scope));
+    if (res.status === 401) {
+      res.body.destroy();
       // Let the fetch path answer the challenge, then try again with what it obtained.
       await (await this.request(url.toString(), { method: 'HEAD' }, scope)).arrayBuffer();
-      res = await this.rawRequest('GET', url, this.authHeaders(scope));
+      res = await this.wire('GET', url, this.authHeaders(scope));
     }
     // Registries may redirect blob downloads to storage; credentials stay with the registry.
-    for (let hops = 0; res.statusCode && res.statusCode >= 300 && res.statusCode < 400 && res.headers.location && hops < 5; hops++) {
-      res.resume();
+    for (let hops = 0; res.status >= 300 && res.status < 400 && res.headers.location && hops < 5; hops++) {
+      res.body.destroy();
       const next = new URL(res.headers.location, url);
-      res = await this.rawRequest('GET', next, next.origin === url.origin ? this.authHeaders(scope) : {});
+      res = await this.wire('GET', next, next.origin === url.origin ? this.authHeaders(scope) : {});
       url = next;
     }
-    if (res.statusCode === 404) {
-      res.resume();
+    if (res.status === 404) {
+      res.body.destroy();
       return undefined;
     }
-    if (res.statusCode !== 200) await this.failRaw(res, `fetching blob ${repository}@${digest}`);
-    return { stream: res, size: Number(res.headers['content-length'] ?? 0) };
+    if (res.status !== 200) await this.failWire(res, `fetching blob ${repository}@${digest}`);
+    const length = res.headers['content-length'];
+    if (length === undefined || res.headers['transfer-encoding']) {
+      // Not a plain body: let node:http decode it.
+      res.body.destroy();
+      const decoded = await this.rawRequest('GET', url, url.origin === this.base ? this.authHeaders(scope) : {});
+      if (decoded.statusCode !== 200) await this.failRaw(decoded, `fetching blob ${repository}@${digest}`);
+      return { stream: decoded, size: Number(decoded.headers['content-length'] ?? 0) };
+    }
+    return { stream: res.body, size: Number(length) };
   }
 
   /** Whether the registry answers the referrers API for this repository (404 means it does not). */
@@ -370,9 +396,9 @@ export class HttpRegistry implements ContentSource, ContentSink {
     const url = new URL(location!, this.base);
     url.searchParams.set('digest', digest);
     const body = stream instanceof Readable ? stream : Readable.fromWeb(stream as import('node:stream/web').ReadableStream<Uint8Array>);
-    const res = await this.rawRequest('PUT', url, { ...this.authHeaders(pushScope(repository)), 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) }, body);
-    if (res.statusCode !== 201) await this.failRaw(res, `uploading blob ${digest} to ${repository}`);
-    res.resume();
+    const res = await this.wire('PUT', url, { ...this.authHeaders(pushScope(repository)), 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) }, body);
+    if (res.status !== 201) await this.failWire(res, `uploading blob ${digest} to ${repository}`);
+    res.body.destroy();
   }
 
   private async putManifestRaw(repository: string, reference: string, bytes: Buffer, mediaType: string): Promise<Response> {
