@@ -13,18 +13,19 @@ import { randomBytes } from 'node:crypto';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { requirePeer } from '../helpers/peers.ts';
 import {
-  OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, descriptorOf, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest, sha256,
+  OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptorOf, getManifest, listReferrers, listTags, pushBlob, pushManifest, sha256, type Built,
 } from '../helpers/oci-client.ts';
 import { trellisCli, trellisOk } from './run.ts';
+import { pushGraph } from './fixture.ts';
 
 const run = promisify(execFile);
 let reg: TestRegistry;
 let work: string;
 let env: NodeJS.ProcessEnv;
-const image = makeImage();
-const child = makeImage();
-const sbom = makeReferrer(image.descriptor, { artifactType: 'application/vnd.example.sbom', annotations: { kind: 'sbom' } });
-const sig = makeReferrer(sbom.descriptor, { artifactType: 'application/vnd.example.sig', annotations: { kind: 'sig' } });
+let image: Built;
+let child: Built;
+let sbom: Built;
+let sig: Built;
 let bundle = '';
 let bundleSig = '';
 
@@ -32,17 +33,7 @@ before(async () => {
   reg = await startTestRegistry();
   work = await mkdtemp(join(tmpdir(), 'trellis-client-cli-'));
   env = { ...process.env, HOME: work, DOCKER_CONFIG: join(work, 'docker'), NO_PROXY: '127.0.0.1', REGCTL_CONFIG: join(work, 'regctl.json') };
-  assert.equal((await pushBuilt(reg.url, 'src/app', 'v1', image)).status, 201);
-  assert.equal((await pushBuilt(reg.url, 'src/app', sbom.digest, sbom)).status, 201);
-  assert.equal((await pushBuilt(reg.url, 'src/app', sig.digest, sig)).status, 201);
-  assert.equal((await pushBuilt(reg.url, 'src/app/api', child.digest, child)).status, 201);
-  const index = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ ...child.descriptor, annotations: { 'dev.trellis.repository': 'api' } }, image.descriptor] };
-  const pushed = await pushManifest(reg.url, 'src/app', 'bundle', index, OCI_INDEX);
-  assert.equal(pushed.status, 201);
-  bundle = pushed.digest;
-  const onIndex = makeReferrer({ mediaType: OCI_INDEX, digest: bundle, size: Buffer.from(JSON.stringify(index)).length }, { artifactType: 'application/vnd.example.sig' });
-  assert.equal((await pushBuilt(reg.url, 'src/app', onIndex.digest, onIndex)).status, 201);
-  bundleSig = onIndex.digest;
+  ({ image, child, sbom, sig, bundle, bundleSig } = await pushGraph(reg.url));
 });
 after(async () => {
   await reg.dispose();

@@ -11,9 +11,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { findPeer, requirePeer } from '../helpers/peers.ts';
-import { OCI_INDEX, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
+import { getManifest, listReferrers, listTags, pushBuilt, type Built } from '../helpers/oci-client.ts';
 import { startDistribution, type ServerHandle } from '../../bench/lib/servers.ts';
 import { trellisCli, trellisOk } from './run.ts';
+import { pushGraph } from './fixture.ts';
 
 const run = promisify(execFile);
 let trellis: TestRegistry;
@@ -21,12 +22,10 @@ let dist: ServerHandle | undefined;
 let distHost = '';
 let work: string;
 let env: NodeJS.ProcessEnv;
-const image = makeImage();
-const child = makeImage();
-const sbom = makeReferrer(image.descriptor, { artifactType: 'application/vnd.example.sbom', annotations: { kind: 'sbom' } });
-const sig = makeReferrer(sbom.descriptor, { artifactType: 'application/vnd.example.sig', annotations: { kind: 'sig' } });
-const index = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ ...child.descriptor, annotations: { 'dev.trellis.repository': 'api' } }, image.descriptor] };
-const indexBytes = Buffer.from(JSON.stringify(index));
+let image: Built;
+let child: Built;
+let sbom: Built;
+let sig: Built;
 let bundle = '';
 let bundleSig = '';
 
@@ -34,16 +33,7 @@ before(async () => {
   trellis = await startTestRegistry();
   work = await mkdtemp(join(tmpdir(), 'trellis-dist-cli-'));
   env = { ...process.env, HOME: work, DOCKER_CONFIG: join(work, 'docker'), NO_PROXY: '127.0.0.1', REGCTL_CONFIG: join(work, 'regctl.json') };
-  assert.equal((await pushBuilt(trellis.url, 'src/app', 'v1', image)).status, 201);
-  assert.equal((await pushBuilt(trellis.url, 'src/app', sbom.digest, sbom)).status, 201);
-  assert.equal((await pushBuilt(trellis.url, 'src/app', sig.digest, sig)).status, 201);
-  assert.equal((await pushBuilt(trellis.url, 'src/app/api', child.digest, child)).status, 201);
-  const pushed = await pushManifest(trellis.url, 'src/app', 'bundle', indexBytes, OCI_INDEX);
-  assert.equal(pushed.status, 201);
-  bundle = pushed.digest;
-  const onIndex = makeReferrer({ mediaType: OCI_INDEX, digest: bundle, size: indexBytes.length }, { artifactType: 'application/vnd.example.sig' });
-  assert.equal((await pushBuilt(trellis.url, 'src/app', onIndex.digest, onIndex)).status, 201);
-  bundleSig = onIndex.digest;
+  ({ image, child, sbom, sig, bundle, bundleSig } = await pushGraph(trellis.url));
   if (findPeer('docker-registry')) {
     dist = await startDistribution({ tmpRoot: work, logDir: work, label: 'cli' });
     distHost = dist.url.replace('http://', '');

@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startTestRegistry } from '../helpers/registry.ts';
 import { requirePeer } from '../helpers/peers.ts';
-import { OCI_INDEX, getManifest, listReferrers, makeImage, makeReferrer, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
+import { getManifest, listReferrers } from '../helpers/oci-client.ts';
 import { freePort } from '../../bench/lib/servers.ts';
 import { trellisOk } from './run.ts';
+import { pushGraph } from './fixture.ts';
 
 const run = promisify(execFile);
 
@@ -45,17 +46,10 @@ test('trellis against olareg: push, attach, discover, copy both ways', { timeout
   const tree = await json<{ subject: { digest: string }; referrers: { digest: string }[] }>('discover', `${ola}/ola/app:v1`);
   assert.deepEqual([tree.subject.digest, tree.referrers.map((r) => r.digest)], [pushed.digest, [attached.digest]]);
 
-  const image = makeImage();
-  const child = makeImage();
-  const sbom = makeReferrer(image.descriptor, { artifactType: 'application/vnd.example.sbom' });
-  assert.equal((await pushBuilt(trellis.url, 'src/app', 'v1', image)).status, 201);
-  assert.equal((await pushBuilt(trellis.url, 'src/app', sbom.digest, sbom)).status, 201);
-  assert.equal((await pushBuilt(trellis.url, 'src/app/api', child.digest, child)).status, 201);
-  const index = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ ...child.descriptor, annotations: { 'dev.trellis.repository': 'api' } }, image.descriptor] };
-  const bundle = await pushManifest(trellis.url, 'src/app', 'bundle', index, OCI_INDEX);
+  const { image, child, sbom, bundle } = await pushGraph(trellis.url);
   await json('copy', '-r', `${trellis.host}/src/app`, `${ola}/mid/app`);
   await json('copy', '-r', `${ola}/mid/app`, `${trellis.host}/back/app`);
-  assert.equal((await getManifest(trellis.url, 'back/app', 'bundle')).digest, bundle.digest);
+  assert.equal((await getManifest(trellis.url, 'back/app', 'bundle')).digest, bundle);
   assert.equal((await getManifest(trellis.url, 'back/app/api', child.digest)).status, 200);
   assert.deepEqual((await listReferrers(trellis.url, 'back/app', image.digest)).manifests.map((d) => d.digest), [sbom.digest]);
 });
