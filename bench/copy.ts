@@ -4,6 +4,7 @@
 //
 //   node bench/copy.ts                       # 8 blobs of 128 MiB, 2 rounds
 //   COPY_BLOBS=4 COPY_BLOB_MIB=64 COPY_ROUNDS=1 node bench/copy.ts
+//   COPY_TRELLIS_CONCURRENCY=2,4 node bench/copy.ts   # extra rows: trellis with other --concurrency
 //
 // Prints a markdown table (median seconds and MiB/s per tool) and writes it to
 // bench/results/copy.md. Needs .peers/bin/oras and .peers/bin/regctl.
@@ -14,7 +15,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { NODE_BIN_DIR, ROOT, killAll, removeOnSignal, startTrellis, type ServerHandle } from './lib/servers.ts';
+import { NODE_BIN_DIR, ROOT, killAll, readCpuSeconds, removeOnSignal, startTrellis, type ServerHandle } from './lib/servers.ts';
 import { OCI_CONFIG, OCI_EMPTY, OCI_LAYER, OCI_MANIFEST, pushBlobFromFile, pushSmallBlob, putManifest, sha256 } from './lib/client.ts';
 import { median, round } from './lib/stats.ts';
 
@@ -72,6 +73,9 @@ interface Tool {
 const env = { ...process.env, PATH: `${NODE_BIN_DIR}:${process.env.PATH ?? ''}` };
 const TOOLS: Tool[] = [
   { name: 'trellis copy -r', command: (src, dst) => [join(NODE_BIN_DIR, 'node'), [join(ROOT, 'bin/trellis.mjs'), 'copy', '-r', '-q', src, dst]] },
+  ...(process.env.COPY_TRELLIS_CONCURRENCY ?? '').split(',').filter(Boolean).map((n): Tool => ({
+    name: `trellis copy -r --concurrency ${n}`, command: (src, dst) => [join(NODE_BIN_DIR, 'node'), [join(ROOT, 'bin/trellis.mjs'), 'copy', '-r', '-q', '--concurrency', n, src, dst]],
+  })),
   { name: 'oras cp -r', command: (src, dst) => [ORAS, ['cp', '-r', '--from-plain-http', '--to-plain-http', src, dst]] },
   { name: 'regctl image copy --referrers', command: (src, dst) => [REGCTL, ['image', 'copy', '--referrers', src, dst]] },
 ];
@@ -90,6 +94,8 @@ async function main(): Promise<void> {
     const srcHost = source.url.replace('http://', '');
     await run(REGCTL, ['registry', 'set', srcHost, '--tls', 'disabled'], { env: regctlEnv });
     const times = new Map<string, number[]>(TOOLS.map((t) => [t.name, []]));
+    // CPU time of the client process (user + system), read from this process's reaped children.
+    const cpu = new Map<string, number[]>(TOOLS.map((t) => [t.name, []]));
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 ? [...TOOLS].reverse() : TOOLS;
       for (const tool of order) {
@@ -99,8 +105,10 @@ async function main(): Promise<void> {
         await run(REGCTL, ['registry', 'set', dstHost, '--tls', 'disabled'], { env: regctlEnv });
         const [bin, args] = tool.command(`${srcHost}/bench/app:v1`, `${dstHost}/bench/app:v1`);
         const started = performance.now();
+        const cpuBefore = readCpuSeconds('self', true)! - readCpuSeconds('self')!;
         await run(bin, args, { env: regctlEnv, maxBuffer: 64 << 20, timeout: 1_800_000 });
         const seconds = (performance.now() - started) / 1000;
+        cpu.get(tool.name)!.push(readCpuSeconds('self', true)! - readCpuSeconds('self')! - cpuBefore);
         // Check the copy: the manifest and both referrers arrived.
         const referrers = (await (await fetch(`${destination.url}/v2/bench/app/referrers/${(await fetch(`${destination.url}/v2/bench/app/manifests/v1`, { method: 'HEAD', headers: { Accept: OCI_MANIFEST } })).headers.get('docker-content-digest')}`)).json()) as { manifests: unknown[] };
         if (referrers.manifests.length !== 2) throw new Error(`${tool.name}: ${referrers.manifests.length} referrers arrived, expected 2`);
@@ -114,12 +122,12 @@ async function main(): Promise<void> {
     const lines = [
       `Copy of one image, ${BLOBS} layers of ${BLOB_MIB} MiB (${round(mib / 1024, 2)} GiB) plus two referrers, Trellis -> Trellis on 127.0.0.1, ${ROUNDS} rounds (median):`,
       '',
-      '| tool | seconds (median) | MiB/s | runs (s) |',
-      '| --- | ---: | ---: | --- |',
+      '| tool | seconds (median) | MiB/s | runs (s) | client CPU s (median) |',
+      '| --- | ---: | ---: | --- | ---: |',
       ...TOOLS.map((t) => {
         const list = times.get(t.name)!;
         const m = median(list);
-        return `| \`${t.name}\` | ${round(m, 2)} | ${round(mib / m, 0)} | ${list.map((s) => s.toFixed(2)).join(', ')} |`;
+        return `| \`${t.name}\` | ${round(m, 2)} | ${round(mib / m, 0)} | ${list.map((s) => s.toFixed(2)).join(', ')} | ${round(median(cpu.get(t.name)!), 2)} |`;
       }),
     ];
     const table = lines.join('\n');

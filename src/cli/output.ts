@@ -56,6 +56,7 @@ export function progressBars(flags: OutputFlags): (CopyProgress & { stop(): void
   const multi = new cliProgress.MultiBar({ format, hideCursor: true, clearOnComplete: false, stopOnComplete: false, barsize: 30, stream: process.stderr, fps: 8 });
   const total = multi.create(0, 0, { name: 'total' });
   let totalSize = 0;
+  let stopped = false;
   const bars = new Map<string, cliProgress.SingleBar>();
   return {
     start(id, size) {
@@ -76,6 +77,8 @@ export function progressBars(flags: OutputFlags): (CopyProgress & { stop(): void
       }
     },
     stop() {
+      if (stopped) return;
+      stopped = true;
       multi.stop();
     },
   };
