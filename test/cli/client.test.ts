@@ -4,7 +4,7 @@
 // copy resumed, -o json schemas, exit codes and error messages.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -207,3 +207,25 @@ test('every client command has --help with examples; completion scripts name the
   assert.equal(stdout.trim(), 'discover');
 });
 
+
+test('progress bars on a terminal only, and not with -q', async (t) => {
+  await writeFile(join(work, 'big.bin'), randomBytes(3 << 20));
+  const quietPipe = await cli(['push', `${reg.host}/progress/app:v1`, 'big.bin']);
+  assert.equal(quietPipe.code, 0);
+  assert.equal(quietPipe.stderr, '', 'nothing on stderr when it is not a terminal');
+  const script = (() => {
+    try {
+      return execFileSync('sh', ['-c', 'command -v script'], { encoding: 'utf8' }).trim();
+    } catch {
+      return '';
+    }
+  })();
+  if (!script) return t.skip('util-linux script(1) is not installed: no way to give the CLI a terminal');
+  const bin = join(import.meta.dirname, '../../bin/trellis.mjs');
+  const onTty = async (args: string) => (await run(script, ['-qfec', `${process.execPath} ${bin} ${args}`, '/dev/null'], { env, cwd: work })).stdout;
+  const shown = await onTty(`push ${reg.host}/progress/app:v2 big.bin`);
+  assert.match(shown, /total .*MiB \/ 3\.0 MiB .*\/s/);
+  const quiet = await onTty(`push -q ${reg.host}/progress/app:v3 big.bin`);
+  assert.doesNotMatch(quiet, /total/);
+  assert.match(quiet, /^sha256:[0-9a-f]{64}\s*$/);
+});
