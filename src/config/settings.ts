@@ -37,6 +37,15 @@ export interface Settings {
   gcUntagged: 'keep' | 'delete';
   /** Referrers whose subject is not in the repository. */
   gcDanglingReferrers: 'keep' | 'delete';
+  /** Repository of the portable component index (referrers of OCM's anchor); '' turns it off. */
+  componentIndexRepository: string;
+  /** Comma-separated repository name prefixes whose repositories are generic components. */
+  componentRepositoryPrefixes: string;
+  /** An annotation whose value names the generic component a manifest belongs to; '' turns it off. */
+  componentAnnotation: string;
+  /** Query and component requests per second and client (token bucket); 0 turns the limit off. */
+  queryRatePerSecond: number;
+  queryRateBurst: number;
 }
 
 const CHOICES: Partial<Record<keyof Settings, readonly string[]>> = {
@@ -68,6 +77,11 @@ export const DEFAULT_SETTINGS: Settings = {
   gcGraceSeconds: 3600,
   gcUntagged: 'keep',
   gcDanglingReferrers: 'keep',
+  componentIndexRepository: 'component-index',
+  componentRepositoryPrefixes: '',
+  componentAnnotation: 'dev.trellis.component',
+  queryRatePerSecond: 20,
+  queryRateBurst: 40,
 };
 
 export class SettingsError extends Error {}

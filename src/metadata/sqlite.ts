@@ -126,6 +126,11 @@ export class SqliteMetadataStore implements MetadataStore {
     this.lastMark = Math.max(newest ?? 0, Date.now() * 1000);
   }
 
+  /** The connection, for indexes kept beside this one in the same database (queries, components). */
+  get database(): DatabaseSync {
+    return this.db;
+  }
+
   private sql(text: string): StatementSync {
     let statement = this.statements.get(text);
     if (!statement) {
