@@ -150,7 +150,7 @@ test('reindex rebuilds identical component listings and portable index', async (
       detail: (await getJson(`${base}/v2/_trellis/components/version?component=example.com/kept&version=1.1.0`)).body,
       entries: (await entries(base)).map((e) => e.digest).sort(),
     });
-    const before = await snapshot(server.url);
+    const before = (await snapshot(server.url)) as { entries: string[] };
     assert.equal(before.entries.length, 3);
     await server.dispose();
     const settings = { ...DEFAULT_SETTINGS, data: dir, ...overrides };
