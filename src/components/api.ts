@@ -5,7 +5,6 @@ import { requireDigest } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
 import { nextLink, pageParams, sendJson, type Headers } from '../registry/http.ts';
 import type { ApiContext } from '../registry/context.ts';
-import { RateLimiter, type RateLimit } from '../registry/rate-limit.ts';
 import { matches, parseQuery, queryError } from './query.ts';
 import { compareVersionStrings, parseConstraint, satisfies } from './semver.ts';
 import type { Components } from './service.ts';
@@ -88,18 +87,17 @@ function withParams(params: URLSearchParams, extra: Record<string, string>): Rec
 
 export class ComponentsApi {
   private readonly components: Components;
-  private readonly limiter: RateLimiter;
 
-  constructor(components: Components, rateLimit: RateLimit) {
+  constructor(components: Components) {
     this.components = components;
-    this.limiter = new RateLimiter(rateLimit);
   }
 
   /** Handles a request under COMPONENTS_PATH. */
   async handle(ctx: ApiContext): Promise<void> {
     const method = ctx.head ? 'HEAD' : ctx.req.method ?? 'GET';
     if (method !== 'GET' && method !== 'HEAD') throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on this endpoint`, undefined, { Allow: 'GET, HEAD' });
-    const wait = this.limiter.take(ctx.client);
+    // The same buckets as the query endpoints: one budget per client for every expensive listing.
+    const wait = ctx.rateLimits.query.take(ctx.client);
     if (wait) throw new OciError(429, 'TOOMANYREQUESTS', `too many component queries; retry in ${wait} s`, undefined, { 'Retry-After': String(wait) });
     const sub = ctx.url.pathname.slice(COMPONENTS_PATH.length).replace(/\/$/, '');
     switch (sub) {
@@ -115,6 +113,7 @@ export class ComponentsApi {
     const params = ctx.url.searchParams;
     const page = pageParams(params, ctx.limits.maxListPage);
     const query = parseQuery(params, isKnownAttribute);
+    if (query.sort) throw queryError('sort is not supported on the components list: it is always in name order');
     const prefix = (params.get('prefix') ?? '').replace(/\/+$/, '');
     const inPrefix = (repository: string) => !prefix || repository === prefix || repository.startsWith(`${prefix}/`);
     const items: ComponentSummary[] = [];

@@ -23,7 +23,7 @@ export function componentSettings(settings: Settings): ComponentSettings {
 /** Attaches components to a registry (deriving them from what it holds) and returns the API. */
 export async function openComponents(registry: Registry, settings: Settings, log: Logger): Promise<ComponentsApi> {
   const components = await Components.open(registry, componentSettings(settings), log);
-  return new ComponentsApi(components, { perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst });
+  return new ComponentsApi(components);
 }
 
 /** Whether a request path belongs to the components API. */

@@ -43,8 +43,9 @@ export interface Settings {
   componentRepositoryPrefixes: string;
   /** An annotation whose value names the generic component a manifest belongs to; '' turns it off. */
   componentAnnotation: string;
-  /** Query and component requests per second and client (token bucket); 0 turns the limit off. */
+  /** Query and search requests per second each client may make on average; 0 for no limit. */
   queryRatePerSecond: number;
+  /** Query and search requests a client may make at once before the rate applies. */
   queryRateBurst: number;
 }
 

@@ -12,6 +12,8 @@ import { deleteManifest, getManifest, putManifest } from './manifests.ts';
 import { catalog, discoverExtensions, listTags, referrers } from './listing.ts';
 import { graph } from './graph.ts';
 import { isComponentsPath, type ComponentsApi } from '../components/index.ts';
+import { references, search } from './query.ts';
+import type { RateLimiter } from './rate-limit.ts';
 
 interface Route {
   pattern: RegExp;
@@ -35,6 +37,12 @@ export interface ServerDependencies {
   limits: ApiLimits;
   log: Logger;
   components?: ComponentsApi;
+  rateLimits: { query: RateLimiter };
+}
+
+function onlyGet(method: string, ctx: ApiContext, handler: (ctx: ApiContext) => Promise<void>): Promise<void> {
+  if (method !== 'GET' && method !== 'HEAD') throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on this endpoint`, undefined, { Allow: 'GET, HEAD' });
+  return handler(ctx);
 }
 
 async function dispatch(ctx: ApiContext, components: ComponentsApi | undefined): Promise<void> {
@@ -47,6 +55,8 @@ async function dispatch(ctx: ApiContext, components: ComponentsApi | undefined):
   if (path === '/v2/_catalog') return catalog(ctx);
   if (path === '/v2/_oci/ext/discover') return discoverExtensions(ctx);
   if (components && isComponentsPath(path)) return components.handle(ctx);
+  if (path === '/v2/_oci/references') return onlyGet(method, ctx, references);
+  if (path === '/v2/_trellis/search') return onlyGet(method, ctx, search);
   for (const route of ROUTES) {
     const match = route.pattern.exec(path);
     if (!match) continue;
@@ -72,7 +82,7 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     // Once shutdown has begun, tell keep-alive clients to go away after this answer.
     if (!server.listening) res.setHeader('Connection', 'close');
     const head = req.method === 'HEAD';
-    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, access: ALLOW_ALL, client: req.socket.remoteAddress ?? 'unknown' };
+    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: req.socket.remoteAddress ?? 'unknown' };
     const started = performance.now();
     dispatch(ctx, deps.components).then(
       () => deps.log.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: +(performance.now() - started).toFixed(2) }, 'request'),

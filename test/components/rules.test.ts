@@ -142,7 +142,7 @@ test('reindex rebuilds identical component listings and portable index', async (
     await pushComponentVersion(server.url, { name: 'example.com/kept', version: '1.0.0+build.7', labels: { tier: 'gold' } });
     await pushComponentVersion(server.url, { name: 'example.com/kept', version: '1.1.0', v2: true, prefix: 'ocm' });
     await pushBuilt(server.url, 'apps/web', '3.2.1', makeImage({ annotations: { 'org.opencontainers.image.vendor': 'web.org' } }));
-    // Push times are the metadata index's (a rebuild reads layouts, which have none): left out.
+    // A rebuild takes push times from the files, a few milliseconds off the original: left out.
     const timeless = (value: unknown) => JSON.parse(JSON.stringify(value, (key, v: unknown) => (key === 'pushedAt' ? undefined : v))) as unknown;
     const snapshot = async (base: string) => timeless({
       components: (await getJson(`${base}/v2/_trellis/components`)).body,
