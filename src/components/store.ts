@@ -148,9 +148,19 @@ export class SqliteComponentIndex implements ComponentIndex {
     return statement;
   }
 
-  replaceRepository(repository: string, rows: ComponentVersionRow[]): void {
+  private transaction(work: () => void): void {
     this.db.exec('BEGIN IMMEDIATE');
     try {
+      work();
+      this.db.exec('COMMIT');
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  replaceRepository(repository: string, rows: ComponentVersionRow[]): void {
+    this.transaction(() => {
       for (const table of ['component_versions', 'component_artifacts', 'component_references']) {
         this.sql(`DELETE FROM ${table} WHERE repository = ?`).run(repository);
       }
@@ -167,11 +177,7 @@ export class SqliteComponentIndex implements ComponentIndex {
       // Readings of manifests that are no longer component versions here are dropped with them.
       this.sql(`DELETE FROM component_descriptor_cache WHERE repository = ? AND digest NOT IN
         (SELECT digest FROM component_versions WHERE repository = ?)`).run(repository, repository);
-      this.db.exec('COMMIT');
-    } catch (err) {
-      this.db.exec('ROLLBACK');
-      throw err;
-    }
+    });
   }
 
   allVersions(): ComponentVersionRow[] {
@@ -240,16 +246,11 @@ export class SqliteComponentIndex implements ComponentIndex {
   }
 
   resetDerived(portable: { repository: string; digest: string }[], ownership: (OwnershipReferrer & { digest: string; subject: string })[]): void {
-    this.db.exec('BEGIN IMMEDIATE');
-    try {
+    this.transaction(() => {
       this.db.exec('DELETE FROM component_portable; DELETE FROM component_ownership;');
       for (const entry of portable) this.setPortableEntry(entry.repository, entry.digest, true);
       for (const entry of ownership) this.recordOwnership(entry);
-      this.db.exec('COMMIT');
-    } catch (err) {
-      this.db.exec('ROLLBACK');
-      throw err;
-    }
+    });
   }
 
   // The metadata index's tables (src/metadata/sqlite.ts: repos, manifests) are read here, never
