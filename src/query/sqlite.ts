@@ -151,7 +151,6 @@ export class SqliteQueryIndex implements QueryIndex {
     const sort = query.sort;
     const sortKey = sort ? `(SELECT ${sort.descending ? 'MAX' : 'MIN'}(x.ord) FROM attributes x WHERE x.manifest_id = m.id AND x.path = ? AND x.ord IS NOT NULL)` : '';
     let from = 'manifests m';
-    let fromParams: SQLInputValue[] = [];
     let orderBy = 'm.id';
     let drivenBySortIndex = false;
 
@@ -210,12 +209,12 @@ export class SqliteQueryIndex implements QueryIndex {
       if (drivenBySortIndex) {
         text = `SELECT ${columns}, s.ord AS sk FROM ${from} JOIN repos r ON r.id = m.repo_id
           WHERE ${sql.where.join(' AND ')}${cursorClause} ORDER BY s.ord ${direction}, s.manifest_id ${direction} LIMIT ?`;
-        params.push(...fromParams, ...sql.params);
+        params.push(...sql.params);
       } else {
         // The key is computed per candidate, then sorted: used when few candidates are left.
         text = `SELECT * FROM (SELECT ${columns}, ${sortKey} AS sk FROM ${from} JOIN repos r ON r.id = m.repo_id
           WHERE ${sql.where.join(' AND ')}) WHERE sk IS NOT NULL${cursorClause} ORDER BY sk ${direction}, id ${direction} LIMIT ?`;
-        params.push(sort.path, ...fromParams, ...sql.params);
+        params.push(sort.path, ...sql.params);
       }
       if (cursor) params.push(cursor.sk!, cursor.id);
     } else {
@@ -230,10 +229,9 @@ export class SqliteQueryIndex implements QueryIndex {
         }
       }
       text = `SELECT ${columns} FROM ${from} JOIN repos r ON r.id = m.repo_id WHERE ${sql.where.length ? sql.where.join(' AND ') : '1'}${cursorClause} ORDER BY ${orderBy} LIMIT ?`;
-      params.unshift(...fromParams, ...sql.params);
+      params.unshift(...sql.params);
     }
     params.push(page.limit);
-    fromParams = [];
     return { text, params };
   }
 }

@@ -14,8 +14,8 @@ function rateLimit(ctx: ApiContext): void {
   if (wait > 0) throw new OciError(429, 'TOOMANYREQUESTS', `too many query requests; retry in ${wait} s`, undefined, { 'Retry-After': String(wait) });
 }
 
-function parse(ctx: ApiContext): Query {
-  return parseQuery(ctx.url.searchParams, (path) => ctx.registry.queries.isKnownAttribute(path));
+function parse(ctx: ApiContext, listedDescriptors: boolean): Query {
+  return parseQuery(ctx.url.searchParams, (path) => ctx.registry.queries.isKnownAttribute(path), { listedDescriptors });
 }
 
 /**
@@ -57,7 +57,7 @@ function sendIndex(ctx: ApiContext, manifests: unknown[], headers: Headers): voi
 export async function queriedReferrers(ctx: ApiContext, name: string, reference: string): Promise<void> {
   const { digest } = requireDigest(reference);
   rateLimit(ctx);
-  const query = parse(ctx);
+  const query = parse(ctx, true);
   await ctx.registry.repository(name); // picks up edits other tools made to the layout
   const artifactTypes = ctx.url.searchParams.getAll('artifactType').filter(Boolean);
   const scope: QueryScope = { kind: 'referrersOf', repository: name, subject: digest, artifactTypes, includeAttestations: ctx.registry.options.buildkitAttestations };
@@ -72,7 +72,7 @@ export async function queriedReferrers(ctx: ApiContext, name: string, reference:
 /** `GET /v2/_oci/references?q_…`: referrers in every repository the caller may pull. */
 export async function references(ctx: ApiContext): Promise<void> {
   rateLimit(ctx);
-  const query = parse(ctx);
+  const query = parse(ctx, true);
   const { items, next } = runPage(ctx, query, { kind: 'referrers' }, (m) => ({ ...referrerDescriptor(m), repository: m.repository, subjectDigest: m.subject }));
   const headers: Headers = {};
   if (query.conditions.length) headers['OCI-Filters-Applied'] = appliedFilters(query).join(',');
@@ -83,7 +83,7 @@ export async function references(ctx: ApiContext): Promise<void> {
 /** `GET /v2/_trellis/search?q_…`: every manifest and its tags, in every repository the caller may pull. */
 export async function search(ctx: ApiContext): Promise<void> {
   rateLimit(ctx);
-  const query = parse(ctx);
+  const query = parse(ctx, false);
   const { items, next } = runPage(ctx, query, { kind: 'manifests' }, (m) => {
     const result: Record<string, unknown> = { repository: m.repository, ...referrerDescriptor(m) };
     result.tags = ctx.registry.queries.tagsOf(m.repository, m.digest);
