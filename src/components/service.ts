@@ -138,7 +138,6 @@ export class Components {
       ...this.registry.metadata.allRepositories().map((r) => r.name).filter((name) => componentOfRepository(name) || this.prefixed(name)),
     ]);
     repositories.delete(this.settings.indexRepository);
-    if (this.settings.indexRepository) await this.ensureAnchor();
     for (const repository of [...repositories].sort()) await this.refresh(repository);
   }
 
@@ -276,7 +275,11 @@ export class Components {
 
   // ---- the portable index -------------------------------------------------------------------
 
-  /** Makes sure the index repository holds the empty blob and OCM's anchor (byte-identical, never rewritten). */
+  /**
+   * Makes sure the index repository holds the empty blob and OCM's anchor (byte-identical, never
+   * rewritten); it is created with the first component version, so a registry without components
+   * has no such repository.
+   */
   private async ensureAnchor(): Promise<void> {
     const name = this.settings.indexRepository;
     const repo = await this.registry.createRepository(name);
