@@ -12,6 +12,9 @@ import { DEFAULT_SETTINGS } from '../../src/config/settings.ts';
 import { Registry } from '../../src/content/registry.ts';
 import { registryOptions } from '../../src/cli/serve.ts';
 import { ANCHOR_DIGEST, allPages, getJson, pushComponentVersion, repositoryOf } from './ocm-client.ts';
+import { Components, ComponentsApi, componentSettings } from '../../src/components/index.ts';
+import { RateLimiter } from '../../src/registry/rate-limit.ts';
+import type { ApiContext } from '../../src/registry/context.ts';
 
 const ENTRY = 'application/vnd.trellis.component-version.v1+json';
 interface Summary { name: string; kind: string; repository: string; provider: string | null; latest: string; versionCount: number }
@@ -109,6 +112,41 @@ test('filters by provider, name and repository; bad queries and parameters get 4
   assert.equal((await fetch(`${reg.url}/v2/_trellis/components`, { method: 'DELETE' })).status, 405);
   const discover = await getJson<{ extensions: { name: string; endpoints: string[] }[] }>(`${reg.url}/v2/_oci/ext/discover`);
   assert.ok(discover.body.extensions.some((e) => e.endpoints.includes('_trellis/components/owners')));
+});
+
+test('listings drop components the caller cannot pull before paginating', async () => {
+  const components = await Components.open(reg.registry, componentSettings({ ...DEFAULT_SETTINGS, componentRepositoryPrefixes: 'apps/, products/' }), pino({ level: 'silent' }));
+  const api = new ComponentsApi(components);
+  const hidden = (repository: string) => repository.startsWith('odd/');
+  const call = async (path: string) => {
+    let status = 0;
+    let headers: Record<string, unknown> = {};
+    let body: Buffer = Buffer.alloc(0);
+    const res = {
+      writeHead(s: number, h: Record<string, unknown>) { status = s; headers = h; },
+      end(b?: Buffer) { body = b ?? Buffer.alloc(0); },
+    };
+    const ctx = {
+      req: { method: 'GET' }, res, url: new URL(path, 'http://registry.invalid'), head: false, registry: reg.registry,
+      limits: { maxManifestBytes: 4 << 20, maxListPage: 1000, maxReferrersBytes: 4 << 20 }, log: pino({ level: 'silent' }),
+      access: { canPull: (repository: string) => !hidden(repository) }, rateLimits: { query: new RateLimiter({ perSecond: 0, burst: 0 }) }, client: 'test',
+    } as unknown as ApiContext;
+    await api.handle(ctx);
+    return { status, headers, json: JSON.parse(body.toString()) as Record<string, unknown> };
+  };
+  const seen: string[] = [];
+  let path: string | undefined = '/v2/_trellis/components?n=1&q_name__contains=page/c';
+  while (path) {
+    const page = await call(path);
+    assert.equal(page.status, 200);
+    const items = page.json.components as Summary[];
+    assert.equal(items.length, 1, 'a hidden component must not leave a page short');
+    seen.push(...items.map((c) => c.repository));
+    const link = page.headers.Link as string | undefined;
+    path = link ? /<([^>]+)>/.exec(link)![1] : undefined;
+  }
+  assert.deepEqual(seen, [0, 2, 4, 6].map((i) => `component-descriptors/example.com/page/c${i}`));
+  assert.equal((await call('/v2/_trellis/components/versions?component=example.com/page/c1').catch((err: { status: number }) => ({ status: err.status }))).status, 404);
 });
 
 test('component requests are rate limited per client with 429 and Retry-After', async () => {
