@@ -111,6 +111,12 @@ export function discoverExtensions(ctx: ApiContext): void {
         url: 'docs/query.md#search',
         endpoints: ['_trellis/search'],
       },
+      {
+        name: '_trellis/components',
+        description: 'Components (OCM and rule-defined): list, versions, detail, owners of an artifact; see docs/query.md#components',
+        url: 'docs/query.md#components',
+        endpoints: ['_trellis/components', '_trellis/components/versions', '_trellis/components/version', '_trellis/components/owners'],
+      },
     ],
   }, {}, ctx.head);
 }
