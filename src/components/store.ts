@@ -2,6 +2,7 @@
 // components each references. Everything here is derived from the layouts (through the metadata
 // index) and rebuilt per repository, so it can always be dropped and derived again.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { StatementCache } from '../metadata/statements.ts';
 import type { Reference, Resource } from './ocm.ts';
 
 export type ComponentKind = 'ocm' | 'generic';
@@ -131,21 +132,17 @@ function toRow(row: Row): ComponentVersionRow {
 
 export class SqliteComponentIndex implements ComponentIndex {
   private readonly db: DatabaseSync;
-  private readonly statements = new Map<string, StatementSync>();
+  private readonly statements: StatementCache;
 
   /** Shares the metadata index's connection: one file, one writer, no cross-connection locking. */
   constructor(db: DatabaseSync) {
     this.db = db;
+    this.statements = new StatementCache(db);
     this.db.exec(SCHEMA);
   }
 
   private sql(text: string): StatementSync {
-    let statement = this.statements.get(text);
-    if (!statement) {
-      statement = this.db.prepare(text);
-      this.statements.set(text, statement);
-    }
-    return statement;
+    return this.statements.get(text);
   }
 
   private transaction(work: () => void): void {

@@ -1,6 +1,7 @@
 // SQLite metadata store on node:sqlite. Synchronous calls on one connection: each method is one
 // transaction, so changes to one repository are serialized without a lock.
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { StatementCache } from './statements.ts';
 import { Worker } from 'node:worker_threads';
 import { PATHS_STORED_ELSEWHERE } from '../query/sqlite.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
@@ -115,13 +116,14 @@ function toRepository(row: RepoRow): RepositoryRecord {
 
 export class SqliteMetadataStore implements MetadataStore {
   private readonly db: DatabaseSync;
-  private readonly statements = new Map<string, StatementSync>();
+  private readonly statements: StatementCache;
   private lastMark: number;
   needsRebuild = false;
   private readonly checkpointer: Worker | undefined;
 
   constructor(path: string, options: { durable?: boolean; readOnly?: boolean } = {}) {
     this.db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
+    this.statements = new StatementCache(this.db);
     this.db.exec('PRAGMA busy_timeout = 5000');
     if (!options.readOnly) {
       this.db.exec('PRAGMA journal_mode = WAL');
@@ -160,12 +162,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   private sql(text: string): StatementSync {
-    let statement = this.statements.get(text);
-    if (!statement) {
-      statement = this.db.prepare(text);
-      this.statements.set(text, statement);
-    }
-    return statement;
+    return this.statements.get(text);
   }
 
   private transaction<T>(work: () => T): T {

@@ -3,6 +3,7 @@
 // so that a page costs about the same at any registry size. See docs/query.md for the plans.
 import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
 import { OciError } from '../oci/errors.ts';
+import { StatementCache } from '../metadata/statements.ts';
 import type { Condition, Query } from './language.ts';
 import { orderKey } from './order.ts';
 import type { QueryIndex, QueryMatch, QueryPage, QueryScope } from './store.ts';
@@ -122,9 +123,11 @@ function decodeCursor(cursor: string, sorted: boolean): { id: number; sk?: strin
 export class SqliteQueryIndex implements QueryIndex {
   private readonly db: DatabaseSync;
   private canPull: ((repository: string) => boolean) | undefined;
+  private readonly statements: StatementCache;
 
   constructor(db: DatabaseSync) {
     this.db = db;
+    this.statements = new StatementCache(db);
     // Access checks run inside the scan, so a page is cut only after invisible rows are dropped.
     // Calls are synchronous: `canPull` is the one of the query being run.
     db.function('trellis_can_pull', { deterministic: false, directOnly: true }, (name) => (this.canPull?.(String(name)) ?? true ? 1 : 0));
@@ -133,7 +136,7 @@ export class SqliteQueryIndex implements QueryIndex {
 
   isKnownAttribute(path: string): boolean {
     if (PATHS_STORED_ELSEWHERE.has(path)) return true;
-    return this.db.prepare('SELECT 1 FROM attribute_paths WHERE path = ?').get(path) !== undefined;
+    return this.statements.get('SELECT 1 FROM attribute_paths WHERE path = ?').get(path) !== undefined;
   }
 
   tagsOf(repository: string, digest: string): string[] {
@@ -147,7 +150,7 @@ export class SqliteQueryIndex implements QueryIndex {
     this.canPull = canPull;
     let rows: Row[];
     try {
-      rows = this.db.prepare(sql.text).all(...sql.params) as unknown as Row[];
+      rows = this.statements.get(sql.text).all(...sql.params) as unknown as Row[];
     } finally {
       this.canPull = undefined;
     }
