@@ -30,6 +30,7 @@ export interface Query {
 }
 
 const QUERY_PREFIX = 'q_';
+const LISTED = `manifests${PATH_SEPARATOR}`;
 const MAX_CONDITIONS = 16;
 const MAX_VALUE = 1024;
 /** `sort=` shorthands for the attributes people sort by most. */
@@ -51,9 +52,11 @@ export function hasQuery(params: URLSearchParams): boolean {
 
 /**
  * Parses the `q_…` and `sort`/`order` parameters. `isKnownAttribute` says whether any item could
- * have an attribute; a query naming one that none has is refused, as is a malformed one.
+ * have an attribute; a query naming one that none has is refused, as is a malformed one. With
+ * `listedDescriptors` (endpoints answering an index of referrers) `manifests__size` means the listed
+ * descriptor's `size`, as Proposal F writes it.
  */
-export function parseQuery(params: URLSearchParams, isKnownAttribute: (path: string) => boolean): Query {
+export function parseQuery(params: URLSearchParams, isKnownAttribute: (path: string) => boolean, options: { listedDescriptors?: boolean } = {}): Query {
   const conditions: Condition[] = [];
   for (const [rawName, rawValue] of params) {
     const name = rawName.toLowerCase();
@@ -63,7 +66,9 @@ export function parseQuery(params: URLSearchParams, isKnownAttribute: (path: str
     const comparison = segments.pop() as Comparison;
     if (segments.length === 0 || segments.some((s) => s === '')) throw invalid(`${parameter}: expected q_<attribute>[__<nested>...]__<comparison>`);
     if (!COMPARISONS.includes(comparison)) throw invalid(`${parameter}: unknown comparison ${JSON.stringify(comparison)}; use one of ${COMPARISONS.join(', ')}`);
-    const path = segments.join(PATH_SEPARATOR);
+    let path = segments.join(PATH_SEPARATOR);
+    // Proposal F names the listed descriptors' fields through the answer's `manifests` list.
+    if (options.listedDescriptors && path.startsWith(LISTED) && path.length > LISTED.length) path = path.slice(LISTED.length);
     if (!isKnownAttribute(path)) throw invalid(`${parameter}: no item has the attribute ${JSON.stringify(path)}`);
     if (rawValue.length > MAX_VALUE) throw invalid(`${parameter}: value longer than ${MAX_VALUE} characters`);
     const value = rawValue.toLowerCase();

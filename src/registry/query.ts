@@ -6,7 +6,7 @@ import { OciError } from '../oci/errors.ts';
 import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
 import { appliedFilters, parseQuery, type Query } from '../query/language.ts';
 import type { QueryMatch, QueryScope } from '../query/store.ts';
-import { nextLink, pageParams, send, type Headers } from './http.ts';
+import { fitPage, nextLink, pageParams, send, type Headers } from './http.ts';
 import { ALLOW_ALL, type ApiContext } from './context.ts';
 
 function rateLimit(ctx: ApiContext): void {
@@ -14,8 +14,8 @@ function rateLimit(ctx: ApiContext): void {
   if (wait > 0) throw new OciError(429, 'TOOMANYREQUESTS', `too many query requests; retry in ${wait} s`, undefined, { 'Retry-After': String(wait) });
 }
 
-function parse(ctx: ApiContext): Query {
-  return parseQuery(ctx.url.searchParams, (path) => ctx.registry.queries.isKnownAttribute(path));
+function parse(ctx: ApiContext, listedDescriptors: boolean): Query {
+  return parseQuery(ctx.url.searchParams, (path) => ctx.registry.queries.isKnownAttribute(path), { listedDescriptors });
 }
 
 /**
@@ -27,25 +27,11 @@ function runPage<T>(ctx: ApiContext, query: Query, scope: QueryScope, render: (m
   const page = pageParams(params, ctx.limits.maxListPage);
   const canPull = ctx.access === ALLOW_ALL ? undefined : (repository: string) => ctx.access.canPull(repository);
   const matches = ctx.registry.queries.run(query, scope, { after: page.after, limit: page.limit + 1 }, canPull);
-  const items: T[] = [];
-  let bytes = 200;
-  let more = matches.length > page.limit;
-  let last: string | undefined;
-  for (const match of matches.slice(0, page.limit)) {
-    const item = render(match);
-    const size = JSON.stringify(item).length + 1;
-    if (items.length > 0 && bytes + size > ctx.limits.maxReferrersBytes) {
-      more = true;
-      break;
-    }
-    bytes += size;
-    items.push(item);
-    last = match.cursor;
-  }
+  const { page: items, last, more } = fitPage(matches, page.limit, ctx.limits.maxReferrersBytes, render);
   if (!more || last === undefined) return { items, next: undefined };
   const forward: Record<string, string[]> = {};
   for (const [key, value] of params) if (key !== 'last' && key !== 'n') (forward[key] ??= []).push(value);
-  return { items, next: nextLink(ctx.url.pathname, { ...forward, n: String(page.requested ?? page.limit), last }) };
+  return { items, next: nextLink(ctx.url.pathname, { ...forward, n: String(page.requested ?? page.limit), last: last.cursor }) };
 }
 
 function sendIndex(ctx: ApiContext, manifests: unknown[], headers: Headers): void {
@@ -57,7 +43,7 @@ function sendIndex(ctx: ApiContext, manifests: unknown[], headers: Headers): voi
 export async function queriedReferrers(ctx: ApiContext, name: string, reference: string): Promise<void> {
   const { digest } = requireDigest(reference);
   rateLimit(ctx);
-  const query = parse(ctx);
+  const query = parse(ctx, true);
   await ctx.registry.repository(name); // picks up edits other tools made to the layout
   const artifactTypes = ctx.url.searchParams.getAll('artifactType').filter(Boolean);
   const scope: QueryScope = { kind: 'referrersOf', repository: name, subject: digest, artifactTypes, includeAttestations: ctx.registry.options.buildkitAttestations };
@@ -72,7 +58,7 @@ export async function queriedReferrers(ctx: ApiContext, name: string, reference:
 /** `GET /v2/_oci/references?q_…`: referrers in every repository the caller may pull. */
 export async function references(ctx: ApiContext): Promise<void> {
   rateLimit(ctx);
-  const query = parse(ctx);
+  const query = parse(ctx, true);
   const { items, next } = runPage(ctx, query, { kind: 'referrers' }, (m) => ({ ...referrerDescriptor(m), repository: m.repository, subjectDigest: m.subject }));
   const headers: Headers = {};
   if (query.conditions.length) headers['OCI-Filters-Applied'] = appliedFilters(query).join(',');
@@ -83,7 +69,7 @@ export async function references(ctx: ApiContext): Promise<void> {
 /** `GET /v2/_trellis/search?q_…`: every manifest and its tags, in every repository the caller may pull. */
 export async function search(ctx: ApiContext): Promise<void> {
   rateLimit(ctx);
-  const query = parse(ctx);
+  const query = parse(ctx, false);
   const { items, next } = runPage(ctx, query, { kind: 'manifests' }, (m) => {
     const result: Record<string, unknown> = { repository: m.repository, ...referrerDescriptor(m) };
     result.tags = ctx.registry.queries.tagsOf(m.repository, m.digest);

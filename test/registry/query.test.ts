@@ -91,6 +91,13 @@ test('referrers take q_ filters, including annotation keys with dots and #, and 
   assert.equal(both.headers.get('oci-filters-applied'), 'artifactType,q_annotations__n__ne');
   assert.deepEqual(new Set(both.json.manifests.map((m: Listed) => m.digest)), new Set([sboms[0]!.digest, sboms[2]!.digest]));
 
+  // Proposal F's own spelling: fields of the listed descriptors under manifests__
+  const sizes = (await get(`/v2/shop/app/referrers/${subject}`)).json.manifests.map((m: { size: number }) => m.size).sort((a: number, b: number) => a - b);
+  const [low, high] = [sizes[0], sizes[sizes.length - 1]];
+  const ranged = await get(`/v2/shop/app/referrers/${subject}?q_manifests__size__gt=${low}&q_manifests__size__lt=${high}&q_manifests__mediatype__contains=OCI`);
+  assert.deepEqual(ranged.json.manifests.map((m: { size: number }) => m.size).sort((a: number, b: number) => a - b), sizes.filter((n: number) => n > low && n < high));
+  assert.ok(ranged.json.manifests.length > 0);
+
   const none = await get(`/v2/shop/app/referrers/${subject}?q_artifacttype__eq=application/none`);
   assert.equal(none.status, 200);
   assert.deepEqual(none.json.manifests, []);
