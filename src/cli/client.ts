@@ -484,7 +484,8 @@ function registerQueryCommands(program: Command): void {
     'trellis query localhost:5000/app:v1 q_annotations__kind__eq=sbom -o json      # referrers of app:v1',
   ]);
 
-  const components = program.command('components').description('software components a Trellis registry knows (list, versions, show)');
+  const components = program.command('components').description('software components a Trellis registry knows (list, versions, show, owners)');
+  examples(components, ['trellis components list localhost:5000', 'trellis components versions localhost:5000 libfoo --latest']);
   const needComponents = async (host: string, flags: Flags) => {
     const reg = connect(host, flags);
     if (!offers(await extensions(reg), '_trellis/components')) throw new UsageError(`${host} does not offer the components extension (Trellis only)`);
@@ -502,36 +503,56 @@ function registerQueryCommands(program: Command): void {
       const rows = (items as { name: string; kind?: string; repository?: string; latest?: string; versionCount?: number }[]).map((c) => [c.name, c.kind ?? '', c.repository ?? '', c.latest ?? '', String(c.versionCount ?? '')]);
       console.log(table(rows, ['NAME', 'KIND', 'REPOSITORY', 'LATEST', 'VERSIONS']));
     });
-  examples(list, ['trellis components list localhost:5000', 'trellis components list localhost:5000 q_kind__eq=library -o json']);
+  examples(list, ['trellis components list localhost:5000', 'trellis components list localhost:5000 q_provider__eq=acme.org -o json']);
 
   const versions = withCommon(components.command('versions'), { output: ['table', 'json'] })
     .description('list the versions of a component, optionally within a constraint')
     .argument('<registry>', 'registry host').argument('<component>', 'component name')
     .option('--constraint <range>', 'version constraint, e.g. ">=1.2 <2"')
     .option('--latest', 'only the newest version matching')
-    .action(async (text: string, component: string, flags: Flags & { constraint?: string; latest?: boolean }) => {
+    .option('--repository <name>', 'only versions stored in this repository')
+    .option('--order <order>', 'asc or desc (default: highest version first)')
+    .action(async (text: string, component: string, flags: Flags & { constraint?: string; latest?: boolean; repository?: string; order?: string }) => {
       const host = parseHost(text);
       const params = new URLSearchParams({ component });
       if (flags.constraint) params.set('constraint', flags.constraint);
       if (flags.latest) params.set('latest', 'true');
+      if (flags.repository) params.set('repository', flags.repository);
+      if (flags.order) params.set('order', flags.order);
       const items = await pagedJson<{ versions?: unknown[] }>(await needComponents(host, flags), `/v2/_trellis/components/versions?${params}`, (b) => b.versions ?? []);
       if (flags.output === 'json') return printJson({ registry: host, component, versions: items });
       const rows = (items as { version: string; repository?: string; digest?: string; tag?: string }[]).map((v) => [v.version, v.repository ?? '', v.tag ?? '', v.digest ?? '']);
       console.log(table(rows, ['VERSION', 'REPOSITORY', 'TAG', 'DIGEST']));
     });
-  examples(versions, ['trellis components versions localhost:5000 libfoo --constraint ">=1.2 <2"', 'trellis components versions localhost:5000 libfoo --latest -o json']);
+  examples(versions, ['trellis components versions localhost:5000 github.com/acme.org/helloworld --constraint ">=1.0.0 <2.0.0"', 'trellis components versions localhost:5000 libfoo --latest -o json']);
 
   const show = withCommon(components.command('show'), { output: ['json'] })
     .description('show one version of a component')
     .argument('<registry>', 'registry host').argument('<component>', 'component name').argument('<version>', 'version')
-    .action(async (text: string, component: string, version: string, flags: Flags) => {
+    .option('--repository <name>', 'the repository, when the version is stored in several')
+    .action(async (text: string, component: string, version: string, flags: Flags & { repository?: string }) => {
       const host = parseHost(text);
       const reg = await needComponents(host, flags);
-      const answer = await reg.getJson<unknown>(`/v2/_trellis/components/version?${new URLSearchParams({ component, version })}`);
+      const params = new URLSearchParams({ component, version });
+      if (flags.repository) params.set('repository', flags.repository);
+      const answer = await reg.getJson<unknown>(`/v2/_trellis/components/version?${params}`);
       if (!answer) notFound(`${component} ${version}`);
       printJson(answer.body);
     });
-  examples(show, ['trellis components show localhost:5000 libfoo 1.4.2']);
+  examples(show, ['trellis components show localhost:5000 github.com/acme.org/helloworld 1.0.0', 'trellis components show localhost:5000 libfoo 1.4.2 --repository ocm/component-descriptors/libfoo']);
+
+  const owners = withCommon(components.command('owners'), { output: ['table', 'json'] })
+    .description('which component versions ship an artifact (by digest)')
+    .argument('<registry>', 'registry host').argument('<digest>', 'artifact digest')
+    .action(async (text: string, digest: string, flags: Flags) => {
+      const host = parseHost(text);
+      const reg = await needComponents(host, flags);
+      const answer = await reg.getJson<{ digest: string; owners: { name: string; version: string; repository: string | null; via: string }[] }>(`/v2/_trellis/components/owners?${new URLSearchParams({ digest })}`);
+      if (!answer) notFound(digest);
+      if (flags.output === 'json') return printJson(answer.body);
+      console.log(table(answer.body.owners.map((o) => [o.name, o.version, o.repository ?? '', o.via]), ['COMPONENT', 'VERSION', 'REPOSITORY', 'VIA']));
+    });
+  examples(owners, ['trellis components owners localhost:5000 sha256:…']);
 }
 
 // ---- completion ---------------------------------------------------------------------------------
