@@ -54,19 +54,21 @@ export function progressBars(flags: OutputFlags): (CopyProgress & { stop(): void
     return `${payload.name.padEnd(14)} ${bar} ${humanBytes(params.value).padStart(9)} / ${humanBytes(params.total).padEnd(9)} ${`${humanBytes(rate)}/s`.padStart(11)} ETA ${eta}s`;
   };
   const multi = new cliProgress.MultiBar({ format, hideCursor: true, clearOnComplete: false, stopOnComplete: false, barsize: 30, stream: process.stderr, fps: 8 });
-  const total = multi.create(0, 0, { name: 'total' });
+  // The total line appears with the first transfer (nothing to show when everything is there).
+  let total: cliProgress.SingleBar | undefined;
   let totalSize = 0;
   let stopped = false;
   const bars = new Map<string, cliProgress.SingleBar>();
   return {
     start(id, size) {
       totalSize += size;
+      total ??= multi.create(0, 0, { name: 'total' });
       total.setTotal(totalSize);
       bars.set(id, multi.create(size, 0, { name: short(id) }));
     },
     advance(id, bytes) {
       bars.get(id)?.increment(bytes);
-      total.increment(bytes);
+      total?.increment(bytes);
     },
     finish(id) {
       const bar = bars.get(id);

@@ -29,7 +29,7 @@ export interface CopyProgress {
 
 export interface CopyOptions {
   referrers: boolean;
-  /** Blob transfers at once (default 4). */
+  /** Blob checks and transfers at once (default 4). */
   concurrency?: number;
   progress?: CopyProgress;
   /** Tags or digests to copy instead of every tag; tags are re-tagged at the destination. */
@@ -84,26 +84,24 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
   const blobs = new Map<string, Promise<void>>();
   const limit = limiter(Math.max(1, options.concurrency ?? 4));
 
-  const sendBlob = async (src: string, dst: string, digest: string, expectedSize: number) => {
+  const sendBlob = (src: string, dst: string, digest: string, expectedSize: number) => limit(async () => {
     if (await sink.hasBlob(dst, digest)) {
       report.skippedBlobs++;
       return;
     }
-    await limit(async () => {
-      if (options.abortAfterBlobs !== undefined && report.blobs >= options.abortAfterBlobs) {
-        throw new CopyFailed(`stopped after ${report.blobs} blobs (TRELLIS_COPY_ABORT_AFTER_BLOBS)`);
-      }
-      const blob = await source.blob(src, digest);
-      if (!blob) throw new CopyFailed(`blob ${digest} is missing from ${src}`);
-      const size = blob.size || expectedSize;
-      const id = `${dst}@${digest}`;
-      options.progress?.start(id, size);
-      await sink.putBlob(dst, digest, size, options.progress ? counted(blob.stream, (n) => options.progress!.advance(id, n)) : blob.stream);
-      options.progress?.finish(id);
-      report.blobs++;
-      report.bytes += size;
-    });
-  };
+    if (options.abortAfterBlobs !== undefined && report.blobs >= options.abortAfterBlobs) {
+      throw new CopyFailed(`stopped after ${report.blobs} blobs (TRELLIS_COPY_ABORT_AFTER_BLOBS)`);
+    }
+    const blob = await source.blob(src, digest);
+    if (!blob) throw new CopyFailed(`blob ${digest} is missing from ${src}`);
+    const size = blob.size || expectedSize;
+    const id = `${dst}@${digest}`;
+    options.progress?.start(id, size);
+    await sink.putBlob(dst, digest, size, options.progress ? counted(blob.stream, (n) => options.progress!.advance(id, n)) : blob.stream);
+    options.progress?.finish(id);
+    report.blobs++;
+    report.bytes += size;
+  });
 
   const copyBlob = (src: string, dst: string, digest: string, size: number) => {
     const key = `${dst}@${digest}`;
@@ -115,6 +113,7 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
   const copyManifestOnce = async (src: string, dst: string, reference: string): Promise<FetchedManifest> => {
     const manifest = await source.manifest(src, reference);
     if (!manifest) throw new CopyFailed(`manifest ${reference} is missing from ${src}`);
+    // Reached by tag: share one copy with every other path to the same digest.
     const byDigest = `${dst}@${manifest.digest}`;
     if (reference !== manifest.digest) {
       const known = manifests.get(byDigest);

@@ -50,9 +50,8 @@ function parseChallenge(header: string): Challenge | undefined {
   return { scheme: match[1]!.toLowerCase(), params };
 }
 
-function isTlsError(err: unknown): boolean {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  const text = `${cause?.code ?? ''} ${cause?.message ?? ''} ${(err as Error).message}`;
+function isTlsError(err: Error & { code?: string }): boolean {
+  const text = `${err.code ?? ''} ${err.message}`;
   return /SSL|TLS|EPROTO|wrong version number|packet length/i.test(text);
 }
 
@@ -75,6 +74,15 @@ export class HttpRegistry implements ContentSource, ContentSink {
 
   private async credentials(): Promise<Credentials | undefined> {
     return this.options.login ?? (await this.options.credentials?.(this.host));
+  }
+
+  /** A failure to reach the registry; a TLS handshake failure names --plain-http. */
+  private connectionFailure(method: string, url: URL, err: Error & { code?: string }): RegistryRequestFailed {
+    if (url.protocol === 'https:' && isTlsError(err)) {
+      const reason = err.code ?? /[a-z ]*wrong version number|[^:\n]*$/i.exec(err.message)?.[0]?.trim() ?? err.message;
+      return new RegistryRequestFailed(`${method} ${url}: TLS handshake failed (${reason}); if ${this.host} serves plain HTTP, add --plain-http`, 'tls');
+    }
+    return new RegistryRequestFailed(`${method} ${url}: ${err.message}`, 'network');
   }
 
   /** Answers a 401 challenge; returns the Authorization header to retry with, if any. */
@@ -115,20 +123,15 @@ export class HttpRegistry implements ContentSource, ContentSink {
       try {
         return await fetch(url, { ...init, headers });
       } catch (err) {
-        const method = init.method ?? 'GET';
-        if (isTlsError(err) && url.startsWith('https:')) {
-          const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-          const reason = cause?.code ?? /[a-z ]*wrong version number|[^:\n]*$/i.exec(cause?.message ?? '')?.[0] ?? (err as Error).message;
-          throw new RegistryRequestFailed(`${method} ${url}: TLS handshake failed (${reason.trim()}); if ${this.host} serves plain HTTP, add --plain-http`, 'tls');
-        }
-        throw new RegistryRequestFailed(`${method} ${url}: ${(err as { cause?: Error }).cause?.message ?? (err as Error).message}`, 'network');
+        throw this.connectionFailure(init.method ?? 'GET', new URL(url), (err as { cause?: Error }).cause ?? (err as Error));
       }
     };
-    const cached = (scope && this.tokens.get(scope)) || this.authorization;
-    let res = await send(cached);
+    // Credentials go to the registry only, never to another origin it points at.
+    const sameOrigin = new URL(url).origin === new URL(this.base).origin;
+    let res = await send(sameOrigin ? this.authHeaders(scope ?? '').Authorization : undefined);
     // A streamed body cannot be sent twice; uploads authenticate on the POST before them.
     const replayable = !(init.body instanceof ReadableStream || init.body instanceof Readable);
-    if (res.status === 401 && replayable) {
+    if (res.status === 401 && replayable && sameOrigin) {
       const authorization = await this.authorize(res, scope);
       if (authorization) {
         await res.arrayBuffer().catch(() => undefined);
@@ -224,13 +227,7 @@ export class HttpRegistry implements ContentSource, ContentSink {
     const secure = url.protocol === 'https:';
     return new Promise((resolve, reject) => {
       const req = (secure ? httpsRequest : httpRequest)(url, { method, headers, agent: secure ? httpsAgent : httpAgent }, resolve);
-      req.once('error', (err) => {
-        if (isTlsError(err) && secure) {
-          reject(new RegistryRequestFailed(`${method} ${url}: TLS handshake failed (${(err as { code?: string }).code ?? err.message}); if ${this.host} serves plain HTTP, add --plain-http`, 'tls'));
-        } else {
-          reject(new RegistryRequestFailed(`${method} ${url}: ${err.message}`, 'network'));
-        }
-      });
+      req.once('error', (err) => reject(this.connectionFailure(method, url, err)));
       if (body) {
         body.once('error', (err) => req.destroy(err));
         body.pipe(req);
@@ -259,10 +256,7 @@ export class HttpRegistry implements ContentSource, ContentSink {
     try {
       return await exchange(method, url, headers, body);
     } catch (err) {
-      if (isTlsError(err) && url.protocol === 'https:') {
-        throw new RegistryRequestFailed(`${method} ${url}: TLS handshake failed (${(err as { code?: string }).code ?? (err as Error).message}); if ${this.host} serves plain HTTP, add --plain-http`, 'tls');
-      }
-      throw new RegistryRequestFailed(`${method} ${url}: ${(err as Error).message}`, 'network');
+      throw this.connectionFailure(method, url, err as Error);
     }
   }
 

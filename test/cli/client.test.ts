@@ -223,8 +223,11 @@ test('progress bars on a terminal only, and not with -q', async (t) => {
   if (!script) return t.skip('util-linux script(1) is not installed: no way to give the CLI a terminal');
   const bin = join(import.meta.dirname, '../../bin/trellis.mjs');
   const onTty = async (args: string) => (await run(script, ['-qfec', `${process.execPath} ${bin} ${args}`, '/dev/null'], { env, cwd: work })).stdout;
+  // New bytes each time: a blob the registry already has is not sent, so it shows no progress.
+  await writeFile(join(work, 'big.bin'), randomBytes(3 << 20));
   const shown = await onTty(`push ${reg.host}/progress/app:v2 big.bin`);
   assert.match(shown, /total .*MiB \/ 3\.0 MiB .*\/s/);
+  await writeFile(join(work, 'big.bin'), randomBytes(3 << 20));
   const quiet = await onTty(`push -q ${reg.host}/progress/app:v3 big.bin`);
   assert.doesNotMatch(quiet, /total/);
   assert.match(quiet, /^sha256:[0-9a-f]{64}\s*$/);
