@@ -245,6 +245,7 @@ export function registerClientCommands(program: Command): void {
       const src = parseReference(srcText);
       const dst = parseReference(dstText);
       if (dst.digest && dst.digest !== src.digest) throw new UsageError('the destination cannot name a different digest (digests do not change in a copy)');
+      if (!src.tag && !src.digest && dst.tag) throw new UsageError('copy every tag of a repository to a repository, not to a tag (or name a source tag)');
       const started = performance.now();
       const from = await openEndpoint(src, flags, 'source');
       let to;
@@ -261,7 +262,6 @@ export function registerClientCommands(program: Command): void {
         const options: Parameters<typeof copyRepository>[4] = { referrers: flags.recursive ?? false, concurrency: flags.concurrency };
         if (progress) options.progress = progress;
         if (from.reference) options.references = [from.reference];
-        else if (to.reference) throw new UsageError('copy every tag of a repository to a repository, not to a tag (or name a source tag)');
         if (dst.tag) options.destinationTag = dst.tag;
         if (abort) options.abortAfterBlobs = Number(abort);
         report = await copyRepository(from.store, to.store, from.repository, to.repository, options);
