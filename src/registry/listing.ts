@@ -28,8 +28,25 @@ export async function listTags(ctx: ApiContext, name: string): Promise<void> {
 }
 
 export async function catalog(ctx: ApiContext): Promise<void> {
-  const { items, headers } = await paged(ctx, '/v2/_catalog', (page) => ctx.registry.repositories(page), (r) => r);
+  const { items, headers } = await paged(ctx, '/v2/_catalog', (page) => visibleRepositories(ctx, page), (r) => r);
   sendJson(ctx.res, 200, { repositories: items }, headers, ctx.head);
+}
+
+/** A page of the repositories the caller may pull: hidden ones are dropped before the page is cut. */
+function visibleRepositories(ctx: ApiContext, page: { after?: string; limit: number }): string[] {
+  const visible: string[] = [];
+  const batch = Math.max(page.limit, 100);
+  let after = page.after;
+  for (;;) {
+    const names = ctx.registry.repositories(after === undefined ? { limit: batch } : { after, limit: batch });
+    for (const name of names) {
+      if (!ctx.access.canPull(name)) continue;
+      visible.push(name);
+      if (visible.length >= page.limit) return visible;
+    }
+    if (names.length < batch) return visible;
+    after = names[names.length - 1];
+  }
 }
 
 export async function referrers(ctx: ApiContext, name: string, reference: string): Promise<void> {

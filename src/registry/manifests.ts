@@ -17,7 +17,7 @@ export function accepts(header: string | undefined, mediaType: string): boolean 
 }
 
 export async function getManifest(ctx: ApiContext, name: string, reference: string): Promise<void> {
-  const { record, key } = await ctx.registry.resolveManifest(name, reference);
+  const { record, key } = await ctx.registry.resolveManifest(name, reference, ctx.access.canPull);
   // A pull by digest asks for exact content, so it is served whatever the Accept header says.
   const acceptHeader = ctx.req.headers.accept;
   if (isValidTag(reference) && !accepts(acceptHeader, record.mediaType)) {
