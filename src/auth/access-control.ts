@@ -205,7 +205,7 @@ export class AccessControl implements Gate {
     const status = allowed || caller.identity.kind !== 'user' && caller.identity.kind !== 'robot' ? 401 : 403;
     this.audit(ctx, caller, { outcome: 'denied', status, action, repository, reference, digest });
     if (status === 403) throw denied();
-    throw this.unauthorized(ctx, `authentication required to ${action} ${repository}`, scope, caller.token ? 'insufficient_scope' : undefined);
+    throw this.unauthorized(ctx, `authentication required to ${action}`, scope, caller.token ? 'insufficient_scope' : undefined);
   }
 
   /** Registry-wide endpoints: the base, the catalog, GC, and the `_oci` / `_trellis` extensions. */
