@@ -340,7 +340,7 @@ export class Registry {
     }
   }
 
-  async putManifest(repository: string, reference: string, bytes: Buffer, contentType: string | undefined, extraTags: string[]): Promise<{ digest: string; subject?: string; tags: string[] }> {
+  async putManifest(repository: string, reference: string, bytes: Buffer, contentType: string | undefined, extraTags: string[], canPull: (name: string) => boolean = () => true): Promise<{ digest: string; subject?: string; tags: string[] }> {
     let algorithm: DigestAlgorithm = 'sha256';
     let tags: string[];
     if (isValidTag(reference)) {
@@ -368,7 +368,8 @@ export class Registry {
       // Everything is checked before anything is written, so a refused push leaves no trace.
       const required = parsed.links.filter((l) => l.required);
       const present = await Promise.all(required.map(async (l) => {
-        if (await this.holdsBlob(l.repository ?? repository, l.digest)) return true;
+        // An entry in a descendant the pusher may not pull counts as missing: pushes cannot probe it.
+        if ((!l.repository || canPull(l.repository)) && (await this.holdsBlob(l.repository ?? repository, l.digest))) return true;
         // Copying tools flatten nested indexes into one repository: accept the entry from here.
         if (l.repository && (await this.holdsBlob(repository, l.digest))) {
           delete l.repository;

@@ -10,7 +10,7 @@ import { OCI_INDEX, makeImage, sha256 } from '../helpers/oci-client.ts';
 import { PASSWORD, startAuthRegistry, type AuthRegistry } from './setup.ts';
 
 const AUTH = {
-  groups: { team: ['alice'], ci: [] },
+  groups: { team: ['alice'], ci: ['dave'] },
   admins: { users: ['admin'] },
   policies: {
     'public/**': { anonymous: ['pull'], users: { alice: ['pull', 'push'] } },
@@ -22,7 +22,7 @@ const AUTH = {
 };
 
 async function setup(t: import('node:test').TestContext, settings = {}): Promise<AuthRegistry> {
-  const r = await startAuthRegistry(t, { users: ['admin', 'alice', 'bob', 'carol'], auth: AUTH, settings });
+  const r = await startAuthRegistry(t, { users: ['admin', 'alice', 'bob', 'carol', 'dave'], auth: AUTH, settings });
   const admin = r.basic('admin');
   for (const [repo, ref] of [['team/app', 'v1'], ['team/secret', 'v1'], ['public/base', 'v1'], ['private/x', 'v1']] as const) {
     assert.equal((await r.push(repo, ref, admin)).status, 201, `seeding ${repo}`);
@@ -241,6 +241,14 @@ test('access control over HTTP', { timeout: 120_000 }, async (t) => {
     assert.doesNotMatch(body, /secret/);
     assert.ok(!body.includes(childDigest), 'the child digest is not revealed');
     assert.deepEqual(bobGraph.json().edges.map((e: { to: unknown }) => e.to), [{ forbidden: true }]);
+    // Dave may push to team but not pull team/secret: an index naming the child cannot probe it.
+    const probe = async (digest: string) => {
+      const entry = { ...index.manifests[0]!, digest };
+      const answer = await call('/v2/team/manifests/probe', { method: 'PUT', body: JSON.stringify({ ...index, manifests: [entry] }), auth: basic('dave'), headers: { 'Content-Type': OCI_INDEX } });
+      return { status: answer.status, code: answer.json().errors?.[0]?.code };
+    };
+    assert.deepEqual(await probe(childDigest), { status: 400, code: 'MANIFEST_BLOB_UNKNOWN' });
+    assert.deepEqual(await probe(sha256('nothing here')), { status: 400, code: 'MANIFEST_BLOB_UNKNOWN' });
   });
 
   await t.test('a revoked robot is refused at once, password and tokens alike', async () => {
