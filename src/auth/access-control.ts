@@ -227,8 +227,14 @@ export class AccessControl implements Gate {
       return;
     }
     const open = signedIn || this.policies.anonymousAnywhere;
+    if (path === '/v2' || path === '/v2/') {
+      // In token mode a bare request is always challenged, as distribution does: clients then fetch
+      // a token (anonymous or not), so a login checks its credentials instead of passing unchecked.
+      const bare = !ctx.req.headers.authorization && this.verifier !== undefined;
+      return need(open && !bare, undefined, false);
+    }
     if (path === '/v2/_catalog') return need(open && tokenHas('catalog'), 'registry:catalog:*', false);
-    if (path === '/v2' || path.startsWith('/v2/')) need(open, undefined, false);
+    if (path.startsWith('/v2/')) need(open, undefined, false);
   }
 
   // ---- the token endpoint -----------------------------------------------------------------

@@ -102,6 +102,15 @@ test('access control over HTTP', { timeout: 120_000 }, async (t) => {
     }
   });
 
+  await t.test('GET /v2/ challenges bare requests in token mode, so logins check credentials', async () => {
+    const bare = await call('/v2/');
+    assert.equal(bare.status, 401);
+    assert.match(bare.headers.get('www-authenticate') ?? '', /^Bearer realm=/);
+    assert.equal((await call('/v2/', { auth: `Bearer ${await r.token(undefined, [])}` })).status, 200, 'anonymous may pull somewhere');
+    assert.equal((await call('/v2/', { auth: `Bearer ${await r.token('bob', [])}` })).status, 200);
+    assert.equal((await call('/v2/', { auth: basic('bob', 'wrong') })).status, 401);
+  });
+
   await t.test('anonymous read where the policy allows it, and nowhere else', async () => {
     assert.equal((await call('/v2/public/base/manifests/v1')).status, 200);
     assert.equal((await call('/v2/public/base/tags/list')).status, 200);
@@ -307,4 +316,16 @@ test('a token is refused once it expires (replay)', { timeout: 60_000 }, async (
   const replay = await r.call('/v2/team/app/tags/list', { auth: `Bearer ${token}` });
   assert.equal(replay.status, 401);
   assert.match(replay.headers.get('www-authenticate') ?? '', /invalid_token/);
+});
+
+test('without a token section clients get a Basic challenge', { timeout: 60_000 }, async (t) => {
+  const { token: _token, ...basicOnly } = AUTH;
+  const r = await startAuthRegistry(t, { users: ['alice'], auth: { ...basicOnly, policies: { team: { users: { alice: ['pull', 'push'] } } } } });
+  const bare = await r.call('/v2/');
+  assert.equal(bare.status, 401);
+  assert.equal(bare.headers.get('www-authenticate'), 'Basic realm="trellis", charset="UTF-8"');
+  assert.equal((await r.call('/v2/', { auth: r.basic('alice') })).status, 200);
+  assert.equal((await r.push('team/app', 'v1', r.basic('alice'))).status, 201);
+  assert.equal((await r.call('/v2/team/app/tags/list', { auth: 'Bearer whatever' })).status, 401);
+  assert.equal((await r.call('/v2/_trellis/token', { auth: r.basic('alice') })).status, 404);
 });
