@@ -32,8 +32,11 @@ export async function catalog(ctx: ApiContext): Promise<void> {
   sendJson(ctx.res, 200, { repositories: items }, headers, ctx.head);
 }
 
-/** A page of the repositories the caller may pull: hidden ones are dropped before the page is cut. */
-function visibleRepositories(ctx: ApiContext, page: { after?: string; limit: number }): string[] {
+/**
+ * A page of the repositories the caller may pull: hidden ones are dropped before the page is cut,
+ * so sizes and cursors only involve visible names. Other requests run between batches.
+ */
+async function visibleRepositories(ctx: ApiContext, page: { after?: string; limit: number }): Promise<string[]> {
   const visible: string[] = [];
   const batch = Math.max(page.limit, 100);
   let after = page.after;
@@ -46,6 +49,7 @@ function visibleRepositories(ctx: ApiContext, page: { after?: string; limit: num
     }
     if (names.length < batch) return visible;
     after = names[names.length - 1];
+    await new Promise((resolve) => setImmediate(resolve));
   }
 }
 
