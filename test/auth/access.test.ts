@@ -250,6 +250,9 @@ test('access control over HTTP', { timeout: 120_000 }, async (t) => {
     assert.doesNotMatch(body, /secret/);
     assert.ok(!body.includes(childDigest), 'the child digest is not revealed');
     assert.deepEqual(bobGraph.json().edges.map((e: { to: unknown }) => e.to), [{ forbidden: true }]);
+    const deeper = await call('/v2/team/_trellis/graph/all?direction=down&depth=3', { auth: basic('bob') });
+    assert.equal(deeper.json().edges.length, 1, 'the walk stops at a forbidden node');
+    assert.equal((await call('/v2/team/_trellis/graph/all?direction=down&depth=3', { auth: basic('alice') })).json().edges.length, 3, 'index → image → config and layer');
     // Dave may push to team but not pull team/secret: an index naming the child cannot probe it.
     const probe = async (digest: string) => {
       const entry = { ...index.manifests[0]!, digest };
