@@ -145,7 +145,7 @@ export class AccessControl implements Gate {
     }
     const htpasswd = this.options.htpasswd;
     if (!htpasswd) return undefined;
-    if (await htpasswd.refresh()) this.passwordCache.clear();
+    if (await this.refreshUsers(htpasswd)) this.passwordCache.clear();
     const key = createHash('sha256').update(`${user}\0${password}`).digest('hex');
     const cached = this.passwordCache.get(key);
     if (cached && cached.until > Date.now()) return cached.identity;
@@ -164,8 +164,20 @@ export class AccessControl implements Gate {
     }
     const htpasswd = this.options.htpasswd;
     if (!htpasswd) return undefined;
-    await htpasswd.refresh();
+    await this.refreshUsers(htpasswd);
     return htpasswd.has(name) ? { kind: 'user', name, groups: this.configGroups(name) } : undefined;
+  }
+
+  /** Reads the htpasswd file again if it changed; a file that cannot be read keeps the last users. */
+  private async refreshUsers(htpasswd: Htpasswd): Promise<boolean> {
+    try {
+      const changed = await htpasswd.refresh();
+      if (changed) for (const problem of htpasswd.problems) this.options.log.warn({ problem }, 'htpasswd entry refused');
+      return changed;
+    } catch (err) {
+      this.options.log.error({ err }, 'cannot read the htpasswd file; keeping the users read before');
+      return false;
+    }
   }
 
   private configGroups(name: string): string[] {

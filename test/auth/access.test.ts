@@ -332,3 +332,18 @@ test('without a token section clients get a Basic challenge', { timeout: 60_000 
   assert.equal((await r.call('/v2/team/app/tags/list', { auth: 'Bearer whatever' })).status, 401);
   assert.equal((await r.call('/v2/_trellis/token', { auth: r.basic('alice') })).status, 404);
 });
+
+test('htpasswd changes apply without a restart; only bcrypt hashes are accepted', { timeout: 60_000 }, async (t) => {
+  const { writeFile } = await import('node:fs/promises');
+  const bcrypt = (await import('bcryptjs')).default;
+  const r = await startAuthRegistry(t, { users: ['alice'], auth: { ...AUTH, policies: { team: { authenticated: ['pull'] } } } });
+  const token = await r.token('alice', ['repository:team/app:pull']);
+  assert.equal((await r.call('/v2/team/app/tags/list', { auth: `Bearer ${token}` })).status, 404);
+  assert.equal((await r.call('/v2/team/app/tags/list', { auth: r.basic('bob') })).status, 401);
+  // bob is added, alice removed, and an MD5 (apr1) entry for carol is refused.
+  await writeFile(join(r.dir, 'htpasswd'), `bob:${bcrypt.hashSync(PASSWORD, 4)}\ncarol:$apr1$abcdefgh$0123456789abcdefghijkl\n`);
+  assert.equal((await r.call('/v2/team/app/tags/list', { auth: r.basic('bob') })).status, 404);
+  assert.equal((await r.call('/v2/team/app/tags/list', { auth: r.basic('alice') })).status, 401);
+  assert.equal((await r.call('/v2/team/app/tags/list', { auth: `Bearer ${token}` })).status, 401, 'a removed user\'s token dies with the user');
+  assert.equal((await r.call('/v2/team/app/tags/list', { auth: r.basic('carol') })).status, 401);
+});
