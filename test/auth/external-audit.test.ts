@@ -46,13 +46,16 @@ test('tokens from a trusted external issuer: its scopes decide, its key, issuer 
 
 test('every denied request and every push and delete is one audit line', { timeout: 60_000 }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'trellis-audit-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
   await writeFile(join(dir, 'htpasswd'), `alice:${bcrypt.hashSync('pw', 4)}\nbob:${bcrypt.hashSync('pw', 4)}\n`);
   await writeFile(join(dir, 'auth.json'), JSON.stringify({ htpasswd: 'htpasswd', policies: { app: { users: { alice: ['pull', 'push', 'delete'], bob: ['pull'] } } } }));
   const lines: Record<string, unknown>[] = [];
   const sink = new Writable({ write(chunk, _enc, done) { for (const l of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(l)); done(); } });
   const running = await startRegistry({ ...DEFAULT_SETTINGS, listen: '127.0.0.1:0', data: join(dir, 'data'), authFile: join(dir, 'auth.json'), indexFlushMinMs: 5 }, pino({ level: 'info' }, sink));
-  t.after(() => running.close());
+  // One hook, in order: the server stops (and flushes its layouts) before its folder goes.
+  t.after(async () => {
+    await running.close();
+    await rm(dir, { recursive: true, force: true });
+  });
   const auth = (user: string) => ({ Authorization: `Basic ${Buffer.from(`${user}:pw`).toString('base64')}` });
   const image = makeImage();
   for (const blob of image.blobs) {
