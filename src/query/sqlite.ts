@@ -62,7 +62,9 @@ function valuesOf(path: string): { any: (predicate: (value: string, order: strin
     const order = `trellis_order_key(${source.column})`;
     return { any: (predicate, ...params) => ({ text: predicate(source.column, order), params }), has: { text: `${source.column} IS NOT NULL`, params: [] } };
   }
-  const from = source ? source.from : 'attributes a WHERE a.manifest_id = m.id AND a.path = ?';
+  // `+a.path` keeps the planner on the primary key (one manifest's few rows): with the path usable
+  // it may pick a path index and scan every manifest's rows for each candidate.
+  const from = source ? source.from : 'attributes a WHERE a.manifest_id = m.id AND +a.path = ?';
   const base: SQLInputValue[] = source ? [] : [path];
   const value = source ? source.value : 'a.value';
   const order = source ? `trellis_order_key(${source.value})` : 'a.ord';
@@ -89,6 +91,11 @@ function conditionSql(condition: Condition, sql: Sql): void {
       return add(any((_, order) => range.text.replaceAll('d.ord', order), ...range.params));
     }
   }
+}
+
+/** Attributes inside a JSON array can have several values per manifest; every other path has one. */
+function isSingleValued(path: string): boolean {
+  return !['layers__', 'manifests__', 'blobs__'].some((prefix) => path.startsWith(prefix));
 }
 
 /** The index range an ordered condition covers, for driving a scan by it. */
@@ -171,7 +178,7 @@ export class SqliteQueryIndex implements QueryIndex {
     const sql = new Sql();
     let conditions = [...query.conditions];
     const sort = query.sort;
-    const sortKey = sort ? `(SELECT ${sort.descending ? 'MAX' : 'MIN'}(x.ord) FROM attributes x WHERE x.manifest_id = m.id AND x.path = ? AND x.ord IS NOT NULL)` : '';
+    const sortKey = sort ? `(SELECT ${sort.descending ? 'MAX' : 'MIN'}(x.ord) FROM attributes x WHERE x.manifest_id = m.id AND +x.path = ? AND x.ord IS NOT NULL)` : '';
     let from = 'manifests m';
     let orderBy = 'm.id';
     let drivenBySortIndex = false;
@@ -203,10 +210,20 @@ export class SqliteQueryIndex implements QueryIndex {
         orderBy = 'd.manifest_id';
       } else if (sort) {
         from = 'attributes s INDEXED BY attributes_by_order CROSS JOIN manifests m ON m.id = s.manifest_id';
-        // One row per manifest: the one holding its sort key (lowest value among equal keys).
-        sql.add(`s.path = ? AND s.ord IS NOT NULL AND s.ord = ${sortKey.replace('m.id', 's.manifest_id')}
-          AND s.value = (SELECT MIN(y.value) FROM attributes y WHERE y.manifest_id = s.manifest_id AND y.path = s.path AND y.ord = s.ord)`,
-        sort.path, sort.path);
+        if (isSingleValued(sort.path)) {
+          sql.add('s.path = ? AND s.ord IS NOT NULL', sort.path);
+          // A range on the sort attribute itself bounds the scan instead of filtering it.
+          for (const ranged of conditions.filter((c) => c.order && c.path === sort.path)) {
+            const range = orderRange(ranged);
+            sql.add(range.text.replaceAll('d.ord', 's.ord'), ...range.params);
+            conditions = conditions.filter((c) => c !== ranged);
+          }
+        } else {
+          // One row per manifest: the one holding its sort key (lowest value among equal keys).
+          sql.add(`s.path = ? AND s.ord IS NOT NULL AND s.ord = ${sortKey.replace('m.id', 's.manifest_id')}
+            AND s.value = (SELECT MIN(y.value) FROM attributes y WHERE y.manifest_id = s.manifest_id AND +y.path = s.path AND y.ord = s.ord)`,
+          sort.path, sort.path);
+        }
         drivenBySortIndex = true;
       } else {
         const repository = conditions.find((c) => c.comparison === 'eq' && c.path === 'repository');
