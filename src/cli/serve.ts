@@ -4,6 +4,7 @@ import { pino, type Logger } from 'pino';
 import { Registry, type RegistryOptions } from '../content/registry.ts';
 import { Uploads } from '../content/uploads.ts';
 import { createRegistryServer } from '../registry/server.ts';
+import { RateLimiter } from '../registry/rate-limit.ts';
 import { parseListen, type Settings } from '../config/settings.ts';
 import { collectGarbage, type GcPolicy } from '../gc/collector.ts';
 import { TRELLIS_FOLDER } from '../layout/paths.ts';
@@ -65,6 +66,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   }, settings.gcIntervalSeconds * 1000).unref() : undefined;
   const server = createRegistryServer({
     registry, uploads, log: logger,
+    rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },
     limits: { maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, maxReferrersBytes: settings.maxReferrersBytes },
   });
   const { host, port } = parseListen(settings.listen);

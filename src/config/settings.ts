@@ -37,6 +37,10 @@ export interface Settings {
   gcUntagged: 'keep' | 'delete';
   /** Referrers whose subject is not in the repository. */
   gcDanglingReferrers: 'keep' | 'delete';
+  /** Query and search requests per second each client may make on average; 0 for no limit. */
+  queryRatePerSecond: number;
+  /** Query and search requests a client may make at once before the rate applies. */
+  queryRateBurst: number;
 }
 
 const CHOICES: Partial<Record<keyof Settings, readonly string[]>> = {
@@ -68,6 +72,8 @@ export const DEFAULT_SETTINGS: Settings = {
   gcGraceSeconds: 3600,
   gcUntagged: 'keep',
   gcDanglingReferrers: 'keep',
+  queryRatePerSecond: 20,
+  queryRateBurst: 40,
 };
 
 export class SettingsError extends Error {}

@@ -1,6 +1,6 @@
 // The registry's content model: repositories as OCI layouts, indexed in the metadata store.
 // HTTP handlers and CLI commands call this; it never speaks HTTP itself.
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { FileSystemDriver } from '../storage/filesystem.ts';
@@ -17,6 +17,8 @@ import { OciError, type ErrorEntry } from '../oci/errors.ts';
 import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
 import { isValidTag, repositoryNameProblem } from '../oci/names.ts';
 import { KeyedLock } from './lock.ts';
+import { SqliteQueryIndex } from '../query/sqlite.ts';
+import type { QueryIndex } from '../query/store.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
 
 export interface RegistryOptions {
@@ -59,9 +61,15 @@ export function requireRepositoryName(name: string): void {
   if (problem) throw new OciError(400, 'NAME_INVALID', problem, { name: name.slice(0, 300) });
 }
 
+async function removeIndex(dataDir: string): Promise<void> {
+  for (const suffix of ['', '-wal', '-shm']) await rm(metadataPath(dataDir) + suffix, { force: true });
+}
+
 export class Registry {
   readonly driver: FileSystemDriver;
   readonly metadata: MetadataStore;
+  /** Queries over every manifest's attributes, on the same index. */
+  readonly queries: QueryIndex;
   readonly layout: LayoutWriter;
   readonly options: RegistryOptions;
   private readonly indexLock = new KeyedLock();
@@ -69,11 +77,12 @@ export class Registry {
   private readonly lastLayoutCheck = new Map<string, number>();
   private readonly log: Logger;
 
-  private constructor(options: RegistryOptions, metadata: MetadataStore) {
+  private constructor(options: RegistryOptions, metadata: MetadataStore, queries: QueryIndex) {
     this.options = options;
     this.log = options.logger;
     this.driver = new FileSystemDriver(options.dataDir, { durable: options.durable });
     this.metadata = metadata;
+    this.queries = queries;
     this.layout = new LayoutWriter({
       driver: this.driver,
       metadata,
@@ -89,7 +98,14 @@ export class Registry {
   static async open(options: RegistryOptions): Promise<Registry> {
     await mkdir(`${options.dataDir}/${TRELLIS_FOLDER}`, { recursive: true });
     const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable });
-    const registry = new Registry(options, metadata);
+    const registry = new Registry(options, metadata, new SqliteQueryIndex(metadata.database));
+    if (metadata.needsRebuild) {
+      // Write what the old index journalled into the layouts, then rebuild from them.
+      options.logger.warn('the metadata index predates this version; rebuilding it from the layouts');
+      await registry.close();
+      await removeIndex(options.dataDir);
+      return Registry.open(options);
+    }
     await registry.driver.clearTemp();
     await registry.adoptLayouts();
     await registry.layout.flushAll();
@@ -208,7 +224,7 @@ export class Registry {
     return this.metadata.repository(name)!;
   }
 
-  repositories(page: PageRequest): string[] {
+  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): string[] {
     return this.metadata.repositories(page);
   }
 
@@ -419,11 +435,10 @@ export class Registry {
 
   /** Re-reads every layout from scratch into an empty index (used by `trellis reindex`). */
   static async rebuildIndex(options: RegistryOptions, deep = false): Promise<{ orphans: number }> {
-    const { rm } = await import('node:fs/promises');
     // Opening and closing first writes every journalled change into the layouts, so nothing
     // acknowledged is lost when the index is dropped.
     await (await Registry.open(options)).close();
-    for (const suffix of ['', '-wal', '-shm']) await rm(metadataPath(options.dataDir) + suffix, { force: true });
+    await removeIndex(options.dataDir);
     const registry = await Registry.open(options);
     let orphans = 0;
     if (deep) for (const repo of registry.metadata.allRepositories()) orphans += await registry.adoptOrphanReferrers(repo);

@@ -57,14 +57,14 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
   const foreign: Descriptor[] = [];
   const visited = new Set<string>();
   // Top-level entries carry their tag; children found while walking carry none.
-  const queue: { descriptor: Descriptor; top: boolean; tag?: string | undefined }[] = [];
+  const queue: { descriptor: Descriptor; top: boolean; tag?: string | undefined; derived?: boolean }[] = [];
 
   (index.manifests as unknown[]).forEach((entry, i) => {
     try {
       const descriptor = parseDescriptor(entry, `index.json manifests[${i}]`);
       // A referrers index (Trellis's, olareg's, or the unmerged image-spec draft's) is derived
       // data: walked for the referrers it lists, but neither a tag nor kept as an entry.
-      if (DERIVED_REFERRER_KEYS.some((key) => descriptor.annotations?.[key])) return void queue.push({ descriptor, top: false });
+      if (DERIVED_REFERRER_KEYS.some((key) => descriptor.annotations?.[key])) return void queue.push({ descriptor, top: false, derived: true });
       const refName = descriptor.annotations?.[REF_NAME];
       queue.push({ descriptor, top: true, tag: refName === undefined ? undefined : tagFromRefName(refName) });
     } catch (err) {
@@ -73,7 +73,7 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
   });
 
   while (queue.length > 0) {
-    const { descriptor, top, tag } = queue.shift()!;
+    const { descriptor, top, tag, derived } = queue.shift()!;
     if (visited.has(descriptor.digest)) {
       if (tag) snapshot.tags.set(tag, descriptor.digest);
       continue;
@@ -86,7 +86,9 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
     }
     if (tag) snapshot.tags.set(tag, descriptor.digest);
     visited.add(descriptor.digest);
-    snapshot.manifests.push(found);
+    // A derived referrers index is rewritten from the index whenever its subject's referrers
+    // change; indexing it as a manifest would make it show up in listings and searches.
+    if (!derived) snapshot.manifests.push(found);
     for (const link of found.links) {
       // Entries living in a descendant repository are walked when that layout is read.
       if (link.kind === 'manifest' && !link.repository && !visited.has(link.digest)) {
@@ -115,7 +117,10 @@ async function readManifest(driver: StorageDriver, repository: string, descripto
   try {
     const parsed = parseManifest(bytes, known ? descriptor.mediaType : undefined);
     for (const text of resolveNestedLinks(parsed.links, repository)) problems.push(`${repository}: manifest ${descriptor.digest}: ${text}`);
-    return { record: manifestRecord(descriptor.digest, parsed, bytes.length), links: parsed.links };
+    // The blob's modification time is the best record of when it was pushed.
+    const info = await driver.stat(blobKey(repository, descriptor.digest));
+    const pushedAt = info ? Number(info.mtimeNs / 1_000_000n) : Date.now();
+    return { record: manifestRecord(descriptor.digest, parsed, bytes.length, pushedAt), links: parsed.links };
   } catch (err) {
     if (!(err instanceof ManifestInvalid)) throw err;
     if (known) problems.push(`${repository}: manifest ${descriptor.digest}: ${err.message}`);

@@ -7,6 +7,8 @@ import type {
   TaggedManifest, UnreachableManifest,
 } from './store.ts';
 
+const SCHEMA_VERSION = 2;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS repos (
   id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,
@@ -41,10 +43,14 @@ CREATE TABLE IF NOT EXISTS edges (
   media_type TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (repo_id, parent, kind, child_repo, child)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS edges_by_child ON edges (repo_id, child, kind, parent);
 CREATE INDEX IF NOT EXISTS edges_by_child_repo ON edges (child_repo, child) WHERE child_repo <> '';
-CREATE TABLE IF NOT EXISTS annotations (
-  manifest_id INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
-  PRIMARY KEY (manifest_id, key)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS annotations_by_key ON annotations (key, value);
+-- What queries see of each manifest (src/query/attributes.ts): lower-cased values and their order
+-- keys. attribute_paths lists every path any manifest ever had (a query naming another is refused).
+CREATE TABLE IF NOT EXISTS attributes (
+  manifest_id INTEGER NOT NULL, path TEXT NOT NULL, value TEXT NOT NULL, ord TEXT,
+  PRIMARY KEY (manifest_id, path, value)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS attributes_by_value ON attributes (path, value);
+CREATE INDEX IF NOT EXISTS attributes_by_order ON attributes (path, ord) WHERE ord IS NOT NULL;
+CREATE TABLE IF NOT EXISTS attribute_paths (path TEXT PRIMARY KEY) WITHOUT ROWID;
 -- Per subject, the referrers index Trellis writes into the layout (fallback tag), and the
 -- subjects whose referrers changed since it was last written.
 CREATE TABLE IF NOT EXISTS layout_referrer_indexes (
@@ -107,6 +113,7 @@ export class SqliteMetadataStore implements MetadataStore {
   private readonly db: DatabaseSync;
   private readonly statements = new Map<string, StatementSync>();
   private lastMark: number;
+  needsRebuild = false;
 
   constructor(path: string, options: { durable?: boolean; readOnly?: boolean } = {}) {
     this.db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
@@ -121,9 +128,25 @@ export class SqliteMetadataStore implements MetadataStore {
       this.db.exec('PRAGMA cache_size = -65536');
       this.db.exec('PRAGMA temp_store = MEMORY');
       this.db.exec(SCHEMA);
+      this.upgrade();
     }
     const newest = options.readOnly ? undefined : (this.db.prepare('SELECT MAX(marked) AS m FROM dirty_subjects').get() as { m: number | null }).m;
     this.lastMark = Math.max(newest ?? 0, Date.now() * 1000);
+  }
+
+  /** The connection, for indexes kept beside this one in the same database (queries, components). */
+  get database(): DatabaseSync {
+    return this.db;
+  }
+
+  // An index written before query attributes existed lacks them; they come only from the
+  // manifests, so the index is rebuilt from the layouts (Registry.open does it).
+  private upgrade(): void {
+    const version = (this.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+    if (version >= SCHEMA_VERSION) return;
+    const hasManifests = this.db.prepare('SELECT 1 FROM manifests LIMIT 1').get() !== undefined;
+    if (hasManifests) this.needsRebuild = true;
+    else this.db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
   }
 
   private sql(text: string): StatementSync {
@@ -157,8 +180,12 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.repository(name)!;
   }
 
-  repositories(page: PageRequest): string[] {
-    const rows = this.sql('SELECT name FROM repos WHERE name > ? ORDER BY name LIMIT ?').all(page.after ?? '', page.limit) as { name: string }[];
+  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): string[] {
+    const namespace = page.namespace ?? '';
+    // Names are ASCII, so every name under the namespace sorts below namespace + U+FFFF.
+    const rows = this.sql(`SELECT name FROM repos WHERE name > ? AND name >= ? AND name < ?
+      ${page.childrenOnly ? 'AND instr(substr(name, ?), \'/\') = 0' : 'AND ? > 0'} ORDER BY name LIMIT ?`)
+      .all(page.after ?? '', namespace, `${namespace}\uffff`, namespace.length + 1, page.limit) as { name: string }[];
     return rows.map((r) => r.name);
   }
 
@@ -208,8 +235,12 @@ export class SqliteMetadataStore implements MetadataStore {
     if (record.subject) this.markDirty(repoId, record.subject);
     const edge = this.sql('INSERT OR IGNORE INTO edges (repo_id, parent, kind, child_repo, child, media_type, position) VALUES (?, ?, ?, ?, ?, ?, ?)');
     links.forEach((link, position) => edge.run(repoId, record.digest, link.kind, link.repository ?? '', link.digest, link.mediaType, position));
-    const annotation = this.sql('INSERT OR REPLACE INTO annotations (manifest_id, key, value) VALUES (?, ?, ?)');
-    for (const [key, value] of Object.entries(record.annotations)) annotation.run(inserted.id, key, value);
+    const attribute = this.sql('INSERT OR IGNORE INTO attributes (manifest_id, path, value, ord) VALUES (?, ?, ?, ?)');
+    const path = this.sql('INSERT OR IGNORE INTO attribute_paths (path) VALUES (?)');
+    for (const a of record.attributes ?? []) {
+      attribute.run(inserted.id, a.path, a.value, a.order);
+      path.run(a.path);
+    }
     this.recordBlob(repoId, record.digest, record.size);
   }
 
@@ -240,7 +271,7 @@ export class SqliteMetadataStore implements MetadataStore {
     const row = this.sql('DELETE FROM manifests WHERE repo_id = ? AND digest = ? RETURNING id, subject').get(repoId, digest) as { id: number; subject: string | null } | undefined;
     if (!row) return false;
     if (row.subject) this.markDirty(repoId, row.subject);
-    this.sql('DELETE FROM annotations WHERE manifest_id = ?').run(row.id);
+    this.sql('DELETE FROM attributes WHERE manifest_id = ?').run(row.id);
     this.sql('DELETE FROM edges WHERE repo_id = ? AND parent = ?').run(repoId, digest);
     const tags = this.sql('DELETE FROM tags INDEXED BY tags_by_digest WHERE repo_id = ? AND digest = ? RETURNING name').all(repoId, digest) as { name: string }[];
     if (gen !== undefined) this.tombstone(repoId, tags.map((t) => t.name), gen);

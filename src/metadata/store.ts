@@ -2,6 +2,7 @@
 // from the layouts. It is also the journal of index changes not yet written to `index.json`:
 // each repository counts its changes (`gen`) and remembers the last one flushed (`flushedGen`).
 import type { Descriptor, LinkKind, ManifestLink, ParsedManifest } from '../oci/manifest.ts';
+import { manifestAttributes, type Attribute } from '../query/attributes.ts';
 
 export interface RepositoryRecord {
   id: number;
@@ -30,6 +31,8 @@ export interface ManifestRecord {
   subject: string | null;
   annotations: Record<string, string>;
   pushedAt: number;
+  /** What queries see of it (only when it is being stored; not read back). */
+  attributes?: Attribute[];
 }
 
 /** The index row for a parsed manifest of `size` bytes stored under `digest`. */
@@ -37,6 +40,7 @@ export function manifestRecord(digest: string, parsed: ParsedManifest, size: num
   return {
     digest, mediaType: parsed.mediaType, size, artifactType: parsed.artifactType ?? null, configMediaType: parsed.configMediaType ?? null,
     subject: parsed.subject ?? null, annotations: parsed.annotations, pushedAt,
+    attributes: manifestAttributes(parsed.body, { digest, size, pushedAt, artifactType: parsed.artifactType ?? null }),
   };
 }
 
@@ -88,9 +92,12 @@ export interface LayoutSnapshot {
 }
 
 export interface MetadataStore {
+  /** The index was written by an older schema and must be rebuilt from the layouts. */
+  readonly needsRebuild: boolean;
   repository(name: string): RepositoryRecord | undefined;
   ensureRepository(name: string): RepositoryRecord;
-  repositories(page: PageRequest): string[];
+  /** Repository names in order; under a namespace (`team/`) only, and only its direct children if asked. */
+  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): string[];
   allRepositories(): RepositoryRecord[];
   /** Repositories whose journal holds changes `index.json` does not show yet. */
   pendingRepositories(): RepositoryRecord[];

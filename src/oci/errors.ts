@@ -3,7 +3,9 @@ export type ErrorCode =
   | 'BLOB_UNKNOWN' | 'BLOB_UPLOAD_INVALID' | 'BLOB_UPLOAD_UNKNOWN' | 'DIGEST_INVALID' | 'MANIFEST_BLOB_UNKNOWN'
   | 'MANIFEST_INVALID' | 'MANIFEST_UNKNOWN' | 'NAME_INVALID' | 'NAME_UNKNOWN' | 'SIZE_INVALID' | 'UNAUTHORIZED'
   | 'DENIED' | 'UNSUPPORTED' | 'TOOMANYREQUESTS' | 'RANGE_INVALID' | 'PAGINATION_NUMBER_INVALID' | 'TAG_INVALID'
-  | 'UNKNOWN' | 'UNAVAILABLE';
+  | 'UNKNOWN' | 'UNAVAILABLE'
+  // Trellis's query extension: a q_ parameter no item can satisfy or that is malformed.
+  | 'QUERY_INVALID';
 
 export interface ErrorEntry {
   code: ErrorCode;

@@ -38,6 +38,8 @@ export interface ParsedManifest {
   subject?: string;
   annotations: Record<string, string>;
   links: ManifestLink[];
+  /** The parsed JSON, for the attributes queries see. */
+  body: Record<string, unknown>;
 }
 
 export class ManifestInvalid extends Error {}
@@ -121,7 +123,7 @@ export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedMa
     if (d.annotations) entry.annotations = d.annotations;
     links.push(entry);
   };
-  const result: ParsedManifest = { mediaType, annotations, links };
+  const result: ParsedManifest = { mediaType, annotations, links, body };
 
   if (body.artifactType !== undefined) {
     if (!isValidMediaType(body.artifactType)) throw new ManifestInvalid('artifactType is not a valid media type');

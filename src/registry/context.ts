@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Registry } from '../content/registry.ts';
 import type { Uploads } from '../content/uploads.ts';
+import type { RateLimiter } from './rate-limit.ts';
 
 export interface ApiLimits {
   maxManifestBytes: number;
@@ -33,6 +34,8 @@ export interface ApiContext {
   limits: ApiLimits;
   log: Logger;
   access: AccessView;
+  /** Token buckets per client for the expensive endpoints (queries and searches). */
+  rateLimits: { query: RateLimiter };
   /** Who is asking, for rate limits: the authenticated identity, else the client address. */
   client: string;
 }

@@ -1,12 +1,15 @@
 // Listings: tags, the catalog, referrers, and the extension discovery document.
 import { requireDigest } from '../content/registry.ts';
+import { OciError } from '../oci/errors.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
 import { nextLink, pageParams, send, sendJson, type Headers } from './http.ts';
 import type { ApiContext } from './context.ts';
+import { queriedReferrers } from './query.ts';
+import { hasQuery } from '../query/language.ts';
 
 /** Lists a page, fetching one extra item to learn whether a `Link` to the next page is due. */
-function paged<T>(ctx: ApiContext, path: string, fetch: (page: { after?: string; limit: number }) => T[] | Promise<T[]>, key: (item: T) => string) {
+function paged<T>(ctx: ApiContext, path: string, fetch: (page: { after?: string; limit: number }) => T[] | Promise<T[]>, key: (item: T) => string, extra: Record<string, string> = {}) {
   const page = pageParams(ctx.url.searchParams, ctx.limits.maxListPage);
   return (async () => {
     if (page.limit === 0) return { items: [] as T[], headers: {} as Headers };
@@ -16,7 +19,7 @@ function paged<T>(ctx: ApiContext, path: string, fetch: (page: { after?: string;
     const headers: Headers = {};
     if (items.length > page.limit) {
       items.length = page.limit;
-      headers.Link = nextLink(path, { n: String(page.limit), last: key(items[items.length - 1]!) });
+      headers.Link = nextLink(path, { ...extra, n: String(page.limit), last: key(items[items.length - 1]!) });
     }
     return { items, headers };
   })();
@@ -27,12 +30,27 @@ export async function listTags(ctx: ApiContext, name: string): Promise<void> {
   sendJson(ctx.res, 200, { name, tags: items }, headers, ctx.head);
 }
 
+/**
+ * The catalog; `?prefix=team/` keeps the repositories under a namespace, `&children=true` only its
+ * direct children (Trellis additions; without them this is the spec's catalog).
+ */
 export async function catalog(ctx: ApiContext): Promise<void> {
-  const { items, headers } = await paged(ctx, '/v2/_catalog', (page) => ctx.registry.repositories(page), (r) => r);
+  const params = ctx.url.searchParams;
+  const rawPrefix = params.get('prefix') ?? '';
+  if (rawPrefix && !/^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*\/?$/.test(rawPrefix)) {
+    throw new OciError(400, 'NAME_INVALID', `prefix must be a repository namespace such as team/ or team/app, not ${JSON.stringify(rawPrefix.slice(0, 100))}`);
+  }
+  const namespace = rawPrefix && !rawPrefix.endsWith('/') ? `${rawPrefix}/` : rawPrefix;
+  const childrenOnly = params.get('children') === 'true';
+  const extra: Record<string, string> = {};
+  if (rawPrefix) extra.prefix = rawPrefix;
+  if (childrenOnly) extra.children = 'true';
+  const { items, headers } = await paged(ctx, '/v2/_catalog', (page) => ctx.registry.repositories({ ...page, namespace, childrenOnly }), (r) => r, extra);
   sendJson(ctx.res, 200, { repositories: items }, headers, ctx.head);
 }
 
 export async function referrers(ctx: ApiContext, name: string, reference: string): Promise<void> {
+  if (hasQuery(ctx.url.searchParams)) return queriedReferrers(ctx, name, reference);
   const { digest } = requireDigest(reference);
   const query = ctx.url.searchParams;
   const artifactTypes = query.getAll('artifactType').filter(Boolean);
@@ -80,6 +98,18 @@ export function discoverExtensions(ctx: ApiContext): void {
         description: 'Artifact graph: what a manifest references (down) and what references it (up), across nested namespaces; see docs/api.md',
         url: 'docs/api.md#artifact-graph',
         endpoints: ['_trellis/graph'],
+      },
+      {
+        name: '_oci/references',
+        description: 'Registry-wide referrers filtered by q_<attribute>__<comparison>=<value> queries (after Proposal F); the same q_ filters work on /v2/<name>/referrers/<digest>; see docs/query.md',
+        url: 'docs/query.md',
+        endpoints: ['_oci/references'],
+      },
+      {
+        name: '_trellis/search',
+        description: 'Registry-wide search over every manifest and its tags with the same q_ language, sort and order; see docs/query.md',
+        url: 'docs/query.md#search',
+        endpoints: ['_trellis/search'],
       },
     ],
   }, {}, ctx.head);

@@ -11,6 +11,8 @@ import { cancelUpload, deleteBlob, getBlob, patchUpload, putUpload, startUpload,
 import { deleteManifest, getManifest, putManifest } from './manifests.ts';
 import { catalog, discoverExtensions, listTags, referrers } from './listing.ts';
 import { graph } from './graph.ts';
+import { references, search } from './query.ts';
+import type { RateLimiter } from './rate-limit.ts';
 
 interface Route {
   pattern: RegExp;
@@ -33,6 +35,12 @@ export interface ServerDependencies {
   uploads: Uploads;
   limits: ApiLimits;
   log: Logger;
+  rateLimits: { query: RateLimiter };
+}
+
+function onlyGet(method: string, ctx: ApiContext, handler: (ctx: ApiContext) => Promise<void>): Promise<void> {
+  if (method !== 'GET' && method !== 'HEAD') throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on this endpoint`, undefined, { Allow: 'GET, HEAD' });
+  return handler(ctx);
 }
 
 async function dispatch(ctx: ApiContext): Promise<void> {
@@ -44,6 +52,8 @@ async function dispatch(ctx: ApiContext): Promise<void> {
   }
   if (path === '/v2/_catalog') return catalog(ctx);
   if (path === '/v2/_oci/ext/discover') return discoverExtensions(ctx);
+  if (path === '/v2/_oci/references') return onlyGet(method, ctx, references);
+  if (path === '/v2/_trellis/search') return onlyGet(method, ctx, search);
   for (const route of ROUTES) {
     const match = route.pattern.exec(path);
     if (!match) continue;
@@ -69,7 +79,7 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     // Once shutdown has begun, tell keep-alive clients to go away after this answer.
     if (!server.listening) res.setHeader('Connection', 'close');
     const head = req.method === 'HEAD';
-    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, access: ALLOW_ALL, client: req.socket.remoteAddress ?? 'unknown' };
+    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: req.socket.remoteAddress ?? 'unknown' };
     const started = performance.now();
     dispatch(ctx).then(
       () => deps.log.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: +(performance.now() - started).toFixed(2) }, 'request'),

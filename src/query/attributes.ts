@@ -1,0 +1,50 @@
+// The attributes of a manifest that queries see: every field of its JSON, flattened into paths of
+// lower-cased names joined by `__` (`config__mediatype`, `layers__mediatype`,
+// `annotations__org.opencontainers.image.version`), array elements under their array's path.
+// Values are kept lower-cased (comparisons are case-insensitive) with their order key.
+import { orderKey } from './order.ts';
+
+export const PATH_SEPARATOR = '__';
+/** Longer values are cut: contains/eq see their first MAX_VALUE_LENGTH characters. */
+export const MAX_VALUE_LENGTH = 4096;
+/** A manifest with more distinct (path, value) pairs keeps only the first ones (huge indexes). */
+export const MAX_ATTRIBUTES = 2000;
+const MAX_DEPTH = 8;
+
+export interface Attribute {
+  path: string;
+  value: string;
+  order: string | null;
+}
+
+function collect(value: unknown, path: string, depth: number, out: Map<string, Attribute>): void {
+  if (out.size >= MAX_ATTRIBUTES || depth > MAX_DEPTH) return;
+  if (Array.isArray(value)) {
+    for (const element of value) collect(element, path, depth + 1, out);
+    return;
+  }
+  if (typeof value === 'object' && value !== null) {
+    for (const [key, child] of Object.entries(value)) collect(child, path ? `${path}${PATH_SEPARATOR}${key.toLowerCase()}` : key.toLowerCase(), depth + 1, out);
+    return;
+  }
+  if (!path || value === null || value === undefined) return;
+  const text = String(value).slice(0, MAX_VALUE_LENGTH).toLowerCase();
+  const id = `${path}\u0000${text}`;
+  if (!out.has(id)) out.set(id, { path, value: text, order: orderKey(text) });
+}
+
+/** The attributes of a manifest's JSON, plus registry facts and the effective artifact type. */
+export function manifestAttributes(body: unknown, facts: { digest: string; size: number; pushedAt: number; artifactType: string | null }): Attribute[] {
+  const out = new Map<string, Attribute>();
+  const extra: Record<string, unknown> = {
+    digest: facts.digest,
+    size: facts.size,
+    pushedat: new Date(facts.pushedAt).toISOString(),
+  };
+  // What the referrers API reports as artifactType (the config media type when the field is absent).
+  if (facts.artifactType) extra.artifacttype = facts.artifactType;
+  collect(extra, '', 0, out);
+  const fields = typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as Record<string, unknown>) : {};
+  collect(Object.fromEntries(Object.entries(fields).filter(([key]) => key.toLowerCase() !== 'artifacttype')), '', 0, out);
+  return [...out.values()];
+}

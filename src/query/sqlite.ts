@@ -1,0 +1,237 @@
+// Queries on the SQLite metadata index. Each condition becomes an EXISTS over the manifest's
+// attribute rows (or its tags, or its repository); the cheapest indexed condition drives the scan
+// so that a page costs about the same at any registry size. See docs/query.md for the plans.
+import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
+import { OciError } from '../oci/errors.ts';
+import type { Condition, Query } from './language.ts';
+import { orderKey } from './order.ts';
+import type { QueryIndex, QueryMatch, QueryPage, QueryScope } from './store.ts';
+
+/** Paths that are registry facts rather than manifest attributes. */
+const FACT_SOURCES: Record<string, { from: string; value: string; order: string }> = {
+  repository: { from: 'repos fr WHERE fr.id = m.repo_id', value: 'lower(fr.name)', order: 'trellis_order_key(lower(fr.name))' },
+  tag: { from: 'tags ft INDEXED BY tags_by_digest WHERE ft.repo_id = m.repo_id AND ft.digest = m.digest', value: 'lower(ft.name)', order: 'trellis_order_key(lower(ft.name))' },
+};
+/** An eq driver matching more rows than this yields to the sort index when a sort is asked for. */
+const SELECTIVE_ENOUGH = 5000;
+
+interface Row {
+  id: number;
+  repository: string;
+  digest: string;
+  media_type: string;
+  size: number;
+  artifact_type: string | null;
+  subject: string | null;
+  annotations: string;
+  pushed_at: number;
+  sk?: string | null;
+}
+
+class Sql {
+  readonly where: string[] = [];
+  readonly params: SQLInputValue[] = [];
+  add(clause: string, ...params: SQLInputValue[]): void {
+    this.where.push(clause);
+    this.params.push(...params);
+  }
+}
+
+/** The SQL of one condition, over the rows of its source for manifest `m`. */
+function conditionSql(condition: Condition, sql: Sql): void {
+  const fact = FACT_SOURCES[condition.path];
+  const from = fact ? fact.from : 'attributes a WHERE a.manifest_id = m.id AND a.path = ?';
+  const base: SQLInputValue[] = fact ? [] : [condition.path];
+  const value = fact ? fact.value : 'a.value';
+  const order = fact ? fact.order : 'a.ord';
+  const any = (predicate: string, ...params: SQLInputValue[]) => ({ text: `EXISTS (SELECT 1 FROM ${from} AND ${predicate})`, params: [...base, ...params] });
+  const has = { text: `EXISTS (SELECT 1 FROM ${from})`, params: base };
+  const both = (a: { text: string; params: SQLInputValue[] }, b: { text: string; params: SQLInputValue[] }, negateB: boolean) =>
+    sql.add(`${a.text} AND ${negateB ? 'NOT ' : ''}${b.text}`, ...a.params, ...b.params);
+  const v = condition.value;
+  switch (condition.comparison) {
+    case 'eq': { const c = any(`${value} = ?`, v); return sql.add(c.text, ...c.params); }
+    case 'ne': return both(has, any(`${value} = ?`, v), true);
+    case 'contains': { const c = any(`instr(${value}, ?) > 0`, v); return sql.add(c.text, ...c.params); }
+    case 'notcontains': return both(has, any(`instr(${value}, ?) > 0`, v), true);
+    case 'exists': return sql.add(`${v === 'true' ? '' : 'NOT '}${has.text}`, ...has.params);
+    default: {
+      const { key, end } = condition.order!;
+      const start = key.charAt(0);
+      const ranges: Record<string, [string, SQLInputValue, SQLInputValue]> = {
+        gt: [`${order} > ? AND ${order} < ?`, key, end],
+        gte: [`${order} >= ? AND ${order} < ?`, key, end],
+        lt: [`${order} < ? AND ${order} >= ?`, key, start],
+        lte: [`${order} <= ? AND ${order} >= ?`, key, start],
+      };
+      const [text, a, b] = ranges[condition.comparison]!;
+      const c = any(text, a, b);
+      return sql.add(c.text, ...c.params);
+    }
+  }
+}
+
+/** The index range an ordered condition covers, for driving a scan by it. */
+function orderRange(condition: Condition): { text: string; params: SQLInputValue[] } {
+  const { key, end } = condition.order!;
+  const start = key.charAt(0);
+  switch (condition.comparison) {
+    case 'gt': return { text: 'd.ord > ? AND d.ord < ?', params: [key, end] };
+    case 'gte': return { text: 'd.ord >= ? AND d.ord < ?', params: [key, end] };
+    case 'lt': return { text: 'd.ord < ? AND d.ord >= ?', params: [key, start] };
+    default: return { text: 'd.ord <= ? AND d.ord >= ?', params: [key, start] };
+  }
+}
+
+function encodeCursor(parts: (string | number | null)[]): string {
+  return Buffer.from(JSON.stringify(parts)).toString('base64url');
+}
+
+function decodeCursor(cursor: string, sorted: boolean): { id: number; sk?: string } {
+  try {
+    const parts = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (Array.isArray(parts)) {
+      if (!sorted && parts.length === 1 && Number.isSafeInteger(parts[0])) return { id: parts[0] as number };
+      if (sorted && parts.length === 2 && typeof parts[0] === 'string' && Number.isSafeInteger(parts[1])) return { sk: parts[0], id: parts[1] as number };
+    }
+  } catch {
+    // fall through
+  }
+  throw new OciError(400, 'QUERY_INVALID', 'last is not a cursor this query produced; follow the Link header');
+}
+
+export class SqliteQueryIndex implements QueryIndex {
+  private readonly db: DatabaseSync;
+  private canPull: ((repository: string) => boolean) | undefined;
+
+  constructor(db: DatabaseSync) {
+    this.db = db;
+    // Access checks run inside the scan, so a page is cut only after invisible rows are dropped.
+    // Calls are synchronous: `canPull` is the one of the query being run.
+    db.function('trellis_can_pull', { deterministic: false, directOnly: true }, (name) => (this.canPull?.(String(name)) ?? true ? 1 : 0));
+    db.function('trellis_order_key', { deterministic: true, directOnly: true }, (value) => (value === null ? null : orderKey(String(value))));
+  }
+
+  isKnownAttribute(path: string): boolean {
+    if (path in FACT_SOURCES) return true;
+    return this.db.prepare('SELECT 1 FROM attribute_paths WHERE path = ?').get(path) !== undefined;
+  }
+
+  tagsOf(repository: string, digest: string): string[] {
+    return (this.db.prepare(`SELECT t.name FROM tags t INDEXED BY tags_by_digest JOIN repos r ON r.id = t.repo_id
+      WHERE r.name = ? AND t.digest = ? ORDER BY t.name`).all(repository, digest) as { name: string }[]).map((r) => r.name);
+  }
+
+  run(query: Query, scope: QueryScope, page: QueryPage, canPull: ((repository: string) => boolean) | undefined): QueryMatch[] {
+    if (page.limit <= 0) return [];
+    const sql = this.build(query, scope, page, canPull !== undefined);
+    this.canPull = canPull;
+    let rows: Row[];
+    try {
+      rows = this.db.prepare(sql.text).all(...sql.params) as unknown as Row[];
+    } finally {
+      this.canPull = undefined;
+    }
+    return rows.map((row) => ({
+      repository: row.repository, digest: row.digest, mediaType: row.media_type, size: row.size, artifactType: row.artifact_type,
+      subject: row.subject, annotations: JSON.parse(row.annotations) as Record<string, string>, pushedAt: row.pushed_at,
+      cursor: query.sort ? encodeCursor([row.sk ?? '', row.id]) : scope.kind === 'referrersOf' ? row.digest : encodeCursor([row.id]),
+    }));
+  }
+
+  private eqMatchesAtMost(condition: Condition, limit: number): boolean {
+    const row = this.db.prepare('SELECT count(*) AS n FROM (SELECT 1 FROM attributes INDEXED BY attributes_by_value WHERE path = ? AND value = ? LIMIT ?)')
+      .get(condition.path, condition.value, limit + 1) as { n: number };
+    return row.n <= limit;
+  }
+
+  private build(query: Query, scope: QueryScope, page: QueryPage, checkAccess: boolean): { text: string; params: SQLInputValue[] } {
+    const sql = new Sql();
+    let conditions = [...query.conditions];
+    const sort = query.sort;
+    const sortKey = sort ? `(SELECT ${sort.descending ? 'MAX' : 'MIN'}(x.ord) FROM attributes x WHERE x.manifest_id = m.id AND x.path = ? AND x.ord IS NOT NULL)` : '';
+    let from = 'manifests m';
+    let orderBy = 'm.id';
+    let drivenBySortIndex = false;
+
+    if (scope.kind === 'referrersOf') {
+      const repo = this.db.prepare('SELECT id FROM repos WHERE name = ?').get(scope.repository) as { id: number } | undefined;
+      sql.add(scope.includeAttestations ? 'm.repo_id = ? AND (m.subject = ? OR m.attests = ?)' : 'm.repo_id = ? AND m.subject = ?',
+        repo?.id ?? -1, scope.subject, ...(scope.includeAttestations ? [scope.subject] : []));
+      if (scope.artifactTypes.length) sql.add(`m.artifact_type IN (${scope.artifactTypes.map(() => '?').join(',')})`, ...scope.artifactTypes);
+      orderBy = 'm.digest';
+    } else {
+      if (scope.kind === 'referrers') sql.add('m.subject IS NOT NULL');
+      const eq = conditions.find((c) => c.comparison === 'eq' && !(c.path in FACT_SOURCES));
+      const useEq = eq && (!sort || this.eqMatchesAtMost(eq, SELECTIVE_ENOUGH));
+      if (useEq) {
+        from = 'attributes d INDEXED BY attributes_by_value CROSS JOIN manifests m ON m.id = d.manifest_id';
+        sql.add('d.path = ? AND d.value = ?', eq.path, eq.value);
+        conditions = conditions.filter((c) => c !== eq);
+        orderBy = 'd.manifest_id';
+      } else if (sort) {
+        from = 'attributes s INDEXED BY attributes_by_order CROSS JOIN manifests m ON m.id = s.manifest_id';
+        // One row per manifest: the one holding its sort key (lowest value among equal keys).
+        sql.add(`s.path = ? AND s.ord IS NOT NULL AND s.ord = ${sortKey.replace('m.id', 's.manifest_id')}
+          AND s.value = (SELECT MIN(y.value) FROM attributes y WHERE y.manifest_id = s.manifest_id AND y.path = s.path AND y.ord = s.ord)`,
+        sort.path, sort.path);
+        drivenBySortIndex = true;
+      } else {
+        const repository = conditions.find((c) => c.comparison === 'eq' && c.path === 'repository');
+        const ordered = conditions.find((c) => c.order && !(c.path in FACT_SOURCES));
+        const contains = conditions.find((c) => c.comparison === 'contains' && !(c.path in FACT_SOURCES));
+        if (repository) {
+          sql.add('m.repo_id = (SELECT id FROM repos WHERE lower(name) = ?)', repository.value);
+          conditions = conditions.filter((c) => c !== repository);
+        } else if (ordered) {
+          const range = orderRange(ordered);
+          sql.add(`m.id IN (SELECT d.manifest_id FROM attributes d INDEXED BY attributes_by_order WHERE d.path = ? AND ${range.text})`, ordered.path, ...range.params);
+          conditions = conditions.filter((c) => c !== ordered);
+        } else if (contains) {
+          sql.add('m.id IN (SELECT d.manifest_id FROM attributes d INDEXED BY attributes_by_value WHERE d.path = ? AND instr(d.value, ?) > 0)', contains.path, contains.value);
+          conditions = conditions.filter((c) => c !== contains);
+        }
+      }
+    }
+    for (const condition of conditions) conditionSql(condition, sql);
+    if (checkAccess) sql.add('trellis_can_pull(r.name)');
+
+    const columns = 'm.id, r.name AS repository, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations, m.pushed_at';
+    const direction = sort?.descending ? 'DESC' : 'ASC';
+    const after = sort?.descending ? '<' : '>';
+    let text: string;
+    const params: SQLInputValue[] = [];
+    if (sort) {
+      const cursor = page.after ? decodeCursor(page.after, true) : undefined;
+      const key = drivenBySortIndex ? 's.ord' : 'sk';
+      const id = drivenBySortIndex ? 's.manifest_id' : 'id';
+      const cursorClause = cursor ? ` AND (${key}, ${id}) ${after} (?, ?)` : '';
+      if (drivenBySortIndex) {
+        text = `SELECT ${columns}, s.ord AS sk FROM ${from} JOIN repos r ON r.id = m.repo_id
+          WHERE ${sql.where.join(' AND ')}${cursorClause} ORDER BY s.ord ${direction}, s.manifest_id ${direction} LIMIT ?`;
+        params.push(...sql.params);
+      } else {
+        // The key is computed per candidate, then sorted: used when few candidates are left.
+        text = `SELECT * FROM (SELECT ${columns}, ${sortKey} AS sk FROM ${from} JOIN repos r ON r.id = m.repo_id
+          WHERE ${sql.where.join(' AND ')}) WHERE sk IS NOT NULL${cursorClause} ORDER BY sk ${direction}, id ${direction} LIMIT ?`;
+        params.push(sort.path, ...sql.params);
+      }
+      if (cursor) params.push(cursor.sk!, cursor.id);
+    } else {
+      let cursorClause = '';
+      if (page.after) {
+        if (scope.kind === 'referrersOf') {
+          cursorClause = ' AND m.digest > ?';
+          params.push(page.after);
+        } else {
+          cursorClause = ` AND ${orderBy} > ?`;
+          params.push(decodeCursor(page.after, false).id);
+        }
+      }
+      text = `SELECT ${columns} FROM ${from} JOIN repos r ON r.id = m.repo_id WHERE ${sql.where.length ? sql.where.join(' AND ') : '1'}${cursorClause} ORDER BY ${orderBy} LIMIT ?`;
+      params.unshift(...sql.params);
+    }
+    params.push(page.limit);
+    return { text, params };
+  }
+}

@@ -1,0 +1,98 @@
+// The query extension: q_ filters on one subject's referrers, registry-wide referrers
+// (`/v2/_oci/references`) and registry-wide search over every manifest (`/v2/_trellis/search`).
+import { requireDigest } from '../content/registry.ts';
+import { OCI_INDEX } from '../oci/mediatypes.ts';
+import { OciError } from '../oci/errors.ts';
+import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
+import { appliedFilters, parseQuery, type Query } from '../query/language.ts';
+import type { QueryMatch, QueryScope } from '../query/store.ts';
+import { nextLink, pageParams, send, type Headers } from './http.ts';
+import { ALLOW_ALL, type ApiContext } from './context.ts';
+
+function rateLimit(ctx: ApiContext): void {
+  const wait = ctx.rateLimits.query.take(ctx.client);
+  if (wait > 0) throw new OciError(429, 'TOOMANYREQUESTS', `too many query requests; retry in ${wait} s`, undefined, { 'Retry-After': String(wait) });
+}
+
+function parse(ctx: ApiContext, listedDescriptors: boolean): Query {
+  return parseQuery(ctx.url.searchParams, (path) => ctx.registry.queries.isKnownAttribute(path), { listedDescriptors });
+}
+
+/**
+ * Runs a query and cuts the page by the client's `n` and by the response byte budget, whichever
+ * comes first; returns the items and the `Link` to the next page, if any.
+ */
+function runPage<T>(ctx: ApiContext, query: Query, scope: QueryScope, render: (match: QueryMatch) => T): { items: T[]; next: string | undefined } {
+  const params = ctx.url.searchParams;
+  const page = pageParams(params, ctx.limits.maxListPage);
+  const canPull = ctx.access === ALLOW_ALL ? undefined : (repository: string) => ctx.access.canPull(repository);
+  const matches = ctx.registry.queries.run(query, scope, { after: page.after, limit: page.limit + 1 }, canPull);
+  const items: T[] = [];
+  let bytes = 200;
+  let more = matches.length > page.limit;
+  let last: string | undefined;
+  for (const match of matches.slice(0, page.limit)) {
+    const item = render(match);
+    const size = JSON.stringify(item).length + 1;
+    if (items.length > 0 && bytes + size > ctx.limits.maxReferrersBytes) {
+      more = true;
+      break;
+    }
+    bytes += size;
+    items.push(item);
+    last = match.cursor;
+  }
+  if (!more || last === undefined) return { items, next: undefined };
+  const forward: Record<string, string[]> = {};
+  for (const [key, value] of params) if (key !== 'last' && key !== 'n') (forward[key] ??= []).push(value);
+  return { items, next: nextLink(ctx.url.pathname, { ...forward, n: String(page.requested ?? page.limit), last }) };
+}
+
+function sendIndex(ctx: ApiContext, manifests: unknown[], headers: Headers): void {
+  const body = JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests });
+  send(ctx.res, 200, { 'Content-Type': OCI_INDEX, ...headers, 'Content-Length': Buffer.byteLength(body) }, ctx.head ? undefined : body);
+}
+
+/** `GET /v2/<name>/referrers/<digest>?q_…`: the referrers API with query filters. */
+export async function queriedReferrers(ctx: ApiContext, name: string, reference: string): Promise<void> {
+  const { digest } = requireDigest(reference);
+  rateLimit(ctx);
+  const query = parse(ctx, true);
+  await ctx.registry.repository(name); // picks up edits other tools made to the layout
+  const artifactTypes = ctx.url.searchParams.getAll('artifactType').filter(Boolean);
+  const scope: QueryScope = { kind: 'referrersOf', repository: name, subject: digest, artifactTypes, includeAttestations: ctx.registry.options.buildkitAttestations };
+  const { items, next } = runPage(ctx, query, scope, (m): Descriptor => referrerDescriptor(m));
+  const applied = [...(artifactTypes.length ? ['artifactType'] : []), ...appliedFilters(query)];
+  const headers: Headers = {};
+  if (applied.length) headers['OCI-Filters-Applied'] = applied.join(',');
+  if (next) headers.Link = next;
+  sendIndex(ctx, items, headers);
+}
+
+/** `GET /v2/_oci/references?q_…`: referrers in every repository the caller may pull. */
+export async function references(ctx: ApiContext): Promise<void> {
+  rateLimit(ctx);
+  const query = parse(ctx, true);
+  const { items, next } = runPage(ctx, query, { kind: 'referrers' }, (m) => ({ ...referrerDescriptor(m), repository: m.repository, subjectDigest: m.subject }));
+  const headers: Headers = {};
+  if (query.conditions.length) headers['OCI-Filters-Applied'] = appliedFilters(query).join(',');
+  if (next) headers.Link = next;
+  sendIndex(ctx, items, headers);
+}
+
+/** `GET /v2/_trellis/search?q_…`: every manifest and its tags, in every repository the caller may pull. */
+export async function search(ctx: ApiContext): Promise<void> {
+  rateLimit(ctx);
+  const query = parse(ctx, false);
+  const { items, next } = runPage(ctx, query, { kind: 'manifests' }, (m) => {
+    const result: Record<string, unknown> = { repository: m.repository, ...referrerDescriptor(m) };
+    result.tags = ctx.registry.queries.tagsOf(m.repository, m.digest);
+    if (m.subject) result.subjectDigest = m.subject;
+    result.pushedAt = new Date(m.pushedAt).toISOString();
+    return result;
+  });
+  const body = JSON.stringify({ results: items });
+  const headers: Headers = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) };
+  if (next) headers.Link = next;
+  send(ctx.res, 200, headers, ctx.head ? undefined : body);
+}

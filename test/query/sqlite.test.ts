@@ -1,0 +1,75 @@
+// The SQLite query index directly: access filtering happens before pages are cut, and every plan
+// (eq-driven, sort-driven, range, contains, full scan) pages through all matches exactly once.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { makeImage, makeReferrer, pushBuilt } from '../helpers/oci-client.ts';
+import { parseQuery, type Query } from '../../src/query/index.ts';
+import type { QueryMatch, QueryScope } from '../../src/query/store.ts';
+
+let reg: TestRegistry;
+const VERSION = 'org.opencontainers.image.version';
+
+before(async () => {
+  reg = await startTestRegistry();
+  // Repositories interleave so that hidden ones sit between visible ones in every order.
+  for (let i = 0; i < 24; i++) {
+    const repo = ['open/a', 'secret/b', 'open/c'][i % 3]!;
+    const image = makeImage({ annotations: { [VERSION]: `1.${i % 7}.${i}`, team: i % 2 ? 'blue' : 'green' } });
+    assert.equal((await pushBuilt(reg.url, repo, `v${i}`, image)).status, 201);
+    const sig = makeReferrer(image.descriptor, { artifactType: 'application/vnd.example.sig', annotations: { team: 'blue', 'org.opencontainers.image.created': `2024-01-${String(i + 1).padStart(2, '0')}T00:00:00Z` } });
+    assert.equal((await pushBuilt(reg.url, repo, sig.digest, sig)).status, 201);
+  }
+});
+
+after(() => reg.dispose());
+
+function pages(query: Query, scope: QueryScope, size: number, canPull?: (repo: string) => boolean): QueryMatch[][] {
+  const out: QueryMatch[][] = [];
+  let after: string | undefined;
+  for (;;) {
+    const page = reg.registry.queries.run(query, scope, { after, limit: size }, canPull);
+    if (page.length === 0) return out;
+    out.push(page);
+    after = page[page.length - 1]!.cursor;
+    assert.ok(out.length < 100, 'paging ends');
+  }
+}
+
+const queries: [string, QueryScope][] = [
+  ['q_annotations__team__eq=blue', { kind: 'manifests' }],
+  ['q_annotations__team__eq=blue&sort=created&order=desc', { kind: 'manifests' }],
+  [`sort=version`, { kind: 'manifests' }],
+  [`q_annotations__${VERSION}__gte=1.3`, { kind: 'manifests' }],
+  ['q_artifacttype__contains=example', { kind: 'referrers' }],
+  ['q_annotations__team__ne=green', { kind: 'manifests' }],
+  ['', { kind: 'referrers' }],
+];
+
+test('every plan pages through all matches once, and hidden repositories never fill a page', () => {
+  const known = (path: string) => reg.registry.queries.isKnownAttribute(path);
+  const visible = (repo: string) => !repo.startsWith('secret/');
+  for (const [text, scope] of queries) {
+    const query = parseQuery(new URLSearchParams(text), known);
+    const everything = pages(query, scope, 1000)[0] ?? [];
+    assert.ok(everything.length > 0, `${text} matches something`);
+    const expected = everything.filter((m) => visible(m.repository)).map((m) => `${m.repository}@${m.digest}`);
+    for (const size of [1, 3, 7]) {
+      const seen = pages(query, scope, size, visible);
+      for (const page of seen.slice(0, -1)) assert.equal(page.length, size, `${text}: full pages before the last`);
+      const flat = seen.flat().map((m) => `${m.repository}@${m.digest}`);
+      assert.deepEqual(flat, expected, `${text} by ${size}: same matches, same order, no repository it may not pull`);
+    }
+  }
+});
+
+test('sorted pages follow the sort key', () => {
+  const query = parseQuery(new URLSearchParams('sort=version&order=desc'), (p) => reg.registry.queries.isKnownAttribute(p));
+  const versions = pages(query, { kind: 'manifests' }, 5).flat().map((m) => m.annotations[VERSION]!);
+  const numeric = versions.map((v) => v.split('.').map(Number));
+  for (let i = 1; i < numeric.length; i++) {
+    const [a, b] = [numeric[i - 1]!, numeric[i]!];
+    assert.ok(a[1]! > b[1]! || (a[1] === b[1] && a[2]! >= b[2]!), `${versions[i - 1]} before ${versions[i]}`);
+  }
+  assert.equal(versions.length, 24);
+});
