@@ -13,12 +13,13 @@
 // BENCH_QUERY_CASE_TIME_LIMIT_S (120: a slower query stops early, with at least 20 requests),
 // BENCH_QUERY_SEED, BENCH_TMPDIR. Requests are sequential, one client (Node fetch) on the same
 // machine. Results: bench/results/queries.md and queries.json (and a section of `npm run bench`).
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { execFileSync } from 'node:child_process';
-import { ROOT, killAll, readMemory, removeOnSignal, startTrellis, tail, type MemoryFigures } from './lib/servers.ts';
+import { ROOT, killAll, readCpuSeconds, readMemory, removeOnSignal, startTrellis, tail, type MemoryFigures } from './lib/servers.ts';
 import { percentile, round } from './lib/stats.ts';
 import { CYCLONEDX, NOTATION_SIG, SPDX, dbSize, generateCorpus, reindex, type CorpusSummary } from './corpus.ts';
 
@@ -69,6 +70,9 @@ export interface QueriesResult {
   cases: QueryCaseResult[];
   memory: MemoryFigures | null;
   rssGoalMet: boolean | null;
+  /** While the queries ran: CPU the rest of the machine used (cores, on average; not the server, not this client). */
+  otherCores: number;
+  serverCpuS: number;
   /** EXPLAIN QUERY PLAN of the SQL each registry-wide query runs (when the query module can say). */
   plans: Record<string, string[]>;
   machine: { nproc: number; cpuModel: string; node: string; trellisCommit: string };
@@ -226,6 +230,13 @@ async function explainPlans(dbFile: string, cases: QueryCase[]): Promise<Record<
   return plans;
 }
 
+/** CPU seconds the whole machine has been busy (from /proc/stat). */
+function machineBusyS(): number {
+  const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  return (total - (fields[3] ?? 0) - (fields[4] ?? 0)) / 100;
+}
+
 function gitCommit(): string {
   try {
     const head = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
@@ -290,7 +301,7 @@ export async function runQueryBenchmark(options: { tmpRoot?: string; logDir?: st
   const result: QueriesResult = {
     scale: given ? `${corpus.options.repos} repositories, ${corpus.manifests} manifests (given corpus)` : scale, corpusDir, corpus,
     generationS: generationS ?? corpus.generationS, reindexS, reindexedInThisRun: reindexed, dbBytes: size.db, dbWalBytes: size.wal,
-    serverStartS: NaN, requests, warmup, cases: [], memory: null, rssGoalMet: null, plans: {},
+    serverStartS: NaN, requests, warmup, cases: [], memory: null, rssGoalMet: null, otherCores: NaN, serverCpuS: NaN, plans: {},
     machine: { nproc: availableParallelism(), cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, trellisCommit: gitCommit() },
     startedAt, errors,
   };
@@ -299,6 +310,10 @@ export async function runQueryBenchmark(options: { tmpRoot?: string; logDir?: st
   const server = await startTrellis({ tmpRoot, logDir, label: 'queries', dataDir: corpusDir, env, readyTimeoutMs: 3_600_000 });
   result.serverStartS = round((performance.now() - t0) / 1000, 1);
   progress(`queries: server ready in ${result.serverStartS} s (pid ${server.pid})`);
+  const machineBefore = machineBusyS();
+  const selfBefore = readCpuSeconds('self') ?? NaN;
+  const serverBefore = readCpuSeconds(server.pid) ?? NaN;
+  const measureStart = performance.now();
   try {
     for (const c of cases) {
       const r = await measure(server.url, c, warmup, requests, caseTimeLimitMs);
@@ -308,6 +323,10 @@ export async function runQueryBenchmark(options: { tmpRoot?: string; logDir?: st
     }
     if (!server.alive()) throw new Error(`Trellis died during the queries; log: ${tail(server.logFile)}`);
     result.memory = readMemory(server.pid) ?? null;
+    const serverCpu = (readCpuSeconds(server.pid) ?? NaN) - serverBefore;
+    const selfCpu = (readCpuSeconds('self') ?? NaN) - selfBefore;
+    result.serverCpuS = round(serverCpu, 1);
+    result.otherCores = round(Math.max(0, machineBusyS() - machineBefore - serverCpu - selfCpu) / ((performance.now() - measureStart) / 1000), 2);
     result.rssGoalMet = result.memory ? result.memory.peakKiB <= RSS_GOAL_KIB : null;
   } finally {
     await server.stop();
@@ -337,7 +356,8 @@ export function renderQueries(r: QueriesResult): string {
   lines.push(`| server start on the corpus | ${fmt(r.serverStartS)} s |`);
   lines.push(`| peak RSS (VmHWM) of the server after all queries (goal ≤ 1 GiB) | ${r.memory ? `${fmt(r.memory.peakKiB / 1024)} MiB` : '—'} ${r.rssGoalMet === null ? '' : r.rssGoalMet ? '(met)' : '(**missed**)'} |`);
   lines.push('');
-  lines.push(`p95 of ${r.requests} sequential requests after ${r.warmup} warm-up requests (one Node fetch client on the same machine).`, '');
+  lines.push(`p95 of ${r.requests} sequential requests after ${r.warmup} warm-up requests (one Node fetch client on the same machine). `
+    + `Other processes used ${fmt(r.otherCores, 2)} of the ${r.machine.nproc} cores on average meanwhile; the server used ${fmt(r.serverCpuS)} s of CPU.`, '');
   lines.push('| query | items on the page | p50 (ms) | p95 (ms) | p99 (ms) | goal p95 | |', '| --- | ---: | ---: | ---: | ---: | ---: | --- |');
   for (const x of r.cases) {
     const verdict = x.met === undefined ? '' : x.met ? 'met' : '**missed**';
@@ -357,14 +377,20 @@ export function renderPlans(r: QueriesResult): string {
   return lines.join('\n');
 }
 
-async function main(): Promise<number> {
-  const result = await runQueryBenchmark();
+/** Writes bench/results/queries.md (table and plans) and queries.json; returns both texts. */
+export async function writeQueryResults(result: QueriesResult): Promise<{ markdown: string; json: string }> {
   const markdown = `${renderQueries(result)}\n${renderPlans(result)}`;
   const dir = join(ROOT, 'bench/results');
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, 'queries.md'), markdown);
   const json = JSON.stringify(result, null, 2);
   await writeFile(join(dir, 'queries.json'), json + '\n');
+  return { markdown, json };
+}
+
+async function main(): Promise<number> {
+  const result = await runQueryBenchmark();
+  const { markdown, json } = await writeQueryResults(result);
   process.stdout.write(`${markdown}\n\`\`\`json\n${json}\n\`\`\`\n`);
   return result.errors.length || result.cases.some((c) => c.status !== 200) ? 1 : 0;
 }

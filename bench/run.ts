@@ -34,7 +34,7 @@ import {
 } from './lib/client.ts';
 import { meanRange, median, percentile, round, windowMeans } from './lib/stats.ts';
 import { renderMarkdown } from './lib/report.ts';
-import { runQueryBenchmark, type QueriesResult } from './query.ts';
+import { runQueryBenchmark, writeQueryResults, type QueriesResult } from './query.ts';
 
 // ---- settings ---------------------------------------------------------------------------------
 
@@ -563,6 +563,7 @@ async function main(): Promise<number> {
         if (section === 'referrers') results.referrers = await referrersSection(ctx);
         if (section === 'queries') {
           results.queries = await runQueryBenchmark({ tmpRoot: ctx.work, logDir: LOG_DIR });
+          await writeQueryResults(results.queries);
           for (const error of results.queries.errors) results.errors.push(`queries: ${error}`);
           collectWarnings(ctx, join(LOG_DIR, 'trellis-queries.log'), 'queries');
         }
