@@ -9,6 +9,7 @@ import { parseListen, type Settings } from '../config/settings.ts';
 import { collectGarbage, type GcPolicy } from '../gc/collector.ts';
 import { TRELLIS_FOLDER } from '../layout/paths.ts';
 import { rm, writeFile } from 'node:fs/promises';
+import { openComponents } from '../components/index.ts';
 
 export function gcPolicy(settings: Settings): GcPolicy {
   return { untagged: settings.gcUntagged, danglingReferrers: settings.gcDanglingReferrers, graceSeconds: settings.gcGraceSeconds };
@@ -64,8 +65,9 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
       .catch((err) => logger.error({ err }, 'garbage collection failed'))
       .finally(() => { collecting = false; });
   }, settings.gcIntervalSeconds * 1000).unref() : undefined;
+  const components = await openComponents(registry, settings, logger);
   const server = createRegistryServer({
-    registry, uploads, log: logger,
+    registry, uploads, log: logger, components,
     rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },
     limits: { maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, maxReferrersBytes: settings.maxReferrersBytes },
   });

@@ -37,6 +37,12 @@ export interface Settings {
   gcUntagged: 'keep' | 'delete';
   /** Referrers whose subject is not in the repository. */
   gcDanglingReferrers: 'keep' | 'delete';
+  /** Repository of the portable component index (referrers of OCM's anchor); '' turns it off. */
+  componentIndexRepository: string;
+  /** Comma-separated repository name prefixes whose repositories are generic components. */
+  componentRepositoryPrefixes: string;
+  /** An annotation whose value names the generic component a manifest belongs to; '' turns it off. */
+  componentAnnotation: string;
   /** Query and search requests per second each client may make on average; 0 for no limit. */
   queryRatePerSecond: number;
   /** Query and search requests a client may make at once before the rate applies. */
@@ -72,6 +78,9 @@ export const DEFAULT_SETTINGS: Settings = {
   gcGraceSeconds: 3600,
   gcUntagged: 'keep',
   gcDanglingReferrers: 'keep',
+  componentIndexRepository: 'component-index',
+  componentRepositoryPrefixes: '',
+  componentAnnotation: 'dev.trellis.component',
   queryRatePerSecond: 20,
   queryRateBurst: 40,
 };

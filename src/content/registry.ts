@@ -38,6 +38,20 @@ export interface RegistryOptions {
   logger: Logger;
 }
 
+/** A change to a repository's manifests or tags, as observers (e.g. the component index) see it. */
+export interface ContentChange {
+  repository: string;
+  /** The manifest a push just stored (or stored again). */
+  stored?: ManifestRecord;
+  /** Manifests just removed. */
+  removed?: string[];
+  /** A tag just removed. */
+  untagged?: string;
+}
+
+/** Awaited after each committed change, before the API answers; a failure is logged, never the push's. */
+export type ContentObserver = (change: ContentChange) => Promise<void>;
+
 export interface StoredManifest {
   record: ManifestRecord;
   key: string;
@@ -76,6 +90,7 @@ export class Registry {
   private readonly contentLock = new KeyedLock();
   private readonly lastLayoutCheck = new Map<string, number>();
   private readonly log: Logger;
+  private readonly observers: ContentObserver[] = [];
 
   private constructor(options: RegistryOptions, metadata: MetadataStore, queries: QueryIndex) {
     this.options = options;
@@ -132,6 +147,21 @@ export class Registry {
     return this.contentLock.run(repository, work);
   }
 
+  observe(observer: ContentObserver): void {
+    this.observers.push(observer);
+  }
+
+  /** Tells observers about a committed change (pushes and deletes call it; so does GC). */
+  async changed(change: ContentChange): Promise<void> {
+    for (const observer of this.observers) {
+      try {
+        await observer(change);
+      } catch (err) {
+        this.log.error({ err, repository: change.repository }, 'a content observer failed');
+      }
+    }
+  }
+
   // ---- repositories -------------------------------------------------------------------------
 
   /** Finds every layout under the data root (nested folders are nested names) and indexes it. */
@@ -172,6 +202,8 @@ export class Registry {
         if (!listed.has(digest) && !(await this.driver.stat(blobKey(name, digest)))) vanished.push(digest);
       }
       this.metadata.mergeLayout(repo.id, snapshot, vanished);
+      // Not awaited: the caller holds the index lock, and observers may write elsewhere.
+      if (this.observers.length) void this.changed({ repository: name, removed: vanished });
       this.log.info({ repository: name, manifests: snapshot.manifests.length, tags: snapshot.tags.size }, 'indexed layout');
     } catch (err) {
       if (!(err instanceof LayoutCorrupt)) throw err;
@@ -376,6 +408,7 @@ export class Registry {
     }
     const nestedProblems = resolveNestedLinks(parsed.links, repository);
     if (nestedProblems.length) throw OciError.many(400, nestedProblems.map((message) => ({ code: 'MANIFEST_INVALID', message })));
+    const record = manifestRecord(digest, parsed, bytes.length);
     await this.contentLock.run(repository, async () => {
       // Everything is checked before anything is written, so a refused push leaves no trace.
       const required = parsed.links.filter((l) => l.required);
@@ -396,17 +429,20 @@ export class Registry {
       const repo = await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
       if (!this.metadata.manifest(repo.id, digest)) await this.driver.writeAtomic(blobKey(repository, digest), bytes);
-      this.metadata.putManifest(repo.id, manifestRecord(digest, parsed, bytes.length), parsed.links, tags);
+      this.metadata.putManifest(repo.id, record, parsed.links, tags);
     });
     this.layout.changed(repository);
+    await this.changed({ repository, stored: record });
     return parsed.subject ? { digest, subject: parsed.subject, tags } : { digest, tags };
   }
 
   async deleteManifest(repository: string, reference: string): Promise<void> {
     const repo = await this.requireRepository(repository);
+    const change: ContentChange = { repository };
     await this.contentLock.run(repository, async () => {
       if (isValidTag(reference)) {
         if (!this.metadata.deleteTag(repo.id, reference)) throw new OciError(404, 'MANIFEST_UNKNOWN', `tag ${reference} is not in ${repository}`);
+        change.untagged = reference;
         return;
       }
       const { digest } = requireDigest(reference, 'reference');
@@ -417,8 +453,10 @@ export class Registry {
       }
       // The file goes when index.json stops listing it (see LayoutWriter.flush).
       if (!this.metadata.deleteManifests(repo.id, [digest]).length) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
+      change.removed = [digest];
     });
     this.layout.changed(repository);
+    await this.changed(change);
   }
 
   // ---- listings -----------------------------------------------------------------------------

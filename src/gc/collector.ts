@@ -56,7 +56,10 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
         });
       });
     }
-    if (dead.size && !options.dryRun) registry.layout.changed(repo.name);
+    if (dead.size && !options.dryRun) {
+      registry.layout.changed(repo.name);
+      await registry.changed({ repository: repo.name, removed: [...dead] });
+    }
 
     // Blobs: every file under blobs/ that no surviving manifest uses and that is old enough.
     const referenced = metadata.referencedDigests(repo.id, dead);

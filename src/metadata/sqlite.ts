@@ -1,6 +1,9 @@
 // SQLite metadata store on node:sqlite. Synchronous calls on one connection: each method is one
 // transaction, so changes to one repository are serialized without a lock.
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { StatementCache } from './statements.ts';
+import { Worker } from 'node:worker_threads';
+import { PATHS_STORED_ELSEWHERE } from '../query/sqlite.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
 import type {
   EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, PageRequest, ReferrerIndexRecord, RepositoryRecord, RetentionPolicy,
@@ -29,6 +32,8 @@ CREATE TABLE IF NOT EXISTS manifests (
   -- kept apart from subject because it is not one and is never written back as one
   attests TEXT, UNIQUE (repo_id, digest));
 CREATE INDEX IF NOT EXISTS manifests_by_subject ON manifests (repo_id, subject, digest) WHERE subject IS NOT NULL;
+-- Registry-wide artifactType queries (the most common one) scan this in manifest order.
+CREATE INDEX IF NOT EXISTS manifests_by_artifact_type ON manifests (artifact_type COLLATE NOCASE, id) WHERE artifact_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS manifests_by_attests ON manifests (repo_id, attests, digest) WHERE attests IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tags (
   repo_id INTEGER NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL, gen INTEGER NOT NULL,
@@ -111,21 +116,28 @@ function toRepository(row: RepoRow): RepositoryRecord {
 
 export class SqliteMetadataStore implements MetadataStore {
   private readonly db: DatabaseSync;
-  private readonly statements = new Map<string, StatementSync>();
+  private readonly statements: StatementCache;
   private lastMark: number;
   needsRebuild = false;
+  private readonly checkpointer: Worker | undefined;
 
   constructor(path: string, options: { durable?: boolean; readOnly?: boolean } = {}) {
     this.db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
+    this.statements = new StatementCache(this.db);
     this.db.exec('PRAGMA busy_timeout = 5000');
     if (!options.readOnly) {
       this.db.exec('PRAGMA journal_mode = WAL');
       // NORMAL survives a process crash (the WAL is in the OS cache); FULL also survives power loss.
       this.db.exec(`PRAGMA synchronous = ${options.durable ? 'FULL' : 'NORMAL'}`);
-      // A bigger page cache keeps index pages in memory. Checkpoints stay at SQLite's default
-      // (every 1,000 pages): they run inside a commit on the event loop, and bigger ones were
-      // measured to stall requests for seconds.
+      // A bigger page cache keeps index pages in memory.
       this.db.exec('PRAGMA cache_size = -65536');
+      // Checkpoints run on a worker thread's connection (checkpointer.ts); the main connection
+      // only checkpoints if the log grows past ~40 MB because the worker falls behind.
+      this.db.exec('PRAGMA wal_autocheckpoint = 10000');
+      this.checkpointer = new Worker(new URL('./checkpointer.ts', import.meta.url), { workerData: { path, intervalMs: 200 } });
+      this.checkpointer.unref();
+      // Checkpointing is an optimisation: if the worker fails, the main connection's bound applies.
+      this.checkpointer.on('error', () => undefined);
       this.db.exec('PRAGMA temp_store = MEMORY');
       this.db.exec(SCHEMA);
       this.upgrade();
@@ -150,12 +162,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   private sql(text: string): StatementSync {
-    let statement = this.statements.get(text);
-    if (!statement) {
-      statement = this.db.prepare(text);
-      this.statements.set(text, statement);
-    }
-    return statement;
+    return this.statements.get(text);
   }
 
   private transaction<T>(work: () => T): T {
@@ -238,6 +245,7 @@ export class SqliteMetadataStore implements MetadataStore {
     const attribute = this.sql('INSERT OR IGNORE INTO attributes (manifest_id, path, value, ord) VALUES (?, ?, ?, ?)');
     const path = this.sql('INSERT OR IGNORE INTO attribute_paths (path) VALUES (?)');
     for (const a of record.attributes ?? []) {
+      if (PATHS_STORED_ELSEWHERE.has(a.path)) continue;
       attribute.run(inserted.id, a.path, a.value, a.order);
       path.run(a.path);
     }
@@ -499,6 +507,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   close(): void {
+    this.checkpointer?.postMessage('stop');
     this.db.close();
   }
 }

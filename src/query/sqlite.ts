@@ -3,15 +3,28 @@
 // so that a page costs about the same at any registry size. See docs/query.md for the plans.
 import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
 import { OciError } from '../oci/errors.ts';
+import { StatementCache } from '../metadata/statements.ts';
 import type { Condition, Query } from './language.ts';
 import { orderKey } from './order.ts';
 import type { QueryIndex, QueryMatch, QueryPage, QueryScope } from './store.ts';
 
-/** Paths that are registry facts rather than manifest attributes. */
-const FACT_SOURCES: Record<string, { from: string; value: string; order: string }> = {
-  repository: { from: 'repos fr WHERE fr.id = m.repo_id', value: 'lower(fr.name)', order: 'trellis_order_key(lower(fr.name))' },
-  tag: { from: 'tags ft INDEXED BY tags_by_digest WHERE ft.repo_id = m.repo_id AND ft.digest = m.digest', value: 'lower(ft.name)', order: 'trellis_order_key(lower(ft.name))' },
+/**
+ * Attributes answered from other tables rather than stored as attribute rows: the manifest's own
+ * columns (single-valued) and its edges or tags (multi-valued). Storing them again would double
+ * the index pages every push writes.
+ */
+type Source = { column: string } | { from: string; value: string };
+const SOURCES: Record<string, Source> = {
+  digest: { column: 'm.digest' },
+  mediatype: { column: 'lower(m.media_type)' },
+  artifacttype: { column: 'lower(m.artifact_type)' },
+  repository: { column: 'lower(r.name)' },
+  config__digest: { from: "edges fe WHERE fe.repo_id = m.repo_id AND fe.parent = m.digest AND fe.kind = 'config'", value: 'fe.child' },
+  layers__digest: { from: "edges fe WHERE fe.repo_id = m.repo_id AND fe.parent = m.digest AND fe.kind = 'layer'", value: 'fe.child' },
+  tag: { from: 'tags ft INDEXED BY tags_by_digest WHERE ft.repo_id = m.repo_id AND ft.digest = m.digest', value: 'lower(ft.name)' },
 };
+/** Paths the attributes table does not store (see SOURCES). */
+export const PATHS_STORED_ELSEWHERE: ReadonlySet<string> = new Set(Object.keys(SOURCES));
 /** An eq driver matching more rows than this yields to the sort index when a sort is asked for. */
 const SELECTIVE_ENOUGH = 5000;
 
@@ -37,36 +50,43 @@ class Sql {
   }
 }
 
-/** The SQL of one condition, over the rows of its source for manifest `m`. */
+interface Fragment {
+  text: string;
+  params: SQLInputValue[];
+}
+
+/** Predicates over one attribute's values: `any` (some value satisfies) and `has` (some value). */
+function valuesOf(path: string): { any: (predicate: (value: string, order: string) => string, ...params: SQLInputValue[]) => Fragment; has: Fragment } {
+  const source = SOURCES[path];
+  if (source && 'column' in source) {
+    const order = `trellis_order_key(${source.column})`;
+    return { any: (predicate, ...params) => ({ text: predicate(source.column, order), params }), has: { text: `${source.column} IS NOT NULL`, params: [] } };
+  }
+  const from = source ? source.from : 'attributes a WHERE a.manifest_id = m.id AND a.path = ?';
+  const base: SQLInputValue[] = source ? [] : [path];
+  const value = source ? source.value : 'a.value';
+  const order = source ? `trellis_order_key(${source.value})` : 'a.ord';
+  return {
+    any: (predicate, ...params) => ({ text: `EXISTS (SELECT 1 FROM ${from} AND ${predicate(value, order)})`, params: [...base, ...params] }),
+    has: { text: `EXISTS (SELECT 1 FROM ${from})`, params: base },
+  };
+}
+
+/** The SQL of one condition over manifest `m`. */
 function conditionSql(condition: Condition, sql: Sql): void {
-  const fact = FACT_SOURCES[condition.path];
-  const from = fact ? fact.from : 'attributes a WHERE a.manifest_id = m.id AND a.path = ?';
-  const base: SQLInputValue[] = fact ? [] : [condition.path];
-  const value = fact ? fact.value : 'a.value';
-  const order = fact ? fact.order : 'a.ord';
-  const any = (predicate: string, ...params: SQLInputValue[]) => ({ text: `EXISTS (SELECT 1 FROM ${from} AND ${predicate})`, params: [...base, ...params] });
-  const has = { text: `EXISTS (SELECT 1 FROM ${from})`, params: base };
-  const both = (a: { text: string; params: SQLInputValue[] }, b: { text: string; params: SQLInputValue[] }, negateB: boolean) =>
-    sql.add(`${a.text} AND ${negateB ? 'NOT ' : ''}${b.text}`, ...a.params, ...b.params);
+  const { any, has } = valuesOf(condition.path);
+  const add = (f: Fragment) => sql.add(f.text, ...f.params);
+  const hasButNot = (f: Fragment) => sql.add(`${has.text} AND NOT ${f.text}`, ...has.params, ...f.params);
   const v = condition.value;
   switch (condition.comparison) {
-    case 'eq': { const c = any(`${value} = ?`, v); return sql.add(c.text, ...c.params); }
-    case 'ne': return both(has, any(`${value} = ?`, v), true);
-    case 'contains': { const c = any(`instr(${value}, ?) > 0`, v); return sql.add(c.text, ...c.params); }
-    case 'notcontains': return both(has, any(`instr(${value}, ?) > 0`, v), true);
-    case 'exists': return sql.add(`${v === 'true' ? '' : 'NOT '}${has.text}`, ...has.params);
+    case 'eq': return add(any((value) => `${value} = ?`, v));
+    case 'ne': return hasButNot(any((value) => `${value} = ?`, v));
+    case 'contains': return add(any((value) => `instr(${value}, ?) > 0`, v));
+    case 'notcontains': return hasButNot(any((value) => `instr(${value}, ?) > 0`, v));
+    case 'exists': return sql.add(`${v === 'true' ? '' : 'NOT '}(${has.text})`, ...has.params);
     default: {
-      const { key, end } = condition.order!;
-      const start = key.charAt(0);
-      const ranges: Record<string, [string, SQLInputValue, SQLInputValue]> = {
-        gt: [`${order} > ? AND ${order} < ?`, key, end],
-        gte: [`${order} >= ? AND ${order} < ?`, key, end],
-        lt: [`${order} < ? AND ${order} >= ?`, key, start],
-        lte: [`${order} <= ? AND ${order} >= ?`, key, start],
-      };
-      const [text, a, b] = ranges[condition.comparison]!;
-      const c = any(text, a, b);
-      return sql.add(c.text, ...c.params);
+      const range = orderRange(condition);
+      return add(any((_, order) => range.text.replaceAll('d.ord', order), ...range.params));
     }
   }
 }
@@ -103,9 +123,11 @@ function decodeCursor(cursor: string, sorted: boolean): { id: number; sk?: strin
 export class SqliteQueryIndex implements QueryIndex {
   private readonly db: DatabaseSync;
   private canPull: ((repository: string) => boolean) | undefined;
+  private readonly statements: StatementCache;
 
   constructor(db: DatabaseSync) {
     this.db = db;
+    this.statements = new StatementCache(db);
     // Access checks run inside the scan, so a page is cut only after invisible rows are dropped.
     // Calls are synchronous: `canPull` is the one of the query being run.
     db.function('trellis_can_pull', { deterministic: false, directOnly: true }, (name) => (this.canPull?.(String(name)) ?? true ? 1 : 0));
@@ -113,8 +135,8 @@ export class SqliteQueryIndex implements QueryIndex {
   }
 
   isKnownAttribute(path: string): boolean {
-    if (path in FACT_SOURCES) return true;
-    return this.db.prepare('SELECT 1 FROM attribute_paths WHERE path = ?').get(path) !== undefined;
+    if (PATHS_STORED_ELSEWHERE.has(path)) return true;
+    return this.statements.get('SELECT 1 FROM attribute_paths WHERE path = ?').get(path) !== undefined;
   }
 
   tagsOf(repository: string, digest: string): string[] {
@@ -128,7 +150,7 @@ export class SqliteQueryIndex implements QueryIndex {
     this.canPull = canPull;
     let rows: Row[];
     try {
-      rows = this.db.prepare(sql.text).all(...sql.params) as unknown as Row[];
+      rows = this.statements.get(sql.text).all(...sql.params) as unknown as Row[];
     } finally {
       this.canPull = undefined;
     }
@@ -162,9 +184,19 @@ export class SqliteQueryIndex implements QueryIndex {
       orderBy = 'm.digest';
     } else {
       if (scope.kind === 'referrers') sql.add('m.subject IS NOT NULL');
-      const eq = conditions.find((c) => c.comparison === 'eq' && !(c.path in FACT_SOURCES));
+      const eq = conditions.find((c) => c.comparison === 'eq' && !PATHS_STORED_ELSEWHERE.has(c.path));
+      const typeEq = conditions.find((c) => c.comparison === 'eq' && c.path === 'artifacttype');
+      const digestEq = conditions.find((c) => c.comparison === 'eq' && c.path === 'digest');
       const useEq = eq && (!sort || this.eqMatchesAtMost(eq, SELECTIVE_ENOUGH));
-      if (useEq) {
+      if (digestEq) {
+        // Which repositories hold a digest: the blobs table knows, by its digest index.
+        sql.add('m.repo_id IN (SELECT b.repo_id FROM blobs b INDEXED BY blobs_by_digest WHERE b.digest = ?) AND m.digest = ?', digestEq.value, digestEq.value);
+        conditions = conditions.filter((c) => c !== digestEq);
+      } else if (typeEq && !sort) {
+        from = 'manifests m INDEXED BY manifests_by_artifact_type';
+        sql.add('m.artifact_type = ? COLLATE NOCASE', typeEq.value);
+        conditions = conditions.filter((c) => c !== typeEq);
+      } else if (useEq) {
         from = 'attributes d INDEXED BY attributes_by_value CROSS JOIN manifests m ON m.id = d.manifest_id';
         sql.add('d.path = ? AND d.value = ?', eq.path, eq.value);
         conditions = conditions.filter((c) => c !== eq);
@@ -178,8 +210,8 @@ export class SqliteQueryIndex implements QueryIndex {
         drivenBySortIndex = true;
       } else {
         const repository = conditions.find((c) => c.comparison === 'eq' && c.path === 'repository');
-        const ordered = conditions.find((c) => c.order && !(c.path in FACT_SOURCES));
-        const contains = conditions.find((c) => c.comparison === 'contains' && !(c.path in FACT_SOURCES));
+        const ordered = conditions.find((c) => c.order && !PATHS_STORED_ELSEWHERE.has(c.path));
+        const contains = conditions.find((c) => c.comparison === 'contains' && !PATHS_STORED_ELSEWHERE.has(c.path));
         if (repository) {
           sql.add('m.repo_id = (SELECT id FROM repos WHERE lower(name) = ?)', repository.value);
           conditions = conditions.filter((c) => c !== repository);

@@ -64,3 +64,23 @@ export function nextLink(path: string, params: Record<string, string | string[]>
   for (const [key, value] of Object.entries(params)) for (const v of [value].flat()) query.append(key, v);
   return `<${path}?${query.toString()}>; rel="next"`;
 }
+
+/**
+ * Renders up to `limit` items into a page no larger than `maxBytes` of JSON (at least one item).
+ * `more` says whether anything was left out, by `limit`, by the budget, or because `items` held
+ * one beyond the limit (callers fetch limit + 1 to learn that).
+ */
+export function fitPage<S, T>(items: S[], limit: number, maxBytes: number, render: (item: S) => T): { page: T[]; last: S | undefined; more: boolean } {
+  const page: T[] = [];
+  let bytes = 200;
+  let last: S | undefined;
+  for (const item of items.slice(0, limit)) {
+    const rendered = render(item);
+    const size = JSON.stringify(rendered).length + 1;
+    if (page.length > 0 && bytes + size > maxBytes) return { page, last, more: true };
+    bytes += size;
+    page.push(rendered);
+    last = item;
+  }
+  return { page, last, more: items.length > limit };
+}

@@ -2,8 +2,8 @@
 import { requireDigest } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
-import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
-import { nextLink, pageParams, send, sendJson, type Headers } from './http.ts';
+import { referrerDescriptor } from '../oci/manifest.ts';
+import { fitPage, nextLink, pageParams, send, sendJson, type Headers } from './http.ts';
 import type { ApiContext } from './context.ts';
 import { queriedReferrers } from './query.ts';
 import { hasQuery } from '../query/language.ts';
@@ -60,23 +60,11 @@ export async function referrers(ctx: ApiContext, name: string, reference: string
   const records = page.limit === 0 ? [] : await ctx.registry.referrers(name, digest, filter);
 
   // Split by the client's n and by the byte budget of one response, whichever comes first.
-  const manifests: Descriptor[] = [];
-  let bytes = 100;
-  let more = records.length > page.limit;
-  for (const record of records.slice(0, page.limit)) {
-    const descriptor = referrerDescriptor(record);
-    const size = JSON.stringify(descriptor).length + 1;
-    if (manifests.length > 0 && bytes + size > ctx.limits.maxReferrersBytes) {
-      more = true;
-      break;
-    }
-    bytes += size;
-    manifests.push(descriptor);
-  }
+  const { page: manifests, last, more } = fitPage(records, page.limit, ctx.limits.maxReferrersBytes, referrerDescriptor);
   const headers: Headers = { 'Content-Type': OCI_INDEX };
   if (artifactTypes.length) headers['OCI-Filters-Applied'] = 'artifactType';
-  if (more && manifests.length) {
-    const params: Record<string, string | string[]> = { n: String(page.requested ?? page.limit), last: manifests[manifests.length - 1]!.digest };
+  if (more && last) {
+    const params: Record<string, string | string[]> = { n: String(page.requested ?? page.limit), last: last.digest };
     if (artifactTypes.length) params.artifactType = artifactTypes;
     headers.Link = nextLink(`/v2/${name}/referrers/${digest}`, params);
   }
@@ -110,6 +98,12 @@ export function discoverExtensions(ctx: ApiContext): void {
         description: 'Registry-wide search over every manifest and its tags with the same q_ language, sort and order; see docs/query.md',
         url: 'docs/query.md#search',
         endpoints: ['_trellis/search'],
+      },
+      {
+        name: '_trellis/components',
+        description: 'Components (OCM and rule-defined): list, versions, detail, owners of an artifact; see docs/query.md#components',
+        url: 'docs/query.md#components',
+        endpoints: ['_trellis/components', '_trellis/components/versions', '_trellis/components/version', '_trellis/components/owners'],
       },
     ],
   }, {}, ctx.head);

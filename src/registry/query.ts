@@ -6,7 +6,7 @@ import { OciError } from '../oci/errors.ts';
 import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
 import { appliedFilters, parseQuery, type Query } from '../query/language.ts';
 import type { QueryMatch, QueryScope } from '../query/store.ts';
-import { nextLink, pageParams, send, type Headers } from './http.ts';
+import { fitPage, nextLink, pageParams, send, type Headers } from './http.ts';
 import { ALLOW_ALL, type ApiContext } from './context.ts';
 
 function rateLimit(ctx: ApiContext): void {
@@ -27,25 +27,11 @@ function runPage<T>(ctx: ApiContext, query: Query, scope: QueryScope, render: (m
   const page = pageParams(params, ctx.limits.maxListPage);
   const canPull = ctx.access === ALLOW_ALL ? undefined : (repository: string) => ctx.access.canPull(repository);
   const matches = ctx.registry.queries.run(query, scope, { after: page.after, limit: page.limit + 1 }, canPull);
-  const items: T[] = [];
-  let bytes = 200;
-  let more = matches.length > page.limit;
-  let last: string | undefined;
-  for (const match of matches.slice(0, page.limit)) {
-    const item = render(match);
-    const size = JSON.stringify(item).length + 1;
-    if (items.length > 0 && bytes + size > ctx.limits.maxReferrersBytes) {
-      more = true;
-      break;
-    }
-    bytes += size;
-    items.push(item);
-    last = match.cursor;
-  }
+  const { page: items, last, more } = fitPage(matches, page.limit, ctx.limits.maxReferrersBytes, render);
   if (!more || last === undefined) return { items, next: undefined };
   const forward: Record<string, string[]> = {};
   for (const [key, value] of params) if (key !== 'last' && key !== 'n') (forward[key] ??= []).push(value);
-  return { items, next: nextLink(ctx.url.pathname, { ...forward, n: String(page.requested ?? page.limit), last }) };
+  return { items, next: nextLink(ctx.url.pathname, { ...forward, n: String(page.requested ?? page.limit), last: last.cursor }) };
 }
 
 function sendIndex(ctx: ApiContext, manifests: unknown[], headers: Headers): void {

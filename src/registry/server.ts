@@ -11,6 +11,7 @@ import { cancelUpload, deleteBlob, getBlob, patchUpload, putUpload, startUpload,
 import { deleteManifest, getManifest, putManifest } from './manifests.ts';
 import { catalog, discoverExtensions, listTags, referrers } from './listing.ts';
 import { graph } from './graph.ts';
+import { isComponentsPath, type ComponentsApi } from '../components/index.ts';
 import { references, search } from './query.ts';
 import type { RateLimiter } from './rate-limit.ts';
 
@@ -35,6 +36,7 @@ export interface ServerDependencies {
   uploads: Uploads;
   limits: ApiLimits;
   log: Logger;
+  components?: ComponentsApi;
   rateLimits: { query: RateLimiter };
 }
 
@@ -43,7 +45,7 @@ function onlyGet(method: string, ctx: ApiContext, handler: (ctx: ApiContext) => 
   return handler(ctx);
 }
 
-async function dispatch(ctx: ApiContext): Promise<void> {
+async function dispatch(ctx: ApiContext, components: ComponentsApi | undefined): Promise<void> {
   const path = ctx.url.pathname;
   const method = ctx.head ? 'HEAD' : ctx.req.method ?? 'GET';
   if (path === '/v2' || path === '/v2/') {
@@ -52,6 +54,7 @@ async function dispatch(ctx: ApiContext): Promise<void> {
   }
   if (path === '/v2/_catalog') return catalog(ctx);
   if (path === '/v2/_oci/ext/discover') return discoverExtensions(ctx);
+  if (components && isComponentsPath(path)) return components.handle(ctx);
   if (path === '/v2/_oci/references') return onlyGet(method, ctx, references);
   if (path === '/v2/_trellis/search') return onlyGet(method, ctx, search);
   for (const route of ROUTES) {
@@ -81,7 +84,7 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     const head = req.method === 'HEAD';
     const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: req.socket.remoteAddress ?? 'unknown' };
     const started = performance.now();
-    dispatch(ctx).then(
+    dispatch(ctx, deps.components).then(
       () => deps.log.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: +(performance.now() - started).toFixed(2) }, 'request'),
       (err: unknown) => {
         if (res.headersSent) {
