@@ -7,7 +7,8 @@
 // Flags (env in brackets): --out DIR [CORPUS_OUT], --repos N [CORPUS_REPOS, 10000],
 // --manifests N [CORPUS_MANIFESTS, 1000000], --seed S [CORPUS_SEED, "trellis"],
 // --hot-referrers N [CORPUS_HOT_REFERRERS, min(10000, manifests/2)], --workers N [CORPUS_WORKERS, 2],
-// --force (empty DIR first), --no-reindex.
+// --force (empty DIR first), --no-reindex, --reindex-only (an existing corpus: only run and time
+// `trellis reindex`, e.g. after the index schema changed).
 //
 // Content (deterministic for a given seed, repos and manifests; file mtimes aside):
 // - image repositories: OCI image manifests (1–4 layers from a small per-repository pool, a unique
@@ -24,7 +25,7 @@
 // subject, timings, DB size) goes to `<out>/corpus.json`, a file Trellis ignores.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { gzipSync } from 'node:zlib';
@@ -754,6 +755,7 @@ export interface CorpusSummary {
   distinctVersions: number;
   generationS: number;
   reindexS?: number;
+  reindexedAt?: string;
   dbBytes?: number;
   dbWalBytes?: number;
   generatedAt: string;
@@ -848,7 +850,7 @@ export async function generateCorpus(options: CorpusOptions, force = false): Pro
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   if (args.includes('--help') || args.includes('-h')) {
-    console.log('usage: node bench/corpus.ts --out DIR [--repos 10000] [--manifests 1000000] [--seed trellis] [--hot-referrers N] [--workers 2] [--force] [--no-reindex]');
+    console.log('usage: node bench/corpus.ts --out DIR [--repos 10000] [--manifests 1000000] [--seed trellis] [--hot-referrers N] [--workers 2] [--force] [--no-reindex | --reindex-only]');
     return;
   }
   const out = flag(args, 'out', 'CORPUS_OUT');
@@ -862,17 +864,27 @@ async function main(): Promise<void> {
     hotReferrers: positive(flag(args, 'hot-referrers', 'CORPUS_HOT_REFERRERS', String(Math.min(10_000, Math.floor(manifests / 2)))), '--hot-referrers'),
     workers: Math.max(1, positive(flag(args, 'workers', 'CORPUS_WORKERS', '2'), '--workers')),
   };
-  log(`generating ${options.repos} repositories, ${options.manifests} manifests (hot subject: ${options.hotReferrers} referrers) into ${options.out}`);
-  const summary = await generateCorpus(options, args.includes('--force'));
-  log(`generated in ${summary.generationS} s: ${summary.manifests} manifests (${summary.referrers} referrers), ${summary.blobs} blobs, ${(summary.blobBytes / 1e9).toFixed(2)} GB`);
+  let summary: CorpusSummary;
+  if (args.includes('--reindex-only')) {
+    // An existing corpus, e.g. after the index schema changed: only `trellis reindex`, timed.
+    summary = JSON.parse(readFileSync(join(options.out, 'corpus.json'), 'utf8')) as CorpusSummary;
+  } else {
+    log(`generating ${options.repos} repositories, ${options.manifests} manifests (hot subject: ${options.hotReferrers} referrers) into ${options.out}`);
+    summary = await generateCorpus(options, args.includes('--force'));
+    log(`generated in ${summary.generationS} s: ${summary.manifests} manifests (${summary.referrers} referrers), ${summary.blobs} blobs, ${(summary.blobBytes / 1e9).toFixed(2)} GB`);
+  }
   if (!args.includes('--no-reindex')) {
     log('running trellis reindex');
     summary.reindexS = Math.round(reindex(options.out) * 10) / 10;
     const size = dbSize(options.out);
     summary.dbBytes = size.db;
     summary.dbWalBytes = size.wal;
+    summary.reindexedAt = new Date().toISOString();
     log(`reindex took ${summary.reindexS} s; metadata.sqlite ${(size.db / 1048576).toFixed(1)} MiB (+ WAL ${(size.wal / 1048576).toFixed(1)} MiB)`);
-    writeFileSync(join(options.out, 'corpus.json'), JSON.stringify(summary, null, 2) + '\n');
+    // A new file, not a rewrite in place: a copy of the corpus made with hard links keeps its own.
+    const file = join(options.out, 'corpus.json');
+    rmSync(file, { force: true });
+    writeFileSync(file, JSON.stringify(summary, null, 2) + '\n');
   }
   console.log(JSON.stringify(summary, null, 2));
 }
