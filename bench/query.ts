@@ -10,7 +10,7 @@
 // corpus is given), BENCH_QUERY_CORPUS, BENCH_QUERY_REINDEX (1 = run `trellis reindex` first;
 // default 1 for a generated corpus, which is reindexed as it is generated, 0 otherwise),
 // BENCH_QUERY_REQUESTS (200 measured requests per query), BENCH_QUERY_WARMUP (20),
-// BENCH_QUERY_CASE_TIME_LIMIT_S (120: a slower query stops early, with at least 20 requests),
+// BENCH_QUERY_CASE_TIME_LIMIT_S (120: a slower query stops early, after at least 5 requests),
 // BENCH_QUERY_SEED, BENCH_TMPDIR. Requests are sequential, one client (Node fetch) on the same
 // machine. Results: bench/results/queries.md and queries.json (and a section of `npm run bench`).
 import { readFileSync } from 'node:fs';
@@ -164,7 +164,7 @@ async function measure(base: string, c: QueryCase, warmup: number, requests: num
   const latencies = new Float64Array(requests).fill(NaN);
   let done = 0;
   // A slow query stops at the time limit; its percentiles are then over fewer requests.
-  for (let i = 0; i < requests && (i < 20 || performance.now() < deadline); i++, done++) {
+  for (let i = 0; i < requests && (i < 5 || performance.now() < deadline); i++, done++) {
     const r = await once(base, c);
     if (r.status === 200) latencies[i] = r.ms;
     else {
