@@ -11,7 +11,8 @@
 // default 1 for a generated corpus, which is reindexed as it is generated, 0 otherwise),
 // BENCH_QUERY_REQUESTS (200 measured requests per query), BENCH_QUERY_WARMUP (20),
 // BENCH_QUERY_CASE_TIME_LIMIT_S (120: a slower query stops early, after at least 5 requests),
-// BENCH_QUERY_SEED, BENCH_TMPDIR. Requests are sequential, one client (Node fetch) on the same
+// BENCH_QUERY_REQUEST_TIMEOUT_S (30: a request without an answer by then ends its query, and the
+// server, still busy with it, is restarted), BENCH_QUERY_SEED, BENCH_TMPDIR. Requests are sequential, one client (Node fetch) on the same
 // machine. Results: bench/results/queries.md and queries.json (and a section of `npm run bench`).
 import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -52,6 +53,8 @@ export interface QueryCaseResult {
   maxMs: number;
   goalMs?: number;
   met?: boolean;
+  /** A request got no answer within BENCH_QUERY_REQUEST_TIMEOUT_S; the server was restarted after it. */
+  timedOut?: boolean;
 }
 
 export interface QueriesResult {
@@ -67,6 +70,7 @@ export interface QueriesResult {
   serverStartS: number;
   requests: number;
   warmup: number;
+  requestTimeoutS: number;
   cases: QueryCaseResult[];
   memory: MemoryFigures | null;
   rssGoalMet: boolean | null;
@@ -137,9 +141,17 @@ export function queryCases(corpus: CorpusSummary): QueryCase[] {
   ];
 }
 
-async function once(base: string, c: QueryCase): Promise<{ ms: number; status: number; items: number; next: boolean; bytes: number; text: string }> {
+class QueryTimeout extends Error {}
+
+async function once(base: string, c: QueryCase, timeoutMs: number): Promise<{ ms: number; status: number; items: number; next: boolean; bytes: number; text: string }> {
   const t0 = performance.now();
-  const res = await fetch(base + c.path, { headers: { Accept: 'application/vnd.oci.image.index.v1+json, application/json' } });
+  let res: Response;
+  try {
+    res = await fetch(base + c.path, { headers: { Accept: 'application/vnd.oci.image.index.v1+json, application/json' }, signal: AbortSignal.timeout(timeoutMs) });
+  } catch (err) {
+    if ((err as Error).name === 'TimeoutError') throw new QueryTimeout(`no answer within ${timeoutMs / 1000} s`);
+    throw err;
+  }
   const text = await res.text();
   const ms = performance.now() - t0;
   let items = 0;
@@ -150,9 +162,31 @@ async function once(base: string, c: QueryCase): Promise<{ ms: number; status: n
   return { ms, status: res.status, items, next: res.headers.has('link'), bytes: Buffer.byteLength(text), text };
 }
 
-async function measure(base: string, c: QueryCase, warmup: number, requests: number, timeLimitMs: number): Promise<QueryCaseResult> {
+/**
+ * Measures one query. A request without an answer within `timeoutMs` ends the case (its result
+ * says so): SQLite runs on the server's event loop, so the server stays busy with it and has to
+ * be restarted before the next case.
+ */
+async function measure(base: string, c: QueryCase, warmup: number, requests: number, timeLimitMs: number, timeoutMs: number): Promise<QueryCaseResult> {
+  try {
+    return await measureUntimed(base, c, warmup, requests, timeLimitMs, timeoutMs);
+  } catch (err) {
+    if (!(err instanceof QueryTimeout)) throw err;
+    const result: QueryCaseResult = {
+      name: c.name, path: c.path, status: 0, items: 0, next: false, bytes: 0, requests: 0, errors: 1, firstError: err.message,
+      p50Ms: NaN, p95Ms: NaN, p99Ms: NaN, maxMs: NaN, timedOut: true,
+    };
+    if (c.goalMs !== undefined) {
+      result.goalMs = c.goalMs;
+      result.met = false;
+    }
+    return result;
+  }
+}
+
+async function measureUntimed(base: string, c: QueryCase, warmup: number, requests: number, timeLimitMs: number, timeoutMs: number): Promise<QueryCaseResult> {
   const deadline = performance.now() + timeLimitMs;
-  const first = await once(base, c);
+  const first = await once(base, c, timeoutMs);
   const result: QueryCaseResult = {
     name: c.name, path: c.path, status: first.status, items: first.items, next: first.next, bytes: first.bytes, requests: 0, errors: 0,
     p50Ms: NaN, p95Ms: NaN, p99Ms: NaN, maxMs: NaN,
@@ -164,12 +198,12 @@ async function measure(base: string, c: QueryCase, warmup: number, requests: num
     result.met = false;
     return result;
   }
-  for (let i = 0; i < warmup && performance.now() < deadline; i++) await once(base, c);
+  for (let i = 0; i < warmup && performance.now() < deadline; i++) await once(base, c, timeoutMs);
   const latencies = new Float64Array(requests).fill(NaN);
   let done = 0;
   // A slow query stops at the time limit; its percentiles are then over fewer requests.
   for (let i = 0; i < requests && (i < 5 || performance.now() < deadline); i++, done++) {
-    const r = await once(base, c);
+    const r = await once(base, c, timeoutMs);
     if (r.status === 200) latencies[i] = r.ms;
     else {
       result.errors++;
@@ -258,6 +292,7 @@ export async function runQueryBenchmark(options: { tmpRoot?: string; logDir?: st
   const requests = intEnv('BENCH_QUERY_REQUESTS', 200);
   const warmup = intEnv('BENCH_QUERY_WARMUP', 20);
   const caseTimeLimitMs = intEnv('BENCH_QUERY_CASE_TIME_LIMIT_S', 120) * 1000;
+  const requestTimeoutMs = intEnv('BENCH_QUERY_REQUEST_TIMEOUT_S', 30) * 1000;
   const tmpRoot = options.tmpRoot ?? process.env.BENCH_TMPDIR ?? tmpdir();
   const logDir = options.logDir ?? join(ROOT, 'bench/results/logs');
   await mkdir(logDir, { recursive: true });
@@ -305,29 +340,49 @@ export async function runQueryBenchmark(options: { tmpRoot?: string; logDir?: st
   const result: QueriesResult = {
     scale: given ? `${corpus.options.repos} repositories, ${corpus.manifests} manifests (given corpus)` : scale, corpusDir, corpus,
     generationS: generationS ?? corpus.generationS, reindexS, reindexedInThisRun: reindexed, dbBytes: size.db, dbWalBytes: size.wal,
-    serverStartS: NaN, requests, warmup, cases: [], memory: null, rssGoalMet: null, otherCores: NaN, serverCpuS: NaN, plans: {},
+    serverStartS: NaN, requests, warmup, requestTimeoutS: requestTimeoutMs / 1000, cases: [], memory: null, rssGoalMet: null, otherCores: NaN, serverCpuS: NaN, plans: {},
     machine: { nproc: availableParallelism(), cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, trellisCommit: gitCommit() },
     startedAt, errors,
   };
   progress(`queries: metadata.sqlite ${(size.db / MiB).toFixed(1)} MiB; starting Trellis on ${corpusDir}`);
+  const start = () => startTrellis({ tmpRoot, logDir, label: 'queries', dataDir: corpusDir, env, readyTimeoutMs: 3_600_000 });
   const t0 = performance.now();
-  const server = await startTrellis({ tmpRoot, logDir, label: 'queries', dataDir: corpusDir, env, readyTimeoutMs: 3_600_000 });
+  let server = await start();
   result.serverStartS = round((performance.now() - t0) / 1000, 1);
   progress(`queries: server ready in ${result.serverStartS} s (pid ${server.pid})`);
   const machineBefore = machineBusyS();
   const selfBefore = readCpuSeconds('self') ?? NaN;
-  const serverBefore = readCpuSeconds(server.pid) ?? NaN;
+  let serverCpu = 0;
+  let serverBefore = readCpuSeconds(server.pid) ?? NaN;
+  let peakKiB = 0;
+  let lastMemory: MemoryFigures | undefined;
+  const noteServer = () => {
+    const memory = readMemory(server.pid);
+    if (memory) {
+      peakKiB = Math.max(peakKiB, memory.peakKiB);
+      lastMemory = memory;
+    }
+    serverCpu += (readCpuSeconds(server.pid) ?? NaN) - serverBefore;
+  };
   const measureStart = performance.now();
   try {
     for (const c of cases) {
-      const r = await measure(server.url, c, warmup, requests, caseTimeLimitMs);
+      const r = await measure(server.url, c, warmup, requests, caseTimeLimitMs, requestTimeoutMs);
       result.cases.push(r);
       progress(`queries: ${c.name}: ${r.status === 200 ? `p50 ${r.p50Ms} ms, p95 ${r.p95Ms} ms, ${r.items} items${r.next ? ' (+ next page)' : ''}` : r.firstError}`);
       if (r.errors) errors.push(`${c.name}: ${r.errors} failed requests, e.g. ${r.firstError}`);
+      if (r.timedOut) {
+        progress(`queries: restarting Trellis (still busy with the query that timed out)`);
+        noteServer();
+        process.kill(server.pid, 'SIGKILL');
+        await server.stop();
+        server = await start();
+        serverBefore = readCpuSeconds(server.pid) ?? NaN;
+      }
     }
     if (!server.alive()) throw new Error(`Trellis died during the queries; log: ${tail(server.logFile)}`);
-    result.memory = readMemory(server.pid) ?? null;
-    const serverCpu = (readCpuSeconds(server.pid) ?? NaN) - serverBefore;
+    noteServer();
+    result.memory = lastMemory ? { peakKiB, rssKiB: lastMemory.rssKiB } : null;
     const selfCpu = (readCpuSeconds('self') ?? NaN) - selfBefore;
     result.serverCpuS = round(serverCpu, 1);
     result.otherCores = round(Math.max(0, machineBusyS() - machineBefore - serverCpu - selfCpu) / ((performance.now() - measureStart) / 1000), 2);
@@ -365,7 +420,7 @@ export function renderQueries(r: QueriesResult): string {
   lines.push('| query | items on the page | p50 (ms) | p95 (ms) | p99 (ms) | goal p95 | |', '| --- | ---: | ---: | ---: | ---: | ---: | --- |');
   for (const x of r.cases) {
     const verdict = x.met === undefined ? '' : x.met ? 'met' : '**missed**';
-    const items = x.status === 200 ? `${x.items.toLocaleString('en-US')}${x.next ? ' (+ next)' : ''}${x.requests < r.requests ? ` [${x.requests} requests: time limit]` : ''}` : `HTTP ${x.status}`;
+    const items = x.timedOut ? `no answer in ${r.requestTimeoutS} s` : x.status === 200 ? `${x.items.toLocaleString('en-US')}${x.next ? ' (+ next)' : ''}${x.requests < r.requests ? ` [${x.requests} requests: time limit]` : ''}` : `HTTP ${x.status}`;
     lines.push(`| ${x.name} | ${items} | ${fmt(x.p50Ms, 2)} | ${fmt(x.p95Ms, 2)} | ${fmt(x.p99Ms, 2)} | ${x.goalMs === undefined ? '—' : `≤ ${x.goalMs} ms`} | ${verdict} |`);
   }
   if (r.errors.length) lines.push('', '**Errors:**', ...r.errors.map((e) => `- ${e.split('\n')[0]}`));
