@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The `trellis` executable.
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { loadSettings, SettingsError, type Settings } from './config/settings.ts';
 import { createLogger, registryOptions, serve } from './cli/serve.ts';
 import { fsck } from './cli/fsck.ts';
@@ -9,6 +9,8 @@ import { DataDirectoryBusy, runGc } from './cli/gc.ts';
 import { LayoutCommandError, exportLayout, importLayout } from './cli/layout.ts';
 import { CopyFailed, type CopyReport } from './transfer/copy.ts';
 import { RegistryRequestFailed } from './transfer/http.ts';
+import { CredentialError } from './transfer/auth.ts';
+import { EXIT, exitCodeFor, registerClientCommands } from './cli/client.ts';
 
 interface CommonFlags {
   config?: string;
@@ -22,7 +24,15 @@ function settingsFrom(flags: CommonFlags & { listen?: string }): Settings {
 
 const program = new Command('trellis')
   .description('An OCI registry that stores every repository as an OCI Image Layout and knows how artifacts relate.')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  .exitOverride()
+  .addHelpText('after', `
+Client commands work against any OCI registry (Trellis, zot, olareg, distribution); server
+commands (serve, fsck, reindex, gc, layout) work on a Trellis data directory.
+Exit codes: 0 ok, 1 failed, 2 usage error, 3 not found, 4 authentication or permission, 5 unreachable (network or TLS).
+Run \`trellis <command> --help\` for examples.`);
+
+registerClientCommands(program);
 
 program.command('serve')
   .description('serve the registry API')
@@ -98,6 +108,15 @@ layout.command('import')
   });
 
 program.parseAsync().catch((err: unknown) => {
+  if (err instanceof CommanderError) {
+    // --help and --version end here with code 0; anything else is a usage error.
+    process.exit(err.exitCode === 0 ? 0 : EXIT.usage);
+  }
+  const code = exitCodeFor(err);
+  if (code !== undefined || err instanceof CredentialError) {
+    console.error(`trellis: ${(err as Error).message}`);
+    process.exit(code ?? EXIT.failure);
+  }
   if (err instanceof SettingsError || err instanceof DataDirectoryBusy || err instanceof LayoutCommandError || err instanceof CopyFailed || err instanceof RegistryRequestFailed) {
     console.error(`trellis: ${err.message}`);
     process.exit(2);

@@ -1,37 +1,131 @@
-// Copies a repository's whole graph between two stores: every tag, the manifests and blobs they
-// reach (nested-namespace children into the matching descendant), and referrers recursively.
-// Bytes are copied as they are, so every digest stays the same.
+// Copies a graph between two stores: every tag of a repository (or the references asked for), the
+// manifests and blobs they reach (nested-namespace children into the matching descendant), and
+// referrers recursively. Bytes are copied as they are, so every digest stays the same. Blobs go
+// once each, several at a time; what the destination already holds is skipped, which is what
+// makes an interrupted copy resumable.
+import { Readable, Transform } from 'node:stream';
 import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
-import type { ContentSink, ContentSource, FetchedManifest } from './store.ts';
+import { ChildrenMissing, type BlobStream, type ContentSink, type ContentSource, type FetchedManifest } from './store.ts';
 
 export interface CopyReport {
   manifests: number;
   blobs: number;
   tags: number;
+  /** Blobs the destination already had (a resumed copy skips them). */
+  skippedBlobs: number;
+  /** Bytes of the blobs actually sent. */
+  bytes: number;
 }
 
 export class CopyFailed extends Error {}
 
-export async function copyRepository(source: ContentSource, sink: ContentSink, from: string, to: string, options: { referrers: boolean }): Promise<CopyReport> {
-  const report: CopyReport = { manifests: 0, blobs: 0, tags: 0 };
-  const copied = new Map<string, FetchedManifest>();
+/** Hooks for progress display: called as blobs start, move and finish. */
+export interface CopyProgress {
+  start(id: string, size: number): void;
+  advance(id: string, bytes: number): void;
+  finish(id: string): void;
+}
 
-  const copyBlob = async (src: string, dst: string, digest: string) => {
-    if (await sink.hasBlob(dst, digest)) return;
+export interface CopyOptions {
+  referrers: boolean;
+  /** Blob checks and transfers at once (default 4). */
+  concurrency?: number;
+  progress?: CopyProgress;
+  /** Tags or digests to copy instead of every tag; tags are re-tagged at the destination. */
+  references?: string[];
+  /** With one reference: the tag to give it at the destination (default: the same tag, none for a digest). */
+  destinationTag?: string;
+  /** Stop with an error after this many blobs were sent (tests simulate an interruption with it). */
+  abortAfterBlobs?: number;
+}
+
+/** Tags registries without the referrers API use for it; copied as referrers, never as tags. */
+const FALLBACK_TAG = /^(sha256|sha512)-[0-9a-f]{64}$/;
+
+function limiter(limit: number) {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return async <T>(work: () => Promise<T>): Promise<T> => {
+    if (active >= limit) await new Promise<void>((r) => waiting.push(r));
+    active++;
+    try {
+      return await work();
+    } finally {
+      active--;
+      waiting.shift()?.();
+    }
+  };
+}
+
+/** The same bytes, reporting each chunk's length on the way. */
+function counted(stream: BlobStream, advance: (bytes: number) => void): BlobStream {
+  if (!(stream instanceof Readable)) {
+    return stream.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        advance(chunk.byteLength);
+        controller.enqueue(chunk);
+      },
+    }));
+  }
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      advance(chunk.length);
+      done(null, chunk);
+    },
+  });
+  stream.once('error', (err) => counter.destroy(err));
+  return stream.pipe(counter);
+}
+
+export async function copyRepository(source: ContentSource, sink: ContentSink, from: string, to: string, options: CopyOptions): Promise<CopyReport> {
+  const report: CopyReport = { manifests: 0, blobs: 0, tags: 0, skippedBlobs: 0, bytes: 0 };
+  const manifests = new Map<string, Promise<FetchedManifest>>();
+  const blobs = new Map<string, Promise<void>>();
+  const limit = limiter(Math.max(1, options.concurrency ?? 4));
+
+  const sendBlob = (src: string, dst: string, digest: string, expectedSize: number) => limit(async () => {
+    if (await sink.hasBlob(dst, digest)) {
+      report.skippedBlobs++;
+      return;
+    }
+    if (options.abortAfterBlobs !== undefined && report.blobs >= options.abortAfterBlobs) {
+      throw new CopyFailed(`stopped after ${report.blobs} blobs (TRELLIS_COPY_ABORT_AFTER_BLOBS)`);
+    }
     const blob = await source.blob(src, digest);
     if (!blob) throw new CopyFailed(`blob ${digest} is missing from ${src}`);
-    await sink.putBlob(dst, digest, blob.size, blob.stream);
+    const size = blob.size || expectedSize;
+    const id = `${dst}@${digest}`;
+    options.progress?.start(id, size);
+    await sink.putBlob(dst, digest, size, options.progress ? counted(blob.stream, (n) => options.progress!.advance(id, n)) : blob.stream);
+    options.progress?.finish(id);
     report.blobs++;
+    report.bytes += size;
+  });
+
+  const copyBlob = (src: string, dst: string, digest: string, size: number) => {
+    const key = `${dst}@${digest}`;
+    let pending = blobs.get(key);
+    if (!pending) blobs.set(key, (pending = sendBlob(src, dst, digest, size)));
+    return pending;
   };
 
-  const copyManifest = async (src: string, dst: string, reference: string): Promise<FetchedManifest> => {
-    const known = copied.get(`${dst}@${reference}`);
-    if (known) return known;
+  const copyManifestOnce = async (src: string, dst: string, reference: string): Promise<FetchedManifest> => {
     const manifest = await source.manifest(src, reference);
     if (!manifest) throw new CopyFailed(`manifest ${reference} is missing from ${src}`);
-    if (copied.has(`${dst}@${manifest.digest}`)) return manifest;
-    copied.set(`${dst}@${manifest.digest}`, manifest);
+    // Reached by tag: share one copy with every other path to the same digest.
+    const byDigest = `${dst}@${manifest.digest}`;
+    if (reference !== manifest.digest) {
+      const known = manifests.get(byDigest);
+      if (known) return known;
+      const pending = copyContent(src, dst, manifest);
+      manifests.set(byDigest, pending);
+      return pending;
+    }
+    return copyContent(src, dst, manifest);
+  };
+
+  const copyContent = async (src: string, dst: string, manifest: FetchedManifest): Promise<FetchedManifest> => {
     let parsed;
     try {
       parsed = parseManifest(manifest.bytes, manifest.mediaType);
@@ -40,27 +134,48 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
       throw err;
     }
     resolveNestedLinks(parsed.links, src);
-    for (const link of parsed.links) {
+    await Promise.all(parsed.links.map(async (link) => {
       if (link.kind === 'manifest') {
         // A nested-namespace child goes to the same relative place under the destination.
         if (link.repository) await copyManifest(link.repository, `${dst}/${link.repository.slice(src.length + 1)}`, link.digest);
         else await copyManifest(src, dst, link.digest);
       } else if (link.kind !== 'subject' && link.required) {
-        await copyBlob(src, dst, link.digest);
+        await copyBlob(src, dst, link.digest, link.size);
       }
+    }));
+    try {
+      await sink.putManifest(dst, manifest.digest, manifest.bytes, manifest.mediaType);
+    } catch (err) {
+      const nested = parsed.links.filter((l) => l.kind === 'manifest' && l.repository);
+      if (!(err instanceof ChildrenMissing) || nested.length === 0) throw err;
+      // The destination wants every entry in the index's own repository: put the nested ones there too.
+      await Promise.all(nested.map((link) => copyManifest(link.repository!, dst, link.digest)));
+      await sink.putManifest(dst, manifest.digest, manifest.bytes, manifest.mediaType);
     }
-    await sink.putManifest(dst, manifest.digest, manifest.bytes, manifest.mediaType);
     report.manifests++;
     if (options.referrers) {
-      for (const referrer of await source.referrers(src, manifest.digest)) await copyManifest(src, dst, referrer.digest);
+      const referrers = await source.referrers(src, manifest.digest);
+      await Promise.all(referrers.map((referrer) => copyManifest(src, dst, referrer.digest)));
     }
     return manifest;
   };
 
-  for (const tag of await source.tags(from)) {
-    const manifest = await copyManifest(from, to, tag);
-    await sink.putManifest(to, tag, manifest.bytes, manifest.mediaType);
-    report.tags++;
+  const copyManifest = (src: string, dst: string, reference: string): Promise<FetchedManifest> => {
+    const key = `${dst}@${reference}`;
+    let pending = manifests.get(key);
+    if (!pending) manifests.set(key, (pending = copyManifestOnce(src, dst, reference)));
+    return pending;
+  };
+
+  const references = options.references ?? (await source.tags(from)).filter((tag) => !(options.referrers && FALLBACK_TAG.test(tag)));
+  if (!options.references && references.length === 0) throw new CopyFailed(`${from} has no tags`);
+  for (const reference of references) {
+    const manifest = await copyManifest(from, to, reference);
+    const tag = options.destinationTag ?? (reference.includes(':') ? undefined : reference);
+    if (tag) {
+      await sink.putManifest(to, tag, manifest.bytes, manifest.mediaType);
+      report.tags++;
+    }
   }
   return report;
 }

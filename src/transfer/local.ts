@@ -2,12 +2,12 @@
 // disk are read (every referrer style) and written (Trellis's layout encoding).
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
-import { Transform, type Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { requireDigest, type Registry } from '../content/registry.ts';
 import { newHash } from '../oci/digest.ts';
 import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
 import { TEMP_FOLDER } from '../storage/filesystem.ts';
-import type { ContentSink, ContentSource, FetchedManifest } from './store.ts';
+import type { BlobStream, ContentSink, ContentSource, FetchedManifest } from './store.ts';
 
 export class LocalRegistry implements ContentSource, ContentSink {
   readonly registry: Registry;
@@ -43,7 +43,8 @@ export class LocalRegistry implements ContentSource, ContentSink {
     return (await this.registry.blobInfo(repository, digest)) !== undefined;
   }
 
-  async putBlob(repository: string, digest: string, size: number, stream: Readable): Promise<void> {
+  async putBlob(repository: string, digest: string, size: number, body: BlobStream): Promise<void> {
+    const stream = body instanceof Readable ? body : Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>);
     const { algorithm } = requireDigest(digest);
     const key = `${TEMP_FOLDER}/${randomBytes(12).toString('hex')}`;
     const hash = newHash(algorithm);
