@@ -11,6 +11,7 @@ import { CopyFailed, type CopyReport } from './transfer/copy.ts';
 import { RegistryRequestFailed } from './transfer/http.ts';
 import { CredentialError } from './transfer/auth.ts';
 import { EXIT, exitCodeFor, registerClientCommands } from './cli/client.ts';
+import { AuthConfigError, ROBOT_PREFIX, robotStore } from './auth/index.ts';
 
 interface CommonFlags {
   config?: string;
@@ -107,6 +108,43 @@ layout.command('import')
     printCopy(`imported ${source} into ${repository}`, await importLayout(registryUrl(flags), source, repository, { referrers: flags.referrers }));
   });
 
+const robot = program.command('robot').description('robot accounts for CI (sign in as robot$<name>); a running registry sees changes at once');
+robot.command('create')
+  .description('add a robot and print its secret (shown only this once)')
+  .argument('<name>')
+  .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
+  .option('--data <dir>', 'data directory (TRELLIS_DATA)')
+  .option('--group <group...>', 'groups the robot belongs to (policies grant groups rights)')
+  .option('--expires-days <days>', 'refuse the robot after this many days')
+  .option('--description <text>', 'what the robot is for')
+  .action(async (name: string, flags: CommonFlags & { group?: string[]; expiresDays?: string; description?: string }) => {
+    const store = await robotStore(settingsFrom(flags));
+    const options: { groups?: string[]; expiresDays?: number; description?: string } = {};
+    if (flags.group) options.groups = flags.group;
+    if (flags.expiresDays) options.expiresDays = Number(flags.expiresDays);
+    if (flags.description) options.description = flags.description;
+    const created = await store.create(name, options).catch((err: Error) => { throw new SettingsError(err.message); });
+    console.log(JSON.stringify({ username: created.username, secret: created.secret, groups: created.robot.groups, expires: created.robot.expires ?? null }));
+  });
+robot.command('revoke')
+  .description('remove a robot; its password and tokens stop working immediately')
+  .argument('<name>')
+  .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
+  .option('--data <dir>', 'data directory (TRELLIS_DATA)')
+  .action(async (name: string, flags: CommonFlags) => {
+    if (!(await (await robotStore(settingsFrom(flags))).revoke(name))) throw new SettingsError(`no robot named ${name}`);
+    console.log(`revoked ${name.startsWith(ROBOT_PREFIX) ? name : ROBOT_PREFIX + name}`);
+  });
+robot.command('list')
+  .description('list robots (never their secrets)')
+  .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
+  .option('--data <dir>', 'data directory (TRELLIS_DATA)')
+  .action(async (flags: CommonFlags) => {
+    for (const r of await (await robotStore(settingsFrom(flags))).list()) {
+      console.log(`${ROBOT_PREFIX}${r.name}\tgroups=${r.groups.join(',') || '-'}\tcreated=${r.created}\texpires=${r.expires ?? 'never'}${r.description ? `\t${r.description}` : ''}`);
+    }
+  });
+
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof CommanderError) {
     // --help and --version end here with code 0; anything else is a usage error.
@@ -117,7 +155,7 @@ program.parseAsync().catch((err: unknown) => {
     console.error(`trellis: ${(err as Error).message}`);
     process.exit(code ?? EXIT.failure);
   }
-  if (err instanceof SettingsError || err instanceof DataDirectoryBusy || err instanceof LayoutCommandError || err instanceof CopyFailed || err instanceof RegistryRequestFailed) {
+  if (err instanceof SettingsError || err instanceof AuthConfigError || err instanceof DataDirectoryBusy || err instanceof LayoutCommandError || err instanceof CopyFailed || err instanceof RegistryRequestFailed) {
     console.error(`trellis: ${err.message}`);
     process.exit(2);
   }

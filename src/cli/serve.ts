@@ -6,9 +6,10 @@ import { Uploads } from '../content/uploads.ts';
 import { createRegistryServer } from '../registry/server.ts';
 import { RateLimiter } from '../registry/rate-limit.ts';
 import { parseListen, type Settings } from '../config/settings.ts';
-import { collectGarbage, type GcPolicy } from '../gc/collector.ts';
+import { collectGarbage, type GcPolicy, type GcReport } from '../gc/collector.ts';
+import { openAccessControl } from '../auth/index.ts';
 import { TRELLIS_FOLDER } from '../layout/paths.ts';
-import { rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { openComponents } from '../components/index.ts';
 
 export function gcPolicy(settings: Settings): GcPolicy {
@@ -47,6 +48,9 @@ export interface RunningRegistry {
 }
 
 export async function startRegistry(settings: Settings, logger = createLogger(settings.logLevel)): Promise<RunningRegistry> {
+  // Settings that can be wrong are read before the data directory is opened.
+  const tls = settings.tlsCert ? { cert: await readFile(settings.tlsCert), key: await readFile(settings.tlsKey) } : undefined;
+  const gate = await openAccessControl(settings, logger);
   const registry = await Registry.open(registryOptions(settings, logger));
   const uploads = new Uploads(registry.driver, {
     timeoutMs: settings.uploadTimeoutSeconds * 1000, maxSessions: settings.maxUploadSessions, maxBlobBytes: settings.maxBlobBytes,
@@ -56,19 +60,24 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     uploads.sweep();
     uploads.sweepDisk().catch((err) => logger.warn({ err }, 'sweeping old uploads failed'));
   }, Math.min(60_000, settings.uploadTimeoutSeconds * 1000)).unref();
-  let collecting = false;
-  const collector = settings.gcIntervalSeconds > 0 ? setInterval(() => {
-    if (collecting) return;
-    collecting = true;
-    collectGarbage(registry, gcPolicy(settings), { dryRun: false })
-      .then((report) => logger.info({ removed: report.removed.length, bytes: report.bytes, ms: Math.round(report.durationMs) }, 'garbage collection done'))
+  // One collection at a time, periodic or asked for over HTTP.
+  let collecting: Promise<GcReport> | undefined;
+  const collect = (dryRun: boolean): Promise<GcReport> => {
+    const run = (collecting ?? Promise.resolve()).catch(() => undefined).then(() => collectGarbage(registry, gcPolicy(settings), { dryRun }));
+    collecting = run;
+    run.then((report) => logger.info({ dryRun, removed: report.removed.length, bytes: report.bytes, ms: Math.round(report.durationMs) }, 'garbage collection done'))
       .catch((err) => logger.error({ err }, 'garbage collection failed'))
-      .finally(() => { collecting = false; });
+      .finally(() => { if (collecting === run) collecting = undefined; });
+    return run;
+  };
+  const collector = settings.gcIntervalSeconds > 0 ? setInterval(() => {
+    if (!collecting) collect(false).catch(() => undefined);
   }, settings.gcIntervalSeconds * 1000).unref() : undefined;
   const components = await openComponents(registry, settings, logger);
   const server = createRegistryServer({
     registry, uploads, log: logger, components,
     rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },
+    tls, collectGarbage: collect, gate,
     limits: { maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, maxReferrersBytes: settings.maxReferrersBytes },
   });
   const { host, port } = parseListen(settings.listen);
@@ -77,7 +86,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     server.listen(port, host, () => resolve());
   });
   const address = server.address() as AddressInfo;
-  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  const url = `${tls ? 'https' : 'http'}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   await writeFile(pidFile(settings.data), String(process.pid));
   logger.info({ url, data: settings.data }, 'trellis registry listening');
   let closing: Promise<void> | undefined;

@@ -47,6 +47,17 @@ export interface Settings {
   queryRatePerSecond: number;
   /** Query and search requests a client may make at once before the rate applies. */
   queryRateBurst: number;
+  /** JSON file with users, robots, policies and the token mode; empty: an open registry. */
+  authFile: string;
+  /** PEM certificate chain and private key; both set: serve HTTPS. */
+  tlsCert: string;
+  tlsKey: string;
+  /** Requests per second per identity (anonymous callers: per address) with an auth file; 0: no limit. */
+  rateLimitPerSecond: number;
+  rateLimitBurst: number;
+  /** Failed sign-ins per minute per address and per user name before 429. */
+  authFailuresPerMinute: number;
+  authFailureBurst: number;
 }
 
 const CHOICES: Partial<Record<keyof Settings, readonly string[]>> = {
@@ -83,6 +94,13 @@ export const DEFAULT_SETTINGS: Settings = {
   componentAnnotation: 'dev.trellis.component',
   queryRatePerSecond: 20,
   queryRateBurst: 40,
+  authFile: '',
+  tlsCert: '',
+  tlsKey: '',
+  rateLimitPerSecond: 0,
+  rateLimitBurst: 200,
+  authFailuresPerMinute: 6,
+  authFailureBurst: 10,
 };
 
 export class SettingsError extends Error {}
@@ -139,6 +157,7 @@ export function loadSettings(options: { configFile?: string | undefined; env?: N
     if (value !== undefined) set(key as keyof Settings, value, `--${key}`);
   }
   parseListen(settings.listen);
+  if (!settings.tlsCert !== !settings.tlsKey) throw new SettingsError('tlsCert and tlsKey must be set together');
   return settings;
 }
 

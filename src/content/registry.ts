@@ -294,11 +294,12 @@ export class Registry {
    * Cross-repository mount. Without `from`, any repository holding the blob serves as the source.
    * Returns false when the blob cannot be mounted (the caller then opens an upload).
    */
-  async mountBlob(repository: string, digest: string, from: string | undefined): Promise<boolean> {
+  async mountBlob(repository: string, digest: string, from: string | undefined, canPull: (name: string) => boolean = () => true): Promise<boolean> {
     const target = this.metadata.repository(repository);
     if (target && (await this.blobInfo(repository, digest))) return true;
     const source = from ?? this.metadata.findBlob(digest, target?.id);
-    if (!source || repositoryNameProblem(source) || source === repository) return false;
+    // A source the caller may not pull is never used (and never named): they upload instead.
+    if (!source || repositoryNameProblem(source) || source === repository || !canPull(source)) return false;
     const info = await this.blobInfo(source, digest);
     if (!info) return false;
     const repo = await this.createRepository(repository);
@@ -321,7 +322,7 @@ export class Registry {
   // ---- manifests ----------------------------------------------------------------------------
 
   /** Resolves a tag or digest to a stored manifest, or throws the spec's 404. */
-  async resolveManifest(repository: string, reference: string): Promise<StoredManifest> {
+  async resolveManifest(repository: string, reference: string, canPull: (name: string) => boolean = () => true): Promise<StoredManifest> {
     const repo = await this.requireRepository(repository);
     const unknown = () => new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${reference} is not in ${repository}`);
     let digest: string;
@@ -338,7 +339,9 @@ export class Registry {
       ?? (this.metadata.isPendingUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
     if (record && (await this.driver.stat(key))) return { record, key };
     // A manifest an index here lists from a descendant repository is pulled through this one.
+    // Only descendants the caller may pull; the others look exactly like a manifest that is not there.
     for (const descendant of this.linkedDescendants(repo)) {
+      if (!canPull(descendant)) continue;
       const child = this.metadata.repository(descendant);
       const nested = child && this.metadata.manifest(child.id, digest);
       const nestedKey = blobKey(descendant, digest);
@@ -363,11 +366,12 @@ export class Registry {
   }
 
   /** Where a blob pulled through `repository` lives: there, or in a linked descendant. */
-  async locateBlob(repository: string, digest: string): Promise<{ repository: string; info: FileInfo } | undefined> {
+  async locateBlob(repository: string, digest: string, canPull: (name: string) => boolean = () => true): Promise<{ repository: string; info: FileInfo } | undefined> {
     const info = await this.blobInfo(repository, digest);
     if (info) return { repository, info };
     const repo = this.metadata.repository(repository);
     for (const descendant of repo ? this.linkedDescendants(repo) : []) {
+      if (!canPull(descendant)) continue;
       const nested = await this.blobInfo(descendant, digest);
       if (nested) return { repository: descendant, info: nested };
     }
@@ -384,7 +388,7 @@ export class Registry {
     }
   }
 
-  async putManifest(repository: string, reference: string, bytes: Buffer, contentType: string | undefined, extraTags: string[]): Promise<{ digest: string; subject?: string; tags: string[] }> {
+  async putManifest(repository: string, reference: string, bytes: Buffer, contentType: string | undefined, extraTags: string[], canPull: (name: string) => boolean = () => true): Promise<{ digest: string; subject?: string; tags: string[] }> {
     let algorithm: DigestAlgorithm = 'sha256';
     let tags: string[];
     if (isValidTag(reference)) {
@@ -413,7 +417,8 @@ export class Registry {
       // Everything is checked before anything is written, so a refused push leaves no trace.
       const required = parsed.links.filter((l) => l.required);
       const present = await Promise.all(required.map(async (l) => {
-        if (await this.holdsBlob(l.repository ?? repository, l.digest)) return true;
+        // An entry in a descendant the pusher may not pull counts as missing: pushes cannot probe it.
+        if ((!l.repository || canPull(l.repository)) && (await this.holdsBlob(l.repository ?? repository, l.digest))) return true;
         // Copying tools flatten nested indexes into one repository: accept the entry from here.
         if (l.repository && (await this.holdsBlob(repository, l.digest))) {
           delete l.repository;

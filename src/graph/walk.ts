@@ -14,9 +14,14 @@ export interface GraphNode {
   artifactType?: string;
 }
 
+/** A node in a repository the caller may not pull: reported as there, never named. */
+export interface ForbiddenNode {
+  forbidden: true;
+}
+
 export interface GraphEdge {
-  from: GraphNode;
-  to: GraphNode;
+  from: GraphNode | ForbiddenNode;
+  to: GraphNode | ForbiddenNode;
   kind: LinkKind;
   /** Hops from the starting manifest. */
   depth: number;
@@ -27,7 +32,11 @@ export interface WalkOptions {
   maxDepth: number;
   /** Stop after this many edges; the answer then says it was truncated. */
   maxEdges: number;
+  /** Repositories the caller may see; the walk reports nodes elsewhere as forbidden and stops there. */
+  canPull?: (repository: string) => boolean;
 }
+
+const FORBIDDEN: ForbiddenNode = { forbidden: true };
 
 function node(metadata: MetadataStore, repository: string, digest: string, mediaType?: string): GraphNode {
   const repo = metadata.repository(repository);
@@ -58,10 +67,12 @@ export function walkGraph(metadata: MetadataStore, start: { repository: string; 
         if (edges.length >= options.maxEdges) return { edges, truncated: true };
         const from = node(metadata, link.parentRepository, link.parent);
         const to = node(metadata, link.childRepository, link.child, link.mediaType);
-        edges.push({ from, to, kind: link.kind, depth });
+        const visible = (n: GraphNode) => !options.canPull || options.canPull(n.repository);
+        edges.push({ from: visible(from) ? from : FORBIDDEN, to: visible(to) ? to : FORBIDDEN, kind: link.kind, depth });
         // Down, a subject is recorded but not followed: it is what the manifest refers to, not part of it.
         const far = options.direction === 'down' ? to : from;
         if (options.direction === 'down' && link.kind === 'subject') continue;
+        if (!visible(far)) continue;
         const key = `${far.repository}@${far.digest}`;
         if (!seen.has(key) && (options.direction === 'up' || far.size !== undefined)) {
           seen.add(key);

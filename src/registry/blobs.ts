@@ -27,7 +27,7 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
 
 export async function getBlob(ctx: ApiContext, name: string, reference: string): Promise<void> {
   const { digest } = requireDigest(reference);
-  const located = await ctx.registry.locateBlob(name, digest);
+  const located = await ctx.registry.locateBlob(name, digest, ctx.access.canPull);
   if (!located) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
   const { info, repository } = located;
   const headers: Headers = {
@@ -114,7 +114,7 @@ export async function startUpload(ctx: ApiContext, name: string): Promise<void> 
     const { digest } = requireDigest(mount, 'mount');
     const from = query.get('from') ?? undefined;
     if (from !== undefined) requireRepositoryName(from);
-    if (await ctx.registry.mountBlob(name, digest, from)) return blobCreated(ctx, name, digest);
+    if (await ctx.registry.mountBlob(name, digest, from, ctx.access.canPull)) return blobCreated(ctx, name, digest);
   }
   const digestParam = query.get('digest');
   const algorithmParam = query.get('digest-algorithm') ?? (digestParam ? digestParam.split(':')[0]! : 'sha256');

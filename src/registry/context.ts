@@ -20,9 +20,25 @@ export interface ApiLimits {
  */
 export interface AccessView {
   canPull(repository: string): boolean;
+  /**
+   * Throws the spec's 401 (with a challenge) or 403 unless the caller may take `action` on
+   * `repository`; the answer never depends on whether the repository exists.
+   */
+  authorize(repository: string, action: RepositoryAction, reference?: string): void;
 }
 
-export const ALLOW_ALL: AccessView = { canPull: () => true };
+export type RepositoryAction = 'pull' | 'push' | 'delete';
+
+export const ALLOW_ALL: AccessView = { canPull: () => true, authorize: () => {} };
+
+/**
+ * Runs before routing when access control is on: authenticates the caller, applies rate limits,
+ * sets `access` and `client`, and authorizes registry-wide endpoints (repository endpoints call
+ * `access.authorize`). Returns true when it answered the request itself (the token endpoint).
+ */
+export interface Gate {
+  admit(ctx: ApiContext, repositoryRoute: boolean): Promise<boolean>;
+}
 
 export interface ApiContext {
   req: IncomingMessage;

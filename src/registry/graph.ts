@@ -16,14 +16,15 @@ export async function graph(ctx: ApiContext, name: string, reference: string): P
   if (!/^\d{1,2}$/.test(depthParam) || Number(depthParam) < 1 || Number(depthParam) > MAX_DEPTH) {
     throw new OciError(400, 'UNSUPPORTED', `depth must be an integer from 1 to ${MAX_DEPTH}`);
   }
-  const { record } = await ctx.registry.resolveManifest(name, reference);
+  const { record } = await ctx.registry.resolveManifest(name, reference, ctx.access.canPull);
   const { edges, truncated } = walkGraph(ctx.registry.metadata, { repository: name, digest: record.digest }, {
-    direction, maxDepth: Number(depthParam), maxEdges: MAX_EDGES,
+    direction, maxDepth: Number(depthParam), maxEdges: MAX_EDGES, canPull: ctx.access.canPull,
   });
   const artifactTypes = query.getAll('artifactType');
   const mediaTypes = query.getAll('mediaType');
   const matching = edges.filter((edge) => {
     const far = direction === 'down' ? edge.to : edge.from;
+    if ('forbidden' in far) return !artifactTypes.length && !mediaTypes.length;
     return (!artifactTypes.length || artifactTypes.includes(far.artifactType ?? '')) && (!mediaTypes.length || mediaTypes.includes(far.mediaType ?? ''));
   });
   // Pages are slices of one deterministic walk; `last` is the number of edges already seen.

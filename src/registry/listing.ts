@@ -45,8 +45,29 @@ export async function catalog(ctx: ApiContext): Promise<void> {
   const extra: Record<string, string> = {};
   if (rawPrefix) extra.prefix = rawPrefix;
   if (childrenOnly) extra.children = 'true';
-  const { items, headers } = await paged(ctx, '/v2/_catalog', (page) => ctx.registry.repositories({ ...page, namespace, childrenOnly }), (r) => r, extra);
+  const { items, headers } = await paged(ctx, '/v2/_catalog', (page) => visibleRepositories(ctx, page, { namespace, childrenOnly }), (r) => r, extra);
   sendJson(ctx.res, 200, { repositories: items }, headers, ctx.head);
+}
+
+/**
+ * A page of the repositories the caller may pull: hidden ones are dropped before the page is cut,
+ * so sizes and cursors only involve visible names. Other requests run between batches.
+ */
+async function visibleRepositories(ctx: ApiContext, page: { after?: string; limit: number }, scope: { namespace: string; childrenOnly: boolean }): Promise<string[]> {
+  const visible: string[] = [];
+  const batch = Math.max(page.limit, 100);
+  let after = page.after;
+  for (;;) {
+    const names = ctx.registry.repositories({ ...scope, after, limit: batch });
+    for (const name of names) {
+      if (!ctx.access.canPull(name)) continue;
+      visible.push(name);
+      if (visible.length >= page.limit) return visible;
+    }
+    if (names.length < batch) return visible;
+    after = names[names.length - 1];
+    await new Promise((resolve) => setImmediate(resolve));
+  }
 }
 
 export async function referrers(ctx: ApiContext, name: string, reference: string): Promise<void> {

@@ -17,7 +17,7 @@ export function accepts(header: string | undefined, mediaType: string): boolean 
 }
 
 export async function getManifest(ctx: ApiContext, name: string, reference: string): Promise<void> {
-  const { record, key } = await ctx.registry.resolveManifest(name, reference);
+  const { record, key } = await ctx.registry.resolveManifest(name, reference, ctx.access.canPull);
   // A pull by digest asks for exact content, so it is served whatever the Accept header says.
   const acceptHeader = ctx.req.headers.accept;
   if (isValidTag(reference) && !accepts(acceptHeader, record.mediaType)) {
@@ -35,7 +35,7 @@ export async function getManifest(ctx: ApiContext, name: string, reference: stri
 export async function putManifest(ctx: ApiContext, name: string, reference: string): Promise<void> {
   const body = await readBody(ctx.req, ctx.limits.maxManifestBytes, 'manifest');
   const tagParams = ctx.url.searchParams.getAll('tag');
-  const result = await ctx.registry.putManifest(name, reference, body, bareMediaType(ctx.req.headers['content-type']), tagParams);
+  const result = await ctx.registry.putManifest(name, reference, body, bareMediaType(ctx.req.headers['content-type']), tagParams, ctx.access.canPull);
   const headers: Headers = { Location: `/v2/${name}/manifests/${result.digest}`, 'Docker-Content-Digest': result.digest };
   if (result.subject) headers['OCI-Subject'] = result.subject;
   if (tagParams.length) headers['OCI-Tag'] = result.tags;

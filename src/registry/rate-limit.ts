@@ -42,6 +42,15 @@ export class RateLimiter {
     return Math.max(1, Math.ceil((cost - bucket.tokens) / perSecond));
   }
 
+  /** Seconds until `cost` tokens are available for `key` (0: now), without taking any. */
+  wait(key: string, cost = 1): number {
+    const { perSecond, burst } = this.limit;
+    const bucket = this.buckets.get(key);
+    if (perSecond <= 0 || !bucket) return 0;
+    const tokens = Math.min(Math.max(burst, 1), bucket.tokens + ((this.now() - bucket.at) / 1000) * perSecond);
+    return tokens >= cost ? 0 : Math.max(1, Math.ceil((cost - tokens) / perSecond));
+  }
+
   private sweep(now: number): void {
     const fullAfterMs = (Math.max(this.limit.burst, 1) / this.limit.perSecond) * 1000;
     if (now - this.lastSweep < fullAfterMs) return;

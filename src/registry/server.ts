@@ -1,12 +1,14 @@
 // The registry HTTP API on node:http. Routing is by suffix because repository names contain '/'.
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { Logger } from 'pino';
 import type { Registry } from '../content/registry.ts';
 import type { Uploads } from '../content/uploads.ts';
 import { requireRepositoryName } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
 import { sendError, sendJson } from './http.ts';
-import { ALLOW_ALL, type ApiContext, type ApiLimits, type Handler } from './context.ts';
+import { ALLOW_ALL, type ApiContext, type ApiLimits, type Gate, type Handler, type RepositoryAction } from './context.ts';
+import type { GcReport } from '../gc/collector.ts';
 import { cancelUpload, deleteBlob, getBlob, patchUpload, putUpload, startUpload, uploadStatus } from './blobs.ts';
 import { deleteManifest, getManifest, putManifest } from './manifests.ts';
 import { catalog, discoverExtensions, listTags, referrers } from './listing.ts';
@@ -18,13 +20,15 @@ import type { RateLimiter } from './rate-limit.ts';
 interface Route {
   pattern: RegExp;
   methods: Partial<Record<string, Handler>>;
+  /** Every method here is part of pushing (upload sessions), so each needs push. */
+  upload?: true;
 }
 
 // Order matters: upload paths before blob paths.
 const ROUTES: Route[] = [
   { pattern: /^\/v2\/(.+)\/_trellis\/graph\/([^/]+)$/, methods: { GET: graph, HEAD: graph } },
-  { pattern: /^\/v2\/(.+)\/blobs\/uploads\/?$/, methods: { POST: startUpload } },
-  { pattern: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, methods: { PATCH: patchUpload, PUT: putUpload, GET: uploadStatus, HEAD: uploadStatus, DELETE: cancelUpload } },
+  { pattern: /^\/v2\/(.+)\/blobs\/uploads\/?$/, methods: { POST: startUpload }, upload: true },
+  { pattern: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, methods: { PATCH: patchUpload, PUT: putUpload, GET: uploadStatus, HEAD: uploadStatus, DELETE: cancelUpload }, upload: true },
   { pattern: /^\/v2\/(.+)\/blobs\/([^/]+)$/, methods: { GET: getBlob, HEAD: getBlob, DELETE: deleteBlob } },
   { pattern: /^\/v2\/(.+)\/manifests\/([^/]+)$/, methods: { GET: getManifest, HEAD: getManifest, PUT: putManifest, DELETE: deleteManifest } },
   { pattern: /^\/v2\/(.+)\/tags\/list\/?$/, methods: { GET: listTags, HEAD: listTags } },
@@ -38,14 +42,26 @@ export interface ServerDependencies {
   log: Logger;
   components?: ComponentsApi;
   rateLimits: { query: RateLimiter };
+  /** Access control; without it every request is allowed. */
+  gate?: Gate | undefined;
+  /** Runs garbage collection for `POST /v2/_trellis/gc` (serialized with the periodic runs). */
+  collectGarbage?: ((dryRun: boolean) => Promise<GcReport>) | undefined;
+  /** PEM certificate chain and key: serve HTTPS. */
+  tls?: { cert: Buffer; key: Buffer } | undefined;
 }
+
+function actionFor(route: Route, method: string): RepositoryAction {
+  if (route.upload) return 'push';
+  return method === 'GET' || method === 'HEAD' ? 'pull' : method === 'DELETE' ? 'delete' : 'push';
+}
+
 
 function onlyGet(method: string, ctx: ApiContext, handler: (ctx: ApiContext) => Promise<void>): Promise<void> {
   if (method !== 'GET' && method !== 'HEAD') throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on this endpoint`, undefined, { Allow: 'GET, HEAD' });
   return handler(ctx);
 }
 
-async function dispatch(ctx: ApiContext, components: ComponentsApi | undefined): Promise<void> {
+async function dispatch(ctx: ApiContext, deps: ServerDependencies): Promise<void> {
   const path = ctx.url.pathname;
   const method = ctx.head ? 'HEAD' : ctx.req.method ?? 'GET';
   if (path === '/v2' || path === '/v2/') {
@@ -54,9 +70,10 @@ async function dispatch(ctx: ApiContext, components: ComponentsApi | undefined):
   }
   if (path === '/v2/_catalog') return catalog(ctx);
   if (path === '/v2/_oci/ext/discover') return discoverExtensions(ctx);
-  if (components && isComponentsPath(path)) return components.handle(ctx);
+  if (deps.components && isComponentsPath(path)) return deps.components.handle(ctx);
   if (path === '/v2/_oci/references') return onlyGet(method, ctx, references);
   if (path === '/v2/_trellis/search') return onlyGet(method, ctx, search);
+  if (path === '/v2/_trellis/gc') return collect(ctx, method, deps);
   for (const route of ROUTES) {
     const match = route.pattern.exec(path);
     if (!match) continue;
@@ -66,13 +83,29 @@ async function dispatch(ctx: ApiContext, components: ComponentsApi | undefined):
     // Names never need percent-encoding; an encoded one is an attempt to smuggle '/' or '..'.
     if (name.includes('%')) throw new OciError(400, 'NAME_INVALID', 'repository name must not be percent-encoded');
     requireRepositoryName(name);
-    return handler(ctx, name, decodeURIComponent(match[2] ?? ''));
+    const arg = decodeURIComponent(match[2] ?? '');
+    ctx.access.authorize(name, actionFor(route, method), arg || undefined);
+    return handler(ctx, name, arg);
   }
   throw new OciError(404, 'NAME_UNKNOWN', `no registry endpoint at ${path.slice(0, 200)}`);
 }
 
+/** `POST /v2/_trellis/gc[?dryRun=true]`: one collection now; the report as JSON. */
+async function collect(ctx: ApiContext, method: string, deps: ServerDependencies): Promise<void> {
+  if (method !== 'POST') throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on /v2/_trellis/gc`, undefined, { Allow: 'POST' });
+  if (!deps.collectGarbage) throw new OciError(404, 'NAME_UNKNOWN', 'garbage collection is not available here');
+  const dryRun = ['true', '1'].includes(ctx.url.searchParams.get('dryRun') ?? '');
+  sendJson(ctx.res, 200, await deps.collectGarbage(dryRun));
+}
+
+function isRepositoryRoute(path: string): boolean {
+  return ROUTES.some((route) => route.pattern.test(path));
+}
+
 export function createRegistryServer(deps: ServerDependencies): Server {
-  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 }, (req, res) => {
+  const options = { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 };
+  const server: Server = deps.tls ? createTlsServer({ ...options, cert: deps.tls.cert, key: deps.tls.key }, handle) : createServer(options, handle);
+  function handle(req: IncomingMessage, res: ServerResponse): void {
     let url: URL;
     try {
       url = new URL(req.url ?? '/', 'http://registry.invalid');
@@ -84,7 +117,8 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     const head = req.method === 'HEAD';
     const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: req.socket.remoteAddress ?? 'unknown' };
     const started = performance.now();
-    dispatch(ctx, deps.components).then(
+    const admitted = deps.gate ? deps.gate.admit(ctx, isRepositoryRoute(url.pathname)) : Promise.resolve(false);
+    admitted.then((answered) => answered ? undefined : dispatch(ctx, deps)).then(
       () => deps.log.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: +(performance.now() - started).toFixed(2) }, 'request'),
       (err: unknown) => {
         if (res.headersSent) {
@@ -109,6 +143,6 @@ export function createRegistryServer(deps: ServerDependencies): Server {
         sendError(res, error, head);
       },
     );
-  });
+  }
   return server;
 }

@@ -20,7 +20,7 @@ export async function startTestRegistry(overrides: Partial<Settings> = {}, dataD
   const running = await startRegistry(settings, pino({ level: process.env.TRELLIS_TEST_LOG ?? 'silent' }));
   return {
     ...running,
-    host: running.url.replace('http://', ''),
+    host: running.url.replace(/^https?:\/\//, ''),
     dataDir: dir,
     async dispose() {
       await running.close();

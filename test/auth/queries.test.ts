@@ -1,0 +1,75 @@
+// Queries, searches and component listings with access control: a caller sees only repositories
+// it may pull, and pages, cursors and counts are the same as if the others did not exist.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { makeImage, makeReferrer } from '../helpers/oci-client.ts';
+import { startAuthRegistry } from './setup.ts';
+
+const SBOM = 'application/spdx+json';
+
+test('queries and component listings never reveal a repository the caller cannot pull', { timeout: 120_000 }, async (t) => {
+  const r = await startAuthRegistry(t, {
+    users: ['admin', 'bob'],
+    auth: {
+      admins: { users: ['admin'] },
+      policies: { 'team/**': { users: { bob: ['pull'] } }, 'team/secret': { users: {} } },
+    },
+    settings: { queryRatePerSecond: 0, componentRepositoryPrefixes: 'team/,hidden/' },
+  });
+  const admin = r.basic('admin');
+  const bob = r.basic('bob');
+  // Hidden and visible repositories interleave in name and push order.
+  const repos = ['hidden/a', 'team/app', 'team/secret', 'team/web', 'hidden/z'];
+  for (let round = 0; round < 2; round++) {
+    for (const repo of repos) {
+      const image = makeImage({ annotations: { 'org.opencontainers.image.version': `1.${round}.0` } });
+      assert.equal((await r.push(repo, `1.${round}.0`, admin, image)).status, 201);
+      const sbom = makeReferrer(image.descriptor, { artifactType: SBOM, annotations: { team: 'x' } });
+      assert.equal((await r.push(repo, sbom.digest, admin, sbom)).status, 201);
+    }
+  }
+  const visible = (repo: string) => repo === 'team/app' || repo === 'team/web';
+
+  const walk = async (path: string, key: string, auth: string) => {
+    const items: { repository?: string; name?: string }[] = [];
+    const sizes: number[] = [];
+    let url: string | undefined = path;
+    while (url) {
+      const answer = await r.call(url, { auth });
+      assert.equal(answer.status, 200, `${url}: ${answer.body}`);
+      const page = answer.json()[key] as { repository?: string; name?: string }[];
+      items.push(...page);
+      sizes.push(page.length);
+      const link = answer.headers.get('link');
+      url = link ? /<([^>]+)>/.exec(link)![1] : undefined;
+      assert.ok(!link || !/hidden|secret/.test(decodeURIComponent(Buffer.from(new URL(url!, r.base).searchParams.get('last') ?? '', 'base64url').toString() + link)), 'cursors name nothing hidden');
+    }
+    return { items, sizes };
+  };
+
+  for (const [path, key] of [
+    [`/v2/_oci/references?q_artifacttype__eq=${encodeURIComponent(SBOM)}&n=1`, 'manifests'],
+    ['/v2/_trellis/search?q_annotations__org.opencontainers.image.version__gte=1.0&sort=version&n=1', 'results'],
+    ['/v2/_trellis/search?n=2', 'results'],
+  ] as const) {
+    const asAdmin = await walk(path, key, admin);
+    assert.ok(asAdmin.items.some((i) => !visible(i.repository!)), 'admin sees everything');
+    const asBob = await walk(path, key, bob);
+    assert.deepEqual(asBob.items, asAdmin.items.filter((i) => visible(i.repository!)), `${path}: the visible part, in the same order`);
+    const per = Number(new URL(path, r.base).searchParams.get('n'));
+    assert.ok(asBob.sizes.slice(0, -1).every((n) => n === per), `${path}: every page but the last is full`);
+  }
+  const components = await walk('/v2/_trellis/components?n=1', 'components', bob);
+  assert.deepEqual(components.items.map((c) => c.repository).sort(), ['team/app', 'team/web']);
+
+  // A referrers query on a forbidden repository looks exactly like one on a repository that does
+  // not exist and that the caller could not pull either.
+  const subject = (await r.call('/v2/_trellis/search?q_repository__eq=team/secret&n=1', { auth: admin })).json().results[0].digest;
+  const forbidden = await r.call(`/v2/team/secret/referrers/${subject}?q_annotations__team__eq=x`, { auth: bob });
+  const missing = await r.call(`/v2/other/nothing/referrers/${subject}?q_annotations__team__eq=x`, { auth: bob });
+  assert.equal(forbidden.status, missing.status);
+  assert.deepEqual(forbidden.json(), missing.json());
+  // Anonymous callers must sign in first.
+  assert.equal((await r.call('/v2/_trellis/search')).status, 401);
+  assert.equal((await r.call('/v2/_oci/references')).status, 401);
+});
