@@ -2,7 +2,11 @@
 //
 //   npm run bench                         # everything, 100,000 referrers
 //   BENCH_REFERRERS=10000 npm run bench   # quicker
-//   BENCH_ONLY=throughput npm run bench   # one section: throughput | manifests | referrers
+//   BENCH_ONLY=throughput npm run bench   # one section: throughput | manifests | referrers | queries
+//
+// `queries` (Trellis only: distribution has no query API) generates a registry with
+// bench/corpus.ts (200 repositories, 20,000 manifests unless BENCH_QUERY_SCALE or
+// BENCH_QUERY_CORPUS say otherwise) and times the query endpoints on it; see bench/query.ts.
 //
 // Other knobs (all optional): BENCH_TARGETS=trellis|distribution, BENCH_MANIFESTS (2000),
 // BENCH_BLOB_MIB (100), BENCH_BLOB_RUNS (3), BENCH_CONCURRENCY (8), BENCH_REFERRER_WINDOW (1000),
@@ -30,6 +34,7 @@ import {
 } from './lib/client.ts';
 import { meanRange, median, percentile, round, windowMeans } from './lib/stats.ts';
 import { renderMarkdown } from './lib/report.ts';
+import { runQueryBenchmark, writeQueryResults, type QueriesResult } from './query.ts';
 
 // ---- settings ---------------------------------------------------------------------------------
 
@@ -41,7 +46,7 @@ function intEnv(name: string, fallback: number): number {
   return n;
 }
 
-const SECTIONS = ['throughput', 'manifests', 'referrers'] as const;
+const SECTIONS = ['throughput', 'manifests', 'referrers', 'queries'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const only = process.env.BENCH_ONLY?.trim();
@@ -192,6 +197,7 @@ export interface BenchResults {
   throughput?: ThroughputResult;
   manifests?: ManifestsResult;
   referrers?: ReferrersResult;
+  queries?: QueriesResult;
   errors: string[];
   /**
    * Per section: CPU use of the whole machine (percent of all cores) over 2 s just before it
@@ -555,6 +561,12 @@ async function main(): Promise<number> {
         if (section === 'throughput') results.throughput = await throughputSection(ctx);
         if (section === 'manifests') results.manifests = await manifestsSection(ctx);
         if (section === 'referrers') results.referrers = await referrersSection(ctx);
+        if (section === 'queries') {
+          results.queries = await runQueryBenchmark({ tmpRoot: ctx.work, logDir: LOG_DIR });
+          await writeQueryResults(results.queries);
+          for (const error of results.queries.errors) results.errors.push(`queries: ${error}`);
+          collectWarnings(ctx, join(LOG_DIR, 'trellis-queries.log'), 'queries');
+        }
       } catch (err) {
         const message = `${section}: ${(err as Error).stack ?? String(err)}`;
         results.errors.push(message);

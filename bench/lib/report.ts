@@ -1,5 +1,6 @@
 // Renders the results as a markdown table (the figures in docs/benchmarks.md come from here).
 import type { BenchResults, Target } from '../run.ts';
+import { renderQueries } from '../query.ts';
 
 type Cell = number | string | null | undefined;
 
@@ -89,6 +90,7 @@ export function renderMarkdown(r: BenchResults): string {
     }
   }
   if (pushErrors.length) lines.push('', '**Failed requests:**', ...pushErrors);
+  if (r.queries) lines.push('', renderQueries(r.queries).trimEnd());
   if (r.trellisLogWarnings.length) lines.push('', `Trellis logged ${r.trellisLogWarnings.length} warning line(s) at --log-level warn; see the JSON.`);
   return lines.join('\n') + '\n';
 }

@@ -145,6 +145,7 @@ interface SpawnSpec {
   url: string;
   cleanup: string[];
   keepData: boolean;
+  readyTimeoutMs?: number | undefined;
 }
 
 async function launch(spec: SpawnSpec): Promise<ServerHandle> {
@@ -179,7 +180,7 @@ async function launch(spec: SpawnSpec): Promise<ServerHandle> {
     throw new Error(`could not start ${spec.command}`);
   }
   try {
-    await waitReady(spec.url, child, spec.logFile, 60_000);
+    await waitReady(spec.url, child, spec.logFile, spec.readyTimeoutMs ?? 60_000);
   } catch (err) {
     child.kill('SIGKILL');
     await stop().catch(() => undefined);
@@ -201,12 +202,20 @@ export interface StartOptions {
   /** Trellis only: write a V8 CPU profile into this folder when the server exits. */
   cpuProfDir?: string | undefined;
   keepData?: boolean;
+  /** Trellis only: serve this existing data directory (kept) instead of a fresh temp one. */
+  dataDir?: string;
+  /** How long to wait for `GET /v2/` to answer (default 60 s; a large data directory takes longer to open). */
+  readyTimeoutMs?: number;
+  /** Trellis only: extra environment variables, e.g. `TRELLIS_*` settings. */
+  env?: Record<string, string>;
+  /** Trellis only: extra arguments for `serve`, e.g. `--config FILE`. */
+  extraArgs?: string[];
 }
 
 /** `node src/main.ts serve` with Node 24 from node_modules/.bin first on PATH. */
 export async function startTrellis(options: StartOptions): Promise<ServerHandle> {
   const port = await freePort();
-  const dataDir = await mkdtemp(join(options.tmpRoot, `trellis-${options.label}-`));
+  const dataDir = options.dataDir ?? await mkdtemp(join(options.tmpRoot, `trellis-${options.label}-`));
   const logFile = join(options.logDir, `trellis-${options.label}.log`);
   const nodeFlags = options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`, `--cpu-prof-name=trellis-${options.label}.cpuprofile`] : [];
   // Extra flags for investigations, e.g. BENCH_TRELLIS_NODE_FLAGS=--trace-gc (output goes to the log).
@@ -214,9 +223,9 @@ export async function startTrellis(options: StartOptions): Promise<ServerHandle>
   return launch({
     kind: 'trellis',
     command: join(NODE_BIN_DIR, 'node'),
-    args: [...nodeFlags, 'src/main.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn'],
-    env: { ...process.env, PATH: `${NODE_BIN_DIR}:${process.env.PATH ?? ''}` },
-    dataDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [dataDir], keepData: options.keepData ?? false,
+    args: [...nodeFlags, 'src/main.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn', ...(options.extraArgs ?? [])],
+    env: { ...process.env, ...options.env, PATH: `${NODE_BIN_DIR}:${process.env.PATH ?? ''}` },
+    dataDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [dataDir], keepData: options.keepData ?? options.dataDir !== undefined, readyTimeoutMs: options.readyTimeoutMs,
   });
 }
 
