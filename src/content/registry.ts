@@ -1,5 +1,6 @@
 // The registry's content model: repositories as OCI layouts, indexed in the metadata store.
 // HTTP handlers and CLI commands call this; it never speaks HTTP itself.
+import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -479,8 +480,9 @@ export class Registry {
   /** Re-reads every layout from scratch into an empty index (used by `trellis reindex`). */
   static async rebuildIndex(options: RegistryOptions, deep = false): Promise<{ orphans: number }> {
     // Opening and closing first writes every journalled change into the layouts, so nothing
-    // acknowledged is lost when the index is dropped.
-    await (await Registry.open(options)).close();
+    // acknowledged is lost when the index is dropped. Without an index there is no journal, and
+    // opening would only build the index that is about to be dropped (reading every layout).
+    if (existsSync(metadataPath(options.dataDir))) await (await Registry.open(options)).close();
     await removeIndex(options.dataDir);
     const registry = await Registry.open(options);
     let orphans = 0;

@@ -1,6 +1,7 @@
 // Small helpers for exact HTTP answers: the spec's headers on every response, OCI error bodies.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { OciError } from '../oci/errors.ts';
+import { OCI_INDEX } from '../oci/mediatypes.ts';
 
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' };
 
@@ -66,21 +67,26 @@ export function nextLink(path: string, params: Record<string, string | string[]>
 }
 
 /**
- * Renders up to `limit` items into a page no larger than `maxBytes` of JSON (at least one item).
+ * Renders up to `limit` items as JSON into a page no larger than `maxBytes` (at least one item).
  * `more` says whether anything was left out, by `limit`, by the budget, or because `items` held
- * one beyond the limit (callers fetch limit + 1 to learn that).
+ * one beyond the limit (callers fetch limit + 1 to learn that). Items are serialised once: the
+ * answer is assembled from `parts`.
  */
-export function fitPage<S, T>(items: S[], limit: number, maxBytes: number, render: (item: S) => T): { page: T[]; last: S | undefined; more: boolean } {
-  const page: T[] = [];
+export function fitPage<S>(items: S[], limit: number, maxBytes: number, render: (item: S) => unknown): { parts: string[]; last: S | undefined; more: boolean } {
+  const parts: string[] = [];
   let bytes = 200;
   let last: S | undefined;
   for (const item of items.slice(0, limit)) {
-    const rendered = render(item);
-    const size = JSON.stringify(rendered).length + 1;
-    if (page.length > 0 && bytes + size > maxBytes) return { page, last, more: true };
-    bytes += size;
-    page.push(rendered);
+    const json = JSON.stringify(render(item));
+    if (parts.length > 0 && bytes + json.length + 1 > maxBytes) return { parts, last, more: true };
+    bytes += json.length + 1;
+    parts.push(json);
     last = item;
   }
-  return { page, last, more: items.length > limit };
+  return { parts, last, more: items.length > limit };
+}
+
+/** An OCI image index whose `manifests` are already serialised descriptors. */
+export function indexJson(parts: string[]): string {
+  return `{"schemaVersion":2,"mediaType":"${OCI_INDEX}","manifests":[${parts.join(',')}]}`;
 }

@@ -3,7 +3,7 @@ import { requireDigest } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { referrerDescriptor } from '../oci/manifest.ts';
-import { fitPage, nextLink, pageParams, send, sendJson, type Headers } from './http.ts';
+import { fitPage, indexJson, nextLink, pageParams, send, sendJson, type Headers } from './http.ts';
 import type { ApiContext } from './context.ts';
 import { queriedReferrers } from './query.ts';
 import { hasQuery } from '../query/language.ts';
@@ -81,7 +81,7 @@ export async function referrers(ctx: ApiContext, name: string, reference: string
   const records = page.limit === 0 ? [] : await ctx.registry.referrers(name, digest, filter);
 
   // Split by the client's n and by the byte budget of one response, whichever comes first.
-  const { page: manifests, last, more } = fitPage(records, page.limit, ctx.limits.maxReferrersBytes, referrerDescriptor);
+  const { parts, last, more } = fitPage(records, page.limit, ctx.limits.maxReferrersBytes, referrerDescriptor);
   const headers: Headers = { 'Content-Type': OCI_INDEX };
   if (artifactTypes.length) headers['OCI-Filters-Applied'] = 'artifactType';
   if (more && last) {
@@ -89,7 +89,7 @@ export async function referrers(ctx: ApiContext, name: string, reference: string
     if (artifactTypes.length) params.artifactType = artifactTypes;
     headers.Link = nextLink(`/v2/${name}/referrers/${digest}`, params);
   }
-  const body = JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests });
+  const body = indexJson(parts);
   send(ctx.res, 200, { ...headers, 'Content-Length': Buffer.byteLength(body) }, ctx.head ? undefined : body);
 }
 

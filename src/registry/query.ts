@@ -6,7 +6,7 @@ import { OciError } from '../oci/errors.ts';
 import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
 import { appliedFilters, parseQuery, type Query } from '../query/language.ts';
 import type { QueryMatch, QueryScope } from '../query/store.ts';
-import { fitPage, nextLink, pageParams, send, type Headers } from './http.ts';
+import { fitPage, indexJson, nextLink, pageParams, send, type Headers } from './http.ts';
 import { ALLOW_ALL, type ApiContext } from './context.ts';
 
 function rateLimit(ctx: ApiContext): void {
@@ -22,20 +22,20 @@ function parse(ctx: ApiContext, listedDescriptors: boolean): Query {
  * Runs a query and cuts the page by the client's `n` and by the response byte budget, whichever
  * comes first; returns the items and the `Link` to the next page, if any.
  */
-function runPage<T>(ctx: ApiContext, query: Query, scope: QueryScope, render: (match: QueryMatch) => T): { items: T[]; next: string | undefined } {
+function runPage(ctx: ApiContext, query: Query, scope: QueryScope, render: (match: QueryMatch) => unknown): { parts: string[]; next: string | undefined } {
   const params = ctx.url.searchParams;
   const page = pageParams(params, ctx.limits.maxListPage);
   const canPull = ctx.access === ALLOW_ALL ? undefined : (repository: string) => ctx.access.canPull(repository);
   const matches = ctx.registry.queries.run(query, scope, { after: page.after, limit: page.limit + 1 }, canPull);
-  const { page: items, last, more } = fitPage(matches, page.limit, ctx.limits.maxReferrersBytes, render);
-  if (!more || last === undefined) return { items, next: undefined };
+  const { parts, last, more } = fitPage(matches, page.limit, ctx.limits.maxReferrersBytes, render);
+  if (!more || last === undefined) return { parts, next: undefined };
   const forward: Record<string, string[]> = {};
   for (const [key, value] of params) if (key !== 'last' && key !== 'n') (forward[key] ??= []).push(value);
-  return { items, next: nextLink(ctx.url.pathname, { ...forward, n: String(page.requested ?? page.limit), last: last.cursor }) };
+  return { parts, next: nextLink(ctx.url.pathname, { ...forward, n: String(page.requested ?? page.limit), last: last.cursor }) };
 }
 
-function sendIndex(ctx: ApiContext, manifests: unknown[], headers: Headers): void {
-  const body = JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests });
+function sendIndex(ctx: ApiContext, parts: string[], headers: Headers): void {
+  const body = indexJson(parts);
   send(ctx.res, 200, { 'Content-Type': OCI_INDEX, ...headers, 'Content-Length': Buffer.byteLength(body) }, ctx.head ? undefined : body);
 }
 
@@ -47,37 +47,37 @@ export async function queriedReferrers(ctx: ApiContext, name: string, reference:
   await ctx.registry.repository(name); // picks up edits other tools made to the layout
   const artifactTypes = ctx.url.searchParams.getAll('artifactType').filter(Boolean);
   const scope: QueryScope = { kind: 'referrersOf', repository: name, subject: digest, artifactTypes, includeAttestations: ctx.registry.options.buildkitAttestations };
-  const { items, next } = runPage(ctx, query, scope, (m): Descriptor => referrerDescriptor(m));
+  const { parts, next } = runPage(ctx, query, scope, (m): Descriptor => referrerDescriptor(m));
   const applied = [...(artifactTypes.length ? ['artifactType'] : []), ...appliedFilters(query)];
   const headers: Headers = {};
   if (applied.length) headers['OCI-Filters-Applied'] = applied.join(',');
   if (next) headers.Link = next;
-  sendIndex(ctx, items, headers);
+  sendIndex(ctx, parts, headers);
 }
 
 /** `GET /v2/_oci/references?q_…`: referrers in every repository the caller may pull. */
 export async function references(ctx: ApiContext): Promise<void> {
   rateLimit(ctx);
   const query = parse(ctx, true);
-  const { items, next } = runPage(ctx, query, { kind: 'referrers' }, (m) => ({ ...referrerDescriptor(m), repository: m.repository, subjectDigest: m.subject }));
+  const { parts, next } = runPage(ctx, query, { kind: 'referrers' }, (m) => ({ ...referrerDescriptor(m), repository: m.repository, subjectDigest: m.subject }));
   const headers: Headers = {};
   if (query.conditions.length) headers['OCI-Filters-Applied'] = appliedFilters(query).join(',');
   if (next) headers.Link = next;
-  sendIndex(ctx, items, headers);
+  sendIndex(ctx, parts, headers);
 }
 
 /** `GET /v2/_trellis/search?q_…`: every manifest and its tags, in every repository the caller may pull. */
 export async function search(ctx: ApiContext): Promise<void> {
   rateLimit(ctx);
   const query = parse(ctx, false);
-  const { items, next } = runPage(ctx, query, { kind: 'manifests' }, (m) => {
+  const { parts, next } = runPage(ctx, query, { kind: 'manifests' }, (m) => {
     const result: Record<string, unknown> = { repository: m.repository, ...referrerDescriptor(m) };
     result.tags = ctx.registry.queries.tagsOf(m.repository, m.digest);
     if (m.subject) result.subjectDigest = m.subject;
     result.pushedAt = new Date(m.pushedAt).toISOString();
     return result;
   });
-  const body = JSON.stringify({ results: items });
+  const body = `{"results":[${parts.join(',')}]}`;
   const headers: Headers = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) };
   if (next) headers.Link = next;
   send(ctx.res, 200, headers, ctx.head ? undefined : body);
