@@ -78,7 +78,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     registry, uploads, log: logger, components,
     rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },
     tls, collectGarbage: collect, gate,
-    limits: { maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, maxReferrersBytes: settings.maxReferrersBytes },
+    limits: { maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, defaultReferrersPage: settings.defaultReferrersPage, maxReferrersBytes: settings.maxReferrersBytes },
   });
   const { host, port } = parseListen(settings.listen);
   await new Promise<void>((resolve, reject) => {

@@ -21,6 +21,8 @@ export interface Settings {
   layoutCheckIntervalMs: number;
   maxListPage: number;
   maxReferrersBytes: number;
+  /** Referrers or query results per page when the client gives no `n` (up to maxListPage with `n`). */
+  defaultReferrersPage: number;
   /** Refuse to delete a manifest an index in an ancestor repository lists (nested namespaces). */
   protectNestedChildren: boolean;
   /** Write a fallback-tag referrers index per subject into layouts (for regctl's default reader). */
@@ -81,6 +83,7 @@ export const DEFAULT_SETTINGS: Settings = {
   layoutCheckIntervalMs: 1000,
   maxListPage: 1000,
   maxReferrersBytes: 4 * 1024 * 1024,
+  defaultReferrersPage: 250,
   protectNestedChildren: true,
   layoutFallbackTags: true,
   layoutOlaregAnnotations: false,

@@ -9,6 +9,8 @@ export interface ApiLimits {
   maxManifestBytes: number;
   /** Largest page of tags or repositories in one answer. */
   maxListPage: number;
+  /** Referrers (and query results) per page when the client gives no `n`. */
+  defaultReferrersPage: number;
   /** Largest referrers answer body in bytes before it is split with a `Link`. */
   maxReferrersBytes: number;
 }

@@ -46,7 +46,7 @@ export function readBody(req: IncomingMessage, maxBytes: number, what: string): 
 }
 
 /** `n` and `last` of a paginated listing, checked. */
-export function pageParams(query: URLSearchParams, maxPage: number): { limit: number; after?: string; requested: number | undefined } {
+export function pageParams(query: URLSearchParams, maxPage: number, defaultPage = maxPage): { limit: number; after?: string; requested: number | undefined } {
   const raw = query.get('n');
   let requested: number | undefined;
   if (raw !== null) {
@@ -54,7 +54,7 @@ export function pageParams(query: URLSearchParams, maxPage: number): { limit: nu
     requested = Number(raw);
   }
   const last = query.get('last') ?? undefined;
-  const page: { limit: number; after?: string; requested: number | undefined } = { limit: Math.min(requested ?? maxPage, maxPage), requested };
+  const page: { limit: number; after?: string; requested: number | undefined } = { limit: Math.min(requested ?? defaultPage, maxPage), requested };
   if (last) page.after = last;
   return page;
 }

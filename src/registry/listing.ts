@@ -75,7 +75,7 @@ export async function referrers(ctx: ApiContext, name: string, reference: string
   const { digest } = requireDigest(reference);
   const query = ctx.url.searchParams;
   const artifactTypes = query.getAll('artifactType').filter(Boolean);
-  const page = pageParams(query, ctx.limits.maxListPage);
+  const page = pageParams(query, ctx.limits.maxListPage, ctx.limits.defaultReferrersPage);
   const filter: { artifactTypes: string[]; after?: string; limit: number } = { artifactTypes, limit: page.limit + 1 };
   if (page.after) filter.after = page.after;
   const records = page.limit === 0 ? [] : await ctx.registry.referrers(name, digest, filter);

@@ -24,7 +24,7 @@ function parse(ctx: ApiContext, listedDescriptors: boolean): Query {
  */
 function runPage(ctx: ApiContext, query: Query, scope: QueryScope, render: (match: QueryMatch) => unknown): { parts: string[]; next: string | undefined } {
   const params = ctx.url.searchParams;
-  const page = pageParams(params, ctx.limits.maxListPage);
+  const page = pageParams(params, ctx.limits.maxListPage, ctx.limits.defaultReferrersPage);
   const canPull = ctx.access === ALLOW_ALL ? undefined : (repository: string) => ctx.access.canPull(repository);
   const matches = ctx.registry.queries.run(query, scope, { after: page.after, limit: page.limit + 1 }, canPull);
   const { parts, last, more } = fitPage(matches, page.limit, ctx.limits.maxReferrersBytes, render);
