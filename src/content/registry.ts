@@ -442,7 +442,8 @@ export class Registry {
     return parsed.subject ? { digest, subject: parsed.subject, tags } : { digest, tags };
   }
 
-  async deleteManifest(repository: string, reference: string): Promise<void> {
+  /** Deletes a tag, or a manifest by digest; `canPull` limits which ancestors a refusal may name. */
+  async deleteManifest(repository: string, reference: string, canPull: (repository: string) => boolean = () => true): Promise<void> {
     const repo = await this.requireRepository(repository);
     const change: ContentChange = { repository };
     await this.contentLock.run(repository, async () => {
@@ -454,8 +455,11 @@ export class Registry {
       const { digest } = requireDigest(reference, 'reference');
       const holders = this.metadata.edgesTo(repository, digest).filter((e) => e.parentRepository !== repository && e.kind === 'manifest');
       if (holders.length && this.options.protectNestedChildren) {
-        throw new OciError(409, 'DENIED', `manifest ${digest} is listed by an index in ${holders[0]!.parentRepository}; delete or change that index first`,
-          { referencedBy: holders.map((h) => ({ repository: h.parentRepository, digest: h.parent })) });
+        // Name only the ancestors the caller may pull; the others stay anonymous.
+        const visible = holders.filter((h) => canPull(h.parentRepository));
+        const where = visible.length ? `an index in ${visible[0]!.parentRepository}` : 'an index in an ancestor repository';
+        throw new OciError(409, 'DENIED', `manifest ${digest} is listed by ${where}; delete or change that index first`,
+          { referencedBy: visible.map((h) => ({ repository: h.parentRepository, digest: h.parent })) });
       }
       // The file goes when index.json stops listing it (see LayoutWriter.flush).
       if (!this.metadata.deleteManifests(repo.id, [digest]).length) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);

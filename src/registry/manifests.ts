@@ -43,6 +43,6 @@ export async function putManifest(ctx: ApiContext, name: string, reference: stri
 }
 
 export async function deleteManifest(ctx: ApiContext, name: string, reference: string): Promise<void> {
-  await ctx.registry.deleteManifest(name, reference);
+  await ctx.registry.deleteManifest(name, reference, (repository) => ctx.access.canPull(repository));
   send(ctx.res, 202);
 }
