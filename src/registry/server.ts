@@ -55,7 +55,6 @@ function actionFor(route: Route, method: string): RepositoryAction {
   return method === 'GET' || method === 'HEAD' ? 'pull' : method === 'DELETE' ? 'delete' : 'push';
 }
 
-
 function onlyGet(method: string, ctx: ApiContext, handler: (ctx: ApiContext) => Promise<void>): Promise<void> {
   if (method !== 'GET' && method !== 'HEAD') throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on this endpoint`, undefined, { Allow: 'GET, HEAD' });
   return handler(ctx);
