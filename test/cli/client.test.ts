@@ -15,7 +15,7 @@ import { requirePeer } from '../helpers/peers.ts';
 import {
   OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptorOf, getManifest, listReferrers, listTags, pushBlob, pushManifest, sha256, type Built,
 } from '../helpers/oci-client.ts';
-import { trellisCli, trellisOk } from './run.ts';
+import { isolatedEnv, trellisCli, trellisOk } from './run.ts';
 import { pushGraph } from './fixture.ts';
 
 const run = promisify(execFile);
@@ -32,7 +32,7 @@ let bundleSig = '';
 before(async () => {
   reg = await startTestRegistry();
   work = await mkdtemp(join(tmpdir(), 'trellis-client-cli-'));
-  env = { ...process.env, HOME: work, DOCKER_CONFIG: join(work, 'docker'), NO_PROXY: '127.0.0.1', REGCTL_CONFIG: join(work, 'regctl.json') };
+  env = isolatedEnv(work);
   ({ image, child, sbom, sig, bundle, bundleSig } = await pushGraph(reg.url));
 });
 after(async () => {

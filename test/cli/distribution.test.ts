@@ -13,7 +13,7 @@ import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { findPeer, requirePeer } from '../helpers/peers.ts';
 import { getManifest, listReferrers, listTags, pushBuilt, type Built } from '../helpers/oci-client.ts';
 import { startDistribution, type ServerHandle } from '../../bench/lib/servers.ts';
-import { trellisCli, trellisOk } from './run.ts';
+import { isolatedEnv, trellisCli, trellisOk } from './run.ts';
 import { pushGraph } from './fixture.ts';
 
 const run = promisify(execFile);
@@ -32,7 +32,7 @@ let bundleSig = '';
 before(async () => {
   trellis = await startTestRegistry();
   work = await mkdtemp(join(tmpdir(), 'trellis-dist-cli-'));
-  env = { ...process.env, HOME: work, DOCKER_CONFIG: join(work, 'docker'), NO_PROXY: '127.0.0.1', REGCTL_CONFIG: join(work, 'regctl.json') };
+  env = isolatedEnv(work);
   ({ image, child, sbom, sig, bundle, bundleSig } = await pushGraph(trellis.url));
   if (findPeer('docker-registry')) {
     dist = await startDistribution({ tmpRoot: work, logDir: work, label: 'cli' });

@@ -1,7 +1,7 @@
 // Runs the real `trellis` CLI (bin/trellis.mjs) as a child process and hands back its exit code
 // and output, so tests can check both what it printed and how it exited.
 import { spawn } from 'node:child_process';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 
 export const MAIN = resolve(import.meta.dirname, '../../bin/trellis.mjs');
 
@@ -33,4 +33,9 @@ export async function trellisOk(args: string[], options: Parameters<typeof trell
   const result = await trellisCli(args, options);
   if (result.code !== 0) throw new Error(`trellis ${args.join(' ')} exited ${result.code}: ${result.stderr}${result.stdout}`);
   return result;
+}
+
+/** An environment whose Docker, regctl and home configuration live in `work`, so tests never share credentials. */
+export function isolatedEnv(work: string): NodeJS.ProcessEnv {
+  return { ...process.env, HOME: work, DOCKER_CONFIG: join(work, 'docker'), NO_PROXY: '127.0.0.1', REGCTL_CONFIG: join(work, 'regctl.json') };
 }
