@@ -87,8 +87,8 @@ function conditionSql(condition: Condition, sql: Sql): void {
     case 'notcontains': return hasButNot(any((value) => `instr(${value}, ?) > 0`, v));
     case 'exists': return sql.add(`${v === 'true' ? '' : 'NOT '}(${has.text})`, ...has.params);
     default: {
-      const range = orderRange(condition);
-      return add(any((_, order) => range.text.replaceAll('d.ord', order), ...range.params));
+      const { params } = orderRange(condition, '');
+      return add(any((_, order) => orderRange(condition, order).text, ...params));
     }
   }
 }
@@ -99,14 +99,14 @@ function isSingleValued(path: string): boolean {
 }
 
 /** The index range an ordered condition covers, for driving a scan by it. */
-function orderRange(condition: Condition): { text: string; params: SQLInputValue[] } {
+function orderRange(condition: Condition, column: string): { text: string; params: SQLInputValue[] } {
   const { key, end } = condition.order!;
   const start = key.charAt(0);
   switch (condition.comparison) {
-    case 'gt': return { text: 'd.ord > ? AND d.ord < ?', params: [key, end] };
-    case 'gte': return { text: 'd.ord >= ? AND d.ord < ?', params: [key, end] };
-    case 'lt': return { text: 'd.ord < ? AND d.ord >= ?', params: [key, start] };
-    default: return { text: 'd.ord <= ? AND d.ord >= ?', params: [key, start] };
+    case 'gt': return { text: `${column} > ? AND ${column} < ?`, params: [key, end] };
+    case 'gte': return { text: `${column} >= ? AND ${column} < ?`, params: [key, end] };
+    case 'lt': return { text: `${column} < ? AND ${column} >= ?`, params: [key, start] };
+    default: return { text: `${column} <= ? AND ${column} >= ?`, params: [key, start] };
   }
 }
 
@@ -214,8 +214,8 @@ export class SqliteQueryIndex implements QueryIndex {
           sql.add('s.path = ? AND s.ord IS NOT NULL', sort.path);
           // A range on the sort attribute itself bounds the scan instead of filtering it.
           for (const ranged of conditions.filter((c) => c.order && c.path === sort.path)) {
-            const range = orderRange(ranged);
-            sql.add(range.text.replaceAll('d.ord', 's.ord'), ...range.params);
+            const range = orderRange(ranged, 's.ord');
+            sql.add(range.text, ...range.params);
             conditions = conditions.filter((c) => c !== ranged);
           }
         } else {
@@ -233,7 +233,7 @@ export class SqliteQueryIndex implements QueryIndex {
           sql.add('m.repo_id = (SELECT id FROM repos WHERE lower(name) = ?)', repository.value);
           conditions = conditions.filter((c) => c !== repository);
         } else if (ordered) {
-          const range = orderRange(ordered);
+          const range = orderRange(ordered, 'd.ord');
           sql.add(`m.id IN (SELECT d.manifest_id FROM attributes d INDEXED BY attributes_by_order WHERE d.path = ? AND ${range.text})`, ordered.path, ...range.params);
           conditions = conditions.filter((c) => c !== ordered);
         } else if (contains) {
