@@ -32,7 +32,7 @@ export async function fsck(dataDir: string, options: { maxManifestBytes: number 
       if (!layouts.includes(repo.name) && metadata!.manifestDigests(repo.id).length) problem(`${repo.name}: indexed but its layout folder is missing`);
     }
   } finally {
-    metadata?.close();
+    await metadata?.close();
   }
   return report;
 }

@@ -138,7 +138,7 @@ export class Registry {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.layout.flushAll();
-      this.metadata.close();
+      await this.metadata.close();
     })();
     return this.closing;
   }

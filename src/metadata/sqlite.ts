@@ -506,8 +506,15 @@ export class SqliteMetadataStore implements MetadataStore {
     return (this.sql('SELECT digest FROM manifests WHERE repo_id = ?').all(repoId) as { digest: string }[]).map((r) => r.digest);
   }
 
-  close(): void {
-    this.checkpointer?.postMessage('stop');
+  async close(): Promise<void> {
     this.db.close();
+    const worker = this.checkpointer;
+    if (!worker) return;
+    // The worker's connection runs a last checkpoint and closes; until it exits it may still
+    // write the -wal and -shm files.
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    worker.ref(); // keeps the process alive until the worker is done
+    worker.postMessage('stop');
+    await Promise.race([exited, new Promise<void>((resolve) => setTimeout(resolve, 5000).unref())]);
   }
 }

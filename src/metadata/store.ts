@@ -162,5 +162,6 @@ export interface MetadataStore {
   /** Digests of every manifest the index holds for a repository. */
   manifestDigests(repoId: number): string[];
 
-  close(): void;
+  /** Closes the index; resolves when nothing has it open any more (safe to remove its files). */
+  close(): Promise<void>;
 }
