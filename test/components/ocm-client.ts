@@ -14,7 +14,7 @@ export const DESCRIPTOR_JSON = 'application/vnd.ocm.software.component-descripto
 export const DESCRIPTOR_YAML = 'application/vnd.ocm.software.component-descriptor.v2+yaml';
 export const CNUDIE_DESCRIPTOR_JSON = 'application/vnd.gardener.cloud.cnudie.component-descriptor.v2+json';
 export const ANCHOR_DIGEST = 'sha256:9717cda41c478af11cba7ed29f4aa3e4882bab769d006788169cbccafc0fcd05';
-export const FIXTURES = join(import.meta.dirname, '../../../shared/fixtures/ocm-ctf');
+export const FIXTURES = join(import.meta.dirname, '../fixtures/ocm-ctf');
 
 function ok(status: number, what: string): void {
   if (status !== 201) throw new Error(`${what}: ${status}`);

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 
-const FIXTURES = resolve(import.meta.dirname, '../../../shared/fixtures/olareg-layouts');
+const FIXTURES = resolve(import.meta.dirname, '../fixtures/olareg-layouts');
 let reg: TestRegistry;
 let dataDir: string;
 
