@@ -30,6 +30,7 @@ export function createLogger(level: string): Logger {
 export function registryOptions(settings: Settings, logger: Logger): RegistryOptions {
   return {
     dataDir: settings.data,
+    metadata: settings.metadata,
     maxManifestBytes: settings.maxManifestBytes,
     durable: settings.fsync,
     layoutReferrers: { fallbackTags: settings.layoutFallbackTags, olaregAnnotations: settings.layoutOlaregAnnotations },

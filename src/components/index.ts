@@ -10,7 +10,7 @@ import { Components, type ComponentSettings } from './service.ts';
 export { COMPONENTS_PATH, ComponentsApi } from './api.ts';
 export { Components, ENTRY_ARTIFACT_TYPE, ANCHOR_TAG, entryManifest } from './service.ts';
 export { ANCHOR_BYTES, ANCHOR_DIGEST, ANCHOR_SIZE } from './ocm.ts';
-export type { ComponentIndex, ComponentVersionRow } from './store.ts';
+export type { ComponentIndex, ComponentVersionRow } from '../metadata/index.ts';
 
 export function componentSettings(settings: Settings): ComponentSettings {
   return {

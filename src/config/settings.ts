@@ -7,6 +7,8 @@ export interface Settings {
   listen: string;
   /** Data root: one OCI layout per repository, plus `_trellis/` for the index and uploads. */
   data: string;
+  /** The metadata index: '' for SQLite under the data root, or postgres://user:pass@host:port/db. */
+  metadata: string;
   logLevel: string;
   maxManifestBytes: number;
   /** Largest blob accepted; 0 for no limit. */
@@ -71,6 +73,7 @@ const CHOICES: Partial<Record<keyof Settings, readonly string[]>> = {
 export const DEFAULT_SETTINGS: Settings = {
   listen: '127.0.0.1:5000',
   data: './trellis-data',
+  metadata: '',
   logLevel: 'info',
   maxManifestBytes: 4 * 1024 * 1024,
   maxBlobBytes: 0,

@@ -1,13 +1,11 @@
 // The registry's content model: repositories as OCI layouts, indexed in the metadata store.
 // HTTP handlers and CLI commands call this; it never speaks HTTP itself.
-import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { FileSystemDriver } from '../storage/filesystem.ts';
 import type { FileInfo } from '../storage/driver.ts';
-import { SqliteMetadataStore } from '../metadata/sqlite.ts';
-import { manifestRecord, type ManifestRecord, type MetadataStore, type PageRequest, type RepositoryRecord } from '../metadata/store.ts';
+import { dropMetadata, manifestRecord, metadataExists, openMetadata, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
 import { findLayouts } from '../layout/discover.ts';
 import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
@@ -18,12 +16,12 @@ import { OciError, type ErrorEntry } from '../oci/errors.ts';
 import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
 import { isValidTag, repositoryNameProblem } from '../oci/names.ts';
 import { KeyedLock } from './lock.ts';
-import { SqliteQueryIndex } from '../query/sqlite.ts';
-import type { QueryIndex } from '../query/store.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
 
 export interface RegistryOptions {
   dataDir: string;
+  /** Where the metadata index lives: '' for SQLite in the data directory, or a postgres:// URL. */
+  metadata: string;
   maxManifestBytes: number;
   /** fsync files, folders and the metadata database: survives power loss, costs write latency. */
   durable: boolean;
@@ -58,10 +56,6 @@ export interface StoredManifest {
   key: string;
 }
 
-export function metadataPath(dataDir: string): string {
-  return `${dataDir}/${TRELLIS_FOLDER}/metadata.sqlite`;
-}
-
 /** Parses a digest from a URL or query, with the spec's error for each way it can be wrong. */
 export function requireDigest(value: string | null | undefined, what = 'digest'): ParsedDigest {
   if (!value) throw new OciError(400, 'DIGEST_INVALID', `${what} is missing`);
@@ -74,10 +68,6 @@ export function requireDigest(value: string | null | undefined, what = 'digest')
 export function requireRepositoryName(name: string): void {
   const problem = repositoryNameProblem(name);
   if (problem) throw new OciError(400, 'NAME_INVALID', problem, { name: name.slice(0, 300) });
-}
-
-async function removeIndex(dataDir: string): Promise<void> {
-  for (const suffix of ['', '-wal', '-shm']) await rm(metadataPath(dataDir) + suffix, { force: true });
 }
 
 export class Registry {
@@ -93,12 +83,12 @@ export class Registry {
   private readonly log: Logger;
   private readonly observers: ContentObserver[] = [];
 
-  private constructor(options: RegistryOptions, metadata: MetadataStore, queries: QueryIndex) {
+  private constructor(options: RegistryOptions, metadata: MetadataStore) {
     this.options = options;
     this.log = options.logger;
     this.driver = new FileSystemDriver(options.dataDir, { durable: options.durable });
     this.metadata = metadata;
-    this.queries = queries;
+    this.queries = metadata.queries;
     this.layout = new LayoutWriter({
       driver: this.driver,
       metadata,
@@ -113,21 +103,21 @@ export class Registry {
   /** Opens the data directory: repairs `index.json` files from the journal and adopts new layouts. */
   static async open(options: RegistryOptions): Promise<Registry> {
     await mkdir(`${options.dataDir}/${TRELLIS_FOLDER}`, { recursive: true });
-    const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable });
-    const registry = new Registry(options, metadata, new SqliteQueryIndex(metadata.database));
+    const metadata = await openMetadata({ location: options.metadata, dataDir: options.dataDir, durable: options.durable });
+    const registry = new Registry(options, metadata);
     if (metadata.needsRebuild) {
       // Write what the old index journalled into the layouts, then rebuild from them.
       options.logger.warn('the metadata index predates this version; rebuilding it from the layouts');
       await registry.close();
-      await removeIndex(options.dataDir);
+      await dropMetadata({ location: options.metadata, dataDir: options.dataDir });
       return Registry.open(options);
     }
     await registry.driver.clearTemp();
     await registry.adoptLayouts();
     await registry.layout.flushAll();
     // Files of deleted manifests whose removal a crash interrupted after index.json was rewritten.
-    for (const repo of metadata.allRepositories()) {
-      for (const digest of metadata.takePendingUnlinks(repo.id, repo.flushedGen)) await registry.driver.remove(blobKey(repo.name, digest));
+    for (const repo of await metadata.allRepositories()) {
+      for (const digest of await metadata.takePendingUnlinks(repo.id, repo.flushedGen)) await registry.driver.remove(blobKey(repo.name, digest));
     }
     return registry;
   }
@@ -171,7 +161,7 @@ export class Registry {
   }
 
   private async adopt(name: string): Promise<void> {
-    this.metadata.ensureRepository(name);
+    await this.metadata.ensureRepository(name);
     await this.indexLock.run(name, () => this.syncWithDisk(name));
   }
 
@@ -181,28 +171,28 @@ export class Registry {
    * interrupted after its rename; anything else is another tool's edit and is merged.
    */
   private async syncWithDisk(name: string): Promise<void> {
-    const repo = this.metadata.repository(name);
+    const repo = await this.metadata.repository(name);
     const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
     if (!info) return;
     const stamp = stampOf(info);
     if (repo && stamp === repo.indexStamp) return;
-    if (repo?.pendingIndex && stamp === repo.pendingIndex.stamp) return this.metadata.markFlushed(repo.id, repo.pendingIndex.gen, stamp);
+    if (repo?.pendingIndex && stamp === repo.pendingIndex.stamp) return await this.metadata.markFlushed(repo.id, repo.pendingIndex.gen, stamp);
     if (repo) this.log.info({ repository: name }, 'index.json was changed by another tool; re-reading it');
     await this.importLayout(name);
   }
 
   /** Merges what the layout on disk says into the index. Caller holds the index lock. */
   private async importLayout(name: string): Promise<void> {
-    const repo = this.metadata.ensureRepository(name);
+    const repo = await this.metadata.ensureRepository(name);
     try {
       const { snapshot, problems } = await readLayout(this.driver, name, Math.max(this.options.maxManifestBytes, 8 << 20));
       for (const problem of problems) this.log.warn({ repository: name }, problem);
       const listed = new Set(snapshot.manifests.map((m) => m.record.digest));
       const vanished: string[] = [];
-      for (const digest of this.metadata.manifestDigests(repo.id)) {
+      for (const digest of await this.metadata.manifestDigests(repo.id)) {
         if (!listed.has(digest) && !(await this.driver.stat(blobKey(name, digest)))) vanished.push(digest);
       }
-      this.metadata.mergeLayout(repo.id, snapshot, vanished);
+      await this.metadata.mergeLayout(repo.id, snapshot, vanished);
       // Not awaited: the caller holds the index lock, and observers may write elsewhere.
       if (this.observers.length) void this.changed({ repository: name, removed: vanished });
       this.log.info({ repository: name, manifests: snapshot.manifests.length, tags: snapshot.tags.size }, 'indexed layout');
@@ -216,7 +206,7 @@ export class Registry {
   async repository(name: string): Promise<RepositoryRecord | undefined> {
     const now = Date.now();
     if (now - (this.lastLayoutCheck.get(name) ?? 0) >= this.options.layoutCheckIntervalMs) {
-      const repo = this.metadata.repository(name);
+      const repo = await this.metadata.repository(name);
       const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
       // Only names that are repositories are remembered, so unknown names cannot grow the map;
       // a folder becomes one when it is a complete layout (oci-layout is written last).
@@ -224,11 +214,11 @@ export class Registry {
       this.lastLayoutCheck.set(name, now);
       if (info && (!repo || stampOf(info) !== repo.indexStamp)) {
         await this.indexLock.run(name, () => this.syncWithDisk(name));
-        const after = this.metadata.repository(name);
+        const after = await this.metadata.repository(name);
         if (after && after.gen > after.flushedGen) this.layout.changed(name);
       }
     }
-    return this.metadata.repository(name);
+    return await this.metadata.repository(name);
   }
 
   private async requireRepository(name: string): Promise<RepositoryRecord> {
@@ -239,10 +229,10 @@ export class Registry {
 
   /** Makes sure `<name>/` is a valid OCI layout and the index knows it. */
   async createRepository(name: string): Promise<RepositoryRecord> {
-    const existing = this.metadata.repository(name);
+    const existing = await this.metadata.repository(name);
     if (existing) return existing;
     await this.indexLock.run(name, async () => {
-      if (this.metadata.repository(name)) return;
+      if (await this.metadata.repository(name)) return;
       // `oci-layout` goes last: it is what marks the folder as a layout, so a crash before it
       // leaves a plain folder, never a layout without `index.json`.
       await mkdir(this.driver.path(`${name}/blobs`), { recursive: true });
@@ -254,19 +244,30 @@ export class Registry {
       // A layout another tool left here is adopted, not overwritten.
       await this.importLayout(name);
     });
-    return this.metadata.repository(name)!;
+    return (await this.metadata.repository(name))!;
   }
 
-  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): string[] {
+  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): Promise<string[]> {
     return this.metadata.repositories(page);
+  }
+
+  /** Every repository name `canPull` allows: the caller's grants, as data for queries. */
+  async pullableRepositories(canPull: (name: string) => boolean): Promise<string[]> {
+    const pullable: string[] = [];
+    for (let after = ''; ;) {
+      const page = await this.metadata.repositories({ after, limit: 1000 });
+      pullable.push(...page.filter(canPull));
+      if (page.length < 1000) return pullable;
+      after = page[page.length - 1]!;
+    }
   }
 
   // ---- blobs --------------------------------------------------------------------------------
 
   /** A blob of the repository; a deleted manifest whose file awaits removal counts as gone. */
   async blobInfo(repository: string, digest: string): Promise<FileInfo | undefined> {
-    const repo = this.metadata.repository(repository);
-    if (repo && this.metadata.isPendingUnlink(repo.id, digest)) return undefined;
+    const repo = await this.metadata.repository(repository);
+    if (repo && await this.metadata.isPendingUnlink(repo.id, digest)) return undefined;
     return this.driver.stat(blobKey(repository, digest));
   }
 
@@ -276,8 +277,8 @@ export class Registry {
 
   /** Whether a repository holds a blob: the index answers for what Trellis stored, the file for the rest. */
   private async holdsBlob(repository: string, digest: string): Promise<boolean> {
-    const repo = this.metadata.repository(repository);
-    if (repo && this.metadata.hasBlob(repo.id, digest)) return true;
+    const repo = await this.metadata.repository(repository);
+    if (repo && await this.metadata.hasBlob(repo.id, digest)) return true;
     return (await this.blobInfo(repository, digest)) !== undefined;
   }
 
@@ -285,10 +286,10 @@ export class Registry {
   async storeBlob(repository: string, fromKey: string, digest: string, size: number): Promise<void> {
     const repo = await this.createRepository(repository);
     // Content another repository already holds is linked, not stored again.
-    const holder = this.metadata.findBlob(digest, repo.id);
+    const holder = await this.metadata.findBlob(digest, repo.id);
     if (holder && (await this.driver.share(blobKey(holder, digest), blobKey(repository, digest)))) await this.driver.remove(fromKey);
     else await this.driver.commit(fromKey, blobKey(repository, digest));
-    this.metadata.recordBlob(repo.id, digest, size);
+    await this.metadata.recordBlob(repo.id, digest, size);
   }
 
   /**
@@ -296,27 +297,27 @@ export class Registry {
    * Returns false when the blob cannot be mounted (the caller then opens an upload).
    */
   async mountBlob(repository: string, digest: string, from: string | undefined, canPull: (name: string) => boolean = () => true): Promise<boolean> {
-    const target = this.metadata.repository(repository);
+    const target = await this.metadata.repository(repository);
     if (target && (await this.blobInfo(repository, digest))) return true;
-    const source = from ?? this.metadata.findBlob(digest, target?.id);
+    const source = from ?? await this.metadata.findBlob(digest, target?.id);
     // A source the caller may not pull is never used (and never named): they upload instead.
     if (!source || repositoryNameProblem(source) || source === repository || !canPull(source)) return false;
     const info = await this.blobInfo(source, digest);
     if (!info) return false;
     const repo = await this.createRepository(repository);
     if (!(await this.driver.share(blobKey(source, digest), blobKey(repository, digest)))) return false;
-    this.metadata.recordBlob(repo.id, digest, info.size);
+    await this.metadata.recordBlob(repo.id, digest, info.size);
     return true;
   }
 
   async deleteBlob(repository: string, digest: string): Promise<void> {
     const repo = await this.requireRepository(repository);
     await this.contentLock.run(repository, async () => {
-      if (this.metadata.manifest(repo.id, digest)) {
+      if (await this.metadata.manifest(repo.id, digest)) {
         throw new OciError(405, 'UNSUPPORTED', `${digest} is a manifest; delete it through /v2/${repository}/manifests/${digest}`);
       }
       if (!(await this.driver.remove(blobKey(repository, digest)))) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${repository}`);
-      this.metadata.forgetBlob(repo.id, digest);
+      await this.metadata.forgetBlob(repo.id, digest);
     });
   }
 
@@ -328,7 +329,7 @@ export class Registry {
     const unknown = () => new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${reference} is not in ${repository}`);
     let digest: string;
     if (isValidTag(reference)) {
-      digest = this.metadata.resolveTag(repo.id, reference) ?? '';
+      digest = await this.metadata.resolveTag(repo.id, reference) ?? '';
       if (!digest) throw unknown();
     } else {
       const parsed = parseDigest(reference);
@@ -336,15 +337,15 @@ export class Registry {
       digest = parsed.digest;
     }
     const key = blobKey(repository, digest);
-    const record = this.metadata.manifest(repo.id, digest)
-      ?? (this.metadata.isPendingUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
+    const record = await this.metadata.manifest(repo.id, digest)
+      ?? (await this.metadata.isPendingUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
     if (record && (await this.driver.stat(key))) return { record, key };
     // A manifest an index here lists from a descendant repository is pulled through this one.
     // Only descendants the caller may pull; the others look exactly like a manifest that is not there.
-    for (const descendant of this.linkedDescendants(repo)) {
+    for (const descendant of await this.linkedDescendants(repo)) {
       if (!canPull(descendant)) continue;
-      const child = this.metadata.repository(descendant);
-      const nested = child && this.metadata.manifest(child.id, digest);
+      const child = await this.metadata.repository(descendant);
+      const nested = child && await this.metadata.manifest(child.id, digest);
       const nestedKey = blobKey(descendant, digest);
       if (nested && (await this.driver.stat(nestedKey))) return { record: nested, key: nestedKey };
     }
@@ -352,14 +353,14 @@ export class Registry {
   }
 
   /** Descendant repositories reachable through nested index entries, nearest first (bounded). */
-  linkedDescendants(repo: RepositoryRecord, limit = 64): string[] {
+  async linkedDescendants(repo: RepositoryRecord, limit = 64): Promise<string[]> {
     const found: string[] = [];
     const queue = [repo.id];
     while (queue.length && found.length < limit) {
-      for (const name of this.metadata.linkedRepositories(queue.shift()!)) {
+      for (const name of await this.metadata.linkedRepositories(queue.shift()!)) {
         if (found.includes(name)) continue;
         found.push(name);
-        const child = this.metadata.repository(name);
+        const child = await this.metadata.repository(name);
         if (child) queue.push(child.id);
       }
     }
@@ -370,8 +371,8 @@ export class Registry {
   async locateBlob(repository: string, digest: string, canPull: (name: string) => boolean = () => true): Promise<{ repository: string; info: FileInfo } | undefined> {
     const info = await this.blobInfo(repository, digest);
     if (info) return { repository, info };
-    const repo = this.metadata.repository(repository);
-    for (const descendant of repo ? this.linkedDescendants(repo) : []) {
+    const repo = await this.metadata.repository(repository);
+    for (const descendant of repo ? await this.linkedDescendants(repo) : []) {
       if (!canPull(descendant)) continue;
       const nested = await this.blobInfo(descendant, digest);
       if (nested) return { repository: descendant, info: nested };
@@ -434,8 +435,8 @@ export class Registry {
       if (missing.length) throw OciError.many(400, missing);
       const repo = await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
-      if (!this.metadata.manifest(repo.id, digest)) await this.driver.writeAtomic(blobKey(repository, digest), bytes);
-      this.metadata.putManifest(repo.id, record, parsed.links, tags);
+      if (!await this.metadata.manifest(repo.id, digest)) await this.driver.writeAtomic(blobKey(repository, digest), bytes);
+      await this.metadata.putManifest(repo.id, record, parsed.links, tags);
     });
     this.layout.changed(repository);
     await this.changed({ repository, stored: record });
@@ -448,12 +449,12 @@ export class Registry {
     const change: ContentChange = { repository };
     await this.contentLock.run(repository, async () => {
       if (isValidTag(reference)) {
-        if (!this.metadata.deleteTag(repo.id, reference)) throw new OciError(404, 'MANIFEST_UNKNOWN', `tag ${reference} is not in ${repository}`);
+        if (!await this.metadata.deleteTag(repo.id, reference)) throw new OciError(404, 'MANIFEST_UNKNOWN', `tag ${reference} is not in ${repository}`);
         change.untagged = reference;
         return;
       }
       const { digest } = requireDigest(reference, 'reference');
-      const holders = this.metadata.edgesTo(repository, digest).filter((e) => e.parentRepository !== repository && e.kind === 'manifest');
+      const holders = (await this.metadata.edgesTo(repository, digest)).filter((e) => e.parentRepository !== repository && e.kind === 'manifest');
       if (holders.length && this.options.protectNestedChildren) {
         // Name only the ancestors the caller may pull; the others stay anonymous.
         const visible = holders.filter((h) => canPull(h.parentRepository));
@@ -462,7 +463,7 @@ export class Registry {
           { referencedBy: visible.map((h) => ({ repository: h.parentRepository, digest: h.parent })) });
       }
       // The file goes when index.json stops listing it (see LayoutWriter.flush).
-      if (!this.metadata.deleteManifests(repo.id, [digest]).length) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
+      if (!(await this.metadata.deleteManifests(repo.id, [digest])).length) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
       change.removed = [digest];
     });
     this.layout.changed(repository);
@@ -473,12 +474,12 @@ export class Registry {
 
   async tags(repository: string, page: PageRequest): Promise<string[]> {
     const repo = await this.requireRepository(repository);
-    return this.metadata.tags(repo.id, page);
+    return await this.metadata.tags(repo.id, page);
   }
 
   async referrers(repository: string, subject: string, filter: { artifactTypes?: string[] } & PageRequest): Promise<ManifestRecord[]> {
     const repo = await this.repository(repository);
-    return repo ? this.metadata.referrers(repo.id, subject, { ...filter, includeAttestations: this.options.buildkitAttestations }) : [];
+    return repo ? await this.metadata.referrers(repo.id, subject, { ...filter, includeAttestations: this.options.buildkitAttestations }) : [];
   }
 
   /** Re-reads every layout from scratch into an empty index (used by `trellis reindex`). */
@@ -486,11 +487,11 @@ export class Registry {
     // Opening and closing first writes every journalled change into the layouts, so nothing
     // acknowledged is lost when the index is dropped. Without an index there is no journal, and
     // opening would only build the index that is about to be dropped (reading every layout).
-    if (existsSync(metadataPath(options.dataDir))) await (await Registry.open(options)).close();
-    await removeIndex(options.dataDir);
+    if (await metadataExists({ location: options.metadata, dataDir: options.dataDir })) await (await Registry.open(options)).close();
+    await dropMetadata({ location: options.metadata, dataDir: options.dataDir });
     const registry = await Registry.open(options);
     let orphans = 0;
-    if (deep) for (const repo of registry.metadata.allRepositories()) orphans += await registry.adoptOrphanReferrers(repo);
+    if (deep) for (const repo of await registry.metadata.allRepositories()) orphans += await registry.adoptOrphanReferrers(repo);
     await registry.close();
     return { orphans };
   }
@@ -500,7 +501,7 @@ export class Registry {
    * referrers among them (a manifest with a `subject`), e.g. ones whose fallback tag was lost.
    */
   async adoptOrphanReferrers(repo: RepositoryRecord): Promise<number> {
-    const known = new Set(this.metadata.manifestDigests(repo.id));
+    const known = new Set(await this.metadata.manifestDigests(repo.id));
     let adopted = 0;
     for (const alg of await this.driver.list(`${repo.name}/blobs`)) {
       for (const file of alg.dir ? await this.driver.list(`${repo.name}/blobs/${alg.name}`) : []) {
@@ -516,7 +517,7 @@ export class Registry {
         }
         if (!manifest.subject) continue;
         resolveNestedLinks(manifest.links, repo.name);
-        this.metadata.putManifest(repo.id, manifestRecord(parsed.digest, manifest, bytes.length), manifest.links, []);
+        await this.metadata.putManifest(repo.id, manifestRecord(parsed.digest, manifest, bytes.length), manifest.links, []);
         adopted++;
       }
     }

@@ -43,18 +43,18 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
 /** The whole `index.json` for a repository, from the metadata index, built a page at a time. */
 export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRecord, referrerOptions: LayoutReferrerOptions): Promise<string> {
   const parts: string[] = [];
-  const generated = referrerOptions.fallbackTags ? metadata.referrerIndexes(repo.id) : [];
+  const generated = referrerOptions.fallbackTags ? await metadata.referrerIndexes(repo.id) : [];
   const generatedTags = new Set(generated.map((r) => fallbackTag(r.subject)));
   // A fallback tag an old client pushed gives way to the generated one, which lists every referrer.
   for (let after = ''; ;) {
-    const page = metadata.taggedEntries(repo.id, { after, limit: PAGE });
+    const page = await metadata.taggedEntries(repo.id, { after, limit: PAGE });
     for (const m of page) if (!generatedTags.has(m.tag)) parts.push(JSON.stringify(entryFor(m, { [REF_NAME]: m.tag })));
     if (page.length < PAGE) break;
     after = page[page.length - 1]!.tag;
     await yieldToEventLoop();
   }
   for (let afterId = 0; ;) {
-    const page = metadata.untaggedEntries(repo.id, afterId, PAGE);
+    const page = await metadata.untaggedEntries(repo.id, afterId, PAGE);
     for (const m of page) parts.push(JSON.stringify(entryFor(m, m.subject ? { [CONTAINERD_SUBJECT]: m.subject } : {})));
     if (page.length < PAGE) break;
     afterId = page[page.length - 1]!.id;
@@ -115,7 +115,7 @@ export class LayoutWriter {
   flush(repository: string): Promise<void> {
     return this.runExclusive(repository, async () => {
       await this.beforeWrite(repository);
-      const repo = this.metadata.repository(repository);
+      const repo = await this.metadata.repository(repository);
       if (!repo || repo.gen <= repo.flushedGen) return;
       const started = performance.now();
       const replaced = this.referrerOptions.fallbackTags ? await this.writeReferrerIndexes(repo) : [];
@@ -123,13 +123,13 @@ export class LayoutWriter {
       const key = layoutKey(repository, INDEX_FILE);
       let stamp = '';
       // Noted before the rename: a crash right after it must not make the file look like another tool's.
-      await this.driver.writeAtomic(key, body, (info) => {
+      await this.driver.writeAtomic(key, body, async (info) => {
         stamp = stampOf(info);
-        this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
+        await this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
       });
-      this.metadata.markFlushed(repo.id, repo.gen, stamp);
+      await this.metadata.markFlushed(repo.id, repo.gen, stamp);
       // Only now that index.json no longer names them may these files go.
-      for (const digest of [...replaced, ...this.metadata.takePendingUnlinks(repo.id, repo.gen)]) await this.driver.remove(blobKey(repository, digest));
+      for (const digest of [...replaced, ...(await this.metadata.takePendingUnlinks(repo.id, repo.gen))]) await this.driver.remove(blobKey(repository, digest));
       this.lastCostMs.set(repository, performance.now() - started);
     });
   }
@@ -139,12 +139,12 @@ export class LayoutWriter {
    * Returns the index blobs it replaced, to be removed once index.json stops naming them.
    */
   private async writeReferrerIndexes(repo: RepositoryRecord): Promise<string[]> {
-    const previous = new Map(this.metadata.referrerIndexes(repo.id).map((r) => [r.subject, r.digest]));
+    const previous = new Map((await this.metadata.referrerIndexes(repo.id)).map((r) => [r.subject, r.digest]));
     const replaced: string[] = [];
-    for (const { subject, marked } of this.metadata.dirtySubjects(repo.id)) {
+    for (const { subject, marked } of await this.metadata.dirtySubjects(repo.id)) {
       const parts: string[] = [];
       for (let after = ''; ;) {
-        const page = this.metadata.referrers(repo.id, subject, { after, limit: PAGE });
+        const page = await this.metadata.referrers(repo.id, subject, { after, limit: PAGE });
         for (const record of page) parts.push(referrerEntryJson(record));
         if (page.length < PAGE) break;
         after = page[page.length - 1]!.digest;
@@ -158,10 +158,10 @@ export class LayoutWriter {
         const key = blobKey(repo.name, written.digest);
         if (!(await this.driver.stat(key))) await this.driver.writeAtomic(key, body);
       }
-      this.metadata.setReferrerIndex(repo.id, subject, written, marked);
+      await this.metadata.setReferrerIndex(repo.id, subject, written, marked);
       const old = previous.get(subject);
       // The old index blob is Trellis's own; it goes unless something else stores the same bytes.
-      if (old && old !== written?.digest && !this.metadata.manifest(repo.id, old)) replaced.push(old);
+      if (old && old !== written?.digest && !await this.metadata.manifest(repo.id, old)) replaced.push(old);
     }
     return replaced;
   }
@@ -170,6 +170,6 @@ export class LayoutWriter {
   async flushAll(): Promise<void> {
     for (const timer of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
-    for (const repo of this.metadata.pendingRepositories()) await this.flush(repo.name);
+    for (const repo of await this.metadata.pendingRepositories()) await this.flush(repo.name);
   }
 }

@@ -1,13 +1,17 @@
-// SQLite metadata store on node:sqlite. Synchronous calls on one connection: each method is one
-// transaction, so changes to one repository are serialized without a lock.
+// SQLite metadata store on node:sqlite. Synchronous calls on one connection: each method runs to
+// completion as one transaction (the async contract wraps it, src/metadata/store.ts), so no other
+// call interleaves with it. Queries and components share the connection.
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { StatementCache } from './statements.ts';
 import { Worker } from 'node:worker_threads';
-import { PATHS_STORED_ELSEWHERE } from '../query/sqlite.ts';
+import { PATHS_STORED_ELSEWHERE, SqliteQueryIndex } from './sqlite-query.ts';
+import { SqliteComponentIndex } from './sqlite-components.ts';
+import type { QueryIndex } from './query.ts';
+import type { ComponentIndex } from './components.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
-import type {
-  EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, PageRequest, ReferrerIndexRecord, RepositoryRecord, RetentionPolicy,
-  TaggedManifest, UnreachableManifest,
+import {
+  asynchronous, type EdgeRecord, type LayoutExtras, type LayoutSnapshot, type ManifestRecord, type MetadataStore, type MetadataTables, type PageRequest,
+  type ReferrerIndexRecord, type RepositoryRecord, type RetentionPolicy, type Synchronous, type TaggedManifest, type UnreachableManifest,
 } from './store.ts';
 
 const SCHEMA_VERSION = 2;
@@ -114,7 +118,7 @@ function toRepository(row: RepoRow): RepositoryRecord {
   };
 }
 
-export class SqliteMetadataStore implements MetadataStore {
+class SqliteTables implements Synchronous<MetadataTables> {
   private readonly db: DatabaseSync;
   private readonly statements: StatementCache;
   private lastMark: number;
@@ -507,6 +511,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   async close(): Promise<void> {
+    if (!this.db.isOpen) return;
     this.db.close();
     const worker = this.checkpointer;
     if (!worker) return;
@@ -517,4 +522,14 @@ export class SqliteMetadataStore implements MetadataStore {
     worker.postMessage('stop');
     await Promise.race([exited, new Promise<void>((resolve) => setTimeout(resolve, 5000).unref())]);
   }
+}
+
+/** Opens (creating or upgrading) the SQLite metadata store at `path`. */
+export function openSqliteMetadata(path: string, options: { durable?: boolean; readOnly?: boolean } = {}): MetadataStore {
+  const tables = new SqliteTables(path, options);
+  const queries = asynchronous<QueryIndex>(new SqliteQueryIndex(tables.database));
+  const components = asynchronous<ComponentIndex>(new SqliteComponentIndex(tables.database, { readOnly: options.readOnly ?? false }));
+  return Object.assign(asynchronous<MetadataTables>(tables), {
+    engine: 'sqlite', needsRebuild: tables.needsRebuild, queries, components, close: () => tables.close(),
+  });
 }

@@ -51,6 +51,26 @@ export function hasQuery(params: URLSearchParams): boolean {
 }
 
 /**
+ * The attribute paths a request's `q_…` and `sort` parameters name (malformed ones are left for
+ * parseQuery to refuse), so that an index can say which it knows before the query is parsed.
+ */
+export function attributePaths(params: URLSearchParams, options: { listedDescriptors?: boolean } = {}): string[] {
+  const paths = new Set<string>();
+  for (const [rawName] of params) {
+    const name = rawName.toLowerCase();
+    if (!name.startsWith(QUERY_PREFIX)) continue;
+    const segments = name.slice(QUERY_PREFIX.length).split(PATH_SEPARATOR);
+    segments.pop();
+    let path = segments.join(PATH_SEPARATOR);
+    if (options.listedDescriptors && path.startsWith(LISTED) && path.length > LISTED.length) path = path.slice(LISTED.length);
+    if (path) paths.add(path);
+  }
+  const sortParam = params.get('sort');
+  if (sortParam) paths.add(SORT_ALIASES[sortParam.toLowerCase()] ?? sortParam.toLowerCase());
+  return [...paths].slice(0, 2 * MAX_CONDITIONS + 1);
+}
+
+/**
  * Parses the `q_…` and `sort`/`order` parameters. `isKnownAttribute` says whether any item could
  * have an attribute; a query naming one that none has is refused, as is a malformed one. With
  * `listedDescriptors` (endpoints answering an index of referrers) `manifests__size` means the listed
