@@ -403,15 +403,19 @@ class PostgresTables implements MetadataTables {
   async unreachableManifests(repoId: number, policy: RetentionPolicy): Promise<UnreachableManifest[]> {
     const repo = await this.one<{ name: string }>(this.pool, 'SELECT name FROM repos WHERE id = $1', [repoId]);
     if (!repo) return [];
+    // PostgreSQL allows one recursive term referring to the CTE once: the seeds are a subquery,
+    // and both steps (index children, referrers) hang off one reference to `live`.
     const { rows } = await this.pool.query<{ digest: string; subject: string | null; dangling: boolean }>(`WITH RECURSIVE live(digest) AS (
-        SELECT digest FROM tags WHERE repo_id = $1
-        UNION SELECT digest FROM manifests WHERE repo_id = $1 AND (pushed_at >= $3
-          OR ($4::boolean AND subject IS NULL)
-          OR ($5::boolean AND subject IS NOT NULL AND subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $1)))
-        UNION SELECT e.child FROM edges e WHERE e.child_repo = $2 AND e.kind = 'manifest'
-          AND EXISTS (SELECT 1 FROM manifests p WHERE p.repo_id = e.repo_id AND p.digest = e.parent)
-        UNION SELECT e.child FROM live l JOIN edges e ON e.repo_id = $1 AND e.parent = l.digest AND e.kind = 'manifest' AND e.child_repo = ''
-        UNION SELECT m.digest FROM live l JOIN manifests m ON m.repo_id = $1 AND m.subject = l.digest)
+        SELECT digest FROM (
+          SELECT digest FROM tags WHERE repo_id = $1
+          UNION SELECT digest FROM manifests WHERE repo_id = $1 AND (pushed_at >= $3
+            OR ($4::boolean AND subject IS NULL)
+            OR ($5::boolean AND subject IS NOT NULL AND subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $1)))
+          UNION SELECT e.child FROM edges e WHERE e.child_repo = $2 AND e.kind = 'manifest'
+            AND EXISTS (SELECT 1 FROM manifests p WHERE p.repo_id = e.repo_id AND p.digest = e.parent)) seeds
+        UNION SELECT step.digest FROM live l CROSS JOIN LATERAL (
+          SELECT e.child AS digest FROM edges e WHERE e.repo_id = $1 AND e.parent = l.digest AND e.kind = 'manifest' AND e.child_repo = ''
+          UNION ALL SELECT m.digest FROM manifests m WHERE m.repo_id = $1 AND m.subject = l.digest) step)
       SELECT m.digest, m.subject, (m.subject IS NOT NULL AND m.subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $1)) AS dangling
       FROM manifests m WHERE m.repo_id = $1 AND m.digest NOT IN (SELECT digest FROM live) ORDER BY m.id`,
     [repoId, repo.name, policy.pushedBefore, policy.keepUntagged, policy.keepDanglingReferrers]);
