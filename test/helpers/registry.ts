@@ -11,6 +11,8 @@ export interface TestRegistry extends RunningRegistry {
   /** host:port, as clients want it. */
   host: string;
   dataDir: string;
+  /** Its metadata setting ('' for SQLite); CLI commands on its data directory need TRELLIS_METADATA set to it. */
+  metadata: string;
   /** Stops the server and removes its data. */
   dispose(): Promise<void>;
 }
@@ -28,6 +30,12 @@ export async function testMetadata(dataDir: string): Promise<{ url: string; drop
   return database;
 }
 
+/** The environment for a `trellis` CLI child on this data directory: the same metadata store. */
+export async function cliEnv(dataDir: string, base: NodeJS.ProcessEnv = process.env): Promise<NodeJS.ProcessEnv> {
+  const database = await testMetadata(dataDir);
+  return database ? { ...base, TRELLIS_METADATA: database.url } : base;
+}
+
 export async function startTestRegistry(overrides: Partial<Settings> = {}, dataDir?: string): Promise<TestRegistry> {
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), 'trellis-test-')));
   const database = overrides.metadata === undefined ? await testMetadata(dir) : undefined;
@@ -39,6 +47,7 @@ export async function startTestRegistry(overrides: Partial<Settings> = {}, dataD
     ...running,
     host: running.url.replace(/^https?:\/\//, ''),
     dataDir: dir,
+    metadata: settings.metadata,
     async dispose() {
       await running.close();
       if (!dataDir) {
