@@ -11,6 +11,7 @@ import { openAccessControl } from '../auth/index.ts';
 import { TRELLIS_FOLDER } from '../layout/paths.ts';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { openComponents } from '../components/index.ts';
+import { ComponentsApi } from '../registry/components.ts';
 
 export function gcPolicy(settings: Settings): GcPolicy {
   return { untagged: settings.gcUntagged, danglingReferrers: settings.gcDanglingReferrers, graceSeconds: settings.gcGraceSeconds };
@@ -74,7 +75,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   const collector = settings.gcIntervalSeconds > 0 ? setInterval(() => {
     if (!collecting) collect(false).catch(() => undefined);
   }, settings.gcIntervalSeconds * 1000).unref() : undefined;
-  const components = await openComponents(registry, settings, logger);
+  const components = new ComponentsApi(await openComponents(registry, settings, logger));
   const server = createRegistryServer({
     registry, uploads, log: logger, components,
     rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },

@@ -11,7 +11,7 @@ import { blobKey } from '../layout/paths.ts';
 import { TEMP_FOLDER } from '../storage/filesystem.ts';
 import { digestOf } from '../oci/digest.ts';
 import { INDEX_TYPES, OCI_MANIFEST } from '../oci/mediatypes.ts';
-import { OciError } from '../oci/errors.ts';
+import { ContentError } from '../content/errors.ts';
 import { repositoryNameProblem } from '../oci/names.ts';
 import {
   ANCHOR_BYTES, ANCHOR_DIGEST, ANCHOR_SIZE, ANNOTATION_COMPONENT_NAME, ANNOTATION_COMPONENT_VERSION, ANNOTATION_COMPONENT_VERSION_KEY,
@@ -309,7 +309,7 @@ export class Components {
       try {
         await this.registry.deleteManifest(name, digest);
       } catch (err) {
-        if (!(err instanceof OciError && err.status === 404)) throw err;
+        if (!(err instanceof ContentError && err.problem === 'not-found')) throw err;
       }
       await this.index.setPortableEntry(repository, digest, false);
     }

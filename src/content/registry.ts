@@ -12,7 +12,8 @@ import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
 import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layoutKey } from '../layout/paths.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { digestOf, parseDigest, type DigestAlgorithm, type ParsedDigest } from '../oci/digest.ts';
-import { OciError, type ErrorEntry } from '../oci/errors.ts';
+import type { ErrorEntry } from '../oci/errors.ts';
+import { ContentError } from './errors.ts';
 import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
 import { isValidTag, repositoryNameProblem } from '../oci/names.ts';
 import { KeyedLock } from './lock.ts';
@@ -58,16 +59,16 @@ export interface StoredManifest {
 
 /** Parses a digest from a URL or query, with the spec's error for each way it can be wrong. */
 export function requireDigest(value: string | null | undefined, what = 'digest'): ParsedDigest {
-  if (!value) throw new OciError(400, 'DIGEST_INVALID', `${what} is missing`);
+  if (!value) throw new ContentError('invalid', 'DIGEST_INVALID', `${what} is missing`);
   const parsed = parseDigest(value);
-  if (parsed === 'malformed') throw new OciError(400, 'DIGEST_INVALID', `${what} ${JSON.stringify(value.slice(0, 200))} is not a valid digest`);
-  if (parsed === 'unsupported') throw new OciError(400, 'DIGEST_INVALID', `${what} uses an unsupported algorithm; use sha256 or sha512`);
+  if (parsed === 'malformed') throw new ContentError('invalid', 'DIGEST_INVALID', `${what} ${JSON.stringify(value.slice(0, 200))} is not a valid digest`);
+  if (parsed === 'unsupported') throw new ContentError('invalid', 'DIGEST_INVALID', `${what} uses an unsupported algorithm; use sha256 or sha512`);
   return parsed;
 }
 
 export function requireRepositoryName(name: string): void {
   const problem = repositoryNameProblem(name);
-  if (problem) throw new OciError(400, 'NAME_INVALID', problem, { name: name.slice(0, 300) });
+  if (problem) throw new ContentError('invalid', 'NAME_INVALID', problem, { name: name.slice(0, 300) });
 }
 
 export class Registry {
@@ -223,7 +224,7 @@ export class Registry {
 
   private async requireRepository(name: string): Promise<RepositoryRecord> {
     const repo = await this.repository(name);
-    if (!repo) throw new OciError(404, 'NAME_UNKNOWN', `repository ${name} is not known`, { name });
+    if (!repo) throw new ContentError('not-found', 'NAME_UNKNOWN', `repository ${name} is not known`, { name });
     return repo;
   }
 
@@ -314,9 +315,9 @@ export class Registry {
     const repo = await this.requireRepository(repository);
     await this.contentLock.run(repository, async () => {
       if (await this.metadata.manifest(repo.id, digest)) {
-        throw new OciError(405, 'UNSUPPORTED', `${digest} is a manifest; delete it through /v2/${repository}/manifests/${digest}`);
+        throw new ContentError('unsupported', 'UNSUPPORTED', `${digest} is a manifest; delete it through /v2/${repository}/manifests/${digest}`);
       }
-      if (!(await this.driver.remove(blobKey(repository, digest)))) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${repository}`);
+      if (!(await this.driver.remove(blobKey(repository, digest)))) throw new ContentError('not-found', 'BLOB_UNKNOWN', `blob ${digest} is not in ${repository}`);
       await this.metadata.forgetBlob(repo.id, digest);
     });
   }
@@ -326,14 +327,14 @@ export class Registry {
   /** Resolves a tag or digest to a stored manifest, or throws the spec's 404. */
   async resolveManifest(repository: string, reference: string, canPull: (name: string) => boolean = () => true): Promise<StoredManifest> {
     const repo = await this.requireRepository(repository);
-    const unknown = () => new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${reference} is not in ${repository}`);
+    const unknown = () => new ContentError('not-found', 'MANIFEST_UNKNOWN', `manifest ${reference} is not in ${repository}`);
     let digest: string;
     if (isValidTag(reference)) {
       digest = await this.metadata.resolveTag(repo.id, reference) ?? '';
       if (!digest) throw unknown();
     } else {
       const parsed = parseDigest(reference);
-      if (typeof parsed !== 'object') throw new OciError(400, 'DIGEST_INVALID', `reference ${JSON.stringify(reference.slice(0, 200))} is neither a tag nor a valid digest`);
+      if (typeof parsed !== 'object') throw new ContentError('invalid', 'DIGEST_INVALID', `reference ${JSON.stringify(reference.slice(0, 200))} is neither a tag nor a valid digest`);
       digest = parsed.digest;
     }
     const key = blobKey(repository, digest);
@@ -394,26 +395,26 @@ export class Registry {
     let algorithm: DigestAlgorithm = 'sha256';
     let tags: string[];
     if (isValidTag(reference)) {
-      if (extraTags.length) throw new OciError(400, 'TAG_INVALID', 'the tag query parameter is only allowed when pushing by digest');
+      if (extraTags.length) throw new ContentError('invalid', 'TAG_INVALID', 'the tag query parameter is only allowed when pushing by digest');
       tags = [reference];
     } else {
       algorithm = requireDigest(reference, 'reference').algorithm;
       tags = extraTags;
     }
-    for (const tag of tags) if (!isValidTag(tag)) throw new OciError(400, 'TAG_INVALID', `tag ${JSON.stringify(tag.slice(0, 200))} is not valid`);
+    for (const tag of tags) if (!isValidTag(tag)) throw new ContentError('invalid', 'TAG_INVALID', `tag ${JSON.stringify(tag.slice(0, 200))} is not valid`);
     const digest = digestOf(bytes, algorithm);
     if (!isValidTag(reference) && digest !== reference) {
-      throw new OciError(400, 'DIGEST_INVALID', `manifest digest is ${digest}, not ${reference}`, { expected: reference, actual: digest });
+      throw new ContentError('invalid', 'DIGEST_INVALID', `manifest digest is ${digest}, not ${reference}`, { expected: reference, actual: digest });
     }
     let parsed;
     try {
       parsed = parseManifest(bytes, contentType);
     } catch (err) {
-      if (err instanceof ManifestInvalid) throw new OciError(400, 'MANIFEST_INVALID', err.message);
+      if (err instanceof ManifestInvalid) throw new ContentError('invalid', 'MANIFEST_INVALID', err.message);
       throw err;
     }
     const nestedProblems = resolveNestedLinks(parsed.links, repository);
-    if (nestedProblems.length) throw OciError.many(400, nestedProblems.map((message) => ({ code: 'MANIFEST_INVALID', message })));
+    if (nestedProblems.length) throw ContentError.many('invalid', nestedProblems.map((message) => ({ code: 'MANIFEST_INVALID', message })));
     const record = manifestRecord(digest, parsed, bytes.length);
     await this.contentLock.run(repository, async () => {
       // Everything is checked before anything is written, so a refused push leaves no trace.
@@ -432,7 +433,7 @@ export class Registry {
         code: 'MANIFEST_BLOB_UNKNOWN', message: `${l.kind} ${l.digest} is not in ${l.repository ?? repository}`,
         detail: { digest: l.digest, mediaType: l.mediaType, kind: l.kind, repository: l.repository ?? repository },
       }));
-      if (missing.length) throw OciError.many(400, missing);
+      if (missing.length) throw ContentError.many('invalid', missing);
       const repo = await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
       if (!await this.metadata.manifest(repo.id, digest)) await this.driver.writeAtomic(blobKey(repository, digest), bytes);
@@ -449,7 +450,7 @@ export class Registry {
     const change: ContentChange = { repository };
     await this.contentLock.run(repository, async () => {
       if (isValidTag(reference)) {
-        if (!await this.metadata.deleteTag(repo.id, reference)) throw new OciError(404, 'MANIFEST_UNKNOWN', `tag ${reference} is not in ${repository}`);
+        if (!await this.metadata.deleteTag(repo.id, reference)) throw new ContentError('not-found', 'MANIFEST_UNKNOWN', `tag ${reference} is not in ${repository}`);
         change.untagged = reference;
         return;
       }
@@ -459,11 +460,11 @@ export class Registry {
         // Name only the ancestors the caller may pull; the others stay anonymous.
         const visible = holders.filter((h) => canPull(h.parentRepository));
         const where = visible.length ? `an index in ${visible[0]!.parentRepository}` : 'an index in an ancestor repository';
-        throw new OciError(409, 'DENIED', `manifest ${digest} is listed by ${where}; delete or change that index first`,
+        throw new ContentError('conflict', 'DENIED', `manifest ${digest} is listed by ${where}; delete or change that index first`,
           { referencedBy: visible.map((h) => ({ repository: h.parentRepository, digest: h.parent })) });
       }
       // The file goes when index.json stops listing it (see LayoutWriter.flush).
-      if (!(await this.metadata.deleteManifests(repo.id, [digest])).length) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
+      if (!(await this.metadata.deleteManifests(repo.id, [digest])).length) throw new ContentError('not-found', 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
       change.removed = [digest];
     });
     this.layout.changed(repository);

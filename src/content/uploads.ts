@@ -5,7 +5,7 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { StorageDriver } from '../storage/driver.ts';
 import { newHash, type DigestAlgorithm } from '../oci/digest.ts';
-import { OciError } from '../oci/errors.ts';
+import { ContentError } from './errors.ts';
 import { UPLOADS_FOLDER } from '../layout/paths.ts';
 
 const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -44,7 +44,7 @@ export class Uploads {
   async start(repository: string, algorithm: DigestAlgorithm): Promise<UploadSession> {
     this.sweep();
     if (this.sessions.size >= this.limits.maxSessions) {
-      throw new OciError(429, 'TOOMANYREQUESTS', `too many upload sessions open (limit ${this.limits.maxSessions}); retry later`, undefined, { 'Retry-After': '10' });
+      throw new ContentError('too-many', 'TOOMANYREQUESTS', `too many upload sessions open (limit ${this.limits.maxSessions}); retry later`, undefined, { retryAfterSeconds: 10 });
     }
     const id = randomUUID();
     const session: UploadSession = {
@@ -58,7 +58,7 @@ export class Uploads {
 
   /** Finds a session of this repository, recovering it from disk after a restart. */
   async get(repository: string, id: string): Promise<UploadSession> {
-    const unknown = () => new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `upload ${id} is not known in ${repository}`);
+    const unknown = () => new ContentError('not-found', 'BLOB_UPLOAD_UNKNOWN', `upload ${id} is not known in ${repository}`);
     if (!SESSION_ID.test(id)) throw unknown();
     let session = this.sessions.get(id);
     if (!session) {
@@ -79,13 +79,13 @@ export class Uploads {
    * failure the session is left as it was before the call.
    */
   async append(session: UploadSession, body: Readable, expectedLength?: number): Promise<void> {
-    if (session.busy) throw new OciError(416, 'RANGE_INVALID', 'another request is writing to this upload', undefined, this.rangeHeader(session));
+    if (session.busy) throw new ContentError('busy', 'RANGE_INVALID', 'another request is writing to this upload', undefined, { uploadedBytes: session.size });
     session.busy = true;
     const before = session.size;
     const hash = session.hash?.copy() ?? null;
     const limit = this.limits.maxBlobBytes;
     let received = 0;
-    let problem: OciError | undefined;
+    let problem: ContentError | undefined;
     // Excess bytes are read and dropped rather than failing the stream: failing it would reset
     // the connection and the client would never see the error answer.
     const counter = new Transform({
@@ -93,9 +93,9 @@ export class Uploads {
         received += chunk.length;
         if (problem) return done();
         if (expectedLength !== undefined && received > expectedLength) {
-          problem = new OciError(400, 'SIZE_INVALID', `body is longer than the ${expectedLength} bytes announced`);
+          problem = new ContentError('invalid', 'SIZE_INVALID', `body is longer than the ${expectedLength} bytes announced`);
         } else if (limit > 0 && before + received > limit) {
-          problem = new OciError(413, 'SIZE_INVALID', `blob exceeds the limit of ${limit} bytes`);
+          problem = new ContentError('too-large', 'SIZE_INVALID', `blob exceeds the limit of ${limit} bytes`);
         }
         if (problem) return done();
         hash?.update(chunk);
@@ -105,15 +105,15 @@ export class Uploads {
     try {
       await pipeline(body, counter, this.driver.appendStream(session.dataKey));
       if (!problem && expectedLength !== undefined && received !== expectedLength) {
-        problem = new OciError(400, 'SIZE_INVALID', `body has ${received} bytes but ${expectedLength} were announced`);
+        problem = new ContentError('invalid', 'SIZE_INVALID', `body has ${received} bytes but ${expectedLength} were announced`);
       }
       if (problem) throw problem;
       session.size = before + received;
       session.hash = hash;
     } catch (err) {
       await this.driver.truncate(session.dataKey, before).catch(() => undefined);
-      if (err instanceof OciError) throw err;
-      throw new OciError(400, 'BLOB_UPLOAD_INVALID', `upload body could not be read: ${(err as Error).message}`);
+      if (err instanceof ContentError) throw err;
+      throw new ContentError('invalid', 'BLOB_UPLOAD_INVALID', `upload body could not be read: ${(err as Error).message}`);
     } finally {
       session.busy = false;
       session.touchedAt = Date.now();

@@ -3,14 +3,17 @@
 // the caller cannot pull before it paginates; every bad parameter is a 400 with an OCI error body.
 import { requireDigest } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
-import { nextLink, pageParams, sendJson, type Headers } from '../registry/http.ts';
-import type { ApiContext } from '../registry/context.ts';
-import { matches, parseQuery, queryError } from './query.ts';
-import { compareVersionStrings, parseConstraint, satisfies } from './semver.ts';
-import type { Components } from './service.ts';
+import { nextLink, pageParams, sendJson, type Headers } from './http.ts';
+import type { ApiContext } from './context.ts';
+import { COMPONENTS_PATH, compareVersionStrings, matches, parseConstraint, parseQuery, queryError, satisfies, type Components } from '../components/index.ts';
 import type { ComponentVersionRow } from '../metadata/index.ts';
 
-export const COMPONENTS_PATH = '/v2/_trellis/components';
+export { COMPONENTS_PATH };
+
+/** Whether a request path belongs to the components API. */
+export function isComponentsPath(path: string): boolean {
+  return path === COMPONENTS_PATH || path.startsWith(`${COMPONENTS_PATH}/`);
+}
 
 export interface ComponentSummary {
   name: string;
