@@ -21,6 +21,8 @@ export interface Sql {
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: Value[]): Promise<pg.QueryResult<R>>;
 }
 
+/** Connections per process: requests beyond it queue in the pool. */
+const POOL_SIZE = 10;
 const INT8 = 20;
 // Counts, sizes, ids and times all fit in a double; BIGINT columns come back as numbers.
 const types = {
@@ -28,7 +30,7 @@ const types = {
 };
 
 export function createPool(url: string): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max: Number(process.env.TRELLIS_METADATA_POOL ?? 10), types, idleTimeoutMillis: 30_000 });
+  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, types, idleTimeoutMillis: 30_000 });
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', () => undefined);
   return pool;
