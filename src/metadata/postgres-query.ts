@@ -3,8 +3,7 @@
 // access filtering (the caller's pullable repositories as an array parameter, inside the scan).
 // Order keys of values held in columns are stored beside them (`*_ord`), computed on write.
 import type pg from 'pg';
-import { OciError } from '../oci/errors.ts';
-import type { Condition, Query } from '../query/language.ts';
+import { QueryInvalid, type Condition, type Query } from '../query/language.ts';
 import type { QueryAccess, QueryIndex, QueryMatch, QueryPage, QueryScope } from './query.ts';
 
 type SQLInputValue = string | number | null | readonly string[];
@@ -125,7 +124,7 @@ function decodeCursor(cursor: string, sorted: boolean): { id: number; sk?: strin
   } catch {
     // fall through
   }
-  throw new OciError(400, 'QUERY_INVALID', 'last is not a cursor this query produced; follow the Link header');
+  throw new QueryInvalid('last is not a cursor this query produced; follow the Link header');
 }
 
 /** `?` placeholders as PostgreSQL's `$1…` (the generated SQL holds no other question mark). */

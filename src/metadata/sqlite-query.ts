@@ -2,9 +2,8 @@
 // attribute rows (or its tags, or its repository); the cheapest indexed condition drives the scan
 // so that a page costs about the same at any registry size. See docs/query.md for the plans.
 import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
-import { OciError } from '../oci/errors.ts';
 import { StatementCache } from './statements.ts';
-import type { Condition, Query } from '../query/language.ts';
+import { QueryInvalid, type Condition, type Query } from '../query/language.ts';
 import { orderKey } from '../query/order.ts';
 import type { QueryAccess, QueryIndex, QueryMatch, QueryPage, QueryScope } from './query.ts';
 import type { Synchronous } from './store.ts';
@@ -125,7 +124,7 @@ function decodeCursor(cursor: string, sorted: boolean): { id: number; sk?: strin
   } catch {
     // fall through
   }
-  throw new OciError(400, 'QUERY_INVALID', 'last is not a cursor this query produced; follow the Link header');
+  throw new QueryInvalid('last is not a cursor this query produced; follow the Link header');
 }
 
 export class SqliteQueryIndex implements Synchronous<QueryIndex> {

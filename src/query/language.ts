@@ -1,7 +1,6 @@
 // The query language: `q_<attribute>__<nested attribute>...__<comparison>=<value>`, after
 // "Proposal F". Parameter names and string comparisons are case-insensitive; several parameters
 // must all hold. See docs/query.md.
-import { OciError } from '../oci/errors.ts';
 import { PATH_SEPARATOR } from './attributes.ts';
 import { kindUpperBound, orderKey } from './order.ts';
 
@@ -40,8 +39,11 @@ const SORT_ALIASES: Record<string, string> = {
   pushed: 'pushedat',
 };
 
-function invalid(message: string): OciError {
-  return new OciError(400, 'QUERY_INVALID', message);
+/** A query that is malformed or names what no item has (the API answers 400 QUERY_INVALID). */
+export class QueryInvalid extends Error {}
+
+function invalid(message: string): QueryInvalid {
+  return new QueryInvalid(message);
 }
 
 /** Whether a request carries query parameters at all. */

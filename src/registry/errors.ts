@@ -2,6 +2,7 @@
 // its status, and hints become headers.
 import { ContentError, type ContentProblem } from '../content/errors.ts';
 import { OciError } from '../oci/errors.ts';
+import { QueryInvalid } from '../query/language.ts';
 
 const STATUS: Record<ContentProblem, number> = {
   'invalid': 400,
@@ -27,5 +28,6 @@ export function httpError(err: ContentError): OciError {
 export function asOciError(err: unknown): OciError | undefined {
   if (err instanceof OciError) return err;
   if (err instanceof ContentError) return httpError(err);
+  if (err instanceof QueryInvalid) return new OciError(400, 'QUERY_INVALID', err.message);
   return undefined;
 }
