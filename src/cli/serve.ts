@@ -12,6 +12,7 @@ import { TRELLIS_FOLDER } from '../layout/paths.ts';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { openComponents } from '../components/index.ts';
 import { ComponentsApi } from '../registry/components.ts';
+import { describeMetadata } from '../metadata/index.ts';
 
 export function gcPolicy(settings: Settings): GcPolicy {
   return { untagged: settings.gcUntagged, danglingReferrers: settings.gcDanglingReferrers, graceSeconds: settings.gcGraceSeconds };
@@ -90,7 +91,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   const address = server.address() as AddressInfo;
   const url = `${tls ? 'https' : 'http'}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   await writeFile(pidFile(settings.data), String(process.pid));
-  logger.info({ url, data: settings.data }, 'trellis registry listening');
+  logger.info({ url, data: settings.data, metadata: describeMetadata({ location: settings.metadata, dataDir: settings.data }) }, 'trellis registry listening');
   let closing: Promise<void> | undefined;
   return {
     url,
