@@ -38,7 +38,7 @@ import {
 import { meanRange, median, percentile, round, windowMeans } from './lib/stats.ts';
 import { renderMarkdown } from './lib/report.ts';
 import { runQueryBenchmark, writeQueryResults, type QueriesResult } from './query.ts';
-import { createTestDatabase } from '../test/helpers/postgres.ts';
+import { createTestDatabase, startPostgresCluster } from '../test/helpers/postgres.ts';
 
 // ---- settings ---------------------------------------------------------------------------------
 
@@ -307,7 +307,9 @@ function startOptions(ctx: Context, label: string): StartOptions {
 async function start(ctx: Context, target: Target, label: string): Promise<ServerHandle> {
   const options = startOptions(ctx, label);
   if (target === 'trellis-postgres') {
-    // One cluster for the run (stopped at exit), a fresh database per server.
+    // One cluster for the run with PostgreSQL's durable defaults (stopped at exit), a fresh
+    // database per server.
+    process.env.TRELLIS_TEST_POSTGRES_URL ??= (await startPostgresCluster({ durable: true })).url;
     const database = await createTestDatabase();
     return startTrellis({ ...options, label: `${label}-postgres`, env: { TRELLIS_METADATA: database.url } });
   }

@@ -57,7 +57,7 @@ function runAs(): { user: string; uid: number; gid: number } | undefined {
 }
 
 /** Starts a cluster; stop() (also run at process exit) kills it and removes its files. */
-export async function startPostgresCluster(): Promise<PostgresCluster> {
+export async function startPostgresCluster(options: { durable?: boolean } = {}): Promise<PostgresCluster> {
   const bin = postgresBinDir();
   if (!bin) throw new Error('PostgreSQL is not installed (apt-get install postgresql)');
   const dir = mkdtempSync(join(tmpdir(), 'trellis-pg-'));
@@ -77,9 +77,11 @@ export async function startPostgresCluster(): Promise<PostgresCluster> {
   if (owner) chownSync(pwfile, owner.uid, owner.gid);
   exec(join(bin, 'initdb'), ['-D', data, '-U', 'trellis', '--pwfile', pwfile, '-A', 'scram-sha-256', '--encoding=UTF8', '--locale=C', '--no-sync']);
   const port = await freePort();
-  // Durability is not under test here: fsync off makes the many small commits cheap.
-  const options = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB`;
-  exec(join(bin, 'pg_ctl'), ['-D', data, '-o', options, '-l', join(dir, 'log'), '-w', '-t', '60', 'start']);
+  // Tests do not test PostgreSQL's durability: fsync off makes their many small commits cheap.
+  // Benchmarks keep PostgreSQL's defaults (durable commits), as a deployment would.
+  const relaxed = options.durable ? '' : ' -c fsync=off -c synchronous_commit=off -c full_page_writes=off';
+  const serverOptions = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${dir} -c max_connections=300 -c shared_buffers=64MB${relaxed}`;
+  exec(join(bin, 'pg_ctl'), ['-D', data, '-o', serverOptions, '-l', join(dir, 'log'), '-w', '-t', '60', 'start']);
   let stopped = false;
   const stop = () => {
     if (stopped) return;
