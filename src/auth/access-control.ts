@@ -259,7 +259,7 @@ export class AccessControl implements Gate {
     let scopes: Grant[];
     let offline: boolean;
     if (method === 'POST') {
-      const form = new URLSearchParams((await readBody(ctx.req, 64 * 1024, 'token request')).toString('utf8'));
+      const form = new URLSearchParams((await readBody(ctx.req, 64 * 1024, 'token request', ctx.limits.bodyIdleTimeoutMs)).toString('utf8'));
       const grantType = form.get('grant_type');
       if (grantType === 'password') {
         identity = await this.signIn(ctx, form.get('username') ?? '', form.get('password') ?? '', address);

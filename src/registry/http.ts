@@ -27,21 +27,38 @@ export function sendError(res: ServerResponse, error: OciError, head = false): v
 
 /**
  * Reads a whole request body up to `maxBytes`. A larger body is drained and dropped, then
- * answered with 413 (failing mid-stream would reset the connection before the answer).
+ * answered with 413 (failing mid-stream would reset the connection before the answer). A body
+ * that sends nothing for `idleMs` (0: never) is refused with 408.
  */
-export function readBody(req: IncomingMessage, maxBytes: number, what: string): Promise<Buffer> {
+export function readBody(req: IncomingMessage, maxBytes: number, what: string, idleMs = 0): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let total = 0;
+    let idle: NodeJS.Timeout | undefined;
+    const rearm = () => {
+      if (idleMs <= 0) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        // The server answers 408 and closes the connection (see server.ts).
+        reject(new OciError(408, 'MANIFEST_INVALID', `${what} body sent nothing for ${idleMs} ms`));
+      }, idleMs);
+    };
+    rearm();
     req.on('data', (chunk: Buffer) => {
+      rearm();
       total += chunk.length;
       if (total <= maxBytes) chunks.push(chunk);
     });
-    req.on('error', (err) => reject(new OciError(400, 'MANIFEST_INVALID', `request body could not be read: ${err.message}`)));
+    req.on('error', (err) => {
+      clearTimeout(idle);
+      reject(new OciError(400, 'MANIFEST_INVALID', `request body could not be read: ${err.message}`));
+    });
     req.on('end', () => {
+      clearTimeout(idle);
       if (total > maxBytes) reject(new OciError(413, 'SIZE_INVALID', `${what} exceeds the limit of ${maxBytes} bytes`));
       else resolve(Buffer.concat(chunks, total));
     });
+    req.on('close', () => clearTimeout(idle));
   });
 }
 

@@ -119,7 +119,9 @@ describe('blob uploads', () => {
 
   test('unknown, malformed and foreign upload ids are 404 BLOB_UPLOAD_UNKNOWN', async () => {
     await expectError(await call('PATCH', '/v2/up/x/blobs/uploads/00000000-0000-4000-8000-000000000000', { body: 'a' }), 404, 'BLOB_UPLOAD_UNKNOWN');
-    await expectError(await call('GET', '/v2/up/x/blobs/uploads/..%2F..%2Fetc'), 404, 'BLOB_UPLOAD_UNKNOWN');
+    await expectError(await call('GET', '/v2/up/x/blobs/uploads/not-a-session-id'), 404, 'BLOB_UPLOAD_UNKNOWN');
+    // Encoded dot segments are refused before anything is looked up.
+    await expectError(await call('GET', '/v2/up/x/blobs/uploads/..%2F..%2Fetc'), 400, 'NAME_INVALID');
     const open = await call('POST', '/v2/up/owner/blobs/uploads/');
     const id = open.headers.get('location')!.split('/').pop();
     await expectError(await call('GET', `/v2/up/other/blobs/uploads/${id}`), 404, 'BLOB_UPLOAD_UNKNOWN');
