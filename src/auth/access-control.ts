@@ -122,17 +122,21 @@ export class AccessControl implements Gate {
     throw this.unauthorized(ctx, `authentication required: unsupported Authorization scheme ${JSON.stringify(scheme.slice(0, 20))}`);
   }
 
-  /** Checks a user name and password (htpasswd or robot), limiting failures per address and user. */
+  /**
+   * Checks a user name and password (htpasswd or robot), limiting failures per address and per
+   * user at that address. Failures never count against a user everywhere: that would let anyone
+   * lock a user out by guessing wrong on purpose from elsewhere.
+   */
   private async signIn(ctx: ApiContext, user: string, password: string, address: string): Promise<Identity> {
-    const wait = Math.max(this.failures.wait(`addr:${address}`), this.failures.wait(`user:${user}`));
+    const keys = [`addr:${address}`, `user:${address}\0${user}`];
+    const wait = Math.max(...keys.map((key) => this.failures.wait(key)));
     if (wait > 0) {
       this.audit(ctx, { address, identity: ANONYMOUS }, { outcome: 'denied', status: 429, user, reason: 'too many failed sign-ins' });
       throw tooManyRequests(wait, 'too many failed sign-ins; wait before trying again');
     }
     const identity = await this.verifyPassword(user, password);
     if (identity) return identity;
-    this.failures.take(`addr:${address}`);
-    this.failures.take(`user:${user}`);
+    for (const key of keys) this.failures.take(key);
     this.audit(ctx, { address, identity: ANONYMOUS }, { outcome: 'denied', status: 401, user, reason: 'wrong user name or password' });
     throw this.unauthorized(ctx, 'authentication required: wrong user name or password');
   }
