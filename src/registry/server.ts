@@ -190,8 +190,8 @@ export function createRegistryServer(deps: ServerDependencies): Server {
         if (error.status === 408) {
           // The rest of a stalled body may still come: the connection cannot carry another request.
           res.setHeader('Connection', 'close');
-          const socket = req.socket;
-          res.once('finish', () => socket.destroy());
+          const socket = req.socket as Duplex | null;
+          res.once('finish', () => socket?.destroy());
         }
         sendError(res, error, head);
       },

@@ -363,7 +363,7 @@ describe('bad input never escapes the data root or gets a 5xx', () => {
   test('random manifest bodies and references never produce a 5xx', async () => {
     let seed = 42;
     const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-    const fragments = ['{', '}', '[', ']', '"schemaVersion":2', '"mediaType":"' + OCI_MANIFEST + '"', '"config":', '"layers":', '"manifests":', '"subject":', ',', ':', 'null', '1e999', '"\\u0000"', '{"digest":"sha256:' + 'a'.repeat(64) + '","size":-1,"mediaType":"a/b"}'];
+    const fragments = ['{', '}', '[', ']', '"schemaVersion":2', '"mediaType":"' + OCI_MANIFEST + '"', '"config":', '"layers":', '"manifests":', '"subject":', ',', ':', 'null', '1e999', '"\\u0000"', '{"digest":"sha256:' + 'a'.repeat(64) + '","size":-1,"mediaType":"a/b"}', '['.repeat(70), '{"a":'.repeat(65), '"\\"[[["'];
     for (let i = 0; i < 200; i++) {
       const body = Array.from({ length: 1 + Math.floor(random() * 12) }, () => fragments[Math.floor(random() * fragments.length)]).join('');
       const ref = random() < 0.5 ? 'fuzz' : `sha256:${'0'.repeat(Math.floor(random() * 70))}`;

@@ -99,7 +99,26 @@ describe('paths are taken as sent', () => {
     assert.deepEqual((await readdir(reg.dataDir)).filter((f) => f !== '_trellis'), [], 'no repository was created');
     assert.deepEqual(await readdir(join(reg.dataDir, '_trellis/uploads')).catch(() => []), [], 'no upload was started');
     assert.equal(pathProblem('/v2/a/b/blobs/uploads/'), undefined, 'a trailing slash is fine');
+    assert.equal(pathProblem('/v2/a/b/blobs/uploads/%2E%2e'), 'request path must not contain ".", ".." or empty segments');
     assert.equal(pathProblem('/v2/a.b/c..d/tags/list?n=..'), undefined, 'dots inside names and in the query are fine');
+  });
+});
+
+describe('fuzzed paths', () => {
+  test('random paths of dot segments, backslashes and encodings never escape, create or 5xx', async () => {
+    let seed = 7;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const parts = ['a', 'b', '..', '.', '%2e%2e', '%2E', '\\', '%5c', '%5C..', '', 'blobs', 'uploads', 'manifests', 'tags', 'list', '_trellis', '%2f', 'x%00', '~', 'sha256:' + 'a'.repeat(64)];
+    for (let i = 0; i < 150; i++) {
+      const path = `/v2/${Array.from({ length: 1 + Math.floor(random() * 6) }, () => parts[Math.floor(random() * parts.length)]).join(random() < 0.2 ? '\\' : '/')}`;
+      const method = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'][Math.floor(random() * 5)]!;
+      const reply = await call(method, path, method === 'GET' || method === 'DELETE' ? {} : { body: '{}' });
+      assert.ok(reply.status < 500, `${method} ${path}: ${reply.status} ${reply.body}`);
+    }
+    const top = (await readdir(reg.dataDir)).filter((f) => f !== '_trellis');
+    assert.ok(top.every((name) => /^[a-z0-9]/.test(name)), `only valid repositories were created: ${top}`);
+    // Anything created came from a path without dot segments: `b` and `a` are valid repository names.
+    for (const name of top) assert.ok(['a', 'b', 'list', 'tags', 'uploads', 'x', 'manifests'].includes(name), name);
   });
 });
 
@@ -170,5 +189,13 @@ describe('upload-session caps are per client', () => {
     }
     for (const location of opened) await call('DELETE', location);
     assert.equal((await call('POST', '/v2/cap/hog/blobs/uploads/')).status, 202, 'cancelled sessions free the cap');
+  });
+
+  test('concurrent session starts from one client never overshoot its cap', async () => {
+    const replies = await Promise.all(Array.from({ length: 20 }, () => call('POST', '/v2/cap/burst/blobs/uploads/', { from: '127.0.0.3' })));
+    const opened = replies.filter((r) => r.status === 202);
+    assert.equal(opened.length, 5);
+    assert.ok(replies.every((r) => r.status === 202 || r.status === 429));
+    for (const reply of opened) await call('DELETE', reply.headers.location as string, { from: '127.0.0.3' });
   });
 });
