@@ -12,7 +12,7 @@ import { ALLOW_ALL, type ApiContext, type ApiLimits, type Gate, type Handler, ty
 import type { GcReport } from '../gc/collector.ts';
 import { cancelUpload, deleteBlob, getBlob, patchUpload, putUpload, startUpload, uploadStatus } from './blobs.ts';
 import { deleteManifest, getManifest, putManifest } from './manifests.ts';
-import { catalog, discoverExtensions, listTags, referrers } from './listing.ts';
+import { catalog, discoverExtensions, listTags, manifestReferences, referrers } from './listing.ts';
 import { graph } from './graph.ts';
 import { isComponentsPath, type ComponentsApi } from '../components/index.ts';
 import { references, search } from './query.ts';
@@ -31,6 +31,7 @@ const ROUTES: Route[] = [
   { pattern: /^\/v2\/(.+)\/blobs\/uploads\/?$/, methods: { POST: startUpload }, upload: true },
   { pattern: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, methods: { PATCH: patchUpload, PUT: putUpload, GET: uploadStatus, HEAD: uploadStatus, DELETE: cancelUpload }, upload: true },
   { pattern: /^\/v2\/(.+)\/blobs\/([^/]+)$/, methods: { GET: getBlob, HEAD: getBlob, DELETE: deleteBlob } },
+  { pattern: /^\/v2\/(.+)\/manifests\/([^/]+)\/references$/, methods: { GET: manifestReferences, HEAD: manifestReferences } },
   { pattern: /^\/v2\/(.+)\/manifests\/([^/]+)$/, methods: { GET: getManifest, HEAD: getManifest, PUT: putManifest, DELETE: deleteManifest } },
   { pattern: /^\/v2\/(.+)\/tags\/list\/?$/, methods: { GET: listTags, HEAD: listTags } },
   { pattern: /^\/v2\/(.+)\/referrers\/([^/]+)$/, methods: { GET: referrers, HEAD: referrers } },
