@@ -50,7 +50,7 @@ test('a manifest with 30,000 missing layers gets a small MANIFEST_BLOB_UNKNOWN a
   assert.match(answer.errors.at(-1)!.message, /not checked/);
 });
 
-test('other clients are answered promptly while hostile manifests are processed', { timeout: 120_000 }, async () => {
+test('other clients are answered promptly while hostile manifests are processed', { timeout: 120_000 }, async (t) => {
   const hostile = [deepManifest(), missingLayers(30_000), deepManifest(), missingLayers(30_000), deepManifest()];
   let done = false;
   const latencies: number[] = [];
@@ -71,6 +71,8 @@ test('other clients are answered promptly while hostile manifests are processed'
     await probe;
   }
   const worst = Math.max(...latencies);
-  // Generous: the machine is shared. Before the bounds, one deep manifest alone blocked ~2 s.
-  assert.ok(worst < 750, `slowest answer to another client took ${worst.toFixed(0)} ms (${latencies.length} probes)`);
+  t.diagnostic(`slowest of ${latencies.length} probes during 5 hostile pushes: ${worst.toFixed(0)} ms`);
+  // Generous, for shared CI machines: before the bounds the slowest probe waited ~19 s; idle,
+  // it waits well under 100 ms, and up to ~1 s on a 2-core machine at load average 20.
+  assert.ok(worst < 3000, `slowest answer to another client took ${worst.toFixed(0)} ms (${latencies.length} probes)`);
 });
