@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { OciError } from '../oci/errors.ts';
 import { repositoryNameProblem } from '../oci/names.ts';
-import { readBody, sendJson } from '../registry/http.ts';
+import { clientKey, readBody, sendJson } from '../registry/http.ts';
 import { RateLimiter, type RateLimit } from '../registry/rate-limit.ts';
 import type { AccessView, ApiContext, Gate, RepositoryAction } from '../registry/context.ts';
 import type { AuthConfig } from './config.ts';
@@ -69,7 +69,8 @@ export class AccessControl implements Gate {
   // ---- the gate ---------------------------------------------------------------------------
 
   async admit(ctx: ApiContext, repositoryRoute: boolean): Promise<boolean> {
-    const address = ctx.req.socket.remoteAddress ?? 'unknown';
+    // Limits count an IPv6 client by its /64 (see clientKey); the audit log names the address.
+    const address = clientKey(ctx.req.socket.remoteAddress ?? 'unknown');
     ctx.client = address;
     const path = ctx.url.pathname;
     if (path === TOKEN_PATH) {
@@ -345,7 +346,7 @@ export class AccessControl implements Gate {
   /** One structured line per denied request and per push, delete or GC. */
   private audit(ctx: ApiContext, caller: Caller, entry: Record<string, unknown>): void {
     const fields: Record<string, unknown> = {
-      audit: true, identity: caller.identity.name ?? 'anonymous', kind: caller.identity.kind, client: caller.address,
+      audit: true, identity: caller.identity.name ?? 'anonymous', kind: caller.identity.kind, client: ctx.req.socket?.remoteAddress ?? caller.address,
       method: ctx.req.method, path: ctx.url.pathname,
     };
     for (const [key, value] of Object.entries(entry)) if (value !== undefined && value !== null) fields[key] = value;

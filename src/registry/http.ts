@@ -1,9 +1,25 @@
 // Small helpers for exact HTTP answers: the spec's headers on every response, OCI error bodies.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIPv6 } from 'node:net';
 import { OciError } from '../oci/errors.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' };
+
+/**
+ * The key per-client limits count an address by: an IPv4 address as is, an IPv6 address by its /64
+ * (one host usually holds a whole /64, so per-address limits would otherwise be unlimited).
+ */
+export function clientKey(address: string): string {
+  if (!isIPv6(address)) return address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  const [head = '', tail = ''] = address.split('%')[0]!.split('::');
+  const left = head ? head.split(':') : [];
+  const right = address.includes('::') && tail ? tail.split(':') : [];
+  const groups = address.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+}
 
 export type Headers = Record<string, string | number | string[]>;
 

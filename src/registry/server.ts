@@ -7,7 +7,7 @@ import type { Registry } from '../content/registry.ts';
 import type { Uploads } from '../content/uploads.ts';
 import { requireRepositoryName } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
-import { API_VERSION_HEADER, sendError, sendJson } from './http.ts';
+import { API_VERSION_HEADER, clientKey, sendError, sendJson } from './http.ts';
 import { ALLOW_ALL, type ApiContext, type ApiLimits, type Gate, type Handler, type RepositoryAction } from './context.ts';
 import type { GcReport } from '../gc/collector.ts';
 import { cancelUpload, deleteBlob, getBlob, patchUpload, putUpload, startUpload, uploadStatus } from './blobs.ts';
@@ -163,7 +163,7 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     // Once shutdown has begun, tell keep-alive clients to go away after this answer.
     if (!server.listening) res.setHeader('Connection', 'close');
     const head = req.method === 'HEAD';
-    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: req.socket.remoteAddress ?? 'unknown' };
+    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: clientKey(req.socket.remoteAddress ?? 'unknown') };
     const started = performance.now();
     const admitted = deps.gate ? deps.gate.admit(ctx, isRepositoryRoute(url.pathname)) : Promise.resolve(false);
     admitted.then((answered) => answered ? undefined : dispatch(ctx, deps)).then(

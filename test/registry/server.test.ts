@@ -199,3 +199,18 @@ describe('upload-session caps are per client', () => {
     for (const reply of opened) await call('DELETE', reply.headers.location as string, { from: '127.0.0.3' });
   });
 });
+
+describe('client keys', () => {
+  test('IPv4 addresses count alone, IPv6 addresses by their /64', async () => {
+    const { clientKey } = await import('../../src/registry/http.ts');
+    assert.equal(clientKey('127.0.0.1'), '127.0.0.1');
+    assert.equal(clientKey('::ffff:10.1.2.3'), '10.1.2.3');
+    assert.equal(clientKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+    assert.equal(clientKey('2001:db8:1:2:ffff:ffff:ffff:ffff'), '2001:db8:1:2::/64');
+    assert.equal(clientKey('2001:0db8:0001:0002::9%eth0'), '2001:db8:1:2::/64');
+    assert.equal(clientKey('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(clientKey('::1'), '0:0:0:0::/64');
+    assert.notEqual(clientKey('2001:db8:1:3::1'), clientKey('2001:db8:1:2::1'));
+    assert.equal(clientKey('unknown'), 'unknown');
+  });
+});
