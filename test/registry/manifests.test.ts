@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { fsck } from '../../src/cli/fsck.ts';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const sha256 = (data: string | Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
@@ -12,7 +13,13 @@ let reg: TestRegistry;
 before(async () => {
   reg = await startTestRegistry();
 });
-after(() => reg.dispose());
+after(async () => {
+  // Whatever the misbehaving clients did, the data directory is consistent afterwards.
+  await reg.close();
+  const report = await fsck(reg.dataDir, { maxManifestBytes: 4 * 1024 * 1024 });
+  await reg.dispose();
+  assert.deepEqual(report.problems, [], 'trellis fsck is clean');
+});
 
 /** A 4 MB manifest body nested 2,000,000 levels deep. */
 function deepManifest(): Buffer {

@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeImage, makeReferrer, pushBuilt, type Built } from '../helpers/oci-client.ts';
+import { fsck } from '../../src/cli/fsck.ts';
 
 const FLAVOURS = ['vanilla', 'chocolate', 'strawberry'] as const;
 /** Sizes apart enough for ranges (a referrer with a sha256 subject is at least ~620 bytes). */
@@ -37,7 +38,13 @@ before(async () => {
   elsewhere = sized(other, scoop('chocolate'), 800);
   assert.equal((await pushBuilt(reg.url, 'products/cups', elsewhere.digest, elsewhere)).status, 201);
 });
-after(() => reg.dispose());
+after(async () => {
+  // Whatever the misbehaving clients did, the data directory is consistent afterwards.
+  await reg.close();
+  const report = await fsck(reg.dataDir, { maxManifestBytes: 4 * 1024 * 1024 });
+  await reg.dispose();
+  assert.deepEqual(report.problems, [], 'trellis fsck is clean');
+});
 
 async function listed(path: string): Promise<string[]> {
   const res = await fetch(`${reg.url}${path}`);

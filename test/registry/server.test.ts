@@ -10,6 +10,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { pathProblem } from '../../src/registry/server.ts';
+import { fsck } from '../../src/cli/fsck.ts';
 
 const sha256 = (data: string | Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
@@ -17,7 +18,13 @@ let reg: TestRegistry;
 before(async () => {
   reg = await startTestRegistry({ maxUploadSessions: 5, bodyIdleTimeoutSeconds: 0.3, headersTimeoutSeconds: 0.5 });
 });
-after(() => reg.dispose());
+after(async () => {
+  // Whatever the misbehaving clients did, the data directory is consistent afterwards.
+  await reg.close();
+  const report = await fsck(reg.dataDir, { maxManifestBytes: 4 * 1024 * 1024 });
+  await reg.dispose();
+  assert.deepEqual(report.problems, [], 'trellis fsck is clean');
+});
 
 function port(): number {
   return Number(new URL(reg.url).port);
