@@ -80,6 +80,6 @@ test('other clients are answered promptly while hostile manifests are processed'
   const worst = Math.max(...latencies);
   t.diagnostic(`slowest of ${latencies.length} probes during 5 hostile pushes: ${worst.toFixed(0)} ms`);
   // Generous, for shared CI machines: before the bounds the slowest probe waited ~19 s; idle,
-  // it waits well under 100 ms, and up to ~1 s on a 2-core machine at load average 20.
-  assert.ok(worst < 3000, `slowest answer to another client took ${worst.toFixed(0)} ms (${latencies.length} probes)`);
+  // it waits well under 100 ms, and up to ~2 s on a 2-core machine at load average 20.
+  assert.ok(worst < 5000, `slowest answer to another client took ${worst.toFixed(0)} ms (${latencies.length} probes)`);
 });
