@@ -15,7 +15,7 @@ import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layout
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { digestOf, parseDigest, type DigestAlgorithm, type ParsedDigest } from '../oci/digest.ts';
 import { OciError, type ErrorEntry } from '../oci/errors.ts';
-import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
+import { ManifestInvalid, parseManifest, type ManifestLink } from '../oci/manifest.ts';
 import { isValidTag, repositoryNameProblem } from '../oci/names.ts';
 import { KeyedLock } from './lock.ts';
 import { SqliteQueryIndex } from '../query/sqlite.ts';
@@ -57,6 +57,11 @@ export interface StoredManifest {
   record: ManifestRecord;
   key: string;
 }
+
+/** Missing descriptors a refused manifest push names at most. */
+const MAX_REPORTED_MISSING = 10;
+/** Existence checks run in parallel per batch. */
+const EXISTENCE_BATCH = 32;
 
 export function metadataPath(dataDir: string): string {
   return `${dataDir}/${TRELLIS_FOLDER}/metadata.sqlite`;
@@ -416,21 +421,7 @@ export class Registry {
     const record = manifestRecord(digest, parsed, bytes.length);
     await this.contentLock.run(repository, async () => {
       // Everything is checked before anything is written, so a refused push leaves no trace.
-      const required = parsed.links.filter((l) => l.required);
-      const present = await Promise.all(required.map(async (l) => {
-        // An entry in a descendant the pusher may not pull counts as missing: pushes cannot probe it.
-        if ((!l.repository || canPull(l.repository)) && (await this.holdsBlob(l.repository ?? repository, l.digest))) return true;
-        // Copying tools flatten nested indexes into one repository: accept the entry from here.
-        if (l.repository && (await this.holdsBlob(repository, l.digest))) {
-          delete l.repository;
-          return true;
-        }
-        return false;
-      }));
-      const missing: ErrorEntry[] = required.filter((_, i) => !present[i]).map((l) => ({
-        code: 'MANIFEST_BLOB_UNKNOWN', message: `${l.kind} ${l.digest} is not in ${l.repository ?? repository}`,
-        detail: { digest: l.digest, mediaType: l.mediaType, kind: l.kind, repository: l.repository ?? repository },
-      }));
+      const missing = await this.missingLinks(parsed.links.filter((l) => l.required), repository, canPull);
       if (missing.length) throw OciError.many(400, missing);
       const repo = await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
@@ -440,6 +431,44 @@ export class Registry {
     this.layout.changed(repository);
     await this.changed({ repository, stored: record });
     return parsed.subject ? { digest, subject: parsed.subject, tags } : { digest, tags };
+  }
+
+  /**
+   * What a manifest links to that the registry does not hold, as error entries. The checks run a
+   * few at a time, yielding between batches, and stop after MAX_REPORTED_MISSING misses: a manifest
+   * with 30,000 missing layers costs a handful of lookups and a small answer, not a stall.
+   */
+  private async missingLinks(required: ManifestLink[], repository: string, canPull: (name: string) => boolean): Promise<ErrorEntry[]> {
+    const present = async (l: ManifestLink): Promise<boolean> => {
+      // An entry in a descendant the pusher may not pull counts as missing: pushes cannot probe it.
+      if ((!l.repository || canPull(l.repository)) && (await this.holdsBlob(l.repository ?? repository, l.digest))) return true;
+      // Copying tools flatten nested indexes into one repository: accept the entry from here.
+      if (l.repository && (await this.holdsBlob(repository, l.digest))) {
+        delete l.repository;
+        return true;
+      }
+      return false;
+    };
+    const missing: ManifestLink[] = [];
+    let checked = 0;
+    while (checked < required.length && missing.length < MAX_REPORTED_MISSING) {
+      const batch = required.slice(checked, checked + EXISTENCE_BATCH);
+      const found = await Promise.all(batch.map(present));
+      missing.push(...batch.filter((_, i) => !found[i]));
+      checked += batch.length;
+      if (checked < required.length) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    const entries: ErrorEntry[] = missing.slice(0, MAX_REPORTED_MISSING).map((l) => ({
+      code: 'MANIFEST_BLOB_UNKNOWN', message: `${l.kind} ${l.digest} is not in ${l.repository ?? repository}`,
+      detail: { digest: l.digest, mediaType: l.mediaType, kind: l.kind, repository: l.repository ?? repository },
+    }));
+    if (entries.length && checked < required.length) {
+      entries.push({
+        code: 'MANIFEST_BLOB_UNKNOWN', message: `stopped after ${entries.length} missing descriptors; ${required.length - checked} more were not checked`,
+        detail: { unchecked: required.length - checked },
+      });
+    }
+    return entries;
   }
 
   /** Deletes a tag, or a manifest by digest; `canPull` limits which ancestors a refusal may name. */
