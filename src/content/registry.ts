@@ -106,7 +106,8 @@ export class Registry {
       referrers: options.layoutReferrers,
       runExclusive: (repository, work) => this.indexLock.run(repository, work),
       beforeWrite: (repository) => this.syncWithDisk(repository),
-      onError: (repository, err) => this.log.error({ err, repository }, 'writing index.json failed; will retry on the next change'),
+      afterWrite: (repository) => this.removeUnusedFiles(repository),
+      onError: (repository, err, retryInMs) => this.log.error({ err, repository, retryInMs }, 'writing index.json failed; retrying'),
     });
   }
 
@@ -125,11 +126,26 @@ export class Registry {
     await registry.driver.clearTemp();
     await registry.adoptLayouts();
     await registry.layout.flushAll();
-    // Files of deleted manifests whose removal a crash interrupted after index.json was rewritten.
-    for (const repo of metadata.allRepositories()) {
-      for (const digest of metadata.takePendingUnlinks(repo.id, repo.flushedGen)) await registry.driver.remove(blobKey(repo.name, digest));
-    }
+    // Removals a crash interrupted after the index.json rewrite that allowed them.
+    for (const repo of metadata.allRepositories()) await registry.removeUnusedFiles(repo.name);
     return registry;
+  }
+
+  /**
+   * Removes the files journaled for removal that `index.json` no longer names, each only if
+   * nothing needs it in any role any more. Runs exclusively of pushes and deletes (a re-push of
+   * the same bytes either comes first and keeps the file, or comes after and writes it again)
+   * and of `index.json` rewrites (which write referrers index blobs).
+   */
+  async removeUnusedFiles(repository: string): Promise<void> {
+    await this.contentLock.run(repository, () => this.indexLock.run(repository, async () => {
+      const repo = this.metadata.repository(repository);
+      if (!repo) return;
+      for (const digest of this.metadata.dueUnlinks(repo.id, repo.flushedGen)) {
+        if (!this.metadata.contentInUse(repo.id, digest)) await this.driver.remove(blobKey(repository, digest));
+        this.metadata.dropPendingUnlink(repo.id, digest);
+      }
+    }));
   }
 
   private closing: Promise<void> | undefined;
@@ -263,10 +279,10 @@ export class Registry {
 
   // ---- blobs --------------------------------------------------------------------------------
 
-  /** A blob of the repository; a deleted manifest whose file awaits removal counts as gone. */
+  /** A blob of the repository; a file awaiting removal that nothing needs counts as gone. */
   async blobInfo(repository: string, digest: string): Promise<FileInfo | undefined> {
     const repo = this.metadata.repository(repository);
-    if (repo && this.metadata.isPendingUnlink(repo.id, digest)) return undefined;
+    if (repo && this.metadata.awaitsUnlink(repo.id, digest)) return undefined;
     return this.driver.stat(blobKey(repository, digest));
   }
 
@@ -281,14 +297,19 @@ export class Registry {
     return (await this.blobInfo(repository, digest)) !== undefined;
   }
 
-  /** Moves a verified upload into the repository's layout. */
+  /**
+   * Moves a verified upload into the repository's layout. The file and its blob row arrive
+   * together under the content lock, so a journaled removal of the same digest sees the row.
+   */
   async storeBlob(repository: string, fromKey: string, digest: string, size: number): Promise<void> {
     const repo = await this.createRepository(repository);
-    // Content another repository already holds is linked, not stored again.
-    const holder = this.metadata.findBlob(digest, repo.id);
-    if (holder && (await this.driver.share(blobKey(holder, digest), blobKey(repository, digest)))) await this.driver.remove(fromKey);
-    else await this.driver.commit(fromKey, blobKey(repository, digest));
-    this.metadata.recordBlob(repo.id, digest, size);
+    await this.contentLock.run(repository, async () => {
+      // Content another repository already holds is linked, not stored again.
+      const holder = this.metadata.findBlob(digest, repo.id);
+      if (holder && (await this.driver.share(blobKey(holder, digest), blobKey(repository, digest)))) await this.driver.remove(fromKey);
+      else await this.driver.commit(fromKey, blobKey(repository, digest));
+      this.metadata.recordBlob(repo.id, digest, size);
+    });
   }
 
   /**
@@ -304,9 +325,11 @@ export class Registry {
     const info = await this.blobInfo(source, digest);
     if (!info) return false;
     const repo = await this.createRepository(repository);
-    if (!(await this.driver.share(blobKey(source, digest), blobKey(repository, digest)))) return false;
-    this.metadata.recordBlob(repo.id, digest, info.size);
-    return true;
+    return this.contentLock.run(repository, async () => {
+      if (!(await this.driver.share(blobKey(source, digest), blobKey(repository, digest)))) return false;
+      this.metadata.recordBlob(repo.id, digest, info.size);
+      return true;
+    });
   }
 
   async deleteBlob(repository: string, digest: string): Promise<void> {
@@ -337,7 +360,7 @@ export class Registry {
     }
     const key = blobKey(repository, digest);
     const record = this.metadata.manifest(repo.id, digest)
-      ?? (this.metadata.isPendingUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
+      ?? (this.metadata.awaitsUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
     if (record && (await this.driver.stat(key))) return { record, key };
     // A manifest an index here lists from a descendant repository is pulled through this one.
     // Only descendants the caller may pull; the others look exactly like a manifest that is not there.
@@ -461,7 +484,7 @@ export class Registry {
         throw new OciError(409, 'DENIED', `manifest ${digest} is listed by ${where}; delete or change that index first`,
           { referencedBy: visible.map((h) => ({ repository: h.parentRepository, digest: h.parent })) });
       }
-      // The file goes when index.json stops listing it (see LayoutWriter.flush).
+      // The file goes when index.json stops listing it, if nothing else needs it (removeUnusedFiles).
       if (!this.metadata.deleteManifests(repo.id, [digest]).length) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
       change.removed = [digest];
     });
