@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { FileSystemDriver } from '../storage/filesystem.ts';
 import type { FileInfo } from '../storage/driver.ts';
 import { SqliteMetadataStore } from '../metadata/sqlite.ts';
+import { lockDataDirectory, type DirectoryLock } from '../metadata/directory-lock.ts';
 import { manifestRecord, type ManifestRecord, type MetadataStore, type PageRequest, type RepositoryRecord } from '../metadata/store.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
 import { findLayouts } from '../layout/discover.ts';
@@ -76,6 +77,14 @@ export function requireRepositoryName(name: string): void {
   if (problem) throw new OciError(400, 'NAME_INVALID', problem, { name: name.slice(0, 300) });
 }
 
+export { DataDirectoryBusy } from '../metadata/directory-lock.ts';
+
+/** Takes the data directory for this process, or throws DataDirectoryBusy naming the holder. */
+async function lockData(dataDir: string): Promise<DirectoryLock> {
+  await mkdir(`${dataDir}/${TRELLIS_FOLDER}`, { recursive: true });
+  return lockDataDirectory(dataDir, `${dataDir}/${TRELLIS_FOLDER}`, ['trellis', ...process.argv.slice(2)].join(' '));
+}
+
 async function removeIndex(dataDir: string): Promise<void> {
   for (const suffix of ['', '-wal', '-shm']) await rm(metadataPath(dataDir) + suffix, { force: true });
 }
@@ -93,8 +102,12 @@ export class Registry {
   private readonly log: Logger;
   private readonly observers: ContentObserver[] = [];
 
-  private constructor(options: RegistryOptions, metadata: MetadataStore, queries: QueryIndex) {
+  /** Released on close when this registry took it (not when a caller lent it, as rebuildIndex does). */
+  private readonly directoryLock: DirectoryLock | undefined;
+
+  private constructor(options: RegistryOptions, metadata: MetadataStore, queries: QueryIndex, directoryLock: DirectoryLock | undefined) {
     this.options = options;
+    this.directoryLock = directoryLock;
     this.log = options.logger;
     this.driver = new FileSystemDriver(options.dataDir, { durable: options.durable });
     this.metadata = metadata;
@@ -111,24 +124,41 @@ export class Registry {
     });
   }
 
-  /** Opens the data directory: repairs `index.json` files from the journal and adopts new layouts. */
+  /**
+   * Opens the data directory: takes its lock (one process at a time; DataDirectoryBusy
+   * otherwise), repairs `index.json` files from the journal and adopts new layouts.
+   */
   static async open(options: RegistryOptions): Promise<Registry> {
-    await mkdir(`${options.dataDir}/${TRELLIS_FOLDER}`, { recursive: true });
-    const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable });
-    const registry = new Registry(options, metadata, new SqliteQueryIndex(metadata.database));
-    if (metadata.needsRebuild) {
-      // Write what the old index journalled into the layouts, then rebuild from them.
-      options.logger.warn('the metadata index predates this version; rebuilding it from the layouts');
-      await registry.close();
-      await removeIndex(options.dataDir);
-      return Registry.open(options);
+    const lock = await lockData(options.dataDir);
+    try {
+      return await Registry.openLocked(options, lock, true);
+    } catch (err) {
+      lock.release();
+      throw err;
     }
-    await registry.driver.clearTemp();
-    await registry.adoptLayouts();
-    await registry.layout.flushAll();
-    // Removals a crash interrupted after the index.json rewrite that allowed them.
-    for (const repo of metadata.allRepositories()) await registry.removeUnusedFiles(repo.name);
-    return registry;
+  }
+
+  private static async openLocked(options: RegistryOptions, lock: DirectoryLock, ownsLock: boolean): Promise<Registry> {
+    const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable });
+    const registry = new Registry(options, metadata, new SqliteQueryIndex(metadata.database), ownsLock ? lock : undefined);
+    try {
+      if (metadata.needsRebuild) {
+        // Write what the old index journalled into the layouts, then rebuild from them.
+        options.logger.warn('the metadata index predates this version; rebuilding it from the layouts');
+        await registry.closeKeepingLock();
+        await removeIndex(options.dataDir);
+        return await Registry.openLocked(options, lock, ownsLock);
+      }
+      await registry.driver.clearTemp();
+      await registry.adoptLayouts();
+      await registry.layout.flushAll();
+      // Removals a crash interrupted after the index.json rewrite that allowed them.
+      for (const repo of metadata.allRepositories()) await registry.removeUnusedFiles(repo.name);
+      return registry;
+    } catch (err) {
+      await metadata.close();
+      throw err;
+    }
   }
 
   /**
@@ -150,13 +180,24 @@ export class Registry {
 
   private closing: Promise<void> | undefined;
 
-  /** Flushes every layout and closes the index; later calls wait for the first. */
+  /** Flushes every layout, closes the index and lets the data directory go; later calls wait for the first. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      await this.layout.flushAll();
-      await this.metadata.close();
+      try {
+        await this.closeKeepingLock();
+      } finally {
+        this.directoryLock?.release();
+      }
     })();
     return this.closing;
+  }
+
+  private async closeKeepingLock(): Promise<void> {
+    try {
+      await this.layout.flushAll();
+    } finally {
+      await this.metadata.close();
+    }
   }
 
   /** Runs work on a repository's content exclusively of pushes and deletes there (used by GC). */
@@ -509,13 +550,22 @@ export class Registry {
     // Opening and closing first writes every journalled change into the layouts, so nothing
     // acknowledged is lost when the index is dropped. Without an index there is no journal, and
     // opening would only build the index that is about to be dropped (reading every layout).
-    if (existsSync(metadataPath(options.dataDir))) await (await Registry.open(options)).close();
-    await removeIndex(options.dataDir);
-    const registry = await Registry.open(options);
-    let orphans = 0;
-    if (deep) for (const repo of registry.metadata.allRepositories()) orphans += await registry.adoptOrphanReferrers(repo);
-    await registry.close();
-    return { orphans };
+    // The lock is held throughout, so no server starts on the index while it is dropped.
+    const lock = await lockData(options.dataDir);
+    try {
+      if (existsSync(metadataPath(options.dataDir))) await (await Registry.openLocked(options, lock, false)).close();
+      await removeIndex(options.dataDir);
+      const registry = await Registry.openLocked(options, lock, false);
+      let orphans = 0;
+      try {
+        if (deep) for (const repo of registry.metadata.allRepositories()) orphans += await registry.adoptOrphanReferrers(repo);
+      } finally {
+        await registry.close();
+      }
+      return { orphans };
+    } finally {
+      lock.release();
+    }
   }
 
   /**

@@ -148,7 +148,7 @@ test('trellis gc --dry-run reports without removing, and refuses while a server 
   const reg = await startTestRegistry();
   try {
     const s = await scenario(reg);
-    await assert.rejects(run(process.execPath, [MAIN, 'gc', '--data', reg.dataDir]), /is serving/);
+    await assert.rejects(run(process.execPath, [MAIN, 'gc', '--data', reg.dataDir]), /trellis: .* is in use by `trellis/);
     await reg.close();
     const env = { ...process.env, TRELLIS_GC_GRACE_SECONDS: '0', TRELLIS_GC_UNTAGGED: 'delete' };
     await new Promise((r) => setTimeout(r, 20));
