@@ -4,7 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import {
@@ -159,6 +161,56 @@ test('trellis gc --dry-run reports without removing, and refuses while a server 
     assert.ok(report.removed.some((i) => i.digest === s.untagged.digest));
     const again = await run(process.execPath, [MAIN, 'gc', '--dry-run', '--data', reg.dataDir], { env });
     assert.match(again.stdout, /^0 items/m);
+  } finally {
+    await reg.dispose();
+  }
+});
+
+/** Every manifest index.json lists, with every blob it needs present in the layout (as a reader of the live layout sees it). */
+async function layoutProblems(dataDir: string, repo: string): Promise<string[]> {
+  const problems: string[] = [];
+  const blobPath = (digest: string) => join(dataDir, repo, 'blobs', ...digest.split(':'));
+  const index = JSON.parse(await readFile(join(dataDir, repo, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+  for (const entry of index.manifests) {
+    const bytes = await readFile(blobPath(entry.digest)).catch(() => undefined);
+    if (!bytes) {
+      problems.push(`index.json lists ${entry.digest}, whose file is missing`);
+      continue;
+    }
+    const manifest = JSON.parse(bytes.toString()) as { config?: { digest: string }; layers?: { digest: string }[] };
+    for (const d of [manifest.config, ...(manifest.layers ?? [])]) {
+      if (d && !existsSync(blobPath(d.digest))) problems.push(`index.json lists ${entry.digest}, whose blob ${d.digest} is missing`);
+    }
+  }
+  return problems;
+}
+
+test('GC removes no blob before the index.json rewrite that stops listing the manifests using it', async () => {
+  // A slow rewrite (the delay grows with a repository's size): the collected manifest stays in
+  // index.json until it runs, and its blobs must stay with it.
+  const reg = await startTestRegistry({ indexFlushMinMs: 60_000, indexFlushMaxMs: 60_000 });
+  try {
+    const repo = 'gc/order';
+    const kept = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', kept)).status, 201);
+    const untagged = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, untagged.digest, untagged)).status, 201);
+    await reg.registry.layout.flushAll();
+    assert.ok((await readFile(join(reg.dataDir, repo, 'index.json'), 'utf8')).includes(untagged.digest));
+
+    const report = await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 0 }, { dryRun: false, now: later() });
+    assert.ok(report.removed.some((i) => i.digest === untagged.digest));
+    for (const blob of untagged.blobs) assert.ok(report.removed.some((i) => i.digest === descriptorOf('x', blob).digest));
+    assert.equal((await getManifest(reg.url, repo, untagged.digest)).status, 404, 'the API forgets it at once');
+    assert.deepEqual(await layoutProblems(reg.dataDir, repo), [], 'a reader of the live layout sees a manifest whose blobs GC removed');
+
+    await reg.registry.layout.flushAll();
+    assert.deepEqual(await layoutProblems(reg.dataDir, repo), []);
+    assert.ok(!(await readFile(join(reg.dataDir, repo, 'index.json'), 'utf8')).includes(untagged.digest));
+    for (const blob of untagged.blobs) assert.ok(!existsSync(join(reg.dataDir, repo, 'blobs', ...descriptorOf('x', blob).digest.split(':'))), 'collected blobs go after the rewrite');
+    await reg.close();
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir]);
+    assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();
   }
