@@ -43,12 +43,16 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
 /** The whole `index.json` for a repository, from the metadata index, built a page at a time. */
 export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRecord, referrerOptions: LayoutReferrerOptions): Promise<string> {
   const parts: string[] = [];
-  const generated = referrerOptions.fallbackTags ? metadata.referrerIndexes(repo.id) : [];
-  const generatedTags = new Set(generated.map((r) => fallbackTag(r.subject)));
-  // A fallback tag an old client pushed gives way to the generated one, which lists every referrer.
+  // A fallback tag a client pushed itself (notation, `oras attach --distribution-spec
+  // v1.1-referrers-tag`, regctl) is the client's tag: it is listed as pushed, and Trellis's
+  // generated index for that subject stays out of index.json until the client's tag is gone.
+  // Readers still find every referrer through the untagged entries annotated with their subject.
+  const generated = referrerOptions.fallbackTags
+    ? metadata.referrerIndexes(repo.id).filter((r) => metadata.resolveTag(repo.id, fallbackTag(r.subject)) === undefined)
+    : [];
   for (let after = ''; ;) {
     const page = metadata.taggedEntries(repo.id, { after, limit: PAGE });
-    for (const m of page) if (!generatedTags.has(m.tag)) parts.push(JSON.stringify(entryFor(m, { [REF_NAME]: m.tag })));
+    for (const m of page) parts.push(JSON.stringify(entryFor(m, { [REF_NAME]: m.tag })));
     if (page.length < PAGE) break;
     after = page[page.length - 1]!.tag;
     await yieldToEventLoop();
