@@ -141,14 +141,14 @@ export class Registry {
   private static async openLocked(options: RegistryOptions, lock: DirectoryLock, ownsLock: boolean): Promise<Registry> {
     const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable });
     const registry = new Registry(options, metadata, new SqliteQueryIndex(metadata.database), ownsLock ? lock : undefined);
+    if (metadata.needsRebuild) {
+      // Write what the old index journalled into the layouts, then rebuild from them.
+      options.logger.warn('the metadata index predates this version; rebuilding it from the layouts');
+      await registry.closeKeepingLock();
+      await removeIndex(options.dataDir);
+      return Registry.openLocked(options, lock, ownsLock);
+    }
     try {
-      if (metadata.needsRebuild) {
-        // Write what the old index journalled into the layouts, then rebuild from them.
-        options.logger.warn('the metadata index predates this version; rebuilding it from the layouts');
-        await registry.closeKeepingLock();
-        await removeIndex(options.dataDir);
-        return await Registry.openLocked(options, lock, ownsLock);
-      }
       await registry.driver.clearTemp();
       await registry.adoptLayouts();
       await registry.layout.flushAll();
