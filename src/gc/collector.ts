@@ -75,6 +75,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
         if (info && Number(info.mtimeNs / 1_000_000n) < cutoff) blobCandidates.push({ digest, size: info.size });
       }
     }
+    let journaledBlobs = 0;
     for (let i = 0; i < blobCandidates.length; i += BATCH) {
       await registry.exclusive(repo.name, async () => {
         for (const blob of blobCandidates.slice(i, i + BATCH)) {
@@ -83,6 +84,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
             const info = await driver.stat(blobKey(repo.name, blob.digest));
             if (!info || Number(info.mtimeNs / 1_000_000n) >= cutoff) continue;
             metadata.scheduleUnlink(repo.id, blob.digest);
+            journaledBlobs++;
           }
           report.removed.push({ repository: repo.name, digest: blob.digest, kind: 'blob', reason: 'no manifest uses it', bytes: blob.size });
           report.bytes += blob.size;
@@ -90,7 +92,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
       });
     }
     // Due at once when index.json is up to date; otherwise after the rewrite already scheduled.
-    if (!options.dryRun) await registry.removeUnusedFiles(repo.name);
+    if (!options.dryRun && (dead.size || journaledBlobs)) await registry.removeUnusedFiles(repo.name);
   }
   report.durationMs = performance.now() - started;
   return report;
