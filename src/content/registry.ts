@@ -373,15 +373,27 @@ export class Registry {
     });
   }
 
+  /**
+   * Deletes a blob: it answers 404 at once, and its file goes like any other removal, after the
+   * `index.json` rewrite that stops listing manifests deleted before it (a client deleting a
+   * manifest and then its layers never leaves a listed manifest without them). A blob a manifest
+   * here still uses is removed at once, as asked.
+   */
   async deleteBlob(repository: string, digest: string): Promise<void> {
     const repo = await this.requireRepository(repository);
     await this.contentLock.run(repository, async () => {
       if (this.metadata.manifest(repo.id, digest)) {
         throw new OciError(405, 'UNSUPPORTED', `${digest} is a manifest; delete it through /v2/${repository}/manifests/${digest}`);
       }
-      if (!(await this.driver.remove(blobKey(repository, digest)))) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${repository}`);
-      this.metadata.forgetBlob(repo.id, digest);
+      if (!(await this.blobInfo(repository, digest))) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${repository}`);
+      this.metadata.scheduleUnlink(repo.id, digest);
+      if (this.metadata.contentInUse(repo.id, digest)) {
+        await this.driver.remove(blobKey(repository, digest));
+        this.metadata.dropPendingUnlink(repo.id, digest);
+      }
     });
+    // Due at once unless a rewrite of index.json is pending.
+    await this.removeUnusedFiles(repository);
   }
 
   // ---- manifests ----------------------------------------------------------------------------
