@@ -16,7 +16,10 @@ export function gcPolicy(settings: Settings): GcPolicy {
   return { untagged: settings.gcUntagged, danglingReferrers: settings.gcDanglingReferrers, graceSeconds: settings.gcGraceSeconds };
 }
 
-/** Marks a data directory as served by this process (offline commands refuse to touch it). */
+/**
+ * The serving process's id, for service managers. Informational only: what keeps a second process
+ * off the data directory is its lock (metadata/directory-lock.ts), taken before this is written.
+ */
 export function pidFile(dataDir: string): string {
   return `${dataDir}/${TRELLIS_FOLDER}/serve.pid`;
 }
