@@ -10,6 +10,7 @@ export type ContentProblem =
   | 'conflict' // something else still needs the object
   | 'too-large' // over a configured size limit
   | 'busy' // another request is using the object (an upload being written)
+  | 'stalled' // the client stopped sending in the middle of a body
   | 'too-many'; // a configured limit on open things is reached
 
 export class ContentError extends Error {

@@ -66,7 +66,11 @@ export interface ComponentIndex {
   replaceRepository(repository: string, rows: ComponentVersionRow[]): Promise<void>;
   /** Every component version, ordered by name, repository, then version text. */
   allVersions(): Promise<ComponentVersionRow[]>;
-  versionsOf(name: string): Promise<ComponentVersionRow[]>;
+  /**
+   * Versions of a component; with `include`, only those in repositories it accepts, decided before
+   * any version is read (a hidden component costs what an absent one does).
+   */
+  versionsOf(name: string, include?: (repository: string) => boolean): Promise<ComponentVersionRow[]>;
   /** Component versions whose descriptor ships `digest`. */
   shipping(digest: string): Promise<VersionKey[]>;
   /** Component versions whose descriptor references `name` at `version`. */

@@ -63,8 +63,14 @@ export class PostgresComponentIndex implements ComponentIndex {
     return (await this.pool.query<Row>('SELECT * FROM component_versions ORDER BY name, repository, version')).rows.map(toRow);
   }
 
-  async versionsOf(name: string): Promise<ComponentVersionRow[]> {
-    return (await this.pool.query<Row>('SELECT * FROM component_versions WHERE name = $1 ORDER BY repository, version', [name])).rows.map(toRow);
+  async versionsOf(name: string, include?: (repository: string) => boolean): Promise<ComponentVersionRow[]> {
+    if (!include) return (await this.pool.query<Row>('SELECT * FROM component_versions WHERE name = $1 ORDER BY repository, version', [name])).rows.map(toRow);
+    // Which repositories is decided before any version is read: a hidden component costs what an absent one does.
+    const repositories = (await this.pool.query<{ repository: string }>('SELECT DISTINCT repository FROM component_versions WHERE name = $1 ORDER BY repository', [name]))
+      .rows.map((r) => r.repository).filter(include);
+    if (!repositories.length) return [];
+    const { rows } = await this.pool.query<Row>('SELECT * FROM component_versions WHERE name = $1 AND repository = ANY($2::text[]) ORDER BY repository, version', [name, repositories]);
+    return rows.map(toRow);
   }
 
   async shipping(digest: string): Promise<VersionKey[]> {

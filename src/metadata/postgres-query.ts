@@ -5,6 +5,7 @@
 import type pg from 'pg';
 import { QueryInvalid, type Condition, type Query } from '../query/language.ts';
 import type { QueryAccess, QueryIndex, QueryMatch, QueryPage, QueryScope } from './query.ts';
+import { LISTED_TYPE } from '../query/attributes.ts';
 
 type SQLInputValue = string | number | null | readonly string[];
 
@@ -13,12 +14,13 @@ type SQLInputValue = string | number | null | readonly string[];
  * columns (single-valued) and its edges or tags (multi-valued). Storing them again would double
  * the index pages every push writes.
  */
-type Source = { column: string; order: string } | { from: string; value: string; order: string };
+type Source = { column: string; order: string } | { columns: { column: string; order: string }[] } | { from: string; value: string; order: string };
 // Digests never have an order key (they are neither times, versions nor numbers).
 const SOURCES: Record<string, Source> = {
   digest: { column: 'm.digest', order: 'NULL::text' },
   mediatype: { column: 'lower(m.media_type)', order: 'm.media_type_ord' },
   artifacttype: { column: 'lower(m.artifact_type)', order: 'm.artifact_type_ord' },
+  [LISTED_TYPE]: { columns: [{ column: 'lower(m.media_type)', order: 'm.media_type_ord' }, { column: 'lower(m.artifact_type)', order: 'm.artifact_type_ord' }] },
   repository: { column: 'lower(r.name)', order: 'r.name_ord' },
   config__digest: { from: "edges fe WHERE fe.repo_id = m.repo_id AND fe.parent = m.digest AND fe.kind = 'config'", value: 'fe.child', order: 'NULL::text' },
   layers__digest: { from: "edges fe WHERE fe.repo_id = m.repo_id AND fe.parent = m.digest AND fe.kind = 'layer'", value: 'fe.child', order: 'NULL::text' },
@@ -58,6 +60,16 @@ interface Fragment {
 /** Predicates over one attribute's values: `any` (some value satisfies) and `has` (some value). */
 function valuesOf(path: string): { any: (predicate: (value: string, order: string) => string, ...params: SQLInputValue[]) => Fragment; has: Fragment } {
   const source = SOURCES[path];
+  if (source && 'columns' in source) {
+    // Several single-valued columns: some value satisfies when one of them does (NULL never does).
+    return {
+      any: (predicate, ...params) => ({
+        text: `(${source.columns.map((c) => `COALESCE(${predicate(c.column, c.order)}, FALSE)`).join(' OR ')})`,
+        params: source.columns.flatMap(() => params),
+      }),
+      has: { text: `(${source.columns.map((c) => `${c.column} IS NOT NULL`).join(' OR ')})`, params: [] },
+    };
+  }
   if (source && 'column' in source) {
     const order = source.order;
     return { any: (predicate, ...params) => ({ text: predicate(source.column, order), params }), has: { text: `${source.column} IS NOT NULL`, params: [] } };
@@ -100,8 +112,7 @@ function isSingleValued(path: string): boolean {
 
 /** The index range an ordered condition covers, for driving a scan by it. */
 function orderRange(condition: Condition, column: string): { text: string; params: SQLInputValue[] } {
-  const { key, end } = condition.order!;
-  const start = key.charAt(0);
+  const { key, start, end } = condition.order!;
   switch (condition.comparison) {
     case 'gt': return { text: `${column} > ? AND ${column} < ?`, params: [key, end] };
     case 'gte': return { text: `${column} >= ? AND ${column} < ?`, params: [key, end] };

@@ -274,16 +274,36 @@ class PostgresTables implements MetadataTables {
     });
   }
 
-  async takePendingUnlinks(repoId: number, flushedGen: number): Promise<string[]> {
-    return this.tx(async (sql) => {
-      const { rows } = await sql.query<{ digest: string }>(`DELETE FROM pending_unlinks p WHERE p.repo_id = $1 AND p.gen <= $2 RETURNING p.digest,
-        EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = p.repo_id AND m.digest = p.digest) AS live`, [repoId, flushedGen]);
-      return (rows as unknown as { digest: string; live: boolean }[]).filter((r) => !r.live).map((r) => r.digest);
+  async dueUnlinks(repoId: number, flushedGen: number): Promise<string[]> {
+    const { rows } = await this.pool.query<{ digest: string }>('SELECT digest FROM pending_unlinks WHERE repo_id = $1 AND gen <= $2 ORDER BY digest', [repoId, flushedGen]);
+    return rows.map((r) => r.digest);
+  }
+
+  async dropPendingUnlink(repoId: number, digest: string): Promise<void> {
+    await this.pool.query('DELETE FROM pending_unlinks WHERE repo_id = $1 AND digest = $2', [repoId, digest]);
+  }
+
+  async scheduleUnlink(repoId: number, digest: string): Promise<void> {
+    await this.tx(async (sql) => {
+      await sql.query('INSERT INTO pending_unlinks (repo_id, digest, gen) SELECT id, $1, gen FROM repos WHERE id = $2 ON CONFLICT DO NOTHING', [digest, repoId]);
+      await this.forgetBlob(repoId, digest, sql);
     });
   }
 
-  async isPendingUnlink(repoId: number, digest: string): Promise<boolean> {
-    return (await this.one(this.pool, 'SELECT 1 FROM pending_unlinks WHERE repo_id = $1 AND digest = $2', [repoId, digest])) !== undefined;
+  async contentInUse(repoId: number, digest: string): Promise<boolean> {
+    // A subject link does not need its subject's file; every other role does.
+    return (await this.one(this.pool, `SELECT 1 WHERE EXISTS (SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2)
+        OR EXISTS (SELECT 1 FROM blobs WHERE repo_id = $1 AND digest = $2)
+        OR EXISTS (SELECT 1 FROM layout_referrer_indexes WHERE repo_id = $1 AND digest = $2)
+        OR EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
+          WHERE e.repo_id = $1 AND e.child = $2 AND e.child_repo = '' AND e.kind <> 'subject')
+        OR EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
+          WHERE e.child_repo = (SELECT name FROM repos WHERE id = $1) AND e.child = $2 AND e.kind <> 'subject')`, [repoId, digest])) !== undefined;
+  }
+
+  async awaitsUnlink(repoId: number, digest: string): Promise<boolean> {
+    const pending = await this.one(this.pool, 'SELECT 1 FROM pending_unlinks WHERE repo_id = $1 AND digest = $2', [repoId, digest]);
+    return pending !== undefined && !(await this.contentInUse(repoId, digest));
   }
 
   async edgesFrom(repoId: number, digest: string): Promise<EdgeRecord[]> {
@@ -360,7 +380,13 @@ class PostgresTables implements MetadataTables {
 
   async setReferrerIndex(repoId: number, subject: string, index: { digest: string; size: number } | null, marked: number): Promise<void> {
     await this.tx(async (sql) => {
+      // The index it replaces goes once index.json stops naming it, like a deleted manifest's file.
+      const old = await this.one<{ digest: string }>(sql, 'SELECT digest FROM layout_referrer_indexes WHERE repo_id = $1 AND subject = $2', [repoId, subject]);
+      if (old && old.digest !== index?.digest) {
+        await sql.query('INSERT INTO pending_unlinks (repo_id, digest, gen) SELECT id, $1, gen FROM repos WHERE id = $2 ON CONFLICT DO NOTHING', [old.digest, repoId]);
+      }
       if (index) {
+        await sql.query('DELETE FROM pending_unlinks WHERE repo_id = $1 AND digest = $2', [repoId, index.digest]);
         await sql.query(`INSERT INTO layout_referrer_indexes (repo_id, subject, digest, size) VALUES ($1, $2, $3, $4)
           ON CONFLICT (repo_id, subject) DO UPDATE SET digest = EXCLUDED.digest, size = EXCLUDED.size`, [repoId, subject, index.digest, index.size]);
       } else {
@@ -416,7 +442,10 @@ class PostgresTables implements MetadataTables {
           UNION SELECT e.child FROM edges e WHERE e.child_repo = $2 AND e.kind = 'manifest'
             AND EXISTS (SELECT 1 FROM manifests p WHERE p.repo_id = e.repo_id AND p.digest = e.parent)) seeds
         UNION SELECT step.digest FROM live l CROSS JOIN LATERAL (
-          SELECT e.child AS digest FROM edges e WHERE e.repo_id = $1 AND e.parent = l.digest AND e.kind = 'manifest' AND e.child_repo = ''
+          -- a manifest a live manifest uses in any role (an index child, or a layer or blob whose
+          -- bytes are a manifest) is live, and so is what it uses
+          SELECT e.child AS digest FROM edges e WHERE e.repo_id = $1 AND e.parent = l.digest AND e.kind <> 'subject' AND e.child_repo = ''
+            AND (e.kind = 'manifest' OR EXISTS (SELECT 1 FROM manifests c WHERE c.repo_id = $1 AND c.digest = e.child))
           UNION ALL SELECT m.digest FROM manifests m WHERE m.repo_id = $1 AND m.subject = l.digest) step)
       SELECT m.digest, m.subject, (m.subject IS NOT NULL AND m.subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $1)) AS dangling
       FROM manifests m WHERE m.repo_id = $1 AND m.digest NOT IN (SELECT digest FROM live) ORDER BY m.id`,
@@ -432,7 +461,7 @@ class PostgresTables implements MetadataTables {
     const row = await this.one(this.pool, `SELECT 1 FROM manifests m WHERE m.repo_id = $1 AND m.digest = $2 AND m.pushed_at < $3
         AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = $1 AND t.digest = $2)
         AND NOT EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
-          WHERE e.repo_id = $1 AND e.child = $2 AND e.kind = 'manifest' AND e.child_repo = '')
+          WHERE e.repo_id = $1 AND e.child = $2 AND e.kind <> 'subject' AND e.child_repo = '')
         AND NOT EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
           WHERE e.child_repo = $4 AND e.child_repo <> '' AND e.child = $2 AND e.kind = 'manifest')
         AND NOT (m.subject IS NOT NULL AND EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = $1 AND t.digest = m.subject))`,
@@ -445,7 +474,7 @@ class PostgresTables implements MetadataTables {
     const { rows } = await this.pool.query<{ digest: string }>(`SELECT digest FROM manifests WHERE repo_id = $1
       UNION SELECT digest FROM layout_referrer_indexes WHERE repo_id = $1 UNION SELECT digest FROM pending_unlinks WHERE repo_id = $1`, [repoId]);
     for (const { digest } of rows) if (!excluding.has(digest)) referenced.add(digest);
-    const edges = await this.pool.query<{ parent: string; child: string }>("SELECT parent, child FROM edges WHERE repo_id = $1 AND child_repo = ''", [repoId]);
+    const edges = await this.pool.query<{ parent: string; child: string }>("SELECT parent, child FROM edges WHERE repo_id = $1 AND child_repo = '' AND kind <> 'subject'", [repoId]);
     for (const { parent, child } of edges.rows) if (referenced.has(parent)) referenced.add(child);
     return referenced;
   }

@@ -106,8 +106,12 @@ export class SqliteComponentIndex implements Synchronous<ComponentIndex> {
     return (this.sql('SELECT * FROM component_versions ORDER BY name, repository, version').all() as unknown as Row[]).map(toRow);
   }
 
-  versionsOf(name: string): ComponentVersionRow[] {
-    return (this.sql('SELECT * FROM component_versions WHERE name = ? ORDER BY repository, version').all(name) as unknown as Row[]).map(toRow);
+  versionsOf(name: string, include?: (repository: string) => boolean): ComponentVersionRow[] {
+    if (!include) return (this.sql('SELECT * FROM component_versions WHERE name = ? ORDER BY repository, version').all(name) as unknown as Row[]).map(toRow);
+    const repositories = (this.sql('SELECT DISTINCT repository FROM component_versions WHERE name = ? ORDER BY repository').all(name) as { repository: string }[])
+      .map((r) => r.repository).filter(include);
+    const inRepository = this.sql('SELECT * FROM component_versions WHERE name = ? AND repository = ? ORDER BY version');
+    return repositories.flatMap((repository) => (inRepository.all(name, repository) as unknown as Row[]).map(toRow));
   }
 
   shipping(digest: string): VersionKey[] {

@@ -128,7 +128,14 @@ export interface ManifestIndex {
   putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): Promise<void>;
   /** Removes manifests and every tag on them, in one transaction; returns those that were there. */
   deleteManifests(repoId: number, digests: string[]): Promise<string[]>;
-  isPendingUnlink(repoId: number, digest: string): Promise<boolean>;
+  /**
+   * Whether anything still needs the file `blobs/<digest>` in any role: a manifest, a blob row
+   * (uploaded or mounted), a layout referrers index, or a config/layer/blob/child link of a
+   * manifest here or of an ancestor's nested index.
+   */
+  contentInUse(repoId: number, digest: string): Promise<boolean>;
+  /** Journaled for removal and needed by nothing: served as absent. */
+  awaitsUnlink(repoId: number, digest: string): Promise<boolean>;
   edgesFrom(repoId: number, digest: string): Promise<EdgeRecord[]>;
   /** Links into a manifest or blob: from its own repository and from ancestors' nested links. */
   edgesTo(repository: string, digest: string): Promise<EdgeRecord[]>;
@@ -156,10 +163,14 @@ export interface LayoutJournal {
   notePendingIndex(repoId: number, gen: number, stamp: string): Promise<void>;
   markFlushed(repoId: number, gen: number, indexStamp: string): Promise<void>;
   /**
-   * Deleted manifests whose files may go now that `index.json` shows changes up to `flushedGen`
-   * (removing them earlier would leave `index.json` naming a missing blob). One transaction.
+   * Files journaled for removal that `index.json` no longer names now that it shows changes up to
+   * `flushedGen` (removing them earlier would leave `index.json` naming a missing blob). Each is
+   * removed only if `contentInUse` is false, then dropped from the journal.
    */
-  takePendingUnlinks(repoId: number, flushedGen: number): Promise<string[]>;
+  dueUnlinks(repoId: number, flushedGen: number): Promise<string[]>;
+  dropPendingUnlink(repoId: number, digest: string): Promise<void>;
+  /** Journals a blob's file for removal at the current change (GC) and forgets its blob row; one transaction. */
+  scheduleUnlink(repoId: number, digest: string): Promise<void>;
   /** Subjects whose referrers changed since their layout referrers index was last written. */
   dirtySubjects(repoId: number): Promise<{ subject: string; marked: number }[]>;
   referrerIndexes(repoId: number): Promise<ReferrerIndexRecord[]>;

@@ -11,6 +11,7 @@ const STATUS: Record<ContentProblem, number> = {
   'conflict': 409,
   'too-large': 413,
   'busy': 416,
+  'stalled': 408,
   'too-many': 429,
 };
 

@@ -14,8 +14,15 @@ function rateLimit(ctx: ApiContext): void {
   if (wait > 0) throw new OciError(429, 'TOOMANYREQUESTS', `too many query requests; retry in ${wait} s`, undefined, { 'Retry-After': String(wait) });
 }
 
+/**
+ * Whether an attribute is known is decided only over what the caller may see. Without access
+ * control that is everything, and a name no manifest ever had is refused as a likely typo. With
+ * access control the registry-wide answer would tell which attributes hidden repositories use (200
+ * against 400), so every well-formed name is accepted and simply matches nothing if nobody has it.
+ */
 async function parse(ctx: ApiContext, listedDescriptors: boolean): Promise<Query> {
   const params = ctx.url.searchParams;
+  if (ctx.access !== ALLOW_ALL) return parseQuery(params, () => true, { listedDescriptors });
   const known = await ctx.registry.queries.knownAttributes(attributePaths(params, { listedDescriptors }));
   return parseQuery(params, (path) => known.has(path), { listedDescriptors });
 }

@@ -128,12 +128,21 @@ for (const engine of engines) {
       assert.deepEqual(await store.deleteManifests(repo.id, [one.record.digest, sha('absent')]), [one.record.digest]);
       assert.deepEqual(await store.deleteManifests(repo.id, [one.record.digest]), []);
       assert.equal(await store.resolveTag(repo.id, 'v1'), undefined, 'its tags go with it');
-      assert.equal(await store.isPendingUnlink(repo.id, one.record.digest), true);
+      assert.equal(await store.awaitsUnlink(repo.id, one.record.digest), true, 'served as absent');
+      assert.equal(await store.contentInUse(repo.id, one.record.digest), false);
       assert.equal(await store.isReferenced(repo.id, one.record.digest), true, 'a pending unlink keeps its file referenced');
-      assert.deepEqual(await store.takePendingUnlinks(repo.id, gen), [], 'not before index.json shows the delete');
+      assert.deepEqual(await store.dueUnlinks(repo.id, gen - 1), [], 'not before index.json shows the delete');
       const after = (await store.repository('d/app'))!.gen;
       await store.markFlushed(repo.id, after, 'stamp');
-      assert.deepEqual(await store.takePendingUnlinks(repo.id, after), [one.record.digest]);
+      assert.deepEqual(await store.dueUnlinks(repo.id, after), [one.record.digest]);
+      await store.dropPendingUnlink(repo.id, one.record.digest);
+      assert.deepEqual(await store.dueUnlinks(repo.id, after), []);
+      // A blob GC removes is journaled the same way, and a blob row keeps it in use until then.
+      await store.recordBlob(repo.id, sha('gc blob'), 7);
+      assert.equal(await store.contentInUse(repo.id, sha('gc blob')), true);
+      await store.scheduleUnlink(repo.id, sha('gc blob'));
+      assert.equal(await store.hasBlob(repo.id, sha('gc blob')), false);
+      assert.equal(await store.awaitsUnlink(repo.id, sha('gc blob')), true);
       assert.equal((await store.repository('d/app'))!.flushedGen, after);
       assert.equal((await store.repository('d/app'))!.indexStamp, 'stamp');
     });
@@ -290,7 +299,7 @@ for (const engine of engines) {
         const tagged = await store.resolveTag(repo.id, `t${round}`);
         const present = await store.manifest(repo.id, m.record.digest);
         if (tagged) assert.ok(present, 'a tag always names a manifest the index holds');
-        if (present) assert.equal(await store.isPendingUnlink(repo.id, m.record.digest), false, 'a present manifest is never scheduled for removal');
+        if (present) assert.equal(await store.awaitsUnlink(repo.id, m.record.digest), false, 'a present manifest is never served as absent');
       }
     });
   });
