@@ -235,7 +235,7 @@ test('GC removes no blob before the index.json rewrite that stops listing the ma
     assert.ok(!(await readFile(join(reg.dataDir, repo, 'index.json'), 'utf8')).includes(untagged.digest));
     for (const blob of untagged.blobs) assert.ok(!existsSync(join(reg.dataDir, repo, 'blobs', ...descriptorOf('x', blob).digest.split(':'))), 'collected blobs go after the rewrite');
     await reg.close();
-    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir]);
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: await cliEnv(reg.dataDir) });
     assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();
