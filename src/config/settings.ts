@@ -8,6 +8,12 @@ export interface Settings {
   /** Data root: one OCI layout per repository, plus `_trellis/` for the index and uploads. */
   data: string;
   logLevel: string;
+  /** Level of the one JSON line per request ('silent': none). */
+  requestLogLevel: string;
+  /** Level of audit lines, independent of logLevel ('silent': none). */
+  auditLogLevel: string;
+  /** HOST:PORT of a separate plain-HTTP address for /metrics (and the health probes); '': /metrics on the main port, admins only. */
+  metricsListen: string;
   maxManifestBytes: number;
   /** Largest blob accepted; 0 for no limit. */
   maxBlobBytes: number;
@@ -62,16 +68,23 @@ export interface Settings {
   authFailureBurst: number;
 }
 
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
 const CHOICES: Partial<Record<keyof Settings, readonly string[]>> = {
   gcUntagged: ['keep', 'delete'],
   gcDanglingReferrers: ['keep', 'delete'],
-  logLevel: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'],
+  logLevel: LOG_LEVELS,
+  requestLogLevel: LOG_LEVELS,
+  auditLogLevel: LOG_LEVELS,
 };
 
 export const DEFAULT_SETTINGS: Settings = {
   listen: '127.0.0.1:5000',
   data: './trellis-data',
   logLevel: 'info',
+  requestLogLevel: 'info',
+  auditLogLevel: 'info',
+  metricsListen: '',
   maxManifestBytes: 4 * 1024 * 1024,
   maxBlobBytes: 0,
   uploadTimeoutSeconds: 3600,
@@ -160,6 +173,10 @@ export function loadSettings(options: { configFile?: string | undefined; env?: N
     if (value !== undefined) set(key as keyof Settings, value, `--${key}`);
   }
   parseListen(settings.listen);
+  if (settings.metricsListen) {
+    parseListen(settings.metricsListen);
+    if (settings.metricsListen === settings.listen) throw new SettingsError('metricsListen must differ from listen (leave it empty to serve /metrics on the main port)');
+  }
   if (!settings.tlsCert !== !settings.tlsKey) throw new SettingsError('tlsCert and tlsKey must be set together');
   return settings;
 }

@@ -37,6 +37,8 @@ export interface RegistryOptions {
   /** List BuildKit attestation manifests as referrers of the manifest they describe (read-only). */
   buildkitAttestations: boolean;
   logger: Logger;
+  /** Wraps the metadata store once opened (e.g. to time its operations for metrics). */
+  instrumentMetadata?: ((store: MetadataStore) => MetadataStore) | undefined;
 }
 
 /** A change to a repository's manifests or tags, as observers (e.g. the component index) see it. */
@@ -114,7 +116,7 @@ export class Registry {
   static async open(options: RegistryOptions): Promise<Registry> {
     await mkdir(`${options.dataDir}/${TRELLIS_FOLDER}`, { recursive: true });
     const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable });
-    const registry = new Registry(options, metadata, new SqliteQueryIndex(metadata.database));
+    const registry = new Registry(options, options.instrumentMetadata?.(metadata) ?? metadata, new SqliteQueryIndex(metadata.database));
     if (metadata.needsRebuild) {
       // Write what the old index journalled into the layouts, then rebuild from them.
       options.logger.warn('the metadata index predates this version; rebuilding it from the layouts');

@@ -41,6 +41,11 @@ export class Uploads {
     this.limits = limits;
   }
 
+  /** Upload sessions open now. */
+  get openSessions(): number {
+    return this.sessions.size;
+  }
+
   async start(repository: string, algorithm: DigestAlgorithm): Promise<UploadSession> {
     this.sweep();
     if (this.sessions.size >= this.limits.maxSessions) {

@@ -69,8 +69,19 @@ export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRe
   return indexJsonFromParts(parts, repo.layoutExtras.annotations);
 }
 
+/** How one rewrite of `index.json` went (for metrics). */
+export interface FlushOutcome {
+  repository: string;
+  ok: boolean;
+  /** Time since the first change it shows was noted; absent for start-up replays of the journal. */
+  lagMs?: number;
+}
+
 export class LayoutWriter {
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** When each repository's oldest change not yet in `index.json` was noted (performance.now()). */
+  private readonly pendingSince = new Map<string, number>();
+  private readonly flushListeners: ((outcome: FlushOutcome) => void)[] = [];
   private readonly lastCostMs = new Map<string, number>();
   private readonly driver: StorageDriver;
   private readonly metadata: MetadataStore;
@@ -101,6 +112,7 @@ export class LayoutWriter {
 
   /** Notes that a repository's journal moved ahead of its `index.json`. */
   changed(repository: string): void {
+    if (!this.pendingSince.has(repository)) this.pendingSince.set(repository, performance.now());
     if (this.timers.has(repository)) return;
     const { minDelayMs, maxDelayMs, costFactor } = this.timing;
     const delay = Math.min(maxDelayMs, Math.max(minDelayMs, (this.lastCostMs.get(repository) ?? 0) * costFactor));
@@ -111,27 +123,59 @@ export class LayoutWriter {
     this.timers.set(repository, timer);
   }
 
+  /** Calls `listener` after every rewrite attempt. */
+  onFlush(listener: (outcome: FlushOutcome) => void): void {
+    this.flushListeners.push(listener);
+  }
+
+  /** Milliseconds since the oldest change `index.json` does not show yet, in any repository (0: none). */
+  oldestPendingMs(now = performance.now()): number {
+    let oldest = now;
+    for (const since of this.pendingSince.values()) oldest = Math.min(oldest, since);
+    return now - oldest;
+  }
+
   /** Writes `index.json` now if the journal is ahead of it. */
   flush(repository: string): Promise<void> {
     return this.runExclusive(repository, async () => {
-      await this.beforeWrite(repository);
-      const repo = this.metadata.repository(repository);
-      if (!repo || repo.gen <= repo.flushedGen) return;
-      const started = performance.now();
-      const replaced = this.referrerOptions.fallbackTags ? await this.writeReferrerIndexes(repo) : [];
-      const body = await buildIndexJson(this.metadata, repo, this.referrerOptions);
-      const key = layoutKey(repository, INDEX_FILE);
-      let stamp = '';
-      // Noted before the rename: a crash right after it must not make the file look like another tool's.
-      await this.driver.writeAtomic(key, body, (info) => {
-        stamp = stampOf(info);
-        this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
-      });
-      this.metadata.markFlushed(repo.id, repo.gen, stamp);
-      // Only now that index.json no longer names them may these files go.
-      for (const digest of [...replaced, ...this.metadata.takePendingUnlinks(repo.id, repo.gen)]) await this.driver.remove(blobKey(repository, digest));
-      this.lastCostMs.set(repository, performance.now() - started);
+      // Changes noted from here on are not certain to be in this rewrite: they count from now.
+      const since = this.pendingSince.get(repository);
+      this.pendingSince.delete(repository);
+      try {
+        const wrote = await this.rewrite(repository);
+        if (wrote) this.notify({ repository, ok: true, ...(since === undefined ? {} : { lagMs: performance.now() - since }) });
+      } catch (err) {
+        if (since !== undefined) this.pendingSince.set(repository, Math.min(since, this.pendingSince.get(repository) ?? since));
+        this.notify({ repository, ok: false });
+        throw err;
+      }
     });
+  }
+
+  private notify(outcome: FlushOutcome): void {
+    for (const listener of this.flushListeners) listener(outcome);
+  }
+
+  /** Rewrites `index.json` from the journal; false when it already showed everything. */
+  private async rewrite(repository: string): Promise<boolean> {
+    await this.beforeWrite(repository);
+    const repo = this.metadata.repository(repository);
+    if (!repo || repo.gen <= repo.flushedGen) return false;
+    const started = performance.now();
+    const replaced = this.referrerOptions.fallbackTags ? await this.writeReferrerIndexes(repo) : [];
+    const body = await buildIndexJson(this.metadata, repo, this.referrerOptions);
+    const key = layoutKey(repository, INDEX_FILE);
+    let stamp = '';
+    // Noted before the rename: a crash right after it must not make the file look like another tool's.
+    await this.driver.writeAtomic(key, body, (info) => {
+      stamp = stampOf(info);
+      this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
+    });
+    this.metadata.markFlushed(repo.id, repo.gen, stamp);
+    // Only now that index.json no longer names them may these files go.
+    for (const digest of [...replaced, ...this.metadata.takePendingUnlinks(repo.id, repo.gen)]) await this.driver.remove(blobKey(repository, digest));
+    this.lastCostMs.set(repository, performance.now() - started);
+    return true;
   }
 
   /**
