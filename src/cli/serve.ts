@@ -12,6 +12,7 @@ import { TRELLIS_FOLDER } from '../layout/paths.ts';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { openComponents } from '../components/index.ts';
 import { Observability } from '../observe/index.ts';
+import { Events, configuredWebhooks } from '../events/index.ts';
 import { createOpsServer } from '../registry/ops.ts';
 import { RequestObserver } from '../registry/request-log.ts';
 import type { Server } from 'node:http';
@@ -85,11 +86,13 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   // Settings that can be wrong are read before the data directory is opened.
   const tls = settings.tlsCert ? { cert: await readFile(settings.tlsCert), key: await readFile(settings.tlsKey) } : undefined;
   const gate = await openAccessControl(settings, logger, audit);
+  const webhooks = configuredWebhooks(settings);
   const observe = new Observability();
   // The metrics address answers from the start, so /readyz can say start-up is still under way.
   const opsServer = settings.metricsListen ? createOpsServer(observe) : undefined;
   if (opsServer) await listen(opsServer, settings.metricsListen);
-  const registry = await Registry.open({ ...registryOptions(settings, logger), instrumentMetadata: observe.instrumentMetadata });
+  const registry = await Registry.open({ ...registryOptions(settings, logger), instrumentMetadata: observe.instrumentMetadata, recordEvents: webhooks.length > 0 });
+  const events = webhooks.length ? await Events.open(webhooks, settings, registry.metadata.outbox, logger, observe.metrics) : undefined;
   const uploads = new Uploads(registry.driver, {
     timeoutMs: settings.uploadTimeoutSeconds * 1000, maxSessions: settings.maxUploadSessions, maxBlobBytes: settings.maxBlobBytes,
   });
@@ -104,7 +107,10 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   const collect = (dryRun: boolean): Promise<GcReport> => {
     const run = (collecting ?? Promise.resolve()).catch(() => undefined).then(() => collectGarbage(registry, gcPolicy(settings), { dryRun }));
     collecting = run;
-    run.then((report) => observe.gcDone(report), () => observe.gcFailed());
+    run.then((report) => {
+      observe.gcDone(report);
+      return events?.gcCompleted(report);
+    }, () => observe.gcFailed()).catch((err) => logger.error({ err }, 'recording the garbage collection event failed'));
     run.then((report) => logger.info({ dryRun, removed: report.removed.length, bytes: report.bytes, ms: Math.round(report.durationMs) }, 'garbage collection done'))
       .catch((err) => logger.error({ err }, 'garbage collection failed'))
       .finally(() => { if (collecting === run) collecting = undefined; });
@@ -126,6 +132,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   observe.serving(registry);
   const address = server.address() as AddressInfo;
   const url = `${tls ? 'https' : 'http'}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  events?.start(settings.eventSource || url);
   await writeFile(pidFile(settings.data), String(process.pid));
   const opsAddress = opsServer?.address() as AddressInfo | undefined;
   const metricsUrl = opsAddress && `http://${opsAddress.family === 'IPv6' ? `[${opsAddress.address}]` : opsAddress.address}:${opsAddress.port}`;
@@ -141,6 +148,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
         clearInterval(sweeper);
         if (collector) clearInterval(collector);
         await closeServer(server);
+        await events?.stop();
         await registry.close();
         if (opsServer) await closeServer(opsServer);
         await rm(pidFile(settings.data), { force: true });

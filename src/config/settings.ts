@@ -66,6 +66,15 @@ export interface Settings {
   /** Failed sign-ins per minute per address and per user name before 429. */
   authFailuresPerMinute: number;
   authFailureBurst: number;
+  /** Webhooks that receive CloudEvents about changes (checked in src/events/webhooks.ts). */
+  webhooks: unknown[];
+  /** CloudEvents `source` of every event; '' for the registry's URL. */
+  eventSource: string;
+  /** A webhook answering slower than this counts as failed (and is retried). */
+  webhookTimeoutMs: number;
+  /** First retry delay after a failed delivery; doubles per failure up to webhookRetryMaxMs. */
+  webhookRetryMinMs: number;
+  webhookRetryMaxMs: number;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -117,6 +126,11 @@ export const DEFAULT_SETTINGS: Settings = {
   rateLimitBurst: 200,
   authFailuresPerMinute: 6,
   authFailureBurst: 10,
+  webhooks: [],
+  eventSource: '',
+  webhookTimeoutMs: 10_000,
+  webhookRetryMinMs: 1000,
+  webhookRetryMaxMs: 300_000,
 };
 
 export class SettingsError extends Error {}
@@ -128,6 +142,19 @@ export function envName(key: string): string {
 
 function coerce(key: keyof Settings, value: unknown, source: string): Settings[keyof Settings] {
   const kind = typeof DEFAULT_SETTINGS[key];
+  if (Array.isArray(DEFAULT_SETTINGS[key])) {
+    // Lists come as JSON in environment variables; their items are checked where they are used.
+    let list = value;
+    if (typeof value === 'string') {
+      try {
+        list = JSON.parse(value);
+      } catch {
+        throw new SettingsError(`${source}: ${key} must be a JSON list`);
+      }
+    }
+    if (!Array.isArray(list)) throw new SettingsError(`${source}: ${key} must be a list`);
+    return list;
+  }
   if (kind === 'number') {
     const n = typeof value === 'number' ? value : Number(value);
     if (!Number.isFinite(n) || n < 0) throw new SettingsError(`${source}: ${key} must be a non-negative number, not ${JSON.stringify(value)}`);

@@ -39,6 +39,8 @@ export interface RegistryOptions {
   logger: Logger;
   /** Wraps the metadata store once opened (e.g. to time its operations for metrics). */
   instrumentMetadata?: ((store: MetadataStore) => MetadataStore) | undefined;
+  /** Record events about changes in the metadata outbox (someone consumes them: webhooks). */
+  recordEvents?: boolean | undefined;
 }
 
 /** A change to a repository's manifests or tags, as observers (e.g. the component index) see it. */
@@ -115,7 +117,7 @@ export class Registry {
   /** Opens the data directory: repairs `index.json` files from the journal and adopts new layouts. */
   static async open(options: RegistryOptions): Promise<Registry> {
     await mkdir(`${options.dataDir}/${TRELLIS_FOLDER}`, { recursive: true });
-    const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable });
+    const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable, recordEvents: options.recordEvents ?? false });
     const registry = new Registry(options, options.instrumentMetadata?.(metadata) ?? metadata, new SqliteQueryIndex(metadata.database));
     if (metadata.needsRebuild) {
       // Write what the old index journalled into the layouts, then rebuild from them.
