@@ -1,0 +1,146 @@
+// What request metrics and the per-request log line cost: manifest HEAD and GET throughput of a
+// Trellis checkout without them (BENCH_BEFORE_ROOT, e.g. an export of the commit before) against
+// this one with metrics only (requestLogLevel silent) and with the default request log line.
+//
+//   git archive <commit> | tar -x -C /tmp/before && ln -s $PWD/node_modules /tmp/before/
+//   BENCH_BEFORE_ROOT=/tmp/before node bench/observe.ts
+//
+// Each configuration is a `trellis serve` process on a fresh data directory; the client (this
+// process) keeps BENCH_CONCURRENCY (16) keep-alive connections busy for BENCH_SECONDS (5) per run,
+// alternating HEAD and GET by tag. Configurations are interleaved for BENCH_ROUNDS (3) rounds and
+// the median is reported. Throughput swings with whatever else the machine runs; the server's CPU
+// time per request (user + system, from /proc) is the steadier figure on a shared machine.
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
+const BEFORE_ROOT = process.env.BENCH_BEFORE_ROOT;
+
+interface Configuration {
+  name: string;
+  root: string;
+  env: Record<string, string>;
+}
+
+const configurations: Configuration[] = [
+  ...(BEFORE_ROOT ? [{ name: 'before (no metrics, no request line)', root: resolve(BEFORE_ROOT), env: {} }] : []),
+  { name: 'metrics, requestLogLevel silent', root: ROOT, env: { TRELLIS_REQUEST_LOG_LEVEL: 'silent' } },
+  { name: 'metrics + request line (default, info)', root: ROOT, env: {} },
+];
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((done) => probe.listen(0, '127.0.0.1', done));
+  const { port } = probe.address() as { port: number };
+  await new Promise<void>((done) => probe.close(() => done()));
+  return port;
+}
+
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+async function pushImage(base: string): Promise<void> {
+  const config = Buffer.from('{}');
+  const layer = randomBytes(1024);
+  for (const blob of [config, layer]) {
+    const res = await fetch(`${base}/v2/bench/app/blobs/uploads/?digest=${sha256(blob)}`, { method: 'POST', body: blob, headers: { 'Content-Type': 'application/octet-stream' } });
+    if (res.status !== 201) throw new Error(`blob push: ${res.status}`);
+  }
+  const manifest = JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha256(layer), size: layer.length }],
+  });
+  const res = await fetch(`${base}/v2/bench/app/manifests/v1`, { method: 'PUT', body: manifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  if (res.status !== 201) throw new Error(`manifest push: ${res.status}`);
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+interface Measured {
+  rate: number;
+  cpuMicrosPerRequest: number;
+}
+
+/** Requests completed per second with CONCURRENCY connections for SECONDS, and server CPU per request. */
+async function load(port: number, pid: number): Promise<Measured> {
+  const cpuBefore = cpuSeconds(pid);
+  const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+  let done = 0;
+  const until = performance.now() + SECONDS * 1000;
+  const one = (method: string) => new Promise<void>((resolveOne, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/v2/bench/app/manifests/v1', method, agent, headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } }, (res) => {
+      res.resume();
+      res.on('end', () => (res.statusCode === 200 ? resolveOne() : reject(new Error(`status ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  const worker = async (i: number) => {
+    for (let n = i; performance.now() < until; n++) {
+      await one(n % 2 ? 'GET' : 'HEAD');
+      done++;
+    }
+  };
+  const started = performance.now();
+  await Promise.all(Array.from({ length: CONCURRENCY }, (_, i) => worker(i)));
+  agent.destroy();
+  return { rate: done / ((performance.now() - started) / 1000), cpuMicrosPerRequest: ((cpuSeconds(pid) - cpuBefore) / done) * 1e6 };
+}
+
+async function measure(configuration: Configuration): Promise<Measured> {
+  const data = await mkdtemp(join(tmpdir(), 'trellis-bench-observe-'));
+  const port = await freePort();
+  const child = spawn(process.execPath, [join(configuration.root, 'src/main.ts'), 'serve', '--listen', `127.0.0.1:${port}`, '--data', data], {
+    cwd: configuration.root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...configuration.env },
+  });
+  try {
+    const base = `http://127.0.0.1:${port}`;
+    for (let i = 0; !(await fetch(`${base}/v2/`).then((r) => r.ok, () => false)); i++) {
+      if (i > 600) throw new Error(`${configuration.name}: server did not start`);
+      await sleep(50);
+    }
+    await pushImage(base);
+    await load(port, child.pid!); // warm-up: JIT, caches
+    return await load(port, child.pid!);
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((done) => child.once('exit', done));
+    await rm(data, { recursive: true, force: true });
+  }
+}
+
+const results = new Map<string, Measured[]>(configurations.map((c) => [c.name, []]));
+for (let round = 1; round <= ROUNDS; round++) {
+  for (const configuration of configurations) {
+    const measured = await measure(configuration);
+    results.get(configuration.name)!.push(measured);
+    console.error(`round ${round}: ${configuration.name}: ${Math.round(measured.rate)} req/s, ${measured.cpuMicrosPerRequest.toFixed(1)} µs CPU/request`);
+  }
+}
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+const percent = (value: number, base: number | undefined) => base ? `${value >= base ? '+' : ''}${(((value - base) / base) * 100).toFixed(1)} %` : '';
+const first = BEFORE_ROOT ? results.get(configurations[0]!.name)! : undefined;
+const baseRate = first && median(first.map((m) => m.rate));
+const baseCpu = first && median(first.map((m) => m.cpuMicrosPerRequest));
+console.log(`| configuration | req/s (median of ${ROUNDS}) | vs before | server CPU µs/request (median) | vs before |`);
+console.log('| --- | --- | --- | --- | --- |');
+for (const [name, values] of results) {
+  const rate = median(values.map((m) => m.rate));
+  const cpu = median(values.map((m) => m.cpuMicrosPerRequest));
+  console.log(`| ${name} | ${Math.round(rate)} | ${percent(rate, baseRate)} | ${cpu.toFixed(1)} | ${percent(cpu, baseCpu)} |`);
+}
