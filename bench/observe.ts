@@ -144,3 +144,64 @@ for (const [name, values] of results) {
   const cpu = median(values.map((m) => m.cpuMicrosPerRequest));
   console.log(`| ${name} | ${Math.round(rate)} | ${percent(rate, baseRate)} | ${cpu.toFixed(1)} | ${percent(cpu, baseCpu)} |`);
 }
+
+// ---- the same costs in isolation ---------------------------------------------------------------
+// Per request, what the observer adds (request id, metrics, the log line) and what timing four
+// metadata calls adds (a manifest GET makes about that many), each as ns per request, interleaved
+// with the bare operation so both see the same machine.
+import { EventEmitter } from 'node:events';
+import { pino } from 'pino';
+import { Metrics } from '../src/observe/metrics.ts';
+import { timeMethods } from '../src/observe/instrument.ts';
+import { RequestObserver } from '../src/registry/request-log.ts';
+import { SqliteMetadataStore } from '../src/metadata/sqlite.ts';
+import type { ApiContext } from '../src/registry/context.ts';
+
+function fakeContext(): ApiContext {
+  const res = Object.assign(new EventEmitter(), { setHeader() {}, headersSent: true, statusCode: 200, writableFinished: true });
+  const req = { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' }, socket: { bytesRead: 0, bytesWritten: 0 }, method: 'GET' };
+  return { req, res, url: new URL('http://x/v2/bench/app/manifests/v1'), head: false, client: '127.0.0.1' } as unknown as ApiContext;
+}
+
+function nsPer(iterations: number, work: () => void): number {
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < iterations; i++) work();
+  return Number(process.hrtime.bigint() - started) / iterations;
+}
+
+const ITERATIONS = 100_000;
+const devNull = pino.destination({ dest: '/dev/null', sync: true });
+const observers = {
+  'metrics, no log line': new RequestObserver({ log: pino({ level: 'info' }, devNull), level: 'silent', metrics: new Metrics() }),
+  'metrics + log line': new RequestObserver({ log: pino({ level: 'info' }, devNull), level: 'info', metrics: new Metrics() }),
+};
+const micro: Record<string, number[]> = { bare: [], ...Object.fromEntries(Object.keys(observers).map((k) => [k, []])) };
+for (let round = 0; round < 5; round++) {
+  micro.bare!.push(nsPer(ITERATIONS, () => { const ctx = fakeContext(); ctx.res.emit('close'); }));
+  for (const [name, observer] of Object.entries(observers)) {
+    micro[name]!.push(nsPer(ITERATIONS, () => { const ctx = fakeContext(); observer.begin(ctx); ctx.res.emit('close'); }));
+  }
+}
+const bare = median(micro.bare!);
+console.log('\n| per request, in isolation | ns added (median of 5) |\n| --- | --- |');
+for (const name of Object.keys(observers)) console.log(`| request observer: ${name} | ${Math.round(median(micro[name]!) - bare)} |`);
+
+const dbDir = await mkdtemp(join(tmpdir(), 'trellis-bench-observe-db-'));
+const store = new SqliteMetadataStore(join(dbDir, 'metadata.sqlite'));
+const repo = store.ensureRepository('bench/app');
+const timed = timeMethods(store, (operation) => new Metrics().metadataTimer(operation));
+const lookups = (s: SqliteMetadataStore) => () => {
+  s.repository('bench/app');
+  s.resolveTag(repo.id, 'v1');
+  s.manifest(repo.id, 'sha256:0000000000000000000000000000000000000000000000000000000000000000');
+  s.isPendingUnlink(repo.id, 'sha256:0000000000000000000000000000000000000000000000000000000000000000');
+};
+const direct: number[] = [];
+const viaProxy: number[] = [];
+for (let round = 0; round < 5; round++) {
+  direct.push(nsPer(ITERATIONS / 4, lookups(store)));
+  viaProxy.push(nsPer(ITERATIONS / 4, lookups(timed)));
+}
+console.log(`| four metadata calls, timed (${Math.round(median(direct))} ns bare) | ${Math.round(median(viaProxy) - median(direct))} |`);
+await store.close();
+await rm(dbDir, { recursive: true, force: true });
