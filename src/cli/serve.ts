@@ -70,6 +70,9 @@ export function registryOptions(settings: Settings, logger: Logger): RegistryOpt
     layoutCheckIntervalMs: settings.layoutCheckIntervalMs,
     protectNestedChildren: settings.protectNestedChildren,
     buildkitAttestations: settings.buildkitAttestations,
+    // Offline commands with the same settings (trellis gc, layout import) record events too; the
+    // server delivers them when it next runs.
+    recordEvents: settings.webhooks.length > 0,
     logger,
   };
 }
@@ -90,8 +93,11 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   const observe = new Observability();
   // The metrics address answers from the start, so /readyz can say start-up is still under way.
   const opsServer = settings.metricsListen ? createOpsServer(observe) : undefined;
-  if (opsServer) await listen(opsServer, settings.metricsListen);
-  const registry = await Registry.open({ ...registryOptions(settings, logger), instrumentMetadata: observe.instrumentMetadata, recordEvents: webhooks.length > 0 });
+  if (opsServer) {
+    await listen(opsServer, settings.metricsListen);
+    opsServer.unref(); // it never holds the process open by itself (e.g. when opening the data fails)
+  }
+  const registry = await Registry.open({ ...registryOptions(settings, logger), instrumentMetadata: observe.instrumentMetadata });
   const events = webhooks.length ? await Events.open(webhooks, settings, registry.metadata.outbox, logger, observe.metrics) : undefined;
   const uploads = new Uploads(registry.driver, {
     timeoutMs: settings.uploadTimeoutSeconds * 1000, maxSessions: settings.maxUploadSessions, maxBlobBytes: settings.maxBlobBytes,
