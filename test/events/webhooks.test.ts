@@ -12,6 +12,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startTestRegistry } from '../helpers/registry.ts';
+import { runGc } from '../../src/cli/gc.ts';
+import { DEFAULT_SETTINGS } from '../../src/config/settings.ts';
 import { makeImage, makeReferrer, pushBuilt } from '../helpers/oci-client.ts';
 import { Receiver, waitFor } from './receiver.ts';
 
@@ -182,6 +184,28 @@ test('events of acknowledged pushes survive kill -9 and are delivered after the 
   assert.deepEqual(receiver.events.filter((e) => e.type === 'dev.trellis.manifest.pushed').map((e) => e.data.digest), images.map((i) => i.digest));
   assert.deepEqual(receiver.events.filter((e) => e.type === 'dev.trellis.tag.set').map((e) => e.subject), images.map((_, i) => `crash/app:v${i}`));
   assert.ok(receiver.events.every((e) => e.source === second.base), 'source is the registry URL');
+});
+
+test('an offline trellis gc records its deletions; the next server start delivers them; a moved tag names its previous digest', { timeout: 60_000 }, async (t) => {
+  const receiver = await Receiver.start();
+  t.after(() => receiver.stop());
+  const dir = await mkdtemp(join(tmpdir(), 'trellis-events-offline-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const settings = { webhooks: [{ name: 'ops', url: receiver.url, events: ['tag.set', 'manifest.deleted'] }], ...FAST_RETRIES, gcUntagged: 'delete' as const, gcGraceSeconds: 0 };
+  const first = await startTestRegistry(settings, dir);
+  const old = makeImage();
+  const fresh = makeImage();
+  assert.equal((await pushBuilt(first.url, 'app', 'v1', old)).status, 201);
+  assert.equal((await pushBuilt(first.url, 'app', 'v1', fresh)).status, 201);
+  await waitFor('both tag events', () => receiver.events.length >= 2);
+  assert.deepEqual(receiver.events.map((e) => e.data.previous), [null, old.digest]);
+  await first.close();
+  const report = await runGc({ ...DEFAULT_SETTINGS, data: dir, ...settings }, false);
+  assert.ok(report.removed.some((item) => item.digest === old.digest));
+  const second = await startTestRegistry(settings, dir);
+  t.after(() => second.close());
+  await waitFor('the offline deletion', () => receiver.events.length >= 3);
+  assert.deepEqual(receiver.events.slice(2).map((e) => [e.type, e.data.digest]), [['dev.trellis.manifest.deleted', old.digest]]);
 });
 
 test('webhook settings are checked at start-up', async () => {
