@@ -5,11 +5,12 @@
 //   git archive <commit> | tar -x -C /tmp/before && ln -s $PWD/node_modules /tmp/before/
 //   BENCH_BEFORE_ROOT=/tmp/before node bench/observe.ts
 //
-// Each configuration is a `trellis serve` process on a fresh data directory; the client (this
-// process) keeps BENCH_CONCURRENCY (16) keep-alive connections busy for BENCH_SECONDS (5) per run,
-// alternating HEAD and GET by tag. Configurations are interleaved for BENCH_ROUNDS (3) rounds and
-// the median is reported. Throughput swings with whatever else the machine runs; the server's CPU
-// time per request (user + system, from /proc) is the steadier figure on a shared machine.
+// Every configuration runs at once, each a `trellis serve` process on a fresh data directory; the
+// client (this process) loads them in turn, BENCH_SLICE_MS (250) at a time for BENCH_SECONDS (20)
+// each, with BENCH_CONCURRENCY (16) keep-alive connections alternating HEAD and GET by tag. Slicing
+// makes every configuration see the same machine, which matters on a shared one. Reported: requests
+// per second, and the server's CPU time per request (user + system, from /proc), which depends
+// less on what else the machine runs.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -21,8 +22,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const ROOT = resolve(import.meta.dirname, '..');
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const BEFORE_ROOT = process.env.BENCH_BEFORE_ROOT;
 
@@ -71,17 +71,41 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-interface Measured {
-  rate: number;
-  cpuMicrosPerRequest: number;
+
+interface Running {
+  configuration: Configuration;
+  port: number;
+  pid: number;
+  stop(): Promise<void>;
 }
 
-/** Requests completed per second with CONCURRENCY connections for SECONDS, and server CPU per request. */
-async function load(port: number, pid: number): Promise<Measured> {
-  const cpuBefore = cpuSeconds(pid);
-  const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+async function startServer(configuration: Configuration): Promise<Running> {
+  const data = await mkdtemp(join(tmpdir(), 'trellis-bench-observe-'));
+  const port = await freePort();
+  const child = spawn(process.execPath, [join(configuration.root, 'src/main.ts'), 'serve', '--listen', `127.0.0.1:${port}`, '--data', data], {
+    cwd: configuration.root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...configuration.env },
+  });
+  const stop = async () => {
+    child.kill('SIGTERM');
+    await new Promise((done) => child.once('exit', done));
+    await rm(data, { recursive: true, force: true });
+  };
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; !(await fetch(`${base}/v2/`).then((r) => r.ok, () => false)); i++) {
+    if (i > 1200) {
+      await stop();
+      throw new Error(`${configuration.name}: server did not start`);
+    }
+    await sleep(50);
+  }
+  await pushImage(base);
+  return { configuration, port, pid: child.pid!, stop };
+}
+
+/** Runs CONCURRENCY request loops against one server for `ms`; returns the requests completed. */
+async function slice(port: number, agent: Agent, ms: number): Promise<number> {
   let done = 0;
-  const until = performance.now() + SECONDS * 1000;
+  const until = performance.now() + ms;
   const one = (method: string) => new Promise<void>((resolveOne, reject) => {
     const req = request({ host: '127.0.0.1', port, path: '/v2/bench/app/manifests/v1', method, agent, headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } }, (res) => {
       res.resume();
@@ -90,60 +114,45 @@ async function load(port: number, pid: number): Promise<Measured> {
     req.on('error', reject);
     req.end();
   });
-  const worker = async (i: number) => {
+  await Promise.all(Array.from({ length: CONCURRENCY }, async (_, i) => {
     for (let n = i; performance.now() < until; n++) {
       await one(n % 2 ? 'GET' : 'HEAD');
       done++;
     }
-  };
-  const started = performance.now();
-  await Promise.all(Array.from({ length: CONCURRENCY }, (_, i) => worker(i)));
-  agent.destroy();
-  return { rate: done / ((performance.now() - started) / 1000), cpuMicrosPerRequest: ((cpuSeconds(pid) - cpuBefore) / done) * 1e6 };
+  }));
+  return done;
 }
 
-async function measure(configuration: Configuration): Promise<Measured> {
-  const data = await mkdtemp(join(tmpdir(), 'trellis-bench-observe-'));
-  const port = await freePort();
-  const child = spawn(process.execPath, [join(configuration.root, 'src/main.ts'), 'serve', '--listen', `127.0.0.1:${port}`, '--data', data], {
-    cwd: configuration.root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...configuration.env },
-  });
-  try {
-    const base = `http://127.0.0.1:${port}`;
-    for (let i = 0; !(await fetch(`${base}/v2/`).then((r) => r.ok, () => false)); i++) {
-      if (i > 600) throw new Error(`${configuration.name}: server did not start`);
-      await sleep(50);
+const SLICE_MS = Number(process.env.BENCH_SLICE_MS ?? 250);
+const servers: Running[] = [];
+try {
+  for (const configuration of configurations) servers.push(await startServer(configuration));
+  const agents = servers.map(() => new Agent({ keepAlive: true, maxSockets: CONCURRENCY }));
+  for (const [i, server] of servers.entries()) await slice(server.port, agents[i]!, 2000); // warm-up: JIT, caches
+  const totals = servers.map(() => ({ requests: 0, ms: 0, cpu: 0 }));
+  const slices = Math.ceil((SECONDS * 1000) / SLICE_MS);
+  for (let n = 0; n < slices; n++) {
+    for (const [i, server] of servers.entries()) {
+      const cpu = cpuSeconds(server.pid);
+      const started = performance.now();
+      totals[i]!.requests += await slice(server.port, agents[i]!, SLICE_MS);
+      totals[i]!.ms += performance.now() - started;
+      totals[i]!.cpu += cpuSeconds(server.pid) - cpu;
     }
-    await pushImage(base);
-    await load(port, child.pid!); // warm-up: JIT, caches
-    return await load(port, child.pid!);
-  } finally {
-    child.kill('SIGTERM');
-    await new Promise((done) => child.once('exit', done));
-    await rm(data, { recursive: true, force: true });
   }
+  for (const agent of agents) agent.destroy();
+  const percent = (value: number, base: number | undefined) => base === undefined ? '' : `${value >= base ? '+' : ''}${(((value - base) / base) * 100).toFixed(1)} %`;
+  const rows = totals.map((t) => ({ rate: t.requests / (t.ms / 1000), cpu: (t.cpu / t.requests) * 1e6 }));
+  const base = BEFORE_ROOT ? rows[0] : undefined;
+  console.log(`| configuration | req/s | vs before | server CPU µs/request | vs before |`);
+  console.log('| --- | --- | --- | --- | --- |');
+  rows.forEach((row, i) => console.log(`| ${configurations[i]!.name} | ${Math.round(row.rate)} | ${percent(row.rate, base?.rate)} | ${row.cpu.toFixed(1)} | ${percent(row.cpu, base?.cpu)} |`));
+  console.log(`\n(${SECONDS} s per configuration in ${slices} slices of ${SLICE_MS} ms, ${CONCURRENCY} connections; load average at the end: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')})`);
+} finally {
+  for (const server of servers) await server.stop();
 }
 
-const results = new Map<string, Measured[]>(configurations.map((c) => [c.name, []]));
-for (let round = 1; round <= ROUNDS; round++) {
-  for (const configuration of configurations) {
-    const measured = await measure(configuration);
-    results.get(configuration.name)!.push(measured);
-    console.error(`round ${round}: ${configuration.name}: ${Math.round(measured.rate)} req/s, ${measured.cpuMicrosPerRequest.toFixed(1)} µs CPU/request`);
-  }
-}
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-const percent = (value: number, base: number | undefined) => base ? `${value >= base ? '+' : ''}${(((value - base) / base) * 100).toFixed(1)} %` : '';
-const first = BEFORE_ROOT ? results.get(configurations[0]!.name)! : undefined;
-const baseRate = first && median(first.map((m) => m.rate));
-const baseCpu = first && median(first.map((m) => m.cpuMicrosPerRequest));
-console.log(`| configuration | req/s (median of ${ROUNDS}) | vs before | server CPU µs/request (median) | vs before |`);
-console.log('| --- | --- | --- | --- | --- |');
-for (const [name, values] of results) {
-  const rate = median(values.map((m) => m.rate));
-  const cpu = median(values.map((m) => m.cpuMicrosPerRequest));
-  console.log(`| ${name} | ${Math.round(rate)} | ${percent(rate, baseRate)} | ${cpu.toFixed(1)} | ${percent(cpu, baseCpu)} |`);
-}
 
 // ---- the same costs in isolation ---------------------------------------------------------------
 // Per request, what the observer adds (request id, metrics, the log line) and what timing four

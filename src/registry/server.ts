@@ -126,8 +126,7 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: req.socket.remoteAddress ?? 'unknown' };
     deps.requests?.begin(ctx);
     const admitted = deps.gate ? deps.gate.admit(ctx, isRepositoryRoute(url.pathname)) : Promise.resolve(false);
-    admitted.then((answered) => answered ? undefined : dispatch(ctx, deps)).then(
-      () => undefined,
+    admitted.then((answered) => answered ? undefined : dispatch(ctx, deps)).catch(
       (err: unknown) => {
         if (res.headersSent) {
           // The body was already streaming; all that is left is to cut the connection. A client
