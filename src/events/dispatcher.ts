@@ -24,6 +24,12 @@ export interface DispatcherOptions {
 
 const BATCH = 100;
 const PRUNE_EVERY_MS = 1000;
+/**
+ * A webhook's position is stored at most this often while events stream (and always before a
+ * retry, when idle and on stop): one write per delivered event would cost more than the delivery.
+ * A crash can make a receiver see again what it acknowledged in this window.
+ */
+const SAVE_EVERY_MS = 250;
 
 class DeliveryFailed extends Error {
   /** Seconds the receiver asked us to wait (Retry-After), if it did. */
@@ -39,7 +45,7 @@ export class Dispatcher {
   private readonly options: DispatcherOptions;
   private readonly stopController = new AbortController();
   private readonly loops: Promise<void>[] = [];
-  private wake: (() => void)[] = [];
+  private readonly wake = new Set<() => void>();
   private lastPrune = 0;
   private source = '';
 
@@ -79,9 +85,7 @@ export class Dispatcher {
   }
 
   private wakeAll(): void {
-    const waiting = this.wake;
-    this.wake = [];
-    for (const resolve of waiting) resolve();
+    for (const resolve of [...this.wake]) resolve();
   }
 
   /** Resolves after `ms`, on a wake-up (with `wakeable`), or on stop, whichever comes first. */
@@ -90,28 +94,39 @@ export class Dispatcher {
       const done = () => {
         clearTimeout(timer);
         this.stopController.signal.removeEventListener('abort', done);
+        this.wake.delete(done);
         resolve();
       };
       const timer = setTimeout(done, ms);
       this.stopController.signal.addEventListener('abort', done, { once: true });
-      if (wakeable) this.wake.push(done);
+      if (wakeable) this.wake.add(done);
     });
   }
 
   private async run(hook: Webhook): Promise<void> {
     const { outbox } = this.options;
+    // `position`: every event up to it is handled (delivered or skipped); `saved`: what the outbox knows.
     let position = await outbox.position(hook.name);
+    let saved = position;
+    let savedAt = performance.now();
+    const save = async (now: boolean) => {
+      if (position === saved || (!now && performance.now() - savedAt < SAVE_EVERY_MS)) return;
+      await outbox.advance(hook.name, position);
+      saved = position;
+      savedAt = performance.now();
+    };
     let failures = 0;
-    while (!this.stopped) {
-      const batch = await outbox.after(position, BATCH);
-      if (!batch.length) {
-        await this.prune();
-        await this.pause(this.options.pollMs ?? 1000, true);
-        continue;
-      }
-      for (const event of batch) {
-        if (hook.matches(event)) {
-          for (;;) {
+    try {
+      while (!this.stopped) {
+        const batch = await outbox.after(position, BATCH);
+        if (!batch.length) {
+          await save(true);
+          await this.prune();
+          await this.pause(this.options.pollMs ?? 1000, true);
+          continue;
+        }
+        for (const event of batch) {
+          while (hook.matches(event)) {
             try {
               await this.deliver(hook, event);
               this.options.metrics?.eventDelivered(hook.name);
@@ -122,18 +137,19 @@ export class Dispatcher {
               failures++;
               this.options.metrics?.eventDeliveryFailed(hook.name);
               const delay = this.backoff(failures, err instanceof DeliveryFailed ? err.retryAfter : undefined);
-              this.options.log.warn({ webhook: hook.name, event: event.id, type: event.type, attempt: failures, retryInMs: delay, error: (err as Error).message }, 'event delivery failed; will retry');
+              this.options.log.warn({ webhook: hook.name, event: event.id, type: event.type, attempt: failures, retryInMs: Math.round(delay), error: (err as Error).message }, 'event delivery failed; will retry');
+              await save(true);
               await this.pause(delay, false);
               if (this.stopped) return;
             }
           }
-          await outbox.advance(hook.name, event.seq);
+          position = event.seq;
+          await save(false);
         }
-        position = event.seq;
       }
-      // Skipped events need their position recorded too, or pruning would wait for them.
-      await outbox.advance(hook.name, position);
-      await this.prune();
+    } finally {
+      // What was delivered stays delivered across a restart (unless the index is already closed).
+      await save(true).catch(() => undefined);
     }
   }
 

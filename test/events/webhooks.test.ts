@@ -206,6 +206,8 @@ test('an offline trellis gc records its deletions; the next server start deliver
   t.after(() => second.close());
   await waitFor('the offline deletion', () => receiver.events.length >= 3);
   assert.deepEqual(receiver.events.slice(2).map((e) => [e.type, e.data.digest]), [['dev.trellis.manifest.deleted', old.digest]]);
+  await sleep(300);
+  assert.equal(receiver.received.length, 3, 'a graceful stop stored the position: nothing was sent twice');
 });
 
 test('webhook settings are checked at start-up', async () => {
