@@ -11,6 +11,8 @@ import type { MetadataStore } from './store.ts';
 export type * from './store.ts';
 export type * from './query.ts';
 export type * from './components.ts';
+export type { EventOutbox, EventType, NewEvent, OutboxEvent } from './outbox.ts';
+export { EVENT_TYPES } from './outbox.ts';
 export { manifestRecord } from './store.ts';
 
 export interface MetadataOptions {
@@ -38,15 +40,15 @@ export function describeMetadata(options: Pick<MetadataOptions, 'location' | 'da
 }
 
 /** Opens the store, creating its schema (PostgreSQL: applying pending migrations) first. */
-export async function openMetadata(options: MetadataOptions & { readOnly?: boolean }): Promise<MetadataStore> {
+export async function openMetadata(options: MetadataOptions & { readOnly?: boolean; recordEvents?: boolean }): Promise<MetadataStore> {
   if (isPostgres(options.location)) {
     const { openPostgresMetadata } = await import('./postgres.ts');
-    return openPostgresMetadata(options.location, { readOnly: options.readOnly ?? false });
+    return openPostgresMetadata(options.location, { readOnly: options.readOnly ?? false, recordEvents: options.recordEvents ?? false });
   }
   if (options.location) throw new Error(`metadata must be empty (SQLite in the data directory) or a postgres:// URL, not ${JSON.stringify(options.location)}`);
   const path = sqlitePath(options.dataDir);
   if (!options.readOnly) await mkdir(dirname(path), { recursive: true });
-  return openSqliteMetadata(path, { durable: options.durable, readOnly: options.readOnly ?? false });
+  return openSqliteMetadata(path, { durable: options.durable, readOnly: options.readOnly ?? false, recordEvents: options.recordEvents ?? false });
 }
 
 /** Whether a store exists to be read (fsck without one reports it missing). */

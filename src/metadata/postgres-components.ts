@@ -3,6 +3,8 @@
 import type pg from 'pg';
 import type { ComponentIndex, ComponentKind, ComponentVersionRow, OwnershipReferrer, VersionDetail, VersionKey } from './components.ts';
 import { transaction, type Sql } from './postgres.ts';
+import type { PostgresEventOutbox } from './postgres-outbox.ts';
+import type { NewEvent } from './outbox.ts';
 
 interface Row {
   repository: string;
@@ -30,13 +32,33 @@ type Ownership = OwnershipReferrer & { digest: string; subject: string };
 
 export class PostgresComponentIndex implements ComponentIndex {
   private readonly pool: pg.Pool;
+  private readonly outbox: PostgresEventOutbox;
 
-  constructor(pool: pg.Pool) {
+  /** Versions added and removed are recorded in `outbox` in the same transaction. */
+  constructor(pool: pg.Pool, outbox: PostgresEventOutbox) {
     this.pool = pool;
+    this.outbox = outbox;
+  }
+
+  /** Component versions that appear or disappear when a repository's rows become `rows`. */
+  private async versionEvents(sql: Sql, repository: string, rows: ComponentVersionRow[]): Promise<NewEvent[]> {
+    type Key = { name: string; version: string; kind: string; digest: string };
+    const before = (await sql.query<Key>('SELECT name, version, kind, digest FROM component_versions WHERE repository = $1', [repository])).rows;
+    const key = (r: { name: string; version: string }) => `${r.name}\0${r.version}`;
+    const after = new Set(rows.map(key));
+    const existed = new Set(before.map(key));
+    const event = (type: NewEvent['type'], r: Key): NewEvent => ({
+      type, repository, subject: `${r.name}@${r.version}`, data: { repository, component: r.name, version: r.version, kind: r.kind, digest: r.digest },
+    });
+    return [
+      ...rows.filter((r) => !existed.has(key(r))).map((r) => event('component.version.added', r)),
+      ...before.filter((r) => !after.has(key(r))).map((r) => event('component.version.removed', r)),
+    ];
   }
 
   async replaceRepository(repository: string, rows: ComponentVersionRow[]): Promise<void> {
     await transaction(this.pool, async (sql) => {
+      if (this.outbox.recording) await this.outbox.record(sql, await this.versionEvents(sql, repository, rows));
       for (const table of ['component_versions', 'component_artifacts', 'component_references']) {
         await sql.query(`DELETE FROM ${table} WHERE repository = $1`, [repository]);
       }

@@ -73,13 +73,24 @@ CREATE INDEX component_ownership_by_manifest ON component_ownership (repository,
 CREATE TABLE component_portable (repository ${T} NOT NULL, digest ${T} NOT NULL, PRIMARY KEY (repository, digest));
 `,
   },
+  {
+    version: 2,
+    description: 'event outbox and consumer positions',
+    // BIGSERIAL never reuses a position, even once every row is pruned.
+    sql: `
+CREATE TABLE event_outbox (
+  seq BIGSERIAL PRIMARY KEY, id ${T} NOT NULL, type ${T} NOT NULL, repository ${T} NOT NULL,
+  subject ${T} NOT NULL, time BIGINT NOT NULL, data ${T} NOT NULL);
+CREATE TABLE event_consumers (consumer ${T} PRIMARY KEY, seq BIGINT NOT NULL);
+`,
+  },
 ];
 
 /** Every table the migrations create, for dropping the store (`trellis reindex`). */
 export const TABLES = [
   'repos', 'blobs', 'manifests', 'tags', 'edges', 'attributes', 'attribute_paths', 'layout_referrer_indexes', 'deleted_tags',
   'pending_unlinks', 'dirty_subjects', 'component_versions', 'component_artifacts', 'component_references', 'component_descriptor_cache',
-  'component_ownership', 'component_portable', 'trellis_migrations',
+  'component_ownership', 'component_portable', 'event_outbox', 'event_consumers', 'trellis_migrations',
 ];
 
 /** Arbitrary, fixed: the advisory lock key migrations run under. */

@@ -7,6 +7,8 @@ import type { ManifestLink } from '../oci/manifest.ts';
 import { orderKey } from '../query/order.ts';
 import { PostgresComponentIndex } from './postgres-components.ts';
 import { PostgresQueryIndex } from './postgres-query.ts';
+import { PostgresEventOutbox } from './postgres-outbox.ts';
+import { deleteEvents, pushEvents, tagRemoved, type NewEvent } from './outbox.ts';
 import { migrate, TABLES } from './postgres-schema.ts';
 import { PATHS_STORED_ELSEWHERE } from './sqlite-query.ts';
 import type {
@@ -100,9 +102,16 @@ const lowerKey = (value: string | null) => (value === null ? null : orderKey(val
 class PostgresTables implements MetadataTables {
   private readonly pool: pg.Pool;
   private lastMark = Date.now() * 1000;
+  /** Events about changes, written in the changes' own transactions. */
+  readonly outbox: PostgresEventOutbox;
 
-  constructor(pool: pg.Pool) {
+  constructor(pool: pg.Pool, outbox: PostgresEventOutbox) {
     this.pool = pool;
+    this.outbox = outbox;
+  }
+
+  private async repositoryName(sql: Sql, repoId: number): Promise<string> {
+    return (await this.one<{ name: string }>(sql, 'SELECT name FROM repos WHERE id = $1', [repoId]))!.name;
   }
 
   async init(): Promise<void> {
@@ -229,8 +238,9 @@ class PostgresTables implements MetadataTables {
       const current = tags.length
         ? (await sql.query<{ name: string; digest: string }>('SELECT name, digest FROM tags WHERE repo_id = $1 AND name = ANY($2::text[])', [repoId, tags])).rows
         : [];
-      const unchangedTags = tags.every((t) => current.some((c) => c.name === t && c.digest === record.digest));
-      if (known && unchangedTags) return;
+      const previousTags = tags.map((t) => current.find((c) => c.name === t)?.digest);
+      if (known && previousTags.every((digest) => digest === record.digest)) return;
+      if (this.outbox.recording) await this.outbox.record(sql, pushEvents(await this.repositoryName(sql, repoId), record, Boolean(known), tags, previousTags));
       const gen = await this.bumpGen(sql, repoId);
       await this.insertManifest(sql, repoId, record, links);
       await this.recordAttestations(sql, repoId, links);
@@ -265,7 +275,16 @@ class PostgresTables implements MetadataTables {
       if (!present) return [];
       const gen = await this.bumpGen(sql, repoId);
       const removed: string[] = [];
-      for (const digest of digests) if (await this.removeManifestRows(sql, repoId, digest, gen)) removed.push(digest);
+      const recording = this.outbox.recording;
+      const repository = recording ? await this.repositoryName(sql, repoId) : '';
+      const events: NewEvent[] = [];
+      for (const digest of digests) {
+        const tags = recording ? (await sql.query<{ name: string }>('SELECT name FROM tags WHERE repo_id = $1 AND digest = $2 ORDER BY name', [repoId, digest])).rows.map((t) => t.name) : [];
+        if (!(await this.removeManifestRows(sql, repoId, digest, gen))) continue;
+        removed.push(digest);
+        if (recording) events.push(...deleteEvents(repository, digest, tags));
+      }
+      await this.outbox.record(sql, events);
       for (const digest of removed) {
         await sql.query(`INSERT INTO pending_unlinks (repo_id, digest, gen) VALUES ($1, $2, $3)
           ON CONFLICT (repo_id, digest) DO UPDATE SET gen = EXCLUDED.gen`, [repoId, digest, gen]);
@@ -339,9 +358,11 @@ class PostgresTables implements MetadataTables {
   async deleteTag(repoId: number, tag: string): Promise<boolean> {
     return this.tx(async (sql) => {
       await this.lockRepository(sql, repoId);
-      const removed = ((await sql.query('DELETE FROM tags WHERE repo_id = $1 AND name = $2', [repoId, tag])).rowCount ?? 0) > 0;
-      if (removed) await this.tombstone(sql, repoId, [tag], await this.bumpGen(sql, repoId));
-      return removed;
+      const row = await this.one<{ digest: string }>(sql, 'DELETE FROM tags WHERE repo_id = $1 AND name = $2 RETURNING digest', [repoId, tag]);
+      if (!row) return false;
+      await this.tombstone(sql, repoId, [tag], await this.bumpGen(sql, repoId));
+      if (this.outbox.recording) await this.outbox.record(sql, [tagRemoved(await this.repositoryName(sql, repoId), tag, row.digest)]);
+      return true;
     });
   }
 
@@ -493,7 +514,7 @@ class PostgresTables implements MetadataTables {
 }
 
 /** Opens the store at a postgres:// URL, applying pending migrations first (unless read-only). */
-export async function openPostgresMetadata(url: string, options: { readOnly: boolean }): Promise<MetadataStore> {
+export async function openPostgresMetadata(url: string, options: { readOnly: boolean; recordEvents?: boolean }): Promise<MetadataStore> {
   const pool = createPool(url);
   try {
     if (!options.readOnly) {
@@ -504,10 +525,11 @@ export async function openPostgresMetadata(url: string, options: { readOnly: boo
         client.release();
       }
     }
-    const tables = new PostgresTables(pool);
+    const outbox = new PostgresEventOutbox(pool, { recording: options.recordEvents ?? false });
+    const tables = new PostgresTables(pool, outbox);
     await tables.init();
     const store: MetadataStore = Object.assign(Object.create(tables) as PostgresTables, {
-      engine: 'postgres', needsRebuild: false, queries: new PostgresQueryIndex(pool), components: new PostgresComponentIndex(pool),
+      engine: 'postgres', needsRebuild: false, queries: new PostgresQueryIndex(pool), components: new PostgresComponentIndex(pool, outbox),
       close: () => pool.end(),
     });
     return store;

@@ -3,6 +3,7 @@
 // call interleaves with it. Queries and components share the connection.
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { StatementCache } from './statements.ts';
+import { SqliteEventOutbox, deleteEvents, pushEvents, tagRemoved, type EventOutbox, type NewEvent } from './outbox.ts';
 import { Worker } from 'node:worker_threads';
 import { PATHS_STORED_ELSEWHERE, SqliteQueryIndex } from './sqlite-query.ts';
 import { SqliteComponentIndex } from './sqlite-components.ts';
@@ -124,8 +125,10 @@ class SqliteTables implements Synchronous<MetadataTables> {
   private lastMark: number;
   needsRebuild = false;
   private readonly checkpointer: Worker | undefined;
+  /** Events about changes, written in the changes' own transactions (src/metadata/outbox.ts). */
+  readonly outbox: SqliteEventOutbox;
 
-  constructor(path: string, options: { durable?: boolean; readOnly?: boolean } = {}) {
+  constructor(path: string, options: { durable?: boolean; readOnly?: boolean; recordEvents?: boolean } = {}) {
     this.db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
     this.statements = new StatementCache(this.db);
     this.db.exec('PRAGMA busy_timeout = 5000');
@@ -146,6 +149,7 @@ class SqliteTables implements Synchronous<MetadataTables> {
       this.db.exec(SCHEMA);
       this.upgrade();
     }
+    this.outbox = new SqliteEventOutbox(this.db, { recording: options.recordEvents ?? false, readOnly: options.readOnly ?? false });
     const newest = options.readOnly ? undefined : (this.db.prepare('SELECT MAX(marked) AS m FROM dirty_subjects').get() as { m: number | null }).m;
     this.lastMark = Math.max(newest ?? 0, Date.now() * 1000);
   }
@@ -259,8 +263,9 @@ class SqliteTables implements Synchronous<MetadataTables> {
   putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): void {
     this.transaction(() => {
       const known = this.sql('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').get(repoId, record.digest);
-      const unchangedTags = tags.every((t) => this.resolveTag(repoId, t) === record.digest);
-      if (known && unchangedTags) return;
+      const previousTags = tags.map((t) => this.resolveTag(repoId, t));
+      if (known && previousTags.every((digest) => digest === record.digest)) return;
+      if (this.outbox.recording) this.outbox.record(pushEvents(this.repositoryName(repoId), record, Boolean(known), tags, previousTags));
       const gen = this.bumpGen(repoId);
       this.insertManifest(repoId, record, links);
       this.recordAttestations(repoId, links);
@@ -296,7 +301,16 @@ class SqliteTables implements Synchronous<MetadataTables> {
       const present = this.sql('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?');
       if (!digests.some((digest) => present.get(repoId, digest))) return [];
       const gen = this.bumpGen(repoId);
-      const removed = digests.filter((digest) => this.removeManifestRows(repoId, digest, gen));
+      const recording = this.outbox.recording;
+      const repository = recording ? this.repositoryName(repoId) : '';
+      const events: NewEvent[] = [];
+      const removed = digests.filter((digest) => {
+        const tags = recording ? this.tagsOf(repoId, digest) : [];
+        if (!this.removeManifestRows(repoId, digest, gen)) return false;
+        if (recording) events.push(...deleteEvents(repository, digest, tags));
+        return true;
+      });
+      this.outbox.record(events);
       const pending = this.sql('INSERT OR REPLACE INTO pending_unlinks (repo_id, digest, gen) VALUES (?, ?, ?)');
       for (const digest of removed) pending.run(repoId, digest, gen);
       return removed;
@@ -365,10 +379,21 @@ class SqliteTables implements Synchronous<MetadataTables> {
 
   deleteTag(repoId: number, tag: string): boolean {
     return this.transaction(() => {
-      const removed = this.sql('DELETE FROM tags WHERE repo_id = ? AND name = ?').run(repoId, tag).changes > 0;
-      if (removed) this.tombstone(repoId, [tag], this.bumpGen(repoId));
-      return removed;
+      const row = this.sql('DELETE FROM tags WHERE repo_id = ? AND name = ? RETURNING digest').get(repoId, tag) as { digest: string } | undefined;
+      if (!row) return false;
+      this.tombstone(repoId, [tag], this.bumpGen(repoId));
+      if (this.outbox.recording) this.outbox.record([tagRemoved(this.repositoryName(repoId), tag, row.digest)]);
+      return true;
     });
+  }
+
+  private repositoryName(repoId: number): string {
+    return (this.sql('SELECT name FROM repos WHERE id = ?').get(repoId) as { name: string }).name;
+  }
+
+  private tagsOf(repoId: number, digest: string): string[] {
+    return (this.sql('SELECT name FROM tags INDEXED BY tags_by_digest WHERE repo_id = ? AND digest = ? ORDER BY name').all(repoId, digest) as { name: string }[])
+      .map((t) => t.name);
   }
 
   /** Index entries BuildKit marks as attestations of another manifest. */
@@ -555,11 +580,11 @@ class SqliteTables implements Synchronous<MetadataTables> {
 }
 
 /** Opens (creating or upgrading) the SQLite metadata store at `path`. */
-export function openSqliteMetadata(path: string, options: { durable?: boolean; readOnly?: boolean } = {}): MetadataStore {
+export function openSqliteMetadata(path: string, options: { durable?: boolean; readOnly?: boolean; recordEvents?: boolean } = {}): MetadataStore {
   const tables = new SqliteTables(path, options);
   const queries = asynchronous<QueryIndex>(new SqliteQueryIndex(tables.database));
-  const components = asynchronous<ComponentIndex>(new SqliteComponentIndex(tables.database, { readOnly: options.readOnly ?? false }));
+  const components = asynchronous<ComponentIndex>(new SqliteComponentIndex(tables.database, { readOnly: options.readOnly ?? false, outbox: tables.outbox }));
   return Object.assign(asynchronous<MetadataTables>(tables), {
-    engine: 'sqlite', needsRebuild: tables.needsRebuild, queries, components, close: () => tables.close(),
+    engine: 'sqlite', needsRebuild: tables.needsRebuild, queries, components, outbox: tables.outbox as EventOutbox, close: () => tables.close(),
   });
 }

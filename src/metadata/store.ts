@@ -5,6 +5,7 @@ import type { Descriptor, LinkKind, ManifestLink, ParsedManifest } from '../oci/
 import { manifestAttributes, type Attribute } from '../query/attributes.ts';
 import type { QueryIndex } from './query.ts';
 import type { ComponentIndex } from './components.ts';
+import type { EventOutbox } from './outbox.ts';
 
 export interface RepositoryRecord {
   id: number;
@@ -210,6 +211,9 @@ export interface MetadataStore extends RepositoryCatalog, ManifestIndex, LayoutJ
   readonly queries: QueryIndex;
   /** The component index (src/metadata/components.ts). */
   readonly components: ComponentIndex;
+  /** Events about changes, written by the changes' transactions; consumed by src/events/. */
+  readonly outbox: EventOutbox;
+
   /** Closes the index; resolves when nothing has it open any more (safe to remove its files). */
   close(): Promise<void>;
 }
@@ -224,7 +228,9 @@ export type Synchronous<T> = {
  * returns (so a SQLite transaction never spans an await), and a throw becomes a rejection.
  */
 export function asynchronous<T extends object>(implementation: Synchronous<T>): T {
-  const facade: Record<string, unknown> = {};
+  // The methods live on the facade's prototype, as a class's would (metrics wrappers walk prototypes).
+  const methods: Record<string, unknown> = {};
+  const facade = Object.create(methods) as Record<string, unknown>;
   const seen = new Set<string>();
   for (let proto = Object.getPrototypeOf(implementation) as object | null; proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto) as object | null) {
     for (const name of Object.getOwnPropertyNames(proto)) {
@@ -233,7 +239,7 @@ export function asynchronous<T extends object>(implementation: Synchronous<T>): 
       const descriptor = Object.getOwnPropertyDescriptor(proto, name)!;
       if (typeof descriptor.value !== 'function') continue;
       const method = descriptor.value as (...args: unknown[]) => unknown;
-      facade[name] = (...args: unknown[]) => {
+      methods[name] = (...args: unknown[]) => {
         try {
           return Promise.resolve(method.apply(implementation, args));
         } catch (err) {
