@@ -18,7 +18,7 @@ const root = resolve(import.meta.dirname, '..');
 const bin = join(root, 'node_modules/.bin');
 
 /** Test folders whose files start registries: they run again on PostgreSQL. */
-const POSTGRES_PASS = ['test/registry', 'test/auth', 'test/conformance', 'test/interop', 'test/graph', 'test/components', 'test/gc', 'test/layout', 'test/cli', 'test/content', 'test/metadata/query.test.ts', 'test/metadata/directory-lock.test.ts'];
+const POSTGRES_PASS = ['test/registry', 'test/auth', 'test/conformance', 'test/interop', 'test/graph', 'test/components', 'test/gc', 'test/layout', 'test/cli', 'test/content', 'test/events', 'test/observe', 'test/metadata/query.test.ts', 'test/metadata/directory-lock.test.ts'];
 
 function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
   const result = spawnSync(command, args, { stdio: 'inherit', cwd: root, env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, ...env } });
