@@ -6,7 +6,7 @@ import { Command, Option } from 'commander';
 import type { Descriptor } from '../oci/manifest.ts';
 import { parseManifest } from '../oci/manifest.ts';
 import { HttpRegistry, RegistryRequestFailed } from '../transfer/http.ts';
-import { copyRepository, CopyFailed, type CopyReport } from '../transfer/copy.ts';
+import { copyRepository, type CopyReport } from '../transfer/copy.ts';
 import { eraseCredentials, storeCredentials } from '../transfer/auth.ts';
 import {
   UsageError, baseUrl, connect, openEndpoint, parseHost, parseReference, parseRegistryReference, type ConnectionFlags, type RegistryReference,
@@ -16,24 +16,6 @@ import { DEFAULT_ARTIFACT_TYPE, DEFAULT_LAYER_TYPE, parseAnnotations, parseFileS
 import { filterLocally, filterParams, parseFilters, unapplied, type Filter } from './filters.ts';
 
 type Flags = ConnectionFlags & OutputFlags;
-
-/** Exit codes scripts can rely on (docs/cli.md lists them). */
-export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3, auth: 4, unreachable: 5 } as const;
-
-export function exitCodeFor(err: unknown): number | undefined {
-  if (err instanceof UsageError) return EXIT.usage;
-  if (err instanceof CopyFailed) return EXIT.failure;
-  if (err instanceof RegistryRequestFailed) {
-    switch (err.kind) {
-      case 'unauthorized': case 'denied': return EXIT.auth;
-      case 'not-found': return EXIT.notFound;
-      case 'network': case 'tls': return EXIT.unreachable;
-      case 'invalid': return EXIT.usage;
-      default: return EXIT.failure;
-    }
-  }
-  return undefined;
-}
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 

@@ -82,6 +82,12 @@ export class HttpRegistry implements ContentSource, ContentSink {
       const reason = err.code ?? /[a-z ]*wrong version number|[^:\n]*$/i.exec(err.message)?.[0]?.trim() ?? err.message;
       return new RegistryRequestFailed(`${method} ${url}: TLS handshake failed (${reason}); if ${this.host} serves plain HTTP, add --plain-http`, 'tls');
     }
+    if (err.code === 'ECONNREFUSED') {
+      return new RegistryRequestFailed(`${method} ${url}: connection refused; is a registry running at ${this.host}? (start one with \`trellis serve\`, or check the address)`, 'network');
+    }
+    if (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') {
+      return new RegistryRequestFailed(`${method} ${url}: cannot resolve ${url.hostname}; check the registry name`, 'network');
+    }
     return new RegistryRequestFailed(`${method} ${url}: ${err.message}`, 'network');
   }
 
