@@ -8,7 +8,7 @@ import { OciError } from '../oci/errors.ts';
 import { CopyFailed } from '../transfer/copy.ts';
 import { RegistryRequestFailed } from '../transfer/http.ts';
 import { CredentialError } from '../transfer/auth.ts';
-import { UsageError } from './target.ts';
+import { Cancelled, UsageError } from './target.ts';
 import { DataDirectoryBusy } from './gc.ts';
 import { LayoutCommandError } from './layout.ts';
 
@@ -73,6 +73,7 @@ function registryFailure(err: RegistryRequestFailed): Failure {
 export function describeFailure(err: unknown): Failure {
   if (err instanceof CommanderError) return { message: err.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim(), code: err.exitCode === 0 ? EXIT.ok : EXIT.usage, usage: true };
   if (err instanceof UsageError) return { message: err.message, code: EXIT.usage, usage: true };
+  if (err instanceof Cancelled) return { message: err.message, code: EXIT.failure };
   if (err instanceof RegistryRequestFailed) return registryFailure(err);
   if (err instanceof CopyFailed || err instanceof CredentialError) return { message: err.message, code: EXIT.failure };
   if (err instanceof SettingsError || err instanceof AuthConfigError || err instanceof LayoutCommandError) return { message: err.message, code: EXIT.usage };

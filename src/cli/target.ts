@@ -19,6 +19,9 @@ import { requireParentFolder } from './paths.ts';
 
 export class UsageError extends Error {}
 
+/** The user answered no. */
+export class Cancelled extends Error {}
+
 export interface RegistryReference {
   kind: 'registry';
   host: string;

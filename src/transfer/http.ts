@@ -435,6 +435,20 @@ export class HttpRegistry implements ContentSource, ContentSink {
     await res.arrayBuffer();
   }
 
+  /**
+   * Removes one tag and leaves the manifest and its other tags (DELETE by tag, which the
+   * distribution spec lets registries refuse: then the error says so).
+   */
+  async deleteTag(repository: string, tag: string): Promise<void> {
+    const res = await this.request(`/v2/${repository}/manifests/${tag}`, { method: 'DELETE' }, pushScope(repository));
+    if (res.status === 202 || res.status === 200) return void (await res.arrayBuffer());
+    if (res.status === 400 || res.status === 405) {
+      await res.arrayBuffer().catch(() => undefined);
+      throw new RegistryRequestFailed(`${this.host} does not support deleting a tag alone (DELETE ${repository}/manifests/${tag} answered ${res.status}); retag, or delete the manifest`, 'other', res.status);
+    }
+    await this.fail(res, `deleting tag ${repository}:${tag}`);
+  }
+
   /** Deletes a manifest by digest, and takes it out of its subject's fallback tag where one is kept. */
   async deleteManifest(repository: string, digest: string): Promise<void> {
     const manifest = await this.manifest(repository, digest);
