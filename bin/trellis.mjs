@@ -6,9 +6,9 @@
 // through. On a new enough Node it runs Trellis in this process, with no second start-up.
 import * as nodeModule from 'node:module';
 import { spawn } from 'node:child_process';
-import { existsSync, realpathSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { dirname, join, sep } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const MINIMUM_MAJOR = 24;
 const RELAUNCHED = 'TRELLIS_LAUNCHED_BY';
@@ -83,6 +83,25 @@ function callerFolder() {
   return undefined;
 }
 
+/**
+ * Installed from a package (under node_modules), Node will not strip types from the sources;
+ * strip them here, for this package's own src/ only.
+ */
+function stripTypesUnderNodeModules() {
+  if (!root.split(sep).includes('node_modules')) return;
+  const sources = pathToFileURL(join(root, 'src')).href + '/';
+  // The API is marked experimental in Node 24; say so once in the docs, not on every run.
+  const emitWarning = process.emitWarning;
+  process.emitWarning = (warning, ...rest) => (String(warning).includes('stripTypeScriptTypes') ? undefined : emitWarning.call(process, warning, ...rest));
+  nodeModule.registerHooks({
+    load(url, context, nextLoad) {
+      if (!url.startsWith(sources) || !url.endsWith('.ts')) return nextLoad(url, context);
+      const source = nodeModule.stripTypeScriptTypes(readFileSync(fileURLToPath(url), 'utf8'));
+      return { format: 'module', source, shortCircuit: true };
+    },
+  });
+}
+
 if (majorOf(process.versions.node) >= MINIMUM_MAJOR) {
   const folder = callerFolder();
   if (folder) process.chdir(folder);
@@ -90,6 +109,7 @@ if (majorOf(process.versions.node) >= MINIMUM_MAJOR) {
   // The compile cache keeps the stripped and compiled modules between runs: a client command
   // starts in a third of the CPU time.
   if (typeof nodeModule.enableCompileCache === 'function') nodeModule.enableCompileCache();
+  stripTypesUnderNodeModules();
   await import('../src/main.ts');
 } else {
   relaunch();
