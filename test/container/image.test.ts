@@ -77,14 +77,14 @@ after(async () => {
 });
 
 test('the image: non-root, /data volume, port 5000, health check, serve on 0.0.0.0 inside', { skip }, async () => {
-  const config = JSON.parse(await podman('image', 'inspect', IMAGE)) as { Config: { User: string; Volumes: Record<string, unknown>; ExposedPorts: Record<string, unknown>; Env: string[]; Cmd: string[]; Entrypoint: string[] }; HealthCheck?: { Test: string[] } }[];
+  const config = JSON.parse(await podman('image', 'inspect', IMAGE)) as { Config: { User: string; Volumes: Record<string, unknown>; ExposedPorts: Record<string, unknown>; Env: string[]; Cmd: string[]; Entrypoint: string[] }; Healthcheck?: { Test: string[] } }[];
   const image = config[0]!;
   assert.equal(image.Config.User, 'trellis');
   assert.ok('/data' in image.Config.Volumes);
   assert.ok('5000/tcp' in image.Config.ExposedPorts);
   assert.ok(image.Config.Env.includes('TRELLIS_LISTEN=0.0.0.0:5000'));
   assert.deepEqual([...image.Config.Entrypoint, ...image.Config.Cmd], ['node', '/app/bin/trellis.mjs', 'serve']);
-  assert.match(JSON.stringify(image.HealthCheck?.Test ?? []), /\/v2\//);
+  assert.match(JSON.stringify(image.Healthcheck?.Test ?? []), /\/v2\//);
 });
 
 test('podman run: /v2/ answers, oras pushes and pulls, healthy, data survives a new container, SIGTERM stops it cleanly', { skip }, async (t) => {
