@@ -12,6 +12,7 @@ import type { CopyReport } from './transfer/copy.ts';
 import { registerClientCommands } from './cli/client.ts';
 import { exitWith } from './cli/errors.ts';
 import { UsageError } from './cli/target.ts';
+import { prepareFolder } from './cli/paths.ts';
 import { versionText } from './cli/version.ts';
 import { ROBOT_PREFIX, robotStore } from './auth/index.ts';
 
@@ -59,7 +60,9 @@ program.command('serve')
   .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
   .option('--log-level <level>', 'trace, debug, info, warn or error (TRELLIS_LOG_LEVEL)')
   .action(async (flags: CommonFlags & { listen?: string }) => {
-    await serve(settingsFrom(flags));
+    const settings = settingsFrom(flags);
+    await prepareFolder(settings.data); // says what is wrong with a path before the registry opens it
+    await serve(settings);
   });
 
 program.command('fsck')

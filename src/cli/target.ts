@@ -186,7 +186,9 @@ export async function openEndpoint(ref: Reference, flags: ConnectionFlags, role:
       async close(commit: boolean) {
         try {
           await registry.close(); // writes every index.json
-          if (commit && role === 'destination') {
+          // Nothing was written (the source failed before the first blob): leave no empty layout.
+          const written = await stat(layout).then(() => true, () => false);
+          if (commit && role === 'destination' && written) {
             if (ref.tar) {
               await tar.create({ cwd: layout, file: ref.path, portable: true }, await readdir(layout));
             } else {

@@ -67,9 +67,11 @@ test('a q_ filter without a comparison names the form', async () => {
   assertOneLine(await cli(['query', `${reg.host}/team/app:v1`, 'q_annotations__kind=sbom']), 2, /no comparison: the form is q_<attribute>\[__<key>\]__<cmp>=<value>.*e\.g\. q_annotations__kind__eq=sbom/, { usage: true });
 });
 
-test('connection refused asks whether a registry runs there', async () => {
+test('connection refused asks whether a registry runs there, and a copy from it leaves no empty layout', async () => {
   const port = await freePort();
   assertOneLine(await cli(['tags', `127.0.0.1:${port}/team/app`]), 5, new RegExp(`connection refused; is a registry running at 127\\.0\\.0\\.1:${port}\\?`));
+  assertOneLine(await cli(['copy', `127.0.0.1:${port}/team/app:v1`, 'oci:./never-written']), 5, /connection refused/);
+  assert.equal(existsSync(join(work, 'never-written')), false);
 });
 
 test('pull -d onto a dangling link, /proc, or a file: one line at once, nothing created', async () => {
@@ -98,6 +100,10 @@ test('gc, fsck and reindex on a mistyped --data say it does not exist and create
     assertOneLine(await cli([command, '--data', typo]), 2, new RegExp(`data directory ${typo} does not exist`), { usage: true });
     assert.equal(existsSync(typo), false, `${command} created ${typo}`);
   }
+});
+
+test('serve with --data under /proc: one line at once instead of spinning', async () => {
+  assertOneLine(await cli(['serve', '--listen', '127.0.0.1:0', '--data', '/proc/trellis-nope'], 20_000), 2, /cannot create the folder \/proc\/trellis-nope/, { usage: true });
 });
 
 test('serve on a busy port: one line naming the address and --listen', async () => {
