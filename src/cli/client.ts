@@ -399,6 +399,21 @@ export function registerClientCommands(program: Command): void {
     });
   examples(tag, ['trellis tag localhost:5000/app:v1 stable latest']);
 
+  registerDelete(program);
+  registerQueryCommands(program);
+
+  const completion = program.command('completion')
+    .description('print a shell completion script (bash, zsh or fish)')
+    .argument('<shell>', 'bash, zsh or fish')
+    .action((shell: string) => {
+      const script = completionScript(program, shell);
+      if (!script) throw new UsageError(`no completion for ${shell}; choose bash, zsh or fish`);
+      process.stdout.write(script);
+    });
+  examples(completion, ['source <(trellis completion bash)', 'trellis completion zsh > "${fpath[1]}/_trellis"', 'trellis completion fish > ~/.config/fish/completions/trellis.fish']);
+}
+
+function registerDelete(program: Command): void {
   const del = withCommon(program.command('delete'), { output: ['text', 'json'] })
     .description('delete a manifest (by tag or digest: every tag pointing at it goes too), or with --tag-only just a tag; asks first on a terminal; referrers fallback tags are updated')
     .argument('<reference>', '<registry>/<repository>:<tag>|@<digest>')
@@ -422,18 +437,6 @@ export function registerClientCommands(program: Command): void {
       if (!flags.quiet) console.log(`Deleted ${ref.host}/${ref.repository}@${descriptor.digest}`);
     });
   examples(del, ['trellis delete localhost:5000/app:old --tag-only        # just the tag', 'trellis delete localhost:5000/app:old --force           # the manifest and all its tags, no question', 'trellis delete localhost:5000/app@sha256:…']);
-
-  registerQueryCommands(program);
-
-  const completion = program.command('completion')
-    .description('print a shell completion script (bash, zsh or fish)')
-    .argument('<shell>', 'bash, zsh or fish')
-    .action((shell: string) => {
-      const script = completionScript(program, shell);
-      if (!script) throw new UsageError(`no completion for ${shell}; choose bash, zsh or fish`);
-      process.stdout.write(script);
-    });
-  examples(completion, ['source <(trellis completion bash)', 'trellis completion zsh > "${fpath[1]}/_trellis"', 'trellis completion fish > ~/.config/fish/completions/trellis.fish']);
 }
 
 // ---- query and components -----------------------------------------------------------------------
