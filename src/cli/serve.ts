@@ -186,6 +186,8 @@ export async function serve(settings: Settings): Promise<void> {
       process.exit(1);
     });
   };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  // `on`, not `once`: a terminal's Ctrl-C reaches both the launcher (which forwards it) and this
+  // process; a second signal must not cut the flush short.
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
 }
