@@ -1,13 +1,27 @@
-// The whole test suite: strict type check, then every test file under test/ with node's runner.
+// The whole test suite: strict type check, then every test file under test/ with node's runner on
+// the default metadata store (SQLite), then the files that run a registry (the HTTP suite,
+// conformance, real clients, CLI) a second time on PostgreSQL: one throw-away cluster
+// (test/helpers/postgres.ts) for the pass, a database per registry.
+//
+//   npm test                               # both passes
+//   npm test -- test/a.test.ts ...         # those files, on SQLite
+//   TRELLIS_TEST_METADATA=postgres npm test -- test/a.test.ts   # those files, on PostgreSQL
+//   TRELLIS_TEST_METADATA=sqlite npm test  # the SQLite pass only
+//
+// Under CI=true a machine without PostgreSQL fails the run; elsewhere the pass is skipped with a note.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
+import { postgresMissing, startPostgresCluster } from '../test/helpers/postgres.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const bin = join(root, 'node_modules/.bin');
 
-function run(command: string, args: string[]): void {
-  const result = spawnSync(command, args, { stdio: 'inherit', cwd: root, env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
+/** Test folders whose files start registries: they run again on PostgreSQL. */
+const POSTGRES_PASS = ['test/registry', 'test/auth', 'test/conformance', 'test/interop', 'test/graph', 'test/components', 'test/gc', 'test/layout', 'test/cli', 'test/content', 'test/events', 'test/observe', 'test/metadata/query.test.ts', 'test/metadata/directory-lock.test.ts'];
+
+function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
+  const result = spawnSync(command, args, { stdio: 'inherit', cwd: root, env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, ...env } });
   if (result.status !== 0) process.exit(result.status ?? 1);
 }
 
@@ -19,7 +33,39 @@ function testFiles(dir: string): string[] {
   });
 }
 
+function runTests(files: string[], env: NodeJS.ProcessEnv = {}): void {
+  run(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=600000', ...files], env);
+}
+
+async function onPostgres(files: string[]): Promise<void> {
+  const missing = postgresMissing();
+  if (missing) {
+    if (process.env.CI === 'true') {
+      console.error(`${missing}: CI must run the PostgreSQL pass`);
+      process.exit(1);
+    }
+    console.warn(`skipping the PostgreSQL pass: ${missing}`);
+    return;
+  }
+  const cluster = await startPostgresCluster();
+  try {
+    console.log(`\n# PostgreSQL pass (${files.length} files) on a throw-away cluster`);
+    runTests(files, { TRELLIS_TEST_METADATA: 'postgres', TRELLIS_TEST_POSTGRES_URL: cluster.url });
+  } finally {
+    cluster.stop();
+  }
+}
+
 const only = process.argv.slice(2);
+const mode = process.env.TRELLIS_TEST_METADATA;
 run(join(bin, 'tsc'), ['--noEmit', '-p', '.']);
-const files = only.length ? only : testFiles(join(root, 'test')).sort();
-run(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=600000', ...files]);
+if (only.length) {
+  if (mode === 'postgres') await onPostgres(only);
+  else runTests(only);
+} else {
+  const all = testFiles(join(root, 'test')).sort();
+  if (mode !== 'postgres') runTests(all, { TRELLIS_TEST_METADATA: 'sqlite' });
+  if (mode !== 'sqlite') {
+    await onPostgres(all.filter((file) => POSTGRES_PASS.some((prefix) => relative(root, file).startsWith(prefix))));
+  }
+}

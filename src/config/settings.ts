@@ -7,6 +7,8 @@ export interface Settings {
   listen: string;
   /** Data root: one OCI layout per repository, plus `_trellis/` for the index and uploads. */
   data: string;
+  /** The metadata index: '' for SQLite under the data root, or postgres://user:pass@host:port/db. */
+  metadata: string;
   logLevel: string;
   /** Level of the one JSON line per request ('silent': none). */
   requestLogLevel: string;
@@ -99,6 +101,7 @@ const CHOICES: Partial<Record<keyof Settings, readonly string[]>> = {
 export const DEFAULT_SETTINGS: Settings = {
   listen: '127.0.0.1:5000',
   data: './trellis-data',
+  metadata: '',
   logLevel: 'info',
   requestLogLevel: 'info',
   auditLogLevel: 'info',

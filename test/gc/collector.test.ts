@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { cliEnv, startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import {
   OCI_INDEX, type Built, descriptorOf, getBlob, getManifest, listReferrers, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest,
 } from '../helpers/oci-client.ts';
@@ -65,7 +65,7 @@ test('policies: keep/keep removes only unused blobs; delete/delete also untagged
     assert.equal((await getManifest(reg.url, 'gc/app', s.untagged.digest)).status, 404);
     assert.deepEqual((await listReferrers(reg.url, 'gc/app', s.tagged.digest)).manifests.map((d) => d.digest), [s.referrer.digest]);
     await reg.close();
-    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir]);
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: await cliEnv(reg.dataDir) });
     assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();
@@ -165,7 +165,7 @@ test('GC running while pushes continue keeps every acknowledged push (bounded st
       }
     }
     await reg.close();
-    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir]);
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: await cliEnv(reg.dataDir) });
     assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();
@@ -176,9 +176,9 @@ test('trellis gc --dry-run reports without removing, and refuses while a server 
   const reg = await startTestRegistry();
   try {
     const s = await scenario(reg);
-    await assert.rejects(run(process.execPath, [MAIN, 'gc', '--data', reg.dataDir]), /trellis: .* is in use by `trellis/);
+    await assert.rejects(run(process.execPath, [MAIN, 'gc', '--data', reg.dataDir], { env: await cliEnv(reg.dataDir) }), /trellis: .* is in use by `trellis/);
     await reg.close();
-    const env = { ...process.env, TRELLIS_GC_GRACE_SECONDS: '0', TRELLIS_GC_UNTAGGED: 'delete' };
+    const env = { ...(await cliEnv(reg.dataDir)), TRELLIS_GC_GRACE_SECONDS: '0', TRELLIS_GC_UNTAGGED: 'delete' };
     await new Promise((r) => setTimeout(r, 20));
     const dry = await run(process.execPath, [MAIN, 'gc', '--dry-run', '--data', reg.dataDir], { env });
     assert.match(dry.stdout, new RegExp(`would remove manifest gc/app@${s.untagged.digest}: untagged and not referenced`));
@@ -235,7 +235,7 @@ test('GC removes no blob before the index.json rewrite that stops listing the ma
     assert.ok(!(await readFile(join(reg.dataDir, repo, 'index.json'), 'utf8')).includes(untagged.digest));
     for (const blob of untagged.blobs) assert.ok(!existsSync(join(reg.dataDir, repo, 'blobs', ...descriptorOf('x', blob).digest.split(':'))), 'collected blobs go after the rewrite');
     await reg.close();
-    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir]);
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: await cliEnv(reg.dataDir) });
     assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();
