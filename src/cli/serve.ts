@@ -11,6 +11,7 @@ import { openAccessControl } from '../auth/index.ts';
 import { TRELLIS_FOLDER } from '../layout/paths.ts';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { openComponents } from '../components/index.ts';
+import { openUiBundle } from '../ui/index.ts';
 
 export function gcPolicy(settings: Settings): GcPolicy {
   return { untagged: settings.gcUntagged, danglingReferrers: settings.gcDanglingReferrers, graceSeconds: settings.gcGraceSeconds };
@@ -74,10 +75,12 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     if (!collecting) collect(false).catch(() => undefined);
   }, settings.gcIntervalSeconds * 1000).unref() : undefined;
   const components = await openComponents(registry, settings, logger);
+  const ui = settings.ui ? await openUiBundle() : undefined;
+  if (settings.ui && !ui) logger.warn('the web UI is not built (run npm run build); /ui/ is not served');
   const server = createRegistryServer({
     registry, uploads, log: logger, components,
     rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },
-    tls, collectGarbage: collect, gate,
+    tls, collectGarbage: collect, gate, ui,
     limits: { maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, defaultReferrersPage: settings.defaultReferrersPage, maxReferrersBytes: settings.maxReferrersBytes },
   });
   const { host, port } = parseListen(settings.listen);

@@ -60,6 +60,8 @@ export interface Settings {
   /** Failed sign-ins per minute per address and per user name before 429. */
   authFailuresPerMinute: number;
   authFailureBurst: number;
+  /** Serve the web UI under /ui/ (and redirect / there). */
+  ui: boolean;
 }
 
 const CHOICES: Partial<Record<keyof Settings, readonly string[]>> = {
@@ -104,6 +106,7 @@ export const DEFAULT_SETTINGS: Settings = {
   rateLimitBurst: 200,
   authFailuresPerMinute: 6,
   authFailureBurst: 10,
+  ui: true,
 };
 
 export class SettingsError extends Error {}

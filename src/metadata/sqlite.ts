@@ -368,6 +368,20 @@ export class SqliteMetadataStore implements MetadataStore {
     return rows.map(toManifest);
   }
 
+  attributePaths(limit: number, canPull?: (repository: string) => boolean): string[] {
+    const paths = (this.sql('SELECT path FROM attribute_paths ORDER BY path LIMIT ?').all(canPull ? -1 : limit) as { path: string }[]).map((r) => r.path);
+    if (!canPull) return paths;
+    const visible = JSON.stringify((this.sql('SELECT id, name FROM repos').all() as { id: number; name: string }[]).filter((r) => canPull(r.name)).map((r) => r.id));
+    const held = this.sql(`SELECT 1 FROM attributes a INDEXED BY attributes_by_value JOIN manifests m ON m.id = a.manifest_id
+      WHERE a.path = ? AND m.repo_id IN (SELECT value FROM json_each(?)) LIMIT 1`);
+    const found: string[] = [];
+    for (const path of paths) {
+      if (found.length >= limit) break;
+      if (held.get(path, visible)) found.push(path);
+    }
+    return found;
+  }
+
   taggedEntries(repoId: number, page: PageRequest): TaggedManifest[] {
     // index.json needs no annotations of the manifests, so they are not read (or parsed) here.
     const columns = MANIFEST_COLUMNS.replace('m.annotations', "'{}' AS annotations");

@@ -159,6 +159,11 @@ export interface MetadataStore {
   /** The manifests (less `excluding`), everything they use, and the layout's referrers indexes. */
   referencedDigests(repoId: number, excluding?: ReadonlySet<string>): Set<string>;
   isReferenced(repoId: number, digest: string): boolean;
+  /**
+   * Attribute paths queries accept, in order (at most `limit`); with `canPull`, only paths some
+   * manifest in a repository it admits has (so names from hidden repositories stay hidden).
+   */
+  attributePaths(limit: number, canPull?: (repository: string) => boolean): string[];
   /** Digests of every manifest the index holds for a repository. */
   manifestDigests(repoId: number): string[];
 
