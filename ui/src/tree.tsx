@@ -8,7 +8,7 @@ import { useVirtualizer } from '@tanstack/react-virtual';
 export interface TreeNode {
   id: string;
   label: ReactNode;
-  /** Text for type-ahead and the accessible name when the label is not plain text. */
+  /** Text for type-ahead (the accessible name is the label's text). */
   text: string;
   expandable: boolean;
 }
@@ -161,7 +161,7 @@ export function Tree({ label, roots, loadChildren, onOpen, height = 480, rowHeig
               aria-posinset={row.posinset}
               aria-expanded={node.expandable ? isOpen : undefined}
               aria-busy={isOpen && state === 'loading' ? true : undefined}
-              aria-label={node.text}
+              data-name={node.text}
               tabIndex={node.id === activeId ? 0 : -1}
               className="tree-row"
               style={{ transform: `translateY(${item.start}px)`, height: rowHeight, paddingLeft: `${(row.level - 1) * 1.25 + 0.25}rem` }}

@@ -31,14 +31,17 @@ export function RepositoryPage({ name }: { name: string }) {
   const [error, setError] = useState<Error | undefined>();
   const scroller = useRef<HTMLDivElement>(null);
 
+  // One page in flight at a time, whatever React runs twice (StrictMode) or scrolling asks for.
+  const inFlight = useRef<string | undefined>(undefined);
   const loadMore = useCallback(() => {
-    if (!next || loading) return;
+    if (!next || inFlight.current === next) return;
+    inFlight.current = next;
     setLoading(true);
     api.json<{ tags: TagDetail[] }>(next).then(({ value, response }) => {
       setTags((old) => [...old, ...value.tags]);
       setNext(nextPage(response));
     }, (err: unknown) => setError(err as Error)).finally(() => setLoading(false));
-  }, [next, loading]);
+  }, [next]);
 
   useEffect(() => { loadMore(); }, []); // eslint-disable-line react-hooks/exhaustive-deps
 
