@@ -159,7 +159,7 @@ function GraphList({ name, digest, direction }: { name: string; digest: string; 
         const elsewhere = far.repository !== name;
         return (
           <li key={i}>
-            <span className="kind">{edge.kind}</span>{' '}
+            <span className="kind">{direction === 'up' && edge.kind === 'subject' ? 'referrer' : edge.kind}</span>{' '}
             <Link to={href('manifest', { name: far.repository, ref: far.digest })}>{elsewhere ? `${far.repository}@` : ''}{shortDigest(far.digest)}</Link>{' '}
             <span className="muted">{far.artifactType ?? far.mediaType ?? ''}{elsewhere ? ' · nested namespace' : ''}</span>
           </li>
