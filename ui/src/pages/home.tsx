@@ -28,7 +28,24 @@ function toNode(entry: Entry, prefix: string): TreeNode {
 }
 
 const treePath = (prefix: string) => `/v2/_trellis/tree${prefix ? `?prefix=${enc(prefix)}` : ''}`;
+const FIRST_PAGE = '/v2/_trellis/tree?n=1000';
 const repositoryEntries = new Map<string, boolean>();
+
+type TreePage = Awaited<ReturnType<typeof api.json<{ entries: Entry[] }>>>;
+let prefetched: { page: Promise<TreePage>; at: number } | undefined;
+
+/** Starts loading the first page before React renders (main.tsx calls it on the start page). */
+export function prefetchRepositories(): void {
+  prefetched = { page: api.json<{ entries: Entry[] }>(FIRST_PAGE), at: performance.now() };
+  prefetched.page.catch(() => undefined);
+}
+
+function firstPage(): Promise<TreePage> {
+  // A prefetch is used while fresh (StrictMode's second mount uses it too), then forgotten.
+  if (prefetched && performance.now() - prefetched.at < 5000) return prefetched.page;
+  prefetched = undefined;
+  return api.json<{ entries: Entry[] }>(FIRST_PAGE);
+}
 
 export function HomePage() {
   const [roots, setRoots] = useState<TreeNode[]>([]);
@@ -39,10 +56,10 @@ export function HomePage() {
     let live = true;
     (async () => {
       // The first page paints at once; the rest follow page by page.
-      let next: string | undefined = `${treePath('')}${treePath('').includes('?') ? '&' : '?'}n=1000`;
+      let next: string | undefined = FIRST_PAGE;
       let all: TreeNode[] = [];
       while (next && live) {
-        const { value, response } = await api.json<{ entries: Entry[] }>(next);
+        const { value, response }: TreePage = next === FIRST_PAGE ? await firstPage() : await api.json<{ entries: Entry[] }>(next);
         for (const e of value.entries) repositoryEntries.set(e.name, e.repository);
         all = [...all, ...value.entries.map((e) => toNode(e, ''))];
         if (live) setRoots(all);
