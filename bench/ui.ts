@@ -70,7 +70,8 @@ const PAINT_PROBE = `
 /** Navigates to /ui/ and waits for the first frame showing tree rows. */
 async function measure(page: Page, url: string): Promise<Paint> {
   await page.goto(url, { waitUntil: 'commit' });
-  await page.waitForFunction('window.__firstRows !== undefined', undefined, { timeout: 30_000, polling: 50 });
+  // A function, not a string: the app's CSP forbids eval, which a string predicate would need.
+  await page.waitForFunction(() => (globalThis as { __firstRows?: number }).__firstRows !== undefined, undefined, { timeout: 30_000, polling: 50 });
   return page.evaluate(`({
     paintMs: window.__firstRows,
     markMs: performance.getEntriesByName('trellis:repositories')[0]?.startTime ?? -1,

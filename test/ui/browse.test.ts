@@ -169,6 +169,8 @@ test('an index links into nested namespaces, and the child shows what uses it', 
   const usedBy = page.getByTestId('used-by');
   await usedBy.getByRole('link', { name: /team\/app\/ko-build@/ }).waitFor();
   assert.match(await usedBy.textContent() ?? '', /nested namespace/);
+  await page.getByText('Config JSON').click();
+  await page.locator('pre').filter({ hasText: '"architecture": "amd64"' }).waitFor();
   await axe('nested child');
 });
 

@@ -182,6 +182,23 @@ function Owners({ digest }: { digest: string }) {
   );
 }
 
+/** An image config (or any small JSON config) as formatted JSON, on demand. */
+function ConfigView({ name, config }: { name: string; config: Descriptor }) {
+  const [open, setOpen] = useState(false);
+  const result = useAsync(async () => {
+    if (!open) return undefined;
+    const response = await api.fetch(`/v2/${name}/blobs/${config.digest}`);
+    return JSON.stringify(JSON.parse(await response.text()), null, 2);
+  }, [open, name, config.digest]);
+  if (config.size > 256 * 1024 || !/json/.test(config.mediaType) || config.size <= 2) return null;
+  return (
+    <details onToggle={(e) => setOpen((e.target as HTMLDetailsElement).open)}>
+      <summary>Config JSON</summary>
+      {result.state === 'loading' ? <Loading what="the config" /> : result.state === 'error' ? <Failure error={result.error} /> : <pre className="raw" tabIndex={0}>{result.value}</pre>}
+    </details>
+  );
+}
+
 export function ManifestPage({ name, reference }: { name: string; reference: string }) {
   const result = useAsync(() => loadManifest(name, reference), [name, reference]);
   if (result.state === 'loading') return <Loading what="the manifest" />;
@@ -228,6 +245,7 @@ export function ManifestPage({ name, reference }: { name: string; reference: str
         <>
           <h2>Config</h2>
           <p><code>{manifest.config.mediaType}</code> · <code>{shortDigest(manifest.config.digest)}</code> · {formatSize(manifest.config.size)}</p>
+          <ConfigView name={name} config={manifest.config} />
         </>
       )}
       {layers.length > 0 && (
