@@ -30,7 +30,7 @@ export function SearchPage({ text }: { text: string }) {
       search(`q_tag__contains=${enc(needle)}&n=100`),
       looksLikeDigest ? search(`q_digest__${/^sha(256|512):[0-9a-f]+$/.test(needle) && needle.length >= 71 ? 'eq' : 'contains'}=${enc(needle)}&n=50`) : Promise.resolve([]),
     ]);
-    return { repositories: [...new Set(byName.map((r) => r.repository))], byTag, byDigest };
+    return { repositories: [...new Set(byName.map((r) => r.repository))].sort(), byTag, byDigest };
   }, [needle]);
 
   if (!needle) return <p>Type something to search for.</p>;
