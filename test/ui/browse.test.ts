@@ -49,7 +49,8 @@ test('setup: real clients fill the registry, Chromium starts', async (t) => {
   }
   filled = await fillRegistry(reg.url, reg.host, oras);
   browser = await launch(t);
-  if (browser) page = await openPage(browser, errors);
+  // Screenshots for docs/ui.md are taken in a smaller window, to keep the PNGs small.
+  if (browser) page = await openPage(browser, errors, SHOTS ? { width: 1100, height: 680 } : undefined);
 });
 
 test('/ leads to the UI, whose tree lists nested namespaces and works with the keyboard', async (t) => {

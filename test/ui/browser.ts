@@ -27,8 +27,8 @@ export async function launch(t: TestContext): Promise<Browser | undefined> {
 }
 
 /** A page that fails the test on uncaught errors in the app and allows only 127.0.0.1. */
-export async function openPage(browser: Browser, errors: string[] = []): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+export async function openPage(browser: Browser, errors: string[] = [], viewport = { width: 1280, height: 900 }): Promise<Page> {
+  const context = await browser.newContext({ viewport });
   await context.route((url) => !['127.0.0.1', 'localhost'].includes(url.hostname), (route) => route.abort());
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);

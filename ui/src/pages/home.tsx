@@ -32,17 +32,18 @@ const FIRST_PAGE = '/v2/_trellis/tree?n=1000';
 const repositoryEntries = new Map<string, boolean>();
 
 type TreePage = Awaited<ReturnType<typeof api.json<{ entries: Entry[] }>>>;
-let prefetched: { page: Promise<TreePage>; at: number } | undefined;
+let prefetched: { page: Promise<TreePage>; at: number; user: string | undefined } | undefined;
 
 /** Starts loading the first page before React renders (main.tsx calls it on the start page). */
 export function prefetchRepositories(): void {
-  prefetched = { page: api.json<{ entries: Entry[] }>(FIRST_PAGE), at: performance.now() };
+  prefetched = { page: api.json<{ entries: Entry[] }>(FIRST_PAGE), at: performance.now(), user: api.user };
   prefetched.page.catch(() => undefined);
 }
 
 function firstPage(): Promise<TreePage> {
-  // A prefetch is used while fresh (StrictMode's second mount uses it too), then forgotten.
-  if (prefetched && performance.now() - prefetched.at < 5000) return prefetched.page;
+  // A prefetch is used while fresh and for the same account (StrictMode's second mount uses it
+  // too), then forgotten: after signing in or out the tree is asked for again.
+  if (prefetched && prefetched.user === api.user && performance.now() - prefetched.at < 5000) return prefetched.page;
   prefetched = undefined;
   return api.json<{ entries: Entry[] }>(FIRST_PAGE);
 }
