@@ -1,4 +1,4 @@
-// The whole test suite: strict type check, then every test file under test/ with node's runner.
+// The whole test suite: strict type check (server and web UI), then every test file under test/ with node's runner.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -21,5 +21,6 @@ function testFiles(dir: string): string[] {
 
 const only = process.argv.slice(2);
 run(join(bin, 'tsc'), ['--noEmit', '-p', '.']);
+run(join(bin, 'tsc'), ['--noEmit', '-p', 'ui']);
 const files = only.length ? only : testFiles(join(root, 'test')).sort();
 run(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=600000', ...files]);
