@@ -11,6 +11,7 @@ import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { findPeer } from '../helpers/peers.ts';
 import { launch, openPage, seriousViolations } from './browser.ts';
 import { fillRegistry, TYPES, type Filled } from './fill.ts';
+import { makeImage, pushBuilt } from '../helpers/oci-client.ts';
 
 let reg: TestRegistry;
 let filled: Filled;
@@ -122,6 +123,30 @@ test('a repository lists its tags with kind, size and push time', async (t) => {
   assert.match(rows[1]!, /latest.*UTC/);
   await shot('repository');
   await axe('repository');
+});
+
+test('a long tags list is loaded page by page as it scrolls, with only the rows in view rendered', async (t) => {
+  if (!browser) return t.skip('no browser');
+  const image = makeImage();
+  assert.equal((await pushBuilt(reg.url, 'demo/many', 'tag-0000', image)).status, 201);
+  for (let i = 1; i < 600; i++) {
+    const res = await fetch(`${reg.url}/v2/demo/many/manifests/tag-${String(i).padStart(4, '0')}`, { method: 'PUT', body: image.bytes, headers: { 'Content-Type': image.mediaType } });
+    assert.equal(res.status, 201);
+  }
+  await page.goto(`${reg.url}/ui/repository?name=demo/many`);
+  const table = page.getByRole('table', { name: 'Tags of demo/many' });
+  await table.getByRole('link', { name: 'tag-0000' }).waitFor();
+  assert.equal(await page.getByTestId('tag-count').textContent(), '250+');
+  const body = table.locator('.vbody');
+  for (let round = 0; round < 20 && (await page.getByTestId('tag-count').textContent()) !== '600'; round++) {
+    await body.evaluate((el) => { el.scrollTop = el.scrollHeight; });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+  }
+  assert.equal(await page.getByTestId('tag-count').textContent(), '600');
+  await body.evaluate((el) => { el.scrollTop = el.scrollHeight; });
+  await table.getByRole('link', { name: 'tag-0599' }).waitFor();
+  const rendered = await table.getByRole('row').count();
+  assert.ok(rendered < 60, `${rendered} rows in the DOM for 600 tags`);
 });
 
 test('a manifest page expands the referrer tree three levels deep and filters by artifact type', async (t) => {
