@@ -136,3 +136,23 @@ test('a user without rights sees nothing of a hidden team; anonymous sees only p
 
   assert.deepEqual(errors, []);
 });
+
+test('without the token flow, the UI signs in with Basic credentials', { timeout: 120_000 }, async (t) => {
+  const r = await startAuthRegistry(t, {
+    users: ['root', 'dave'],
+    auth: { admins: { users: ['root'] }, policies: { 'mine/**': { users: { dave: ['pull'] } } } },
+  });
+  assert.equal((await r.push('mine/app', 'v1', r.basic('root'))).status, 201);
+  assert.equal((await r.push('theirs/app', 'v1', r.basic('root'))).status, 201);
+  browser ??= await launch(t);
+  if (!browser) return;
+  const page = await openPage(browser);
+  await page.goto(`${r.base}/ui/`);
+  await page.getByRole('alert').filter({ hasText: 'Sign in to see this.' }).waitFor();
+  await signIn(page, 'dave');
+  await page.getByTestId('signed-in-user').filter({ hasText: 'dave' }).waitFor();
+  assert.deepEqual(await treeNames(page), ['mine']);
+  await page.goto(`${r.base}/ui/repository?name=mine/app`);
+  await page.getByRole('link', { name: 'v1' }).waitFor();
+  await page.context().close();
+});

@@ -253,6 +253,15 @@ test('components: the list, versions in semver order, a version with its resourc
   await page.getByText('No components.').waitFor();
 });
 
+test('signing in to a registry without access control says there are no accounts', async (t) => {
+  if (!browser) return t.skip('no browser');
+  await page.goto(`${reg.url}/ui/signin`);
+  await page.getByLabel('User name').fill('someone');
+  await page.getByLabel('Password').fill('anything');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').filter({ hasText: 'This registry has no accounts' }).waitFor();
+});
+
 test('the app raised no uncaught errors', (t) => {
   if (!browser) return t.skip('no browser');
   assert.deepEqual(errors, []);

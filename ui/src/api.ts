@@ -187,6 +187,9 @@ export class RegistryClient {
       this.token = body.token;
       this.session = { user, ...(body.refresh_token ? { refreshToken: body.refresh_token } : {}) };
     } else if (response.status === 404) {
+      const error = await this.error(response);
+      // No token endpoint at all: a registry without access control, where there is no one to be.
+      if (error.code === 'NAME_UNKNOWN') throw new ApiError(404, 'UNSUPPORTED', 'This registry has no accounts: everything in it is open to everyone.');
       const basic = btoa(`${user}:${password}`);
       const check = await fetch('/v2/', { headers: { Authorization: `Basic ${basic}` }, credentials: 'omit' });
       if (!check.ok) throw await this.error(check);
