@@ -372,8 +372,11 @@ export class SqliteMetadataStore implements MetadataStore {
     const paths = (this.sql('SELECT path FROM attribute_paths ORDER BY path LIMIT ?').all(canPull ? -1 : limit) as { path: string }[]).map((r) => r.path);
     if (!canPull) return paths;
     const visible = JSON.stringify((this.sql('SELECT id, name FROM repos').all() as { id: number; name: string }[]).filter((r) => canPull(r.name)).map((r) => r.id));
-    const held = this.sql(`SELECT 1 FROM attributes a INDEXED BY attributes_by_value JOIN manifests m ON m.id = a.manifest_id
-      WHERE a.path = ? AND m.repo_id IN (SELECT value FROM json_each(?)) LIMIT 1`);
+    // Each path's first 1,000 rows are looked at, so the cost is bounded whatever hidden
+    // repositories hold; a path visible only beyond them is left out of the list (queries still
+    // accept it: this list is for suggestions).
+    const held = this.sql(`SELECT 1 FROM (SELECT manifest_id FROM attributes INDEXED BY attributes_by_value WHERE path = ? LIMIT 1000) a
+      JOIN manifests m ON m.id = a.manifest_id WHERE m.repo_id IN (SELECT value FROM json_each(?)) LIMIT 1`);
     const found: string[] = [];
     for (const path of paths) {
       if (found.length >= limit) break;
