@@ -186,6 +186,11 @@ test('a manifest page expands the referrer tree three levels deep and filters by
 
 test('an index links into nested namespaces, and the child shows what uses it', async (t) => {
   if (!browser) return t.skip('no browser');
+  await page.goto(`${reg.url}/ui/repository?name=team/app/ko-build`);
+  const tags = page.getByRole('table', { name: 'Tags of team/app/ko-build' });
+  await tags.getByRole('link', { name: 'v1' }).waitFor();
+  assert.match((await tags.getByRole('row').nth(1).textContent())!, /image index.*linux\/amd64, linux\/arm64/);
+  await shot('repository-index');
   await page.goto(`${reg.url}/ui/manifest?name=team/app/ko-build&ref=v1`);
   const child = filled.nested.children[0]!;
   const link = page.getByTestId('children').getByRole('link', { name: new RegExp(`^${child.repository}@`) });

@@ -80,7 +80,7 @@ export function RepositoryPage({ name }: { name: string }) {
                     <div role="row" key={t.tag} className="vrow" aria-rowindex={item.index + 2} style={{ transform: `translateY(${item.start}px)`, height: ROW }}>
                       <span role="cell"><Link to={href('manifest', { name, ref: t.tag })}>{t.tag}</Link></span>
                       <span role="cell" className="ellipsis" title={t.artifactType ?? t.mediaType}>{kindOf(t)}</span>
-                      <span role="cell" className="ellipsis">{t.platforms.join(', ')}</span>
+                      <span role="cell" className="ellipsis" title={t.platforms.join(", ")}>{t.platforms.join(", ")}</span>
                       <span role="cell">{formatSize(t.size)}</span>
                       <span role="cell">{formatTime(t.pushedAt)}</span>
                       <span role="cell"><code>{shortDigest(t.digest)}</code></span>
