@@ -69,6 +69,8 @@ export class RegistryClient {
   private token: string | undefined;
   private readonly scopes: string[] = ['registry:catalog:*'];
   private tokenRequest: Promise<void> | undefined;
+  /** The scopes the current token was asked for. */
+  private tokenScopes = new Set<string>();
   private realm = '/v2/_trellis/token';
   private service = 'trellis';
   private readonly listeners = new Set<Listener>();
@@ -93,8 +95,11 @@ export class RegistryClient {
       const challenge = parseChallenge(response.headers.get('WWW-Authenticate'));
       if (challenge?.scheme === 'bearer') {
         this.learnRealm(challenge);
-        for (const scope of (challenge.params.scope ?? '').split(' ').filter(Boolean)) this.addScope(scope);
+        const wanted = (challenge.params.scope ?? '').split(' ').filter(Boolean);
+        for (const scope of wanted) this.addScope(scope);
         await this.refreshToken();
+        // A token request already under way when this scope was added does not carry it.
+        if (wanted.some((scope) => !this.tokenScopes.has(scope))) await this.refreshToken();
         response = await this.send(path, init);
       }
     }
@@ -157,6 +162,7 @@ export class RegistryClient {
 
   private async requestToken(): Promise<void> {
     const refresh = this.session?.refreshToken;
+    const scopes = new Set(this.scopes);
     let response: Response;
     if (refresh) {
       const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refresh, service: this.service, client_id: 'trellis-ui', scope: this.scopes.join(' ') });
@@ -173,6 +179,7 @@ export class RegistryClient {
     }
     if (!response.ok) throw await this.error(response);
     this.token = ((await response.json()) as { token: string }).token;
+    this.tokenScopes = scopes;
   }
 
   /** Signs in with a user name and password: the token flow if the registry has it, else Basic. */
@@ -185,6 +192,7 @@ export class RegistryClient {
     if (response.ok) {
       const body = (await response.json()) as { token: string; refresh_token?: string };
       this.token = body.token;
+      this.tokenScopes = new Set(this.scopes);
       this.session = { user, ...(body.refresh_token ? { refreshToken: body.refresh_token } : {}) };
     } else if (response.status === 404) {
       const error = await this.error(response);
@@ -205,6 +213,7 @@ export class RegistryClient {
   signOut(): void {
     this.session = undefined;
     this.token = undefined;
+    this.tokenScopes = new Set();
     sessionStorage.removeItem(SESSION_KEY);
     this.changed();
   }
