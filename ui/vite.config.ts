@@ -6,6 +6,8 @@ export default defineConfig({
   root: fileURLToPath(new URL('.', import.meta.url)),
   base: '/ui/',
   publicDir: false,
+  // React's automatic JSX runtime, without a plugin.
+  esbuild: { jsx: 'automatic' },
   build: {
     outDir: fileURLToPath(new URL('../dist/ui', import.meta.url)),
     emptyOutDir: true,

@@ -13,6 +13,8 @@ export interface ApiLimits {
   defaultReferrersPage: number;
   /** Largest referrers answer body in bytes before it is split with a `Link`. */
   maxReferrersBytes: number;
+  /** A request body that sends nothing for this long is aborted; 0: never. */
+  bodyIdleTimeoutMs: number;
 }
 
 /**
