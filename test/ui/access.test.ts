@@ -99,6 +99,7 @@ test('a user without rights sees nothing of a hidden team; anonymous sees only p
 
     await page.goto(`${r.base}/ui/query?q_annotations__${encodeURIComponent(HIDDEN_KEY)}__eq=falcon&scope=search`);
     await page.getByRole('status').filter({ hasText: 'No matches.' }).waitFor();
+    await page.locator('datalist#attribute-names option[value="repository"]').waitFor({ state: 'attached' });
     const suggestions = await page.locator('datalist#attribute-names option').evaluateAll((options) => options.map((o) => (o as unknown as { value: string }).value));
     assert.ok(suggestions.includes('annotations__org.opencontainers.image.version') === false, 'only the hidden image has that annotation');
     assert.ok(suggestions.length > 0 && !suggestions.some((s) => s.includes('hidden-team')), suggestions.join());

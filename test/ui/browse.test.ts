@@ -208,6 +208,8 @@ test('an index links into nested namespaces, and the child shows what uses it', 
 test('the query builder suggests attributes, runs a query and puts it in the URL', async (t) => {
   if (!browser) return t.skip('no browser');
   await page.goto(`${reg.url}/ui/query`);
+  // The suggestions arrive after the page: wait for them.
+  await page.locator('datalist#attribute-names option[value="artifacttype"]').waitFor({ state: 'attached' });
   const suggestions = await page.locator('datalist#attribute-names option').evaluateAll((options) => options.map((o) => (o as unknown as { value: string }).value));
   assert.ok(suggestions.includes('annotations__org.opencontainers.image.version'), suggestions.join());
   assert.ok(suggestions.includes('repository') && suggestions.includes('artifacttype'));
