@@ -6,14 +6,15 @@
 // Linux and macOS; runs on the pinned Node 24 (npm scripts do).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 
 const root = dirname(dirname(new URL(import.meta.url).pathname));
 const dist = join(root, 'dist');
 const started = performance.now();
-rmSync(dist, { recursive: true, force: true });
-mkdirSync(dist);
+// dist/ also holds the web UI bundle (dist/ui/, npm run build): only this script's files are replaced.
+mkdirSync(dist, { recursive: true });
+for (const output of ['trellis', 'trellis.exe', 'app.bin', 'id', 'sea-config.json', 'sea-prep.blob']) rmSync(join(dist, output), { force: true });
 execFileSync(process.execPath, [join(root, 'scripts/build-info.mjs')], { stdio: 'inherit' });
 
 // Runtime files only: the Node runtime package is the executable itself; dev tools stay out.
@@ -29,7 +30,9 @@ function filesUnder(path) {
   if (!info.isDirectory()) return [path];
   return readdirSync(join(root, path)).flatMap((name) => (name === 'node_modules' || name === '.bin' ? [] : filesUnder(join(path, name))));
 }
-const files = [...new Set(['package.json', 'build-info.json', 'LICENSE', 'bin/trellis.mjs', ...filesUnder('src'), ...modules.flatMap(filesUnder)])].sort();
+// The web UI's bundle goes in when it was built, so the binary serves /ui/ as `trellis serve` does.
+const ui = existsSync(join(root, 'dist/ui/index.html')) ? filesUnder('dist/ui') : [];
+const files = [...new Set(['package.json', 'build-info.json', 'LICENSE', 'bin/trellis.mjs', ...filesUnder('src'), ...ui, ...modules.flatMap(filesUnder)])].sort();
 
 const entries = [];
 const chunks = [];

@@ -1,4 +1,4 @@
-// The whole test suite: strict type check, then every test file under test/ with node's runner on
+// The whole test suite: strict type check (server and web UI), then every test file under test/ with node's runner on
 // the default metadata store (SQLite), then the files that run a registry (the HTTP suite,
 // conformance, real clients, CLI) a second time on PostgreSQL: one throw-away cluster
 // (test/helpers/postgres.ts) for the pass, a database per registry.
@@ -59,6 +59,7 @@ async function onPostgres(files: string[]): Promise<void> {
 const only = process.argv.slice(2);
 const mode = process.env.TRELLIS_TEST_METADATA;
 run(join(bin, 'tsc'), ['--noEmit', '-p', '.']);
+run(join(bin, 'tsc'), ['--noEmit', '-p', 'ui']);
 if (only.length) {
   if (mode === 'postgres') await onPostgres(only);
   else runTests(only);

@@ -19,6 +19,7 @@ import { createOpsServer } from '../registry/ops.ts';
 import { RequestObserver } from '../registry/request-log.ts';
 import type { Server } from 'node:http';
 import type { Level } from 'pino';
+import { openUiBundle } from '../ui/index.ts';
 
 export function gcPolicy(settings: Settings): GcPolicy {
   return { untagged: settings.gcUntagged, danglingReferrers: settings.gcDanglingReferrers, graceSeconds: settings.gcGraceSeconds };
@@ -133,10 +134,12 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     if (!collecting) collect(false).catch(() => undefined);
   }, settings.gcIntervalSeconds * 1000).unref() : undefined;
   const components = new ComponentsApi(await openComponents(registry, settings, logger));
+  const ui = settings.ui ? await openUiBundle() : undefined;
+  if (settings.ui && !ui) logger.warn('the web UI is not built (run npm run build); /ui/ is not served');
   const server = createRegistryServer({
     registry, uploads, log: logger, components,
     rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },
-    tls, collectGarbage: collect, gate,
+    tls, collectGarbage: collect, gate, ui,
     ops: { health: observe.health, metrics: observe.metrics, metricsOnMainPort: !opsServer },
     requests: new RequestObserver({ log: logger, level: settings.requestLogLevel as Level | 'silent', metrics: observe.metrics }),
     limits: {

@@ -86,6 +86,8 @@ export interface Settings {
   /** First retry delay after a failed delivery; doubles per failure up to webhookRetryMaxMs. */
   webhookRetryMinMs: number;
   webhookRetryMaxMs: number;
+  /** Serve the web UI under /ui/ (and redirect / there). */
+  ui: boolean;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -147,6 +149,7 @@ export const DEFAULT_SETTINGS: Settings = {
   webhookTimeoutMs: 10_000,
   webhookRetryMinMs: 1000,
   webhookRetryMaxMs: 300_000,
+  ui: true,
 };
 
 export class SettingsError extends Error {}

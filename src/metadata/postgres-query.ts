@@ -4,8 +4,9 @@
 // Order keys of values held in columns are stored beside them (`*_ord`), computed on write.
 import type pg from 'pg';
 import { QueryInvalid, type Condition, type Query } from '../query/language.ts';
-import type { QueryAccess, QueryIndex, QueryMatch, QueryPage, QueryScope } from './query.ts';
+import { ATTRIBUTE_PATH_PROBE, type QueryAccess, type QueryIndex, type QueryMatch, type QueryPage, type QueryScope } from './query.ts';
 import { LISTED_TYPE } from '../query/attributes.ts';
+import { withRegistryFacts } from './sqlite-query.ts';
 
 type SQLInputValue = string | number | null | readonly string[];
 
@@ -154,6 +155,15 @@ export class PostgresQueryIndex implements QueryIndex {
   async knownAttributes(paths: readonly string[]): Promise<Set<string>> {
     const { rows } = await this.pool.query<{ path: string }>('SELECT path FROM attribute_paths WHERE path = ANY($1::text[])', [paths]);
     return new Set([...paths.filter((path) => PATHS_STORED_ELSEWHERE.has(path)), ...rows.map((r) => r.path)]);
+  }
+
+  async attributePaths(limit: number, access: QueryAccess | undefined): Promise<string[]> {
+    if (!access) return withRegistryFacts((await this.pool.query<{ path: string }>('SELECT path FROM attribute_paths ORDER BY path LIMIT $1', [limit])).rows.map((r) => r.path), limit);
+    const { rows } = await this.pool.query<{ path: string }>(`SELECT p.path FROM attribute_paths p WHERE EXISTS (
+        SELECT 1 FROM (SELECT manifest_id FROM attributes a WHERE a.path = p.path LIMIT ${ATTRIBUTE_PATH_PROBE}) a
+        JOIN manifests m ON m.id = a.manifest_id JOIN repos r ON r.id = m.repo_id WHERE r.name = ANY($1::text[]))
+      ORDER BY p.path LIMIT $2`, [access.pullable, limit]);
+    return withRegistryFacts(rows.map((r) => r.path), limit);
   }
 
   async tagsOf(repository: string, digest: string): Promise<string[]> {

@@ -32,12 +32,22 @@ export interface QueryAccess {
   pullable: readonly string[];
 }
 
+/** Rows of one attribute path looked at when suggesting paths to a caller who may not pull everything. */
+export const ATTRIBUTE_PATH_PROBE = 1000;
+
 /** Each method is one read transaction (a consistent snapshot). */
 export interface QueryIndex {
   /** Which of these paths any manifest has (or had); registry facts always exist. */
   knownAttributes(paths: readonly string[]): Promise<Set<string>>;
   /** Matches in a stable order; repositories outside `access` are left out before the page is cut. */
   run(query: Query, scope: QueryScope, page: QueryPage, access: QueryAccess | undefined): Promise<QueryMatch[]>;
+  /**
+   * Attribute paths queries accept, in order (at most `limit`), for suggesting them; with `access`,
+   * only paths some manifest of a pullable repository has, so names from hidden repositories stay
+   * hidden. Each path's first rows are looked at, so the cost stays bounded whatever hidden
+   * repositories hold (a path visible only beyond them is left out: queries still accept it).
+   */
+  attributePaths(limit: number, access: QueryAccess | undefined): Promise<string[]>;
   /** Tags of a manifest (for search results). */
   tagsOf(repository: string, digest: string): Promise<string[]>;
 }

@@ -5,7 +5,7 @@ import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
 import { StatementCache } from './statements.ts';
 import { QueryInvalid, type Condition, type Query } from '../query/language.ts';
 import { orderKey } from '../query/order.ts';
-import type { QueryAccess, QueryIndex, QueryMatch, QueryPage, QueryScope } from './query.ts';
+import { ATTRIBUTE_PATH_PROBE, type QueryAccess, type QueryIndex, type QueryMatch, type QueryPage, type QueryScope } from './query.ts';
 import type { Synchronous } from './store.ts';
 import { LISTED_TYPE } from '../query/attributes.ts';
 
@@ -27,6 +27,10 @@ const SOURCES: Record<string, Source> = {
 };
 /** Paths the attributes table does not store (see SOURCES). */
 export const PATHS_STORED_ELSEWHERE: ReadonlySet<string> = new Set(Object.keys(SOURCES));
+/** Stored paths and the ones answered from other tables, in order, at most `limit`. */
+export function withRegistryFacts(stored: readonly string[], limit: number): string[] {
+  return [...new Set([...PATHS_STORED_ELSEWHERE, ...stored])].sort().slice(0, limit);
+}
 /** An eq driver matching more rows than this yields to the sort index when a sort is asked for. */
 const SELECTIVE_ENOUGH = 5000;
 
@@ -151,6 +155,20 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
   knownAttributes(paths: readonly string[]): Set<string> {
     const known = this.statements.get('SELECT 1 FROM attribute_paths WHERE path = ?');
     return new Set(paths.filter((path) => PATHS_STORED_ELSEWHERE.has(path) || known.get(path) !== undefined));
+  }
+
+  attributePaths(limit: number, access: QueryAccess | undefined): string[] {
+    const paths = (this.statements.get('SELECT path FROM attribute_paths ORDER BY path LIMIT ?').all(access ? -1 : limit) as { path: string }[]).map((r) => r.path);
+    if (!access) return withRegistryFacts(paths, limit);
+    const pullable = JSON.stringify(access.pullable);
+    const held = this.statements.get(`SELECT 1 FROM (SELECT manifest_id FROM attributes INDEXED BY attributes_by_value WHERE path = ? LIMIT ${ATTRIBUTE_PATH_PROBE}) a
+      JOIN manifests m ON m.id = a.manifest_id JOIN repos r ON r.id = m.repo_id WHERE r.name IN (SELECT value FROM json_each(?)) LIMIT 1`);
+    const found: string[] = [];
+    for (const path of paths) {
+      if (found.length >= limit) break;
+      if (held.get(path, pullable)) found.push(path);
+    }
+    return withRegistryFacts(found, limit);
   }
 
   tagsOf(repository: string, digest: string): string[] {

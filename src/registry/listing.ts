@@ -133,6 +133,12 @@ export function discoverExtensions(ctx: ApiContext): void {
         endpoints: ['_trellis/search'],
       },
       {
+        name: '_trellis/browse',
+        description: 'Browsing: the namespace tree, tags with digest, size, platforms and push time, and the attribute names queries accept; see docs/api.md#browsing',
+        url: 'docs/api.md#browsing',
+        endpoints: ['_trellis/tree', '_trellis/attributes', '<name>/_trellis/tags'],
+      },
+      {
         name: '_trellis/components',
         description: 'Components (OCM and rule-defined): list, versions, detail, owners of an artifact; see docs/query.md#components',
         url: 'docs/query.md#components',

@@ -20,6 +20,9 @@ import { references, search } from './query.ts';
 import type { RateLimiter } from './rate-limit.ts';
 import { answerHealthProbe, answerMetrics, METRICS_PATH, type OpsEndpoints } from './ops.ts';
 import type { RequestObserver } from './request-log.ts';
+import { isUiPath, serveUi } from './ui.ts';
+import { attributes, tagDetails, tree } from './browse.ts';
+import type { UiBundle } from '../ui/index.ts';
 
 interface Route {
   pattern: RegExp;
@@ -31,6 +34,7 @@ interface Route {
 // Order matters: upload paths before blob paths.
 const ROUTES: Route[] = [
   { pattern: /^\/v2\/(.+)\/_trellis\/graph\/([^/]+)$/, methods: { GET: graph, HEAD: graph } },
+  { pattern: /^\/v2\/(.+)\/_trellis\/tags\/?$/, methods: { GET: tagDetails, HEAD: tagDetails } },
   { pattern: /^\/v2\/(.+)\/blobs\/uploads\/?$/, methods: { POST: startUpload }, upload: true },
   { pattern: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, methods: { PATCH: patchUpload, PUT: putUpload, GET: uploadStatus, HEAD: uploadStatus, DELETE: cancelUpload }, upload: true },
   { pattern: /^\/v2\/(.+)\/blobs\/([^/]+)$/, methods: { GET: getBlob, HEAD: getBlob, DELETE: deleteBlob } },
@@ -59,6 +63,8 @@ export interface ServerDependencies {
   ops?: OpsEndpoints | undefined;
   /** Request ids, the per-request log line and request metrics. */
   requests?: RequestObserver | undefined;
+  /** The web UI's bundle, served under /ui/; without it neither /ui/ nor / is answered. */
+  ui?: UiBundle | undefined;
 }
 
 function actionFor(route: Route, method: string): RepositoryAction {
@@ -83,6 +89,8 @@ async function dispatch(ctx: ApiContext, deps: ServerDependencies): Promise<void
   if (deps.components && isComponentsPath(path)) return deps.components.handle(ctx);
   if (path === '/v2/_oci/references') return onlyGet(method, ctx, references);
   if (path === '/v2/_trellis/search') return onlyGet(method, ctx, search);
+  if (path === '/v2/_trellis/tree') return onlyGet(method, ctx, tree);
+  if (path === '/v2/_trellis/attributes') return onlyGet(method, ctx, attributes);
   if (path === '/v2/_trellis/gc') return collect(ctx, method, deps);
   if (path === METRICS_PATH && deps.ops?.metricsOnMainPort) return answerMetrics(ctx.req, ctx.res, deps.ops.metrics);
   for (const route of ROUTES) {
@@ -172,6 +180,7 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     if (deps.ops && answerHealthProbe(req, res, url.pathname, deps.ops.health)) return;
     // Once shutdown has begun, tell keep-alive clients to go away after this answer.
     if (!server.listening) res.setHeader('Connection', 'close');
+    if (deps.ui && isUiPath(url.pathname)) return serveUi(req, res, url, deps.ui);
     const head = req.method === 'HEAD';
     const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: clientKey(req.socket.remoteAddress ?? 'unknown') };
     deps.requests?.begin(ctx);
