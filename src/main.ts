@@ -51,7 +51,7 @@ program.command('fsck')
   .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
   .action(async (flags: CommonFlags) => {
     const settings = settingsFrom(flags);
-    const report = await fsck(settings.data, { maxManifestBytes: settings.maxManifestBytes });
+    const report = await fsck(settings.data, { maxManifestBytes: settings.maxManifestBytes, storage: settings.storage });
     for (const problem of report.problems) console.log(`problem: ${problem}`);
     console.log(`checked ${report.repositories} repositories, ${report.manifests} manifests, ${report.blobs} blobs: ${report.problems.length} problems`);
     process.exitCode = report.problems.length ? 1 : 0;

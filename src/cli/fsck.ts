@@ -1,7 +1,7 @@
 // `trellis fsck`: checks every layout (blob digests, index.json, descriptors) and the metadata
 // index against them. Prints one line per problem; the caller exits non-zero if there are any.
 import { existsSync } from 'node:fs';
-import { FileSystemDriver } from '../storage/filesystem.ts';
+import { openStorage, type StorageDriver } from '../storage/index.ts';
 import { SqliteMetadataStore } from '../metadata/sqlite.ts';
 import { metadataPath } from '../content/registry.ts';
 import { findLayouts } from '../layout/discover.ts';
@@ -17,11 +17,11 @@ export interface FsckReport {
   problems: string[];
 }
 
-export async function fsck(dataDir: string, options: { maxManifestBytes: number }): Promise<FsckReport> {
-  const driver = new FileSystemDriver(dataDir);
+export async function fsck(dataDir: string, options: { maxManifestBytes: number; storage?: string }): Promise<FsckReport> {
+  const driver = openStorage(options.storage ?? '', dataDir, { durable: false });
   const report: FsckReport = { repositories: 0, blobs: 0, manifests: 0, problems: [] };
   const problem = (text: string) => report.problems.push(text);
-  const dbPath = metadataPath(driver.root);
+  const dbPath = metadataPath(dataDir);
   const metadata = existsSync(dbPath) ? new SqliteMetadataStore(dbPath, { readOnly: true }) : undefined;
   if (!metadata) problem('metadata index is missing: run `trellis reindex`');
   try {
@@ -33,11 +33,12 @@ export async function fsck(dataDir: string, options: { maxManifestBytes: number 
     }
   } finally {
     await metadata?.close();
+    await driver.close();
   }
   return report;
 }
 
-async function checkLayout(driver: FileSystemDriver, repo: string, maxManifestBytes: number, metadata: SqliteMetadataStore | undefined, report: FsckReport) {
+async function checkLayout(driver: StorageDriver, repo: string, maxManifestBytes: number, metadata: SqliteMetadataStore | undefined, report: FsckReport) {
   const problem = (text: string) => report.problems.push(`${repo}: ${text}`);
   const header = await driver.readFile(layoutKey(repo, LAYOUT_FILE), 4096);
   try {

@@ -30,6 +30,7 @@ export function createLogger(level: string): Logger {
 export function registryOptions(settings: Settings, logger: Logger): RegistryOptions {
   return {
     dataDir: settings.data,
+    storage: settings.storage,
     maxManifestBytes: settings.maxManifestBytes,
     durable: settings.fsync,
     layoutReferrers: { fallbackTags: settings.layoutFallbackTags, olaregAnnotations: settings.layoutOlaregAnnotations },
@@ -78,7 +79,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     registry, uploads, log: logger, components,
     rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },
     tls, collectGarbage: collect, gate,
-    limits: { maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, defaultReferrersPage: settings.defaultReferrersPage, maxReferrersBytes: settings.maxReferrersBytes },
+    limits: { maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, defaultReferrersPage: settings.defaultReferrersPage, maxReferrersBytes: settings.maxReferrersBytes, blobRedirectSeconds: settings.storageRedirectSeconds },
   });
   const { host, port } = parseListen(settings.listen);
   await new Promise<void>((resolve, reject) => {

@@ -2,10 +2,9 @@
 // HTTP handlers and CLI commands call this; it never speaks HTTP itself.
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import { FileSystemDriver } from '../storage/filesystem.ts';
-import type { FileInfo } from '../storage/driver.ts';
+import { openStorage, type ObjectInfo, type ObjectWriter, type StorageDriver } from '../storage/index.ts';
 import { SqliteMetadataStore } from '../metadata/sqlite.ts';
 import { manifestRecord, type ManifestRecord, type MetadataStore, type PageRequest, type RepositoryRecord } from '../metadata/store.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
@@ -24,6 +23,8 @@ import { resolveNestedLinks } from '../graph/nested.ts';
 
 export interface RegistryOptions {
   dataDir: string;
+  /** Where blobs and layouts live: '' for the data directory, a path, or s3://… (src/storage). */
+  storage?: string;
   maxManifestBytes: number;
   /** fsync files, folders and the metadata database: survives power loss, costs write latency. */
   durable: boolean;
@@ -81,7 +82,7 @@ async function removeIndex(dataDir: string): Promise<void> {
 }
 
 export class Registry {
-  readonly driver: FileSystemDriver;
+  readonly driver: StorageDriver;
   readonly metadata: MetadataStore;
   /** Queries over every manifest's attributes, on the same index. */
   readonly queries: QueryIndex;
@@ -96,7 +97,7 @@ export class Registry {
   private constructor(options: RegistryOptions, metadata: MetadataStore, queries: QueryIndex) {
     this.options = options;
     this.log = options.logger;
-    this.driver = new FileSystemDriver(options.dataDir, { durable: options.durable });
+    this.driver = openStorage(options.storage ?? '', options.dataDir, { durable: options.durable });
     this.metadata = metadata;
     this.queries = queries;
     this.layout = new LayoutWriter({
@@ -122,7 +123,7 @@ export class Registry {
       await removeIndex(options.dataDir);
       return Registry.open(options);
     }
-    await registry.driver.clearTemp();
+    await registry.driver.prepare();
     await registry.adoptLayouts();
     await registry.layout.flushAll();
     // Files of deleted manifests whose removal a crash interrupted after index.json was rewritten.
@@ -139,6 +140,7 @@ export class Registry {
     this.closing ??= (async () => {
       await this.layout.flushAll();
       await this.metadata.close();
+      await this.driver.close();
     })();
     return this.closing;
   }
@@ -245,12 +247,10 @@ export class Registry {
       if (this.metadata.repository(name)) return;
       // `oci-layout` goes last: it is what marks the folder as a layout, so a crash before it
       // leaves a plain folder, never a layout without `index.json`.
-      await mkdir(this.driver.path(`${name}/blobs`), { recursive: true });
+      await this.driver.createFolder(`${name}/blobs`);
       const indexKey = layoutKey(name, INDEX_FILE);
-      if (!(await this.driver.stat(indexKey))) {
-        await this.driver.writeAtomic(indexKey, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
-      }
-      if (!(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) await this.driver.writeAtomic(layoutKey(name, LAYOUT_FILE), LAYOUT_HEADER);
+      await this.driver.writeFile(indexKey, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }), { ifAbsent: true });
+      await this.driver.writeFile(layoutKey(name, LAYOUT_FILE), LAYOUT_HEADER, { ifAbsent: true });
       // A layout another tool left here is adopted, not overwritten.
       await this.importLayout(name);
     });
@@ -264,7 +264,7 @@ export class Registry {
   // ---- blobs --------------------------------------------------------------------------------
 
   /** A blob of the repository; a deleted manifest whose file awaits removal counts as gone. */
-  async blobInfo(repository: string, digest: string): Promise<FileInfo | undefined> {
+  async blobInfo(repository: string, digest: string): Promise<ObjectInfo | undefined> {
     const repo = this.metadata.repository(repository);
     if (repo && this.metadata.isPendingUnlink(repo.id, digest)) return undefined;
     return this.driver.stat(blobKey(repository, digest));
@@ -274,6 +274,31 @@ export class Registry {
     return this.driver.readStream(blobKey(repository, digest), range);
   }
 
+  /** Writes a blob, or an inclusive byte range of it, into `destination` (not ended). */
+  sendBlob(repository: string, digest: string, destination: Writable, range: { start: number; end: number }): Promise<void> {
+    return this.driver.sendTo(blobKey(repository, digest), destination, range);
+  }
+
+  /** A URL the client may fetch the blob from directly (storage that offers one), or undefined. */
+  async blobRedirect(repository: string, digest: string, expiresSeconds: number): Promise<string | undefined> {
+    return this.driver.redirectUrl?.(blobKey(repository, digest), expiresSeconds);
+  }
+
+  /** A small blob's bytes (a manifest, a config, a descriptor); undefined if absent. */
+  readBlob(repository: string, digest: string, maxBytes: number): Promise<Buffer | undefined> {
+    return this.driver.readFile(blobKey(repository, digest), maxBytes);
+  }
+
+  /** A resolved manifest's bytes. */
+  async manifestBytes(stored: StoredManifest): Promise<Buffer | undefined> {
+    return this.driver.readFile(stored.key, Number.MAX_SAFE_INTEGER);
+  }
+
+  /** A new writer for blob content (an upload), committed by storeBlob. */
+  newBlobWriter(id?: string): Promise<ObjectWriter> {
+    return this.driver.createWriter(id);
+  }
+
   /** Whether a repository holds a blob: the index answers for what Trellis stored, the file for the rest. */
   private async holdsBlob(repository: string, digest: string): Promise<boolean> {
     const repo = this.metadata.repository(repository);
@@ -281,14 +306,22 @@ export class Registry {
     return (await this.blobInfo(repository, digest)) !== undefined;
   }
 
-  /** Moves a verified upload into the repository's layout. */
-  async storeBlob(repository: string, fromKey: string, digest: string, size: number): Promise<void> {
+  /** Moves a verified upload into the repository's layout; the writer ends either way. */
+  async storeBlob(repository: string, writer: ObjectWriter, digest: string, size: number): Promise<void> {
     const repo = await this.createRepository(repository);
-    // Content another repository already holds is linked, not stored again.
+    // Content another repository already holds is shared (hard link, reference), not stored again.
     const holder = this.metadata.findBlob(digest, repo.id);
-    if (holder && (await this.driver.share(blobKey(holder, digest), blobKey(repository, digest)))) await this.driver.remove(fromKey);
-    else await this.driver.commit(fromKey, blobKey(repository, digest));
+    if (holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest)))) await writer.cancel();
+    else await writer.commit(blobKey(repository, digest));
     this.metadata.recordBlob(repo.id, digest, size);
+  }
+
+  /** Stores a small blob whose bytes are in memory (already verified against the digest). */
+  async storeBlobBytes(repository: string, digest: string, bytes: Uint8Array): Promise<void> {
+    const repo = await this.createRepository(repository);
+    const holder = this.metadata.findBlob(digest, repo.id);
+    if (!(holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest))))) await this.driver.writeFile(blobKey(repository, digest), bytes);
+    this.metadata.recordBlob(repo.id, digest, bytes.length);
   }
 
   /**
@@ -304,7 +337,7 @@ export class Registry {
     const info = await this.blobInfo(source, digest);
     if (!info) return false;
     const repo = await this.createRepository(repository);
-    if (!(await this.driver.share(blobKey(source, digest), blobKey(repository, digest)))) return false;
+    if (!(await this.driver.copy(blobKey(source, digest), blobKey(repository, digest)))) return false;
     this.metadata.recordBlob(repo.id, digest, info.size);
     return true;
   }
@@ -367,7 +400,7 @@ export class Registry {
   }
 
   /** Where a blob pulled through `repository` lives: there, or in a linked descendant. */
-  async locateBlob(repository: string, digest: string, canPull: (name: string) => boolean = () => true): Promise<{ repository: string; info: FileInfo } | undefined> {
+  async locateBlob(repository: string, digest: string, canPull: (name: string) => boolean = () => true): Promise<{ repository: string; info: ObjectInfo } | undefined> {
     const info = await this.blobInfo(repository, digest);
     if (info) return { repository, info };
     const repo = this.metadata.repository(repository);
@@ -434,7 +467,7 @@ export class Registry {
       if (missing.length) throw OciError.many(400, missing);
       const repo = await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
-      if (!this.metadata.manifest(repo.id, digest)) await this.driver.writeAtomic(blobKey(repository, digest), bytes);
+      if (!this.metadata.manifest(repo.id, digest)) await this.driver.writeFile(blobKey(repository, digest), bytes);
       this.metadata.putManifest(repo.id, record, parsed.links, tags);
     });
     this.layout.changed(repository);

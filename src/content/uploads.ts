@@ -1,9 +1,11 @@
-// Blob upload sessions. Data goes to `_trellis/uploads/<id>` while a running hash follows it; a
-// small sidecar file lets a session survive a restart (its hash is then recomputed from the data).
+// Blob upload sessions. Data goes into a storage writer (a file, or a multipart upload) while a
+// running hash follows it. A session lives in memory until it holds acknowledged data: each
+// accepted PATCH checkpoints the writer and (once) writes a small sidecar, which let the session
+// survive a restart (its hash is then recomputed from the data).
 import { randomUUID, type Hash } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { StorageDriver } from '../storage/driver.ts';
+import type { ObjectWriter, StorageDriver } from '../storage/driver.ts';
 import { newHash, type DigestAlgorithm } from '../oci/digest.ts';
 import { OciError } from '../oci/errors.ts';
 import { UPLOADS_FOLDER } from '../layout/paths.ts';
@@ -13,15 +15,16 @@ const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 export interface UploadSession {
   id: string;
   repository: string;
-  dataKey: string;
+  writer: ObjectWriter;
   size: number;
   algorithm: DigestAlgorithm;
   /** Hash of the bytes so far; null after a restart, when it is recomputed on demand. */
   hash: Hash | null;
   touchedAt: number;
   busy: boolean;
+  /** Whether the sidecar that lets the session survive a restart has been written. */
+  persisted: boolean;
 }
-
 export interface UploadLimits {
   /** Sessions idle for longer than this are removed. */
   timeoutMs: number;
@@ -48,12 +51,19 @@ export class Uploads {
     }
     const id = randomUUID();
     const session: UploadSession = {
-      id, repository, dataKey: `${UPLOADS_FOLDER}/${id}`, size: 0, algorithm, hash: newHash(algorithm), touchedAt: Date.now(), busy: false,
+      id, repository, writer: await this.driver.createWriter(id), size: 0, algorithm, hash: newHash(algorithm), touchedAt: Date.now(), busy: false,
+      persisted: false,
     };
-    await this.driver.writeAtomic(`${UPLOADS_FOLDER}/${id}.json`, JSON.stringify({ repository, algorithm }));
-    await this.driver.writeAtomic(session.dataKey, '');
     this.sessions.set(id, session);
     return session;
+  }
+
+  /** Makes an open session survive a restart: called once it holds data the client was told about. */
+  async persist(session: UploadSession): Promise<void> {
+    await session.writer.checkpoint();
+    if (session.persisted) return;
+    await this.driver.writeFile(sidecarKey(session.id), JSON.stringify({ repository: session.repository, algorithm: session.algorithm }));
+    session.persisted = true;
   }
 
   /** Finds a session of this repository, recovering it from disk after a restart. */
@@ -62,11 +72,11 @@ export class Uploads {
     if (!SESSION_ID.test(id)) throw unknown();
     let session = this.sessions.get(id);
     if (!session) {
-      const meta = await this.driver.readFile(`${UPLOADS_FOLDER}/${id}.json`, 4096).catch(() => undefined);
-      const info = await this.driver.stat(`${UPLOADS_FOLDER}/${id}`);
-      if (!meta || !info) throw unknown();
+      const meta = await this.driver.readFile(sidecarKey(id), 4096).catch(() => undefined);
+      const writer = meta && (await this.driver.resumeWriter(id));
+      if (!meta || !writer) throw unknown();
       const { repository: owner, algorithm } = JSON.parse(meta.toString('utf8')) as { repository: string; algorithm: DigestAlgorithm };
-      session = { id, repository: owner, dataKey: `${UPLOADS_FOLDER}/${id}`, size: info.size, algorithm, hash: null, touchedAt: Date.now(), busy: false };
+      session = { id, repository: owner, writer, size: writer.size, algorithm, hash: null, touchedAt: Date.now(), busy: false, persisted: true };
       this.sessions.set(id, session);
     }
     if (session.repository !== repository) throw unknown();
@@ -103,7 +113,7 @@ export class Uploads {
       },
     });
     try {
-      await pipeline(body, counter, this.driver.appendStream(session.dataKey));
+      await pipeline(body, counter, session.writer.append());
       if (!problem && expectedLength !== undefined && received !== expectedLength) {
         problem = new OciError(400, 'SIZE_INVALID', `body has ${received} bytes but ${expectedLength} were announced`);
       }
@@ -111,7 +121,7 @@ export class Uploads {
       session.size = before + received;
       session.hash = hash;
     } catch (err) {
-      await this.driver.truncate(session.dataKey, before).catch(() => undefined);
+      // The writer undid the failed append itself.
       if (err instanceof OciError) throw err;
       throw new OciError(400, 'BLOB_UPLOAD_INVALID', `upload body could not be read: ${(err as Error).message}`);
     } finally {
@@ -124,7 +134,7 @@ export class Uploads {
   async digest(session: UploadSession, algorithm: DigestAlgorithm): Promise<string> {
     if (session.hash && session.algorithm === algorithm) return `${algorithm}:${session.hash.copy().digest('hex')}`;
     const hash = newHash(algorithm);
-    for await (const chunk of this.driver.readStream(session.dataKey)) hash.update(chunk as Buffer);
+    for await (const chunk of session.writer.read()) hash.update(chunk as Buffer);
     return `${algorithm}:${hash.digest('hex')}`;
   }
 
@@ -134,11 +144,15 @@ export class Uploads {
     return { Range: `0-${Math.max(session.size - 1, 0)}` };
   }
 
-  /** Forgets a session; its data file is removed unless it was already moved into a layout. */
-  async end(session: UploadSession): Promise<void> {
+  /**
+   * Forgets a session. `stored`: its writer was committed into a layout; otherwise its data is
+   * discarded.
+   */
+  async end(session: UploadSession, stored = false): Promise<void> {
     this.sessions.delete(session.id);
-    await this.driver.remove(session.dataKey);
-    await this.driver.remove(`${UPLOADS_FOLDER}/${session.id}.json`);
+    if (!stored) await session.writer.cancel();
+    if (session.persisted) await this.driver.remove(sidecarKey(session.id));
+    session.persisted = false;
   }
 
   /** Removes sessions idle for longer than the timeout. */
@@ -150,11 +164,19 @@ export class Uploads {
 
   /** Removes session files on disk older than the timeout (left by a previous run). */
   async sweepDisk(now = Date.now()): Promise<void> {
+    for (const { id, modifiedMs } of await this.driver.listWriters()) {
+      if (this.sessions.has(id) || now - modifiedMs <= this.limits.timeoutMs) continue;
+      await (await this.driver.resumeWriter(id))?.cancel();
+    }
     for (const entry of await this.driver.list(UPLOADS_FOLDER)) {
       const id = entry.name.replace(/\.json$/, '');
-      if (this.sessions.has(id)) continue;
-      const info = await this.driver.stat(`${UPLOADS_FOLDER}/${entry.name}`);
-      if (info && now - Number(info.mtimeNs / 1_000_000n) > this.limits.timeoutMs) await this.driver.remove(`${UPLOADS_FOLDER}/${entry.name}`);
+      if (entry.dir || id === entry.name || this.sessions.has(id)) continue;
+      const info = await this.driver.stat(sidecarKey(id));
+      if (info && now - info.modifiedMs > this.limits.timeoutMs) await this.driver.remove(sidecarKey(id));
     }
   }
+}
+
+function sidecarKey(id: string): string {
+  return `${UPLOADS_FOLDER}/${id}.json`;
 }

@@ -70,7 +70,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
         const digest = `${alg.name}:${file.name}`;
         if (file.dir || referenced.has(digest) || dead.has(digest)) continue;
         const info = await driver.stat(blobKey(repo.name, digest));
-        if (info && Number(info.mtimeNs / 1_000_000n) < cutoff) blobCandidates.push({ digest, size: info.size });
+        if (info && info.modifiedMs < cutoff) blobCandidates.push({ digest, size: info.size });
       }
     }
     for (let i = 0; i < blobCandidates.length; i += BATCH) {
@@ -79,7 +79,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
           if (!options.dryRun) {
             if (metadata.isReferenced(repo.id, blob.digest)) continue;
             const info = await driver.stat(blobKey(repo.name, blob.digest));
-            if (!info || Number(info.mtimeNs / 1_000_000n) >= cutoff) continue;
+            if (!info || info.modifiedMs >= cutoff) continue;
             await driver.remove(blobKey(repo.name, blob.digest));
             metadata.forgetBlob(repo.id, blob.digest);
           }

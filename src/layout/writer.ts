@@ -123,10 +123,14 @@ export class LayoutWriter {
       const key = layoutKey(repository, INDEX_FILE);
       let stamp = '';
       // Noted before the rename: a crash right after it must not make the file look like another tool's.
-      await this.driver.writeAtomic(key, body, (info) => {
-        stamp = stampOf(info);
-        this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
+      const written = await this.driver.writeFile(key, body, {
+        beforeCommit: (info) => {
+          stamp = stampOf(info);
+          this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
+        },
       });
+      // The stored identity is the authority (an object store may assign another than expected).
+      if (written) stamp = stampOf(written);
       this.metadata.markFlushed(repo.id, repo.gen, stamp);
       // Only now that index.json no longer names them may these files go.
       for (const digest of [...replaced, ...this.metadata.takePendingUnlinks(repo.id, repo.gen)]) await this.driver.remove(blobKey(repository, digest));
@@ -156,7 +160,7 @@ export class LayoutWriter {
         const body = Buffer.from(indexJsonFromParts(parts));
         written = { digest: digestOf(body), size: body.length };
         const key = blobKey(repo.name, written.digest);
-        if (!(await this.driver.stat(key))) await this.driver.writeAtomic(key, body);
+        await this.driver.writeFile(key, body, { ifAbsent: true });
       }
       this.metadata.setReferrerIndex(repo.id, subject, written, marked);
       const old = previous.get(subject);
