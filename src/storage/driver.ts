@@ -72,7 +72,8 @@ export interface StorageDriver {
   readStream(key: string, range?: ByteRange): Readable;
   /**
    * Writes an object, or an inclusive byte range of it, into `destination` without ending it;
-   * resolves once every byte has been handed on. Rejects if the object is shorter than the range
+   * resolves once every byte has been handed on. A chunk's buffer may be reused once its write
+   * calls back (a socket has copied it by then). Rejects if the object is shorter than the range
    * or the destination closes first.
    */
   sendTo(key: string, destination: Writable, range: ByteRange): Promise<void>;

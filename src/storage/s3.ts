@@ -346,6 +346,8 @@ export class S3Driver implements StorageDriver {
   }
 
   async copy(fromKey: string, toKey: string): Promise<boolean> {
+    checkKey(fromKey);
+    checkKey(toKey);
     const from = contentAddress(fromKey);
     const to = contentAddress(toKey);
     if (from && to && from.algorithm === to.algorithm && from.hex === to.hex) {
