@@ -2,6 +2,7 @@
 // backend over a temp directory, on a free 127.0.0.1 port. Without it a test is skipped, except
 // under CI=true, where a missing server is a failure.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,6 +18,8 @@ export interface S3Server {
   /** `s3://bucket/prefix?endpoint=…` for the `storage` setting; a fresh prefix per call. */
   storageUrl(prefix?: string): string;
   stop(): Promise<void>;
+  /** Lets this process exit while the server runs; it is killed and its files removed at exit. */
+  stopAtExit(): void;
 }
 
 export function findS3Server(): string | undefined {
@@ -75,6 +78,14 @@ export async function startS3Server(binary = requireS3Server()): Promise<S3Serve
             await exited;
           }
           await rm(dir, { recursive: true, force: true });
+        },
+        stopAtExit() {
+          child.unref();
+          (child.stderr as unknown as { unref?: () => void }).unref?.();
+          process.once('exit', () => {
+            child.kill('SIGKILL');
+            rmSync(dir, { recursive: true, force: true });
+          });
         },
       };
     }
