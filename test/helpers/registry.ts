@@ -8,6 +8,7 @@ import type { TestContext } from 'node:test';
 import { pino } from 'pino';
 import { DEFAULT_SETTINGS, type Settings } from '../../src/config/settings.ts';
 import { startRegistry, type RunningRegistry } from '../../src/cli/serve.ts';
+import { exportLayout } from '../../src/cli/layout.ts';
 import { startS3Server, useCredentials, type S3Server } from './s3.ts';
 
 let s3: Promise<S3Server> | undefined;
@@ -30,6 +31,19 @@ export async function testStorage(dataDir: string): Promise<Partial<Settings>> {
 
 export function storageOnS3(): boolean {
   return process.env.TRELLIS_TEST_STORAGE === 's3';
+}
+
+/**
+ * A directory holding the repository as an OCI Image Layout, for tools that read layouts: the
+ * repository's own folder in the data directory, or, with storage on S3, what `trellis layout
+ * export` writes from the running registry (a standard layout, referrers included).
+ */
+export async function layoutDirectory(reg: TestRegistry, repository: string): Promise<string> {
+  await reg.registry.layout.flushAll();
+  if (!storageOnS3()) return join(reg.dataDir, repository);
+  const dir = join(await mkdtemp(join(tmpdir(), 'trellis-export-')), 'layout');
+  await exportLayout(reg.url, repository, dir, { referrers: true });
+  return dir;
 }
 
 /** For tests that read or edit the data directory's files: skipped when storage is on S3. */
