@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { startTestRegistry, testStorageEnv, type TestRegistry } from '../helpers/registry.ts';
 import {
   OCI_INDEX, descriptorOf, getBlob, getManifest, listReferrers, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest,
 } from '../helpers/oci-client.ts';
@@ -63,7 +63,7 @@ test('policies: keep/keep removes only unused blobs; delete/delete also untagged
     assert.equal((await getManifest(reg.url, 'gc/app', s.untagged.digest)).status, 404);
     assert.deepEqual((await listReferrers(reg.url, 'gc/app', s.tagged.digest)).manifests.map((d) => d.digest), [s.referrer.digest]);
     await reg.close();
-    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir]);
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: { ...process.env, ...(await testStorageEnv(reg.dataDir)) } });
     assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();
@@ -137,7 +137,7 @@ test('GC running while pushes continue keeps every acknowledged push (bounded st
       if (push.referrer) assert.ok((await listReferrers(reg.url, repo, push.digest)).manifests.some((d) => d.digest === push.referrer));
     }
     await reg.close();
-    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir]);
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: { ...process.env, ...(await testStorageEnv(reg.dataDir)) } });
     assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();
@@ -150,7 +150,7 @@ test('trellis gc --dry-run reports without removing, and refuses while a server 
     const s = await scenario(reg);
     await assert.rejects(run(process.execPath, [MAIN, 'gc', '--data', reg.dataDir]), /is serving/);
     await reg.close();
-    const env = { ...process.env, TRELLIS_GC_GRACE_SECONDS: '0', TRELLIS_GC_UNTAGGED: 'delete' };
+    const env = { ...process.env, TRELLIS_GC_GRACE_SECONDS: '0', TRELLIS_GC_UNTAGGED: 'delete', ...(await testStorageEnv(reg.dataDir)) };
     await new Promise((r) => setTimeout(r, 20));
     const dry = await run(process.execPath, [MAIN, 'gc', '--dry-run', '--data', reg.dataDir], { env });
     assert.match(dry.stdout, new RegExp(`would remove manifest gc/app@${s.untagged.digest}: untagged and not referenced`));

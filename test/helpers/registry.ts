@@ -29,6 +29,12 @@ export async function testStorage(dataDir: string): Promise<Partial<Settings>> {
   return { storage: (await testS3Server()).storageUrl(`${basename(dataDir)}-${process.pid}`) };
 }
 
+/** Environment for a `trellis` process over `dataDir` (serve, fsck, gc): its storage setting. */
+export async function testStorageEnv(dataDir: string): Promise<Record<string, string>> {
+  const { storage } = await testStorage(dataDir);
+  return storage ? { TRELLIS_STORAGE: storage } : {};
+}
+
 export function storageOnS3(): boolean {
   return process.env.TRELLIS_TEST_STORAGE === 's3';
 }

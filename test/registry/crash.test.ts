@@ -23,6 +23,7 @@ import {
   EMPTY_BLOB, REF_NAME, getBlob, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest, sha256,
   type Built,
 } from '../helpers/oci-client.ts';
+import { testStorageEnv } from '../helpers/registry.ts';
 import { requirePeer } from '../helpers/peers.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -89,7 +90,7 @@ async function startServer(dataDir: string): Promise<Server> {
 
 async function spawnServer(dataDir: string, port: number): Promise<Server> {
   const child = spawn(process.execPath, ['src/main.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn'], {
-    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(await testStorageEnv(dataDir)) },
   });
   const output: string[] = [];
   child.stdout!.setEncoding('utf8').on('data', (s: string) => output.push(s));
@@ -134,9 +135,10 @@ function serverErrors(server: Server): string[] {
   });
 }
 
-async function trellis(args: string[]): Promise<{ code: number; output: string }> {
+async function trellis(args: string[], dataDir: string): Promise<{ code: number; output: string }> {
+  const env = { ...process.env, ...(await testStorageEnv(dataDir)) };
   return new Promise((done) => {
-    execFile(process.execPath, ['src/main.ts', ...args], { cwd: ROOT, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['src/main.ts', ...args], { cwd: ROOT, maxBuffer: 64 << 20, env }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       done({ code, output: `${stdout}${stderr}` });
     });
@@ -144,7 +146,7 @@ async function trellis(args: string[]): Promise<{ code: number; output: string }
 }
 
 async function fsckClean(dataDir: string, when: string): Promise<string> {
-  const { code, output } = await trellis(['fsck', '--data', dataDir]);
+  const { code, output } = await trellis(['fsck', '--data', dataDir], dataDir);
   assert.equal(code, 0, `trellis fsck ${when} exited ${code}:\n${output.split('\n').slice(0, 40).join('\n')}`);
   return output.trim().split('\n').at(-1) ?? '';
 }
