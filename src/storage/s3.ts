@@ -239,10 +239,13 @@ export class S3Driver implements StorageDriver {
       return this.digestLock.run(`${address.algorithm}:${address.hex}`, async () => {
         if (options.ifAbsent && (await this.head(this.objectKey(key)))) return undefined;
         const shared = this.sharedKey(address);
-        const etag = (await this.put(shared, body, true)) ?? (await this.head(shared))!.etag;
+        // The reference may go up beside the bytes (a reference without bytes is only a leak);
+        // the marker only after both.
+        const [put] = await Promise.all([this.put(shared, body, true), this.put(this.refKey(address), Buffer.alloc(0), false)]);
+        const etag = put ?? (await this.head(shared))!.etag;
         const info = { size: body.length, etag, modifiedMs: Date.now() };
         await options.beforeCommit?.(info);
-        await this.link(key, info);
+        await this.put(this.objectKey(key), Buffer.alloc(0), false, { size: String(info.size), etag: info.etag });
         return info;
       });
     }
@@ -433,12 +436,15 @@ class S3Writer implements ObjectWriter {
   private tail: Buffer[] | undefined;
   private tailDirty = false;
   private wasRead = false;
+  /** Whether anything of this writer may be in the bucket (state, tail, parts, data). */
+  private inBucket: boolean;
 
   constructor(driver: S3Driver, id: string, state: WriterState, tail: Buffer[] | undefined) {
     this.driver = driver;
     this.id = id;
     this.state = state;
     this.tail = tail;
+    this.inBucket = tail === undefined;
   }
 
   get size(): number {
@@ -469,6 +475,7 @@ class S3Writer implements ObjectWriter {
       const all = Buffer.concat(pending);
       const body = all.subarray(0, size);
       if (!uploadId) {
+        writer.inBucket = true;
         uploadId = (await client.send(new CreateMultipartUploadCommand({ Bucket: driver.bucket, Key: dataKey }))).UploadId!;
         createdUpload = true;
       }
@@ -514,6 +521,7 @@ class S3Writer implements ObjectWriter {
   async checkpoint(): Promise<void> {
     if (!this.tailDirty && (await this.driver.head(this.driver.writerKey(this.id, 'state.json')))) return;
     const tail = await this.loadTail();
+    this.inBucket = true;
     if (this.state.tailSize > 0) await this.driver.put(this.driver.writerKey(this.id, 'tail'), Buffer.concat(tail), false);
     await this.driver.put(this.driver.writerKey(this.id, 'state.json'), Buffer.from(JSON.stringify(this.state)), false);
     this.tailDirty = false;
@@ -578,7 +586,9 @@ class S3Writer implements ObjectWriter {
   }
 
   private async cleanUp(): Promise<void> {
-    for (const file of ['data', 'tail', 'state.json']) await this.driver.delete(this.driver.writerKey(this.id, file));
+    // A writer that never left memory (a small monolithic upload) has nothing to delete.
+    if (this.inBucket) await Promise.all(['data', 'tail', 'state.json'].map((file) => this.driver.delete(this.driver.writerKey(this.id, file))));
+    this.inBucket = false;
     this.tail = [];
     this.state = { parts: [], tailSize: 0 };
   }

@@ -32,7 +32,7 @@ export async function testStorage(dataDir: string): Promise<Partial<Settings>> {
 /** Environment for a `trellis` process over `dataDir` (serve, fsck, gc): its storage setting. */
 export async function testStorageEnv(dataDir: string): Promise<Record<string, string>> {
   const { storage } = await testStorage(dataDir);
-  return storage ? { TRELLIS_STORAGE: storage } : {};
+  return storage ? { TRELLIS_STORAGE: storage, ...(await testS3Server()).env } : {};
 }
 
 export function storageOnS3(): boolean {
