@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { OciError } from '../oci/errors.ts';
 import { repositoryNameProblem } from '../oci/names.ts';
-import { readBody, sendJson } from '../registry/http.ts';
+import { clientKey, readBody, sendJson } from '../registry/http.ts';
 import { RateLimiter, type RateLimit } from '../registry/rate-limit.ts';
 import type { AccessView, ApiContext, Gate, RepositoryAction } from '../registry/context.ts';
 import type { AuthConfig } from './config.ts';
@@ -69,7 +69,8 @@ export class AccessControl implements Gate {
   // ---- the gate ---------------------------------------------------------------------------
 
   async admit(ctx: ApiContext, repositoryRoute: boolean): Promise<boolean> {
-    const address = ctx.req.socket.remoteAddress ?? 'unknown';
+    // Limits count an IPv6 client by its /64 (see clientKey); the audit log names the address.
+    const address = clientKey(ctx.req.socket.remoteAddress ?? 'unknown');
     ctx.client = address;
     const path = ctx.url.pathname;
     if (path === TOKEN_PATH) {
@@ -122,17 +123,21 @@ export class AccessControl implements Gate {
     throw this.unauthorized(ctx, `authentication required: unsupported Authorization scheme ${JSON.stringify(scheme.slice(0, 20))}`);
   }
 
-  /** Checks a user name and password (htpasswd or robot), limiting failures per address and user. */
+  /**
+   * Checks a user name and password (htpasswd or robot), limiting failures per address and per
+   * user at that address. Failures never count against a user everywhere: that would let anyone
+   * lock a user out by guessing wrong on purpose from elsewhere.
+   */
   private async signIn(ctx: ApiContext, user: string, password: string, address: string): Promise<Identity> {
-    const wait = Math.max(this.failures.wait(`addr:${address}`), this.failures.wait(`user:${user}`));
+    const keys = [`addr:${address}`, `user:${address}\0${user}`];
+    const wait = Math.max(...keys.map((key) => this.failures.wait(key)));
     if (wait > 0) {
       this.audit(ctx, { address, identity: ANONYMOUS }, { outcome: 'denied', status: 429, user, reason: 'too many failed sign-ins' });
       throw tooManyRequests(wait, 'too many failed sign-ins; wait before trying again');
     }
     const identity = await this.verifyPassword(user, password);
     if (identity) return identity;
-    this.failures.take(`addr:${address}`);
-    this.failures.take(`user:${user}`);
+    for (const key of keys) this.failures.take(key);
     this.audit(ctx, { address, identity: ANONYMOUS }, { outcome: 'denied', status: 401, user, reason: 'wrong user name or password' });
     throw this.unauthorized(ctx, 'authentication required: wrong user name or password');
   }
@@ -259,7 +264,7 @@ export class AccessControl implements Gate {
     let scopes: Grant[];
     let offline: boolean;
     if (method === 'POST') {
-      const form = new URLSearchParams((await readBody(ctx.req, 64 * 1024, 'token request')).toString('utf8'));
+      const form = new URLSearchParams((await readBody(ctx.req, 64 * 1024, 'token request', ctx.limits.bodyIdleTimeoutMs)).toString('utf8'));
       const grantType = form.get('grant_type');
       if (grantType === 'password') {
         identity = await this.signIn(ctx, form.get('username') ?? '', form.get('password') ?? '', address);
@@ -341,7 +346,7 @@ export class AccessControl implements Gate {
   /** One structured line per denied request and per push, delete or GC. */
   private audit(ctx: ApiContext, caller: Caller, entry: Record<string, unknown>): void {
     const fields: Record<string, unknown> = {
-      audit: true, identity: caller.identity.name ?? 'anonymous', kind: caller.identity.kind, client: caller.address,
+      audit: true, identity: caller.identity.name ?? 'anonymous', kind: caller.identity.kind, client: ctx.req.socket?.remoteAddress ?? caller.address,
       method: ctx.req.method, path: ctx.url.pathname,
     };
     for (const [key, value] of Object.entries(entry)) if (value !== undefined && value !== null) fields[key] = value;

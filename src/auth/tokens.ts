@@ -60,7 +60,9 @@ function accessClaim(payload: JWTPayload): Grant[] {
 
 async function verifyJwt(token: string, key: CryptoKey | JWTVerifyGetKey, options: { issuer: string; audience: string; algorithms: string[]; clockTolerance: number }): Promise<JWTPayload> {
   try {
-    const { payload } = typeof key === 'function' ? await jwtVerify(token, key, options) : await jwtVerify(token, key, options);
+    // A token without `exp` would never expire: refused, whoever signed it.
+    const checks = { ...options, requiredClaims: ['exp'] };
+    const { payload } = typeof key === 'function' ? await jwtVerify(token, key, checks) : await jwtVerify(token, key, checks);
     return payload;
   } catch (err) {
     throw new TokenInvalid((err as Error).message);

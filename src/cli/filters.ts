@@ -4,7 +4,7 @@
 // the same set either way.
 import type { Descriptor } from '../oci/manifest.ts';
 import { OciError } from '../oci/errors.ts';
-import { manifestAttributes, matches, parseQuery, type Query } from '../query/index.ts';
+import { LISTED_TYPE, manifestAttributes, matches, parseQuery, type Query } from '../query/index.ts';
 import type { HttpRegistry } from '../transfer/http.ts';
 import { UsageError } from './target.ts';
 
@@ -32,7 +32,8 @@ export function filterParams(filters: Filter[]): URLSearchParams {
 
 function toQuery(filters: Filter[]): Query {
   try {
-    return parseQuery(filterParams(filters), () => true);
+    // Referrer lists, as the registry's referrers endpoint reads them (Proposal F's spelling too).
+    return parseQuery(filterParams(filters), () => true, { listedDescriptors: true });
   } catch (err) {
     if (err instanceof OciError) throw new UsageError(err.message);
     throw err;
@@ -66,7 +67,8 @@ export async function filterLocally(reg: HttpRegistry, repository: string, list:
     const attributes = manifestAttributes(body, { digest: d.digest, size: d.size, pushedAt: 0, artifactType: d.artifactType ?? null })
       .filter((a) => a.path !== 'pushedat');
     attributes.push({ path: 'repository', value: repository.toLowerCase(), order: null });
-    const values = (path: string) => attributes.filter((a) => a.path === path).map((a) => a.value);
+    const valuesOf = (path: string) => attributes.filter((a) => a.path === path).map((a) => a.value);
+    const values = (path: string) => (path === LISTED_TYPE ? [...valuesOf('mediatype'), ...valuesOf('artifacttype')] : valuesOf(path));
     if (matches(query, values)) kept.push(d);
   }
   return kept;

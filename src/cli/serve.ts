@@ -16,7 +16,10 @@ export function gcPolicy(settings: Settings): GcPolicy {
   return { untagged: settings.gcUntagged, danglingReferrers: settings.gcDanglingReferrers, graceSeconds: settings.gcGraceSeconds };
 }
 
-/** Marks a data directory as served by this process (offline commands refuse to touch it). */
+/**
+ * The serving process's id, for service managers. Informational only: what keeps a second process
+ * off the data directory is its lock (metadata/directory-lock.ts), taken before this is written.
+ */
 export function pidFile(dataDir: string): string {
   return `${dataDir}/${TRELLIS_FOLDER}/serve.pid`;
 }
@@ -54,11 +57,12 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   const gate = await openAccessControl(settings, logger);
   const registry = await Registry.open(registryOptions(settings, logger));
   const uploads = new Uploads(registry.driver, {
-    timeoutMs: settings.uploadTimeoutSeconds * 1000, maxSessions: settings.maxUploadSessions, maxBlobBytes: settings.maxBlobBytes,
+    timeoutMs: settings.uploadTimeoutSeconds * 1000, maxSessions: settings.maxUploadSessions, maxSessionsTotal: settings.maxUploadSessionsTotal,
+    maxBlobBytes: settings.maxBlobBytes, bodyIdleTimeoutMs: settings.bodyIdleTimeoutSeconds * 1000,
   });
   await uploads.sweepDisk();
   const sweeper = setInterval(() => {
-    uploads.sweep();
+    uploads.sweep().catch((err) => logger.warn({ err }, 'sweeping idle uploads failed'));
     uploads.sweepDisk().catch((err) => logger.warn({ err }, 'sweeping old uploads failed'));
   }, Math.min(60_000, settings.uploadTimeoutSeconds * 1000)).unref();
   // One collection at a time, periodic or asked for over HTTP.
@@ -79,7 +83,12 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     registry, uploads, log: logger, components,
     rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },
     tls, collectGarbage: collect, gate,
-    limits: { maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, defaultReferrersPage: settings.defaultReferrersPage, maxReferrersBytes: settings.maxReferrersBytes, blobRedirectSeconds: settings.storageRedirectSeconds },
+    limits: {
+      maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, defaultReferrersPage: settings.defaultReferrersPage,
+      maxReferrersBytes: settings.maxReferrersBytes, bodyIdleTimeoutMs: settings.bodyIdleTimeoutSeconds * 1000,
+      blobRedirectSeconds: settings.storageRedirectSeconds,
+    },
+    timeouts: { headersMs: settings.headersTimeoutSeconds * 1000, requestMs: settings.requestTimeoutSeconds * 1000 },
   });
   const { host, port } = parseListen(settings.listen);
   await new Promise<void>((resolve, reject) => {

@@ -137,7 +137,9 @@ export class ComponentsApi {
   /** Versions of a component the caller may pull, optionally in one repository. */
   private visibleVersions(ctx: ApiContext, name: string): ComponentVersionRow[] {
     const repository = ctx.url.searchParams.get('repository');
-    const rows = this.components.index.versionsOf(name).filter((r) => ctx.access.canPull(r.repository) && (!repository || r.repository === repository));
+    // Access is checked per repository before any version is read: a hidden component costs
+    // exactly what an absent one does, so timing tells nothing.
+    const rows = this.components.index.versionsOf(name, (r) => ctx.access.canPull(r) && (!repository || r === repository));
     if (!rows.length) throw new OciError(404, 'NAME_UNKNOWN', `component ${name.slice(0, 300)} is not known`, { component: name.slice(0, 300) });
     return rows;
   }
@@ -201,12 +203,12 @@ export class ComponentsApi {
     const owners: { name: string; version: string; repository: string | null; via: string; referrerRepository?: string }[] = [];
     for (const key of index.shipping(digest)) {
       if (!ctx.access.canPull(key.repository)) continue;
-      const row = index.versionsOf(key.name).find((r) => r.repository === key.repository && r.version === key.version);
+      const row = index.versionsOf(key.name, (r) => r === key.repository).find((r) => r.version === key.version);
       owners.push({ ...key, via: row?.digest === digest ? 'component-version' : 'descriptor' });
     }
     for (const o of index.ownershipReferrers(digest)) {
       if (!ctx.access.canPull(o.repository)) continue;
-      const homes = index.versionsOf(o.name).filter((r) => r.version === o.version && ctx.access.canPull(r.repository)).map((r) => r.repository);
+      const homes = index.versionsOf(o.name, ctx.access.canPull).filter((r) => r.version === o.version).map((r) => r.repository);
       for (const repository of homes.length ? homes : [null]) {
         owners.push({ name: o.name, version: o.version, repository, via: 'ownership-referrer', referrerRepository: o.repository });
       }

@@ -47,7 +47,11 @@ export interface ComponentIndex {
   replaceRepository(repository: string, rows: ComponentVersionRow[]): void;
   /** Every component version, ordered by name, repository, then version text. */
   allVersions(): ComponentVersionRow[];
-  versionsOf(name: string): ComponentVersionRow[];
+  /**
+   * Versions of a component; with `include`, only those in repositories it accepts, decided before
+   * any version is read (a hidden component costs what an absent one does).
+   */
+  versionsOf(name: string, include?: (repository: string) => boolean): ComponentVersionRow[];
   /** Component versions whose descriptor ships `digest`. */
   shipping(digest: string): VersionKey[];
   /** Component versions whose descriptor references `name` at `version`. */
@@ -181,8 +185,12 @@ export class SqliteComponentIndex implements ComponentIndex {
     return (this.sql('SELECT * FROM component_versions ORDER BY name, repository, version').all() as unknown as Row[]).map(toRow);
   }
 
-  versionsOf(name: string): ComponentVersionRow[] {
-    return (this.sql('SELECT * FROM component_versions WHERE name = ? ORDER BY repository, version').all(name) as unknown as Row[]).map(toRow);
+  versionsOf(name: string, include?: (repository: string) => boolean): ComponentVersionRow[] {
+    if (!include) return (this.sql('SELECT * FROM component_versions WHERE name = ? ORDER BY repository, version').all(name) as unknown as Row[]).map(toRow);
+    const repositories = (this.sql('SELECT DISTINCT repository FROM component_versions WHERE name = ? ORDER BY repository').all(name) as { repository: string }[])
+      .map((r) => r.repository).filter(include);
+    const inRepository = this.sql('SELECT * FROM component_versions WHERE name = ? AND repository = ? ORDER BY version');
+    return repositories.flatMap((repository) => (inRepository.all(name, repository) as unknown as Row[]).map(toRow));
   }
 
   shipping(digest: string): VersionKey[] {

@@ -19,7 +19,16 @@ export interface Settings {
   /** Largest blob accepted; 0 for no limit. */
   maxBlobBytes: number;
   uploadTimeoutSeconds: number;
+  /** Upload sessions one client (identity, else address) may hold open at once. */
   maxUploadSessions: number;
+  /** Upload sessions open at once across all clients. */
+  maxUploadSessionsTotal: number;
+  /** A request body that sends nothing for this long is aborted; 0: never. */
+  bodyIdleTimeoutSeconds: number;
+  /** Request headers must arrive within this time (node:http headersTimeout). */
+  headersTimeoutSeconds: number;
+  /** A whole request must arrive within this time (node:http requestTimeout); 0: no limit. */
+  requestTimeoutSeconds: number;
   /** fsync every write and run SQLite with synchronous=FULL (survives power loss). */
   fsync: boolean;
   indexFlushMinMs: number;
@@ -84,7 +93,11 @@ export const DEFAULT_SETTINGS: Settings = {
   maxManifestBytes: 4 * 1024 * 1024,
   maxBlobBytes: 0,
   uploadTimeoutSeconds: 3600,
-  maxUploadSessions: 1000,
+  maxUploadSessions: 500,
+  maxUploadSessionsTotal: 50_000,
+  bodyIdleTimeoutSeconds: 60,
+  headersTimeoutSeconds: 30,
+  requestTimeoutSeconds: 0,
   fsync: false,
   indexFlushMinMs: 50,
   indexFlushMaxMs: 60_000,
@@ -169,6 +182,10 @@ export function loadSettings(options: { configFile?: string | undefined; env?: N
     if (value !== undefined) set(key as keyof Settings, value, `--${key}`);
   }
   parseListen(settings.listen);
+  if (settings.headersTimeoutSeconds <= 0) throw new SettingsError('headersTimeoutSeconds must be above 0');
+  if (settings.requestTimeoutSeconds > 0 && settings.requestTimeoutSeconds < settings.headersTimeoutSeconds) {
+    throw new SettingsError('requestTimeoutSeconds must be 0 or at least headersTimeoutSeconds');
+  }
   if (!settings.tlsCert !== !settings.tlsKey) throw new SettingsError('tlsCert and tlsKey must be set together');
   return settings;
 }

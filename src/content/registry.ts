@@ -6,6 +6,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { openStorage, type ObjectInfo, type ObjectWriter, type StorageDriver } from '../storage/index.ts';
 import { SqliteMetadataStore } from '../metadata/sqlite.ts';
+import { lockDataDirectory, type DirectoryLock } from '../metadata/directory-lock.ts';
 import { manifestRecord, type ManifestRecord, type MetadataStore, type PageRequest, type RepositoryRecord } from '../metadata/store.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
 import { findLayouts } from '../layout/discover.ts';
@@ -14,7 +15,7 @@ import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layout
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { digestOf, parseDigest, type DigestAlgorithm, type ParsedDigest } from '../oci/digest.ts';
 import { OciError, type ErrorEntry } from '../oci/errors.ts';
-import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
+import { ManifestInvalid, parseManifest, type ManifestLink } from '../oci/manifest.ts';
 import { isValidTag, repositoryNameProblem } from '../oci/names.ts';
 import { KeyedLock } from './lock.ts';
 import { SqliteQueryIndex } from '../query/sqlite.ts';
@@ -59,6 +60,11 @@ export interface StoredManifest {
   key: string;
 }
 
+/** Missing descriptors a refused manifest push names at most. */
+const MAX_REPORTED_MISSING = 10;
+/** Existence checks run in parallel per batch. */
+const EXISTENCE_BATCH = 32;
+
 export function metadataPath(dataDir: string): string {
   return `${dataDir}/${TRELLIS_FOLDER}/metadata.sqlite`;
 }
@@ -75,6 +81,14 @@ export function requireDigest(value: string | null | undefined, what = 'digest')
 export function requireRepositoryName(name: string): void {
   const problem = repositoryNameProblem(name);
   if (problem) throw new OciError(400, 'NAME_INVALID', problem, { name: name.slice(0, 300) });
+}
+
+export { DataDirectoryBusy } from '../metadata/directory-lock.ts';
+
+/** Takes the data directory for this process, or throws DataDirectoryBusy naming the holder. */
+async function lockData(dataDir: string): Promise<DirectoryLock> {
+  await mkdir(`${dataDir}/${TRELLIS_FOLDER}`, { recursive: true });
+  return lockDataDirectory(dataDir, `${dataDir}/${TRELLIS_FOLDER}`, ['trellis', ...process.argv.slice(2)].join(' '));
 }
 
 async function removeIndex(dataDir: string): Promise<void> {
@@ -94,8 +108,12 @@ export class Registry {
   private readonly log: Logger;
   private readonly observers: ContentObserver[] = [];
 
-  private constructor(options: RegistryOptions, metadata: MetadataStore, queries: QueryIndex) {
+  /** Released on close when this registry took it (not when a caller lent it, as rebuildIndex does). */
+  private readonly directoryLock: DirectoryLock | undefined;
+
+  private constructor(options: RegistryOptions, metadata: MetadataStore, queries: QueryIndex, directoryLock: DirectoryLock | undefined) {
     this.options = options;
+    this.directoryLock = directoryLock;
     this.log = options.logger;
     this.driver = openStorage(options.storage ?? '', options.dataDir, { durable: options.durable });
     this.metadata = metadata;
@@ -107,42 +125,86 @@ export class Registry {
       referrers: options.layoutReferrers,
       runExclusive: (repository, work) => this.indexLock.run(repository, work),
       beforeWrite: (repository) => this.syncWithDisk(repository),
-      onError: (repository, err) => this.log.error({ err, repository }, 'writing index.json failed; will retry on the next change'),
+      afterWrite: (repository) => this.removeUnusedFiles(repository),
+      onError: (repository, err, retryInMs) => this.log.error({ err, repository, retryInMs }, 'writing index.json failed; retrying'),
     });
   }
 
-  /** Opens the data directory: repairs `index.json` files from the journal and adopts new layouts. */
+  /**
+   * Opens the data directory: takes its lock (one process at a time; DataDirectoryBusy
+   * otherwise), repairs `index.json` files from the journal and adopts new layouts.
+   */
   static async open(options: RegistryOptions): Promise<Registry> {
-    await mkdir(`${options.dataDir}/${TRELLIS_FOLDER}`, { recursive: true });
+    const lock = await lockData(options.dataDir);
+    try {
+      return await Registry.openLocked(options, lock, true);
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  private static async openLocked(options: RegistryOptions, lock: DirectoryLock, ownsLock: boolean): Promise<Registry> {
     const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable });
-    const registry = new Registry(options, metadata, new SqliteQueryIndex(metadata.database));
+    const registry = new Registry(options, metadata, new SqliteQueryIndex(metadata.database), ownsLock ? lock : undefined);
     if (metadata.needsRebuild) {
       // Write what the old index journalled into the layouts, then rebuild from them.
       options.logger.warn('the metadata index predates this version; rebuilding it from the layouts');
-      await registry.close();
+      await registry.closeKeepingLock();
       await removeIndex(options.dataDir);
-      return Registry.open(options);
+      return Registry.openLocked(options, lock, ownsLock);
     }
-    await registry.driver.prepare();
-    await registry.adoptLayouts();
-    await registry.layout.flushAll();
-    // Files of deleted manifests whose removal a crash interrupted after index.json was rewritten.
-    for (const repo of metadata.allRepositories()) {
-      for (const digest of metadata.takePendingUnlinks(repo.id, repo.flushedGen)) await registry.driver.remove(blobKey(repo.name, digest));
+    try {
+      await registry.driver.prepare();
+      await registry.adoptLayouts();
+      await registry.layout.flushAll();
+      // Removals a crash interrupted after the index.json rewrite that allowed them.
+      for (const repo of metadata.allRepositories()) await registry.removeUnusedFiles(repo.name);
+      return registry;
+    } catch (err) {
+      await metadata.close();
+      throw err;
     }
-    return registry;
+  }
+
+  /**
+   * Removes the files journaled for removal that `index.json` no longer names, each only if
+   * nothing needs it in any role any more. Runs exclusively of pushes and deletes (a re-push of
+   * the same bytes either comes first and keeps the file, or comes after and writes it again)
+   * and of `index.json` rewrites (which write referrers index blobs).
+   */
+  async removeUnusedFiles(repository: string): Promise<void> {
+    await this.contentLock.run(repository, () => this.indexLock.run(repository, async () => {
+      const repo = this.metadata.repository(repository);
+      if (!repo) return;
+      for (const digest of this.metadata.dueUnlinks(repo.id, repo.flushedGen)) {
+        if (!this.metadata.contentInUse(repo.id, digest)) await this.driver.remove(blobKey(repository, digest));
+        this.metadata.dropPendingUnlink(repo.id, digest);
+      }
+    }));
   }
 
   private closing: Promise<void> | undefined;
 
-  /** Flushes every layout and closes the index; later calls wait for the first. */
+  /** Flushes every layout, closes the index and lets the data directory go; later calls wait for the first. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      await this.layout.flushAll();
-      await this.metadata.close();
-      await this.driver.close();
+      try {
+        await this.closeKeepingLock();
+      } finally {
+        this.directoryLock?.release();
+      }
     })();
     return this.closing;
+  }
+
+  private async closeKeepingLock(): Promise<void> {
+    try {
+      await this.layout.flushAll();
+    } finally {
+      await this.metadata.close();
+      await this.driver.close();
+    }
   }
 
   /** Runs work on a repository's content exclusively of pushes and deletes there (used by GC). */
@@ -263,10 +325,10 @@ export class Registry {
 
   // ---- blobs --------------------------------------------------------------------------------
 
-  /** A blob of the repository; a deleted manifest whose file awaits removal counts as gone. */
+  /** A blob of the repository; a file awaiting removal that nothing needs counts as gone. */
   async blobInfo(repository: string, digest: string): Promise<ObjectInfo | undefined> {
     const repo = this.metadata.repository(repository);
-    if (repo && this.metadata.isPendingUnlink(repo.id, digest)) return undefined;
+    if (repo && this.metadata.awaitsUnlink(repo.id, digest)) return undefined;
     return this.driver.stat(blobKey(repository, digest));
   }
 
@@ -306,22 +368,30 @@ export class Registry {
     return (await this.blobInfo(repository, digest)) !== undefined;
   }
 
-  /** Moves a verified upload into the repository's layout; the writer ends either way. */
+  /**
+   * Moves a verified upload into the repository's layout; the writer ends either way. The file and
+   * its blob row arrive together under the content lock, so a journaled removal of the same
+   * digest sees the row.
+   */
   async storeBlob(repository: string, writer: ObjectWriter, digest: string, size: number): Promise<void> {
     const repo = await this.createRepository(repository);
-    // Content another repository already holds is shared (hard link, reference), not stored again.
-    const holder = this.metadata.findBlob(digest, repo.id);
-    if (holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest)))) await writer.cancel();
-    else await writer.commit(blobKey(repository, digest));
-    this.metadata.recordBlob(repo.id, digest, size);
+    await this.contentLock.run(repository, async () => {
+      // Content another repository already holds is shared (hard link, reference), not stored again.
+      const holder = this.metadata.findBlob(digest, repo.id);
+      if (holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest)))) await writer.cancel();
+      else await writer.commit(blobKey(repository, digest));
+      this.metadata.recordBlob(repo.id, digest, size);
+    });
   }
 
   /** Stores a small blob whose bytes are in memory (already verified against the digest). */
   async storeBlobBytes(repository: string, digest: string, bytes: Uint8Array): Promise<void> {
     const repo = await this.createRepository(repository);
-    const holder = this.metadata.findBlob(digest, repo.id);
-    if (!(holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest))))) await this.driver.writeFile(blobKey(repository, digest), bytes);
-    this.metadata.recordBlob(repo.id, digest, bytes.length);
+    await this.contentLock.run(repository, async () => {
+      const holder = this.metadata.findBlob(digest, repo.id);
+      if (!(holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest))))) await this.driver.writeFile(blobKey(repository, digest), bytes);
+      this.metadata.recordBlob(repo.id, digest, bytes.length);
+    });
   }
 
   /**
@@ -337,20 +407,34 @@ export class Registry {
     const info = await this.blobInfo(source, digest);
     if (!info) return false;
     const repo = await this.createRepository(repository);
-    if (!(await this.driver.copy(blobKey(source, digest), blobKey(repository, digest)))) return false;
-    this.metadata.recordBlob(repo.id, digest, info.size);
-    return true;
+    return this.contentLock.run(repository, async () => {
+      if (!(await this.driver.copy(blobKey(source, digest), blobKey(repository, digest)))) return false;
+      this.metadata.recordBlob(repo.id, digest, info.size);
+      return true;
+    });
   }
 
+  /**
+   * Deletes a blob: it answers 404 at once, and its file goes like any other removal, after the
+   * `index.json` rewrite that stops listing manifests deleted before it (a client deleting a
+   * manifest and then its layers never leaves a listed manifest without them). A blob a manifest
+   * here still uses is removed at once, as asked.
+   */
   async deleteBlob(repository: string, digest: string): Promise<void> {
     const repo = await this.requireRepository(repository);
     await this.contentLock.run(repository, async () => {
       if (this.metadata.manifest(repo.id, digest)) {
         throw new OciError(405, 'UNSUPPORTED', `${digest} is a manifest; delete it through /v2/${repository}/manifests/${digest}`);
       }
-      if (!(await this.driver.remove(blobKey(repository, digest)))) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${repository}`);
-      this.metadata.forgetBlob(repo.id, digest);
+      if (!(await this.blobInfo(repository, digest))) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${repository}`);
+      this.metadata.scheduleUnlink(repo.id, digest);
+      if (this.metadata.contentInUse(repo.id, digest)) {
+        await this.driver.remove(blobKey(repository, digest));
+        this.metadata.dropPendingUnlink(repo.id, digest);
+      }
     });
+    // Due at once unless a rewrite of index.json is pending.
+    await this.removeUnusedFiles(repository);
   }
 
   // ---- manifests ----------------------------------------------------------------------------
@@ -370,7 +454,7 @@ export class Registry {
     }
     const key = blobKey(repository, digest);
     const record = this.metadata.manifest(repo.id, digest)
-      ?? (this.metadata.isPendingUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
+      ?? (this.metadata.awaitsUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
     if (record && (await this.driver.stat(key))) return { record, key };
     // A manifest an index here lists from a descendant repository is pulled through this one.
     // Only descendants the caller may pull; the others look exactly like a manifest that is not there.
@@ -449,21 +533,7 @@ export class Registry {
     const record = manifestRecord(digest, parsed, bytes.length);
     await this.contentLock.run(repository, async () => {
       // Everything is checked before anything is written, so a refused push leaves no trace.
-      const required = parsed.links.filter((l) => l.required);
-      const present = await Promise.all(required.map(async (l) => {
-        // An entry in a descendant the pusher may not pull counts as missing: pushes cannot probe it.
-        if ((!l.repository || canPull(l.repository)) && (await this.holdsBlob(l.repository ?? repository, l.digest))) return true;
-        // Copying tools flatten nested indexes into one repository: accept the entry from here.
-        if (l.repository && (await this.holdsBlob(repository, l.digest))) {
-          delete l.repository;
-          return true;
-        }
-        return false;
-      }));
-      const missing: ErrorEntry[] = required.filter((_, i) => !present[i]).map((l) => ({
-        code: 'MANIFEST_BLOB_UNKNOWN', message: `${l.kind} ${l.digest} is not in ${l.repository ?? repository}`,
-        detail: { digest: l.digest, mediaType: l.mediaType, kind: l.kind, repository: l.repository ?? repository },
-      }));
+      const missing = await this.missingLinks(parsed.links.filter((l) => l.required), repository, canPull);
       if (missing.length) throw OciError.many(400, missing);
       const repo = await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
@@ -473,6 +543,44 @@ export class Registry {
     this.layout.changed(repository);
     await this.changed({ repository, stored: record });
     return parsed.subject ? { digest, subject: parsed.subject, tags } : { digest, tags };
+  }
+
+  /**
+   * What a manifest links to that the registry does not hold, as error entries. The checks run a
+   * few at a time, yielding between batches, and stop after MAX_REPORTED_MISSING misses: a manifest
+   * with 30,000 missing layers costs a handful of lookups and a small answer, not a stall.
+   */
+  private async missingLinks(required: ManifestLink[], repository: string, canPull: (name: string) => boolean): Promise<ErrorEntry[]> {
+    const present = async (l: ManifestLink): Promise<boolean> => {
+      // An entry in a descendant the pusher may not pull counts as missing: pushes cannot probe it.
+      if ((!l.repository || canPull(l.repository)) && (await this.holdsBlob(l.repository ?? repository, l.digest))) return true;
+      // Copying tools flatten nested indexes into one repository: accept the entry from here.
+      if (l.repository && (await this.holdsBlob(repository, l.digest))) {
+        delete l.repository;
+        return true;
+      }
+      return false;
+    };
+    const missing: ManifestLink[] = [];
+    let checked = 0;
+    while (checked < required.length && missing.length < MAX_REPORTED_MISSING) {
+      const batch = required.slice(checked, checked + EXISTENCE_BATCH);
+      const found = await Promise.all(batch.map(present));
+      missing.push(...batch.filter((_, i) => !found[i]));
+      checked += batch.length;
+      if (checked < required.length) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    const entries: ErrorEntry[] = missing.slice(0, MAX_REPORTED_MISSING).map((l) => ({
+      code: 'MANIFEST_BLOB_UNKNOWN', message: `${l.kind} ${l.digest} is not in ${l.repository ?? repository}`,
+      detail: { digest: l.digest, mediaType: l.mediaType, kind: l.kind, repository: l.repository ?? repository },
+    }));
+    if (entries.length && checked < required.length) {
+      entries.push({
+        code: 'MANIFEST_BLOB_UNKNOWN', message: `stopped after ${entries.length} missing descriptors; ${required.length - checked} more were not checked`,
+        detail: { unchecked: required.length - checked },
+      });
+    }
+    return entries;
   }
 
   /** Deletes a tag, or a manifest by digest; `canPull` limits which ancestors a refusal may name. */
@@ -494,7 +602,7 @@ export class Registry {
         throw new OciError(409, 'DENIED', `manifest ${digest} is listed by ${where}; delete or change that index first`,
           { referencedBy: visible.map((h) => ({ repository: h.parentRepository, digest: h.parent })) });
       }
-      // The file goes when index.json stops listing it (see LayoutWriter.flush).
+      // The file goes when index.json stops listing it, if nothing else needs it (removeUnusedFiles).
       if (!this.metadata.deleteManifests(repo.id, [digest]).length) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
       change.removed = [digest];
     });
@@ -519,13 +627,22 @@ export class Registry {
     // Opening and closing first writes every journalled change into the layouts, so nothing
     // acknowledged is lost when the index is dropped. Without an index there is no journal, and
     // opening would only build the index that is about to be dropped (reading every layout).
-    if (existsSync(metadataPath(options.dataDir))) await (await Registry.open(options)).close();
-    await removeIndex(options.dataDir);
-    const registry = await Registry.open(options);
-    let orphans = 0;
-    if (deep) for (const repo of registry.metadata.allRepositories()) orphans += await registry.adoptOrphanReferrers(repo);
-    await registry.close();
-    return { orphans };
+    // The lock is held throughout, so no server starts on the index while it is dropped.
+    const lock = await lockData(options.dataDir);
+    try {
+      if (existsSync(metadataPath(options.dataDir))) await (await Registry.openLocked(options, lock, false)).close();
+      await removeIndex(options.dataDir);
+      const registry = await Registry.openLocked(options, lock, false);
+      let orphans = 0;
+      try {
+        if (deep) for (const repo of registry.metadata.allRepositories()) orphans += await registry.adoptOrphanReferrers(repo);
+      } finally {
+        await registry.close();
+      }
+      return { orphans };
+    } finally {
+      lock.release();
+    }
   }
 
   /**

@@ -1,7 +1,6 @@
 // Blob upload sessions. Data goes into a storage writer (a file, or a multipart upload) while a
-// running hash follows it. A session lives in memory until it holds acknowledged data: each
-// accepted PATCH checkpoints the writer and (once) writes a small sidecar, which let the session
-// survive a restart (its hash is then recomputed from the data).
+// running hash follows it; a small sidecar file and the writer's checkpoint after each PATCH let a
+// session survive a restart (its hash is then recomputed from the data).
 import { randomUUID, type Hash } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -22,48 +21,100 @@ export interface UploadSession {
   hash: Hash | null;
   touchedAt: number;
   busy: boolean;
-  /** Whether the sidecar that lets the session survive a restart has been written. */
+  /** Who opened it (identity or address): the per-client cap counts by this. */
+  owner: string;
+  /** A single-request upload (`POST ?digest=`): lives only as long as its request, never capped. */
+  transient: boolean;
+  /** Whether its sidecar exists (transient sessions never write one). */
   persisted: boolean;
 }
+
 export interface UploadLimits {
   /** Sessions idle for longer than this are removed. */
   timeoutMs: number;
-  /** Most sessions open at once; more are refused with 429. */
+  /** Most sessions one client (identity or address) may hold open; more are refused with 429. */
   maxSessions: number;
+  /** Most sessions open at once across all clients (a memory and disk ceiling). */
+  maxSessionsTotal: number;
   /** Largest blob accepted, in bytes; 0 means no limit. */
   maxBlobBytes: number;
+  /** A request body that sends nothing for this long is aborted; 0 turns the check off. */
+  bodyIdleTimeoutMs: number;
+}
+
+/** Thrown (as the cause of an aborted body) when a request body stalled. */
+function bodyStalled(idleMs: number): OciError {
+  return new OciError(408, 'BLOB_UPLOAD_INVALID', `request body sent nothing for ${idleMs} ms; the chunk was discarded`);
 }
 
 export class Uploads {
   private readonly sessions = new Map<string, UploadSession>();
+  /** Open (non-transient) sessions per owner. */
+  private readonly held = new Map<string, number>();
   private readonly driver: StorageDriver;
+  private readonly now: () => number;
   readonly limits: UploadLimits;
 
-  constructor(driver: StorageDriver, limits: UploadLimits) {
+  /** `now` is the clock idle times are measured by (tests pass their own). */
+  constructor(driver: StorageDriver, limits: UploadLimits, now: () => number = Date.now) {
     this.driver = driver;
     this.limits = limits;
+    this.now = now;
   }
 
-  async start(repository: string, algorithm: DigestAlgorithm): Promise<UploadSession> {
-    this.sweep();
-    if (this.sessions.size >= this.limits.maxSessions) {
-      throw new OciError(429, 'TOOMANYREQUESTS', `too many upload sessions open (limit ${this.limits.maxSessions}); retry later`, undefined, { 'Retry-After': '10' });
+  /** Sessions `owner` holds open now. */
+  heldBy(owner: string): number {
+    return this.held.get(owner) ?? 0;
+  }
+
+  /**
+   * Opens a session for `owner`. A transient one (the whole blob is in this request) is never
+   * refused for the caps: it ends with its request, so it cannot pile up. Others count against the
+   * owner's cap only, so one client holding many sessions blocks nobody else.
+   */
+  async start(repository: string, algorithm: DigestAlgorithm, owner: string, transient = false): Promise<UploadSession> {
+    if (!transient) {
+      const { maxSessions, maxSessionsTotal } = this.limits;
+      if (this.heldBy(owner) >= maxSessions || this.sessions.size >= maxSessionsTotal) await this.sweep();
+      if (this.heldBy(owner) >= maxSessions) {
+        throw new OciError(429, 'TOOMANYREQUESTS', `you hold ${this.heldBy(owner)} open upload sessions (limit ${maxSessions}); finish or cancel some, or retry later`, undefined, { 'Retry-After': '10' });
+      }
+      if (this.sessions.size >= maxSessionsTotal) {
+        throw new OciError(429, 'TOOMANYREQUESTS', `too many upload sessions open (limit ${maxSessionsTotal}); retry later`, undefined, { 'Retry-After': '10' });
+      }
     }
     const id = randomUUID();
     const session: UploadSession = {
-      id, repository, writer: await this.driver.createWriter(id), size: 0, algorithm, hash: newHash(algorithm), touchedAt: Date.now(), busy: false,
-      persisted: false,
+      id, repository, writer: await this.driver.createWriter(id), size: 0, algorithm, hash: newHash(algorithm), touchedAt: this.now(), busy: false,
+      owner, transient, persisted: false,
     };
-    this.sessions.set(id, session);
+    // Counted before the next await, so concurrent starts cannot overshoot the cap.
+    this.track(session);
+    try {
+      if (!transient) {
+        await session.writer.checkpoint();
+        await this.driver.writeFile(sidecarKey(id), JSON.stringify({ repository, algorithm, owner }));
+        session.persisted = true;
+      }
+    } catch (err) {
+      await this.end(session).catch(() => undefined);
+      throw err;
+    }
     return session;
   }
 
-  /** Makes an open session survive a restart: called once it holds data the client was told about. */
-  async persist(session: UploadSession): Promise<void> {
-    await session.writer.checkpoint();
-    if (session.persisted) return;
-    await this.driver.writeFile(sidecarKey(session.id), JSON.stringify({ repository: session.repository, algorithm: session.algorithm }));
-    session.persisted = true;
+  private track(session: UploadSession): void {
+    this.sessions.set(session.id, session);
+    if (!session.transient) this.held.set(session.owner, this.heldBy(session.owner) + 1);
+  }
+
+  private untrack(session: UploadSession): void {
+    if (this.sessions.get(session.id) !== session) return;
+    this.sessions.delete(session.id);
+    if (session.transient) return;
+    const count = this.heldBy(session.owner) - 1;
+    if (count > 0) this.held.set(session.owner, count);
+    else this.held.delete(session.owner);
   }
 
   /** Finds a session of this repository, recovering it from disk after a restart. */
@@ -75,18 +126,23 @@ export class Uploads {
       const meta = await this.driver.readFile(sidecarKey(id), 4096).catch(() => undefined);
       const writer = meta && (await this.driver.resumeWriter(id));
       if (!meta || !writer) throw unknown();
-      const { repository: owner, algorithm } = JSON.parse(meta.toString('utf8')) as { repository: string; algorithm: DigestAlgorithm };
-      session = { id, repository: owner, writer, size: writer.size, algorithm, hash: null, touchedAt: Date.now(), busy: false, persisted: true };
-      this.sessions.set(id, session);
+      const saved = JSON.parse(meta.toString('utf8')) as { repository: string; algorithm: DigestAlgorithm; owner?: string };
+      session = {
+        id, repository: saved.repository, writer, size: writer.size, algorithm: saved.algorithm, hash: null,
+        touchedAt: this.now(), busy: false, owner: saved.owner ?? 'unknown', transient: false, persisted: true,
+      };
+      this.track(session);
     }
-    if (session.repository !== repository) throw unknown();
-    session.touchedAt = Date.now();
+    if (session.repository !== repository || session.transient) throw unknown();
+    session.touchedAt = this.now();
     return session;
   }
 
   /**
    * Appends a request body. With `expectedLength` the body must be exactly that long. On any
-   * failure the session is left as it was before the call.
+   * failure the session is left as it was before the call: its size is the last complete offset
+   * and the partial chunk is removed. A body that sends nothing for `bodyIdleTimeoutMs` is given
+   * up the same way (408), so a stalled client holds neither the session nor disk.
    */
   async append(session: UploadSession, body: Readable, expectedLength?: number): Promise<void> {
     if (session.busy) throw new OciError(416, 'RANGE_INVALID', 'another request is writing to this upload', undefined, this.rangeHeader(session));
@@ -96,10 +152,23 @@ export class Uploads {
     const limit = this.limits.maxBlobBytes;
     let received = 0;
     let problem: OciError | undefined;
+    const idleMs = this.limits.bodyIdleTimeoutMs;
+    const abort = new AbortController();
+    let idle: NodeJS.Timeout | undefined;
+    const rearm = () => {
+      if (idleMs <= 0) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        problem ??= bodyStalled(idleMs);
+        abort.abort(problem);
+      }, idleMs);
+    };
+    rearm();
     // Excess bytes are read and dropped rather than failing the stream: failing it would reset
     // the connection and the client would never see the error answer.
     const counter = new Transform({
       transform(chunk: Buffer, _encoding, done) {
+        rearm();
         received += chunk.length;
         if (problem) return done();
         if (expectedLength !== undefined && received > expectedLength) {
@@ -113,7 +182,7 @@ export class Uploads {
       },
     });
     try {
-      await pipeline(body, counter, session.writer.append());
+      await pipeline(body, counter, session.writer.append(), { signal: abort.signal });
       if (!problem && expectedLength !== undefined && received !== expectedLength) {
         problem = new OciError(400, 'SIZE_INVALID', `body has ${received} bytes but ${expectedLength} were announced`);
       }
@@ -121,12 +190,14 @@ export class Uploads {
       session.size = before + received;
       session.hash = hash;
     } catch (err) {
-      // The writer undid the failed append itself.
+      // The writer undid the failed append itself (before its stream closed).
+      if (problem) throw problem;
       if (err instanceof OciError) throw err;
       throw new OciError(400, 'BLOB_UPLOAD_INVALID', `upload body could not be read: ${(err as Error).message}`);
     } finally {
+      clearTimeout(idle);
       session.busy = false;
-      session.touchedAt = Date.now();
+      session.touchedAt = this.now();
     }
   }
 
@@ -145,25 +216,32 @@ export class Uploads {
   }
 
   /**
-   * Forgets a session. `stored`: its writer was committed into a layout; otherwise its data is
-   * discarded.
+   * Makes what a PATCH appended survive a restart (the writer's checkpoint: nothing on a
+   * filesystem, the buffered tail on S3).
    */
+  async persist(session: UploadSession): Promise<void> {
+    if (session.persisted) await session.writer.checkpoint();
+  }
+
+  /** Forgets a session. `stored`: its writer was committed into a layout; otherwise its data is discarded. */
   async end(session: UploadSession, stored = false): Promise<void> {
-    this.sessions.delete(session.id);
+    this.untrack(session);
     if (!stored) await session.writer.cancel();
     if (session.persisted) await this.driver.remove(sidecarKey(session.id));
     session.persisted = false;
   }
 
-  /** Removes sessions idle for longer than the timeout. */
-  sweep(now = Date.now()): void {
-    for (const session of this.sessions.values()) {
-      if (!session.busy && now - session.touchedAt > this.limits.timeoutMs) void this.end(session).catch(() => undefined);
-    }
+  /** Removes sessions idle for longer than the timeout, with their data; answers how many. */
+  async sweep(now = this.now()): Promise<number> {
+    const idle = [...this.sessions.values()].filter((s) => !s.busy && now - s.touchedAt > this.limits.timeoutMs);
+    // Forgotten at once (the caps see them gone); their files are removed after.
+    for (const session of idle) this.untrack(session);
+    await Promise.all(idle.map((session) => this.end(session).catch(() => undefined)));
+    return idle.length;
   }
 
   /** Removes session files on disk older than the timeout (left by a previous run). */
-  async sweepDisk(now = Date.now()): Promise<void> {
+  async sweepDisk(now = this.now()): Promise<void> {
     for (const { id, modifiedMs } of await this.driver.listWriters()) {
       if (this.sessions.has(id) || now - modifiedMs <= this.limits.timeoutMs) continue;
       await (await this.driver.resumeWriter(id))?.cancel();

@@ -2,7 +2,9 @@
 // each candidate is checked again under its repository's content lock just before it is removed,
 // so a push that needs it (a new tag, a new parent index, a manifest using a blob) keeps it.
 // Blob candidates must also be older than the grace period, which covers uploads whose manifest
-// has not arrived yet.
+// has not arrived yet. No file is removed here: manifests and blobs alike are journaled, and their
+// files go only after the index.json rewrite that stops listing the manifests that used them, and
+// only if nothing needs them in any role by then (Registry.removeUnusedFiles).
 import type { Registry } from '../content/registry.ts';
 import { blobKey } from '../layout/paths.ts';
 import { isDigestAlgorithm } from '../oci/digest.ts';
@@ -73,6 +75,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
         if (info && info.modifiedMs < cutoff) blobCandidates.push({ digest, size: info.size });
       }
     }
+    let journaledBlobs = 0;
     for (let i = 0; i < blobCandidates.length; i += BATCH) {
       await registry.exclusive(repo.name, async () => {
         for (const blob of blobCandidates.slice(i, i + BATCH)) {
@@ -80,14 +83,16 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
             if (metadata.isReferenced(repo.id, blob.digest)) continue;
             const info = await driver.stat(blobKey(repo.name, blob.digest));
             if (!info || info.modifiedMs >= cutoff) continue;
-            await driver.remove(blobKey(repo.name, blob.digest));
-            metadata.forgetBlob(repo.id, blob.digest);
+            metadata.scheduleUnlink(repo.id, blob.digest);
+            journaledBlobs++;
           }
           report.removed.push({ repository: repo.name, digest: blob.digest, kind: 'blob', reason: 'no manifest uses it', bytes: blob.size });
           report.bytes += blob.size;
         }
       });
     }
+    // Due at once when index.json is up to date; otherwise after the rewrite already scheduled.
+    if (!options.dryRun && (dead.size || journaledBlobs)) await registry.removeUnusedFiles(repo.name);
   }
   report.durationMs = performance.now() - started;
   return report;

@@ -43,12 +43,16 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
 /** The whole `index.json` for a repository, from the metadata index, built a page at a time. */
 export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRecord, referrerOptions: LayoutReferrerOptions): Promise<string> {
   const parts: string[] = [];
-  const generated = referrerOptions.fallbackTags ? metadata.referrerIndexes(repo.id) : [];
-  const generatedTags = new Set(generated.map((r) => fallbackTag(r.subject)));
-  // A fallback tag an old client pushed gives way to the generated one, which lists every referrer.
+  // A fallback tag a client pushed itself (notation, `oras attach --distribution-spec
+  // v1.1-referrers-tag`, regctl) is the client's tag: it is listed as pushed, and Trellis's
+  // generated index for that subject stays out of index.json until the client's tag is gone.
+  // Readers still find every referrer through the untagged entries annotated with their subject.
+  const generated = referrerOptions.fallbackTags
+    ? metadata.referrerIndexes(repo.id).filter((r) => metadata.resolveTag(repo.id, fallbackTag(r.subject)) === undefined)
+    : [];
   for (let after = ''; ;) {
     const page = metadata.taggedEntries(repo.id, { after, limit: PAGE });
-    for (const m of page) if (!generatedTags.has(m.tag)) parts.push(JSON.stringify(entryFor(m, { [REF_NAME]: m.tag })));
+    for (const m of page) parts.push(JSON.stringify(entryFor(m, { [REF_NAME]: m.tag })));
     if (page.length < PAGE) break;
     after = page[page.length - 1]!.tag;
     await yieldToEventLoop();
@@ -69,16 +73,23 @@ export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRe
   return indexJsonFromParts(parts, repo.layoutExtras.annotations);
 }
 
+/** A failed rewrite is tried again after this, doubling per failure up to RETRY_MAX_MS. */
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 30_000;
+
 export class LayoutWriter {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly lastCostMs = new Map<string, number>();
+  /** Consecutive failed rewrites per repository (sets the retry delay). */
+  private readonly failures = new Map<string, number>();
   private readonly driver: StorageDriver;
   private readonly metadata: MetadataStore;
   private readonly timing: FlushTiming;
   private readonly referrerOptions: LayoutReferrerOptions;
   private readonly runExclusive: (repository: string, work: () => Promise<void>) => Promise<void>;
   private readonly beforeWrite: (repository: string) => Promise<void>;
-  private readonly onError: (repository: string, err: unknown) => void;
+  private readonly afterWrite: (repository: string) => Promise<void>;
+  private readonly onError: (repository: string, err: unknown, retryInMs: number) => void;
 
   constructor(options: {
     driver: StorageDriver;
@@ -88,7 +99,13 @@ export class LayoutWriter {
     runExclusive: (repository: string, work: () => Promise<void>) => Promise<void>;
     /** Runs before each rewrite: folds in edits another tool made to the layout meanwhile. */
     beforeWrite: (repository: string) => Promise<void>;
-    onError: (repository: string, err: unknown) => void;
+    /**
+     * Runs after each rewrite, outside runExclusive: removes the files the journal holds for
+     * removal now that index.json no longer names them (the caller serializes it with pushes).
+     */
+    afterWrite: (repository: string) => Promise<void>;
+    /** A rewrite failed; it is tried again in `retryInMs`, with or without another change. */
+    onError: (repository: string, err: unknown, retryInMs: number) => void;
   }) {
     this.driver = options.driver;
     this.metadata = options.metadata;
@@ -96,6 +113,7 @@ export class LayoutWriter {
     this.referrerOptions = options.referrers;
     this.runExclusive = options.runExclusive;
     this.beforeWrite = options.beforeWrite;
+    this.afterWrite = options.afterWrite;
     this.onError = options.onError;
   }
 
@@ -103,48 +121,57 @@ export class LayoutWriter {
   changed(repository: string): void {
     if (this.timers.has(repository)) return;
     const { minDelayMs, maxDelayMs, costFactor } = this.timing;
-    const delay = Math.min(maxDelayMs, Math.max(minDelayMs, (this.lastCostMs.get(repository) ?? 0) * costFactor));
+    this.schedule(repository, Math.min(maxDelayMs, Math.max(minDelayMs, (this.lastCostMs.get(repository) ?? 0) * costFactor)));
+  }
+
+  private schedule(repository: string, delayMs: number): void {
     const timer = setTimeout(() => {
       this.timers.delete(repository);
-      this.flush(repository).catch((err) => this.onError(repository, err));
-    }, delay);
+      this.flush(repository).then(() => this.failures.delete(repository), (err: unknown) => {
+        // Nothing else may change in this repository for a long time: try again by itself.
+        const failures = (this.failures.get(repository) ?? 0) + 1;
+        this.failures.set(repository, failures);
+        const retryInMs = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (failures - 1));
+        this.onError(repository, err, retryInMs);
+        if (!this.timers.has(repository)) this.schedule(repository, retryInMs);
+      });
+    }, delayMs);
     this.timers.set(repository, timer);
   }
 
-  /** Writes `index.json` now if the journal is ahead of it. */
-  flush(repository: string): Promise<void> {
-    return this.runExclusive(repository, async () => {
-      await this.beforeWrite(repository);
-      const repo = this.metadata.repository(repository);
-      if (!repo || repo.gen <= repo.flushedGen) return;
-      const started = performance.now();
-      const replaced = this.referrerOptions.fallbackTags ? await this.writeReferrerIndexes(repo) : [];
-      const body = await buildIndexJson(this.metadata, repo, this.referrerOptions);
-      const key = layoutKey(repository, INDEX_FILE);
-      let stamp = '';
-      // Noted before the rename: a crash right after it must not make the file look like another tool's.
-      const written = await this.driver.writeFile(key, body, {
-        beforeCommit: (info) => {
-          stamp = stampOf(info);
-          this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
-        },
-      });
-      // The stored identity is the authority (an object store may assign another than expected).
-      if (written) stamp = stampOf(written);
-      this.metadata.markFlushed(repo.id, repo.gen, stamp);
-      // Only now that index.json no longer names them may these files go.
-      for (const digest of [...replaced, ...this.metadata.takePendingUnlinks(repo.id, repo.gen)]) await this.driver.remove(blobKey(repository, digest));
-      this.lastCostMs.set(repository, performance.now() - started);
+  /** Writes `index.json` now if the journal is ahead of it, then removes the files it stopped naming. */
+  async flush(repository: string): Promise<void> {
+    await this.runExclusive(repository, () => this.rewrite(repository));
+    await this.afterWrite(repository);
+  }
+
+  private async rewrite(repository: string): Promise<void> {
+    await this.beforeWrite(repository);
+    const repo = this.metadata.repository(repository);
+    if (!repo || repo.gen <= repo.flushedGen) return;
+    const started = performance.now();
+    if (this.referrerOptions.fallbackTags) await this.writeReferrerIndexes(repo);
+    const body = await buildIndexJson(this.metadata, repo, this.referrerOptions);
+    const key = layoutKey(repository, INDEX_FILE);
+    let stamp = '';
+    // Noted before the rename: a crash right after it must not make the file look like another tool's.
+    const written = await this.driver.writeFile(key, body, {
+      beforeCommit: (info) => {
+        stamp = stampOf(info);
+        this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
+      },
     });
+    // The stored identity is the authority (an object store may assign another than expected).
+    if (written) stamp = stampOf(written);
+    this.metadata.markFlushed(repo.id, repo.gen, stamp);
+    this.lastCostMs.set(repository, performance.now() - started);
   }
 
   /**
    * Rewrites the referrers index of every subject whose referrers changed since the last flush.
-   * Returns the index blobs it replaced, to be removed once index.json stops naming them.
+   * The metadata store journals each index blob it replaces for removal after this rewrite.
    */
-  private async writeReferrerIndexes(repo: RepositoryRecord): Promise<string[]> {
-    const previous = new Map(this.metadata.referrerIndexes(repo.id).map((r) => [r.subject, r.digest]));
-    const replaced: string[] = [];
+  private async writeReferrerIndexes(repo: RepositoryRecord): Promise<void> {
     for (const { subject, marked } of this.metadata.dirtySubjects(repo.id)) {
       const parts: string[] = [];
       for (let after = ''; ;) {
@@ -163,11 +190,7 @@ export class LayoutWriter {
         await this.driver.writeFile(key, body, { ifAbsent: true });
       }
       this.metadata.setReferrerIndex(repo.id, subject, written, marked);
-      const old = previous.get(subject);
-      // The old index blob is Trellis's own; it goes unless something else stores the same bytes.
-      if (old && old !== written?.digest && !this.metadata.manifest(repo.id, old)) replaced.push(old);
     }
-    return replaced;
   }
 
   /** Flushes everything pending, e.g. on shutdown. */

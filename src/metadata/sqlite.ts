@@ -299,15 +299,36 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  takePendingUnlinks(repoId: number, flushedGen: number): string[] {
-    return this.transaction(() => {
-      const rows = this.sql('DELETE FROM pending_unlinks WHERE repo_id = ? AND gen <= ? RETURNING digest').all(repoId, flushedGen) as { digest: string }[];
-      return rows.map((r) => r.digest).filter((digest) => !this.sql('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').get(repoId, digest));
+  dueUnlinks(repoId: number, flushedGen: number): string[] {
+    return (this.sql('SELECT digest FROM pending_unlinks WHERE repo_id = ? AND gen <= ? ORDER BY digest').all(repoId, flushedGen) as { digest: string }[])
+      .map((r) => r.digest);
+  }
+
+  dropPendingUnlink(repoId: number, digest: string): void {
+    this.sql('DELETE FROM pending_unlinks WHERE repo_id = ? AND digest = ?').run(repoId, digest);
+  }
+
+  scheduleUnlink(repoId: number, digest: string): void {
+    this.transaction(() => {
+      this.sql('INSERT OR IGNORE INTO pending_unlinks (repo_id, digest, gen) SELECT id, ?, gen FROM repos WHERE id = ?').run(digest, repoId);
+      this.forgetBlob(repoId, digest);
     });
   }
 
-  isPendingUnlink(repoId: number, digest: string): boolean {
-    return this.sql('SELECT 1 FROM pending_unlinks WHERE repo_id = ? AND digest = ?').get(repoId, digest) !== undefined;
+  contentInUse(repoId: number, digest: string): boolean {
+    // A subject link does not need its subject's file; every other role does.
+    return this.sql(`SELECT 1 WHERE EXISTS (SELECT 1 FROM manifests WHERE repo_id = $repo AND digest = $digest)
+        OR EXISTS (SELECT 1 FROM blobs WHERE repo_id = $repo AND digest = $digest)
+        OR EXISTS (SELECT 1 FROM layout_referrer_indexes WHERE repo_id = $repo AND digest = $digest)
+        OR EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
+          WHERE e.repo_id = $repo AND e.child = $digest AND e.child_repo = '' AND e.kind <> 'subject')
+        OR EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
+          WHERE e.child_repo = (SELECT name FROM repos WHERE id = $repo) AND e.child = $digest AND e.kind <> 'subject')`)
+      .get({ $repo: repoId, $digest: digest }) !== undefined;
+  }
+
+  awaitsUnlink(repoId: number, digest: string): boolean {
+    return this.sql('SELECT 1 FROM pending_unlinks WHERE repo_id = ? AND digest = ?').get(repoId, digest) !== undefined && !this.contentInUse(repoId, digest);
   }
 
   edgesFrom(repoId: number, digest: string): EdgeRecord[] {
@@ -402,7 +423,13 @@ export class SqliteMetadataStore implements MetadataStore {
 
   setReferrerIndex(repoId: number, subject: string, index: { digest: string; size: number } | null, marked: number): void {
     this.transaction(() => {
+      // The index it replaces goes once index.json stops naming it, like a deleted manifest's file.
+      const old = this.sql('SELECT digest FROM layout_referrer_indexes WHERE repo_id = ? AND subject = ?').get(repoId, subject) as { digest: string } | undefined;
+      if (old && old.digest !== index?.digest) {
+        this.sql('INSERT OR IGNORE INTO pending_unlinks (repo_id, digest, gen) SELECT id, ?, gen FROM repos WHERE id = ?').run(old.digest, repoId);
+      }
       if (index) {
+        this.sql('DELETE FROM pending_unlinks WHERE repo_id = ? AND digest = ?').run(repoId, index.digest);
         this.sql('INSERT OR REPLACE INTO layout_referrer_indexes (repo_id, subject, digest, size) VALUES (?, ?, ?, ?)').run(repoId, subject, index.digest, index.size);
       } else {
         this.sql('DELETE FROM layout_referrer_indexes WHERE repo_id = ? AND subject = ?').run(repoId, subject);
@@ -456,7 +483,10 @@ export class SqliteMetadataStore implements MetadataStore {
         UNION SELECT e.child FROM edges e WHERE e.child_repo = $name AND e.kind = 'manifest'
           AND EXISTS (SELECT 1 FROM manifests p WHERE p.repo_id = e.repo_id AND p.digest = e.parent)
         -- CROSS JOIN keeps the new live row as the outer loop, so each step is an index lookup.
-        UNION SELECT e.child FROM live l CROSS JOIN edges e ON e.repo_id = $repo AND e.parent = l.digest AND e.kind = 'manifest' AND e.child_repo = ''
+        -- A manifest a live manifest uses in any role (an index child, or a layer or blob whose
+        -- bytes are a manifest, as in artifacts of manifests) is live, and so is what it uses.
+        UNION SELECT e.child FROM live l CROSS JOIN edges e ON e.repo_id = $repo AND e.parent = l.digest AND e.kind <> 'subject' AND e.child_repo = ''
+          AND (e.kind = 'manifest' OR EXISTS (SELECT 1 FROM manifests c WHERE c.repo_id = $repo AND c.digest = e.child))
         UNION SELECT m.digest FROM live l CROSS JOIN manifests m ON m.repo_id = $repo AND m.subject = l.digest)
       SELECT m.digest, m.subject, (m.subject IS NOT NULL AND m.subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $repo)) AS dangling
       FROM manifests m WHERE m.repo_id = $repo AND m.digest NOT IN (SELECT digest FROM live) ORDER BY m.id`)
@@ -474,7 +504,7 @@ export class SqliteMetadataStore implements MetadataStore {
     const row = this.sql(`SELECT 1 FROM manifests m WHERE m.repo_id = $repo AND m.digest = $digest AND m.pushed_at < $cutoff
         AND NOT EXISTS (SELECT 1 FROM tags t INDEXED BY tags_by_digest WHERE t.repo_id = $repo AND t.digest = $digest)
         AND NOT EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
-          WHERE e.repo_id = $repo AND e.child = $digest AND e.kind = 'manifest' AND e.child_repo = '')
+          WHERE e.repo_id = $repo AND e.child = $digest AND e.kind <> 'subject' AND e.child_repo = '')
         AND NOT EXISTS (SELECT 1 FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
           WHERE e.child_repo = $name AND e.child_repo <> '' AND e.child = $digest AND e.kind = 'manifest')
         AND NOT (m.subject IS NOT NULL AND EXISTS (SELECT 1 FROM tags t INDEXED BY tags_by_digest WHERE t.repo_id = $repo AND t.digest = m.subject))`)
@@ -488,7 +518,7 @@ export class SqliteMetadataStore implements MetadataStore {
         UNION SELECT digest FROM pending_unlinks WHERE repo_id = $repo`).all({ $repo: repoId }) as { digest: string }[]) {
       if (!excluding.has(digest)) referenced.add(digest);
     }
-    for (const { parent, child } of this.sql("SELECT parent, child FROM edges WHERE repo_id = ? AND child_repo = ''").iterate(repoId) as Iterable<{ parent: string; child: string }>) {
+    for (const { parent, child } of this.sql("SELECT parent, child FROM edges WHERE repo_id = ? AND child_repo = '' AND kind <> 'subject'").iterate(repoId) as Iterable<{ parent: string; child: string }>) {
       if (referenced.has(parent)) referenced.add(child);
     }
     return referenced;

@@ -114,11 +114,22 @@ export interface MetadataStore {
   /** Removes manifests and every tag on them, in one transaction; returns those that were there. */
   deleteManifests(repoId: number, digests: string[]): string[];
   /**
-   * Deleted manifests whose files may go now that `index.json` shows changes up to `flushedGen`
-   * (removing them earlier would leave `index.json` naming a missing blob).
+   * Files journaled for removal that `index.json` no longer names now that it shows changes up to
+   * `flushedGen` (removing them earlier would leave `index.json` naming a missing blob). Each is
+   * removed only if `contentInUse` is false, then dropped from the journal.
    */
-  takePendingUnlinks(repoId: number, flushedGen: number): string[];
-  isPendingUnlink(repoId: number, digest: string): boolean;
+  dueUnlinks(repoId: number, flushedGen: number): string[];
+  dropPendingUnlink(repoId: number, digest: string): void;
+  /** Journals a blob's file for removal at the current change (GC) and forgets its blob row. */
+  scheduleUnlink(repoId: number, digest: string): void;
+  /**
+   * Whether anything still needs the file `blobs/<digest>` in any role: a manifest, a blob row
+   * (uploaded or mounted), a layout referrers index, or a config/layer/blob/child link of a
+   * manifest here or of an ancestor's nested index.
+   */
+  contentInUse(repoId: number, digest: string): boolean;
+  /** Journaled for removal and needed by nothing: served as absent. */
+  awaitsUnlink(repoId: number, digest: string): boolean;
   edgesFrom(repoId: number, digest: string): EdgeRecord[];
   /** Links into a manifest or blob: from its own repository and from ancestors' nested links. */
   edgesTo(repository: string, digest: string): EdgeRecord[];

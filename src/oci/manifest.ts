@@ -44,6 +44,37 @@ export interface ParsedManifest {
 
 export class ManifestInvalid extends Error {}
 
+/**
+ * Deepest JSON nesting a manifest may have. Real manifests nest 4 or 5 levels (annotations,
+ * platform); the bound keeps one request from spending seconds building a hostile structure.
+ */
+export const MAX_MANIFEST_DEPTH = 64;
+/** Most descriptors one list (layers, manifests, blobs) may hold. */
+export const MAX_MANIFEST_DESCRIPTORS = 50_000;
+
+/**
+ * Whether JSON text nests deeper than `max`, read in one pass over the bytes before any parsing
+ * (JSON.parse of 2,000,000 nested arrays takes seconds; this scan of 4 MiB, milliseconds).
+ */
+export function nestsDeeperThan(bytes: Uint8Array, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i];
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: the next byte is escaped
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return false;
+}
+
 type JsonObject = Record<string, unknown>;
 
 function isObject(value: unknown): value is JsonObject {
@@ -81,6 +112,7 @@ function descriptorList(value: unknown, where: string, required: boolean): Descr
   // Go clients serialise an empty list as null (regctl's scratch images do); read it as [].
   if (value === null || (value === undefined && !required)) return [];
   if (!Array.isArray(value)) throw new ManifestInvalid(`${where} must be a list of descriptors`);
+  if (value.length > MAX_MANIFEST_DESCRIPTORS) throw new ManifestInvalid(`${where} has ${value.length} descriptors; at most ${MAX_MANIFEST_DESCRIPTORS} are accepted`);
   return value.map((d, i) => parseDescriptor(d, `${where}[${i}]`));
 }
 
@@ -104,6 +136,7 @@ function detectMediaType(body: JsonObject, contentType: string | undefined): str
 
 /** Parses a manifest body. Throws ManifestInvalid with a message a user can act on. */
 export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedManifest {
+  if (nestsDeeperThan(bytes, MAX_MANIFEST_DEPTH)) throw new ManifestInvalid(`manifest JSON nests deeper than ${MAX_MANIFEST_DEPTH} levels`);
   let body: unknown;
   try {
     body = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));

@@ -5,6 +5,12 @@
 import { orderKey } from './order.ts';
 
 export const PATH_SEPARATOR = '__';
+/**
+ * Proposal F's `manifests__mediatype` on endpoints that list referrer descriptors: the proposal's
+ * descriptors carried the artifact's flavour in `mediaType`, which OCI 1.1 moved to `artifactType`
+ * (a referrer's `mediaType` is the image-manifest type). The path has either value.
+ */
+export const LISTED_TYPE = 'mediatype|artifacttype';
 /** Longer values are cut: contains/eq see their first MAX_VALUE_LENGTH characters. */
 export const MAX_VALUE_LENGTH = 4096;
 /** A manifest with more distinct (path, value) pairs keeps only the first ones (huge indexes). */

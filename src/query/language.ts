@@ -2,8 +2,8 @@
 // "Proposal F". Parameter names and string comparisons are case-insensitive; several parameters
 // must all hold. See docs/query.md.
 import { OciError } from '../oci/errors.ts';
-import { PATH_SEPARATOR } from './attributes.ts';
-import { kindUpperBound, orderKey } from './order.ts';
+import { LISTED_TYPE, PATH_SEPARATOR } from './attributes.ts';
+import { kindRange, orderKey } from './order.ts';
 
 export const COMPARISONS = ['eq', 'ne', 'contains', 'notcontains', 'gt', 'gte', 'lt', 'lte', 'exists'] as const;
 export type Comparison = (typeof COMPARISONS)[number];
@@ -15,8 +15,8 @@ export interface Condition {
   comparison: Comparison;
   /** Lower-cased value; for `exists`, 'true' or 'false'. */
   value: string;
-  /** For gt/gte/lt/lte: the value's order key and the end of its kind's key range. */
-  order?: { key: string; end: string };
+  /** For gt/gte/lt/lte: the value's order key and the range of keys it compares with. */
+  order?: { key: string; start: string; end: string };
 }
 
 export interface Sort {
@@ -54,7 +54,8 @@ export function hasQuery(params: URLSearchParams): boolean {
  * Parses the `q_…` and `sort`/`order` parameters. `isKnownAttribute` says whether any item could
  * have an attribute; a query naming one that none has is refused, as is a malformed one. With
  * `listedDescriptors` (endpoints answering an index of referrers) `manifests__size` means the listed
- * descriptor's `size`, as Proposal F writes it.
+ * descriptor's `size`, as Proposal F writes it, and `manifests__mediatype` its media type or
+ * artifact type (LISTED_TYPE).
  */
 export function parseQuery(params: URLSearchParams, isKnownAttribute: (path: string) => boolean, options: { listedDescriptors?: boolean } = {}): Query {
   const conditions: Condition[] = [];
@@ -67,8 +68,12 @@ export function parseQuery(params: URLSearchParams, isKnownAttribute: (path: str
     if (segments.length === 0 || segments.some((s) => s === '')) throw invalid(`${parameter}: expected q_<attribute>[__<nested>...]__<comparison>`);
     if (!COMPARISONS.includes(comparison)) throw invalid(`${parameter}: unknown comparison ${JSON.stringify(comparison)}; use one of ${COMPARISONS.join(', ')}`);
     let path = segments.join(PATH_SEPARATOR);
-    // Proposal F names the listed descriptors' fields through the answer's `manifests` list.
-    if (options.listedDescriptors && path.startsWith(LISTED) && path.length > LISTED.length) path = path.slice(LISTED.length);
+    // Proposal F names the listed descriptors' fields through the answer's `manifests` list; its
+    // `mediaType` is what OCI 1.1 calls artifactType, so that one field has either value.
+    if (options.listedDescriptors && path.startsWith(LISTED) && path.length > LISTED.length) {
+      path = path.slice(LISTED.length);
+      if (path === 'mediatype') path = LISTED_TYPE;
+    }
     if (!isKnownAttribute(path)) throw invalid(`${parameter}: no item has the attribute ${JSON.stringify(path)}`);
     if (rawValue.length > MAX_VALUE) throw invalid(`${parameter}: value longer than ${MAX_VALUE} characters`);
     const value = rawValue.toLowerCase();
@@ -78,7 +83,7 @@ export function parseQuery(params: URLSearchParams, isKnownAttribute: (path: str
     } else if (['gt', 'gte', 'lt', 'lte'].includes(comparison)) {
       const key = orderKey(value);
       if (key === null) throw invalid(`${parameter}: ${comparison} needs a number, a version (1.2.3) or an RFC 3339 time, not ${JSON.stringify(rawValue)}`);
-      condition.order = { key, end: kindUpperBound(key) };
+      condition.order = { key, ...kindRange(key) };
     } else if (value === '' && (comparison === 'contains' || comparison === 'notcontains')) {
       throw invalid(`${parameter}: ${comparison} needs a non-empty value`);
     }
@@ -101,8 +106,8 @@ export function parseQuery(params: URLSearchParams, isKnownAttribute: (path: str
 }
 
 function compareOrdered(condition: Condition, key: string): boolean {
-  const { key: bound, end } = condition.order!;
-  if (key < bound.charAt(0) || key >= end) return false; // another kind: not comparable
+  const { key: bound, start, end } = condition.order!;
+  if (key < start || key >= end) return false; // another kind: not comparable
   switch (condition.comparison) {
     case 'gt': return key > bound;
     case 'gte': return key >= bound;

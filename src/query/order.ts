@@ -1,11 +1,15 @@
 // Order keys: strings whose byte order is the order of the values they encode, so that `gt`/`lt`
 // and sorting run on an index. A key starts with its kind; values of different kinds never compare.
 //   t  RFC 3339 timestamps (and plain dates), as milliseconds since 1970
-//   v  versions: semver, loosely (`v1.2`, `2.3`, `1.2.3-rc.1+build`); plain non-negative integers
-//      are versions too (`401` is 401.0.0), which orders them as numbers
-//   n  other numbers (negative, fractional with exponent), as IEEE 754 bits
+//   v  versions: semver, loosely (`v1.2`, `2.3`, `1.2.3-rc.1+build`), and every number from 0 up
+//      that is not written as a version: the whole number n (`401`, `1e4`) is the version n.0.0,
+//      a fraction n + f (`1.5e-3`, `.5`) sorts after n.0.0 and before n.0.1, so such numbers
+//      compare as numbers, with each other and with versions
+//   u  negative numbers, as IEEE 754 bits: below every `v` key; `u` and `v` form one range, so
+//      `gt=-1` holds for every non-negative number and version
+// A decimal written `2.10` is the version 2.10.0 (above 2.9), which version annotations need.
 
-export type OrderKind = 't' | 'v' | 'n';
+export type OrderKind = 't' | 'v' | 'u';
 
 const TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))?$/;
 const VERSION = /^[vV]?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$/;
@@ -44,15 +48,19 @@ function numberKey(value: string): string | null {
   if (!NUMBER.test(value)) return null;
   const n = Number(value);
   if (!Number.isFinite(n)) return null;
+  if (n >= 0) {
+    // From 0 up, numbers live among the versions (see above); -0 is 0.
+    const whole = Math.floor(Math.abs(n));
+    const key = versionKey(BigInt(whole).toString())!;
+    const fraction = n - whole;
+    return fraction > 0 ? `${key}\u0002${fraction.toFixed(20).slice(2).replace(/0+$/, '')}` : key;
+  }
   const view = new DataView(new ArrayBuffer(8));
   view.setFloat64(0, n);
-  // Flip the sign bit of positives and every bit of negatives: unsigned order is then numeric order.
-  const high = view.getUint32(0);
-  const low = view.getUint32(4);
-  const negative = high >>> 31 === 1;
-  const h = negative ? ~high >>> 0 : (high | 0x80000000) >>> 0;
-  const l = negative ? ~low >>> 0 : low;
-  return `n${h.toString(16).padStart(8, '0')}${l.toString(16).padStart(8, '0')}`;
+  // A negative number with every bit flipped: unsigned order is then numeric order.
+  const h = ~view.getUint32(0) >>> 0;
+  const l = ~view.getUint32(4) >>> 0;
+  return `u${h.toString(16).padStart(8, '0')}${l.toString(16).padStart(8, '0')}`;
 }
 
 /** The order key of a value, or null when it is not a time, a version or a number. */
@@ -62,9 +70,14 @@ export function orderKey(value: string): string | null {
   return timeKey(trimmed) ?? versionKey(trimmed) ?? numberKey(trimmed);
 }
 
-/** The first string after every key of the same kind (upper bound of a range scan). */
-export function kindUpperBound(key: string): string {
-  return String.fromCharCode(key.charCodeAt(0) + 1);
+/**
+ * The keys a key compares with: from `start` (inclusive) to `end` (exclusive), the bounds of a range
+ * scan. Negative numbers (`u`) and whole numbers and versions (`v`) are one range.
+ */
+export function kindRange(key: string): { start: string; end: string } {
+  const kind = key.charAt(0);
+  if (kind === 'u' || kind === 'v') return { start: 'u', end: 'w' };
+  return { start: kind, end: String.fromCharCode(key.charCodeAt(0) + 1) };
 }
 
 export function compareVersions(a: string, b: string): number {

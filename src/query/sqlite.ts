@@ -6,6 +6,7 @@ import { OciError } from '../oci/errors.ts';
 import { StatementCache } from '../metadata/statements.ts';
 import type { Condition, Query } from './language.ts';
 import { orderKey } from './order.ts';
+import { LISTED_TYPE } from './attributes.ts';
 import type { QueryIndex, QueryMatch, QueryPage, QueryScope } from './store.ts';
 
 /**
@@ -13,11 +14,12 @@ import type { QueryIndex, QueryMatch, QueryPage, QueryScope } from './store.ts';
  * columns (single-valued) and its edges or tags (multi-valued). Storing them again would double
  * the index pages every push writes.
  */
-type Source = { column: string } | { from: string; value: string };
+type Source = { column: string } | { columns: string[] } | { from: string; value: string };
 const SOURCES: Record<string, Source> = {
   digest: { column: 'm.digest' },
   mediatype: { column: 'lower(m.media_type)' },
   artifacttype: { column: 'lower(m.artifact_type)' },
+  [LISTED_TYPE]: { columns: ['lower(m.media_type)', 'lower(m.artifact_type)'] },
   repository: { column: 'lower(r.name)' },
   config__digest: { from: "edges fe WHERE fe.repo_id = m.repo_id AND fe.parent = m.digest AND fe.kind = 'config'", value: 'fe.child' },
   layers__digest: { from: "edges fe WHERE fe.repo_id = m.repo_id AND fe.parent = m.digest AND fe.kind = 'layer'", value: 'fe.child' },
@@ -58,6 +60,16 @@ interface Fragment {
 /** Predicates over one attribute's values: `any` (some value satisfies) and `has` (some value). */
 function valuesOf(path: string): { any: (predicate: (value: string, order: string) => string, ...params: SQLInputValue[]) => Fragment; has: Fragment } {
   const source = SOURCES[path];
+  if (source && 'columns' in source) {
+    // Several single-valued columns: some value satisfies when one of them does (NULL never does).
+    return {
+      any: (predicate, ...params) => ({
+        text: `(${source.columns.map((c) => `IFNULL(${predicate(c, `trellis_order_key(${c})`)}, 0)`).join(' OR ')})`,
+        params: source.columns.flatMap(() => params),
+      }),
+      has: { text: `(${source.columns.map((c) => `${c} IS NOT NULL`).join(' OR ')})`, params: [] },
+    };
+  }
   if (source && 'column' in source) {
     const order = `trellis_order_key(${source.column})`;
     return { any: (predicate, ...params) => ({ text: predicate(source.column, order), params }), has: { text: `${source.column} IS NOT NULL`, params: [] } };
@@ -100,8 +112,7 @@ function isSingleValued(path: string): boolean {
 
 /** The index range an ordered condition covers, for driving a scan by it. */
 function orderRange(condition: Condition, column: string): { text: string; params: SQLInputValue[] } {
-  const { key, end } = condition.order!;
-  const start = key.charAt(0);
+  const { key, start, end } = condition.order!;
   switch (condition.comparison) {
     case 'gt': return { text: `${column} > ? AND ${column} < ?`, params: [key, end] };
     case 'gte': return { text: `${column} >= ? AND ${column} < ?`, params: [key, end] };

@@ -125,16 +125,18 @@ export async function startUpload(ctx: ApiContext, name: string): Promise<void> 
   const algorithmParam = query.get('digest-algorithm') ?? (digestParam ? digestParam.split(':')[0]! : 'sha256');
   if (!isDigestAlgorithm(algorithmParam)) throw new OciError(400, 'DIGEST_INVALID', `digest algorithm ${JSON.stringify(algorithmParam.slice(0, 50))} is not supported; use sha256 or sha512`);
   if (digestParam !== null && !mount) requireDigest(digestParam, 'digest query parameter');
-  const session = await ctx.uploads.start(name, algorithmParam);
-  if (digestParam !== null && !mount) {
+  const single = digestParam !== null && !mount;
+  const session = await ctx.uploads.start(name, algorithmParam, ctx.client, single);
+  if (single) {
     // Single-request upload: the whole blob is in this POST.
+    // The session lives only as long as this request: whatever happens, it is gone after.
     try {
       await ctx.uploads.append(session, ctx.req, declaredLength(ctx.req));
+      return await finishUpload(ctx, name, session, digestParam);
     } catch (err) {
-      await ctx.uploads.end(session);
+      await ctx.uploads.end(session).catch(() => undefined);
       throw err;
     }
-    return finishUpload(ctx, name, session, digestParam);
   }
   send(ctx.res, 202, uploadHeaders(name, session, ctx));
 }

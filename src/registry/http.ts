@@ -1,9 +1,25 @@
 // Small helpers for exact HTTP answers: the spec's headers on every response, OCI error bodies.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIPv6 } from 'node:net';
 import { OciError } from '../oci/errors.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' };
+
+/**
+ * The key per-client limits count an address by: an IPv4 address as is, an IPv6 address by its /64
+ * (one host usually holds a whole /64, so per-address limits would otherwise be unlimited).
+ */
+export function clientKey(address: string): string {
+  if (!isIPv6(address)) return address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  const [head = '', tail = ''] = address.split('%')[0]!.split('::');
+  const left = head ? head.split(':') : [];
+  const right = address.includes('::') && tail ? tail.split(':') : [];
+  const groups = address.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+}
 
 export type Headers = Record<string, string | number | string[]>;
 
@@ -27,21 +43,38 @@ export function sendError(res: ServerResponse, error: OciError, head = false): v
 
 /**
  * Reads a whole request body up to `maxBytes`. A larger body is drained and dropped, then
- * answered with 413 (failing mid-stream would reset the connection before the answer).
+ * answered with 413 (failing mid-stream would reset the connection before the answer). A body
+ * that sends nothing for `idleMs` (0: never) is refused with 408.
  */
-export function readBody(req: IncomingMessage, maxBytes: number, what: string): Promise<Buffer> {
+export function readBody(req: IncomingMessage, maxBytes: number, what: string, idleMs = 0): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let total = 0;
+    let idle: NodeJS.Timeout | undefined;
+    const rearm = () => {
+      if (idleMs <= 0) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        // The server answers 408 and closes the connection (see server.ts).
+        reject(new OciError(408, 'MANIFEST_INVALID', `${what} body sent nothing for ${idleMs} ms`));
+      }, idleMs);
+    };
+    rearm();
     req.on('data', (chunk: Buffer) => {
+      rearm();
       total += chunk.length;
       if (total <= maxBytes) chunks.push(chunk);
     });
-    req.on('error', (err) => reject(new OciError(400, 'MANIFEST_INVALID', `request body could not be read: ${err.message}`)));
+    req.on('error', (err) => {
+      clearTimeout(idle);
+      reject(new OciError(400, 'MANIFEST_INVALID', `request body could not be read: ${err.message}`));
+    });
     req.on('end', () => {
+      clearTimeout(idle);
       if (total > maxBytes) reject(new OciError(413, 'SIZE_INVALID', `${what} exceeds the limit of ${maxBytes} bytes`));
       else resolve(Buffer.concat(chunks, total));
     });
+    req.on('close', () => clearTimeout(idle));
   });
 }
 

@@ -1,5 +1,6 @@
 // Listings: tags, the catalog, referrers, and the extension discovery document.
 import { requireDigest } from '../content/registry.ts';
+import { isValidTag } from '../oci/names.ts';
 import { OciError } from '../oci/errors.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { referrerDescriptor } from '../oci/manifest.ts';
@@ -70,6 +71,17 @@ async function visibleRepositories(ctx: ApiContext, page: { after?: string; limi
   }
 }
 
+/**
+ * `GET /v2/<name>/manifests/<tag or digest>/references`: Proposal F's spelling of the referrers API,
+ * by tag or digest, with the same q_ filters. A tag must exist; a digest need not (an empty list).
+ */
+export async function manifestReferences(ctx: ApiContext, name: string, reference: string): Promise<void> {
+  const digest = isValidTag(reference)
+    ? (await ctx.registry.resolveManifest(name, reference, ctx.access.canPull)).record.digest
+    : requireDigest(reference, 'reference').digest;
+  return referrers(ctx, name, digest);
+}
+
 export async function referrers(ctx: ApiContext, name: string, reference: string): Promise<void> {
   if (hasQuery(ctx.url.searchParams)) return queriedReferrers(ctx, name, reference);
   const { digest } = requireDigest(reference);
@@ -110,7 +122,7 @@ export function discoverExtensions(ctx: ApiContext): void {
       },
       {
         name: '_oci/references',
-        description: 'Registry-wide referrers filtered by q_<attribute>__<comparison>=<value> queries (after Proposal F); the same q_ filters work on /v2/<name>/referrers/<digest>; see docs/query.md',
+        description: 'Registry-wide referrers filtered by q_<attribute>__<comparison>=<value> queries (after Proposal F); the same q_ filters work on /v2/<name>/referrers/<digest> and on Proposal F\'s /v2/<name>/manifests/<tag or digest>/references; see docs/query.md',
         url: 'docs/query.md',
         endpoints: ['_oci/references'],
       },

@@ -35,7 +35,7 @@ export async function getManifest(ctx: ApiContext, name: string, reference: stri
 }
 
 export async function putManifest(ctx: ApiContext, name: string, reference: string): Promise<void> {
-  const body = await readBody(ctx.req, ctx.limits.maxManifestBytes, 'manifest');
+  const body = await readBody(ctx.req, ctx.limits.maxManifestBytes, 'manifest', ctx.limits.bodyIdleTimeoutMs);
   const tagParams = ctx.url.searchParams.getAll('tag');
   const result = await ctx.registry.putManifest(name, reference, body, bareMediaType(ctx.req.headers['content-type']), tagParams, ctx.access.canPull);
   const headers: Headers = { Location: `/v2/${name}/manifests/${result.digest}`, 'Docker-Content-Digest': result.digest };

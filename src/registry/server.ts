@@ -1,17 +1,18 @@
 // The registry HTTP API on node:http. Routing is by suffix because repository names contain '/'.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer } from 'node:https';
 import type { Logger } from 'pino';
 import type { Registry } from '../content/registry.ts';
 import type { Uploads } from '../content/uploads.ts';
 import { requireRepositoryName } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
-import { sendError, sendJson } from './http.ts';
+import { API_VERSION_HEADER, clientKey, sendError, sendJson } from './http.ts';
 import { ALLOW_ALL, type ApiContext, type ApiLimits, type Gate, type Handler, type RepositoryAction } from './context.ts';
 import type { GcReport } from '../gc/collector.ts';
 import { cancelUpload, deleteBlob, getBlob, patchUpload, putUpload, startUpload, uploadStatus } from './blobs.ts';
 import { deleteManifest, getManifest, putManifest } from './manifests.ts';
-import { catalog, discoverExtensions, listTags, referrers } from './listing.ts';
+import { catalog, discoverExtensions, listTags, manifestReferences, referrers } from './listing.ts';
 import { graph } from './graph.ts';
 import { isComponentsPath, type ComponentsApi } from '../components/index.ts';
 import { references, search } from './query.ts';
@@ -30,6 +31,7 @@ const ROUTES: Route[] = [
   { pattern: /^\/v2\/(.+)\/blobs\/uploads\/?$/, methods: { POST: startUpload }, upload: true },
   { pattern: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, methods: { PATCH: patchUpload, PUT: putUpload, GET: uploadStatus, HEAD: uploadStatus, DELETE: cancelUpload }, upload: true },
   { pattern: /^\/v2\/(.+)\/blobs\/([^/]+)$/, methods: { GET: getBlob, HEAD: getBlob, DELETE: deleteBlob } },
+  { pattern: /^\/v2\/(.+)\/manifests\/([^/]+)\/references$/, methods: { GET: manifestReferences, HEAD: manifestReferences } },
   { pattern: /^\/v2\/(.+)\/manifests\/([^/]+)$/, methods: { GET: getManifest, HEAD: getManifest, PUT: putManifest, DELETE: deleteManifest } },
   { pattern: /^\/v2\/(.+)\/tags\/list\/?$/, methods: { GET: listTags, HEAD: listTags } },
   { pattern: /^\/v2\/(.+)\/referrers\/([^/]+)$/, methods: { GET: referrers, HEAD: referrers } },
@@ -48,6 +50,8 @@ export interface ServerDependencies {
   collectGarbage?: ((dryRun: boolean) => Promise<GcReport>) | undefined;
   /** PEM certificate chain and key: serve HTTPS. */
   tls?: { cert: Buffer; key: Buffer } | undefined;
+  /** Headers must arrive within `headersMs`; a whole request within `requestMs` (0: no limit). */
+  timeouts?: { headersMs: number; requestMs: number } | undefined;
 }
 
 function actionFor(route: Route, method: string): RepositoryAction {
@@ -101,11 +105,56 @@ function isRepositoryRoute(path: string): boolean {
   return ROUTES.some((route) => route.pattern.test(path));
 }
 
+/**
+ * Why a raw request path is refused, if it is: dot segments, backslashes and empty segments, plain
+ * or percent-encoded. URL parsing would resolve them (`/v2/a\..\b/` becomes `/v2/b/`), so they
+ * are refused before anything is parsed or resolved: a name means exactly what was sent.
+ */
+export function pathProblem(rawUrl: string): string | undefined {
+  const query = rawUrl.indexOf('?');
+  const path = query < 0 ? rawUrl : rawUrl.slice(0, query);
+  if (!path.startsWith('/')) return 'request path must start with /';
+  const plain = path.replace(/%(2e|2f|5c)/gi, (code) => decodeURIComponent(code));
+  if (plain.includes('\\')) return 'request path must not contain a backslash';
+  const segments = plain.split('/').slice(1);
+  if (segments.some((segment, i) => segment === '.' || segment === '..' || (segment === '' && i < segments.length - 1))) {
+    return 'request path must not contain ".", ".." or empty segments';
+  }
+  return undefined;
+}
+
+/**
+ * A request node:http could not parse (or whose headers came too slowly) still gets an OCI error
+ * body, then the connection is closed: after a framing error nothing else on it can be trusted.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, log: Logger): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, message] = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'the request did not arrive in time']
+    : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'request headers are too large']
+      : [400, `the request is not valid HTTP/1.1 (${err.code ?? 'parse error'})`];
+  log.debug({ code: err.code, status }, 'client error');
+  const body = new OciError(status, 'UNSUPPORTED', message).body();
+  const head = { ...API_VERSION_HEADER, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' };
+  const lines = Object.entries(head).map(([name, value]) => `${name}: ${value}`);
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${lines.join('\r\n')}\r\n\r\n${body}`);
+}
+
 export function createRegistryServer(deps: ServerDependencies): Server {
-  const options = { requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 };
+  const headersTimeout = deps.timeouts?.headersMs ?? 30_000;
+  const options = {
+    requestTimeout: deps.timeouts?.requestMs ?? 0, headersTimeout, keepAliveTimeout: 65_000,
+    // How often node checks those timeouts: often enough that a short one is honoured closely.
+    connectionsCheckingInterval: Math.max(50, Math.min(headersTimeout / 4, 5_000)),
+  };
   const server: Server = deps.tls ? createTlsServer({ ...options, cert: deps.tls.cert, key: deps.tls.key }, handle) : createServer(options, handle);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, deps.log));
   function handle(req: IncomingMessage, res: ServerResponse): void {
     let url: URL;
+    const problem = pathProblem(req.url ?? '/');
+    if (problem) return sendError(res, new OciError(400, 'NAME_INVALID', problem), req.method === 'HEAD');
     try {
       url = new URL(req.url ?? '/', 'http://registry.invalid');
     } catch {
@@ -114,7 +163,7 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     // Once shutdown has begun, tell keep-alive clients to go away after this answer.
     if (!server.listening) res.setHeader('Connection', 'close');
     const head = req.method === 'HEAD';
-    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: req.socket.remoteAddress ?? 'unknown' };
+    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: clientKey(req.socket.remoteAddress ?? 'unknown') };
     const started = performance.now();
     const admitted = deps.gate ? deps.gate.admit(ctx, isRepositoryRoute(url.pathname)) : Promise.resolve(false);
     admitted.then((answered) => answered ? undefined : dispatch(ctx, deps)).then(
@@ -139,6 +188,12 @@ export function createRegistryServer(deps: ServerDependencies): Server {
           error = new OciError(500, 'UNKNOWN', 'internal error; see the registry log');
         }
         deps.log.debug({ method: req.method, path: url.pathname, status: error.status, code: error.entries[0]?.code }, 'request rejected');
+        if (error.status === 408) {
+          // The rest of a stalled body may still come: the connection cannot carry another request.
+          res.setHeader('Connection', 'close');
+          const socket = req.socket as Duplex | null;
+          res.once('finish', () => socket?.destroy());
+        }
         sendError(res, error, head);
       },
     );

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { SignJWT, calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
 import { RobotStore } from '../../src/auth/robots.ts';
@@ -31,14 +32,29 @@ async function setup(t: import('node:test').TestContext, settings = {}): Promise
 }
 
 /** Signs a token with the registry's own generated key, with any claims. */
-async function ownKeyToken(r: AuthRegistry, claims: Record<string, unknown>, options: { issuer?: string; audience?: string; exp?: number; nbf?: number } = {}): Promise<string> {
+async function ownKeyToken(r: AuthRegistry, claims: Record<string, unknown>, options: { issuer?: string; audience?: string; exp?: number | null; nbf?: number } = {}): Promise<string> {
   const jwk = JSON.parse(await readFile(join(r.reg.dataDir, '_trellis', 'token-key.json'), 'utf8')) as JWK;
   const { d: _d, ...pub } = jwk;
   const now = Math.floor(Date.now() / 1000);
-  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: await calculateJwkThumbprint(pub) })
+  const jwt = new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: await calculateJwkThumbprint(pub) })
     .setIssuer(options.issuer ?? 'trellis-test').setAudience(options.audience ?? 'trellis').setSubject('alice')
-    .setIssuedAt(now - 120).setNotBefore(options.nbf ?? now - 120).setExpirationTime(options.exp ?? now + 60)
-    .sign(await importJWK(jwk, 'ES256'));
+    .setIssuedAt(now - 120).setNotBefore(options.nbf ?? now - 120);
+  // `exp: null` leaves the claim out.
+  if (options.exp !== null) jwt.setExpirationTime(options.exp ?? now + 60);
+  return jwt.sign(await importJWK(jwk, 'ES256'));
+}
+
+/** A GET with Basic credentials from a chosen loopback address (fetch cannot pick its source). */
+function getFrom(r: AuthRegistry, from: string, path: string, auth: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const url = new URL(path, r.base);
+    const req = httpRequest({ host: url.hostname, port: url.port, path: url.pathname + url.search, headers: { Authorization: auth }, localAddress: from, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode!));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 const teamAppPush = [{ type: 'repository', name: 'team/app', actions: ['pull', 'push'] }];
@@ -161,6 +177,7 @@ test('access control over HTTP', { timeout: 120_000 }, async (t) => {
     assert.ok(otherJwk.x);
     const bad = {
       expired: await ownKeyToken(r, { access: teamAppPush }, { exp: now - 5 }),
+      neverExpires: await ownKeyToken(r, { access: teamAppPush }, { exp: null }),
       notYetValid: await ownKeyToken(r, { access: teamAppPush }, { nbf: now + 60 }),
       wrongAudience: await ownKeyToken(r, { access: teamAppPush }, { audience: 'another-registry' }),
       wrongIssuer: await ownKeyToken(r, { access: teamAppPush }, { issuer: 'someone-else' }),
@@ -290,7 +307,7 @@ test('access control over HTTP', { timeout: 120_000 }, async (t) => {
   });
 });
 
-test('brute-force sign-in is limited with 429 and Retry-After, per address and per user', { timeout: 60_000 }, async (t) => {
+test('brute-force sign-in is limited with 429 and Retry-After, per address and per user at an address', { timeout: 60_000 }, async (t) => {
   const r = await startAuthRegistry(t, { users: ['alice'], auth: AUTH, settings: { authFailureBurst: 3, authFailuresPerMinute: 1 } });
   for (let i = 0; i < 3; i++) assert.equal((await r.call('/v2/team/app/tags/list', { auth: r.basic('alice', `guess${i}`) })).status, 401);
   const limited = await r.call('/v2/team/app/tags/list', { auth: r.basic('alice', 'guess4') });
@@ -300,6 +317,19 @@ test('brute-force sign-in is limited with 429 and Retry-After, per address and p
   // Even the right password waits now, on the registry and on the token endpoint.
   assert.equal((await r.call('/v2/team/app/tags/list', { auth: r.basic('alice') })).status, 429);
   assert.equal((await r.call('/v2/_trellis/token?scope=repository:team/app:pull', { auth: r.basic('alice') })).status, 429);
+});
+
+test('wrong passwords from one address never lock the user out elsewhere', { timeout: 60_000 }, async (t) => {
+  const r = await startAuthRegistry(t, { users: ['alice', 'bob'], auth: AUTH });
+  for (let i = 0; i < 10; i++) assert.equal(await getFrom(r, '127.0.0.1', '/v2/', r.basic('alice', `guess${i}`)), 401);
+  assert.equal(await getFrom(r, '127.0.0.1', '/v2/', r.basic('alice', 'guess10')), 429, 'the guessing address is throttled');
+  // The same user, right password, from another address: signed in.
+  assert.equal(await getFrom(r, '127.0.0.2', '/v2/', r.basic('alice')), 200);
+  assert.equal(await getFrom(r, '127.0.0.3', '/v2/_trellis/token?scope=repository:team/app:pull', r.basic('alice')), 200);
+  // Guessing from a second address is throttled there too, still without touching a third.
+  for (let i = 0; i < 10; i++) assert.equal(await getFrom(r, '127.0.0.4', '/v2/', r.basic('alice', `again${i}`)), 401);
+  assert.equal(await getFrom(r, '127.0.0.4', '/v2/', r.basic('alice', 'again10')), 429);
+  assert.equal(await getFrom(r, '127.0.0.5', '/v2/', r.basic('alice')), 200);
 });
 
 test('requests are limited per identity', { timeout: 60_000 }, async (t) => {

@@ -73,3 +73,46 @@ test('queries and component listings never reveal a repository the caller cannot
   assert.equal((await r.call('/v2/_trellis/search')).status, 401);
   assert.equal((await r.call('/v2/_oci/references')).status, 401);
 });
+
+test('whether an attribute is known is decided over what the caller may see: no oracle for hidden annotation keys', { timeout: 120_000 }, async (t) => {
+  const r = await startAuthRegistry(t, {
+    users: ['admin', 'bob'],
+    auth: { admins: { users: ['admin'] }, policies: { 'team/**': { users: { bob: ['pull', 'push'] } }, 'secret/**': { users: {} } } },
+    settings: { queryRatePerSecond: 0 },
+  });
+  const admin = r.basic('admin');
+  const bob = r.basic('bob');
+  // Only the hidden repository has the key; bob's own image has a referrer with another one.
+  const hiddenImage = makeImage();
+  assert.equal((await r.push('secret/vault', 'v1', admin, hiddenImage)).status, 201);
+  const hiddenRef = makeReferrer(hiddenImage.descriptor, { artifactType: SBOM, annotations: { 'com.example.hidden-key': 'yes' } });
+  assert.equal((await r.push('secret/vault', hiddenRef.digest, admin, hiddenRef)).status, 201);
+  const own = makeImage();
+  assert.equal((await r.push('team/app', 'v1', bob, own)).status, 201);
+  const ownRef = makeReferrer(own.descriptor, { artifactType: SBOM, annotations: { 'com.example.visible': 'yes' } });
+  assert.equal((await r.push('team/app', ownRef.digest, bob, ownRef)).status, 201);
+
+  const asked = (key: string) => [
+    `/v2/_trellis/search?q_annotations__${key}__exists=true`,
+    `/v2/_oci/references?q_annotations__${key}__exists=true`,
+    `/v2/team/app/referrers/${own.digest}?q_annotations__${key}__eq=yes`,
+    `/v2/_trellis/search?sort=annotations__${key}`,
+    `/v2/_oci/references?sort=annotations__${key}&order=desc`,
+  ];
+  const hidden = asked('com.example.hidden-key');
+  const absent = asked('com.example.nobody-has-this');
+  for (let i = 0; i < hidden.length; i++) {
+    const a = await r.call(hidden[i]!, { auth: bob });
+    const b = await r.call(absent[i]!, { auth: bob });
+    assert.equal(a.status, 200, `${hidden[i]}: ${a.body}`);
+    assert.equal(b.status, 200, `${absent[i]}: ${b.body}`);
+    assert.equal(a.body.toString(), b.body.toString(), hidden[i]);
+  }
+  // What bob can see still answers: his own referrer's key.
+  const visible = await r.call('/v2/_oci/references?q_annotations__com.example.visible__exists=true', { auth: bob });
+  assert.deepEqual(visible.json().manifests.map((m: { digest: string }) => m.digest), [ownRef.digest]);
+  // The admin sees the hidden referrer; malformed queries are still refused for everyone.
+  const all = await r.call('/v2/_oci/references?q_annotations__com.example.hidden-key__exists=true', { auth: admin });
+  assert.deepEqual(all.json().manifests.map((m: { digest: string }) => m.digest), [hiddenRef.digest]);
+  assert.equal((await r.call('/v2/_trellis/search?q_annotations__x__between=1', { auth: bob })).status, 400);
+});

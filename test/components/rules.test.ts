@@ -128,7 +128,7 @@ test('listings drop components the caller cannot pull before paginating', async 
     };
     const ctx = {
       req: { method: 'GET' }, res, url: new URL(path, 'http://registry.invalid'), head: false, registry: reg.registry,
-      limits: { maxManifestBytes: 4 << 20, maxListPage: 1000, defaultReferrersPage: 250, maxReferrersBytes: 4 << 20 }, log: pino({ level: 'silent' }),
+      limits: { maxManifestBytes: 4 << 20, maxListPage: 1000, defaultReferrersPage: 250, maxReferrersBytes: 4 << 20, bodyIdleTimeoutMs: 0 }, log: pino({ level: 'silent' }),
       access: { canPull: (repository: string) => !hidden(repository) }, rateLimits: { query: new RateLimiter({ perSecond: 0, burst: 0 }) }, client: 'test',
     } as unknown as ApiContext;
     await api.handle(ctx);

@@ -24,6 +24,9 @@ test('bad settings are refused with a clear message', async () => {
   const file = join(await mkdtemp(join(tmpdir(), 'trellis-settings-')), 'config.json');
   await writeFile(file, JSON.stringify({ colour: 'blue' }));
   assert.throws(() => loadSettings({ configFile: file, env: {} }), /unknown setting colour/);
+  assert.throws(() => loadSettings({ env: { TRELLIS_HEADERS_TIMEOUT_SECONDS: '0' } }), /headersTimeoutSeconds must be above 0/);
+  assert.throws(() => loadSettings({ env: { TRELLIS_REQUEST_TIMEOUT_SECONDS: '5', TRELLIS_HEADERS_TIMEOUT_SECONDS: '10' } }), /requestTimeoutSeconds/);
+  assert.equal(loadSettings({ env: { TRELLIS_BODY_IDLE_TIMEOUT_SECONDS: '0.5' } }).bodyIdleTimeoutSeconds, 0.5);
   assert.deepEqual(parseListen('[::1]:5000'), { host: '::1', port: 5000 });
   assert.deepEqual(parseListen(':80'), { host: '127.0.0.1', port: 80 });
 });

@@ -4,11 +4,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { startTestRegistry, testStorageEnv, type TestRegistry } from '../helpers/registry.ts';
 import {
-  OCI_INDEX, descriptorOf, getBlob, getManifest, listReferrers, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest,
+  OCI_INDEX, type Built, descriptorOf, getBlob, getManifest, listReferrers, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest,
 } from '../helpers/oci-client.ts';
 import { collectGarbage, type GcPolicy } from '../../src/gc/collector.ts';
 
@@ -96,13 +98,15 @@ test('children that an ancestor index lists through a nested namespace stay aliv
   }
 });
 
-test('GC running while pushes continue keeps every acknowledged push (bounded stress)', async () => {
+test('GC running while pushes continue keeps every acknowledged push (bounded stress)', async (t) => {
   const reg = await startTestRegistry();
   const policy: GcPolicy = { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 1 };
-  const acknowledged = new Map<string, { digest: string; blobs: Buffer[]; referrer: string }>();
+  const acknowledged = new Map<string, { digest: string; blobs: Buffer[]; referrer: string; wrapped?: Built }>();
   const deadline = Date.now() + 5000;
   let gcRuns = 0;
   let collected = 0;
+  let pushes = 0;
+  const refused: string[] = [];
   try {
     const pusher = async (id: number) => {
       // At least 4 rounds, so every pusher overwrites a tag even on slow storage (S3).
@@ -111,10 +115,26 @@ test('GC running while pushes continue keeps every acknowledged push (bounded st
         const tag = `w${id}-t${i % 3}`; // tags are overwritten, so old manifests become garbage
         const image = makeImage();
         const pushed = await pushBuilt(reg.url, repo, tag, image);
-        if (pushed.status !== 201) continue; // a blob collected before its manifest arrived: the push failed, loudly
+        // A blob collected before its manifest arrived (slower than the 1 s grace period) fails the push, loudly.
+        if (pushed.status !== 201) {
+          refused.push(`${repo}:${tag} answered ${pushed.status}: ${pushed.body.toString().slice(0, 200)}`);
+          continue;
+        }
+        pushes++;
         const referrer = makeReferrer(image.descriptor, { artifactType: 'application/vnd.example.sig' });
         const attached = await pushBuilt(reg.url, repo, referrer.digest, referrer);
-        acknowledged.set(`${repo}:${tag}`, { digest: image.digest, blobs: image.blobs, referrer: attached.status === 201 ? referrer.digest : '' });
+        // Every other round, an artifact whose layer is an untagged image manifest (seed 001):
+        // GC must keep that image and its blobs as long as the artifact is tagged.
+        let wrapped: Built | undefined;
+        if (i % 2 === 0) {
+          const inner = makeImage();
+          const config = Buffer.from('{}');
+          const artifact = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', artifactType: 'application/vnd.example.bundle',
+            config: descriptorOf('application/vnd.oci.empty.v1+json', config), layers: [inner.descriptor] };
+          if ((await pushBuilt(reg.url, repo, inner.digest, inner)).status === 201 && (await pushBlob(reg.url, repo, config)).status === 201
+            && (await pushManifest(reg.url, repo, `${tag}-bundle`, artifact)).status === 201) wrapped = inner;
+        }
+        acknowledged.set(`${repo}:${tag}`, { digest: image.digest, blobs: image.blobs, referrer: attached.status === 201 ? referrer.digest : '', ...(wrapped ? { wrapped } : {}) });
       }
     };
     const collector = async () => {
@@ -126,16 +146,24 @@ test('GC running while pushes continue keeps every acknowledged push (bounded st
       }
     };
     await Promise.all([pusher(0), pusher(1), pusher(2), pusher(3), collector()]);
+    t.diagnostic(`${pushes} acknowledged pushes, ${refused.length} refused, ${gcRuns} GC runs`);
+    // A run that acknowledged almost nothing proves nothing.
+    assert.ok(pushes >= 20, `only ${pushes} pushes were acknowledged in 5 s`);
+    assert.ok(refused.length <= pushes / 10, `${refused.length} of ${pushes + refused.length} pushes refused:\n${refused.slice(0, 5).join('\n')}`);
     assert.ok(gcRuns > 3, `GC ran ${gcRuns} times`);
-    await new Promise((r) => setTimeout(r, 1100));
-    collected += (await collectGarbage(reg.registry, policy, { dryRun: false })).removed.length;
+    // The injected clock puts everything past the grace period, without waiting for it.
+    collected += (await collectGarbage(reg.registry, policy, { dryRun: false, now: Date.now() + 1100 })).removed.length;
     assert.ok(collected > 0, 'overwritten tags left garbage that was collected');
+    await reg.registry.layout.flushAll();
     for (const [ref, push] of acknowledged) {
       const [repo, tag] = ref.split(':') as [string, string];
       const got = await getManifest(reg.url, repo, tag);
       assert.equal(got.digest, push.digest, `${ref} still resolves to its last acknowledged push`);
       for (const blob of push.blobs) assert.equal((await getBlob(reg.url, repo, descriptorOf('x/y', blob).digest)).status, 200);
       if (push.referrer) assert.ok((await listReferrers(reg.url, repo, push.digest)).manifests.some((d) => d.digest === push.referrer));
+      for (const bytes of push.wrapped ? [push.wrapped.bytes, ...push.wrapped.blobs] : []) {
+        assert.equal((await getBlob(reg.url, repo, descriptorOf('x/y', bytes).digest)).status, 200, `${ref}-bundle lost part of its layer's content`);
+      }
     }
     await reg.close();
     const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: { ...process.env, ...(await testStorageEnv(reg.dataDir)) } });
@@ -149,7 +177,7 @@ test('trellis gc --dry-run reports without removing, and refuses while a server 
   const reg = await startTestRegistry();
   try {
     const s = await scenario(reg);
-    await assert.rejects(run(process.execPath, [MAIN, 'gc', '--data', reg.dataDir]), /is serving/);
+    await assert.rejects(run(process.execPath, [MAIN, 'gc', '--data', reg.dataDir]), /trellis: .* is in use by `trellis/);
     await reg.close();
     const env = { ...process.env, TRELLIS_GC_GRACE_SECONDS: '0', TRELLIS_GC_UNTAGGED: 'delete', ...(await testStorageEnv(reg.dataDir)) };
     await new Promise((r) => setTimeout(r, 20));
@@ -160,6 +188,56 @@ test('trellis gc --dry-run reports without removing, and refuses while a server 
     assert.ok(report.removed.some((i) => i.digest === s.untagged.digest));
     const again = await run(process.execPath, [MAIN, 'gc', '--dry-run', '--data', reg.dataDir], { env });
     assert.match(again.stdout, /^0 items/m);
+  } finally {
+    await reg.dispose();
+  }
+});
+
+/** Every manifest index.json lists, with every blob it needs present in the layout (as a reader of the live layout sees it). */
+async function layoutProblems(dataDir: string, repo: string): Promise<string[]> {
+  const problems: string[] = [];
+  const blobPath = (digest: string) => join(dataDir, repo, 'blobs', ...digest.split(':'));
+  const index = JSON.parse(await readFile(join(dataDir, repo, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+  for (const entry of index.manifests) {
+    const bytes = await readFile(blobPath(entry.digest)).catch(() => undefined);
+    if (!bytes) {
+      problems.push(`index.json lists ${entry.digest}, whose file is missing`);
+      continue;
+    }
+    const manifest = JSON.parse(bytes.toString()) as { config?: { digest: string }; layers?: { digest: string }[] };
+    for (const d of [manifest.config, ...(manifest.layers ?? [])]) {
+      if (d && !existsSync(blobPath(d.digest))) problems.push(`index.json lists ${entry.digest}, whose blob ${d.digest} is missing`);
+    }
+  }
+  return problems;
+}
+
+test('GC removes no blob before the index.json rewrite that stops listing the manifests using it', async () => {
+  // A slow rewrite (the delay grows with a repository's size): the collected manifest stays in
+  // index.json until it runs, and its blobs must stay with it.
+  const reg = await startTestRegistry({ indexFlushMinMs: 60_000, indexFlushMaxMs: 60_000 });
+  try {
+    const repo = 'gc/order';
+    const kept = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', kept)).status, 201);
+    const untagged = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, untagged.digest, untagged)).status, 201);
+    await reg.registry.layout.flushAll();
+    assert.ok((await readFile(join(reg.dataDir, repo, 'index.json'), 'utf8')).includes(untagged.digest));
+
+    const report = await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 0 }, { dryRun: false, now: later() });
+    assert.ok(report.removed.some((i) => i.digest === untagged.digest));
+    for (const blob of untagged.blobs) assert.ok(report.removed.some((i) => i.digest === descriptorOf('x', blob).digest));
+    assert.equal((await getManifest(reg.url, repo, untagged.digest)).status, 404, 'the API forgets it at once');
+    assert.deepEqual(await layoutProblems(reg.dataDir, repo), [], 'a reader of the live layout sees a manifest whose blobs GC removed');
+
+    await reg.registry.layout.flushAll();
+    assert.deepEqual(await layoutProblems(reg.dataDir, repo), []);
+    assert.ok(!(await readFile(join(reg.dataDir, repo, 'index.json'), 'utf8')).includes(untagged.digest));
+    for (const blob of untagged.blobs) assert.ok(!existsSync(join(reg.dataDir, repo, 'blobs', ...descriptorOf('x', blob).digest.split(':'))), 'collected blobs go after the rewrite');
+    await reg.close();
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir]);
+    assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();
   }

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { digestOf, parseDigest } from '../../src/oci/digest.ts';
 import { isValidTag, repositoryNameProblem } from '../../src/oci/names.ts';
-import { ManifestInvalid, parseManifest } from '../../src/oci/manifest.ts';
+import { MAX_MANIFEST_DEPTH, MAX_MANIFEST_DESCRIPTORS, ManifestInvalid, nestsDeeperThan, parseManifest } from '../../src/oci/manifest.ts';
 
 const D = `sha256:${'a'.repeat(64)}`;
 const desc = (mediaType: string, digest = D) => ({ mediaType, digest, size: 1 });
@@ -56,4 +56,17 @@ test('manifest parsing refuses what it cannot store faithfully', () => {
   refuses({ schemaVersion: 2, config: desc('a/b'), layers: [], annotations: { k: 1 } });
   refuses({ schemaVersion: 2 });
   refuses({ mediaType: 'application/vnd.oci.artifact.manifest.v1+json', blobs: [] });
+});
+
+test('nesting depth and descriptor counts are bounded before the work is done', () => {
+  const nest = (n: number) => Buffer.from('['.repeat(n) + ']'.repeat(n));
+  assert.equal(nestsDeeperThan(nest(MAX_MANIFEST_DEPTH), MAX_MANIFEST_DEPTH), false);
+  assert.equal(nestsDeeperThan(nest(MAX_MANIFEST_DEPTH + 1), MAX_MANIFEST_DEPTH), true);
+  // Brackets inside strings (and escaped quotes) do not count.
+  assert.equal(nestsDeeperThan(Buffer.from(JSON.stringify({ a: '[[[[{{{{', b: 'x\\"[[[[' })), 2), false);
+  const started = performance.now();
+  assert.throws(() => parseManifest(nest(2_000_000)), (err) => err instanceof ManifestInvalid && /nests deeper/.test(err.message));
+  assert.ok(performance.now() - started < 1000, 'refused without parsing');
+  const many = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: Array.from({ length: MAX_MANIFEST_DESCRIPTORS + 1 }, () => desc('application/vnd.oci.image.manifest.v1+json')) };
+  assert.throws(() => parseManifest(Buffer.from(JSON.stringify(many))), /at most 50000/);
 });

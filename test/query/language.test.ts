@@ -16,6 +16,14 @@ test('order keys sort versions as semver, times as time and numbers as numbers',
   assert.ok(orderKey('2023-12-31')! < orderKey('2024-01-01T00:00:00Z')!);
   assert.ok(orderKey('-5')! < orderKey('-1.5')!);
   assert.ok(orderKey('-1.5')! < orderKey('1e-3')!);
+  // Numbers compare as numbers however written, with each other and with versions.
+  const numbers = ['-1e3', '-5', '-1.5', '-0.5', '0', '-0', '1e-3', '.5', '1', '1.5e0', '2', '1e1', '400', '401', '1e4', '12345678901234567890'];
+  const byKey = [...numbers].sort((a, b) => (orderKey(a)! < orderKey(b)! ? -1 : orderKey(a)! > orderKey(b)! ? 1 : 0));
+  assert.deepEqual(byKey.filter((n) => n !== '-0'), numbers.filter((n) => n !== '-0'));
+  assert.equal(orderKey('-0'), orderKey('0'));
+  assert.equal(orderKey('1e4'), orderKey('10000'));
+  assert.ok(orderKey('1.5e0')! > orderKey('1.0.0')! && orderKey('1.5e0')! < orderKey('1.0.1')!, 'a fraction sits between versions');
+  assert.ok(orderKey('2')! > orderKey('1.9.9')! && orderKey('2')! < orderKey('2.0.1')!);
   assert.equal(orderKey('latest'), null);
   assert.equal(orderKey('sha256:abc'), null);
   // different kinds never compare: a time key is not inside the version range
@@ -52,6 +60,10 @@ test('in-memory evaluation: any element matches; negations need the attribute; k
   assert.ok(holds('q_annotations__org.opencontainers.image.version__gt=2.3'));
   assert.ok(!holds('q_annotations__org.opencontainers.image.version__gt=2024-01-01T00:00:00Z'));
   assert.ok(holds('q_size__gt=400&q_size__lt=600'));
+  assert.ok(holds('q_size__gt=-1'), 'a negative bound compares with whole numbers');
+  assert.ok(holds('q_size__lt=1e4&q_size__gte=5.12e2'));
+  assert.ok(!holds('q_size__lt=-1'));
+  assert.ok(holds('q_annotations__org.opencontainers.image.version__gt=-1'));
   assert.ok(!holds('q_size__gt=400&q_size__lt=500'));
   assert.ok(!holds('q_artifacttype__ne=x'), 'ne needs the attribute');
   assert.ok(holds('q_artifacttype__exists=false'));

@@ -126,7 +126,9 @@ describe('blob uploads', () => {
 
   test('unknown, malformed and foreign upload ids are 404 BLOB_UPLOAD_UNKNOWN', async () => {
     await expectError(await call('PATCH', '/v2/up/x/blobs/uploads/00000000-0000-4000-8000-000000000000', { body: 'a' }), 404, 'BLOB_UPLOAD_UNKNOWN');
-    await expectError(await call('GET', '/v2/up/x/blobs/uploads/..%2F..%2Fetc'), 404, 'BLOB_UPLOAD_UNKNOWN');
+    await expectError(await call('GET', '/v2/up/x/blobs/uploads/not-a-session-id'), 404, 'BLOB_UPLOAD_UNKNOWN');
+    // Encoded dot segments are refused before anything is looked up.
+    await expectError(await call('GET', '/v2/up/x/blobs/uploads/..%2F..%2Fetc'), 400, 'NAME_INVALID');
     const open = await call('POST', '/v2/up/owner/blobs/uploads/');
     const id = open.headers.get('location')!.split('/').pop();
     await expectError(await call('GET', `/v2/up/other/blobs/uploads/${id}`), 404, 'BLOB_UPLOAD_UNKNOWN');
@@ -371,7 +373,7 @@ describe('bad input never escapes the data root or gets a 5xx', () => {
   test('random manifest bodies and references never produce a 5xx', async () => {
     let seed = 42;
     const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-    const fragments = ['{', '}', '[', ']', '"schemaVersion":2', '"mediaType":"' + OCI_MANIFEST + '"', '"config":', '"layers":', '"manifests":', '"subject":', ',', ':', 'null', '1e999', '"\\u0000"', '{"digest":"sha256:' + 'a'.repeat(64) + '","size":-1,"mediaType":"a/b"}'];
+    const fragments = ['{', '}', '[', ']', '"schemaVersion":2', '"mediaType":"' + OCI_MANIFEST + '"', '"config":', '"layers":', '"manifests":', '"subject":', ',', ':', 'null', '1e999', '"\\u0000"', '{"digest":"sha256:' + 'a'.repeat(64) + '","size":-1,"mediaType":"a/b"}', '['.repeat(70), '{"a":'.repeat(65), '"\\"[[["'];
     for (let i = 0; i < 200; i++) {
       const body = Array.from({ length: 1 + Math.floor(random() * 12) }, () => fragments[Math.floor(random() * fragments.length)]).join('');
       const ref = random() < 0.5 ? 'fuzz' : `sha256:${'0'.repeat(Math.floor(random() * 70))}`;

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  EMPTY_BLOB, REF_NAME, getBlob, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest, sha256,
+  EMPTY_BLOB, OCI_MANIFEST, REF_NAME, getBlob, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest, sha256,
   type Built,
 } from '../helpers/oci-client.ts';
 import { needsFileStorage, testStorageEnv } from '../helpers/registry.ts';
@@ -76,11 +76,11 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** Starts `trellis serve` on a free port and waits until GET /v2/ answers 200. */
-async function startServer(dataDir: string): Promise<Server> {
+/** Starts `trellis serve` on a free port and waits until GET /v2/ answers 200; `env` adds TRELLIS_* settings. */
+async function startServer(dataDir: string, env: Record<string, string> = {}): Promise<Server> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await spawnServer(dataDir, await freePort());
+      return await spawnServer(dataDir, await freePort(), env);
     } catch (err) {
       // The free port can be taken between probing it and listening on it: try another.
       if (attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
@@ -88,9 +88,9 @@ async function startServer(dataDir: string): Promise<Server> {
   }
 }
 
-async function spawnServer(dataDir: string, port: number): Promise<Server> {
+async function spawnServer(dataDir: string, port: number, env: Record<string, string>): Promise<Server> {
   const child = spawn(process.execPath, ['src/main.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn'], {
-    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(await testStorageEnv(dataDir)) },
+    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(await testStorageEnv(dataDir)), ...env },
   });
   const output: string[] = [];
   child.stdout!.setEncoding('utf8').on('data', (s: string) => output.push(s));
@@ -245,6 +245,8 @@ async function pushRecorded(base: string, model: Model, repo: RepoState, ref: st
 interface Traffic {
   stopped: boolean;
   failures: string[];
+  /** Requests the kill cut off (a network error after the stop): proof the kill came mid-traffic. */
+  cutOff: number;
 }
 
 async function pusher(id: number, round: number, base: string, model: Model, random: () => number, traffic: Traffic): Promise<void> {
@@ -255,7 +257,7 @@ async function pusher(id: number, round: number, base: string, model: Model, ran
     const repo = model.repo(pick(REPOS));
     const ownTags = [...repo.tags.entries()].filter(([tag]) => tag.startsWith(`w${id}-`));
     const roll = random();
-    const what = roll < 0.3 ? 'tag' : roll < 0.4 ? 'untagged' : roll < 0.65 ? 'referrer' : roll < 0.78 ? 'blob' : roll < 0.95 ? 'delete' : 'fresh';
+    const what = roll < 0.3 ? 'tag' : roll < 0.4 ? 'untagged' : roll < 0.65 ? 'referrer' : roll < 0.78 ? 'blob' : roll < 0.87 ? 'delete' : roll < 0.95 ? 'redo' : 'fresh';
     try {
       if (what === 'tag') {
         // A re-tag of one of this pusher's tags, or a new tag: each tag has exactly one writer.
@@ -299,6 +301,26 @@ async function pusher(id: number, round: number, base: string, model: Model, ran
         state.acked = null;
         state.inflight = [];
         model.count('delete');
+      } else if (what === 'redo') {
+        // Delete one of this pusher's manifests by digest, then push the same bytes under a new
+        // tag at once: the removal the delete journaled must not take the re-pushed file.
+        const present = ownTags.filter(([, s]) => s.acked);
+        if (!present.length) continue;
+        const [, state] = pick(present);
+        const digest = state.acked!;
+        const bytes = repo.sent.get(digest)!;
+        // From here until the re-push is acknowledged, the manifest may or may not be there.
+        repo.manifests.delete(digest);
+        state.inflight.push(null);
+        const res = await fetch(`${base}/v2/${repo.name}/manifests/${digest}`, { method: 'DELETE' });
+        const body = await res.text();
+        if (res.status !== 202) throw new Unexpected(`DELETE ${repo.name}@${digest} answered ${res.status}: ${body}`);
+        state.acked = null;
+        state.inflight = [];
+        const again: Built = { bytes, digest, mediaType: OCI_MANIFEST, descriptor: { mediaType: OCI_MANIFEST, digest, size: bytes.length }, blobs: [] };
+        const newTag = `w${id}-${round}-${n}-redo`;
+        await pushRecorded(base, model, repo, newTag, again, newTag);
+        model.count('redo');
       } else {
         // A brand-new repository, created mid-traffic.
         const fresh = model.repo(`fresh/r${round}-w${id}-${n}`);
@@ -313,6 +335,7 @@ async function pusher(id: number, round: number, base: string, model: Model, ran
       }
       // A network error: expected once the server is killed, a failure before that.
       if (!traffic.stopped) traffic.failures.push(`pusher ${id} (${what}): ${(err as Error).message} ${String((err as Error).cause ?? '')} before the kill`);
+      else traffic.cutOff++;
       return;
     }
   }
@@ -563,20 +586,25 @@ test(`kill -9 mid-traffic (${ROUNDS} rounds, ${PUSHERS} pushers) loses no acknow
         assert.deepEqual(await verifyAcknowledged(server.base, model, `after kill ${round - 1}`), []);
       }
       const before = model.total();
-      const traffic: Traffic = { stopped: false, failures: [] };
+      const traffic: Traffic = { stopped: false, failures: [], cutOff: 0 };
       const base = server.base;
       const pushers = Array.from({ length: PUSHERS }, (_, id) => pusher(id, round, base, model, prng(SEED + round * 1000 + id), traffic));
       const delay = 50 + Math.floor(random() * 750);
       await sleep(delay);
+      // Mid-traffic means after traffic began: on a slow machine the first answer can take longer.
+      for (const deadline = Date.now() + 30_000; model.total() === before && !traffic.failures.length; await sleep(10)) {
+        assert.ok(Date.now() < deadline, `round ${round}: no operation was acknowledged within 30 s`);
+      }
       traffic.stopped = true;
       server.child.kill('SIGKILL');
       const exit = await waitExit(server, 'SIGKILL');
       assert.equal(exit.signal, 'SIGKILL', `the server was already gone before the kill: ${JSON.stringify(exit)}\n${server.output.join('')}`);
       await Promise.all(pushers);
       assert.deepEqual(traffic.failures, [], `round ${round}: unexpected answers before the kill`);
+      assert.ok(traffic.cutOff > 0, `round ${round}: the kill cut off no request, so it did not come mid-traffic`);
       assert.deepEqual(serverErrors(server), [], `round ${round}: the server logged errors`);
       assert.deepEqual(await checkLayoutsValid(dataDir, `right after kill ${round}`), []);
-      t.diagnostic(`round ${round}: killed after ${delay} ms, ${model.total() - before} operations acknowledged`);
+      t.diagnostic(`round ${round}: killed after ${delay} ms, ${model.total() - before} operations acknowledged, ${traffic.cutOff} cut off`);
       server = undefined;
     }
 
@@ -607,7 +635,9 @@ test('kill -9 while the index.json flush of a repository with 2000+ referrers is
   const repo = 'big/referrers';
   const acked = new Map<string, Buffer>();
   const started = performance.now();
-  let server: Server | undefined = await startServer(dataDir);
+  // Rewrites wait at least a second after a change, so the kill right after the last 201 surely
+  // comes while the rewrite that would list it is pending (asserted below).
+  let server: Server | undefined = await startServer(dataDir, { TRELLIS_INDEX_FLUSH_MIN_MS: '1000' });
   let passed = false;
   try {
     const subject = makeImage();
@@ -630,12 +660,14 @@ test('kill -9 while the index.json flush of a repository with 2000+ referrers is
     assert.deepEqual(await checkLayoutsValid(dataDir, 'right after the first kill'), []);
     const onDisk = (await readIndex(dataDir, repo)).manifests.filter((e) => acked.has(e.digest)).length;
     t.diagnostic(`index.json listed ${onDisk} of the ${acked.size} acknowledged referrers when killed (the rest was pending)`);
+    assert.ok(onDisk < acked.size, 'index.json already listed every referrer: the kill did not come while a rewrite was pending');
 
     // More referrers with a kill at a random moment, while rewrites of the large index run.
     server = await startServer(dataDir);
     const again = server;
     const traffic = { stopped: false };
     const more = Array.from({ length: 3000 }, (_, i) => referrerNo(2000 + i));
+    const firstPhase = acked.size;
     const pushing = eachLimit(more, 16, async (r) => {
       if (traffic.stopped) return;
       let pushed;
@@ -649,9 +681,13 @@ test('kill -9 while the index.json flush of a repository with 2000+ referrers is
       acked.set(r.digest, r.bytes);
     }).then(() => undefined, (err: unknown) => err);
     await sleep(200 + Math.floor(Math.random() * 800));
+    // The kill must come while referrers arrive: wait for the first one on a slow machine.
+    for (const deadline = Date.now() + 30_000; acked.size === firstPhase; await sleep(10)) {
+      assert.ok(Date.now() < deadline, 'no referrer was acknowledged within 30 s of the restart');
+    }
     traffic.stopped = true;
     server.child.kill('SIGKILL');
-    await waitExit(server, 'SIGKILL');
+    assert.equal((await waitExit(server, 'SIGKILL')).signal, 'SIGKILL');
     const pushError = await pushing;
     if (pushError) throw pushError;
     assert.deepEqual(serverErrors(server), []);
@@ -790,10 +826,8 @@ test('kill -9 the instant index.json is renamed into place, with tag deletes ack
       } finally {
         await killer.terminate();
       }
-      if (!killed) {
-        t.diagnostic(`attempt ${attempt}: no rewrite of index.json overlapped the deletes in 50 tries; nothing to check`);
-        continue;
-      }
+      // Without a kill at the rename there is nothing to check: that is a failure, not a pass.
+      assert.ok(killed, `attempt ${attempt}: no rewrite of index.json overlapped the deletes in 50 tries, so the server was never killed at the rename`);
       kills++;
       await waitExit(server, 'SIGKILL');
       assert.deepEqual(serverErrors(server), []);
@@ -842,9 +876,13 @@ test('kill -9 while a new repository is being created, then a read before its fi
   const pushed = new Map<string, string>();
   let kills = 0;
   try {
-    for (let i = 0; i < 5; i++) {
+    // Until three kills landed at the instant (a creation can complete before the watch is set).
+    let tries = 0;
+    for (let i = 0; i < 12 && kills < 3; i++) {
+      tries++;
       const repo = `new/r${i}`;
       const running: Server = server!;
+      let killSent = false;
       const folderWatch = watch(join(dataDir, 'new'), (_event, file) => {
         if (file !== `r${i}`) return;
         folderWatch.close();
@@ -852,6 +890,7 @@ test('kill -9 while a new repository is being created, then a read before its fi
           const inner = watch(join(dataDir, repo), (_e, f) => {
             if (f !== 'index.json') return;
             inner.close();
+            killSent = true;
             running.child.kill('SIGKILL');
           });
           void running.exited.then(() => inner.close());
@@ -864,12 +903,12 @@ test('kill -9 while a new repository is being created, then a read before its fi
       const created: { status: number } | undefined = await pushBlob(running.base, repo, blob).catch(() => undefined);
       folderWatch.close();
       await sleep(20);
-      if (running.child.exitCode === null && running.child.signalCode === null) {
+      if (!killSent) {
         assert.equal(created?.status, 201);
         continue;
       }
       kills++;
-      await waitExit(running, 'SIGKILL');
+      assert.equal((await waitExit(running, 'SIGKILL')).signal, 'SIGKILL');
       assert.deepEqual(serverErrors(running), []);
       assert.deepEqual(await checkLayoutsValid(dataDir, `right after kill ${kills}`), []);
       server = await startServer(dataDir);
@@ -892,7 +931,104 @@ test('kill -9 while a new repository is being created, then a read before its fi
       const index = await readIndex(dataDir, repo);
       assert.equal(index.manifests.find((e) => e.annotations?.[REF_NAME] === 'v1')?.digest, digest, `${repo}/index.json does not list v1`);
     }
-    t.diagnostic(`${kills} kills during repository creation`);
+    t.diagnostic(`${kills} kills during repository creation in ${tries} tries`);
+    assert.ok(kills >= 1, `no creation was killed at the instant index.json appeared in ${tries} tries: nothing was checked`);
+    passed = true;
+  } finally {
+    await killAndCleanUp(t, server, dataDir, passed);
+  }
+});
+
+test('kill -9 while clients delete manifests by digest and re-push the same bytes', async (t) => {
+  // Each client owns one image: it deletes it by digest, then pushes the same bytes under a new
+  // tag, again and again. A delete journals the file for removal after the next index.json
+  // rewrite; a re-push of the same bytes must keep it. After each kill (mid-cycle) and restart,
+  // every acknowledged re-push must still resolve and serve its bytes, and fsck must be clean.
+  const CLIENTS = 4;
+  const KILLS = 2;
+  const dataDir = await mkdtemp(join(tmpdir(), 'trellis-crash-redo-'));
+  const repo = 'crash/redo';
+  let server: Server | undefined = await startServer(dataDir, { TRELLIS_INDEX_FLUSH_MIN_MS: '1', TRELLIS_INDEX_FLUSH_MAX_MS: '5' });
+  let passed = false;
+  const images = Array.from({ length: CLIENTS }, (_, c) => makeImage({ layer: Buffer.from(`redo client ${c} ${randomBytes(8).toString('hex')}`) }));
+  // Per client: the tag last acknowledged (null once a delete of it was acknowledged) and whether an operation was cut off.
+  const state = images.map(() => ({ tag: null as string | null, interrupted: false }));
+  let cycles = 0;
+  try {
+    for (const [c, image] of images.entries()) {
+      assert.equal((await pushBuilt(server.base, repo, `c${c}-0`, image)).status, 201);
+      state[c]!.tag = `c${c}-0`;
+    }
+    for (let kill = 1; kill <= KILLS; kill++) {
+      const base = server.base;
+      const traffic = { stopped: false, cutOff: 0, failures: [] as string[] };
+      const before = cycles;
+      const client = async (c: number) => {
+        const image = images[c]!;
+        const s = state[c]!;
+        for (let i = 1; !traffic.stopped; i++) {
+          try {
+            s.interrupted = true;
+            const deleted = await fetch(`${base}/v2/${repo}/manifests/${image.digest}`, { method: 'DELETE' });
+            await deleted.arrayBuffer();
+            if (deleted.status !== 202 && deleted.status !== 404) return void traffic.failures.push(`client ${c}: DELETE answered ${deleted.status}`);
+            s.tag = null;
+            const tag = `c${c}-k${kill}-${i}`;
+            const pushed = await pushManifest(base, repo, tag, image.bytes, image.mediaType);
+            if (pushed.status !== 201) return void traffic.failures.push(`client ${c}: PUT ${tag} answered ${pushed.status}: ${pushed.body}`);
+            s.tag = tag;
+            s.interrupted = false;
+            cycles++;
+            // Read it back once the rewrite that follows the delete had its chance to run.
+            await sleep(i % 4);
+            const got = await getManifest(base, repo, tag);
+            if (got.status !== 200) return void traffic.failures.push(`client ${c}: ${tag} answers ${got.status} after its 201`);
+          } catch (err) {
+            if (!traffic.stopped) traffic.failures.push(`client ${c}: ${(err as Error).message} before the kill`);
+            else traffic.cutOff++;
+            return;
+          }
+        }
+      };
+      const clients = images.map((_, c) => client(c));
+      await sleep(300 + Math.floor(Math.random() * 500));
+      for (const deadline = Date.now() + 30_000; cycles - before < CLIENTS && !traffic.failures.length; await sleep(10)) {
+        assert.ok(Date.now() < deadline, `kill ${kill}: fewer than ${CLIENTS} cycles were acknowledged within 30 s`);
+      }
+      traffic.stopped = true;
+      server.child.kill('SIGKILL');
+      assert.equal((await waitExit(server, 'SIGKILL')).signal, 'SIGKILL');
+      await Promise.all(clients);
+      assert.deepEqual(traffic.failures, []);
+      assert.ok(traffic.cutOff > 0, `kill ${kill}: no request was cut off, so the kill did not come mid-cycle`);
+      assert.deepEqual(serverErrors(server), []);
+      assert.deepEqual(await checkLayoutsValid(dataDir, `right after kill ${kill}`), []);
+      t.diagnostic(`kill ${kill}: ${cycles - before} delete/re-push cycles acknowledged, ${traffic.cutOff} cut off`);
+
+      server = await startServer(dataDir, { TRELLIS_INDEX_FLUSH_MIN_MS: '1', TRELLIS_INDEX_FLUSH_MAX_MS: '5' });
+      await fsckClean(dataDir, `after restart ${kill}`);
+      const tags = new Set((await listTags(server.base, repo)).tags);
+      for (const [c, image] of images.entries()) {
+        const s = state[c]!;
+        if (s.tag && !s.interrupted) {
+          const got = await getManifest(server.base, repo, s.tag);
+          assert.equal(got.status, 200, `client ${c}: acknowledged re-push ${s.tag} answers ${got.status} after restart ${kill}`);
+          assert.ok(got.bytes.equals(image.bytes));
+        }
+        // Settle what an interrupted cycle left: the client carries on from what the server has.
+        const mine = [...tags].filter((tag) => tag.startsWith(`c${c}-`));
+        assert.ok(mine.length <= 1, `client ${c} has tags ${mine.join(', ')}: a delete by digest removes every tag`);
+        s.tag = mine[0] ?? null;
+        s.interrupted = false;
+        const byDigest = await getManifest(server.base, repo, image.digest);
+        assert.equal(byDigest.status, s.tag ? 200 : 404, `client ${c}: by digest`);
+      }
+    }
+    server.child.kill('SIGTERM');
+    assert.equal((await waitExit(server, 'SIGTERM')).code, 0);
+    server = undefined;
+    await fsckClean(dataDir, 'after the graceful stop');
+    t.diagnostic(`${cycles} delete/re-push cycles over ${KILLS} kills`);
     passed = true;
   } finally {
     await killAndCleanUp(t, server, dataDir, passed);

@@ -1,0 +1,211 @@
+// Content lifetime: a file in a layout's blobs/ goes only when nothing references it in any role,
+// and a removal journaled by a delete never takes a file a later push (of the same bytes) needs.
+// Every scenario ends with `trellis fsck` clean.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import {
+  OCI_MANIFEST, descriptorOf, getBlob, getManifest, listTags, makeImage, pushBlob, pushBuilt, pushManifest, type Built,
+} from '../helpers/oci-client.ts';
+import { collectGarbage } from '../../src/gc/collector.ts';
+
+const run = promisify(execFile);
+const MAIN = resolve(import.meta.dirname, '../../src/main.ts');
+
+async function fsckClean(dataDir: string): Promise<void> {
+  const result = await run(process.execPath, [MAIN, 'fsck', '--data', dataDir]).catch((err: { stdout: string; code: number }) => err);
+  assert.match(result.stdout, / 0 problems/, result.stdout);
+}
+
+/** Resolves once the layout writer has flushed everything the journal holds. */
+async function settled(reg: TestRegistry): Promise<void> {
+  await reg.registry.layout.flushAll();
+}
+
+/** An artifact whose one layer is the manifest `inner`, described with a manifest media type (seed 001). */
+function artifactOf(inner: Built): Built {
+  const config = Buffer.from('{}');
+  const manifest = {
+    schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType: 'application/vnd.example.bundle',
+    config: descriptorOf('application/vnd.oci.empty.v1+json', config), layers: [inner.descriptor],
+  };
+  const bytes = Buffer.from(JSON.stringify(manifest));
+  return { bytes, digest: descriptorOf(OCI_MANIFEST, bytes).digest, mediaType: OCI_MANIFEST, descriptor: descriptorOf(OCI_MANIFEST, bytes), blobs: [config] };
+}
+
+test('a re-push of the same bytes while the delete\'s file removal is under way keeps its file', async () => {
+  const reg = await startTestRegistry();
+  const repo = 'race/redo';
+  try {
+    const image = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', image)).status, 201);
+    await settled(reg);
+    // Hold the removal the delete journals at the moment it is about to unlink the file.
+    const driver = reg.registry.driver;
+    const remove = driver.remove.bind(driver);
+    let reached!: () => void;
+    const atRemoval = new Promise<void>((done) => { reached = done; });
+    let release!: () => void;
+    const gate = new Promise<void>((done) => { release = done; });
+    driver.remove = async (key: string) => {
+      if (key.endsWith(image.digest.slice(7))) {
+        reached();
+        await gate;
+      }
+      return remove(key);
+    };
+    const deleted = await fetch(`${reg.url}/v2/${repo}/manifests/${image.digest}`, { method: 'DELETE' });
+    assert.equal(deleted.status, 202);
+    await atRemoval;
+    // The same bytes again, under a new tag, while the removal waits.
+    const again = pushManifest(reg.url, repo, 'v2', image.bytes);
+    await Promise.race([again, sleep(300)]);
+    release();
+    assert.equal((await again).status, 201);
+    await settled(reg);
+    assert.deepEqual((await listTags(reg.url, repo)).tags, ['v2']);
+    const got = await getManifest(reg.url, repo, 'v2');
+    assert.equal(got.status, 200, 'the re-pushed manifest answers 404: its file was removed after the 201');
+    assert.ok(got.bytes.equals(image.bytes));
+    await reg.close();
+    await fsckClean(reg.dataDir);
+  } finally {
+    await reg.dispose();
+  }
+});
+
+test('four clients deleting by digest and re-pushing the same bytes lose nothing (bounded)', async () => {
+  const reg = await startTestRegistry({ indexFlushMinMs: 1, indexFlushMaxMs: 5 });
+  const repo = 'race/clients';
+  // Bounded by a cycle count, with a time limit for a very slow machine.
+  const CYCLES = 60;
+  const deadline = Date.now() + 20_000;
+  const lost: string[] = [];
+  let cycles = 0;
+  try {
+    const client = async (id: number) => {
+      const image = makeImage({ layer: Buffer.from(`client ${id}`) });
+      assert.equal((await pushBuilt(reg.url, repo, `c${id}-0`, image)).status, 201);
+      for (let i = 1; cycles < CYCLES && Date.now() < deadline; i++) {
+        const deleted = await fetch(`${reg.url}/v2/${repo}/manifests/${image.digest}`, { method: 'DELETE' });
+        assert.equal(deleted.status, 202, await deleted.text());
+        // Give the layout writer a chance to rewrite index.json and journal the removal.
+        await sleep(i % 4);
+        assert.equal((await pushManifest(reg.url, repo, `c${id}-${i}`, image.bytes)).status, 201);
+        await sleep(i % 3);
+        const got = await getManifest(reg.url, repo, `c${id}-${i}`);
+        if (got.status !== 200) lost.push(`c${id}-${i}: GET answered ${got.status} after a 201`);
+        cycles++;
+      }
+    };
+    await Promise.all([0, 1, 2, 3].map(client));
+    assert.ok(cycles >= CYCLES, `only ${cycles} delete/re-push cycles ran in 20 s`);
+    assert.deepEqual(lost, []);
+    await settled(reg);
+    await reg.close();
+    await fsckClean(reg.dataDir);
+  } finally {
+    await reg.dispose();
+  }
+});
+
+test('a manifest that is also another artifact\'s layer keeps its file when deleted by the API', async () => {
+  const reg = await startTestRegistry();
+  const repo = 'roles/api';
+  try {
+    const inner = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'inner', inner)).status, 201);
+    // The client skips the upload of the layer: HEAD /blobs/<inner> answers 200.
+    const head = await fetch(`${reg.url}/v2/${repo}/blobs/${inner.digest}`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    const outer = artifactOf(inner);
+    assert.equal((await pushBuilt(reg.url, repo, 'outer', outer)).status, 201);
+    const deleted = await fetch(`${reg.url}/v2/${repo}/manifests/${inner.digest}`, { method: 'DELETE' });
+    assert.equal(deleted.status, 202);
+    await settled(reg);
+    const layer = await getBlob(reg.url, repo, inner.digest);
+    assert.equal(layer.status, 200, 'the artifact\'s layer is gone with the deleted manifest');
+    assert.ok(layer.bytes.equals(inner.bytes));
+    assert.equal((await getManifest(reg.url, repo, 'outer')).status, 200);
+    await reg.close();
+    await fsckClean(reg.dataDir);
+  } finally {
+    await reg.dispose();
+  }
+});
+
+test('a manifest that is also another artifact\'s layer keeps its file when GC collects it untagged', async () => {
+  const reg = await startTestRegistry();
+  const repo = 'roles/gc';
+  try {
+    const inner = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, inner.digest, inner)).status, 201);
+    const outer = artifactOf(inner);
+    assert.equal((await pushBuilt(reg.url, repo, 'outer', outer)).status, 201);
+    await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 0 }, { dryRun: false, now: Date.now() + 60_000 });
+    await settled(reg);
+    const layer = await getBlob(reg.url, repo, inner.digest);
+    assert.equal(layer.status, 200, 'GC removed a file the tagged artifact uses as its layer');
+    // What the manifest itself used is still there too: the content is whole.
+    for (const blob of inner.blobs) assert.equal((await getBlob(reg.url, repo, descriptorOf('x', blob).digest)).status, 200);
+    await reg.close();
+    await fsckClean(reg.dataDir);
+    // The layer is a plain file of the layout, as other tools read it.
+    const onDisk = await readFile(join(reg.dataDir, repo, 'blobs', 'sha256', inner.digest.slice(7)));
+    assert.ok(onDisk.equals(inner.bytes));
+  } finally {
+    await reg.dispose();
+  }
+});
+
+test('a blob uploaded again while its removal is journaled is kept', async () => {
+  const reg = await startTestRegistry();
+  const repo = 'roles/upload';
+  try {
+    const orphan = randomBytes(100);
+    assert.equal((await pushBlob(reg.url, repo, orphan)).status, 201);
+    const digest = descriptorOf('x', orphan).digest;
+    // GC journals the unused blob's removal; the client uploads the same bytes before it runs.
+    const report = await collectGarbage(reg.registry, { untagged: 'keep', danglingReferrers: 'keep', graceSeconds: 0 }, { dryRun: false, now: Date.now() + 60_000 });
+    assert.ok(report.removed.some((i) => i.digest === digest));
+    assert.equal((await pushBlob(reg.url, repo, orphan)).status, 201);
+    await settled(reg);
+    assert.equal((await getBlob(reg.url, repo, digest)).status, 200);
+    assert.ok((await stat(join(reg.dataDir, repo, 'blobs', 'sha256', digest.slice(7)))).isFile());
+  } finally {
+    await reg.dispose();
+  }
+});
+
+test('deleting a manifest and then its blobs never leaves index.json listing a manifest without them', async () => {
+  // What the conformance suite and cleanup scripts do; the rewrite is slow here (a large repository).
+  const reg = await startTestRegistry({ indexFlushMinMs: 60_000, indexFlushMaxMs: 60_000 });
+  const repo = 'order/layers';
+  try {
+    const image = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', image)).status, 201);
+    await settled(reg);
+    assert.equal((await fetch(`${reg.url}/v2/${repo}/manifests/${image.digest}`, { method: 'DELETE' })).status, 202);
+    const layer = descriptorOf('x', image.blobs[1]!).digest;
+    assert.equal((await fetch(`${reg.url}/v2/${repo}/blobs/${layer}`, { method: 'DELETE' })).status, 202);
+    assert.equal((await fetch(`${reg.url}/v2/${repo}/blobs/${layer}`, { method: 'HEAD' })).status, 404, 'a deleted blob answers 404 at once');
+    assert.equal((await fetch(`${reg.url}/v2/${repo}/blobs/${layer}`, { method: 'DELETE' })).status, 404);
+    // index.json still lists the manifest until its rewrite: its layer must still be there.
+    const index = await readFile(join(reg.dataDir, repo, 'index.json'), 'utf8');
+    assert.ok(index.includes(image.digest));
+    assert.ok((await stat(join(reg.dataDir, repo, 'blobs', 'sha256', layer.slice(7))).catch(() => undefined))?.isFile(),
+      'the layer of a manifest index.json still lists was removed');
+    await settled(reg);
+    await assert.rejects(stat(join(reg.dataDir, repo, 'blobs', 'sha256', layer.slice(7))), 'the deleted blob goes after the rewrite');
+    await reg.close();
+    await fsckClean(reg.dataDir);
+  } finally {
+    await reg.dispose();
+  }
+});

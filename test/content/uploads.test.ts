@@ -1,0 +1,85 @@
+// Upload sessions: caps per client (one client holding many sessions blocks nobody else), single
+// request uploads that no cap refuses, and idle sessions swept by an injected clock.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { Uploads } from '../../src/content/uploads.ts';
+import { FileSystemDriver } from '../../src/storage/filesystem.ts';
+import { OciError } from '../../src/oci/errors.ts';
+
+async function setup(t: { after(fn: () => Promise<void>): void }, limits: Partial<Uploads['limits']> = {}) {
+  const dir = await mkdtemp(join(tmpdir(), 'trellis-uploads-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  let clock = 1_000_000;
+  const uploads = new Uploads(new FileSystemDriver(dir, { durable: false }), {
+    timeoutMs: 60_000, maxSessions: 3, maxSessionsTotal: 100, maxBlobBytes: 0, bodyIdleTimeoutMs: 0, ...limits,
+  }, () => clock);
+  return { dir, uploads, advance: (ms: number) => { clock += ms; } };
+}
+
+const refusal = (status: number) => (err: unknown) => err instanceof OciError && err.status === status;
+
+test('the session cap is per client: a client at its cap blocks only itself', async (t) => {
+  const { uploads } = await setup(t);
+  for (let i = 0; i < 3; i++) await uploads.start('a/b', 'sha256', 'mallory');
+  await assert.rejects(uploads.start('a/b', 'sha256', 'mallory'), refusal(429));
+  // Others open sessions as usual, and single-request uploads are never refused, even mallory's.
+  const alice = await uploads.start('a/b', 'sha256', 'alice');
+  assert.equal(uploads.heldBy('alice'), 1);
+  const single = await uploads.start('a/b', 'sha256', 'mallory', true);
+  assert.equal(uploads.heldBy('mallory'), 3);
+  await uploads.end(single);
+  await uploads.end(alice);
+  assert.equal(uploads.heldBy('alice'), 0);
+});
+
+test('the total ceiling refuses new sessions but never single-request uploads', async (t) => {
+  const { uploads } = await setup(t, { maxSessions: 10, maxSessionsTotal: 2 });
+  await uploads.start('a/b', 'sha256', 'one');
+  await uploads.start('a/b', 'sha256', 'two');
+  await assert.rejects(uploads.start('a/b', 'sha256', 'three'), refusal(429));
+  const single = await uploads.start('a/b', 'sha256', 'three', true);
+  await uploads.append(single, Readable.from([Buffer.from('whole blob')]));
+  assert.equal(await uploads.digest(single, 'sha256'), 'sha256:' + (await import('node:crypto')).createHash('sha256').update('whole blob').digest('hex'));
+  await uploads.end(single);
+});
+
+test('idle sessions are swept by the clock, with their files, and free the cap', async (t) => {
+  const { dir, uploads, advance } = await setup(t);
+  const sessions = [];
+  for (let i = 0; i < 3; i++) sessions.push(await uploads.start('a/b', 'sha256', 'mallory'));
+  await uploads.append(sessions[0]!, Readable.from([Buffer.from('partial')]));
+  advance(30_000);
+  // Touching a session keeps it alive; the others go once idle for longer than the timeout.
+  await uploads.get('a/b', sessions[0]!.id);
+  advance(30_001);
+  assert.equal(await uploads.sweep(), 2);
+  assert.equal(uploads.heldBy('mallory'), 1);
+  await assert.rejects(uploads.get('a/b', sessions[1]!.id), refusal(404));
+  assert.equal((await uploads.get('a/b', sessions[0]!.id)).size, 7);
+  // A client at its cap gets room as soon as its idle sessions are swept.
+  await uploads.start('a/b', 'sha256', 'mallory');
+  await uploads.start('a/b', 'sha256', 'mallory');
+  await assert.rejects(uploads.start('a/b', 'sha256', 'mallory'), refusal(429));
+  advance(60_001);
+  await uploads.start('a/b', 'sha256', 'mallory');
+  assert.equal(uploads.heldBy('mallory'), 1);
+  const files = await readdir(join(dir, '_trellis/uploads'));
+  assert.equal(files.length, 2, `one session's data and sidecar remain: ${files}`);
+});
+
+test('a body that stalls is aborted after the idle time; the session keeps its last complete offset', { timeout: 10_000 }, async (t) => {
+  const { uploads } = await setup(t, { bodyIdleTimeoutMs: 100 });
+  const session = await uploads.start('a/b', 'sha256', 'alice');
+  await uploads.append(session, Readable.from([Buffer.from('first,')]));
+  const stalled = new Readable({ read() {} });
+  stalled.push(Buffer.from('half of a chunk'));
+  await assert.rejects(uploads.append(session, stalled), (err) => err instanceof OciError && err.status === 408);
+  assert.equal(session.busy, false);
+  assert.equal(session.size, 6);
+  await uploads.append(session, Readable.from([Buffer.from('second')]));
+  assert.equal(session.size, 12);
+});

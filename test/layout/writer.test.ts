@@ -1,0 +1,155 @@
+// The layout writer: a failed index.json rewrite is retried by itself (with backoff), so the layout
+// catches up with the journal even if nothing else ever changes in the repository; and a fallback
+// tag (`sha256-<hex>`) a client pushed itself is written as the client's tag, never replaced by
+// Trellis's generated referrers index.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startTestRegistry } from '../helpers/registry.ts';
+import { interopSession } from '../helpers/interop.ts';
+import { requirePeer } from '../helpers/peers.ts';
+import { REF_NAME, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
+import { trellisCli } from '../cli/run.ts';
+
+test('a failed index.json rewrite is retried without waiting for another change', async () => {
+  const reg = await startTestRegistry();
+  const repo = 'retry/app';
+  try {
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
+    await reg.registry.layout.flushAll();
+    // The disk refuses the next three index.json writes (full, or a transient I/O error).
+    const driver = reg.registry.driver;
+    const writeFile = driver.writeFile.bind(driver);
+    let refused = 0;
+    driver.writeFile = async (key, data, options) => {
+      if (key.endsWith('/index.json') && refused < 3) {
+        refused++;
+        throw Object.assign(new Error('ENOSPC: no space left on device (injected)'), { code: 'ENOSPC' });
+      }
+      return writeFile(key, data, options);
+    };
+    const image = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v2', image)).status, 201);
+    // No other change follows; the layout must still catch up (retries after 100, 200, 400 ms).
+    const listed = async () => (await readFile(join(reg.dataDir, repo, 'index.json'), 'utf8')).includes(image.digest);
+    for (const deadline = Date.now() + 10_000; !(await listed()); await sleep(50)) {
+      assert.ok(Date.now() < deadline, `index.json still misses v2 ${refused} refused writes later`);
+    }
+    assert.equal(refused, 3);
+    const repoRecord = reg.registry.metadata.repository(repo)!;
+    assert.equal(repoRecord.flushedGen, repoRecord.gen);
+  } finally {
+    await reg.dispose();
+  }
+});
+
+const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+const GENERATED_SUBJECT = 'dev.trellis.referrers.subject';
+
+interface IndexEntry {
+  digest: string;
+  annotations?: Record<string, string>;
+}
+
+async function indexEntries(dataDir: string, repo: string): Promise<IndexEntry[]> {
+  return (JSON.parse(await readFile(join(dataDir, repo, 'index.json'), 'utf8')) as { manifests: IndexEntry[] }).manifests;
+}
+
+async function fsckProblems(dataDir: string): Promise<string> {
+  const result = await trellisCli(['fsck', '--data', dataDir]);
+  return result.code === 0 ? '' : result.stdout + result.stderr;
+}
+
+test('a fallback tag a client pushes itself stays the client\'s: index.json, fsck and reindex keep it', async () => {
+  const reg = await startTestRegistry();
+  const repo = 'fallback/raw';
+  try {
+    const subject = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', subject)).status, 201);
+    const referrer = makeReferrer(subject.descriptor, { artifactType: 'application/vnd.example.sig' });
+    assert.equal((await pushBuilt(reg.url, repo, referrer.digest, referrer)).status, 201);
+    await reg.registry.layout.flushAll();
+    // What an old client does on a registry it believes has no referrers API: its own index under sha256-<hex>.
+    const tag = `sha256-${subject.digest.slice(7)}`;
+    const clientIndex = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ ...referrer.descriptor, artifactType: 'application/vnd.example.sig' }] };
+    const pushed = await pushManifest(reg.url, repo, tag, clientIndex, OCI_INDEX);
+    assert.equal(pushed.status, 201);
+    // A referrer another client pushes through the API afterwards, without touching the tag.
+    const other = makeReferrer(subject.descriptor, { artifactType: 'application/vnd.example.sbom' });
+    assert.equal((await pushBuilt(reg.url, repo, other.digest, other)).status, 201);
+    await reg.registry.layout.flushAll();
+
+    const entries = await indexEntries(reg.dataDir, repo);
+    const tagged = entries.filter((e) => e.annotations?.[REF_NAME] === tag);
+    assert.deepEqual(tagged.map((e) => e.digest), [pushed.digest], 'index.json must list the client\'s own entry under its tag');
+    assert.equal(tagged[0]!.annotations?.[GENERATED_SUBJECT], undefined);
+    assert.equal((await getManifest(reg.url, repo, tag)).digest, pushed.digest);
+    const listed = (await listReferrers(reg.url, repo, subject.digest)).manifests.map((d) => d.digest).sort();
+    assert.deepEqual(listed, [referrer.digest, other.digest].sort());
+    // Both referrers stay discoverable in the layout: untagged entries annotated with their subject.
+    for (const r of [referrer, other]) assert.ok(entries.some((e) => e.digest === r.digest && e.annotations?.['io.containerd.manifest.subject'] === subject.digest));
+
+    await reg.close();
+    assert.equal(await fsckProblems(reg.dataDir), '');
+    const reindexed = await trellisCli(['reindex', '--data', reg.dataDir]);
+    assert.equal(reindexed.code, 0, reindexed.stderr);
+    assert.equal(await fsckProblems(reg.dataDir), '');
+    const again = await startTestRegistry({}, reg.dataDir);
+    try {
+      assert.equal((await getManifest(again.url, repo, tag)).digest, pushed.digest, 'reindex dropped the tag the client pushed');
+      assert.ok((await listTags(again.url, repo)).tags.includes(tag));
+      // Once the client's tag is gone, Trellis's own referrers index takes the fallback tag again.
+      assert.equal((await fetch(`${again.url}/v2/${repo}/manifests/${tag}`, { method: 'DELETE' })).status, 202);
+      await again.registry.layout.flushAll();
+      const generated = (await indexEntries(again.dataDir, repo)).filter((e) => e.annotations?.[REF_NAME] === tag);
+      assert.equal(generated.length, 1);
+      assert.equal(generated[0]!.annotations?.[GENERATED_SUBJECT], subject.digest);
+    } finally {
+      await again.close();
+    }
+    assert.equal(await fsckProblems(reg.dataDir), '');
+  } finally {
+    await reg.dispose();
+  }
+});
+
+test('oras attach --distribution-spec v1.1-referrers-tag: the tag oras maintains survives, and readers of the layout find the referrers', { timeout: 120_000 }, async (t) => {
+  const oras = requirePeer(t, 'oras');
+  if (!oras) return;
+  const regctl = requirePeer(t, 'regctl');
+  if (!regctl) return;
+  const { reg, work, exec } = await interopSession(t, 'fallback-oras');
+  const R = reg.host;
+  const repo = 'fallback/oras';
+  await writeFile(join(work, 'hi.txt'), `subject ${Math.random()}\n`);
+  const subject = (JSON.parse((await exec(oras, ['push', '--plain-http', '--format', 'json', `${R}/${repo}:v1`, 'hi.txt:text/plain'])).stdout) as { digest: string }).digest;
+  const attached: string[] = [];
+  for (const kind of ['sig', 'sbom']) {
+    const out = await exec(oras, ['attach', '--plain-http', '--distribution-spec', 'v1.1-referrers-tag', '--format', 'json',
+      '--artifact-type', `application/vnd.example.${kind}`, '--annotation', `org.example.kind=${kind}`, `${R}/${repo}:v1`]);
+    attached.push((JSON.parse(out.stdout) as { digest: string }).digest);
+  }
+  const tag = `sha256-${subject.slice(7)}`;
+  const served = await getManifest(reg.url, repo, tag);
+  assert.equal(served.status, 200, 'oras pushed its fallback tag');
+  await reg.registry.layout.flushAll();
+  const entries = await indexEntries(reg.dataDir, repo);
+  assert.deepEqual(entries.filter((e) => e.annotations?.[REF_NAME] === tag).map((e) => e.digest), [served.digest]);
+  // oras reads the tag back through the registry, and both readers of the layout find the referrers.
+  const discovered = JSON.parse((await exec(oras, ['discover', '--plain-http', '--distribution-spec', 'v1.1-referrers-tag', '--format', 'json', `${R}/${repo}:v1`])).stdout) as { referrers?: { digest: string }[] };
+  assert.deepEqual((discovered.referrers ?? []).map((r) => r.digest).sort(), [...attached].sort());
+  const layout = join(reg.dataDir, repo);
+  const fromLayout = JSON.parse((await exec(oras, ['discover', '--format', 'json', '--oci-layout', `${layout}:v1`])).stdout) as { referrers?: { digest: string }[] };
+  assert.deepEqual((fromLayout.referrers ?? []).map((r) => r.digest).sort(), [...attached].sort());
+  const regctlList = JSON.parse((await exec(regctl, ['artifact', 'list', '--format', '{{json .Descriptors}}', `ocidir://${layout}:v1`])).stdout) as { digest: string }[] | null;
+  assert.deepEqual((regctlList ?? []).map((r) => r.digest).sort(), [...attached].sort());
+  await reg.close();
+  assert.equal(await fsckProblems(reg.dataDir), '');
+  const reindexed = await trellisCli(['reindex', '--data', reg.dataDir]);
+  assert.equal(reindexed.code, 0, reindexed.stderr);
+  assert.equal(await fsckProblems(reg.dataDir), '');
+  const index = await indexEntries(reg.dataDir, repo);
+  assert.deepEqual(index.filter((e) => e.annotations?.[REF_NAME] === tag).map((e) => e.digest), [served.digest], 'reindex kept the tag oras pushed');
+});
