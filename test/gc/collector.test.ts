@@ -4,11 +4,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { startTestRegistry, testStorageEnv, type TestRegistry } from '../helpers/registry.ts';
+import { blobKey } from '../../src/layout/paths.ts';
 import {
   OCI_INDEX, type Built, descriptorOf, getBlob, getManifest, listReferrers, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest,
 } from '../helpers/oci-client.ts';
@@ -109,8 +108,8 @@ test('GC running while pushes continue keeps every acknowledged push (bounded st
   const refused: string[] = [];
   try {
     const pusher = async (id: number) => {
-      // At least 4 rounds, so every pusher overwrites a tag even on slow storage (S3).
-      for (let i = 0; Date.now() < deadline || i < 4; i++) {
+      // At least 5 rounds (20 pushes, every pusher overwriting a tag) even on slow storage (S3).
+      for (let i = 0; Date.now() < deadline || i < 5; i++) {
         const repo = `stress/r${id % 2}`;
         const tag = `w${id}-t${i % 3}`; // tags are overwritten, so old manifests become garbage
         const image = makeImage();
@@ -194,19 +193,20 @@ test('trellis gc --dry-run reports without removing, and refuses while a server 
 });
 
 /** Every manifest index.json lists, with every blob it needs present in the layout (as a reader of the live layout sees it). */
-async function layoutProblems(dataDir: string, repo: string): Promise<string[]> {
+/** What a reader of the live layout (files, or the bucket) would trip over. */
+async function layoutProblems(reg: TestRegistry, repo: string): Promise<string[]> {
   const problems: string[] = [];
-  const blobPath = (digest: string) => join(dataDir, repo, 'blobs', ...digest.split(':'));
-  const index = JSON.parse(await readFile(join(dataDir, repo, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+  const { driver } = reg.registry;
+  const index = JSON.parse((await driver.readFile(`${repo}/index.json`, 1 << 20))!.toString('utf8')) as { manifests: { digest: string }[] };
   for (const entry of index.manifests) {
-    const bytes = await readFile(blobPath(entry.digest)).catch(() => undefined);
+    const bytes = await driver.readFile(blobKey(repo, entry.digest), 1 << 20).catch(() => undefined);
     if (!bytes) {
       problems.push(`index.json lists ${entry.digest}, whose file is missing`);
       continue;
     }
     const manifest = JSON.parse(bytes.toString()) as { config?: { digest: string }; layers?: { digest: string }[] };
     for (const d of [manifest.config, ...(manifest.layers ?? [])]) {
-      if (d && !existsSync(blobPath(d.digest))) problems.push(`index.json lists ${entry.digest}, whose blob ${d.digest} is missing`);
+      if (d && !(await driver.stat(blobKey(repo, d.digest)))) problems.push(`index.json lists ${entry.digest}, whose blob ${d.digest} is missing`);
     }
   }
   return problems;
@@ -223,20 +223,21 @@ test('GC removes no blob before the index.json rewrite that stops listing the ma
     const untagged = makeImage();
     assert.equal((await pushBuilt(reg.url, repo, untagged.digest, untagged)).status, 201);
     await reg.registry.layout.flushAll();
-    assert.ok((await readFile(join(reg.dataDir, repo, 'index.json'), 'utf8')).includes(untagged.digest));
+    const indexJson = async () => (await reg.registry.driver.readFile(`${repo}/index.json`, 1 << 20))!.toString('utf8');
+    assert.ok((await indexJson()).includes(untagged.digest));
 
     const report = await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 0 }, { dryRun: false, now: later() });
     assert.ok(report.removed.some((i) => i.digest === untagged.digest));
     for (const blob of untagged.blobs) assert.ok(report.removed.some((i) => i.digest === descriptorOf('x', blob).digest));
     assert.equal((await getManifest(reg.url, repo, untagged.digest)).status, 404, 'the API forgets it at once');
-    assert.deepEqual(await layoutProblems(reg.dataDir, repo), [], 'a reader of the live layout sees a manifest whose blobs GC removed');
+    assert.deepEqual(await layoutProblems(reg, repo), [], 'a reader of the live layout sees a manifest whose blobs GC removed');
 
     await reg.registry.layout.flushAll();
-    assert.deepEqual(await layoutProblems(reg.dataDir, repo), []);
-    assert.ok(!(await readFile(join(reg.dataDir, repo, 'index.json'), 'utf8')).includes(untagged.digest));
-    for (const blob of untagged.blobs) assert.ok(!existsSync(join(reg.dataDir, repo, 'blobs', ...descriptorOf('x', blob).digest.split(':'))), 'collected blobs go after the rewrite');
+    assert.deepEqual(await layoutProblems(reg, repo), []);
+    assert.ok(!(await indexJson()).includes(untagged.digest));
+    for (const blob of untagged.blobs) assert.equal(await reg.registry.driver.stat(blobKey(repo, descriptorOf('x', blob).digest)), undefined, 'collected blobs go after the rewrite');
     await reg.close();
-    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir]);
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: { ...process.env, ...(await testStorageEnv(reg.dataDir)) } });
     assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();

@@ -91,7 +91,7 @@ test('s3: with storageRedirectSeconds blob GETs answer 307 to a presigned URL; H
   const storage = (await testS3Server()).storageUrl();
   assert.equal(parseS3Url(storage).forcePathStyle, true, 'a custom endpoint uses path-style addressing');
   const reg = await startTestRegistry({ storage, storageRedirectSeconds: 60 });
-  const local = await startTestRegistry({ storageRedirectSeconds: 60 });
+  const local = await startTestRegistry({ storage: '', storageRedirectSeconds: 60 });
   try {
     const body = randomBytes(2048);
     const digest = sha256(body);
