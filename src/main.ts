@@ -1,17 +1,20 @@
 #!/usr/bin/env node
 // The `trellis` executable.
-import { Command, CommanderError } from 'commander';
+import { statSync } from 'node:fs';
+import { Command } from 'commander';
 import { loadSettings, SettingsError, type Settings } from './config/settings.ts';
 import { createLogger, registryOptions, serve } from './cli/serve.ts';
 import { fsck } from './cli/fsck.ts';
-import { DataDirectoryBusy, Registry } from './content/registry.ts';
+import { Registry } from './content/registry.ts';
 import { runGc } from './cli/gc.ts';
-import { LayoutCommandError, exportLayout, importLayout } from './cli/layout.ts';
-import { CopyFailed, type CopyReport } from './transfer/copy.ts';
-import { RegistryRequestFailed } from './transfer/http.ts';
-import { CredentialError } from './transfer/auth.ts';
-import { EXIT, exitCodeFor, registerClientCommands } from './cli/client.ts';
-import { AuthConfigError, ROBOT_PREFIX, robotStore } from './auth/index.ts';
+import { exportLayout, importLayout } from './cli/layout.ts';
+import type { CopyReport } from './transfer/copy.ts';
+import { registerClientCommands } from './cli/client.ts';
+import { exitWith } from './cli/errors.ts';
+import { UsageError } from './cli/target.ts';
+import { prepareFolder } from './cli/paths.ts';
+import { versionText } from './cli/version.ts';
+import { ROBOT_PREFIX, robotStore } from './auth/index.ts';
 
 interface CommonFlags {
   config?: string;
@@ -23,10 +26,25 @@ function settingsFrom(flags: CommonFlags & { listen?: string }): Settings {
   return loadSettings({ configFile: flags.config, overrides: { data: flags.data, listen: flags.listen, logLevel: flags.logLevel } });
 }
 
+/** Settings for a command that works on an existing data directory (never creates one from a typo). */
+function existingData(flags: CommonFlags): Settings {
+  const settings = settingsFrom(flags);
+  const info = statSync(settings.data, { throwIfNoEntry: false });
+  if (!info) throw new UsageError(`data directory ${settings.data} does not exist; give the one \`trellis serve\` uses (--data or TRELLIS_DATA)`);
+  if (!info.isDirectory()) throw new UsageError(`${settings.data} is not a directory; give the data directory \`trellis serve\` uses (--data or TRELLIS_DATA)`);
+  return settings;
+}
+
 const program = new Command('trellis')
   .description('An OCI registry that stores every repository as an OCI Image Layout and knows how artifacts relate.')
-  .showHelpAfterError()
   .exitOverride()
+  // Errors are printed once, by exitWith (src/cli/errors.ts), as one line and a pointer to --help.
+  .configureOutput({ outputError: () => undefined })
+  .option('-V, --version', 'print the version and the commit it was built from')
+  .on('option:version', () => {
+    console.log(versionText());
+    process.exit(0);
+  })
   .addHelpText('after', `
 Client commands work against any OCI registry (Trellis, zot, olareg, distribution); server
 commands (serve, fsck, reindex, gc, layout) work on a Trellis data directory.
@@ -42,7 +60,9 @@ program.command('serve')
   .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
   .option('--log-level <level>', 'trace, debug, info, warn or error (TRELLIS_LOG_LEVEL)')
   .action(async (flags: CommonFlags & { listen?: string }) => {
-    await serve(settingsFrom(flags));
+    const settings = settingsFrom(flags);
+    await prepareFolder(settings.data); // says what is wrong with a path before the registry opens it
+    await serve(settings);
   });
 
 program.command('fsck')
@@ -50,7 +70,7 @@ program.command('fsck')
   .option('--data <dir>', 'data directory (TRELLIS_DATA, default ./trellis-data)')
   .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
   .action(async (flags: CommonFlags) => {
-    const settings = settingsFrom(flags);
+    const settings = existingData(flags);
     const report = await fsck(settings.data, { maxManifestBytes: settings.maxManifestBytes, storage: settings.storage });
     for (const problem of report.problems) console.log(`problem: ${problem}`);
     console.log(`checked ${report.repositories} repositories, ${report.manifests} manifests, ${report.blobs} blobs: ${report.problems.length} problems`);
@@ -64,7 +84,7 @@ program.command('reindex')
   .option('--log-level <level>', 'log level', 'warn')
   .option('--deep', 'also read every unreachable blob and adopt the referrers among them (orphans)')
   .action(async (flags: CommonFlags & { deep?: boolean }) => {
-    const settings = settingsFrom(flags);
+    const settings = existingData(flags);
     const { orphans } = await Registry.rebuildIndex(registryOptions(settings, createLogger(settings.logLevel)), flags.deep ?? false);
     console.log(`reindexed ${settings.data}${flags.deep ? `; adopted ${orphans} orphan referrers` : ''}`);
   });
@@ -76,7 +96,7 @@ program.command('gc')
   .option('--dry-run', 'report what would be removed and why, remove nothing')
   .option('--json', 'print the report as JSON')
   .action(async (flags: CommonFlags & { dryRun?: boolean; json?: boolean }) => {
-    const report = await runGc(settingsFrom(flags), flags.dryRun ?? false);
+    const report = await runGc(existingData(flags), flags.dryRun ?? false);
     if (flags.json) return console.log(JSON.stringify(report, null, 2));
     for (const item of report.removed) console.log(`${report.dryRun ? 'would remove' : 'removed'} ${item.kind} ${item.repository}@${item.digest}: ${item.reason}`);
     console.log(`${report.removed.length} items, ${report.bytes} bytes ${report.dryRun ? 'would be freed' : 'freed'} in ${report.repositories} repositories (${Math.round(report.durationMs)} ms)`);
@@ -145,20 +165,4 @@ robot.command('list')
     }
   });
 
-program.parseAsync().catch((err: unknown) => {
-  if (err instanceof CommanderError) {
-    // --help and --version end here with code 0; anything else is a usage error.
-    process.exit(err.exitCode === 0 ? 0 : EXIT.usage);
-  }
-  const code = exitCodeFor(err);
-  if (code !== undefined || err instanceof CredentialError) {
-    console.error(`trellis: ${(err as Error).message}`);
-    process.exit(code ?? EXIT.failure);
-  }
-  if (err instanceof SettingsError || err instanceof AuthConfigError || err instanceof DataDirectoryBusy || err instanceof LayoutCommandError || err instanceof CopyFailed || err instanceof RegistryRequestFailed) {
-    console.error(`trellis: ${err.message}`);
-    process.exit(2);
-  }
-  console.error(err);
-  process.exit(1);
-});
+program.parseAsync().catch((err: unknown) => exitWith(err, program, process.argv.slice(2)));

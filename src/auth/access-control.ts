@@ -7,6 +7,7 @@ import { OciError } from '../oci/errors.ts';
 import { repositoryNameProblem } from '../oci/names.ts';
 import { clientKey, readBody, sendJson } from '../registry/http.ts';
 import { RateLimiter, type RateLimit } from '../registry/rate-limit.ts';
+import { METRICS_PATH } from '../registry/ops.ts';
 import type { AccessView, ApiContext, Gate, RepositoryAction } from '../registry/context.ts';
 import type { AuthConfig } from './config.ts';
 import type { Htpasswd } from './htpasswd.ts';
@@ -46,6 +47,8 @@ export interface AccessControlOptions {
   failures: RateLimit;
   tls: boolean;
   log: Logger;
+  /** Where audit lines go (default: `log`). */
+  audit?: Logger | undefined;
 }
 
 export class AccessControl implements Gate {
@@ -237,6 +240,10 @@ export class AccessControl implements Gate {
       throw this.unauthorized(ctx, 'authentication required', scope, caller.token && scope ? 'insufficient_scope' : undefined);
     };
     const tokenHas = (name: string) => !caller.token || grantedActions(caller.token, 'registry', name).has('*');
+    if (path === METRICS_PATH) {
+      const admin = identity.kind === 'external' ? grantedActions(caller.token ?? [], 'registry', 'metrics').has('*') : this.policies.isAdmin(identity);
+      return need(admin && tokenHas('metrics'), 'registry:metrics:*', !admin);
+    }
     if (path === GC_PATH) {
       const admin = identity.kind === 'external' ? grantedActions(caller.token ?? [], 'registry', 'gc').has('*') : this.policies.isAdmin(identity);
       need(admin && tokenHas('gc'), 'registry:gc:*', !admin);
@@ -317,7 +324,7 @@ export class AccessControl implements Gate {
       return scope.actions.includes('*') ? [...rights] : scope.actions.filter((a) => rights.has(a as RepositoryAction));
     }
     if (scope.type === 'registry' && scope.name === 'catalog') return identity.name || this.policies.anonymousAnywhere ? ['*'] : [];
-    if (scope.type === 'registry' && scope.name === 'gc') return this.policies.isAdmin(identity) ? ['*'] : [];
+    if (scope.type === 'registry' && (scope.name === 'gc' || scope.name === 'metrics')) return this.policies.isAdmin(identity) ? ['*'] : [];
     return [];
   }
 
@@ -347,10 +354,11 @@ export class AccessControl implements Gate {
   private audit(ctx: ApiContext, caller: Caller, entry: Record<string, unknown>): void {
     const fields: Record<string, unknown> = {
       audit: true, identity: caller.identity.name ?? 'anonymous', kind: caller.identity.kind, client: ctx.req.socket?.remoteAddress ?? caller.address,
-      method: ctx.req.method, path: ctx.url.pathname,
+      method: ctx.req.method, path: ctx.url.pathname, reqId: ctx.requestId,
     };
     for (const [key, value] of Object.entries(entry)) if (value !== undefined && value !== null) fields[key] = value;
-    ctx.log.info(fields, 'audit');
+    // Audit lines have their own logger and level (auditLogLevel), so logLevel cannot drop them.
+    (this.options.audit ?? ctx.log).info(fields, 'audit');
   }
 }
 

@@ -20,7 +20,7 @@ export function generatedKeyFile(dataDir: string): string {
   return join(dataDir, TRELLIS_FOLDER, 'token-key.json');
 }
 
-export async function openAccessControl(settings: Settings, log: Logger): Promise<AccessControl | undefined> {
+export async function openAccessControl(settings: Settings, log: Logger, audit: Logger = log): Promise<AccessControl | undefined> {
   if (!settings.authFile) return undefined;
   const config = await readAuthConfig(settings.authFile, settings.data);
   let htpasswd: Htpasswd | undefined;
@@ -36,7 +36,7 @@ export async function openAccessControl(settings: Settings, log: Logger): Promis
   const external = token?.kind === 'external' ? await ExternalVerifier.open(token.external) : undefined;
   log.info({ authFile: settings.authFile, mode: token?.kind === 'builtin' ? 'token' : token?.kind === 'external' ? 'external token' : 'basic', policies: Object.keys(config.policies).length }, 'access control on');
   return new AccessControl({
-    config, htpasswd, robots, issuer, external, log,
+    config, htpasswd, robots, issuer, external, log, audit,
     tls: Boolean(settings.tlsCert),
     requests: { perSecond: settings.rateLimitPerSecond, burst: settings.rateLimitBurst },
     failures: { perSecond: settings.authFailuresPerMinute / 60, burst: settings.authFailureBurst },

@@ -1,6 +1,6 @@
 // push, pull and attach: files as the layers of an OCI image manifest with an artifactType and the
 // empty config, the way oras stores them (file names in `org.opencontainers.image.title`).
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -12,6 +12,7 @@ import type { Descriptor } from '../oci/manifest.ts';
 import { RegistryRequestFailed, type HttpRegistry } from '../transfer/http.ts';
 import type { CopyProgress } from '../transfer/copy.ts';
 import { UsageError } from './target.ts';
+import { prepareFolder } from './paths.ts';
 
 export const TITLE = 'org.opencontainers.image.title';
 export const DEFAULT_LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar';
@@ -26,7 +27,15 @@ export interface FileSpec {
 /** `path[:mediaType]`, the oras convention. */
 export function parseFileSpec(text: string, defaultType: string): FileSpec {
   const match = /^(.*?):([A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*)$/.exec(text);
-  return match ? { path: match[1]!, mediaType: match[2]! } : { path: text, mediaType: defaultType };
+  if (match) return { path: match[1]!, mediaType: match[2]! };
+  const colon = text.lastIndexOf(':');
+  if (colon > 0 && !existsSync(text)) {
+    const path = text.slice(0, colon);
+    const type = text.slice(colon + 1);
+    if (!type) throw new UsageError(`${text}: the media type after ":" is empty; write ${path} (for ${defaultType}) or ${path}:<type>/<subtype>`);
+    if (existsSync(path)) throw new UsageError(`${text}: "${type}" is not a media type; write ${path}:<type>/<subtype>, e.g. ${path}:text/plain`);
+  }
+  return { path: text, mediaType: defaultType };
 }
 
 export function parseAnnotations(list: string[] = []): Record<string, string> | undefined {
@@ -132,7 +141,7 @@ export async function pullArtifact(reg: HttpRegistry, repository: string, refere
   const body = JSON.parse(manifest.bytes.toString('utf8')) as { layers?: Descriptor[]; blobs?: Descriptor[] };
   const files: PulledFile[] = [];
   const skipped: string[] = [];
-  await mkdir(dir, { recursive: true });
+  await prepareFolder(dir);
   for (const layer of body.layers ?? body.blobs ?? []) {
     const title = layer.annotations?.[TITLE];
     const name = title === undefined ? undefined : safeTitle(title);

@@ -2,38 +2,21 @@
 // inspect, tag, delete, query, components and completion. They work against any OCI registry;
 // Trellis's extensions (queries, components) are used when the registry offers them.
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline/promises';
 import { Command, Option } from 'commander';
 import type { Descriptor } from '../oci/manifest.ts';
 import { parseManifest } from '../oci/manifest.ts';
 import { HttpRegistry, RegistryRequestFailed } from '../transfer/http.ts';
-import { copyRepository, CopyFailed, type CopyReport } from '../transfer/copy.ts';
+import { copyRepository, type CopyReport } from '../transfer/copy.ts';
 import { eraseCredentials, storeCredentials } from '../transfer/auth.ts';
 import {
-  UsageError, baseUrl, connect, openEndpoint, parseHost, parseReference, parseRegistryReference, type ConnectionFlags, type RegistryReference,
+  Cancelled, UsageError, baseUrl, connect, openEndpoint, parseHost, parseReference, parseRegistryReference, type ConnectionFlags, type RegistryReference,
 } from './target.ts';
 import { humanBytes, note, printJson, progressBars, table, type OutputFlags } from './output.ts';
 import { DEFAULT_ARTIFACT_TYPE, DEFAULT_LAYER_TYPE, parseAnnotations, parseFileSpec, pullArtifact, pushArtifact } from './artifacts.ts';
 import { filterLocally, filterParams, parseFilters, unapplied, type Filter } from './filters.ts';
 
 type Flags = ConnectionFlags & OutputFlags;
-
-/** Exit codes scripts can rely on (docs/cli.md lists them). */
-export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3, auth: 4, unreachable: 5 } as const;
-
-export function exitCodeFor(err: unknown): number | undefined {
-  if (err instanceof UsageError) return EXIT.usage;
-  if (err instanceof CopyFailed) return EXIT.failure;
-  if (err instanceof RegistryRequestFailed) {
-    switch (err.kind) {
-      case 'unauthorized': case 'denied': return EXIT.auth;
-      case 'not-found': return EXIT.notFound;
-      case 'network': case 'tls': return EXIT.unreachable;
-      case 'invalid': return EXIT.usage;
-      default: return EXIT.failure;
-    }
-  }
-  return undefined;
-}
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -58,6 +41,45 @@ async function resolveDescriptor(reg: HttpRegistry, ref: RegistryReference): Pro
   const manifest = await reg.manifest(ref.repository, reference);
   if (!manifest) notFound(`${ref.host}/${ref.repository}${ref.digest ? `@${ref.digest}` : `:${reference}`}`);
   return { descriptor: { mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.bytes.length }, bytes: manifest.bytes };
+}
+
+// ---- delete -------------------------------------------------------------------------------------
+
+const SHOWN_TAGS = 100;
+
+/** The tags (of the first SHOWN_TAGS) pointing at `digest`, to say what a delete takes with it. */
+async function tagsOf(reg: HttpRegistry, repository: string, digest: string): Promise<{ tags: string[]; more: boolean }> {
+  const all = (await reg.tagList(repository)) ?? [];
+  const tags: string[] = [];
+  for (const tag of all.slice(0, SHOWN_TAGS)) {
+    if ((await reg.manifest(repository, tag))?.digest === digest) tags.push(tag);
+  }
+  return { tags, more: all.length > SHOWN_TAGS };
+}
+
+/**
+ * Deleting a manifest named by its tag removes every tag on it: on a terminal ask (the manifest,
+ * just the tag, or nothing); off one, only with --force. A digest names the manifest itself.
+ */
+async function confirmDelete(reg: HttpRegistry, ref: RegistryReference, digest: string, flags: { force?: boolean }): Promise<'manifest' | 'tag'> {
+  if (flags.force) return 'manifest';
+  const interactive = process.stdin.isTTY && process.stderr.isTTY;
+  if (!interactive) {
+    if (ref.digest) return 'manifest';
+    throw new UsageError(`deleting ${ref.text} deletes the manifest ${digest} and every tag on it; add --force to do that, or --tag-only to remove just the tag ${ref.tag}`);
+  }
+  const { tags, more } = await tagsOf(reg, ref.repository, digest);
+  const tagText = tags.length ? `its tags ${tags.join(', ')}${more ? ' (and maybe more)' : ''}` : 'no tags';
+  const choices = ref.tag ? `Delete the manifest [y], only the tag ${ref.tag} [t], or nothing [N]? ` : 'Delete it [y/N]? ';
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = (await rl.question(`${ref.host}/${ref.repository}@${digest} has ${tagText}; deleting the manifest removes them all.\n${choices}`)).trim().toLowerCase();
+    if (answer === 'y' || answer === 'yes') return 'manifest';
+    if (ref.tag && (answer === 't' || answer === 'tag')) return 'tag';
+  } finally {
+    rl.close();
+  }
+  throw new Cancelled('nothing deleted');
 }
 
 // ---- discover -----------------------------------------------------------------------------------
@@ -377,20 +399,7 @@ export function registerClientCommands(program: Command): void {
     });
   examples(tag, ['trellis tag localhost:5000/app:v1 stable latest']);
 
-  const del = withCommon(program.command('delete'), { output: ['text', 'json'] })
-    .description('delete a manifest (by tag or digest: every tag pointing at it goes too); referrers fallback tags are updated')
-    .argument('<reference>', '<registry>/<repository>:<tag>|@<digest>')
-    .action(async (text: string, flags: Flags) => {
-      const ref = parseRegistryReference(text);
-      if (!ref.digest && !ref.tag) throw new UsageError('delete needs a tag or a digest');
-      const reg = connect(ref.host, flags);
-      const { descriptor } = await resolveDescriptor(reg, ref);
-      await reg.deleteManifest(ref.repository, descriptor.digest);
-      if (flags.output === 'json') return printJson({ deleted: `${ref.host}/${ref.repository}@${descriptor.digest}`, digest: descriptor.digest });
-      if (!flags.quiet) console.log(`Deleted ${ref.host}/${ref.repository}@${descriptor.digest}`);
-    });
-  examples(del, ['trellis delete localhost:5000/app:old', 'trellis delete localhost:5000/app@sha256:…']);
-
+  registerDelete(program);
   registerQueryCommands(program);
 
   const completion = program.command('completion')
@@ -402,6 +411,32 @@ export function registerClientCommands(program: Command): void {
       process.stdout.write(script);
     });
   examples(completion, ['source <(trellis completion bash)', 'trellis completion zsh > "${fpath[1]}/_trellis"', 'trellis completion fish > ~/.config/fish/completions/trellis.fish']);
+}
+
+function registerDelete(program: Command): void {
+  const del = withCommon(program.command('delete'), { output: ['text', 'json'] })
+    .description('delete a manifest (by tag or digest: every tag pointing at it goes too), or with --tag-only just a tag; asks first on a terminal; referrers fallback tags are updated')
+    .argument('<reference>', '<registry>/<repository>:<tag>|@<digest>')
+    .option('-f, --force', 'do not ask (needed off a terminal to delete a manifest named by its tag)')
+    .option('--tag-only', 'remove just the tag; the manifest and its other tags stay')
+    .action(async (text: string, flags: Flags & { force?: boolean; tagOnly?: boolean }) => {
+      const ref = parseRegistryReference(text);
+      if (!ref.digest && !ref.tag) throw new UsageError('delete needs a tag or a digest');
+      if (flags.tagOnly && (ref.digest || !ref.tag)) throw new UsageError('--tag-only needs a tag (repository:tag), not a digest');
+      const reg = connect(ref.host, flags);
+      const { descriptor } = await resolveDescriptor(reg, ref);
+      const what = flags.tagOnly ? 'tag' : await confirmDelete(reg, ref, descriptor.digest, flags);
+      if (what === 'tag') {
+        await reg.deleteTag(ref.repository, ref.tag!);
+        if (flags.output === 'json') return printJson({ untagged: `${ref.host}/${ref.repository}:${ref.tag}`, digest: descriptor.digest });
+        if (!flags.quiet) console.log(`Untagged ${ref.host}/${ref.repository}:${ref.tag} (the manifest ${descriptor.digest} stays)`);
+        return;
+      }
+      await reg.deleteManifest(ref.repository, descriptor.digest);
+      if (flags.output === 'json') return printJson({ deleted: `${ref.host}/${ref.repository}@${descriptor.digest}`, digest: descriptor.digest });
+      if (!flags.quiet) console.log(`Deleted ${ref.host}/${ref.repository}@${descriptor.digest}`);
+    });
+  examples(del, ['trellis delete localhost:5000/app:old --tag-only        # just the tag', 'trellis delete localhost:5000/app:old --force           # the manifest and all its tags, no question', 'trellis delete localhost:5000/app@sha256:…']);
 }
 
 // ---- query and components -----------------------------------------------------------------------

@@ -4,7 +4,7 @@
 // the same set either way.
 import type { Descriptor } from '../oci/manifest.ts';
 import { OciError } from '../oci/errors.ts';
-import { LISTED_TYPE, manifestAttributes, matches, parseQuery, type Query } from '../query/index.ts';
+import { COMPARISONS, LISTED_TYPE, manifestAttributes, matches, parseQuery, type Query } from '../query/index.ts';
 import type { HttpRegistry } from '../transfer/http.ts';
 import { UsageError } from './target.ts';
 
@@ -20,7 +20,14 @@ export function parseFilters(list: string[] = []): Filter[] {
     if (eq < 0 || !text.toLowerCase().startsWith('q_')) {
       throw new UsageError(`filter "${text}" must look like q_<attribute>[__<key>]__<cmp>=<value>, e.g. q_annotations__kind__eq=sbom`);
     }
-    return { name: text.slice(0, eq).toLowerCase(), value: text.slice(eq + 1) };
+    const name = text.slice(0, eq).toLowerCase();
+    const parts = name.slice(2).split('__');
+    const last = parts.at(-1) ?? '';
+    if (parts.length < 2 || !(COMPARISONS as readonly string[]).includes(last)) {
+      const example = `q_${parts.join('__')}__eq=${text.slice(eq + 1)}`;
+      throw new UsageError(`filter "${text}" has no comparison: the form is q_<attribute>[__<key>]__<cmp>=<value> with <cmp> one of ${COMPARISONS.join(', ')}; e.g. ${example}`);
+    }
+    return { name, value: text.slice(eq + 1) };
   });
   toQuery(filters); // refuses malformed filters before anything is sent
   return filters;

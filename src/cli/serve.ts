@@ -11,6 +11,12 @@ import { openAccessControl } from '../auth/index.ts';
 import { TRELLIS_FOLDER } from '../layout/paths.ts';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { openComponents } from '../components/index.ts';
+import { Observability } from '../observe/index.ts';
+import { Events, configuredWebhooks } from '../events/index.ts';
+import { createOpsServer } from '../registry/ops.ts';
+import { RequestObserver } from '../registry/request-log.ts';
+import type { Server } from 'node:http';
+import type { Level } from 'pino';
 
 export function gcPolicy(settings: Settings): GcPolicy {
   return { untagged: settings.gcUntagged, danglingReferrers: settings.gcDanglingReferrers, graceSeconds: settings.gcGraceSeconds };
@@ -30,6 +36,33 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: undefined });
 }
 
+/** Audit lines on the same stream as `logger` but with their own level, so `logLevel: warn` keeps them. */
+export function auditLogger(logger: Logger, settings: Settings): Logger {
+  return logger.child({}, { level: settings.auditLogLevel });
+}
+
+async function listen(server: Server, address: string): Promise<void> {
+  const { host, port } = parseListen(address);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    // Keep-alive connections would hold the server open: close each as soon as it is idle,
+    // and after a grace period close whatever is left.
+    const idle = setInterval(() => server.closeIdleConnections(), 50);
+    const grace = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+    server.once('close', () => {
+      clearInterval(idle);
+      clearTimeout(grace);
+    });
+  });
+}
+
 export function registryOptions(settings: Settings, logger: Logger): RegistryOptions {
   return {
     dataDir: settings.data,
@@ -41,6 +74,9 @@ export function registryOptions(settings: Settings, logger: Logger): RegistryOpt
     layoutCheckIntervalMs: settings.layoutCheckIntervalMs,
     protectNestedChildren: settings.protectNestedChildren,
     buildkitAttestations: settings.buildkitAttestations,
+    // Offline commands with the same settings (trellis gc, layout import) record events too; the
+    // server delivers them when it next runs.
+    recordEvents: settings.webhooks.length > 0,
     logger,
   };
 }
@@ -48,19 +84,31 @@ export function registryOptions(settings: Settings, logger: Logger): RegistryOpt
 export interface RunningRegistry {
   url: string;
   registry: Registry;
+  /** `http://host:port` of the separate metrics address, when `metricsListen` is set. */
+  metricsUrl?: string | undefined;
   close(): Promise<void>;
 }
 
-export async function startRegistry(settings: Settings, logger = createLogger(settings.logLevel)): Promise<RunningRegistry> {
+export async function startRegistry(settings: Settings, logger = createLogger(settings.logLevel), audit = logger): Promise<RunningRegistry> {
   // Settings that can be wrong are read before the data directory is opened.
   const tls = settings.tlsCert ? { cert: await readFile(settings.tlsCert), key: await readFile(settings.tlsKey) } : undefined;
-  const gate = await openAccessControl(settings, logger);
-  const registry = await Registry.open(registryOptions(settings, logger));
+  const gate = await openAccessControl(settings, logger, audit);
+  const webhooks = configuredWebhooks(settings);
+  const observe = new Observability();
+  // The metrics address answers from the start, so /readyz can say start-up is still under way.
+  const opsServer = settings.metricsListen ? createOpsServer(observe) : undefined;
+  if (opsServer) {
+    await listen(opsServer, settings.metricsListen);
+    opsServer.unref(); // it never holds the process open by itself (e.g. when opening the data fails)
+  }
+  const registry = await Registry.open({ ...registryOptions(settings, logger), instrumentMetadata: observe.instrumentMetadata });
+  const events = webhooks.length ? await Events.open(webhooks, settings, registry.metadata.outbox, logger, observe.metrics) : undefined;
   const uploads = new Uploads(registry.driver, {
     timeoutMs: settings.uploadTimeoutSeconds * 1000, maxSessions: settings.maxUploadSessions, maxSessionsTotal: settings.maxUploadSessionsTotal,
     maxBlobBytes: settings.maxBlobBytes, bodyIdleTimeoutMs: settings.bodyIdleTimeoutSeconds * 1000,
   });
   await uploads.sweepDisk();
+  observe.watch(registry, uploads);
   const sweeper = setInterval(() => {
     uploads.sweep().catch((err) => logger.warn({ err }, 'sweeping idle uploads failed'));
     uploads.sweepDisk().catch((err) => logger.warn({ err }, 'sweeping old uploads failed'));
@@ -70,6 +118,10 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   const collect = (dryRun: boolean): Promise<GcReport> => {
     const run = (collecting ?? Promise.resolve()).catch(() => undefined).then(() => collectGarbage(registry, gcPolicy(settings), { dryRun }));
     collecting = run;
+    run.then((report) => {
+      observe.gcDone(report);
+      return events?.gcCompleted(report);
+    }, () => observe.gcFailed()).catch((err) => logger.error({ err }, 'recording the garbage collection event failed'));
     run.then((report) => logger.info({ dryRun, removed: report.removed.length, bytes: report.bytes, ms: Math.round(report.durationMs) }, 'garbage collection done'))
       .catch((err) => logger.error({ err }, 'garbage collection failed'))
       .finally(() => { if (collecting === run) collecting = undefined; });
@@ -83,6 +135,8 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     registry, uploads, log: logger, components,
     rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },
     tls, collectGarbage: collect, gate,
+    ops: { health: observe.health, metrics: observe.metrics, metricsOnMainPort: !opsServer },
+    requests: new RequestObserver({ log: logger, level: settings.requestLogLevel as Level | 'silent', metrics: observe.metrics }),
     limits: {
       maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, defaultReferrersPage: settings.defaultReferrersPage,
       maxReferrersBytes: settings.maxReferrersBytes, bodyIdleTimeoutMs: settings.bodyIdleTimeoutSeconds * 1000,
@@ -90,35 +144,29 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     },
     timeouts: { headersMs: settings.headersTimeoutSeconds * 1000, requestMs: settings.requestTimeoutSeconds * 1000 },
   });
-  const { host, port } = parseListen(settings.listen);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
+  await listen(server, settings.listen);
+  observe.serving(registry);
   const address = server.address() as AddressInfo;
   const url = `${tls ? 'https' : 'http'}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  events?.start(settings.eventSource || url);
   await writeFile(pidFile(settings.data), String(process.pid));
-  logger.info({ url, data: settings.data }, 'trellis registry listening');
+  const opsAddress = opsServer?.address() as AddressInfo | undefined;
+  const metricsUrl = opsAddress && `http://${opsAddress.family === 'IPv6' ? `[${opsAddress.address}]` : opsAddress.address}:${opsAddress.port}`;
+  logger.info({ url, data: settings.data, metrics: metricsUrl ?? `${url}/metrics` }, 'trellis registry listening');
   let closing: Promise<void> | undefined;
   return {
     url,
     registry,
+    metricsUrl,
     close() {
       closing ??= (async () => {
+        observe.health.stopping();
         clearInterval(sweeper);
         if (collector) clearInterval(collector);
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          // Keep-alive connections would hold the server open: close each as soon as it is idle,
-          // and after a grace period close whatever is left.
-          const idle = setInterval(() => server.closeIdleConnections(), 50);
-          const grace = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
-          server.once('close', () => {
-            clearInterval(idle);
-            clearTimeout(grace);
-          });
-        });
+        await closeServer(server);
+        await events?.stop();
         await registry.close();
+        if (opsServer) await closeServer(opsServer);
         await rm(pidFile(settings.data), { force: true });
       })();
       return closing;
@@ -129,7 +177,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
 /** Runs until SIGINT/SIGTERM, then flushes every layout and exits. */
 export async function serve(settings: Settings): Promise<void> {
   const logger = createLogger(settings.logLevel);
-  const running = await startRegistry(settings, logger);
+  const running = await startRegistry(settings, logger, auditLogger(logger, settings));
   const stop = (signal: string) => {
     logger.info({ signal }, 'shutting down: flushing layouts');
     running.close().then(() => process.exit(0), (err) => {
@@ -137,6 +185,8 @@ export async function serve(settings: Settings): Promise<void> {
       process.exit(1);
     });
   };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  // `on`, not `once`: a terminal's Ctrl-C reaches both the launcher (which forwards it) and this
+  // process; a second signal must not cut the flush short.
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
 }

@@ -15,8 +15,12 @@ import { LocalRegistry } from '../transfer/local.ts';
 import { getCredentials } from '../transfer/auth.ts';
 import type { ContentSink, ContentSource } from '../transfer/store.ts';
 import { createLogger, registryOptions } from './serve.ts';
+import { requireParentFolder } from './paths.ts';
 
 export class UsageError extends Error {}
+
+/** The user answered no. */
+export class Cancelled extends Error {}
 
 export interface RegistryReference {
   kind: 'registry';
@@ -82,11 +86,20 @@ export function parseReference(text: string): Reference {
     if (digest) ref.digest = digest;
     return ref;
   }
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(text);
+  if (scheme) {
+    const bare = text.slice(scheme[0].length);
+    const hint = scheme[1]!.toLowerCase() === 'http' ? ' and add --plain-http' : '';
+    throw new UsageError(`${text}: a reference has no scheme; write ${bare}${hint}`);
+  }
   const slash = text.indexOf('/');
   if (slash < 0) throw new UsageError(`${text}: a reference is <registry>/<repository>[:tag|@digest], e.g. localhost:5000/app:v1 (or oci:<dir> for a layout)`);
-  const host = text.slice(0, slash);
+  const host = checkHost(text.slice(0, slash), text);
   const { name, tag, digest } = splitReference(text.slice(slash + 1));
   const problem = repositoryNameProblem(name);
+  if (problem && name !== name.toLowerCase() && !repositoryNameProblem(name.toLowerCase())) {
+    throw new UsageError(`${text}: repository names are lower case; use ${host}/${name.toLowerCase()}`);
+  }
   if (problem) throw new UsageError(`${text}: ${problem}`);
   const ref: RegistryReference = { kind: 'registry', host, repository: name, text };
   if (tag) ref.tag = tag;
@@ -110,11 +123,21 @@ export function connect(host: string, flags: ConnectionFlags): HttpRegistry {
   return new HttpRegistry(baseUrl(host, flags), { credentials: getCredentials });
 }
 
+const HOST = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/** A registry host, `name[:port]`; a port run into the repository (`localhost:5000team`) gets a hint. */
+function checkHost(host: string, text: string): string {
+  if (HOST.test(host)) return host;
+  const joined = /^(.*:\d+)([a-z][^/]*)$/i.exec(host);
+  if (joined) throw new UsageError(`${text}: "${host}" is not a registry host; did you mean ${joined[1]}/${text.slice(joined[1]!.length)}?`);
+  throw new UsageError(`${text}: "${host}" is not a registry host; expected a name or address with an optional port, such as localhost:5000`);
+}
+
 /** A registry host given alone (login, repos): `host[:port]`, maybe with a scheme. */
 export function parseHost(text: string): string {
   const host = text.replace(/^https?:\/\//, '').replace(/\/+$/, '');
   if (!host || host.includes('/')) throw new UsageError(`${text}: expected a registry host such as localhost:5000`);
-  return host;
+  return checkHost(host, text);
 }
 
 /** One end of a copy, opened. `close` writes a layout destination out and removes scratch files. */
@@ -142,6 +165,7 @@ export async function openEndpoint(ref: Reference, flags: ConnectionFlags, role:
   if (ref.kind === 'registry') {
     return { store: connect(ref.host, flags), repository: ref.repository, reference, close: async () => undefined };
   }
+  if (role === 'destination') await requireParentFolder(ref.path, ref.text);
   const { dir, open } = await scratchRegistry();
   const layout = join(dir, LAYOUT_REPOSITORY);
   try {
@@ -162,7 +186,9 @@ export async function openEndpoint(ref: Reference, flags: ConnectionFlags, role:
       async close(commit: boolean) {
         try {
           await registry.close(); // writes every index.json
-          if (commit && role === 'destination') {
+          // Nothing was written (the source failed before the first blob): leave no empty layout.
+          const written = await stat(layout).then(() => true, () => false);
+          if (commit && role === 'destination' && written) {
             if (ref.tar) {
               await tar.create({ cwd: layout, file: ref.path, portable: true }, await readdir(layout));
             } else {

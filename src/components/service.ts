@@ -83,7 +83,7 @@ export class Components {
       throw new Error(`componentIndexRepository ${JSON.stringify(settings.indexRepository)} is not a valid repository name`);
     }
     if (!(registry.metadata instanceof SqliteMetadataStore)) throw new Error('the component index needs the SQLite metadata store');
-    const components = new Components(registry, new SqliteComponentIndex(registry.metadata.database), settings, log);
+    const components = new Components(registry, new SqliteComponentIndex(registry.metadata.database, registry.metadata.outbox), settings, log);
     registry.observe((change) => components.onChange(change));
     await components.reconcile();
     return components;

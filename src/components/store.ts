@@ -3,6 +3,7 @@
 // index) and rebuilt per repository, so it can always be dropped and derived again.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { StatementCache } from '../metadata/statements.ts';
+import type { NewEvent, SqliteEventOutbox } from '../metadata/outbox.ts';
 import type { Reference, Resource } from './ocm.ts';
 
 export type ComponentKind = 'ocm' | 'generic';
@@ -137,10 +138,15 @@ function toRow(row: Row): ComponentVersionRow {
 export class SqliteComponentIndex implements ComponentIndex {
   private readonly db: DatabaseSync;
   private readonly statements: StatementCache;
+  private readonly outbox: SqliteEventOutbox | undefined;
 
-  /** Shares the metadata index's connection: one file, one writer, no cross-connection locking. */
-  constructor(db: DatabaseSync) {
+  /**
+   * Shares the metadata index's connection: one file, one writer, no cross-connection locking.
+   * Versions added and removed are recorded in `outbox` in the same transaction.
+   */
+  constructor(db: DatabaseSync, outbox?: SqliteEventOutbox) {
     this.db = db;
+    this.outbox = outbox;
     this.statements = new StatementCache(db);
     this.db.exec(SCHEMA);
   }
@@ -162,6 +168,7 @@ export class SqliteComponentIndex implements ComponentIndex {
 
   replaceRepository(repository: string, rows: ComponentVersionRow[]): void {
     this.transaction(() => {
+      if (this.outbox?.recording) this.outbox.record(this.versionEvents(repository, rows));
       for (const table of ['component_versions', 'component_artifacts', 'component_references']) {
         this.sql(`DELETE FROM ${table} WHERE repository = ?`).run(repository);
       }
@@ -179,6 +186,21 @@ export class SqliteComponentIndex implements ComponentIndex {
       this.sql(`DELETE FROM component_descriptor_cache WHERE repository = ? AND digest NOT IN
         (SELECT digest FROM component_versions WHERE repository = ?)`).run(repository, repository);
     });
+  }
+
+  /** Component versions that appear or disappear when a repository's rows become `rows`. */
+  private versionEvents(repository: string, rows: ComponentVersionRow[]): NewEvent[] {
+    const before = this.sql('SELECT name, version, kind, digest FROM component_versions WHERE repository = ?').all(repository) as { name: string; version: string; kind: string; digest: string }[];
+    const key = (r: { name: string; version: string }) => `${r.name}\0${r.version}`;
+    const after = new Set(rows.map(key));
+    const existed = new Set(before.map(key));
+    const event = (type: NewEvent['type'], r: { name: string; version: string; kind: string; digest: string }): NewEvent => ({
+      type, repository, subject: `${r.name}@${r.version}`, data: { repository, component: r.name, version: r.version, kind: r.kind, digest: r.digest },
+    });
+    return [
+      ...rows.filter((r) => !existed.has(key(r))).map((r) => event('component.version.added', r)),
+      ...before.filter((r) => !after.has(key(r))).map((r) => event('component.version.removed', r)),
+    ];
   }
 
   allVersions(): ComponentVersionRow[] {

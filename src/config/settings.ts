@@ -15,6 +15,12 @@ export interface Settings {
   /** Answer blob GETs with a redirect to a presigned storage URL valid this long (S3 only); 0 serves them. */
   storageRedirectSeconds: number;
   logLevel: string;
+  /** Level of the one JSON line per request ('silent': none). */
+  requestLogLevel: string;
+  /** Level of audit lines, independent of logLevel ('silent': none). */
+  auditLogLevel: string;
+  /** HOST:PORT of a separate plain-HTTP address for /metrics (and the health probes); '': /metrics on the main port, admins only. */
+  metricsListen: string;
   maxManifestBytes: number;
   /** Largest blob accepted; 0 for no limit. */
   maxBlobBytes: number;
@@ -76,12 +82,25 @@ export interface Settings {
   /** Failed sign-ins per minute per address and per user name before 429. */
   authFailuresPerMinute: number;
   authFailureBurst: number;
+  /** Webhooks that receive CloudEvents about changes (checked in src/events/webhooks.ts). */
+  webhooks: unknown[];
+  /** CloudEvents `source` of every event; '' for the registry's URL. */
+  eventSource: string;
+  /** A webhook answering slower than this counts as failed (and is retried). */
+  webhookTimeoutMs: number;
+  /** First retry delay after a failed delivery; doubles per failure up to webhookRetryMaxMs. */
+  webhookRetryMinMs: number;
+  webhookRetryMaxMs: number;
 }
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 const CHOICES: Partial<Record<keyof Settings, readonly string[]>> = {
   gcUntagged: ['keep', 'delete'],
   gcDanglingReferrers: ['keep', 'delete'],
-  logLevel: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'],
+  logLevel: LOG_LEVELS,
+  requestLogLevel: LOG_LEVELS,
+  auditLogLevel: LOG_LEVELS,
 };
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -90,6 +109,9 @@ export const DEFAULT_SETTINGS: Settings = {
   storage: '',
   storageRedirectSeconds: 0,
   logLevel: 'info',
+  requestLogLevel: 'info',
+  auditLogLevel: 'info',
+  metricsListen: '',
   maxManifestBytes: 4 * 1024 * 1024,
   maxBlobBytes: 0,
   uploadTimeoutSeconds: 3600,
@@ -126,6 +148,11 @@ export const DEFAULT_SETTINGS: Settings = {
   rateLimitBurst: 200,
   authFailuresPerMinute: 6,
   authFailureBurst: 10,
+  webhooks: [],
+  eventSource: '',
+  webhookTimeoutMs: 10_000,
+  webhookRetryMinMs: 1000,
+  webhookRetryMaxMs: 300_000,
 };
 
 export class SettingsError extends Error {}
@@ -137,6 +164,19 @@ export function envName(key: string): string {
 
 function coerce(key: keyof Settings, value: unknown, source: string): Settings[keyof Settings] {
   const kind = typeof DEFAULT_SETTINGS[key];
+  if (Array.isArray(DEFAULT_SETTINGS[key])) {
+    // Lists come as JSON in environment variables; their items are checked where they are used.
+    let list = value;
+    if (typeof value === 'string') {
+      try {
+        list = JSON.parse(value);
+      } catch {
+        throw new SettingsError(`${source}: ${key} must be a JSON list`);
+      }
+    }
+    if (!Array.isArray(list)) throw new SettingsError(`${source}: ${key} must be a list`);
+    return list;
+  }
   if (kind === 'number') {
     const n = typeof value === 'number' ? value : Number(value);
     if (!Number.isFinite(n) || n < 0) throw new SettingsError(`${source}: ${key} must be a non-negative number, not ${JSON.stringify(value)}`);
@@ -185,6 +225,10 @@ export function loadSettings(options: { configFile?: string | undefined; env?: N
   if (settings.headersTimeoutSeconds <= 0) throw new SettingsError('headersTimeoutSeconds must be above 0');
   if (settings.requestTimeoutSeconds > 0 && settings.requestTimeoutSeconds < settings.headersTimeoutSeconds) {
     throw new SettingsError('requestTimeoutSeconds must be 0 or at least headersTimeoutSeconds');
+  }
+  if (settings.metricsListen) {
+    parseListen(settings.metricsListen);
+    if (settings.metricsListen === settings.listen) throw new SettingsError('metricsListen must differ from listen (leave it empty to serve /metrics on the main port)');
   }
   if (!settings.tlsCert !== !settings.tlsKey) throw new SettingsError('tlsCert and tlsKey must be set together');
   return settings;

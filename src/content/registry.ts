@@ -39,6 +39,10 @@ export interface RegistryOptions {
   /** List BuildKit attestation manifests as referrers of the manifest they describe (read-only). */
   buildkitAttestations: boolean;
   logger: Logger;
+  /** Wraps the metadata store once opened (e.g. to time its operations for metrics). */
+  instrumentMetadata?: ((store: MetadataStore) => MetadataStore) | undefined;
+  /** Record events about changes in the metadata outbox (someone consumes them: webhooks). */
+  recordEvents?: boolean | undefined;
 }
 
 /** A change to a repository's manifests or tags, as observers (e.g. the component index) see it. */
@@ -145,8 +149,8 @@ export class Registry {
   }
 
   private static async openLocked(options: RegistryOptions, lock: DirectoryLock, ownsLock: boolean): Promise<Registry> {
-    const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable });
-    const registry = new Registry(options, metadata, new SqliteQueryIndex(metadata.database), ownsLock ? lock : undefined);
+    const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable, recordEvents: options.recordEvents ?? false });
+    const registry = new Registry(options, options.instrumentMetadata?.(metadata) ?? metadata, new SqliteQueryIndex(metadata.database), ownsLock ? lock : undefined);
     if (metadata.needsRebuild) {
       // Write what the old index journalled into the layouts, then rebuild from them.
       options.logger.warn('the metadata index predates this version; rebuilding it from the layouts');

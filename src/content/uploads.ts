@@ -62,6 +62,11 @@ export class Uploads {
     this.now = now;
   }
 
+  /** Upload sessions open now. */
+  get openSessions(): number {
+    return this.sessions.size;
+  }
+
   /** Sessions `owner` holds open now. */
   heldBy(owner: string): number {
     return this.held.get(owner) ?? 0;

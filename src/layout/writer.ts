@@ -77,8 +77,19 @@ export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRe
 const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 30_000;
 
+/** How one rewrite of `index.json` went (for metrics). */
+export interface FlushOutcome {
+  repository: string;
+  ok: boolean;
+  /** Time since the first change it shows was noted; absent for start-up replays of the journal. */
+  lagMs?: number;
+}
+
 export class LayoutWriter {
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** When each repository's oldest change not yet in `index.json` was noted (performance.now()). */
+  private readonly pendingSince = new Map<string, number>();
+  private readonly flushListeners: ((outcome: FlushOutcome) => void)[] = [];
   private readonly lastCostMs = new Map<string, number>();
   /** Consecutive failed rewrites per repository (sets the retry delay). */
   private readonly failures = new Map<string, number>();
@@ -119,6 +130,7 @@ export class LayoutWriter {
 
   /** Notes that a repository's journal moved ahead of its `index.json`. */
   changed(repository: string): void {
+    if (!this.pendingSince.has(repository)) this.pendingSince.set(repository, performance.now());
     if (this.timers.has(repository)) return;
     const { minDelayMs, maxDelayMs, costFactor } = this.timing;
     this.schedule(repository, Math.min(maxDelayMs, Math.max(minDelayMs, (this.lastCostMs.get(repository) ?? 0) * costFactor)));
@@ -141,14 +153,43 @@ export class LayoutWriter {
 
   /** Writes `index.json` now if the journal is ahead of it, then removes the files it stopped naming. */
   async flush(repository: string): Promise<void> {
-    await this.runExclusive(repository, () => this.rewrite(repository));
+    await this.runExclusive(repository, async () => {
+      // Changes noted from here on are not certain to be in this rewrite: they count from now.
+      const since = this.pendingSince.get(repository);
+      this.pendingSince.delete(repository);
+      try {
+        const wrote = await this.rewrite(repository);
+        if (wrote) this.notify({ repository, ok: true, ...(since === undefined ? {} : { lagMs: performance.now() - since }) });
+      } catch (err) {
+        if (since !== undefined) this.pendingSince.set(repository, Math.min(since, this.pendingSince.get(repository) ?? since));
+        this.notify({ repository, ok: false });
+        throw err;
+      }
+    });
     await this.afterWrite(repository);
   }
 
-  private async rewrite(repository: string): Promise<void> {
+  /** Calls `listener` after every rewrite attempt. */
+  onFlush(listener: (outcome: FlushOutcome) => void): void {
+    this.flushListeners.push(listener);
+  }
+
+  /** Milliseconds since the oldest change `index.json` does not show yet, in any repository (0: none). */
+  oldestPendingMs(now = performance.now()): number {
+    let oldest = now;
+    for (const since of this.pendingSince.values()) oldest = Math.min(oldest, since);
+    return now - oldest;
+  }
+
+  private notify(outcome: FlushOutcome): void {
+    for (const listener of this.flushListeners) listener(outcome);
+  }
+
+  /** Rewrites `index.json` from the journal; false when it already showed everything. */
+  private async rewrite(repository: string): Promise<boolean> {
     await this.beforeWrite(repository);
     const repo = this.metadata.repository(repository);
-    if (!repo || repo.gen <= repo.flushedGen) return;
+    if (!repo || repo.gen <= repo.flushedGen) return false;
     const started = performance.now();
     if (this.referrerOptions.fallbackTags) await this.writeReferrerIndexes(repo);
     const body = await buildIndexJson(this.metadata, repo, this.referrerOptions);
@@ -165,6 +206,7 @@ export class LayoutWriter {
     if (written) stamp = stampOf(written);
     this.metadata.markFlushed(repo.id, repo.gen, stamp);
     this.lastCostMs.set(repository, performance.now() - started);
+    return true;
   }
 
   /**

@@ -2,6 +2,7 @@
 // transaction, so changes to one repository are serialized without a lock.
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { StatementCache } from './statements.ts';
+import { SqliteEventOutbox, type NewEvent } from './outbox.ts';
 import { Worker } from 'node:worker_threads';
 import { PATHS_STORED_ELSEWHERE } from '../query/sqlite.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
@@ -120,8 +121,10 @@ export class SqliteMetadataStore implements MetadataStore {
   private lastMark: number;
   needsRebuild = false;
   private readonly checkpointer: Worker | undefined;
+  /** Events about changes, written in the changes' own transactions (src/metadata/outbox.ts). */
+  readonly outbox: SqliteEventOutbox;
 
-  constructor(path: string, options: { durable?: boolean; readOnly?: boolean } = {}) {
+  constructor(path: string, options: { durable?: boolean; readOnly?: boolean; recordEvents?: boolean } = {}) {
     this.db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
     this.statements = new StatementCache(this.db);
     this.db.exec('PRAGMA busy_timeout = 5000');
@@ -142,6 +145,7 @@ export class SqliteMetadataStore implements MetadataStore {
       this.db.exec(SCHEMA);
       this.upgrade();
     }
+    this.outbox = new SqliteEventOutbox(this.db, { recording: options.recordEvents ?? false, readOnly: options.readOnly ?? false });
     const newest = options.readOnly ? undefined : (this.db.prepare('SELECT MAX(marked) AS m FROM dirty_subjects').get() as { m: number | null }).m;
     this.lastMark = Math.max(newest ?? 0, Date.now() * 1000);
   }
@@ -255,8 +259,9 @@ export class SqliteMetadataStore implements MetadataStore {
   putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): void {
     this.transaction(() => {
       const known = this.sql('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').get(repoId, record.digest);
-      const unchangedTags = tags.every((t) => this.resolveTag(repoId, t) === record.digest);
-      if (known && unchangedTags) return;
+      const previousTags = tags.map((t) => this.resolveTag(repoId, t));
+      if (known && previousTags.every((digest) => digest === record.digest)) return;
+      if (this.outbox.recording) this.outbox.record(pushEvents(this.repositoryName(repoId), record, Boolean(known), tags, previousTags));
       const gen = this.bumpGen(repoId);
       this.insertManifest(repoId, record, links);
       this.recordAttestations(repoId, links);
@@ -292,7 +297,16 @@ export class SqliteMetadataStore implements MetadataStore {
       const present = this.sql('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?');
       if (!digests.some((digest) => present.get(repoId, digest))) return [];
       const gen = this.bumpGen(repoId);
-      const removed = digests.filter((digest) => this.removeManifestRows(repoId, digest, gen));
+      const recording = this.outbox.recording;
+      const repository = recording ? this.repositoryName(repoId) : '';
+      const events: NewEvent[] = [];
+      const removed = digests.filter((digest) => {
+        const tags = recording ? this.tagsOf(repoId, digest) : [];
+        if (!this.removeManifestRows(repoId, digest, gen)) return false;
+        if (recording) events.push(...deleteEvents(repository, digest, tags));
+        return true;
+      });
+      this.outbox.record(events);
       const pending = this.sql('INSERT OR REPLACE INTO pending_unlinks (repo_id, digest, gen) VALUES (?, ?, ?)');
       for (const digest of removed) pending.run(repoId, digest, gen);
       return removed;
@@ -361,10 +375,21 @@ export class SqliteMetadataStore implements MetadataStore {
 
   deleteTag(repoId: number, tag: string): boolean {
     return this.transaction(() => {
-      const removed = this.sql('DELETE FROM tags WHERE repo_id = ? AND name = ?').run(repoId, tag).changes > 0;
-      if (removed) this.tombstone(repoId, [tag], this.bumpGen(repoId));
-      return removed;
+      const row = this.sql('DELETE FROM tags WHERE repo_id = ? AND name = ? RETURNING digest').get(repoId, tag) as { digest: string } | undefined;
+      if (!row) return false;
+      this.tombstone(repoId, [tag], this.bumpGen(repoId));
+      if (this.outbox.recording) this.outbox.record([tagRemoved(this.repositoryName(repoId), tag, row.digest)]);
+      return true;
     });
+  }
+
+  private repositoryName(repoId: number): string {
+    return (this.sql('SELECT name FROM repos WHERE id = ?').get(repoId) as { name: string }).name;
+  }
+
+  private tagsOf(repoId: number, digest: string): string[] {
+    return (this.sql('SELECT name FROM tags INDEXED BY tags_by_digest WHERE repo_id = ? AND digest = ? ORDER BY name').all(repoId, digest) as { name: string }[])
+      .map((t) => t.name);
   }
 
   /** Index entries BuildKit marks as attestations of another manifest. */
@@ -547,4 +572,36 @@ export class SqliteMetadataStore implements MetadataStore {
     worker.postMessage('stop');
     await Promise.race([exited, new Promise<void>((resolve) => setTimeout(resolve, 5000).unref())]);
   }
+}
+
+// ---- events for the outbox (what a change means to a webhook) --------------------------------
+
+function pushEvents(repository: string, record: ManifestRecord, known: boolean, tags: string[], previous: (string | undefined)[]): NewEvent[] {
+  const events: NewEvent[] = [];
+  const at = `${repository}@${record.digest}`;
+  if (!known) {
+    events.push({
+      type: 'manifest.pushed', repository, subject: at,
+      data: { repository, digest: record.digest, mediaType: record.mediaType, size: record.size, artifactType: record.artifactType, subject: record.subject, tags },
+    });
+    if (record.subject) {
+      events.push({ type: 'referrer.attached', repository, subject: at, data: { repository, digest: record.digest, subject: record.subject, artifactType: record.artifactType } });
+    }
+  }
+  tags.forEach((tag, i) => {
+    if (previous[i] === record.digest) return;
+    events.push({ type: 'tag.set', repository, subject: `${repository}:${tag}`, data: { repository, tag, digest: record.digest, previous: previous[i] ?? null } });
+  });
+  return events;
+}
+
+function deleteEvents(repository: string, digest: string, tags: string[]): NewEvent[] {
+  return [
+    ...tags.map((tag) => tagRemoved(repository, tag, digest)),
+    { type: 'manifest.deleted', repository, subject: `${repository}@${digest}`, data: { repository, digest } },
+  ];
+}
+
+function tagRemoved(repository: string, tag: string, digest: string): NewEvent {
+  return { type: 'tag.removed', repository, subject: `${repository}:${tag}`, data: { repository, tag, digest } };
 }

@@ -3,6 +3,7 @@
 // each repository counts its changes (`gen`) and remembers the last one flushed (`flushedGen`).
 import type { Descriptor, LinkKind, ManifestLink, ParsedManifest } from '../oci/manifest.ts';
 import { manifestAttributes, type Attribute } from '../query/attributes.ts';
+import type { EventOutbox } from './outbox.ts';
 
 export interface RepositoryRecord {
   id: number;
@@ -172,6 +173,9 @@ export interface MetadataStore {
   isReferenced(repoId: number, digest: string): boolean;
   /** Digests of every manifest the index holds for a repository. */
   manifestDigests(repoId: number): string[];
+
+  /** Events about changes, written by the changes' transactions; consumed by src/events/. */
+  readonly outbox: EventOutbox;
 
   /** Closes the index; resolves when nothing has it open any more (safe to remove its files). */
   close(): Promise<void>;

@@ -60,6 +60,8 @@ export interface ApiContext {
   rateLimits: { query: RateLimiter };
   /** Who is asking, for rate limits: the authenticated identity, else the client address. */
   client: string;
+  /** The request's id (`X-Request-Id`), for log and audit lines. */
+  requestId?: string | undefined;
 }
 
 export type Handler = (ctx: ApiContext, name: string, arg: string) => Promise<void>;

@@ -17,6 +17,8 @@ import { graph } from './graph.ts';
 import { isComponentsPath, type ComponentsApi } from '../components/index.ts';
 import { references, search } from './query.ts';
 import type { RateLimiter } from './rate-limit.ts';
+import { answerHealthProbe, answerMetrics, METRICS_PATH, type OpsEndpoints } from './ops.ts';
+import type { RequestObserver } from './request-log.ts';
 
 interface Route {
   pattern: RegExp;
@@ -52,6 +54,10 @@ export interface ServerDependencies {
   tls?: { cert: Buffer; key: Buffer } | undefined;
   /** Headers must arrive within `headersMs`; a whole request within `requestMs` (0: no limit). */
   timeouts?: { headersMs: number; requestMs: number } | undefined;
+  /** Health probes and metrics (src/registry/ops.ts). */
+  ops?: OpsEndpoints | undefined;
+  /** Request ids, the per-request log line and request metrics. */
+  requests?: RequestObserver | undefined;
 }
 
 function actionFor(route: Route, method: string): RepositoryAction {
@@ -77,6 +83,7 @@ async function dispatch(ctx: ApiContext, deps: ServerDependencies): Promise<void
   if (path === '/v2/_oci/references') return onlyGet(method, ctx, references);
   if (path === '/v2/_trellis/search') return onlyGet(method, ctx, search);
   if (path === '/v2/_trellis/gc') return collect(ctx, method, deps);
+  if (path === METRICS_PATH && deps.ops?.metricsOnMainPort) return answerMetrics(ctx.req, ctx.res, deps.ops.metrics);
   for (const route of ROUTES) {
     const match = route.pattern.exec(path);
     if (!match) continue;
@@ -160,21 +167,22 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     } catch {
       return sendError(res, new OciError(400, 'NAME_INVALID', 'request URL cannot be parsed'));
     }
+    // Probes are answered before access control and are not logged (balancers call them often).
+    if (deps.ops && answerHealthProbe(req, res, url.pathname, deps.ops.health)) return;
     // Once shutdown has begun, tell keep-alive clients to go away after this answer.
     if (!server.listening) res.setHeader('Connection', 'close');
     const head = req.method === 'HEAD';
     const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: clientKey(req.socket.remoteAddress ?? 'unknown') };
-    const started = performance.now();
+    deps.requests?.begin(ctx);
     const admitted = deps.gate ? deps.gate.admit(ctx, isRepositoryRoute(url.pathname)) : Promise.resolve(false);
-    admitted.then((answered) => answered ? undefined : dispatch(ctx, deps)).then(
-      () => deps.log.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: +(performance.now() - started).toFixed(2) }, 'request'),
+    admitted.then((answered) => answered ? undefined : dispatch(ctx, deps)).catch(
       (err: unknown) => {
         if (res.headersSent) {
           // The body was already streaming; all that is left is to cut the connection. A client
           // that hung up is ordinary, not worth a warning.
           const code = (err as NodeJS.ErrnoException).code ?? '';
           const level = ['ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE'].includes(code) ? 'debug' : 'warn';
-          deps.log[level]({ err, method: req.method, path: url.pathname }, 'response failed after headers were sent');
+          deps.log[level]({ err, reqId: ctx.requestId, method: req.method, path: url.pathname }, 'response failed after headers were sent');
           res.destroy();
           return;
         }
@@ -184,10 +192,10 @@ export function createRegistryServer(deps: ServerDependencies): Server {
         } else if (err instanceof URIError) {
           error = new OciError(400, 'NAME_INVALID', 'request path has malformed percent-encoding');
         } else {
-          deps.log.error({ err, method: req.method, path: url.pathname }, 'internal error');
+          deps.log.error({ err, reqId: ctx.requestId, method: req.method, path: url.pathname }, 'internal error');
           error = new OciError(500, 'UNKNOWN', 'internal error; see the registry log');
         }
-        deps.log.debug({ method: req.method, path: url.pathname, status: error.status, code: error.entries[0]?.code }, 'request rejected');
+        deps.log.debug({ reqId: ctx.requestId, method: req.method, path: url.pathname, status: error.status, code: error.entries[0]?.code }, 'request rejected');
         if (error.status === 408) {
           // The rest of a stalled body may still come: the connection cannot carry another request.
           res.setHeader('Connection', 'close');

@@ -82,6 +82,12 @@ export class HttpRegistry implements ContentSource, ContentSink {
       const reason = err.code ?? /[a-z ]*wrong version number|[^:\n]*$/i.exec(err.message)?.[0]?.trim() ?? err.message;
       return new RegistryRequestFailed(`${method} ${url}: TLS handshake failed (${reason}); if ${this.host} serves plain HTTP, add --plain-http`, 'tls');
     }
+    if (err.code === 'ECONNREFUSED') {
+      return new RegistryRequestFailed(`${method} ${url}: connection refused; is a registry running at ${this.host}? (start one with \`trellis serve\`, or check the address)`, 'network');
+    }
+    if (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') {
+      return new RegistryRequestFailed(`${method} ${url}: cannot resolve ${url.hostname}; check the registry name`, 'network');
+    }
     return new RegistryRequestFailed(`${method} ${url}: ${err.message}`, 'network');
   }
 
@@ -427,6 +433,20 @@ export class HttpRegistry implements ContentSource, ContentSink {
     const res = await this.request(`/v2/${repository}/manifests/${digest}`, { method: 'DELETE' }, pushScope(repository));
     if (res.status !== 202 && res.status !== 200) await this.fail(res, `deleting ${repository}@${digest}`);
     await res.arrayBuffer();
+  }
+
+  /**
+   * Removes one tag and leaves the manifest and its other tags (DELETE by tag, which the
+   * distribution spec lets registries refuse: then the error says so).
+   */
+  async deleteTag(repository: string, tag: string): Promise<void> {
+    const res = await this.request(`/v2/${repository}/manifests/${tag}`, { method: 'DELETE' }, pushScope(repository));
+    if (res.status === 202 || res.status === 200) return void (await res.arrayBuffer());
+    if (res.status === 400 || res.status === 405) {
+      await res.arrayBuffer().catch(() => undefined);
+      throw new RegistryRequestFailed(`${this.host} does not support deleting a tag alone (DELETE ${repository}/manifests/${tag} answered ${res.status}); retag, or delete the manifest`, 'other', res.status);
+    }
+    await this.fail(res, `deleting tag ${repository}:${tag}`);
   }
 
   /** Deletes a manifest by digest, and takes it out of its subject's fallback tag where one is kept. */

@@ -171,7 +171,7 @@ test('tags, repos, inspect, tag, delete with -o json', async () => {
   assert.deepEqual(await json('tag', `${reg.host}/src/app:v1`, 'stable', 'latest'), { repository: `${reg.host}/src/app`, digest: image.digest, tags: ['stable', 'latest'] });
   assert.equal((await getManifest(reg.url, 'src/app', 'stable')).digest, image.digest);
   await ok('push', `${reg.host}/tmp/del:x`, '--artifact-type', 'application/vnd.example.empty');
-  const deleted = await json<{ deleted: string; digest: string }>('delete', `${reg.host}/tmp/del:x`);
+  const deleted = await json<{ deleted: string; digest: string }>('delete', `${reg.host}/tmp/del:x`, '--force');
   assert.equal((await getManifest(reg.url, 'tmp/del', deleted.digest)).status, 404);
 });
 

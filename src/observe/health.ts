@@ -1,0 +1,83 @@
+// Liveness and readiness. Alive: the process answers. Ready: start-up (journal replay into every
+// index.json) is done, the metadata index answers a query, and the data directory takes a write.
+// Each check is one small query or one tiny file, and a result is reused for `cacheMs`, so a
+// probe every second from several balancers costs next to nothing.
+
+export interface ReadinessChecks {
+  /** Resolves when the metadata index answers (one indexed lookup, no scan). */
+  metadata(): Promise<unknown> | unknown;
+  /** Resolves when a small file can be written and removed in the data directory. */
+  storage(): Promise<unknown>;
+}
+
+export interface CheckResult {
+  ok: boolean;
+  ms?: number;
+  error?: string;
+}
+
+export interface HealthReport {
+  status: 'ok' | 'unavailable';
+  checks: Record<string, CheckResult>;
+}
+
+export class Health {
+  private checks: ReadinessChecks | undefined;
+  private phase: 'starting' | 'serving' | 'stopping' = 'starting';
+  private readonly startedAt = Date.now();
+  private readonly cacheMs: number;
+  private cached: { at: number; report: Promise<HealthReport> } | undefined;
+
+  constructor(options: { cacheMs?: number } = {}) {
+    this.cacheMs = options.cacheMs ?? 1000;
+  }
+
+  /** The data directory is open and every layout flushed: readiness checks can run. */
+  serving(checks: ReadinessChecks): void {
+    this.checks = checks;
+    this.phase = 'serving';
+    this.cached = undefined;
+  }
+
+  /** Shutdown began: balancers should stop sending requests here. */
+  stopping(): void {
+    this.phase = 'stopping';
+    this.cached = undefined;
+  }
+
+  alive(): { status: 'ok'; uptimeSeconds: number } {
+    return { status: 'ok', uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000) };
+  }
+
+  ready(): Promise<HealthReport> {
+    const now = Date.now();
+    if (this.cached && now - this.cached.at < this.cacheMs) return this.cached.report;
+    const report = this.evaluate();
+    this.cached = { at: now, report };
+    return report;
+  }
+
+  private async evaluate(): Promise<HealthReport> {
+    const startup: CheckResult = { ok: this.phase === 'serving' };
+    if (this.phase !== 'serving') startup.error = this.phase === 'starting' ? 'start-up flush of index.json files is not done yet' : 'shutting down';
+    const checks: Record<string, CheckResult> = { startup };
+    if (this.checks && this.phase === 'serving') {
+      const probes = this.checks;
+      const [metadata, storage] = await Promise.all([run(() => probes.metadata()), run(() => probes.storage())]);
+      checks.metadata = metadata;
+      checks.storage = storage;
+    }
+    const ok = Object.values(checks).every((c) => c.ok) && this.phase === 'serving';
+    return { status: ok ? 'ok' : 'unavailable', checks };
+  }
+}
+
+async function run(check: () => unknown): Promise<CheckResult> {
+  const started = performance.now();
+  try {
+    await check();
+    return { ok: true, ms: +(performance.now() - started).toFixed(2) };
+  } catch (err) {
+    return { ok: false, ms: +(performance.now() - started).toFixed(2), error: (err as Error).message.slice(0, 300) };
+  }
+}

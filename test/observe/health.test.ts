@@ -1,0 +1,41 @@
+// Readiness logic: not ready while starting or stopping, or when a check fails; results are reused
+// for a short while so frequent probes stay cheap.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Health } from '../../src/observe/health.ts';
+
+test('readiness follows start-up, each check, and shutdown', async () => {
+  const health = new Health({ cacheMs: 0 });
+  let starting = await health.ready();
+  assert.equal(starting.status, 'unavailable');
+  assert.match(starting.checks.startup!.error ?? '', /start-up/);
+  let storageFails = false;
+  let metadataCalls = 0;
+  health.serving({
+    metadata: () => { metadataCalls++; },
+    storage: async () => { if (storageFails) throw new Error('EROFS: read-only file system'); },
+  });
+  assert.equal((await health.ready()).status, 'ok');
+  storageFails = true;
+  const broken = await health.ready();
+  assert.equal(broken.status, 'unavailable');
+  assert.equal(broken.checks.storage!.ok, false);
+  assert.match(broken.checks.storage!.error ?? '', /EROFS/);
+  assert.equal(broken.checks.metadata!.ok, true);
+  storageFails = false;
+  health.stopping();
+  starting = await health.ready();
+  assert.equal(starting.status, 'unavailable');
+  assert.equal(starting.checks.startup!.error, 'shutting down');
+  assert.equal(health.alive().status, 'ok');
+  assert.equal(metadataCalls, 2);
+});
+
+test('a readiness result is reused within cacheMs', async () => {
+  const health = new Health({ cacheMs: 60_000 });
+  let calls = 0;
+  health.serving({ metadata: () => { calls++; }, storage: async () => undefined });
+  await Promise.all([health.ready(), health.ready(), health.ready()]);
+  await health.ready();
+  assert.equal(calls, 1);
+});
