@@ -786,9 +786,9 @@ export function dbSize(out: string): { db: number; wal: number } {
 }
 
 /** Runs `trellis reindex` on the corpus; returns seconds. */
-export function reindex(out: string): number {
+export function reindex(out: string, env: NodeJS.ProcessEnv = process.env): number {
   const started = performance.now();
-  const result = spawnSync(join(ROOT, 'node_modules/.bin/node'), [join(ROOT, 'src/main.ts'), 'reindex', '--data', out], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  const result = spawnSync(join(ROOT, 'node_modules/.bin/node'), [join(ROOT, 'src/main.ts'), 'reindex', '--data', out], { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] });
   if (result.status !== 0) throw new Error(`reindex exited with ${result.status}`);
   return (performance.now() - started) / 1000;
 }

@@ -163,7 +163,8 @@ import { pino } from 'pino';
 import { Metrics } from '../src/observe/metrics.ts';
 import { timeMethods } from '../src/observe/instrument.ts';
 import { RequestObserver } from '../src/registry/request-log.ts';
-import { SqliteMetadataStore } from '../src/metadata/sqlite.ts';
+import { openSqliteMetadata } from '../src/metadata/sqlite.ts';
+import type { MetadataStore } from '../src/metadata/store.ts';
 import type { ApiContext } from '../src/registry/context.ts';
 
 function fakeContext(): ApiContext {
@@ -196,14 +197,15 @@ console.log('\n| per request, in isolation | ns added (median of 5) |\n| --- | -
 for (const name of Object.keys(observers)) console.log(`| request observer: ${name} | ${Math.round(median(micro[name]!) - bare)} |`);
 
 const dbDir = await mkdtemp(join(tmpdir(), 'trellis-bench-observe-db-'));
-const store = new SqliteMetadataStore(join(dbDir, 'metadata.sqlite'));
-const repo = store.ensureRepository('bench/app');
+const store = openSqliteMetadata(join(dbDir, 'metadata.sqlite'));
+const repo = await store.ensureRepository('bench/app');
 const timed = timeMethods(store, (operation) => new Metrics().metadataTimer(operation));
-const lookups = (s: SqliteMetadataStore) => () => {
-  s.repository('bench/app');
-  s.resolveTag(repo.id, 'v1');
-  s.manifest(repo.id, 'sha256:0000000000000000000000000000000000000000000000000000000000000000');
-  s.awaitsUnlink(repo.id, 'sha256:0000000000000000000000000000000000000000000000000000000000000000');
+// The SQLite store's calls run to completion before they return (the promises are already settled).
+const lookups = (s: MetadataStore) => () => {
+  void s.repository('bench/app');
+  void s.resolveTag(repo.id, 'v1');
+  void s.manifest(repo.id, 'sha256:0000000000000000000000000000000000000000000000000000000000000000');
+  void s.awaitsUnlink(repo.id, 'sha256:0000000000000000000000000000000000000000000000000000000000000000');
 };
 const direct: number[] = [];
 const viaProxy: number[] = [];

@@ -7,7 +7,7 @@
 //   BENCH_ONLY=queries npm run bench                             # the same, as a section of the harness
 //
 // Knobs: BENCH_QUERY_SCALE (small | full: 10,000 repos / 1,000,000 manifests, generated when no
-// corpus is given), BENCH_QUERY_CORPUS, BENCH_QUERY_REINDEX (1 = run `trellis reindex` first;
+// corpus is given), BENCH_QUERY_METADATA (postgres: index and serve from PostgreSQL), BENCH_QUERY_CORPUS, BENCH_QUERY_REINDEX (1 = run `trellis reindex` first;
 // default 1 for a generated corpus, which is reindexed as it is generated, 0 otherwise),
 // BENCH_QUERY_REQUESTS (200 measured requests per query), BENCH_QUERY_WARMUP (20),
 // BENCH_QUERY_CASE_TIME_LIMIT_S (120: a slower query stops early, after at least 5 requests),
@@ -23,6 +23,7 @@ import { execFileSync } from 'node:child_process';
 import { ROOT, killAll, readCpuSeconds, readMemory, removeOnSignal, startTrellis, tail, type MemoryFigures } from './lib/servers.ts';
 import { percentile, round } from './lib/stats.ts';
 import { CYCLONEDX, NOTATION_SIG, SPDX, dbSize, generateCorpus, reindex, type CorpusSummary } from './corpus.ts';
+import { createTestDatabase, startPostgresCluster } from '../test/helpers/postgres.ts';
 
 const MiB = 1024 * 1024;
 const RSS_GOAL_KIB = 1024 * 1024;
@@ -230,13 +231,13 @@ async function measureUntimed(base: string, c: QueryCase, warmup: number, reques
 async function explainPlans(dbFile: string, cases: QueryCase[]): Promise<Record<string, string[]>> {
   const plans: Record<string, string[]> = {};
   try {
-    const sqliteModule = '../src/query/sqlite.ts';
+    const sqliteModule = '../src/metadata/sqlite-query.ts';
     const languageModule = '../src/query/language.ts';
     const { SqliteQueryIndex } = (await import(sqliteModule)) as { SqliteQueryIndex: new (db: DatabaseSync) => unknown };
     const { parseQuery } = (await import(languageModule)) as { parseQuery: (p: URLSearchParams, known: (path: string) => boolean) => unknown };
     const db = new DatabaseSync(dbFile, { readOnly: true });
     try {
-      const index = new SqliteQueryIndex(db) as { build: (query: unknown, scope: unknown, page: unknown, access: boolean) => { text: string; params: unknown[] } };
+      const index = new SqliteQueryIndex(db) as { build: (query: unknown, scope: unknown, page: unknown, access: undefined) => { text: string; params: unknown[] } };
       for (const c of cases) {
         const url = new URL(c.path, 'http://x');
         const params = url.searchParams;
@@ -250,7 +251,7 @@ async function explainPlans(dbFile: string, cases: QueryCase[]): Promise<Record<
         }
         try {
           const query = parseQuery(params, () => true);
-          const sql = index.build(query, scope, { limit: Number(params.get('n') ?? 1000) + 1 }, false);
+          const sql = index.build(query, scope, { limit: Number(params.get('n') ?? 1000) + 1 }, undefined);
           const rows = db.prepare(`EXPLAIN QUERY PLAN ${sql.text}`).all(...(sql.params as never[])) as { id: number; parent: number; detail: string }[];
           const depth = new Map<number, number>([[0, -1]]);
           plans[c.name] = [sql.text.replace(/\s+/g, ' '), ...rows.map((r) => {
@@ -309,13 +310,22 @@ export async function runQueryBenchmark(options: { tmpRoot?: string; logDir?: st
   let reindexS: number | null = null;
   let reindexed = false;
   let corpus: CorpusSummary;
+  // BENCH_QUERY_METADATA=postgres: the same corpus, indexed into PostgreSQL (a throw-away cluster
+  // with durable defaults, test/helpers/postgres.ts) by `trellis reindex`, served from there.
+  const onPostgres = process.env.BENCH_QUERY_METADATA === 'postgres';
+  const metadataEnv: Record<string, string> = {};
+  if (onPostgres) {
+    process.env.TRELLIS_TEST_POSTGRES_URL ??= (await startPostgresCluster({ durable: true })).url;
+    metadataEnv.TRELLIS_METADATA = (await createTestDatabase()).url;
+  }
+  const reindexEnv = { ...process.env, ...metadataEnv };
   if (given) {
     corpusDir = resolve(given);
     corpus = JSON.parse(await readFile(join(corpusDir, 'corpus.json'), 'utf8')) as CorpusSummary;
     reindexS = corpus.reindexS ?? null;
-    if (intEnv('BENCH_QUERY_REINDEX', 0)) {
+    if (intEnv('BENCH_QUERY_REINDEX', 0) || onPostgres) {
       progress(`queries: trellis reindex ${corpusDir}`);
-      reindexS = round(reindex(corpusDir), 1);
+      reindexS = round(reindex(corpusDir, reindexEnv), 1);
       reindexed = true;
       progress(`queries: reindex took ${reindexS} s`);
     }
@@ -330,18 +340,18 @@ export async function runQueryBenchmark(options: { tmpRoot?: string; logDir?: st
     });
     generationS = corpus.generationS;
     progress(`queries: generated in ${generationS} s; trellis reindex`);
-    reindexS = round(reindex(corpusDir), 1);
+    reindexS = round(reindex(corpusDir, reindexEnv), 1);
     reindexed = true;
     progress(`queries: reindex took ${reindexS} s`);
   }
   const size = dbSize(corpusDir);
   // No rate limit for the one benchmark client (the default allows 20 queries per second). An
   // environment variable, not a config file: a Trellis without the setting ignores it.
-  const env = { TRELLIS_QUERY_RATE_PER_SECOND: '0' };
+  const env = { TRELLIS_QUERY_RATE_PER_SECOND: '0', ...metadataEnv };
 
   const cases = queryCases(corpus);
   const result: QueriesResult = {
-    scale: given ? `${corpus.options.repos} repositories, ${corpus.manifests} manifests (given corpus)` : scale, corpusDir, corpus,
+    scale: `${given ? `${corpus.options.repos} repositories, ${corpus.manifests} manifests (given corpus)` : scale}${onPostgres ? ', metadata on PostgreSQL' : ''}`, corpusDir, corpus,
     generationS: generationS ?? corpus.generationS, reindexS, reindexedInThisRun: reindexed, dbBytes: size.db, dbWalBytes: size.wal,
     serverStartS: NaN, requests, warmup, requestTimeoutS: requestTimeoutMs / 1000, cases: [], memory: null, rssGoalMet: null, otherCores: NaN, serverCpuS: NaN, plans: {},
     machine: { nproc: availableParallelism(), cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, trellisCommit: gitCommit() },
@@ -396,7 +406,7 @@ export async function runQueryBenchmark(options: { tmpRoot?: string; logDir?: st
   const after = dbSize(corpusDir);
   result.dbBytes = after.db;
   result.dbWalBytes = after.wal;
-  result.plans = await explainPlans(join(corpusDir, '_trellis/metadata.sqlite'), cases);
+  result.plans = onPostgres ? { '(all)': ['(PostgreSQL: plans not collected)'] } : await explainPlans(join(corpusDir, '_trellis/metadata.sqlite'), cases);
   if (generated) await rm(generated, { recursive: true, force: true });
   return result;
 }

@@ -8,7 +8,10 @@
 // bench/corpus.ts (200 repositories, 20,000 manifests unless BENCH_QUERY_SCALE or
 // BENCH_QUERY_CORPUS say otherwise) and times the query endpoints on it; see bench/query.ts.
 //
-// Other knobs (all optional): BENCH_TARGETS=trellis|distribution, BENCH_MANIFESTS (2000),
+// BENCH_TARGETS=trellis,trellis-postgres,distribution adds Trellis on PostgreSQL metadata (a
+// throw-away cluster from the Debian postgresql package, test/helpers/postgres.ts) as a column.
+//
+// Other knobs (all optional): BENCH_TARGETS=trellis|trellis-postgres|distribution, BENCH_MANIFESTS (2000),
 // BENCH_BLOB_MIB (100), BENCH_BLOB_RUNS (3), BENCH_CONCURRENCY (8), BENCH_REFERRER_WINDOW (1000),
 // BENCH_*_TIME_LIMIT_S, BENCH_WAIT_IDLE_S (wait for an idle machine before each section),
 // BENCH_CPU_PROF=DIR (Trellis runs under node --cpu-prof; summarize with bench/profile-summary.ts),
@@ -35,6 +38,7 @@ import {
 import { meanRange, median, percentile, round, windowMeans } from './lib/stats.ts';
 import { renderMarkdown } from './lib/report.ts';
 import { runQueryBenchmark, writeQueryResults, type QueriesResult } from './query.ts';
+import { createTestDatabase, startPostgresCluster } from '../test/helpers/postgres.ts';
 
 // ---- settings ---------------------------------------------------------------------------------
 
@@ -51,8 +55,8 @@ type Section = (typeof SECTIONS)[number];
 
 const only = process.env.BENCH_ONLY?.trim();
 const targetsEnv = process.env.BENCH_TARGETS?.trim();
-if (targetsEnv && !targetsEnv.split(',').every((s) => s === 'trellis' || s === 'distribution')) {
-  console.error(`BENCH_TARGETS must be trellis, distribution or both (comma-separated), not ${JSON.stringify(targetsEnv)}`);
+if (targetsEnv && !targetsEnv.split(',').every((s) => s === 'trellis' || s === 'trellis-postgres' || s === 'distribution')) {
+  console.error(`BENCH_TARGETS must be trellis, trellis-postgres, distribution (comma-separated), not ${JSON.stringify(targetsEnv)}`);
   process.exit(2);
 }
 if (only && !only.split(',').every((s) => (SECTIONS as readonly string[]).includes(s))) {
@@ -87,7 +91,7 @@ function progress(message: string): void {
 
 // ---- result shapes ----------------------------------------------------------------------------
 
-export type Target = 'trellis' | 'distribution';
+export type Target = 'trellis' | 'trellis-postgres' | 'distribution';
 
 export interface BlobRun {
   pushMBps: number;
@@ -300,8 +304,15 @@ function startOptions(ctx: Context, label: string): StartOptions {
   return { tmpRoot: ctx.work, logDir: LOG_DIR, label, cpuProfDir: settings.cpuProfDir };
 }
 
-function start(ctx: Context, target: Target, label: string): Promise<ServerHandle> {
+async function start(ctx: Context, target: Target, label: string): Promise<ServerHandle> {
   const options = startOptions(ctx, label);
+  if (target === 'trellis-postgres') {
+    // One cluster for the run with PostgreSQL's durable defaults (stopped at exit), a fresh
+    // database per server.
+    process.env.TRELLIS_TEST_POSTGRES_URL ??= (await startPostgresCluster({ durable: true })).url;
+    const database = await createTestDatabase();
+    return startTrellis({ ...options, label: `${label}-postgres`, env: { TRELLIS_METADATA: database.url } });
+  }
   return target === 'trellis' ? startTrellis(options) : startDistribution(options);
 }
 
@@ -333,7 +344,7 @@ async function withServer<T>(ctx: Context, target: Target, label: string, work: 
     const otherCores = round(Math.max(0, machineBusy - serverCpu - harnessCpu) / ((performance.now() - started) / 1000), 2);
     const stopped = await server.stop();
     progress(`${label}: ${target} stopped in ${Math.round(stopped.ms)} ms; other processes used ${otherCores} cores meanwhile`);
-    if (target === 'trellis') collectWarnings(ctx, server.logFile, label);
+    if (target !== 'distribution') collectWarnings(ctx, server.logFile, label);
     return { value, memory, stopMs: stopped.ms, cpuS: round(serverCpu), otherCores };
   } finally {
     if (server.alive()) await server.stop().catch(() => undefined);

@@ -1,21 +1,33 @@
-// The whole test suite: strict type check, then every test file under test/ with node's runner,
-// then the files that run a registry over its storage (the HTTP suite, conformance, real clients,
-// GC, nested namespaces, crashes) a second time with blobs and layouts on S3 (versitygw, started
-// by test/helpers/s3.ts; under CI=true a missing server fails that pass).
+// The whole test suite: strict type check, then every test file under test/ with node's runner on
+// the default metadata store (SQLite), then the files that run a registry (the HTTP suite,
+// conformance, real clients, CLI) a second time on PostgreSQL: one throw-away cluster
+// (test/helpers/postgres.ts) for the pass, a database per registry.
 //
-//   npm test                                              # both passes
-//   npm test -- test/a.test.ts ...                        # those files, storage on the filesystem
-//   TRELLIS_TEST_STORAGE=s3 npm test -- test/a.test.ts    # those files, storage on S3
+//   npm test                               # both passes
+//   npm test -- test/a.test.ts ...         # those files, on SQLite
+//   TRELLIS_TEST_METADATA=postgres npm test -- test/a.test.ts   # those files, on PostgreSQL
+//   TRELLIS_TEST_METADATA=sqlite npm test  # the SQLite pass only
+//
+// Under CI=true a machine without PostgreSQL fails the run; elsewhere the pass is skipped with a note.
+//
+// Then the files that run a registry over its storage (the HTTP suite, conformance, real clients,
+// GC, nested namespaces, crashes) run once more with blobs and layouts on S3 (versitygw, started by
+// test/helpers/s3.ts; under CI=true a missing server fails that pass):
+//   TRELLIS_TEST_STORAGE=s3 npm test -- test/a.test.ts   # those files, storage on S3
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
+import { postgresMissing, startPostgresCluster } from '../test/helpers/postgres.ts';
 import { findS3Server } from '../test/helpers/s3.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const bin = join(root, 'node_modules/.bin');
 
+/** Test folders whose files start registries: they run again on PostgreSQL. */
+const POSTGRES_PASS = ['test/registry', 'test/auth', 'test/conformance', 'test/interop', 'test/graph', 'test/components', 'test/gc', 'test/layout', 'test/cli', 'test/content', 'test/events', 'test/observe', 'test/metadata/query.test.ts', 'test/metadata/directory-lock.test.ts'];
+
 /** Test files whose registries run again with storage on S3. */
-const S3_PASS = ['test/registry/api.test.ts', 'test/registry/crash.test.ts', 'test/conformance', 'test/interop', 'test/gc', 'test/graph'];
+const S3_PASS = ['test/registry/api.test.ts', 'test/registry/storage.test.ts', 'test/registry/crash.test.ts', 'test/conformance', 'test/interop', 'test/gc', 'test/graph'];
 
 function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
   const result = spawnSync(command, args, { stdio: 'inherit', cwd: root, env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, ...env } });
@@ -30,18 +42,48 @@ function testFiles(dir: string): string[] {
   });
 }
 
-const only = process.argv.slice(2);
-run(join(bin, 'tsc'), ['--noEmit', '-p', '.']);
-const files = only.length ? only : testFiles(join(root, 'test')).sort();
-const testArgs = ['--test', '--test-concurrency=2', '--test-timeout=600000'];
-run(process.execPath, [...testArgs, ...files]);
+function runTests(files: string[], env: NodeJS.ProcessEnv = {}): void {
+  run(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=600000', ...files], env);
+}
 
-if (!only.length && !process.env.TRELLIS_TEST_STORAGE) {
-  const s3Files = files.filter((file) => S3_PASS.some((entry) => relative(root, file).startsWith(entry)));
-  if (findS3Server() || process.env.CI === 'true') {
-    console.log(`\n# storage on S3: ${s3Files.length} files again`);
-    run(process.execPath, [...testArgs, ...s3Files], { TRELLIS_TEST_STORAGE: 's3' });
-  } else {
-    console.log('\n# storage on S3 skipped: versitygw is not installed (run .ci/install-peers.sh)');
+async function onPostgres(files: string[]): Promise<void> {
+  const missing = postgresMissing();
+  if (missing) {
+    if (process.env.CI === 'true') {
+      console.error(`${missing}: CI must run the PostgreSQL pass`);
+      process.exit(1);
+    }
+    console.warn(`skipping the PostgreSQL pass: ${missing}`);
+    return;
+  }
+  const cluster = await startPostgresCluster();
+  try {
+    console.log(`\n# PostgreSQL pass (${files.length} files) on a throw-away cluster`);
+    runTests(files, { TRELLIS_TEST_METADATA: 'postgres', TRELLIS_TEST_POSTGRES_URL: cluster.url });
+  } finally {
+    cluster.stop();
+  }
+}
+
+const only = process.argv.slice(2);
+const mode = process.env.TRELLIS_TEST_METADATA;
+run(join(bin, 'tsc'), ['--noEmit', '-p', '.']);
+if (only.length) {
+  if (mode === 'postgres') await onPostgres(only);
+  else runTests(only);
+} else {
+  const all = testFiles(join(root, 'test')).sort();
+  if (mode !== 'postgres') runTests(all, { TRELLIS_TEST_METADATA: 'sqlite' });
+  if (mode !== 'sqlite') {
+    await onPostgres(all.filter((file) => POSTGRES_PASS.some((prefix) => relative(root, file).startsWith(prefix))));
+  }
+  if (!process.env.TRELLIS_TEST_STORAGE) {
+    const s3Files = all.filter((file) => S3_PASS.some((prefix) => relative(root, file).startsWith(prefix)));
+    if (findS3Server() || process.env.CI === 'true') {
+      console.log(`\n# S3 storage pass (${s3Files.length} files) on versitygw`);
+      runTests(s3Files, { TRELLIS_TEST_STORAGE: 's3', TRELLIS_TEST_METADATA: 'sqlite' });
+    } else {
+      console.warn('skipping the S3 storage pass: versitygw is not installed (run .ci/install-peers.sh)');
+    }
   }
 }

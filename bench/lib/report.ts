@@ -20,7 +20,14 @@ const mib = (kib: number | undefined) => (kib === undefined ? undefined : kib / 
 
 export function renderMarkdown(r: BenchResults): string {
   const rows: string[][] = [];
-  const row = (label: string, t: Cell, d: Cell, vs: string, digits = 1) => rows.push([label, fmt(t, digits), fmt(d, digits), vs]);
+  // Trellis on PostgreSQL metadata, when measured, is a column beside Trellis on SQLite; its cell
+  // for a row is read from the same field of its section (set just before each row).
+  const withPostgres = r.settings.targets.includes('trellis-postgres');
+  let onPostgres: Cell;
+  const row = (label: string, t: Cell, d: Cell, vs: string, digits = 1) => {
+    rows.push(withPostgres ? [label, fmt(t, digits), fmt(onPostgres, digits), fmt(d, digits), vs] : [label, fmt(t, digits), fmt(d, digits), vs]);
+    onPostgres = undefined;
+  };
   const server = <T>(map: Partial<Record<Target, T>> | undefined, target: Target): T | undefined => map?.[target];
 
   const tp = r.throughput;
@@ -37,10 +44,15 @@ export function renderMarkdown(r: BenchResults): string {
     const t = server(mf.servers, 'trellis');
     const d = server(mf.servers, 'distribution');
     const n = r.settings.manifests;
+    const p = server(mf.servers, 'trellis-postgres');
+    onPostgres = p?.single.perSecond;
     row(`Manifest PUT by tag, 1 client (pushes/s, ${n})`, t?.single.perSecond, d?.single.perSecond, ratio(t?.single.perSecond, d?.single.perSecond));
+    onPostgres = p?.concurrent.perSecond;
     row(`Manifest PUT by tag, ${r.settings.concurrency} clients (pushes/s, ${n})`, t?.concurrent.perSecond, d?.concurrent.perSecond, ratio(t?.concurrent.perSecond, d?.concurrent.perSecond));
+    onPostgres = p?.concurrent.p99Ms;
     row(`Manifest PUT latency p99, ${r.settings.concurrency} clients (ms)`, t?.concurrent.p99Ms, d?.concurrent.p99Ms, ratio(t?.concurrent.p99Ms, d?.concurrent.p99Ms), 2);
-    row('Server CPU time per manifest push (ms)', t?.cpuMsPerPush, d?.cpuMsPerPush, ratio(t?.cpuMsPerPush, d?.cpuMsPerPush), 2);
+    onPostgres = p?.cpuMsPerPush;
+    row('Server CPU time per manifest push (ms, Trellis server only; PostgreSQL\'s own CPU not counted)', t?.cpuMsPerPush, d?.cpuMsPerPush, ratio(t?.cpuMsPerPush, d?.cpuMsPerPush), 2);
   }
   const rf = r.referrers;
   if (rf) {
@@ -49,8 +61,12 @@ export function renderMarkdown(r: BenchResults): string {
     const w = (t ?? d)?.window ?? r.settings.referrerWindow;
     const done = (x: typeof t) => (x ? (x.completed === x.requested ? fmt(x.completed, 0) : `${fmt(x.completed, 0)} of ${fmt(x.requested, 0)} (${x.stoppedBy})`) : undefined);
     row(`Referrers pushed into one repository, ${r.settings.concurrency} clients`, done(t), done(d), '');
+    const p = server(rf.servers, 'trellis-postgres');
+    onPostgres = p?.firstMeanMs;
     row(`Referrer push mean latency, first ${fmt(w, 0)} (ms)`, t?.firstMeanMs, d?.firstMeanMs, ratio(t?.firstMeanMs, d?.firstMeanMs), 2);
+    onPostgres = p?.lastMeanMs;
     row(`Referrer push mean latency, last ${fmt(w, 0)} (ms)`, t?.lastMeanMs, d?.lastMeanMs, ratio(t?.lastMeanMs, d?.lastMeanMs), 2);
+    onPostgres = p?.lastOverFirst;
     row('Last ÷ first (goal ≤ 2)', t?.lastOverFirst, d?.lastOverFirst, '', 2);
     row(`Referrer push p99, last ${fmt(w, 0)} (ms)`, t?.lastP99Ms, d?.lastP99Ms, ratio(t?.lastP99Ms, d?.lastP99Ms), 2);
     row('Referrer pushes/s, whole run', t?.perSecond, d?.perSecond, ratio(t?.perSecond, d?.perSecond));
@@ -74,7 +90,8 @@ export function renderMarkdown(r: BenchResults): string {
   const m = r.machine;
   lines.push(`# Trellis vs distribution 2.8: ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC`, '');
   lines.push(`${m.nproc} cores, ${m.cpuModel}; Node ${m.node}; distribution ${m.distribution.replace(/^\S+\s+\S+\s+/, '')}; ${m.openssl}; Trellis ${m.trellisCommit}. Run took ${r.durationS ?? '?'} s.`, '');
-  lines.push('| measure | Trellis | distribution 2.8 | Trellis ÷ distribution |', '| --- | ---: | ---: | ---: |');
+  if (withPostgres) lines.push('| measure | Trellis (SQLite) | Trellis (PostgreSQL) | distribution 2.8 | Trellis ÷ distribution |', '| --- | ---: | ---: | ---: | ---: |');
+  else lines.push('| measure | Trellis | distribution 2.8 | Trellis ÷ distribution |', '| --- | ---: | ---: | ---: |');
   for (const cells of rows) lines.push(`| ${cells.join(' | ')} |`);
   if (tp) {
     lines.push('', `Reference on the same ${Math.round(tp.blobBytes / 1048576)} MiB file: \`openssl dgst -sha256\` ${fmt(tp.opensslMBps)} MB/s (runs ${tp.opensslRunsMBps.map((v) => fmt(v)).join(', ')}); `

@@ -3,7 +3,7 @@
 // same language and the same manifest attributes for registries that do not, so the answer is
 // the same set either way.
 import type { Descriptor } from '../oci/manifest.ts';
-import { OciError } from '../oci/errors.ts';
+import { QueryInvalid } from '../query/language.ts';
 import { COMPARISONS, LISTED_TYPE, manifestAttributes, matches, parseQuery, type Query } from '../query/index.ts';
 import type { HttpRegistry } from '../transfer/http.ts';
 import { UsageError } from './target.ts';
@@ -42,7 +42,7 @@ function toQuery(filters: Filter[]): Query {
     // Referrer lists, as the registry's referrers endpoint reads them (Proposal F's spelling too).
     return parseQuery(filterParams(filters), () => true, { listedDescriptors: true });
   } catch (err) {
-    if (err instanceof OciError) throw new UsageError(err.message);
+    if (err instanceof QueryInvalid) throw new UsageError(err.message);
     throw err;
   }
 }

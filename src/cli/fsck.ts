@@ -1,9 +1,7 @@
 // `trellis fsck`: checks every layout (blob digests, index.json, descriptors) and the metadata
 // index against them. Prints one line per problem; the caller exits non-zero if there are any.
-import { existsSync } from 'node:fs';
 import { openStorage, type StorageDriver } from '../storage/index.ts';
-import { SqliteMetadataStore } from '../metadata/sqlite.ts';
-import { metadataPath } from '../content/registry.ts';
+import { metadataExists, openMetadata, type MetadataStore } from '../metadata/index.ts';
 import { findLayouts } from '../layout/discover.ts';
 import { LayoutCorrupt, readIndexJson, readLayout } from '../layout/reader.ts';
 import { LAYOUT_FILE, blobKey, layoutKey } from '../layout/paths.ts';
@@ -17,19 +15,19 @@ export interface FsckReport {
   problems: string[];
 }
 
-export async function fsck(dataDir: string, options: { maxManifestBytes: number; storage?: string }): Promise<FsckReport> {
+export async function fsck(dataDir: string, options: { maxManifestBytes: number; metadata?: string; storage?: string }): Promise<FsckReport> {
   const driver = openStorage(options.storage ?? '', dataDir, { durable: false });
   const report: FsckReport = { repositories: 0, blobs: 0, manifests: 0, problems: [] };
   const problem = (text: string) => report.problems.push(text);
-  const dbPath = metadataPath(dataDir);
-  const metadata = existsSync(dbPath) ? new SqliteMetadataStore(dbPath, { readOnly: true }) : undefined;
+  const location = { location: options.metadata ?? '', dataDir };
+  const metadata = (await metadataExists(location)) ? await openMetadata({ ...location, durable: false, readOnly: true }) : undefined;
   if (!metadata) problem('metadata index is missing: run `trellis reindex`');
   try {
     const layouts = await findLayouts(driver);
     report.repositories = layouts.length;
     for (const repo of layouts) await checkLayout(driver, repo, options.maxManifestBytes, metadata, report);
-    for (const repo of metadata?.allRepositories() ?? []) {
-      if (!layouts.includes(repo.name) && metadata!.manifestDigests(repo.id).length) problem(`${repo.name}: indexed but its layout folder is missing`);
+    for (const repo of (await metadata?.allRepositories()) ?? []) {
+      if (!layouts.includes(repo.name) && (await metadata!.manifestDigests(repo.id)).length) problem(`${repo.name}: indexed but its layout folder is missing`);
     }
   } finally {
     await metadata?.close();
@@ -38,7 +36,7 @@ export async function fsck(dataDir: string, options: { maxManifestBytes: number;
   return report;
 }
 
-async function checkLayout(driver: StorageDriver, repo: string, maxManifestBytes: number, metadata: SqliteMetadataStore | undefined, report: FsckReport) {
+async function checkLayout(driver: StorageDriver, repo: string, maxManifestBytes: number, metadata: MetadataStore | undefined, report: FsckReport) {
   const problem = (text: string) => report.problems.push(`${repo}: ${text}`);
   const header = await driver.readFile(layoutKey(repo, LAYOUT_FILE), 4096);
   try {
@@ -99,18 +97,18 @@ async function checkLayout(driver: StorageDriver, repo: string, maxManifestBytes
   }
 
   // The metadata index must agree with the layout.
-  const indexed = metadata?.repository(repo);
+  const indexed = await metadata?.repository(repo);
   if (!metadata) return;
   if (!indexed) return problem('layout is not in the metadata index (start the registry or run `trellis reindex`)');
   if (indexed.gen > indexed.flushedGen) return problem('index.json is behind the journal (start the registry once to flush it)');
   const layoutTags = snapshot.tags;
-  const indexTags = metadata.tags(indexed.id, { limit: Number.MAX_SAFE_INTEGER });
+  const indexTags = await metadata.tags(indexed.id, { limit: Number.MAX_SAFE_INTEGER });
   for (const tag of indexTags) {
-    const digest = metadata.resolveTag(indexed.id, tag);
+    const digest = await metadata.resolveTag(indexed.id, tag);
     if (layoutTags.get(tag) !== digest) problem(`tag ${tag} is ${digest} in the index but ${layoutTags.get(tag) ?? 'absent'} in index.json`);
   }
   for (const tag of layoutTags.keys()) if (!indexTags.includes(tag)) problem(`tag ${tag} is in index.json but not in the metadata index`);
-  for (const digest of metadata.manifestDigests(indexed.id)) {
+  for (const digest of await metadata.manifestDigests(indexed.id)) {
     if (!(await driver.stat(blobKey(repo, digest)))) problem(`indexed manifest ${digest} has no blob`);
   }
 }

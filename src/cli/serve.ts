@@ -11,6 +11,8 @@ import { openAccessControl } from '../auth/index.ts';
 import { TRELLIS_FOLDER } from '../layout/paths.ts';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { openComponents } from '../components/index.ts';
+import { ComponentsApi } from '../registry/components.ts';
+import { describeMetadata } from '../metadata/index.ts';
 import { Observability } from '../observe/index.ts';
 import { Events, configuredWebhooks } from '../events/index.ts';
 import { createOpsServer } from '../registry/ops.ts';
@@ -67,6 +69,7 @@ export function registryOptions(settings: Settings, logger: Logger): RegistryOpt
   return {
     dataDir: settings.data,
     storage: settings.storage,
+    metadata: settings.metadata,
     maxManifestBytes: settings.maxManifestBytes,
     durable: settings.fsync,
     layoutReferrers: { fallbackTags: settings.layoutFallbackTags, olaregAnnotations: settings.layoutOlaregAnnotations },
@@ -130,7 +133,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   const collector = settings.gcIntervalSeconds > 0 ? setInterval(() => {
     if (!collecting) collect(false).catch(() => undefined);
   }, settings.gcIntervalSeconds * 1000).unref() : undefined;
-  const components = await openComponents(registry, settings, logger);
+  const components = new ComponentsApi(await openComponents(registry, settings, logger));
   const server = createRegistryServer({
     registry, uploads, log: logger, components,
     rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },
@@ -152,7 +155,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   await writeFile(pidFile(settings.data), String(process.pid));
   const opsAddress = opsServer?.address() as AddressInfo | undefined;
   const metricsUrl = opsAddress && `http://${opsAddress.family === 'IPv6' ? `[${opsAddress.address}]` : opsAddress.address}:${opsAddress.port}`;
-  logger.info({ url, data: settings.data, metrics: metricsUrl ?? `${url}/metrics` }, 'trellis registry listening');
+  logger.info({ url, data: settings.data, metadata: describeMetadata({ location: settings.metadata, dataDir: settings.data }), metrics: metricsUrl ?? `${url}/metrics` }, 'trellis registry listening');
   let closing: Promise<void> | undefined;
   return {
     url,

@@ -4,13 +4,15 @@
 import type { Logger } from 'pino';
 import type { Registry } from '../content/registry.ts';
 import type { Settings } from '../config/settings.ts';
-import { ComponentsApi, COMPONENTS_PATH } from './api.ts';
 import { Components, type ComponentSettings } from './service.ts';
 
-export { COMPONENTS_PATH, ComponentsApi } from './api.ts';
+/** Where the components API lives (served by src/registry/components.ts). */
+export const COMPONENTS_PATH = '/v2/_trellis/components';
+export { matches, parseQuery, queryError } from './query.ts';
+export { compareVersionStrings, parseConstraint, satisfies } from './semver.ts';
 export { Components, ENTRY_ARTIFACT_TYPE, ANCHOR_TAG, entryManifest } from './service.ts';
 export { ANCHOR_BYTES, ANCHOR_DIGEST, ANCHOR_SIZE } from './ocm.ts';
-export type { ComponentIndex, ComponentVersionRow } from './store.ts';
+export type { ComponentIndex, ComponentVersionRow } from '../metadata/index.ts';
 
 export function componentSettings(settings: Settings): ComponentSettings {
   return {
@@ -20,13 +22,7 @@ export function componentSettings(settings: Settings): ComponentSettings {
   };
 }
 
-/** Attaches components to a registry (deriving them from what it holds) and returns the API. */
-export async function openComponents(registry: Registry, settings: Settings, log: Logger): Promise<ComponentsApi> {
-  const components = await Components.open(registry, componentSettings(settings), log);
-  return new ComponentsApi(components);
-}
-
-/** Whether a request path belongs to the components API. */
-export function isComponentsPath(path: string): boolean {
-  return path === COMPONENTS_PATH || path.startsWith(`${COMPONENTS_PATH}/`);
+/** Attaches components to a registry and derives them from what it holds. */
+export function openComponents(registry: Registry, settings: Settings, log: Logger): Promise<Components> {
+  return Components.open(registry, componentSettings(settings), log);
 }

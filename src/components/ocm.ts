@@ -2,6 +2,7 @@
 // mapping, the Component Index anchor, and reading a component descriptor in any of its forms.
 import { parse as parseYaml } from 'yaml';
 import { digestOf } from '../oci/digest.ts';
+import type { Reference, Resource } from '../metadata/index.ts';
 
 export const OCM_CONFIG_TYPES: ReadonlySet<string> = new Set([
   'application/vnd.ocm.software.component.config.v1+json',
@@ -91,24 +92,7 @@ export function componentOfRepository(repository: string): { prefix: string; nam
   return name ? { prefix: at ? repository.slice(0, at - 1) : '', name } : undefined;
 }
 
-export interface Resource {
-  name: string;
-  version: string | null;
-  type: string | null;
-  relation: string | null;
-  extraIdentity: Record<string, string>;
-  labels: Record<string, string>;
-  access: Record<string, unknown> | null;
-  /** The resource's content digest from the descriptor, as an OCI digest when it is one. */
-  digest: string | null;
-}
-
-export interface Reference {
-  name: string;
-  componentName: string;
-  version: string;
-  labels: Record<string, string>;
-}
+export type { Reference, Resource } from '../metadata/index.ts';
 
 export interface DescriptorInfo {
   name: string;

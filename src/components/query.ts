@@ -1,10 +1,10 @@
 // The one place components meet the q_ query language (src/query/): parsed once per request,
 // evaluated in memory against each component's attribute values.
-import { OciError } from '../oci/errors.ts';
+import { QueryInvalid } from '../query/language.ts';
 
 export { matches, parseQuery, type Query } from '../query/index.ts';
 
 /** The error for a query, constraint or parameter no item can satisfy, or a malformed one. */
-export function queryError(message: string): OciError {
-  return new OciError(400, 'QUERY_INVALID', message);
+export function queryError(message: string): QueryInvalid {
+  return new QueryInvalid(message);
 }

@@ -120,7 +120,7 @@ function term(op: string, raw: string, whole: string): Bound[] {
   }
 }
 
-/** Parses a constraint; throws a 400 OciError naming what is wrong. */
+/** Parses a constraint; throws QueryInvalid naming what is wrong. */
 export function parseConstraint(text: string): Constraint {
   if (!text.trim()) throw invalid(text, 'it is empty');
   if (text.length > 1000) throw invalid(text, 'it is too long');

@@ -5,11 +5,10 @@
 import type { Logger } from 'pino';
 import type { ContentChange, Registry } from '../content/registry.ts';
 import { KeyedLock } from '../content/lock.ts';
-import { SqliteMetadataStore } from '../metadata/sqlite.ts';
-import type { ManifestRecord } from '../metadata/store.ts';
+import type { ComponentIndex, ComponentVersionRow, ManifestRecord } from '../metadata/index.ts';
 import { digestOf } from '../oci/digest.ts';
 import { INDEX_TYPES, OCI_MANIFEST } from '../oci/mediatypes.ts';
-import { OciError } from '../oci/errors.ts';
+import { ContentError } from '../content/errors.ts';
 import { repositoryNameProblem } from '../oci/names.ts';
 import {
   ANCHOR_BYTES, ANCHOR_DIGEST, ANCHOR_SIZE, ANNOTATION_COMPONENT_NAME, ANNOTATION_COMPONENT_VERSION, ANNOTATION_COMPONENT_VERSION_KEY,
@@ -18,7 +17,6 @@ import {
   versionToTag, type DescriptorInfo,
 } from './ocm.ts';
 import { isVersionLike } from './semver.ts';
-import { SqliteComponentIndex, type ComponentIndex, type ComponentVersionRow } from './store.ts';
 
 export interface ComponentSettings {
   /** Repository of the portable index; '' turns it off. */
@@ -82,8 +80,7 @@ export class Components {
     if (settings.indexRepository && repositoryNameProblem(settings.indexRepository)) {
       throw new Error(`componentIndexRepository ${JSON.stringify(settings.indexRepository)} is not a valid repository name`);
     }
-    if (!(registry.metadata instanceof SqliteMetadataStore)) throw new Error('the component index needs the SQLite metadata store');
-    const components = new Components(registry, new SqliteComponentIndex(registry.metadata.database, registry.metadata.outbox), settings, log);
+    const components = new Components(registry, registry.metadata.components, settings, log);
     registry.observe((change) => components.onChange(change));
     await components.reconcile();
     return components;
@@ -107,32 +104,32 @@ export class Components {
     if (stored?.artifactType === OWNERSHIP_ARTIFACT_TYPE && stored.subject) {
       const name = stored.annotations[ANNOTATION_COMPONENT_NAME];
       const version = stored.annotations[ANNOTATION_COMPONENT_VERSION_KEY];
-      if (name && version) this.index.recordOwnership({ repository, digest: stored.digest, subject: stored.subject, name, version });
+      if (name && version) await this.index.recordOwnership({ repository, digest: stored.digest, subject: stored.subject, name, version });
     }
-    if (change.removed?.length) this.index.forgetOwnership(repository, change.removed);
-    if (componentOfRepository(repository) || this.prefixed(repository) || (stored && this.looksLikeComponent(stored)) || this.index.holds(repository)) {
+    if (change.removed?.length) await this.index.forgetOwnership(repository, change.removed);
+    if (componentOfRepository(repository) || this.prefixed(repository) || (stored && this.looksLikeComponent(stored)) || await this.index.holds(repository)) {
       await this.refresh(repository);
     }
   }
 
   /** Derives everything again: ownership and portable bookkeeping, then every candidate repository. */
   async reconcile(): Promise<void> {
-    const ownership = this.index.manifestsOfType(OWNERSHIP_ARTIFACT_TYPE).flatMap((m) => {
+    const ownership = (await this.index.manifestsOfType(OWNERSHIP_ARTIFACT_TYPE)).flatMap((m) => {
       const name = m.annotations[ANNOTATION_COMPONENT_NAME];
       const version = m.annotations[ANNOTATION_COMPONENT_VERSION_KEY];
       return m.subject && name && version ? [{ repository: m.repository, digest: m.digest, subject: m.subject, name, version }] : [];
     });
-    const portable = this.settings.indexRepository ? this.index.manifestsOfType(ENTRY_ARTIFACT_TYPE).flatMap((m) => {
+    const portable = this.settings.indexRepository ? (await this.index.manifestsOfType(ENTRY_ARTIFACT_TYPE)).flatMap((m) => {
       const owner = m.annotations[ENTRY_REPOSITORY];
       return m.repository === this.settings.indexRepository && m.subject === ANCHOR_DIGEST && owner ? [{ repository: owner, digest: m.digest }] : [];
     }) : [];
-    this.index.resetDerived(portable, ownership);
+    await this.index.resetDerived(portable, ownership);
     const keys = [ANNOTATION_COMPONENT_VERSION, ANNOTATION_COMPONENT_NAME, ...(this.settings.annotation ? [this.settings.annotation] : [])];
     const repositories = new Set([
-      ...this.index.candidateRepositories([...OCM_CONFIG_TYPES], keys, ANCHOR_DIGEST),
-      ...this.index.repositories(),
-      ...this.index.portableRepositories(),
-      ...this.registry.metadata.allRepositories().map((r) => r.name).filter((name) => componentOfRepository(name) || this.prefixed(name)),
+      ...(await this.index.candidateRepositories([...OCM_CONFIG_TYPES], keys, ANCHOR_DIGEST)),
+      ...(await this.index.repositories()),
+      ...(await this.index.portableRepositories()),
+      ...(await this.registry.metadata.allRepositories()).map((r) => r.name).filter((name) => componentOfRepository(name) || this.prefixed(name)),
     ]);
     repositories.delete(this.settings.indexRepository);
     for (const repository of [...repositories].sort()) await this.refresh(repository);
@@ -142,32 +139,32 @@ export class Components {
   refresh(repository: string): Promise<void> {
     return this.locks.run(repository, async () => {
       const rows = await this.derive(repository);
-      this.index.replaceRepository(repository, rows);
+      await this.index.replaceRepository(repository, rows);
       if (this.settings.indexRepository) await this.syncPortable(repository, rows);
     });
   }
 
   private async derive(repository: string): Promise<ComponentVersionRow[]> {
     const { metadata } = this.registry;
-    const repo = metadata.repository(repository);
+    const repo = await metadata.repository(repository);
     if (!repo || repository === this.settings.indexRepository) return [];
     // Tagged manifests, and OCM's untagged component versions found through the anchor.
     const tagsOf = new Map<string, string[]>();
     for (let after = ''; ;) {
-      const page = metadata.taggedEntries(repo.id, { after, limit: 1000 });
+      const page = await metadata.taggedEntries(repo.id, { after, limit: 1000 });
       for (const entry of page) tagsOf.set(entry.digest, [...(tagsOf.get(entry.digest) ?? []), entry.tag]);
       if (page.length < 1000) break;
       after = page[page.length - 1]!.tag;
     }
     const records = new Map<string, ManifestRecord>();
     for (let after = ''; ;) {
-      const page = metadata.referrers(repo.id, ANCHOR_DIGEST, { after, limit: 1000 });
+      const page = await metadata.referrers(repo.id, ANCHOR_DIGEST, { after, limit: 1000 });
       for (const record of page) records.set(record.digest, record);
       if (page.length < 1000) break;
       after = page[page.length - 1]!.digest;
     }
     for (const digest of tagsOf.keys()) {
-      const record = records.get(digest) ?? metadata.manifest(repo.id, digest);
+      const record = records.get(digest) ?? await metadata.manifest(repo.id, digest);
       if (record) records.set(digest, record);
     }
 
@@ -220,7 +217,7 @@ export class Components {
   private async readOcm(repository: string, record: ManifestRecord, ocmRepository: boolean): Promise<DescriptorInfo | undefined> {
     const candidate = this.looksLikeComponent(record) || (ocmRepository && INDEX_TYPES.has(record.mediaType));
     if (!candidate || (this.settings.annotation && this.settings.annotation in record.annotations && !this.looksLikeOcm(record))) return undefined;
-    const cached = this.index.cached(record.digest);
+    const cached = await this.index.cached(record.digest);
     if (cached !== undefined) return (cached as DescriptorInfo | null) ?? undefined;
     let info: DescriptorInfo | undefined;
     try {
@@ -233,7 +230,7 @@ export class Components {
       ?? (record.annotations[ANNOTATION_COMPONENT_NAME] && record.annotations[ANNOTATION_COMPONENT_VERSION_KEY]
         ? { name: record.annotations[ANNOTATION_COMPONENT_NAME], version: record.annotations[ANNOTATION_COMPONENT_VERSION_KEY] } : undefined);
     if (!info && named) info = { ...named, provider: null, labels: {}, resources: [], sources: [], references: [] };
-    this.index.cache(repository, record.digest, info ?? null);
+    await this.index.cache(repository, record.digest, info ?? null);
     return info;
   }
 
@@ -283,7 +280,7 @@ export class Components {
     if (!(await this.registry.blobInfo(name, EMPTY_DESCRIPTOR.digest))) {
       await this.registry.storeBlobBytes(name, EMPTY_DESCRIPTOR.digest, EMPTY_BLOB);
     }
-    if (this.registry.metadata.resolveTag(repo.id, ANCHOR_TAG) !== ANCHOR_DIGEST || !this.registry.metadata.manifest(repo.id, ANCHOR_DIGEST)) {
+    if ((await this.registry.metadata.resolveTag(repo.id, ANCHOR_TAG)) !== ANCHOR_DIGEST || !await this.registry.metadata.manifest(repo.id, ANCHOR_DIGEST)) {
       await this.registry.putManifest(name, ANCHOR_TAG, ANCHOR_BYTES, OCI_MANIFEST, []);
     }
   }
@@ -294,22 +291,22 @@ export class Components {
       const bytes = entryManifest(row);
       return [digestOf(bytes, 'sha256'), bytes] as const;
     }));
-    const held = this.index.portableEntries(repository);
+    const held = await this.index.portableEntries(repository);
     if (!desired.size && !held.length) return;
     await this.ensureAnchor();
-    const repo = this.registry.metadata.repository(name)!;
+    const repo = (await this.registry.metadata.repository(name))!;
     for (const [digest, bytes] of desired) {
-      if (!this.registry.metadata.manifest(repo.id, digest)) await this.registry.putManifest(name, digest, bytes, OCI_MANIFEST, []);
-      this.index.setPortableEntry(repository, digest, true);
+      if (!await this.registry.metadata.manifest(repo.id, digest)) await this.registry.putManifest(name, digest, bytes, OCI_MANIFEST, []);
+      await this.index.setPortableEntry(repository, digest, true);
     }
     for (const digest of held) {
       if (desired.has(digest)) continue;
       try {
         await this.registry.deleteManifest(name, digest);
       } catch (err) {
-        if (!(err instanceof OciError && err.status === 404)) throw err;
+        if (!(err instanceof ContentError && err.problem === 'not-found')) throw err;
       }
-      this.index.setPortableEntry(repository, digest, false);
+      await this.index.setPortableEntry(repository, digest, false);
     }
   }
 }

@@ -14,6 +14,8 @@ export interface Settings {
   storage: string;
   /** Answer blob GETs with a redirect to a presigned storage URL valid this long (S3 only); 0 serves them. */
   storageRedirectSeconds: number;
+  /** The metadata index: '' for SQLite under the data root, or postgres://user:pass@host:port/db. */
+  metadata: string;
   logLevel: string;
   /** Level of the one JSON line per request ('silent': none). */
   requestLogLevel: string;
@@ -108,6 +110,7 @@ export const DEFAULT_SETTINGS: Settings = {
   data: './trellis-data',
   storage: '',
   storageRedirectSeconds: 0,
+  metadata: '',
   logLevel: 'info',
   requestLogLevel: 'info',
   auditLogLevel: 'info',

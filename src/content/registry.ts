@@ -1,31 +1,30 @@
 // The registry's content model: repositories as OCI layouts, indexed in the metadata store.
 // HTTP handlers and CLI commands call this; it never speaks HTTP itself.
-import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { openStorage, type ObjectInfo, type ObjectWriter, type StorageDriver } from '../storage/index.ts';
-import { SqliteMetadataStore } from '../metadata/sqlite.ts';
 import { lockDataDirectory, type DirectoryLock } from '../metadata/directory-lock.ts';
-import { manifestRecord, type ManifestRecord, type MetadataStore, type PageRequest, type RepositoryRecord } from '../metadata/store.ts';
+import { dropMetadata, manifestRecord, metadataExists, openMetadata, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
 import { findLayouts } from '../layout/discover.ts';
 import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
 import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layoutKey } from '../layout/paths.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { digestOf, parseDigest, type DigestAlgorithm, type ParsedDigest } from '../oci/digest.ts';
-import { OciError, type ErrorEntry } from '../oci/errors.ts';
+import type { ErrorEntry } from '../oci/errors.ts';
+import { ContentError } from './errors.ts';
 import { ManifestInvalid, parseManifest, type ManifestLink } from '../oci/manifest.ts';
 import { isValidTag, repositoryNameProblem } from '../oci/names.ts';
 import { KeyedLock } from './lock.ts';
-import { SqliteQueryIndex } from '../query/sqlite.ts';
-import type { QueryIndex } from '../query/store.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
 
 export interface RegistryOptions {
   dataDir: string;
   /** Where blobs and layouts live: '' for the data directory, a path, or s3://… (src/storage). */
   storage?: string;
+  /** Where the metadata index lives: '' for SQLite in the data directory, or a postgres:// URL. */
+  metadata: string;
   maxManifestBytes: number;
   /** fsync files, folders and the metadata database: survives power loss, costs write latency. */
   durable: boolean;
@@ -69,22 +68,18 @@ const MAX_REPORTED_MISSING = 10;
 /** Existence checks run in parallel per batch. */
 const EXISTENCE_BATCH = 32;
 
-export function metadataPath(dataDir: string): string {
-  return `${dataDir}/${TRELLIS_FOLDER}/metadata.sqlite`;
-}
-
 /** Parses a digest from a URL or query, with the spec's error for each way it can be wrong. */
 export function requireDigest(value: string | null | undefined, what = 'digest'): ParsedDigest {
-  if (!value) throw new OciError(400, 'DIGEST_INVALID', `${what} is missing`);
+  if (!value) throw new ContentError('invalid', 'DIGEST_INVALID', `${what} is missing`);
   const parsed = parseDigest(value);
-  if (parsed === 'malformed') throw new OciError(400, 'DIGEST_INVALID', `${what} ${JSON.stringify(value.slice(0, 200))} is not a valid digest`);
-  if (parsed === 'unsupported') throw new OciError(400, 'DIGEST_INVALID', `${what} uses an unsupported algorithm; use sha256 or sha512`);
+  if (parsed === 'malformed') throw new ContentError('invalid', 'DIGEST_INVALID', `${what} ${JSON.stringify(value.slice(0, 200))} is not a valid digest`);
+  if (parsed === 'unsupported') throw new ContentError('invalid', 'DIGEST_INVALID', `${what} uses an unsupported algorithm; use sha256 or sha512`);
   return parsed;
 }
 
 export function requireRepositoryName(name: string): void {
   const problem = repositoryNameProblem(name);
-  if (problem) throw new OciError(400, 'NAME_INVALID', problem, { name: name.slice(0, 300) });
+  if (problem) throw new ContentError('invalid', 'NAME_INVALID', problem, { name: name.slice(0, 300) });
 }
 
 export { DataDirectoryBusy } from '../metadata/directory-lock.ts';
@@ -93,10 +88,6 @@ export { DataDirectoryBusy } from '../metadata/directory-lock.ts';
 async function lockData(dataDir: string): Promise<DirectoryLock> {
   await mkdir(`${dataDir}/${TRELLIS_FOLDER}`, { recursive: true });
   return lockDataDirectory(dataDir, `${dataDir}/${TRELLIS_FOLDER}`, ['trellis', ...process.argv.slice(2)].join(' '));
-}
-
-async function removeIndex(dataDir: string): Promise<void> {
-  for (const suffix of ['', '-wal', '-shm']) await rm(metadataPath(dataDir) + suffix, { force: true });
 }
 
 export class Registry {
@@ -115,13 +106,13 @@ export class Registry {
   /** Released on close when this registry took it (not when a caller lent it, as rebuildIndex does). */
   private readonly directoryLock: DirectoryLock | undefined;
 
-  private constructor(options: RegistryOptions, metadata: MetadataStore, queries: QueryIndex, directoryLock: DirectoryLock | undefined) {
+  private constructor(options: RegistryOptions, metadata: MetadataStore, directoryLock: DirectoryLock | undefined) {
     this.options = options;
     this.directoryLock = directoryLock;
     this.log = options.logger;
     this.driver = openStorage(options.storage ?? '', options.dataDir, { durable: options.durable });
     this.metadata = metadata;
-    this.queries = queries;
+    this.queries = metadata.queries;
     this.layout = new LayoutWriter({
       driver: this.driver,
       metadata,
@@ -149,13 +140,13 @@ export class Registry {
   }
 
   private static async openLocked(options: RegistryOptions, lock: DirectoryLock, ownsLock: boolean): Promise<Registry> {
-    const metadata = new SqliteMetadataStore(metadataPath(options.dataDir), { durable: options.durable, recordEvents: options.recordEvents ?? false });
-    const registry = new Registry(options, options.instrumentMetadata?.(metadata) ?? metadata, new SqliteQueryIndex(metadata.database), ownsLock ? lock : undefined);
+    const metadata = await openMetadata({ location: options.metadata, dataDir: options.dataDir, durable: options.durable, recordEvents: options.recordEvents ?? false });
+    const registry = new Registry(options, options.instrumentMetadata?.(metadata) ?? metadata, ownsLock ? lock : undefined);
     if (metadata.needsRebuild) {
       // Write what the old index journalled into the layouts, then rebuild from them.
       options.logger.warn('the metadata index predates this version; rebuilding it from the layouts');
       await registry.closeKeepingLock();
-      await removeIndex(options.dataDir);
+      await dropMetadata({ location: options.metadata, dataDir: options.dataDir });
       return Registry.openLocked(options, lock, ownsLock);
     }
     try {
@@ -163,7 +154,7 @@ export class Registry {
       await registry.adoptLayouts();
       await registry.layout.flushAll();
       // Removals a crash interrupted after the index.json rewrite that allowed them.
-      for (const repo of metadata.allRepositories()) await registry.removeUnusedFiles(repo.name);
+      for (const repo of await metadata.allRepositories()) await registry.removeUnusedFiles(repo.name);
       return registry;
     } catch (err) {
       await metadata.close();
@@ -179,11 +170,11 @@ export class Registry {
    */
   async removeUnusedFiles(repository: string): Promise<void> {
     await this.contentLock.run(repository, () => this.indexLock.run(repository, async () => {
-      const repo = this.metadata.repository(repository);
+      const repo = await this.metadata.repository(repository);
       if (!repo) return;
-      for (const digest of this.metadata.dueUnlinks(repo.id, repo.flushedGen)) {
-        if (!this.metadata.contentInUse(repo.id, digest)) await this.driver.remove(blobKey(repository, digest));
-        this.metadata.dropPendingUnlink(repo.id, digest);
+      for (const digest of await this.metadata.dueUnlinks(repo.id, repo.flushedGen)) {
+        if (!await this.metadata.contentInUse(repo.id, digest)) await this.driver.remove(blobKey(repository, digest));
+        await this.metadata.dropPendingUnlink(repo.id, digest);
       }
     }));
   }
@@ -239,7 +230,7 @@ export class Registry {
   }
 
   private async adopt(name: string): Promise<void> {
-    this.metadata.ensureRepository(name);
+    await this.metadata.ensureRepository(name);
     await this.indexLock.run(name, () => this.syncWithDisk(name));
   }
 
@@ -249,28 +240,28 @@ export class Registry {
    * interrupted after its rename; anything else is another tool's edit and is merged.
    */
   private async syncWithDisk(name: string): Promise<void> {
-    const repo = this.metadata.repository(name);
+    const repo = await this.metadata.repository(name);
     const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
     if (!info) return;
     const stamp = stampOf(info);
     if (repo && stamp === repo.indexStamp) return;
-    if (repo?.pendingIndex && stamp === repo.pendingIndex.stamp) return this.metadata.markFlushed(repo.id, repo.pendingIndex.gen, stamp);
+    if (repo?.pendingIndex && stamp === repo.pendingIndex.stamp) return await this.metadata.markFlushed(repo.id, repo.pendingIndex.gen, stamp);
     if (repo) this.log.info({ repository: name }, 'index.json was changed by another tool; re-reading it');
     await this.importLayout(name);
   }
 
   /** Merges what the layout on disk says into the index. Caller holds the index lock. */
   private async importLayout(name: string): Promise<void> {
-    const repo = this.metadata.ensureRepository(name);
+    const repo = await this.metadata.ensureRepository(name);
     try {
       const { snapshot, problems } = await readLayout(this.driver, name, Math.max(this.options.maxManifestBytes, 8 << 20));
       for (const problem of problems) this.log.warn({ repository: name }, problem);
       const listed = new Set(snapshot.manifests.map((m) => m.record.digest));
       const vanished: string[] = [];
-      for (const digest of this.metadata.manifestDigests(repo.id)) {
+      for (const digest of await this.metadata.manifestDigests(repo.id)) {
         if (!listed.has(digest) && !(await this.driver.stat(blobKey(name, digest)))) vanished.push(digest);
       }
-      this.metadata.mergeLayout(repo.id, snapshot, vanished);
+      await this.metadata.mergeLayout(repo.id, snapshot, vanished);
       // Not awaited: the caller holds the index lock, and observers may write elsewhere.
       if (this.observers.length) void this.changed({ repository: name, removed: vanished });
       this.log.info({ repository: name, manifests: snapshot.manifests.length, tags: snapshot.tags.size }, 'indexed layout');
@@ -284,7 +275,7 @@ export class Registry {
   async repository(name: string): Promise<RepositoryRecord | undefined> {
     const now = Date.now();
     if (now - (this.lastLayoutCheck.get(name) ?? 0) >= this.options.layoutCheckIntervalMs) {
-      const repo = this.metadata.repository(name);
+      const repo = await this.metadata.repository(name);
       const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
       // Only names that are repositories are remembered, so unknown names cannot grow the map;
       // a folder becomes one when it is a complete layout (oci-layout is written last).
@@ -292,25 +283,25 @@ export class Registry {
       this.lastLayoutCheck.set(name, now);
       if (info && (!repo || stampOf(info) !== repo.indexStamp)) {
         await this.indexLock.run(name, () => this.syncWithDisk(name));
-        const after = this.metadata.repository(name);
+        const after = await this.metadata.repository(name);
         if (after && after.gen > after.flushedGen) this.layout.changed(name);
       }
     }
-    return this.metadata.repository(name);
+    return await this.metadata.repository(name);
   }
 
   private async requireRepository(name: string): Promise<RepositoryRecord> {
     const repo = await this.repository(name);
-    if (!repo) throw new OciError(404, 'NAME_UNKNOWN', `repository ${name} is not known`, { name });
+    if (!repo) throw new ContentError('not-found', 'NAME_UNKNOWN', `repository ${name} is not known`, { name });
     return repo;
   }
 
   /** Makes sure `<name>/` is a valid OCI layout and the index knows it. */
   async createRepository(name: string): Promise<RepositoryRecord> {
-    const existing = this.metadata.repository(name);
+    const existing = await this.metadata.repository(name);
     if (existing) return existing;
     await this.indexLock.run(name, async () => {
-      if (this.metadata.repository(name)) return;
+      if (await this.metadata.repository(name)) return;
       // `oci-layout` goes last: it is what marks the folder as a layout, so a crash before it
       // leaves a plain folder, never a layout without `index.json`.
       await this.driver.createFolder(`${name}/blobs`);
@@ -320,19 +311,30 @@ export class Registry {
       // A layout another tool left here is adopted, not overwritten.
       await this.importLayout(name);
     });
-    return this.metadata.repository(name)!;
+    return (await this.metadata.repository(name))!;
   }
 
-  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): string[] {
+  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): Promise<string[]> {
     return this.metadata.repositories(page);
+  }
+
+  /** Every repository name `canPull` allows: the caller's grants, as data for queries. */
+  async pullableRepositories(canPull: (name: string) => boolean): Promise<string[]> {
+    const pullable: string[] = [];
+    for (let after = ''; ;) {
+      const page = await this.metadata.repositories({ after, limit: 1000 });
+      pullable.push(...page.filter(canPull));
+      if (page.length < 1000) return pullable;
+      after = page[page.length - 1]!;
+    }
   }
 
   // ---- blobs --------------------------------------------------------------------------------
 
   /** A blob of the repository; a file awaiting removal that nothing needs counts as gone. */
   async blobInfo(repository: string, digest: string): Promise<ObjectInfo | undefined> {
-    const repo = this.metadata.repository(repository);
-    if (repo && this.metadata.awaitsUnlink(repo.id, digest)) return undefined;
+    const repo = await this.metadata.repository(repository);
+    if (repo && await this.metadata.awaitsUnlink(repo.id, digest)) return undefined;
     return this.driver.stat(blobKey(repository, digest));
   }
 
@@ -367,8 +369,8 @@ export class Registry {
 
   /** Whether a repository holds a blob: the index answers for what Trellis stored, the file for the rest. */
   private async holdsBlob(repository: string, digest: string): Promise<boolean> {
-    const repo = this.metadata.repository(repository);
-    if (repo && this.metadata.hasBlob(repo.id, digest)) return true;
+    const repo = await this.metadata.repository(repository);
+    if (repo && await this.metadata.hasBlob(repo.id, digest)) return true;
     return (await this.blobInfo(repository, digest)) !== undefined;
   }
 
@@ -381,10 +383,10 @@ export class Registry {
     const repo = await this.createRepository(repository);
     await this.contentLock.run(repository, async () => {
       // Content another repository already holds is shared (hard link, reference), not stored again.
-      const holder = this.metadata.findBlob(digest, repo.id);
+      const holder = await this.metadata.findBlob(digest, repo.id);
       if (holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest)))) await writer.cancel();
       else await writer.commit(blobKey(repository, digest));
-      this.metadata.recordBlob(repo.id, digest, size);
+      await this.metadata.recordBlob(repo.id, digest, size);
     });
   }
 
@@ -392,9 +394,9 @@ export class Registry {
   async storeBlobBytes(repository: string, digest: string, bytes: Uint8Array): Promise<void> {
     const repo = await this.createRepository(repository);
     await this.contentLock.run(repository, async () => {
-      const holder = this.metadata.findBlob(digest, repo.id);
+      const holder = await this.metadata.findBlob(digest, repo.id);
       if (!(holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest))))) await this.driver.writeFile(blobKey(repository, digest), bytes);
-      this.metadata.recordBlob(repo.id, digest, bytes.length);
+      await this.metadata.recordBlob(repo.id, digest, bytes.length);
     });
   }
 
@@ -403,9 +405,9 @@ export class Registry {
    * Returns false when the blob cannot be mounted (the caller then opens an upload).
    */
   async mountBlob(repository: string, digest: string, from: string | undefined, canPull: (name: string) => boolean = () => true): Promise<boolean> {
-    const target = this.metadata.repository(repository);
+    const target = await this.metadata.repository(repository);
     if (target && (await this.blobInfo(repository, digest))) return true;
-    const source = from ?? this.metadata.findBlob(digest, target?.id);
+    const source = from ?? await this.metadata.findBlob(digest, target?.id);
     // A source the caller may not pull is never used (and never named): they upload instead.
     if (!source || repositoryNameProblem(source) || source === repository || !canPull(source)) return false;
     const info = await this.blobInfo(source, digest);
@@ -413,7 +415,7 @@ export class Registry {
     const repo = await this.createRepository(repository);
     return this.contentLock.run(repository, async () => {
       if (!(await this.driver.copy(blobKey(source, digest), blobKey(repository, digest)))) return false;
-      this.metadata.recordBlob(repo.id, digest, info.size);
+      await this.metadata.recordBlob(repo.id, digest, info.size);
       return true;
     });
   }
@@ -427,14 +429,14 @@ export class Registry {
   async deleteBlob(repository: string, digest: string): Promise<void> {
     const repo = await this.requireRepository(repository);
     await this.contentLock.run(repository, async () => {
-      if (this.metadata.manifest(repo.id, digest)) {
-        throw new OciError(405, 'UNSUPPORTED', `${digest} is a manifest; delete it through /v2/${repository}/manifests/${digest}`);
+      if (await this.metadata.manifest(repo.id, digest)) {
+        throw new ContentError('unsupported', 'UNSUPPORTED', `${digest} is a manifest; delete it through /v2/${repository}/manifests/${digest}`);
       }
-      if (!(await this.blobInfo(repository, digest))) throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${repository}`);
-      this.metadata.scheduleUnlink(repo.id, digest);
-      if (this.metadata.contentInUse(repo.id, digest)) {
+      if (!(await this.blobInfo(repository, digest))) throw new ContentError('not-found', 'BLOB_UNKNOWN', `blob ${digest} is not in ${repository}`);
+      await this.metadata.scheduleUnlink(repo.id, digest);
+      if (await this.metadata.contentInUse(repo.id, digest)) {
         await this.driver.remove(blobKey(repository, digest));
-        this.metadata.dropPendingUnlink(repo.id, digest);
+        await this.metadata.dropPendingUnlink(repo.id, digest);
       }
     });
     // Due at once unless a rewrite of index.json is pending.
@@ -446,26 +448,26 @@ export class Registry {
   /** Resolves a tag or digest to a stored manifest, or throws the spec's 404. */
   async resolveManifest(repository: string, reference: string, canPull: (name: string) => boolean = () => true): Promise<StoredManifest> {
     const repo = await this.requireRepository(repository);
-    const unknown = () => new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${reference} is not in ${repository}`);
+    const unknown = () => new ContentError('not-found', 'MANIFEST_UNKNOWN', `manifest ${reference} is not in ${repository}`);
     let digest: string;
     if (isValidTag(reference)) {
-      digest = this.metadata.resolveTag(repo.id, reference) ?? '';
+      digest = await this.metadata.resolveTag(repo.id, reference) ?? '';
       if (!digest) throw unknown();
     } else {
       const parsed = parseDigest(reference);
-      if (typeof parsed !== 'object') throw new OciError(400, 'DIGEST_INVALID', `reference ${JSON.stringify(reference.slice(0, 200))} is neither a tag nor a valid digest`);
+      if (typeof parsed !== 'object') throw new ContentError('invalid', 'DIGEST_INVALID', `reference ${JSON.stringify(reference.slice(0, 200))} is neither a tag nor a valid digest`);
       digest = parsed.digest;
     }
     const key = blobKey(repository, digest);
-    const record = this.metadata.manifest(repo.id, digest)
-      ?? (this.metadata.awaitsUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
+    const record = await this.metadata.manifest(repo.id, digest)
+      ?? (await this.metadata.awaitsUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
     if (record && (await this.driver.stat(key))) return { record, key };
     // A manifest an index here lists from a descendant repository is pulled through this one.
     // Only descendants the caller may pull; the others look exactly like a manifest that is not there.
-    for (const descendant of this.linkedDescendants(repo)) {
+    for (const descendant of await this.linkedDescendants(repo)) {
       if (!canPull(descendant)) continue;
-      const child = this.metadata.repository(descendant);
-      const nested = child && this.metadata.manifest(child.id, digest);
+      const child = await this.metadata.repository(descendant);
+      const nested = child && await this.metadata.manifest(child.id, digest);
       const nestedKey = blobKey(descendant, digest);
       if (nested && (await this.driver.stat(nestedKey))) return { record: nested, key: nestedKey };
     }
@@ -473,14 +475,14 @@ export class Registry {
   }
 
   /** Descendant repositories reachable through nested index entries, nearest first (bounded). */
-  linkedDescendants(repo: RepositoryRecord, limit = 64): string[] {
+  async linkedDescendants(repo: RepositoryRecord, limit = 64): Promise<string[]> {
     const found: string[] = [];
     const queue = [repo.id];
     while (queue.length && found.length < limit) {
-      for (const name of this.metadata.linkedRepositories(queue.shift()!)) {
+      for (const name of await this.metadata.linkedRepositories(queue.shift()!)) {
         if (found.includes(name)) continue;
         found.push(name);
-        const child = this.metadata.repository(name);
+        const child = await this.metadata.repository(name);
         if (child) queue.push(child.id);
       }
     }
@@ -491,8 +493,8 @@ export class Registry {
   async locateBlob(repository: string, digest: string, canPull: (name: string) => boolean = () => true): Promise<{ repository: string; info: ObjectInfo } | undefined> {
     const info = await this.blobInfo(repository, digest);
     if (info) return { repository, info };
-    const repo = this.metadata.repository(repository);
-    for (const descendant of repo ? this.linkedDescendants(repo) : []) {
+    const repo = await this.metadata.repository(repository);
+    for (const descendant of repo ? await this.linkedDescendants(repo) : []) {
       if (!canPull(descendant)) continue;
       const nested = await this.blobInfo(descendant, digest);
       if (nested) return { repository: descendant, info: nested };
@@ -514,35 +516,35 @@ export class Registry {
     let algorithm: DigestAlgorithm = 'sha256';
     let tags: string[];
     if (isValidTag(reference)) {
-      if (extraTags.length) throw new OciError(400, 'TAG_INVALID', 'the tag query parameter is only allowed when pushing by digest');
+      if (extraTags.length) throw new ContentError('invalid', 'TAG_INVALID', 'the tag query parameter is only allowed when pushing by digest');
       tags = [reference];
     } else {
       algorithm = requireDigest(reference, 'reference').algorithm;
       tags = extraTags;
     }
-    for (const tag of tags) if (!isValidTag(tag)) throw new OciError(400, 'TAG_INVALID', `tag ${JSON.stringify(tag.slice(0, 200))} is not valid`);
+    for (const tag of tags) if (!isValidTag(tag)) throw new ContentError('invalid', 'TAG_INVALID', `tag ${JSON.stringify(tag.slice(0, 200))} is not valid`);
     const digest = digestOf(bytes, algorithm);
     if (!isValidTag(reference) && digest !== reference) {
-      throw new OciError(400, 'DIGEST_INVALID', `manifest digest is ${digest}, not ${reference}`, { expected: reference, actual: digest });
+      throw new ContentError('invalid', 'DIGEST_INVALID', `manifest digest is ${digest}, not ${reference}`, { expected: reference, actual: digest });
     }
     let parsed;
     try {
       parsed = parseManifest(bytes, contentType);
     } catch (err) {
-      if (err instanceof ManifestInvalid) throw new OciError(400, 'MANIFEST_INVALID', err.message);
+      if (err instanceof ManifestInvalid) throw new ContentError('invalid', 'MANIFEST_INVALID', err.message);
       throw err;
     }
     const nestedProblems = resolveNestedLinks(parsed.links, repository);
-    if (nestedProblems.length) throw OciError.many(400, nestedProblems.map((message) => ({ code: 'MANIFEST_INVALID', message })));
+    if (nestedProblems.length) throw ContentError.many('invalid', nestedProblems.map((message) => ({ code: 'MANIFEST_INVALID', message })));
     const record = manifestRecord(digest, parsed, bytes.length);
     await this.contentLock.run(repository, async () => {
       // Everything is checked before anything is written, so a refused push leaves no trace.
       const missing = await this.missingLinks(parsed.links.filter((l) => l.required), repository, canPull);
-      if (missing.length) throw OciError.many(400, missing);
+      if (missing.length) throw ContentError.many('invalid', missing);
       const repo = await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
-      if (!this.metadata.manifest(repo.id, digest)) await this.driver.writeFile(blobKey(repository, digest), bytes);
-      this.metadata.putManifest(repo.id, record, parsed.links, tags);
+      if (!await this.metadata.manifest(repo.id, digest)) await this.driver.writeFile(blobKey(repository, digest), bytes);
+      await this.metadata.putManifest(repo.id, record, parsed.links, tags);
     });
     this.layout.changed(repository);
     await this.changed({ repository, stored: record });
@@ -593,21 +595,21 @@ export class Registry {
     const change: ContentChange = { repository };
     await this.contentLock.run(repository, async () => {
       if (isValidTag(reference)) {
-        if (!this.metadata.deleteTag(repo.id, reference)) throw new OciError(404, 'MANIFEST_UNKNOWN', `tag ${reference} is not in ${repository}`);
+        if (!await this.metadata.deleteTag(repo.id, reference)) throw new ContentError('not-found', 'MANIFEST_UNKNOWN', `tag ${reference} is not in ${repository}`);
         change.untagged = reference;
         return;
       }
       const { digest } = requireDigest(reference, 'reference');
-      const holders = this.metadata.edgesTo(repository, digest).filter((e) => e.parentRepository !== repository && e.kind === 'manifest');
+      const holders = (await this.metadata.edgesTo(repository, digest)).filter((e) => e.parentRepository !== repository && e.kind === 'manifest');
       if (holders.length && this.options.protectNestedChildren) {
         // Name only the ancestors the caller may pull; the others stay anonymous.
         const visible = holders.filter((h) => canPull(h.parentRepository));
         const where = visible.length ? `an index in ${visible[0]!.parentRepository}` : 'an index in an ancestor repository';
-        throw new OciError(409, 'DENIED', `manifest ${digest} is listed by ${where}; delete or change that index first`,
+        throw new ContentError('conflict', 'DENIED', `manifest ${digest} is listed by ${where}; delete or change that index first`,
           { referencedBy: visible.map((h) => ({ repository: h.parentRepository, digest: h.parent })) });
       }
       // The file goes when index.json stops listing it, if nothing else needs it (removeUnusedFiles).
-      if (!this.metadata.deleteManifests(repo.id, [digest]).length) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
+      if (!(await this.metadata.deleteManifests(repo.id, [digest])).length) throw new ContentError('not-found', 'MANIFEST_UNKNOWN', `manifest ${digest} is not in ${repository}`);
       change.removed = [digest];
     });
     this.layout.changed(repository);
@@ -618,12 +620,12 @@ export class Registry {
 
   async tags(repository: string, page: PageRequest): Promise<string[]> {
     const repo = await this.requireRepository(repository);
-    return this.metadata.tags(repo.id, page);
+    return await this.metadata.tags(repo.id, page);
   }
 
   async referrers(repository: string, subject: string, filter: { artifactTypes?: string[] } & PageRequest): Promise<ManifestRecord[]> {
     const repo = await this.repository(repository);
-    return repo ? this.metadata.referrers(repo.id, subject, { ...filter, includeAttestations: this.options.buildkitAttestations }) : [];
+    return repo ? await this.metadata.referrers(repo.id, subject, { ...filter, includeAttestations: this.options.buildkitAttestations }) : [];
   }
 
   /** Re-reads every layout from scratch into an empty index (used by `trellis reindex`). */
@@ -634,12 +636,12 @@ export class Registry {
     // The lock is held throughout, so no server starts on the index while it is dropped.
     const lock = await lockData(options.dataDir);
     try {
-      if (existsSync(metadataPath(options.dataDir))) await (await Registry.openLocked(options, lock, false)).close();
-      await removeIndex(options.dataDir);
+      if (await metadataExists({ location: options.metadata, dataDir: options.dataDir })) await (await Registry.openLocked(options, lock, false)).close();
+      await dropMetadata({ location: options.metadata, dataDir: options.dataDir });
       const registry = await Registry.openLocked(options, lock, false);
       let orphans = 0;
       try {
-        if (deep) for (const repo of registry.metadata.allRepositories()) orphans += await registry.adoptOrphanReferrers(repo);
+        if (deep) for (const repo of await registry.metadata.allRepositories()) orphans += await registry.adoptOrphanReferrers(repo);
       } finally {
         await registry.close();
       }
@@ -654,7 +656,7 @@ export class Registry {
    * referrers among them (a manifest with a `subject`), e.g. ones whose fallback tag was lost.
    */
   async adoptOrphanReferrers(repo: RepositoryRecord): Promise<number> {
-    const known = new Set(this.metadata.manifestDigests(repo.id));
+    const known = new Set(await this.metadata.manifestDigests(repo.id));
     let adopted = 0;
     for (const alg of await this.driver.list(`${repo.name}/blobs`)) {
       for (const file of alg.dir ? await this.driver.list(`${repo.name}/blobs/${alg.name}`) : []) {
@@ -670,7 +672,7 @@ export class Registry {
         }
         if (!manifest.subject) continue;
         resolveNestedLinks(manifest.links, repo.name);
-        this.metadata.putManifest(repo.id, manifestRecord(parsed.digest, manifest, bytes.length), manifest.links, []);
+        await this.metadata.putManifest(repo.id, manifestRecord(parsed.digest, manifest, bytes.length), manifest.links, []);
         adopted++;
       }
     }

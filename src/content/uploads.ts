@@ -6,7 +6,7 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ObjectWriter, StorageDriver } from '../storage/driver.ts';
 import { newHash, type DigestAlgorithm } from '../oci/digest.ts';
-import { OciError } from '../oci/errors.ts';
+import { ContentError } from './errors.ts';
 import { UPLOADS_FOLDER } from '../layout/paths.ts';
 
 const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -43,8 +43,8 @@ export interface UploadLimits {
 }
 
 /** Thrown (as the cause of an aborted body) when a request body stalled. */
-function bodyStalled(idleMs: number): OciError {
-  return new OciError(408, 'BLOB_UPLOAD_INVALID', `request body sent nothing for ${idleMs} ms; the chunk was discarded`);
+function bodyStalled(idleMs: number): ContentError {
+  return new ContentError('stalled', 'BLOB_UPLOAD_INVALID', `request body sent nothing for ${idleMs} ms; the chunk was discarded`);
 }
 
 export class Uploads {
@@ -82,10 +82,10 @@ export class Uploads {
       const { maxSessions, maxSessionsTotal } = this.limits;
       if (this.heldBy(owner) >= maxSessions || this.sessions.size >= maxSessionsTotal) await this.sweep();
       if (this.heldBy(owner) >= maxSessions) {
-        throw new OciError(429, 'TOOMANYREQUESTS', `you hold ${this.heldBy(owner)} open upload sessions (limit ${maxSessions}); finish or cancel some, or retry later`, undefined, { 'Retry-After': '10' });
+        throw new ContentError('too-many', 'TOOMANYREQUESTS', `you hold ${this.heldBy(owner)} open upload sessions (limit ${maxSessions}); finish or cancel some, or retry later`, undefined, { retryAfterSeconds: 10 });
       }
       if (this.sessions.size >= maxSessionsTotal) {
-        throw new OciError(429, 'TOOMANYREQUESTS', `too many upload sessions open (limit ${maxSessionsTotal}); retry later`, undefined, { 'Retry-After': '10' });
+        throw new ContentError('too-many', 'TOOMANYREQUESTS', `too many upload sessions open (limit ${maxSessionsTotal}); retry later`, undefined, { retryAfterSeconds: 10 });
       }
     }
     const id = randomUUID();
@@ -124,7 +124,7 @@ export class Uploads {
 
   /** Finds a session of this repository, recovering it from disk after a restart. */
   async get(repository: string, id: string): Promise<UploadSession> {
-    const unknown = () => new OciError(404, 'BLOB_UPLOAD_UNKNOWN', `upload ${id} is not known in ${repository}`);
+    const unknown = () => new ContentError('not-found', 'BLOB_UPLOAD_UNKNOWN', `upload ${id} is not known in ${repository}`);
     if (!SESSION_ID.test(id)) throw unknown();
     let session = this.sessions.get(id);
     if (!session) {
@@ -150,13 +150,13 @@ export class Uploads {
    * up the same way (408), so a stalled client holds neither the session nor disk.
    */
   async append(session: UploadSession, body: Readable, expectedLength?: number): Promise<void> {
-    if (session.busy) throw new OciError(416, 'RANGE_INVALID', 'another request is writing to this upload', undefined, this.rangeHeader(session));
+    if (session.busy) throw new ContentError('busy', 'RANGE_INVALID', 'another request is writing to this upload', undefined, { uploadedBytes: session.size });
     session.busy = true;
     const before = session.size;
     const hash = session.hash?.copy() ?? null;
     const limit = this.limits.maxBlobBytes;
     let received = 0;
-    let problem: OciError | undefined;
+    let problem: ContentError | undefined;
     const idleMs = this.limits.bodyIdleTimeoutMs;
     const abort = new AbortController();
     let idle: NodeJS.Timeout | undefined;
@@ -177,9 +177,9 @@ export class Uploads {
         received += chunk.length;
         if (problem) return done();
         if (expectedLength !== undefined && received > expectedLength) {
-          problem = new OciError(400, 'SIZE_INVALID', `body is longer than the ${expectedLength} bytes announced`);
+          problem = new ContentError('invalid', 'SIZE_INVALID', `body is longer than the ${expectedLength} bytes announced`);
         } else if (limit > 0 && before + received > limit) {
-          problem = new OciError(413, 'SIZE_INVALID', `blob exceeds the limit of ${limit} bytes`);
+          problem = new ContentError('too-large', 'SIZE_INVALID', `blob exceeds the limit of ${limit} bytes`);
         }
         if (problem) return done();
         hash?.update(chunk);
@@ -189,7 +189,7 @@ export class Uploads {
     try {
       await pipeline(body, counter, session.writer.append(), { signal: abort.signal });
       if (!problem && expectedLength !== undefined && received !== expectedLength) {
-        problem = new OciError(400, 'SIZE_INVALID', `body has ${received} bytes but ${expectedLength} were announced`);
+        problem = new ContentError('invalid', 'SIZE_INVALID', `body has ${received} bytes but ${expectedLength} were announced`);
       }
       if (problem) throw problem;
       session.size = before + received;
@@ -197,8 +197,8 @@ export class Uploads {
     } catch (err) {
       // The writer undid the failed append itself (before its stream closed).
       if (problem) throw problem;
-      if (err instanceof OciError) throw err;
-      throw new OciError(400, 'BLOB_UPLOAD_INVALID', `upload body could not be read: ${(err as Error).message}`);
+      if (err instanceof ContentError) throw err;
+      throw new ContentError('invalid', 'BLOB_UPLOAD_INVALID', `upload body could not be read: ${(err as Error).message}`);
     } finally {
       clearTimeout(idle);
       session.busy = false;

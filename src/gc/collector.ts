@@ -38,19 +38,21 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
   const cutoff = (options.now ?? Date.now()) - policy.graceSeconds * 1000;
   const report: GcReport = { dryRun: options.dryRun, repositories: 0, removed: [], bytes: 0, durationMs: 0 };
   const { metadata, driver } = registry;
-  for (const repo of metadata.allRepositories()) {
+  for (const repo of await metadata.allRepositories()) {
     report.repositories++;
-    const candidates = metadata.unreachableManifests(repo.id, {
+    const candidates = await metadata.unreachableManifests(repo.id, {
       keepUntagged: policy.untagged === 'keep', keepDanglingReferrers: policy.danglingReferrers === 'keep', pushedBefore: cutoff,
     });
     const dead = new Set<string>();
     for (let i = 0; i < candidates.length; i += BATCH) {
       const batch = candidates.slice(i, i + BATCH);
       await registry.exclusive(repo.name, async () => {
-        const doomed = options.dryRun ? batch : batch.filter((c) => metadata.stillUnreachable(repo.id, c.digest, cutoff));
-        const sizes = doomed.map((c) => metadata.manifest(repo.id, c.digest)?.size ?? 0);
+        const doomed = [];
+        for (const c of batch) if (options.dryRun || (await metadata.stillUnreachable(repo.id, c.digest, cutoff))) doomed.push(c);
+        const sizes: number[] = [];
+        for (const c of doomed) sizes.push((await metadata.manifest(repo.id, c.digest))?.size ?? 0);
         // Their files go when index.json stops listing them (see LayoutWriter.flush).
-        if (!options.dryRun) metadata.deleteManifests(repo.id, doomed.map((c) => c.digest));
+        if (!options.dryRun) await metadata.deleteManifests(repo.id, doomed.map((c) => c.digest));
         doomed.forEach((candidate, i) => {
           dead.add(candidate.digest);
           report.removed.push({ repository: repo.name, digest: candidate.digest, kind: 'manifest', reason: candidate.reason, bytes: sizes[i]! });
@@ -64,7 +66,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
     }
 
     // Blobs: every file under blobs/ that no surviving manifest uses and that is old enough.
-    const referenced = metadata.referencedDigests(repo.id, dead);
+    const referenced = await metadata.referencedDigests(repo.id, dead);
     const blobCandidates: { digest: string; size: number }[] = [];
     for (const alg of await driver.list(`${repo.name}/blobs`)) {
       if (!alg.dir || !isDigestAlgorithm(alg.name)) continue;
@@ -80,10 +82,10 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
       await registry.exclusive(repo.name, async () => {
         for (const blob of blobCandidates.slice(i, i + BATCH)) {
           if (!options.dryRun) {
-            if (metadata.isReferenced(repo.id, blob.digest)) continue;
+            if (await metadata.isReferenced(repo.id, blob.digest)) continue;
             const info = await driver.stat(blobKey(repo.name, blob.digest));
             if (!info || info.modifiedMs >= cutoff) continue;
-            metadata.scheduleUnlink(repo.id, blob.digest);
+            await metadata.scheduleUnlink(repo.id, blob.digest);
             journaledBlobs++;
           }
           report.removed.push({ repository: repo.name, digest: blob.digest, kind: 'blob', reason: 'no manifest uses it', bytes: blob.size });

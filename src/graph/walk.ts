@@ -38,9 +38,9 @@ export interface WalkOptions {
 
 const FORBIDDEN: ForbiddenNode = { forbidden: true };
 
-function node(metadata: MetadataStore, repository: string, digest: string, mediaType?: string): GraphNode {
-  const repo = metadata.repository(repository);
-  const manifest: ManifestRecord | undefined = repo ? metadata.manifest(repo.id, digest) : undefined;
+async function node(metadata: MetadataStore, repository: string, digest: string, mediaType?: string): Promise<GraphNode> {
+  const repo = await metadata.repository(repository);
+  const manifest: ManifestRecord | undefined = repo ? await metadata.manifest(repo.id, digest) : undefined;
   const result: GraphNode = { repository, digest };
   if (manifest) {
     result.mediaType = manifest.mediaType;
@@ -52,21 +52,21 @@ function node(metadata: MetadataStore, repository: string, digest: string, media
   return result;
 }
 
-export function walkGraph(metadata: MetadataStore, start: { repository: string; digest: string }, options: WalkOptions): { edges: GraphEdge[]; truncated: boolean } {
+export async function walkGraph(metadata: MetadataStore, start: { repository: string; digest: string }, options: WalkOptions): Promise<{ edges: GraphEdge[]; truncated: boolean }> {
   const edges: GraphEdge[] = [];
   const seen = new Set<string>([`${start.repository}@${start.digest}`]);
   let frontier = [start];
   for (let depth = 1; depth <= options.maxDepth && frontier.length; depth++) {
     const next: { repository: string; digest: string }[] = [];
     for (const current of frontier) {
-      const repo = metadata.repository(current.repository);
+      const repo = await metadata.repository(current.repository);
       const links = options.direction === 'down'
-        ? (repo ? metadata.edgesFrom(repo.id, current.digest) : [])
-        : metadata.edgesTo(current.repository, current.digest);
+        ? (repo ? await metadata.edgesFrom(repo.id, current.digest) : [])
+        : await metadata.edgesTo(current.repository, current.digest);
       for (const link of links) {
         if (edges.length >= options.maxEdges) return { edges, truncated: true };
-        const from = node(metadata, link.parentRepository, link.parent);
-        const to = node(metadata, link.childRepository, link.child, link.mediaType);
+        const from = await node(metadata, link.parentRepository, link.parent);
+        const to = await node(metadata, link.childRepository, link.child, link.mediaType);
         const visible = (n: GraphNode) => !options.canPull || options.canPull(n.repository);
         edges.push({ from: visible(from) ? from : FORBIDDEN, to: visible(to) ? to : FORBIDDEN, kind: link.kind, depth });
         // Down, a subject is recorded but not followed: it is what the manifest refers to, not part of it.

@@ -47,18 +47,19 @@ export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRe
   // v1.1-referrers-tag`, regctl) is the client's tag: it is listed as pushed, and Trellis's
   // generated index for that subject stays out of index.json until the client's tag is gone.
   // Readers still find every referrer through the untagged entries annotated with their subject.
-  const generated = referrerOptions.fallbackTags
-    ? metadata.referrerIndexes(repo.id).filter((r) => metadata.resolveTag(repo.id, fallbackTag(r.subject)) === undefined)
-    : [];
+  const generated = [];
+  if (referrerOptions.fallbackTags) {
+    for (const r of await metadata.referrerIndexes(repo.id)) if ((await metadata.resolveTag(repo.id, fallbackTag(r.subject))) === undefined) generated.push(r);
+  }
   for (let after = ''; ;) {
-    const page = metadata.taggedEntries(repo.id, { after, limit: PAGE });
+    const page = await metadata.taggedEntries(repo.id, { after, limit: PAGE });
     for (const m of page) parts.push(JSON.stringify(entryFor(m, { [REF_NAME]: m.tag })));
     if (page.length < PAGE) break;
     after = page[page.length - 1]!.tag;
     await yieldToEventLoop();
   }
   for (let afterId = 0; ;) {
-    const page = metadata.untaggedEntries(repo.id, afterId, PAGE);
+    const page = await metadata.untaggedEntries(repo.id, afterId, PAGE);
     for (const m of page) parts.push(JSON.stringify(entryFor(m, m.subject ? { [CONTAINERD_SUBJECT]: m.subject } : {})));
     if (page.length < PAGE) break;
     afterId = page[page.length - 1]!.id;
@@ -188,7 +189,7 @@ export class LayoutWriter {
   /** Rewrites `index.json` from the journal; false when it already showed everything. */
   private async rewrite(repository: string): Promise<boolean> {
     await this.beforeWrite(repository);
-    const repo = this.metadata.repository(repository);
+    const repo = await this.metadata.repository(repository);
     if (!repo || repo.gen <= repo.flushedGen) return false;
     const started = performance.now();
     if (this.referrerOptions.fallbackTags) await this.writeReferrerIndexes(repo);
@@ -197,14 +198,14 @@ export class LayoutWriter {
     let stamp = '';
     // Noted before the rename: a crash right after it must not make the file look like another tool's.
     const written = await this.driver.writeFile(key, body, {
-      beforeCommit: (info) => {
+      beforeCommit: async (info) => {
         stamp = stampOf(info);
-        this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
+        await this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
       },
     });
     // The stored identity is the authority (an object store may assign another than expected).
     if (written) stamp = stampOf(written);
-    this.metadata.markFlushed(repo.id, repo.gen, stamp);
+    await this.metadata.markFlushed(repo.id, repo.gen, stamp);
     this.lastCostMs.set(repository, performance.now() - started);
     return true;
   }
@@ -214,10 +215,10 @@ export class LayoutWriter {
    * The metadata store journals each index blob it replaces for removal after this rewrite.
    */
   private async writeReferrerIndexes(repo: RepositoryRecord): Promise<void> {
-    for (const { subject, marked } of this.metadata.dirtySubjects(repo.id)) {
+    for (const { subject, marked } of await this.metadata.dirtySubjects(repo.id)) {
       const parts: string[] = [];
       for (let after = ''; ;) {
-        const page = this.metadata.referrers(repo.id, subject, { after, limit: PAGE });
+        const page = await this.metadata.referrers(repo.id, subject, { after, limit: PAGE });
         for (const record of page) parts.push(referrerEntryJson(record));
         if (page.length < PAGE) break;
         after = page[page.length - 1]!.digest;
@@ -231,7 +232,7 @@ export class LayoutWriter {
         const key = blobKey(repo.name, written.digest);
         await this.driver.writeFile(key, body, { ifAbsent: true });
       }
-      this.metadata.setReferrerIndex(repo.id, subject, written, marked);
+      await this.metadata.setReferrerIndex(repo.id, subject, written, marked);
     }
   }
 
@@ -239,6 +240,6 @@ export class LayoutWriter {
   async flushAll(): Promise<void> {
     for (const timer of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
-    for (const repo of this.metadata.pendingRepositories()) await this.flush(repo.name);
+    for (const repo of await this.metadata.pendingRepositories()) await this.flush(repo.name);
   }
 }

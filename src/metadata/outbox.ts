@@ -9,6 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import type { DatabaseSync } from 'node:sqlite';
 import { StatementCache } from './statements.ts';
+import type { ManifestRecord } from './store.ts';
 
 export const EVENT_TYPES = [
   'manifest.pushed', 'manifest.deleted', 'tag.set', 'tag.removed', 'referrer.attached',
@@ -152,4 +153,36 @@ export class SqliteEventOutbox implements EventOutbox {
       for (const listener of this.listeners) listener();
     });
   }
+}
+
+// ---- events for the outbox (what a change means to a webhook) --------------------------------
+
+export function pushEvents(repository: string, record: ManifestRecord, known: boolean, tags: string[], previous: (string | undefined)[]): NewEvent[] {
+  const events: NewEvent[] = [];
+  const at = `${repository}@${record.digest}`;
+  if (!known) {
+    events.push({
+      type: 'manifest.pushed', repository, subject: at,
+      data: { repository, digest: record.digest, mediaType: record.mediaType, size: record.size, artifactType: record.artifactType, subject: record.subject, tags },
+    });
+    if (record.subject) {
+      events.push({ type: 'referrer.attached', repository, subject: at, data: { repository, digest: record.digest, subject: record.subject, artifactType: record.artifactType } });
+    }
+  }
+  tags.forEach((tag, i) => {
+    if (previous[i] === record.digest) return;
+    events.push({ type: 'tag.set', repository, subject: `${repository}:${tag}`, data: { repository, tag, digest: record.digest, previous: previous[i] ?? null } });
+  });
+  return events;
+}
+
+export function deleteEvents(repository: string, digest: string, tags: string[]): NewEvent[] {
+  return [
+    ...tags.map((tag) => tagRemoved(repository, tag, digest)),
+    { type: 'manifest.deleted', repository, subject: `${repository}@${digest}`, data: { repository, digest } },
+  ];
+}
+
+export function tagRemoved(repository: string, tag: string, digest: string): NewEvent {
+  return { type: 'tag.removed', repository, subject: `${repository}:${tag}`, data: { repository, tag, digest } };
 }

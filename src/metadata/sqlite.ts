@@ -1,14 +1,18 @@
-// SQLite metadata store on node:sqlite. Synchronous calls on one connection: each method is one
-// transaction, so changes to one repository are serialized without a lock.
+// SQLite metadata store on node:sqlite. Synchronous calls on one connection: each method runs to
+// completion as one transaction (the async contract wraps it, src/metadata/store.ts), so no other
+// call interleaves with it. Queries and components share the connection.
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { StatementCache } from './statements.ts';
-import { SqliteEventOutbox, type NewEvent } from './outbox.ts';
+import { SqliteEventOutbox, deleteEvents, pushEvents, tagRemoved, type EventOutbox, type NewEvent } from './outbox.ts';
 import { Worker } from 'node:worker_threads';
-import { PATHS_STORED_ELSEWHERE } from '../query/sqlite.ts';
+import { PATHS_STORED_ELSEWHERE, SqliteQueryIndex } from './sqlite-query.ts';
+import { SqliteComponentIndex } from './sqlite-components.ts';
+import type { QueryIndex } from './query.ts';
+import type { ComponentIndex } from './components.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
-import type {
-  EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, PageRequest, ReferrerIndexRecord, RepositoryRecord, RetentionPolicy,
-  TaggedManifest, UnreachableManifest,
+import {
+  asynchronous, type EdgeRecord, type LayoutExtras, type LayoutSnapshot, type ManifestRecord, type MetadataStore, type MetadataTables, type PageRequest,
+  type ReferrerIndexRecord, type RepositoryRecord, type RetentionPolicy, type Synchronous, type TaggedManifest, type UnreachableManifest,
 } from './store.ts';
 
 const SCHEMA_VERSION = 2;
@@ -115,7 +119,7 @@ function toRepository(row: RepoRow): RepositoryRecord {
   };
 }
 
-export class SqliteMetadataStore implements MetadataStore {
+class SqliteTables implements Synchronous<MetadataTables> {
   private readonly db: DatabaseSync;
   private readonly statements: StatementCache;
   private lastMark: number;
@@ -562,6 +566,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   async close(): Promise<void> {
+    if (!this.db.isOpen) return;
     this.db.close();
     const worker = this.checkpointer;
     if (!worker) return;
@@ -574,34 +579,12 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 }
 
-// ---- events for the outbox (what a change means to a webhook) --------------------------------
-
-function pushEvents(repository: string, record: ManifestRecord, known: boolean, tags: string[], previous: (string | undefined)[]): NewEvent[] {
-  const events: NewEvent[] = [];
-  const at = `${repository}@${record.digest}`;
-  if (!known) {
-    events.push({
-      type: 'manifest.pushed', repository, subject: at,
-      data: { repository, digest: record.digest, mediaType: record.mediaType, size: record.size, artifactType: record.artifactType, subject: record.subject, tags },
-    });
-    if (record.subject) {
-      events.push({ type: 'referrer.attached', repository, subject: at, data: { repository, digest: record.digest, subject: record.subject, artifactType: record.artifactType } });
-    }
-  }
-  tags.forEach((tag, i) => {
-    if (previous[i] === record.digest) return;
-    events.push({ type: 'tag.set', repository, subject: `${repository}:${tag}`, data: { repository, tag, digest: record.digest, previous: previous[i] ?? null } });
+/** Opens (creating or upgrading) the SQLite metadata store at `path`. */
+export function openSqliteMetadata(path: string, options: { durable?: boolean; readOnly?: boolean; recordEvents?: boolean } = {}): MetadataStore {
+  const tables = new SqliteTables(path, options);
+  const queries = asynchronous<QueryIndex>(new SqliteQueryIndex(tables.database));
+  const components = asynchronous<ComponentIndex>(new SqliteComponentIndex(tables.database, { readOnly: options.readOnly ?? false, outbox: tables.outbox }));
+  return Object.assign(asynchronous<MetadataTables>(tables), {
+    engine: 'sqlite', needsRebuild: tables.needsRebuild, queries, components, outbox: tables.outbox as EventOutbox, close: () => tables.close(),
   });
-  return events;
-}
-
-function deleteEvents(repository: string, digest: string, tags: string[]): NewEvent[] {
-  return [
-    ...tags.map((tag) => tagRemoved(repository, tag, digest)),
-    { type: 'manifest.deleted', repository, subject: `${repository}@${digest}`, data: { repository, digest } },
-  ];
-}
-
-function tagRemoved(repository: string, tag: string, digest: string): NewEvent {
-  return { type: 'tag.removed', repository, subject: `${repository}:${tag}`, data: { repository, tag, digest } };
 }

@@ -3,6 +3,8 @@
 // each repository counts its changes (`gen`) and remembers the last one flushed (`flushedGen`).
 import type { Descriptor, LinkKind, ManifestLink, ParsedManifest } from '../oci/manifest.ts';
 import { manifestAttributes, type Attribute } from '../query/attributes.ts';
+import type { QueryIndex } from './query.ts';
+import type { ComponentIndex } from './components.ts';
 import type { EventOutbox } from './outbox.ts';
 
 export interface RepositoryRecord {
@@ -92,91 +94,159 @@ export interface LayoutSnapshot {
   indexStamp: string | null;
 }
 
-export interface MetadataStore {
-  /** The index was written by an older schema and must be rebuilt from the layouts. */
-  readonly needsRebuild: boolean;
-  repository(name: string): RepositoryRecord | undefined;
-  ensureRepository(name: string): RepositoryRecord;
+// ---- the contracts -------------------------------------------------------------------------
+// Every method is async and is one transaction of the store: it sees and leaves a consistent
+// index, and nothing another caller does lands halfway through it. A read-modify-write spanning
+// several calls is not atomic; callers serialize those per repository (content/lock.ts:
+// the content lock for pushes, deletes and GC sweeps, the index lock for `index.json` rewrites
+// and layout merges). Writes that must be atomic together are one method (putManifest,
+// deleteManifests, mergeLayout, setReferrerIndex).
+
+/** Repositories and the blobs each holds. */
+export interface RepositoryCatalog {
+  repository(name: string): Promise<RepositoryRecord | undefined>;
+  /** Creates the repository row if absent (idempotent under concurrency) and returns it. */
+  ensureRepository(name: string): Promise<RepositoryRecord>;
   /** Repository names in order; under a namespace (`team/`) only, and only its direct children if asked. */
-  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): string[];
-  allRepositories(): RepositoryRecord[];
-  /** Repositories whose journal holds changes `index.json` does not show yet. */
-  pendingRepositories(): RepositoryRecord[];
+  repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): Promise<string[]>;
+  allRepositories(): Promise<RepositoryRecord[]>;
 
-  recordBlob(repoId: number, digest: string, size: number): void;
-  hasBlob(repoId: number, digest: string): boolean;
-  forgetBlob(repoId: number, digest: string): void;
+  recordBlob(repoId: number, digest: string, size: number): Promise<void>;
+  hasBlob(repoId: number, digest: string): Promise<boolean>;
+  forgetBlob(repoId: number, digest: string): Promise<void>;
   /** A repository other than `excludeRepoId` that holds the blob (for automatic mounts). */
-  findBlob(digest: string, excludeRepoId?: number): string | undefined;
+  findBlob(digest: string, excludeRepoId?: number): Promise<string | undefined>;
+}
 
-  manifest(repoId: number, digest: string): ManifestRecord | undefined;
-  /** Stores a manifest, its edges and annotations, and points tags at it, in one transaction. */
-  putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): void;
-  /** Removes manifests and every tag on them, in one transaction; returns those that were there. */
-  deleteManifests(repoId: number, digests: string[]): string[];
+/** Manifests, tags and the edges between them. */
+export interface ManifestIndex {
+  manifest(repoId: number, digest: string): Promise<ManifestRecord | undefined>;
   /**
-   * Files journaled for removal that `index.json` no longer names now that it shows changes up to
-   * `flushedGen` (removing them earlier would leave `index.json` naming a missing blob). Each is
-   * removed only if `contentInUse` is false, then dropped from the journal.
+   * Stores a manifest, its edges and attributes, and points tags at it, in one transaction that
+   * also bumps the repository's change counter. Two writers of one tag: the later commit wins and
+   * both see a consistent index.
    */
-  dueUnlinks(repoId: number, flushedGen: number): string[];
-  dropPendingUnlink(repoId: number, digest: string): void;
-  /** Journals a blob's file for removal at the current change (GC) and forgets its blob row. */
-  scheduleUnlink(repoId: number, digest: string): void;
+  putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): Promise<void>;
+  /** Removes manifests and every tag on them, in one transaction; returns those that were there. */
+  deleteManifests(repoId: number, digests: string[]): Promise<string[]>;
   /**
    * Whether anything still needs the file `blobs/<digest>` in any role: a manifest, a blob row
    * (uploaded or mounted), a layout referrers index, or a config/layer/blob/child link of a
    * manifest here or of an ancestor's nested index.
    */
-  contentInUse(repoId: number, digest: string): boolean;
+  contentInUse(repoId: number, digest: string): Promise<boolean>;
   /** Journaled for removal and needed by nothing: served as absent. */
-  awaitsUnlink(repoId: number, digest: string): boolean;
-  edgesFrom(repoId: number, digest: string): EdgeRecord[];
+  awaitsUnlink(repoId: number, digest: string): Promise<boolean>;
+  edgesFrom(repoId: number, digest: string): Promise<EdgeRecord[]>;
   /** Links into a manifest or blob: from its own repository and from ancestors' nested links. */
-  edgesTo(repository: string, digest: string): EdgeRecord[];
+  edgesTo(repository: string, digest: string): Promise<EdgeRecord[]>;
   /** Descendant repositories this repository's indexes name (where pulls through it may resolve). */
-  linkedRepositories(repoId: number): string[];
-
-  resolveTag(repoId: number, tag: string): string | undefined;
-  tags(repoId: number, page: PageRequest): string[];
-  deleteTag(repoId: number, tag: string): boolean;
-
+  linkedRepositories(repoId: number): Promise<string[]>;
+  resolveTag(repoId: number, tag: string): Promise<string | undefined>;
+  tags(repoId: number, page: PageRequest): Promise<string[]>;
+  /** Removes a tag (one transaction, tombstoned until `index.json` shows it); false if absent. */
+  deleteTag(repoId: number, tag: string): Promise<boolean>;
   /** Manifests whose subject is `subject`; with includeAttestations also BuildKit attestations of it. */
-  referrers(repoId: number, subject: string, filter: { artifactTypes?: string[]; includeAttestations?: boolean } & PageRequest): ManifestRecord[];
+  referrers(repoId: number, subject: string, filter: { artifactTypes?: string[]; includeAttestations?: boolean } & PageRequest): Promise<ManifestRecord[]>;
+  /** Digests of every manifest the index holds for a repository. */
+  manifestDigests(repoId: number): Promise<string[]>;
+}
 
+/** The journal of changes `index.json` does not show yet, and what rewriting it needs. */
+export interface LayoutJournal {
+  /** Repositories whose journal holds changes `index.json` does not show yet. */
+  pendingRepositories(): Promise<RepositoryRecord[]>;
   /** `index.json`'s tagged entries, a page at a time in tag order. */
-  taggedEntries(repoId: number, page: PageRequest): TaggedManifest[];
+  taggedEntries(repoId: number, page: PageRequest): Promise<TaggedManifest[]>;
   /** `index.json`'s untagged entries (referrers, and manifests nothing here reaches), in push order. */
-  untaggedEntries(repoId: number, afterId: number, limit: number): (ManifestRecord & { id: number })[];
+  untaggedEntries(repoId: number, afterId: number, limit: number): Promise<(ManifestRecord & { id: number })[]>;
   /** Notes the identity of an `index.json` about to replace the current one. */
-  notePendingIndex(repoId: number, gen: number, stamp: string): void;
-  markFlushed(repoId: number, gen: number, indexStamp: string): void;
+  notePendingIndex(repoId: number, gen: number, stamp: string): Promise<void>;
+  markFlushed(repoId: number, gen: number, indexStamp: string): Promise<void>;
+  /**
+   * Files journaled for removal that `index.json` no longer names now that it shows changes up to
+   * `flushedGen` (removing them earlier would leave `index.json` naming a missing blob). Each is
+   * removed only if `contentInUse` is false, then dropped from the journal.
+   */
+  dueUnlinks(repoId: number, flushedGen: number): Promise<string[]>;
+  dropPendingUnlink(repoId: number, digest: string): Promise<void>;
+  /** Journals a blob's file for removal at the current change (GC) and forgets its blob row; one transaction. */
+  scheduleUnlink(repoId: number, digest: string): Promise<void>;
   /** Subjects whose referrers changed since their layout referrers index was last written. */
-  dirtySubjects(repoId: number): { subject: string; marked: number }[];
-  referrerIndexes(repoId: number): ReferrerIndexRecord[];
+  dirtySubjects(repoId: number): Promise<{ subject: string; marked: number }[]>;
+  referrerIndexes(repoId: number): Promise<ReferrerIndexRecord[]>;
   /**
    * Records (or, with null, removes) a subject's layout referrers index, and clears its dirty mark
-   * unless the subject changed again after `marked`.
+   * unless the subject changed again after `marked`. One transaction.
    */
-  setReferrerIndex(repoId: number, subject: string, index: { digest: string; size: number } | null, marked: number): void;
+  setReferrerIndex(repoId: number, subject: string, index: { digest: string; size: number } | null, marked: number): Promise<void>;
   /**
-   * Merges a layout read from disk; local changes not yet flushed win over it. `vanished` lists
-   * manifests whose blobs another tool removed.
+   * Merges a layout read from disk, in one transaction; local changes not yet flushed win over
+   * it. `vanished` lists manifests whose blobs another tool removed.
    */
-  mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): void;
-  /** Manifests nothing live reaches under the policy (the mark phase of garbage collection). */
-  unreachableManifests(repoId: number, policy: RetentionPolicy): UnreachableManifest[];
-  /** Re-checks one candidate just before it is swept: no tag, no parent, old enough. */
-  stillUnreachable(repoId: number, digest: string, pushedBefore: number): boolean;
-  /** The manifests (less `excluding`), everything they use, and the layout's referrers indexes. */
-  referencedDigests(repoId: number, excluding?: ReadonlySet<string>): Set<string>;
-  isReferenced(repoId: number, digest: string): boolean;
-  /** Digests of every manifest the index holds for a repository. */
-  manifestDigests(repoId: number): string[];
+  mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): Promise<void>;
+}
 
+/** What garbage collection asks. Marks run without locks; sweeps re-check under the content lock. */
+export interface RetentionIndex {
+  /** Manifests nothing live reaches under the policy (the mark phase of garbage collection). */
+  unreachableManifests(repoId: number, policy: RetentionPolicy): Promise<UnreachableManifest[]>;
+  /** Re-checks one candidate just before it is swept: no tag, no parent, old enough. */
+  stillUnreachable(repoId: number, digest: string, pushedBefore: number): Promise<boolean>;
+  /** The manifests (less `excluding`), everything they use, and the layout's referrers indexes. */
+  referencedDigests(repoId: number, excluding?: ReadonlySet<string>): Promise<Set<string>>;
+  isReferenced(repoId: number, digest: string): Promise<boolean>;
+}
+
+/** The contracts on the metadata tables proper. */
+export type MetadataTables = RepositoryCatalog & ManifestIndex & LayoutJournal & RetentionIndex;
+
+/** One metadata store: every contract on one database (SQLite or PostgreSQL). */
+export interface MetadataStore extends RepositoryCatalog, ManifestIndex, LayoutJournal, RetentionIndex {
+  /** Which engine, for messages: `sqlite` or `postgres`. */
+  readonly engine: string;
+  /** The index was written by an older schema and must be rebuilt from the layouts. */
+  readonly needsRebuild: boolean;
+  /** Queries over every manifest's attributes (src/metadata/query.ts). */
+  readonly queries: QueryIndex;
+  /** The component index (src/metadata/components.ts). */
+  readonly components: ComponentIndex;
   /** Events about changes, written by the changes' transactions; consumed by src/events/. */
   readonly outbox: EventOutbox;
 
   /** Closes the index; resolves when nothing has it open any more (safe to remove its files). */
   close(): Promise<void>;
+}
+
+/** A contract as an engine with synchronous calls (node:sqlite) implements it. */
+export type Synchronous<T> = {
+  [K in keyof T]: T[K] extends (...args: infer A) => Promise<infer R> ? (...args: A) => R : T[K];
+};
+
+/**
+ * The async contract over a synchronous implementation: each call runs to completion before it
+ * returns (so a SQLite transaction never spans an await), and a throw becomes a rejection.
+ */
+export function asynchronous<T extends object>(implementation: Synchronous<T>): T {
+  // The methods live on the facade's prototype, as a class's would (metrics wrappers walk prototypes).
+  const methods: Record<string, unknown> = {};
+  const facade = Object.create(methods) as Record<string, unknown>;
+  const seen = new Set<string>();
+  for (let proto = Object.getPrototypeOf(implementation) as object | null; proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto) as object | null) {
+    for (const name of Object.getOwnPropertyNames(proto)) {
+      if (name === 'constructor' || seen.has(name)) continue;
+      seen.add(name);
+      const descriptor = Object.getOwnPropertyDescriptor(proto, name)!;
+      if (typeof descriptor.value !== 'function') continue;
+      const method = descriptor.value as (...args: unknown[]) => unknown;
+      methods[name] = (...args: unknown[]) => {
+        try {
+          return Promise.resolve(method.apply(implementation, args));
+        } catch (err) {
+          return Promise.reject(err);
+        }
+      };
+    }
+  }
+  return facade as T;
 }

@@ -1,7 +1,6 @@
 // The query language: `q_<attribute>__<nested attribute>...__<comparison>=<value>`, after
 // "Proposal F". Parameter names and string comparisons are case-insensitive; several parameters
 // must all hold. See docs/query.md.
-import { OciError } from '../oci/errors.ts';
 import { LISTED_TYPE, PATH_SEPARATOR } from './attributes.ts';
 import { kindRange, orderKey } from './order.ts';
 
@@ -40,14 +39,40 @@ const SORT_ALIASES: Record<string, string> = {
   pushed: 'pushedat',
 };
 
-function invalid(message: string): OciError {
-  return new OciError(400, 'QUERY_INVALID', message);
+/** A query that is malformed or names what no item has (the API answers 400 QUERY_INVALID). */
+export class QueryInvalid extends Error {}
+
+function invalid(message: string): QueryInvalid {
+  return new QueryInvalid(message);
 }
 
 /** Whether a request carries query parameters at all. */
 export function hasQuery(params: URLSearchParams): boolean {
   for (const key of params.keys()) if (key.toLowerCase().startsWith(QUERY_PREFIX) || key.toLowerCase() === 'sort') return true;
   return false;
+}
+
+/**
+ * The attribute paths a request's `q_…` and `sort` parameters name (malformed ones are left for
+ * parseQuery to refuse), so that an index can say which it knows before the query is parsed.
+ */
+export function attributePaths(params: URLSearchParams, options: { listedDescriptors?: boolean } = {}): string[] {
+  const paths = new Set<string>();
+  for (const [rawName] of params) {
+    const name = rawName.toLowerCase();
+    if (!name.startsWith(QUERY_PREFIX)) continue;
+    const segments = name.slice(QUERY_PREFIX.length).split(PATH_SEPARATOR);
+    segments.pop();
+    let path = segments.join(PATH_SEPARATOR);
+    if (options.listedDescriptors && path.startsWith(LISTED) && path.length > LISTED.length) {
+      path = path.slice(LISTED.length);
+      if (path === 'mediatype') path = LISTED_TYPE;
+    }
+    if (path) paths.add(path);
+  }
+  const sortParam = params.get('sort');
+  if (sortParam) paths.add(SORT_ALIASES[sortParam.toLowerCase()] ?? sortParam.toLowerCase());
+  return [...paths].slice(0, 2 * MAX_CONDITIONS + 1);
 }
 
 /**

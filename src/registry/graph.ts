@@ -17,7 +17,7 @@ export async function graph(ctx: ApiContext, name: string, reference: string): P
     throw new OciError(400, 'UNSUPPORTED', `depth must be an integer from 1 to ${MAX_DEPTH}`);
   }
   const { record } = await ctx.registry.resolveManifest(name, reference, ctx.access.canPull);
-  const { edges, truncated } = walkGraph(ctx.registry.metadata, { repository: name, digest: record.digest }, {
+  const { edges, truncated } = await walkGraph(ctx.registry.metadata, { repository: name, digest: record.digest }, {
     direction, maxDepth: Number(depthParam), maxEdges: MAX_EDGES, canPull: ctx.access.canPull,
   });
   const artifactTypes = query.getAll('artifactType');

@@ -59,7 +59,7 @@ async function visibleRepositories(ctx: ApiContext, page: { after?: string; limi
   const batch = Math.max(page.limit, 100);
   let after = page.after;
   for (;;) {
-    const names = ctx.registry.repositories({ ...scope, after, limit: batch });
+    const names = await ctx.registry.repositories({ ...scope, after, limit: batch });
     for (const name of names) {
       if (!ctx.access.canPull(name)) continue;
       visible.push(name);

@@ -4,8 +4,8 @@ import { requireDigest } from '../content/registry.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { OciError } from '../oci/errors.ts';
 import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
-import { appliedFilters, parseQuery, type Query } from '../query/language.ts';
-import type { QueryMatch, QueryScope } from '../query/store.ts';
+import { appliedFilters, attributePaths, parseQuery, type Query } from '../query/language.ts';
+import type { QueryAccess, QueryMatch, QueryScope } from '../metadata/index.ts';
 import { fitPage, indexJson, nextLink, pageParams, send, type Headers } from './http.ts';
 import { ALLOW_ALL, type ApiContext } from './context.ts';
 
@@ -20,21 +20,27 @@ function rateLimit(ctx: ApiContext): void {
  * access control the registry-wide answer would tell which attributes hidden repositories use (200
  * against 400), so every well-formed name is accepted and simply matches nothing if nobody has it.
  */
-function parse(ctx: ApiContext, listedDescriptors: boolean): Query {
-  const seesEverything = ctx.access === ALLOW_ALL;
-  return parseQuery(ctx.url.searchParams, (path) => !seesEverything || ctx.registry.queries.isKnownAttribute(path), { listedDescriptors });
+async function parse(ctx: ApiContext, listedDescriptors: boolean): Promise<Query> {
+  const params = ctx.url.searchParams;
+  if (ctx.access !== ALLOW_ALL) return parseQuery(params, () => true, { listedDescriptors });
+  const known = await ctx.registry.queries.knownAttributes(attributePaths(params, { listedDescriptors }));
+  return parseQuery(params, (path) => known.has(path), { listedDescriptors });
 }
 
 /**
  * Runs a query and cuts the page by the client's `n` and by the response byte budget, whichever
  * comes first; returns the items and the `Link` to the next page, if any.
  */
-function runPage(ctx: ApiContext, query: Query, scope: QueryScope, render: (match: QueryMatch) => unknown): { parts: string[]; next: string | undefined } {
+async function runPage(ctx: ApiContext, query: Query, scope: QueryScope, render: (match: QueryMatch) => Promise<unknown> | unknown): Promise<{ parts: string[]; next: string | undefined }> {
   const params = ctx.url.searchParams;
   const page = pageParams(params, ctx.limits.maxListPage, ctx.limits.defaultReferrersPage);
-  const canPull = ctx.access === ALLOW_ALL ? undefined : (repository: string) => ctx.access.canPull(repository);
-  const matches = ctx.registry.queries.run(query, scope, { after: page.after, limit: page.limit + 1 }, canPull);
-  const { parts, last, more } = fitPage(matches, page.limit, ctx.limits.maxReferrersBytes, render);
+  // The caller's grants go into the query as data: the engine drops hidden repositories in the scan.
+  const access: QueryAccess | undefined = ctx.access === ALLOW_ALL ? undefined
+    : { pullable: await ctx.registry.pullableRepositories((repository) => ctx.access.canPull(repository)) };
+  const matches = await ctx.registry.queries.run(query, scope, { after: page.after, limit: page.limit + 1 }, access);
+  const rendered = new Map<QueryMatch, unknown>();
+  for (const match of matches.slice(0, page.limit)) rendered.set(match, await render(match));
+  const { parts, last, more } = fitPage(matches, page.limit, ctx.limits.maxReferrersBytes, (m) => rendered.get(m));
   if (!more || last === undefined) return { parts, next: undefined };
   const forward: Record<string, string[]> = {};
   for (const [key, value] of params) if (key !== 'last' && key !== 'n') (forward[key] ??= []).push(value);
@@ -50,11 +56,11 @@ function sendIndex(ctx: ApiContext, parts: string[], headers: Headers): void {
 export async function queriedReferrers(ctx: ApiContext, name: string, reference: string): Promise<void> {
   const { digest } = requireDigest(reference);
   rateLimit(ctx);
-  const query = parse(ctx, true);
+  const query = await parse(ctx, true);
   await ctx.registry.repository(name); // picks up edits other tools made to the layout
   const artifactTypes = ctx.url.searchParams.getAll('artifactType').filter(Boolean);
   const scope: QueryScope = { kind: 'referrersOf', repository: name, subject: digest, artifactTypes, includeAttestations: ctx.registry.options.buildkitAttestations };
-  const { parts, next } = runPage(ctx, query, scope, (m): Descriptor => referrerDescriptor(m));
+  const { parts, next } = await runPage(ctx, query, scope, (m): Descriptor => referrerDescriptor(m));
   const applied = [...(artifactTypes.length ? ['artifactType'] : []), ...appliedFilters(query)];
   const headers: Headers = {};
   if (applied.length) headers['OCI-Filters-Applied'] = applied.join(',');
@@ -65,8 +71,8 @@ export async function queriedReferrers(ctx: ApiContext, name: string, reference:
 /** `GET /v2/_oci/references?q_…`: referrers in every repository the caller may pull. */
 export async function references(ctx: ApiContext): Promise<void> {
   rateLimit(ctx);
-  const query = parse(ctx, true);
-  const { parts, next } = runPage(ctx, query, { kind: 'referrers' }, (m) => ({ ...referrerDescriptor(m), repository: m.repository, subjectDigest: m.subject }));
+  const query = await parse(ctx, true);
+  const { parts, next } = await runPage(ctx, query, { kind: 'referrers' }, (m) => ({ ...referrerDescriptor(m), repository: m.repository, subjectDigest: m.subject }));
   const headers: Headers = {};
   if (query.conditions.length) headers['OCI-Filters-Applied'] = appliedFilters(query).join(',');
   if (next) headers.Link = next;
@@ -76,10 +82,10 @@ export async function references(ctx: ApiContext): Promise<void> {
 /** `GET /v2/_trellis/search?q_…`: every manifest and its tags, in every repository the caller may pull. */
 export async function search(ctx: ApiContext): Promise<void> {
   rateLimit(ctx);
-  const query = parse(ctx, false);
-  const { parts, next } = runPage(ctx, query, { kind: 'manifests' }, (m) => {
+  const query = await parse(ctx, false);
+  const { parts, next } = await runPage(ctx, query, { kind: 'manifests' }, async (m) => {
     const result: Record<string, unknown> = { repository: m.repository, ...referrerDescriptor(m) };
-    result.tags = ctx.registry.queries.tagsOf(m.repository, m.digest);
+    result.tags = await ctx.registry.queries.tagsOf(m.repository, m.digest);
     if (m.subject) result.subjectDigest = m.subject;
     result.pushedAt = new Date(m.pushedAt).toISOString();
     return result;

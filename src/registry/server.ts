@@ -8,13 +8,14 @@ import type { Uploads } from '../content/uploads.ts';
 import { requireRepositoryName } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
 import { API_VERSION_HEADER, clientKey, sendError, sendJson } from './http.ts';
+import { asOciError } from './errors.ts';
 import { ALLOW_ALL, type ApiContext, type ApiLimits, type Gate, type Handler, type RepositoryAction } from './context.ts';
 import type { GcReport } from '../gc/collector.ts';
 import { cancelUpload, deleteBlob, getBlob, patchUpload, putUpload, startUpload, uploadStatus } from './blobs.ts';
 import { deleteManifest, getManifest, putManifest } from './manifests.ts';
 import { catalog, discoverExtensions, listTags, manifestReferences, referrers } from './listing.ts';
 import { graph } from './graph.ts';
-import { isComponentsPath, type ComponentsApi } from '../components/index.ts';
+import { isComponentsPath, type ComponentsApi } from './components.ts';
 import { references, search } from './query.ts';
 import type { RateLimiter } from './rate-limit.ts';
 import { answerHealthProbe, answerMetrics, METRICS_PATH, type OpsEndpoints } from './ops.ts';
@@ -186,9 +187,9 @@ export function createRegistryServer(deps: ServerDependencies): Server {
           res.destroy();
           return;
         }
-        let error: OciError;
-        if (err instanceof OciError) {
-          error = err;
+        let error = asOciError(err);
+        if (error) {
+          // a client error: answered with its code
         } else if (err instanceof URIError) {
           error = new OciError(400, 'NAME_INVALID', 'request path has malformed percent-encoding');
         } else {

@@ -15,7 +15,7 @@ export class LocalRegistry implements ContentSource, ContentSink {
   }
 
   async tags(repository: string): Promise<string[]> {
-    return this.registry.metadata.repository(repository) ? this.registry.tags(repository, { limit: Number.MAX_SAFE_INTEGER }) : [];
+    return await this.registry.metadata.repository(repository) ? this.registry.tags(repository, { limit: Number.MAX_SAFE_INTEGER }) : [];
   }
 
   async manifest(repository: string, reference: string): Promise<FetchedManifest | undefined> {

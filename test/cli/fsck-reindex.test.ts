@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { startTestRegistry } from '../helpers/registry.ts';
+import { cliEnv, startTestRegistry } from '../helpers/registry.ts';
 
 const run = promisify(execFile);
 const MAIN = resolve(import.meta.dirname, '../../src/main.ts');
@@ -14,7 +14,9 @@ const sha256 = (data: string) => `sha256:${createHash('sha256').update(data).dig
 
 async function trellis(...args: string[]): Promise<{ code: number; stdout: string }> {
   try {
-    const { stdout } = await run(process.execPath, [MAIN, ...args]);
+    // The CLI must find the registry's metadata store (PostgreSQL in that test pass).
+    const env = await cliEnv(args[args.indexOf('--data') + 1]!);
+    const { stdout } = await run(process.execPath, [MAIN, ...args], { env });
     return { code: 0, stdout };
   } catch (err) {
     const e = err as { code: number; stdout: string };

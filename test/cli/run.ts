@@ -2,6 +2,7 @@
 // and output, so tests can check both what it printed and how it exited.
 import { spawn } from 'node:child_process';
 import { join, resolve } from 'node:path';
+import { cliEnv } from '../helpers/registry.ts';
 
 export const MAIN = resolve(import.meta.dirname, '../../bin/trellis.mjs');
 
@@ -11,9 +12,12 @@ export interface CliResult {
   stderr: string;
 }
 
-export function trellisCli(args: string[], options: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+export async function trellisCli(args: string[], options: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  // A command on a test registry's data directory uses that registry's metadata store.
+  const data = args.indexOf('--data');
+  const env = data >= 0 ? await cliEnv(args[data + 1]!, options.env ?? process.env) : options.env ?? process.env;
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { env: options.env ?? process.env, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MAIN, ...args], { env, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));

@@ -7,8 +7,9 @@ import { pino } from 'pino';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeImage, pushBuilt } from '../helpers/oci-client.ts';
 import { DEFAULT_SETTINGS } from '../../src/config/settings.ts';
-import { Components, ComponentsApi, componentSettings } from '../../src/components/index.ts';
-import type { ComponentIndex } from '../../src/components/store.ts';
+import { Components, componentSettings } from '../../src/components/index.ts';
+import type { ComponentIndex } from '../../src/metadata/index.ts';
+import { ComponentsApi } from '../../src/registry/components.ts';
 import { RateLimiter } from '../../src/registry/rate-limit.ts';
 import type { ApiContext } from '../../src/registry/context.ts';
 import { OciError } from '../../src/oci/errors.ts';
@@ -28,8 +29,8 @@ test('versions of a hidden component are never read: the same rows as for an abs
   let loaded = 0;
   const index = components.index;
   const counting: ComponentIndex = Object.create(index);
-  counting.versionsOf = (name, include) => {
-    const rows = index.versionsOf(name, include);
+  counting.versionsOf = async (name, include) => {
+    const rows = await index.versionsOf(name, include);
     loaded += rows.length;
     return rows;
   };

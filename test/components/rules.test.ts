@@ -12,7 +12,8 @@ import { DEFAULT_SETTINGS } from '../../src/config/settings.ts';
 import { Registry } from '../../src/content/registry.ts';
 import { registryOptions } from '../../src/cli/serve.ts';
 import { ANCHOR_DIGEST, allPages, getJson, pushComponentVersion, repositoryOf } from './ocm-client.ts';
-import { Components, ComponentsApi, componentSettings } from '../../src/components/index.ts';
+import { Components, componentSettings } from '../../src/components/index.ts';
+import { ComponentsApi } from '../../src/registry/components.ts';
 import { RateLimiter } from '../../src/registry/rate-limit.ts';
 import type { ApiContext } from '../../src/registry/context.ts';
 

@@ -9,7 +9,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { cliEnv, startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import {
   OCI_MANIFEST, descriptorOf, getBlob, getManifest, listTags, makeImage, pushBlob, pushBuilt, pushManifest, type Built,
 } from '../helpers/oci-client.ts';
@@ -19,7 +19,7 @@ const run = promisify(execFile);
 const MAIN = resolve(import.meta.dirname, '../../src/main.ts');
 
 async function fsckClean(dataDir: string): Promise<void> {
-  const result = await run(process.execPath, [MAIN, 'fsck', '--data', dataDir]).catch((err: { stdout: string; code: number }) => err);
+  const result = await run(process.execPath, [MAIN, 'fsck', '--data', dataDir], { env: await cliEnv(dataDir) }).catch((err: { stdout: string; code: number }) => err);
   assert.match(result.stdout, / 0 problems/, result.stdout);
 }
 

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Uploads } from '../../src/content/uploads.ts';
 import { FileSystemDriver } from '../../src/storage/filesystem.ts';
-import { OciError } from '../../src/oci/errors.ts';
+import { ContentError } from '../../src/content/errors.ts';
+import { asOciError } from '../../src/registry/errors.ts';
 
 async function setup(t: { after(fn: () => Promise<void>): void }, limits: Partial<Uploads['limits']> = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'trellis-uploads-'));
@@ -20,7 +21,8 @@ async function setup(t: { after(fn: () => Promise<void>): void }, limits: Partia
   return { dir, uploads, advance: (ms: number) => { clock += ms; } };
 }
 
-const refusal = (status: number) => (err: unknown) => err instanceof OciError && err.status === status;
+// Content errors carry no HTTP status; the registry's one mapping gives it.
+const refusal = (status: number) => (err: unknown) => err instanceof ContentError && asOciError(err)?.status === status;
 
 test('the session cap is per client: a client at its cap blocks only itself', async (t) => {
   const { uploads } = await setup(t);
@@ -77,7 +79,7 @@ test('a body that stalls is aborted after the idle time; the session keeps its l
   await uploads.append(session, Readable.from([Buffer.from('first,')]));
   const stalled = new Readable({ read() {} });
   stalled.push(Buffer.from('half of a chunk'));
-  await assert.rejects(uploads.append(session, stalled), (err) => err instanceof OciError && err.status === 408);
+  await assert.rejects(uploads.append(session, stalled), refusal(408));
   assert.equal(session.busy, false);
   assert.equal(session.size, 6);
   await uploads.append(session, Readable.from([Buffer.from('second')]));

@@ -200,7 +200,7 @@ test('an offline trellis gc records its deletions; the next server start deliver
   await waitFor('both tag events', () => receiver.events.length >= 2);
   assert.deepEqual(receiver.events.map((e) => e.data.previous), [null, old.digest]);
   await first.close();
-  const report = await runGc({ ...DEFAULT_SETTINGS, data: dir, ...settings }, false);
+  const report = await runGc({ ...DEFAULT_SETTINGS, data: dir, ...settings, metadata: first.metadata }, false);
   assert.ok(report.removed.some((item) => item.digest === old.digest));
   const second = await startTestRegistry(settings, dir);
   t.after(() => second.close());

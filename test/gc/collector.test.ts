@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { startTestRegistry, storageOnS3, testStorageEnv, type TestRegistry } from '../helpers/registry.ts';
+import { cliEnv, startTestRegistry, storageOnS3, type TestRegistry } from '../helpers/registry.ts';
 import { blobKey } from '../../src/layout/paths.ts';
 import {
   OCI_INDEX, type Built, descriptorOf, getBlob, getManifest, listReferrers, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest,
@@ -64,7 +64,7 @@ test('policies: keep/keep removes only unused blobs; delete/delete also untagged
     assert.equal((await getManifest(reg.url, 'gc/app', s.untagged.digest)).status, 404);
     assert.deepEqual((await listReferrers(reg.url, 'gc/app', s.tagged.digest)).manifests.map((d) => d.digest), [s.referrer.digest]);
     await reg.close();
-    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: { ...process.env, ...(await testStorageEnv(reg.dataDir)) } });
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: await cliEnv(reg.dataDir) });
     assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();
@@ -171,7 +171,7 @@ test('GC running while pushes continue keeps every acknowledged push (bounded st
       }
     }
     await reg.close();
-    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: { ...process.env, ...(await testStorageEnv(reg.dataDir)) } });
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: await cliEnv(reg.dataDir) });
     assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();
@@ -182,9 +182,9 @@ test('trellis gc --dry-run reports without removing, and refuses while a server 
   const reg = await startTestRegistry();
   try {
     const s = await scenario(reg);
-    await assert.rejects(run(process.execPath, [MAIN, 'gc', '--data', reg.dataDir]), /trellis: .* is in use by `trellis/);
+    await assert.rejects(run(process.execPath, [MAIN, 'gc', '--data', reg.dataDir], { env: await cliEnv(reg.dataDir) }), /trellis: .* is in use by `trellis/);
     await reg.close();
-    const env = { ...process.env, TRELLIS_GC_GRACE_SECONDS: '0', TRELLIS_GC_UNTAGGED: 'delete', ...(await testStorageEnv(reg.dataDir)) };
+    const env = { ...(await cliEnv(reg.dataDir)), TRELLIS_GC_GRACE_SECONDS: '0', TRELLIS_GC_UNTAGGED: 'delete' };
     await new Promise((r) => setTimeout(r, 20));
     const dry = await run(process.execPath, [MAIN, 'gc', '--dry-run', '--data', reg.dataDir], { env });
     assert.match(dry.stdout, new RegExp(`would remove manifest gc/app@${s.untagged.digest}: untagged and not referenced`));
@@ -243,7 +243,7 @@ test('GC removes no blob before the index.json rewrite that stops listing the ma
     assert.ok(!(await indexJson()).includes(untagged.digest));
     for (const blob of untagged.blobs) assert.equal(await reg.registry.driver.stat(blobKey(repo, descriptorOf('x', blob).digest)), undefined, 'collected blobs go after the rewrite');
     await reg.close();
-    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: { ...process.env, ...(await testStorageEnv(reg.dataDir)) } });
+    const fsck = await run(process.execPath, [MAIN, 'fsck', '--data', reg.dataDir], { env: await cliEnv(reg.dataDir) });
     assert.match(fsck.stdout, / 0 problems/);
   } finally {
     await reg.dispose();

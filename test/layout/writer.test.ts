@@ -38,7 +38,7 @@ test('a failed index.json rewrite is retried without waiting for another change'
       assert.ok(Date.now() < deadline, `index.json still misses v2 ${refused} refused writes later`);
     }
     assert.equal(refused, 3);
-    const repoRecord = reg.registry.metadata.repository(repo)!;
+    const repoRecord = (await reg.registry.metadata.repository(repo))!;
     assert.equal(repoRecord.flushedGen, repoRecord.gen);
   } finally {
     await reg.dispose();

@@ -12,13 +12,13 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MAIN, trellisCli } from '../cli/run.ts';
 import { DataDirectoryBusy, lockDataDirectory } from '../../src/metadata/directory-lock.ts';
-import { startTestRegistry } from '../helpers/registry.ts';
+import { cliEnv, startTestRegistry } from '../helpers/registry.ts';
 
 const PID_FILE = ['_trellis', 'serve.pid'];
 
 /** Starts `trellis serve` on a free port and resolves once it logged that it listens. */
 async function serveProcess(dataDir: string) {
-  const child = spawn(process.execPath, [MAIN, 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [MAIN, 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'], env: await cliEnv(dataDir) });
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output += c.toString()));

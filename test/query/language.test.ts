@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { OciError } from '../../src/oci/errors.ts';
+import { QueryInvalid } from '../../src/query/language.ts';
 import { compareVersions, manifestAttributes, matches, orderKey, parseQuery } from '../../src/query/index.ts';
 
 const known = (path: string) => !path.startsWith('nosuch');
@@ -34,7 +34,7 @@ test('parameter names are case-insensitive; comparisons, attributes and values a
   const q = parse('Q_Annotations__Org.OpenContainers.Image.Version__GT=1.4.0&q_size__lt=600');
   assert.deepEqual(q.conditions.map((c) => [c.path, c.comparison, c.value]), [
     ['annotations__org.opencontainers.image.version', 'gt', '1.4.0'], ['size', 'lt', '600']]);
-  const bad = (query: string, message: RegExp) => assert.throws(() => parse(query), (err: unknown) => err instanceof OciError && err.status === 400 && message.test(err.message));
+  const bad = (query: string, message: RegExp) => assert.throws(() => parse(query), (err: unknown) => err instanceof QueryInvalid && message.test(err.message));
   bad('q_size__between=1', /unknown comparison "between"/);
   bad('q_size=1', /expected q_<attribute>/);
   bad('q_nosuch__eq=1', /no item has the attribute "nosuch"/);

@@ -17,13 +17,14 @@ import { existsSync, watch } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
+import { cliEnv } from '../helpers/registry.ts';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   EMPTY_BLOB, OCI_MANIFEST, REF_NAME, getBlob, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest, sha256,
   type Built,
 } from '../helpers/oci-client.ts';
-import { needsFileStorage, testStorageEnv } from '../helpers/registry.ts';
+import { needsFileStorage } from '../helpers/registry.ts';
 import { requirePeer } from '../helpers/peers.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -90,7 +91,7 @@ async function startServer(dataDir: string, env: Record<string, string> = {}): P
 
 async function spawnServer(dataDir: string, port: number, env: Record<string, string>): Promise<Server> {
   const child = spawn(process.execPath, ['src/main.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn'], {
-    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(await testStorageEnv(dataDir)), ...env },
+    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...(await cliEnv(dataDir)), ...env },
   });
   const output: string[] = [];
   child.stdout!.setEncoding('utf8').on('data', (s: string) => output.push(s));
@@ -135,8 +136,9 @@ function serverErrors(server: Server): string[] {
   });
 }
 
-async function trellis(args: string[], dataDir: string): Promise<{ code: number; output: string }> {
-  const env = { ...process.env, ...(await testStorageEnv(dataDir)) };
+async function trellis(args: string[]): Promise<{ code: number; output: string }> {
+  const dataDir = args[args.indexOf('--data') + 1];
+  const env = dataDir && args.includes('--data') ? await cliEnv(dataDir) : process.env;
   return new Promise((done) => {
     execFile(process.execPath, ['src/main.ts', ...args], { cwd: ROOT, maxBuffer: 64 << 20, env }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
@@ -146,7 +148,7 @@ async function trellis(args: string[], dataDir: string): Promise<{ code: number;
 }
 
 async function fsckClean(dataDir: string, when: string): Promise<string> {
-  const { code, output } = await trellis(['fsck', '--data', dataDir], dataDir);
+  const { code, output } = await trellis(['fsck', '--data', dataDir]);
   assert.equal(code, 0, `trellis fsck ${when} exited ${code}:\n${output.split('\n').slice(0, 40).join('\n')}`);
   return output.trim().split('\n').at(-1) ?? '';
 }

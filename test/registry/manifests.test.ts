@@ -16,7 +16,7 @@ before(async () => {
 after(async () => {
   // Whatever the misbehaving clients did, the data directory is consistent afterwards.
   await reg.close();
-  const report = await fsck(reg.dataDir, { maxManifestBytes: 4 * 1024 * 1024 });
+  const report = await fsck(reg.dataDir, { maxManifestBytes: 4 * 1024 * 1024, metadata: reg.metadata });
   await reg.dispose();
   assert.deepEqual(report.problems, [], 'trellis fsck is clean');
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { cliEnv, startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeImage, makeReferrer, pushBuilt, OCI_INDEX, type Built } from '../helpers/oci-client.ts';
 
 const SPDX = 'application/spdx+json';
@@ -172,7 +172,7 @@ test('a pushed referrer is found at once, a deleted one is gone, and a rebuilt i
   const queries = ['/v2/_oci/references?n=3', `/v2/_trellis/search?sort=pushed&order=desc`, `/v2/_trellis/search?q_annotations__${VERSION}__gte=1`];
   const before = await Promise.all(queries.map((q) => all(q, q.includes('search') ? 'results' : 'manifests')));
   await reg.close();
-  await promisify(execFile)(process.execPath, [resolve(import.meta.dirname, '../../src/main.ts'), 'reindex', '--data', reg.dataDir]);
+  await promisify(execFile)(process.execPath, [resolve(import.meta.dirname, '../../src/main.ts'), 'reindex', '--data', reg.dataDir], { env: await cliEnv(reg.dataDir) });
   const restarted = await startTestRegistry({ queryRatePerSecond: 0 }, reg.dataDir);
   const oldUrl = reg.url;
   Object.assign(reg, { url: restarted.url, close: restarted.close, dispose: restarted.dispose });

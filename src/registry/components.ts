@@ -3,14 +3,17 @@
 // the caller cannot pull before it paginates; every bad parameter is a 400 with an OCI error body.
 import { requireDigest } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
-import { nextLink, pageParams, sendJson, type Headers } from '../registry/http.ts';
-import type { ApiContext } from '../registry/context.ts';
-import { matches, parseQuery, queryError } from './query.ts';
-import { compareVersionStrings, parseConstraint, satisfies } from './semver.ts';
-import type { Components } from './service.ts';
-import type { ComponentVersionRow } from './store.ts';
+import { nextLink, pageParams, sendJson, type Headers } from './http.ts';
+import type { ApiContext } from './context.ts';
+import { COMPONENTS_PATH, compareVersionStrings, matches, parseConstraint, parseQuery, queryError, satisfies, type Components } from '../components/index.ts';
+import type { ComponentVersionRow } from '../metadata/index.ts';
 
-export const COMPONENTS_PATH = '/v2/_trellis/components';
+export { COMPONENTS_PATH };
+
+/** Whether a request path belongs to the components API. */
+export function isComponentsPath(path: string): boolean {
+  return path === COMPONENTS_PATH || path.startsWith(`${COMPONENTS_PATH}/`);
+}
 
 export interface ComponentSummary {
   name: string;
@@ -109,7 +112,7 @@ export class ComponentsApi {
     }
   }
 
-  private list(ctx: ApiContext): void {
+  private async list(ctx: ApiContext): Promise<void> {
     const params = ctx.url.searchParams;
     const page = pageParams(params, ctx.limits.maxListPage);
     const query = parseQuery(params, isKnownAttribute);
@@ -118,7 +121,7 @@ export class ComponentsApi {
     const inPrefix = (repository: string) => !prefix || repository === prefix || repository.startsWith(`${prefix}/`);
     const items: ComponentSummary[] = [];
     let more = false;
-    for (const c of summarize(this.components.index.allVersions())) {
+    for (const c of summarize(await this.components.index.allVersions())) {
       // Access and filters come before the cursor and the page size, so pages reveal nothing else.
       if (!ctx.access.canPull(c.repository) || !inPrefix(c.repository) || !matches(query, (path) => attributeValues(c, path))) continue;
       if (!afterCursor(page.after, c.name, c.repository)) continue;
@@ -135,16 +138,16 @@ export class ComponentsApi {
   }
 
   /** Versions of a component the caller may pull, optionally in one repository. */
-  private visibleVersions(ctx: ApiContext, name: string): ComponentVersionRow[] {
+  private async visibleVersions(ctx: ApiContext, name: string): Promise<ComponentVersionRow[]> {
     const repository = ctx.url.searchParams.get('repository');
     // Access is checked per repository before any version is read: a hidden component costs
     // exactly what an absent one does, so timing tells nothing.
-    const rows = this.components.index.versionsOf(name, (r) => ctx.access.canPull(r) && (!repository || r === repository));
+    const rows = await this.components.index.versionsOf(name, (r) => ctx.access.canPull(r) && (!repository || r === repository));
     if (!rows.length) throw new OciError(404, 'NAME_UNKNOWN', `component ${name.slice(0, 300)} is not known`, { component: name.slice(0, 300) });
     return rows;
   }
 
-  private versions(ctx: ApiContext): void {
+  private async versions(ctx: ApiContext): Promise<void> {
     const params = ctx.url.searchParams;
     const name = required(params, 'component');
     const page = pageParams(params, ctx.limits.maxListPage);
@@ -154,7 +157,7 @@ export class ComponentsApi {
     if (order !== 'asc' && order !== 'desc') throw queryError(`order must be asc or desc, not ${JSON.stringify(order.slice(0, 50))}`);
     const latestOnly = params.get('latest');
     if (latestOnly !== null && latestOnly !== 'true' && latestOnly !== 'false') throw queryError('latest must be true or false');
-    let rows = this.visibleVersions(ctx, name).filter((r) => !constraint || satisfies(r.version, constraint));
+    let rows = (await this.visibleVersions(ctx, name)).filter((r) => !constraint || satisfies(r.version, constraint));
     const sign = order === 'asc' ? 1 : -1;
     rows.sort((a, b) => sign * compareVersionStrings(a.version, b.version) || (a.repository < b.repository ? -1 : a.repository > b.repository ? 1 : 0));
     if (latestOnly === 'true') rows = rows.slice(0, 1);
@@ -179,17 +182,17 @@ export class ComponentsApi {
     }, headers, ctx.head);
   }
 
-  private version(ctx: ApiContext): void {
+  private async version(ctx: ApiContext): Promise<void> {
     const params = ctx.url.searchParams;
     const name = required(params, 'component');
     const version = required(params, 'version');
-    const rows = this.visibleVersions(ctx, name).filter((r) => r.version === version);
+    const rows = (await this.visibleVersions(ctx, name)).filter((r) => r.version === version);
     if (!rows.length) throw new OciError(404, 'MANIFEST_UNKNOWN', `component ${name.slice(0, 300)} has no version ${version.slice(0, 100)}`);
     if (rows.length > 1) {
       throw queryError(`component ${name} version ${version} is in several repositories (${rows.map((r) => r.repository).join(', ')}); add repository=`);
     }
     const row = rows[0]!;
-    const referencedBy = this.components.index.referencing(name, version).filter((k) => ctx.access.canPull(k.repository));
+    const referencedBy = (await this.components.index.referencing(name, version)).filter((k) => ctx.access.canPull(k.repository));
     sendJson(ctx.res, 200, {
       name: row.name, version: row.version, kind: row.kind, repository: row.repository, tag: row.tag, digest: row.digest,
       pushedAt: new Date(row.pushedAt).toISOString(), provider: row.provider, labels: row.labels,
@@ -197,18 +200,18 @@ export class ComponentsApi {
     }, {}, ctx.head);
   }
 
-  private owners(ctx: ApiContext): void {
+  private async owners(ctx: ApiContext): Promise<void> {
     const { digest } = requireDigest(ctx.url.searchParams.get('digest'));
     const { index } = this.components;
     const owners: { name: string; version: string; repository: string | null; via: string; referrerRepository?: string }[] = [];
-    for (const key of index.shipping(digest)) {
+    for (const key of await index.shipping(digest)) {
       if (!ctx.access.canPull(key.repository)) continue;
-      const row = index.versionsOf(key.name, (r) => r === key.repository).find((r) => r.version === key.version);
+      const row = (await index.versionsOf(key.name, (r) => r === key.repository)).find((r) => r.version === key.version);
       owners.push({ ...key, via: row?.digest === digest ? 'component-version' : 'descriptor' });
     }
-    for (const o of index.ownershipReferrers(digest)) {
+    for (const o of await index.ownershipReferrers(digest)) {
       if (!ctx.access.canPull(o.repository)) continue;
-      const homes = index.versionsOf(o.name, ctx.access.canPull).filter((r) => r.version === o.version).map((r) => r.repository);
+      const homes = (await index.versionsOf(o.name, ctx.access.canPull)).filter((r) => r.version === o.version).map((r) => r.repository);
       for (const repository of homes.length ? homes : [null]) {
         owners.push({ name: o.name, version: o.version, repository, via: 'ownership-referrer', referrerRepository: o.repository });
       }

@@ -1,32 +1,32 @@
-// Queries on the SQLite metadata index. Each condition becomes an EXISTS over the manifest's
-// attribute rows (or its tags, or its repository); the cheapest indexed condition drives the scan
-// so that a page costs about the same at any registry size. See docs/query.md for the plans.
-import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
-import { OciError } from '../oci/errors.ts';
-import { StatementCache } from '../metadata/statements.ts';
-import type { Condition, Query } from './language.ts';
-import { orderKey } from './order.ts';
-import { LISTED_TYPE } from './attributes.ts';
-import type { QueryIndex, QueryMatch, QueryPage, QueryScope } from './store.ts';
+// Queries on the PostgreSQL metadata store: the plans of the SQLite query index
+// (src/metadata/sqlite-query.ts) in PostgreSQL's dialect, with the same cursors, orders and
+// access filtering (the caller's pullable repositories as an array parameter, inside the scan).
+// Order keys of values held in columns are stored beside them (`*_ord`), computed on write.
+import type pg from 'pg';
+import { QueryInvalid, type Condition, type Query } from '../query/language.ts';
+import type { QueryAccess, QueryIndex, QueryMatch, QueryPage, QueryScope } from './query.ts';
+import { LISTED_TYPE } from '../query/attributes.ts';
+
+type SQLInputValue = string | number | null | readonly string[];
 
 /**
  * Attributes answered from other tables rather than stored as attribute rows: the manifest's own
  * columns (single-valued) and its edges or tags (multi-valued). Storing them again would double
  * the index pages every push writes.
  */
-type Source = { column: string } | { columns: string[] } | { from: string; value: string };
+type Source = { column: string; order: string } | { columns: { column: string; order: string }[] } | { from: string; value: string; order: string };
+// Digests never have an order key (they are neither times, versions nor numbers).
 const SOURCES: Record<string, Source> = {
-  digest: { column: 'm.digest' },
-  mediatype: { column: 'lower(m.media_type)' },
-  artifacttype: { column: 'lower(m.artifact_type)' },
-  [LISTED_TYPE]: { columns: ['lower(m.media_type)', 'lower(m.artifact_type)'] },
-  repository: { column: 'lower(r.name)' },
-  config__digest: { from: "edges fe WHERE fe.repo_id = m.repo_id AND fe.parent = m.digest AND fe.kind = 'config'", value: 'fe.child' },
-  layers__digest: { from: "edges fe WHERE fe.repo_id = m.repo_id AND fe.parent = m.digest AND fe.kind = 'layer'", value: 'fe.child' },
-  tag: { from: 'tags ft INDEXED BY tags_by_digest WHERE ft.repo_id = m.repo_id AND ft.digest = m.digest', value: 'lower(ft.name)' },
+  digest: { column: 'm.digest', order: 'NULL::text' },
+  mediatype: { column: 'lower(m.media_type)', order: 'm.media_type_ord' },
+  artifacttype: { column: 'lower(m.artifact_type)', order: 'm.artifact_type_ord' },
+  [LISTED_TYPE]: { columns: [{ column: 'lower(m.media_type)', order: 'm.media_type_ord' }, { column: 'lower(m.artifact_type)', order: 'm.artifact_type_ord' }] },
+  repository: { column: 'lower(r.name)', order: 'r.name_ord' },
+  config__digest: { from: "edges fe WHERE fe.repo_id = m.repo_id AND fe.parent = m.digest AND fe.kind = 'config'", value: 'fe.child', order: 'NULL::text' },
+  layers__digest: { from: "edges fe WHERE fe.repo_id = m.repo_id AND fe.parent = m.digest AND fe.kind = 'layer'", value: 'fe.child', order: 'NULL::text' },
+  tag: { from: 'tags ft WHERE ft.repo_id = m.repo_id AND ft.digest = m.digest', value: 'lower(ft.name)', order: 'ft.name_ord' },
 };
-/** Paths the attributes table does not store (see SOURCES). */
-export const PATHS_STORED_ELSEWHERE: ReadonlySet<string> = new Set(Object.keys(SOURCES));
+const PATHS_STORED_ELSEWHERE: ReadonlySet<string> = new Set(Object.keys(SOURCES));
 /** An eq driver matching more rows than this yields to the sort index when a sort is asked for. */
 const SELECTIVE_ENOUGH = 5000;
 
@@ -64,22 +64,22 @@ function valuesOf(path: string): { any: (predicate: (value: string, order: strin
     // Several single-valued columns: some value satisfies when one of them does (NULL never does).
     return {
       any: (predicate, ...params) => ({
-        text: `(${source.columns.map((c) => `IFNULL(${predicate(c, `trellis_order_key(${c})`)}, 0)`).join(' OR ')})`,
+        text: `(${source.columns.map((c) => `COALESCE(${predicate(c.column, c.order)}, FALSE)`).join(' OR ')})`,
         params: source.columns.flatMap(() => params),
       }),
-      has: { text: `(${source.columns.map((c) => `${c} IS NOT NULL`).join(' OR ')})`, params: [] },
+      has: { text: `(${source.columns.map((c) => `${c.column} IS NOT NULL`).join(' OR ')})`, params: [] },
     };
   }
   if (source && 'column' in source) {
-    const order = `trellis_order_key(${source.column})`;
+    const order = source.order;
     return { any: (predicate, ...params) => ({ text: predicate(source.column, order), params }), has: { text: `${source.column} IS NOT NULL`, params: [] } };
   }
   // `+a.path` keeps the planner on the primary key (one manifest's few rows): with the path usable
   // it may pick a path index and scan every manifest's rows for each candidate.
-  const from = source ? source.from : 'attributes a WHERE a.manifest_id = m.id AND +a.path = ?';
+  const from = source ? source.from : 'attributes a WHERE a.manifest_id = m.id AND a.path = ?';
   const base: SQLInputValue[] = source ? [] : [path];
   const value = source ? source.value : 'a.value';
-  const order = source ? `trellis_order_key(${source.value})` : 'a.ord';
+  const order = source ? source.order : 'a.ord';
   return {
     any: (predicate, ...params) => ({ text: `EXISTS (SELECT 1 FROM ${from} AND ${predicate(value, order)})`, params: [...base, ...params] }),
     has: { text: `EXISTS (SELECT 1 FROM ${from})`, params: base },
@@ -95,8 +95,8 @@ function conditionSql(condition: Condition, sql: Sql): void {
   switch (condition.comparison) {
     case 'eq': return add(any((value) => `${value} = ?`, v));
     case 'ne': return hasButNot(any((value) => `${value} = ?`, v));
-    case 'contains': return add(any((value) => `instr(${value}, ?) > 0`, v));
-    case 'notcontains': return hasButNot(any((value) => `instr(${value}, ?) > 0`, v));
+    case 'contains': return add(any((value) => `strpos(${value}, ?) > 0`, v));
+    case 'notcontains': return hasButNot(any((value) => `strpos(${value}, ?) > 0`, v));
     case 'exists': return sql.add(`${v === 'true' ? '' : 'NOT '}(${has.text})`, ...has.params);
     default: {
       const { params } = orderRange(condition, '');
@@ -135,43 +135,37 @@ function decodeCursor(cursor: string, sorted: boolean): { id: number; sk?: strin
   } catch {
     // fall through
   }
-  throw new OciError(400, 'QUERY_INVALID', 'last is not a cursor this query produced; follow the Link header');
+  throw new QueryInvalid('last is not a cursor this query produced; follow the Link header');
 }
 
-export class SqliteQueryIndex implements QueryIndex {
-  private readonly db: DatabaseSync;
-  private canPull: ((repository: string) => boolean) | undefined;
-  private readonly statements: StatementCache;
+/** `?` placeholders as PostgreSQL's `$1…` (the generated SQL holds no other question mark). */
+function numbered(text: string): string {
+  let n = 0;
+  return text.replace(/\?/g, () => `$${++n}`);
+}
 
-  constructor(db: DatabaseSync) {
-    this.db = db;
-    this.statements = new StatementCache(db);
-    // Access checks run inside the scan, so a page is cut only after invisible rows are dropped.
-    // Calls are synchronous: `canPull` is the one of the query being run.
-    db.function('trellis_can_pull', { deterministic: false, directOnly: true }, (name) => (this.canPull?.(String(name)) ?? true ? 1 : 0));
-    db.function('trellis_order_key', { deterministic: true, directOnly: true }, (value) => (value === null ? null : orderKey(String(value))));
+export class PostgresQueryIndex implements QueryIndex {
+  private readonly pool: pg.Pool;
+
+  constructor(pool: pg.Pool) {
+    this.pool = pool;
   }
 
-  isKnownAttribute(path: string): boolean {
-    if (PATHS_STORED_ELSEWHERE.has(path)) return true;
-    return this.statements.get('SELECT 1 FROM attribute_paths WHERE path = ?').get(path) !== undefined;
+  async knownAttributes(paths: readonly string[]): Promise<Set<string>> {
+    const { rows } = await this.pool.query<{ path: string }>('SELECT path FROM attribute_paths WHERE path = ANY($1::text[])', [paths]);
+    return new Set([...paths.filter((path) => PATHS_STORED_ELSEWHERE.has(path)), ...rows.map((r) => r.path)]);
   }
 
-  tagsOf(repository: string, digest: string): string[] {
-    return (this.db.prepare(`SELECT t.name FROM tags t INDEXED BY tags_by_digest JOIN repos r ON r.id = t.repo_id
-      WHERE r.name = ? AND t.digest = ? ORDER BY t.name`).all(repository, digest) as { name: string }[]).map((r) => r.name);
+  async tagsOf(repository: string, digest: string): Promise<string[]> {
+    const { rows } = await this.pool.query<{ name: string }>(`SELECT t.name FROM tags t JOIN repos r ON r.id = t.repo_id
+      WHERE r.name = $1 AND t.digest = $2 ORDER BY t.name`, [repository, digest]);
+    return rows.map((r) => r.name);
   }
 
-  run(query: Query, scope: QueryScope, page: QueryPage, canPull: ((repository: string) => boolean) | undefined): QueryMatch[] {
+  async run(query: Query, scope: QueryScope, page: QueryPage, access: QueryAccess | undefined): Promise<QueryMatch[]> {
     if (page.limit <= 0) return [];
-    const sql = this.build(query, scope, page, canPull !== undefined);
-    this.canPull = canPull;
-    let rows: Row[];
-    try {
-      rows = this.statements.get(sql.text).all(...sql.params) as unknown as Row[];
-    } finally {
-      this.canPull = undefined;
-    }
+    const sql = await this.build(query, scope, page, access);
+    const rows = (await this.pool.query<Row>(numbered(sql.text), sql.params as unknown[])).rows;
     return rows.map((row) => ({
       repository: row.repository, digest: row.digest, mediaType: row.media_type, size: row.size, artifactType: row.artifact_type,
       subject: row.subject, annotations: JSON.parse(row.annotations) as Record<string, string>, pushedAt: row.pushed_at,
@@ -179,48 +173,47 @@ export class SqliteQueryIndex implements QueryIndex {
     }));
   }
 
-  private eqMatchesAtMost(condition: Condition, limit: number): boolean {
-    const row = this.db.prepare('SELECT count(*) AS n FROM (SELECT 1 FROM attributes INDEXED BY attributes_by_value WHERE path = ? AND value = ? LIMIT ?)')
-      .get(condition.path, condition.value, limit + 1) as { n: number };
-    return row.n <= limit;
+  private async eqMatchesAtMost(condition: Condition, limit: number): Promise<boolean> {
+    const { rows } = await this.pool.query<{ n: number }>('SELECT count(*) AS n FROM (SELECT 1 FROM attributes WHERE path = $1 AND value = $2 LIMIT $3) x',
+      [condition.path, condition.value, limit + 1]);
+    return rows[0]!.n <= limit;
   }
 
-  private build(query: Query, scope: QueryScope, page: QueryPage, checkAccess: boolean): { text: string; params: SQLInputValue[] } {
+  private async build(query: Query, scope: QueryScope, page: QueryPage, access: QueryAccess | undefined): Promise<{ text: string; params: SQLInputValue[] }> {
     const sql = new Sql();
     let conditions = [...query.conditions];
     const sort = query.sort;
-    const sortKey = sort ? `(SELECT ${sort.descending ? 'MAX' : 'MIN'}(x.ord) FROM attributes x WHERE x.manifest_id = m.id AND +x.path = ? AND x.ord IS NOT NULL)` : '';
+    const sortKey = sort ? `(SELECT ${sort.descending ? 'MAX' : 'MIN'}(x.ord) FROM attributes x WHERE x.manifest_id = m.id AND x.path = ? AND x.ord IS NOT NULL)` : '';
     let from = 'manifests m';
     let orderBy = 'm.id';
     let drivenBySortIndex = false;
 
     if (scope.kind === 'referrersOf') {
-      const repo = this.db.prepare('SELECT id FROM repos WHERE name = ?').get(scope.repository) as { id: number } | undefined;
+      const repo = (await this.pool.query<{ id: number }>('SELECT id FROM repos WHERE name = $1', [scope.repository])).rows[0];
       sql.add(scope.includeAttestations ? 'm.repo_id = ? AND (m.subject = ? OR m.attests = ?)' : 'm.repo_id = ? AND m.subject = ?',
         repo?.id ?? -1, scope.subject, ...(scope.includeAttestations ? [scope.subject] : []));
-      if (scope.artifactTypes.length) sql.add(`m.artifact_type IN (${scope.artifactTypes.map(() => '?').join(',')})`, ...scope.artifactTypes);
+      if (scope.artifactTypes.length) sql.add('m.artifact_type = ANY(?::text[])', scope.artifactTypes);
       orderBy = 'm.digest';
     } else {
       if (scope.kind === 'referrers') sql.add('m.subject IS NOT NULL');
       const eq = conditions.find((c) => c.comparison === 'eq' && !PATHS_STORED_ELSEWHERE.has(c.path));
       const typeEq = conditions.find((c) => c.comparison === 'eq' && c.path === 'artifacttype');
       const digestEq = conditions.find((c) => c.comparison === 'eq' && c.path === 'digest');
-      const useEq = eq && (!sort || this.eqMatchesAtMost(eq, SELECTIVE_ENOUGH));
+      const useEq = eq && (!sort || (await this.eqMatchesAtMost(eq, SELECTIVE_ENOUGH)));
       if (digestEq) {
         // Which repositories hold a digest: the blobs table knows, by its digest index.
-        sql.add('m.repo_id IN (SELECT b.repo_id FROM blobs b INDEXED BY blobs_by_digest WHERE b.digest = ?) AND m.digest = ?', digestEq.value, digestEq.value);
+        sql.add('m.repo_id IN (SELECT b.repo_id FROM blobs b WHERE b.digest = ?) AND m.digest = ?', digestEq.value, digestEq.value);
         conditions = conditions.filter((c) => c !== digestEq);
       } else if (typeEq && !sort) {
-        from = 'manifests m INDEXED BY manifests_by_artifact_type';
-        sql.add('m.artifact_type = ? COLLATE NOCASE', typeEq.value);
+        sql.add('lower(m.artifact_type) = ?', typeEq.value);
         conditions = conditions.filter((c) => c !== typeEq);
       } else if (useEq) {
-        from = 'attributes d INDEXED BY attributes_by_value CROSS JOIN manifests m ON m.id = d.manifest_id';
+        from = 'attributes d JOIN manifests m ON m.id = d.manifest_id';
         sql.add('d.path = ? AND d.value = ?', eq.path, eq.value);
         conditions = conditions.filter((c) => c !== eq);
         orderBy = 'd.manifest_id';
       } else if (sort) {
-        from = 'attributes s INDEXED BY attributes_by_order CROSS JOIN manifests m ON m.id = s.manifest_id';
+        from = 'attributes s JOIN manifests m ON m.id = s.manifest_id';
         if (isSingleValued(sort.path)) {
           sql.add('s.path = ? AND s.ord IS NOT NULL', sort.path);
           // A range on the sort attribute itself bounds the scan instead of filtering it.
@@ -232,7 +225,7 @@ export class SqliteQueryIndex implements QueryIndex {
         } else {
           // One row per manifest: the one holding its sort key (lowest value among equal keys).
           sql.add(`s.path = ? AND s.ord IS NOT NULL AND s.ord = ${sortKey.replace('m.id', 's.manifest_id')}
-            AND s.value = (SELECT MIN(y.value) FROM attributes y WHERE y.manifest_id = s.manifest_id AND +y.path = s.path AND y.ord = s.ord)`,
+            AND s.value = (SELECT MIN(y.value) FROM attributes y WHERE y.manifest_id = s.manifest_id AND y.path = s.path AND y.ord = s.ord)`,
           sort.path, sort.path);
         }
         drivenBySortIndex = true;
@@ -245,16 +238,17 @@ export class SqliteQueryIndex implements QueryIndex {
           conditions = conditions.filter((c) => c !== repository);
         } else if (ordered) {
           const range = orderRange(ordered, 'd.ord');
-          sql.add(`m.id IN (SELECT d.manifest_id FROM attributes d INDEXED BY attributes_by_order WHERE d.path = ? AND ${range.text})`, ordered.path, ...range.params);
+          sql.add(`m.id IN (SELECT d.manifest_id FROM attributes d WHERE d.path = ? AND ${range.text})`, ordered.path, ...range.params);
           conditions = conditions.filter((c) => c !== ordered);
         } else if (contains) {
-          sql.add('m.id IN (SELECT d.manifest_id FROM attributes d INDEXED BY attributes_by_value WHERE d.path = ? AND instr(d.value, ?) > 0)', contains.path, contains.value);
+          sql.add('m.id IN (SELECT d.manifest_id FROM attributes d WHERE d.path = ? AND strpos(d.value, ?) > 0)', contains.path, contains.value);
           conditions = conditions.filter((c) => c !== contains);
         }
       }
     }
     for (const condition of conditions) conditionSql(condition, sql);
-    if (checkAccess) sql.add('trellis_can_pull(r.name)');
+    // The caller's grants are data in the scan: rows elsewhere are dropped before the page is cut.
+    if (access) sql.add('r.name = ANY(?::text[])', access.pullable);
 
     const columns = 'm.id, r.name AS repository, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations, m.pushed_at';
     const direction = sort?.descending ? 'DESC' : 'ASC';
@@ -273,7 +267,7 @@ export class SqliteQueryIndex implements QueryIndex {
       } else {
         // The key is computed per candidate, then sorted: used when few candidates are left.
         text = `SELECT * FROM (SELECT ${columns}, ${sortKey} AS sk FROM ${from} JOIN repos r ON r.id = m.repo_id
-          WHERE ${sql.where.join(' AND ')}) WHERE sk IS NOT NULL${cursorClause} ORDER BY sk ${direction}, id ${direction} LIMIT ?`;
+          WHERE ${sql.where.join(' AND ')}) AS q WHERE sk IS NOT NULL${cursorClause} ORDER BY sk ${direction}, id ${direction} LIMIT ?`;
         params.push(sort.path, ...sql.params);
       }
       if (cursor) params.push(cursor.sk!, cursor.id);
@@ -288,7 +282,7 @@ export class SqliteQueryIndex implements QueryIndex {
           params.push(decodeCursor(page.after, false).id);
         }
       }
-      text = `SELECT ${columns} FROM ${from} JOIN repos r ON r.id = m.repo_id WHERE ${sql.where.length ? sql.where.join(' AND ') : '1'}${cursorClause} ORDER BY ${orderBy} LIMIT ?`;
+      text = `SELECT ${columns} FROM ${from} JOIN repos r ON r.id = m.repo_id WHERE ${sql.where.length ? sql.where.join(' AND ') : 'TRUE'}${cursorClause} ORDER BY ${orderBy} LIMIT ?`;
       params.unshift(...sql.params);
     }
     params.push(page.limit);

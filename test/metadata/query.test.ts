@@ -1,11 +1,13 @@
-// The SQLite query index directly: access filtering happens before pages are cut, and every plan
-// (eq-driven, sort-driven, range, contains, full scan) pages through all matches exactly once.
+// The query index directly (on the store TRELLIS_TEST_METADATA selects): access filtering happens
+// inside the scan before pages are cut, and every plan (eq-driven, sort-driven, range, contains,
+// full scan) pages through all matches exactly once.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeImage, makeReferrer, pushBuilt } from '../helpers/oci-client.ts';
+import { attributePaths } from '../../src/query/language.ts';
 import { parseQuery, type Query } from '../../src/query/index.ts';
-import type { QueryMatch, QueryScope } from '../../src/query/store.ts';
+import type { QueryMatch, QueryScope } from '../../src/metadata/index.ts';
 
 let reg: TestRegistry;
 const VERSION = 'org.opencontainers.image.version';
@@ -24,11 +26,12 @@ before(async () => {
 
 after(() => reg.dispose());
 
-function pages(query: Query, scope: QueryScope, size: number, canPull?: (repo: string) => boolean): QueryMatch[][] {
+async function pages(query: Query, scope: QueryScope, size: number, canPull?: (repo: string) => boolean): Promise<QueryMatch[][]> {
   const out: QueryMatch[][] = [];
   let after: string | undefined;
+  const access = canPull ? { pullable: await reg.registry.pullableRepositories(canPull) } : undefined;
   for (;;) {
-    const page = reg.registry.queries.run(query, scope, { after, limit: size }, canPull);
+    const page = await reg.registry.queries.run(query, scope, { after, limit: size }, access);
     if (page.length === 0) return out;
     out.push(page);
     after = page[page.length - 1]!.cursor;
@@ -46,16 +49,21 @@ const queries: [string, QueryScope][] = [
   ['', { kind: 'referrers' }],
 ];
 
-test('every plan pages through all matches once, and hidden repositories never fill a page', () => {
-  const known = (path: string) => reg.registry.queries.isKnownAttribute(path);
+async function parse(text: string): Promise<Query> {
+  const params = new URLSearchParams(text);
+  const known = await reg.registry.queries.knownAttributes(attributePaths(params));
+  return parseQuery(params, (path) => known.has(path));
+}
+
+test('every plan pages through all matches once, and hidden repositories never fill a page', async () => {
   const visible = (repo: string) => !repo.startsWith('secret/');
   for (const [text, scope] of queries) {
-    const query = parseQuery(new URLSearchParams(text), known);
-    const everything = pages(query, scope, 1000)[0] ?? [];
+    const query = await parse(text);
+    const everything = (await pages(query, scope, 1000))[0] ?? [];
     assert.ok(everything.length > 0, `${text} matches something`);
     const expected = everything.filter((m) => visible(m.repository)).map((m) => `${m.repository}@${m.digest}`);
     for (const size of [1, 3, 7]) {
-      const seen = pages(query, scope, size, visible);
+      const seen = await pages(query, scope, size, visible);
       for (const page of seen.slice(0, -1)) assert.equal(page.length, size, `${text}: full pages before the last`);
       const flat = seen.flat().map((m) => `${m.repository}@${m.digest}`);
       assert.deepEqual(flat, expected, `${text} by ${size}: same matches, same order, no repository it may not pull`);
@@ -63,9 +71,9 @@ test('every plan pages through all matches once, and hidden repositories never f
   }
 });
 
-test('sorted pages follow the sort key', () => {
-  const query = parseQuery(new URLSearchParams('sort=version&order=desc'), (p) => reg.registry.queries.isKnownAttribute(p));
-  const versions = pages(query, { kind: 'manifests' }, 5).flat().map((m) => m.annotations[VERSION]!);
+test('sorted pages follow the sort key', async () => {
+  const query = await parse('sort=version&order=desc');
+  const versions = (await pages(query, { kind: 'manifests' }, 5)).flat().map((m) => m.annotations[VERSION]!);
   const numeric = versions.map((v) => v.split('.').map(Number));
   for (let i = 1; i < numeric.length; i++) {
     const [a, b] = [numeric[i - 1]!, numeric[i]!];

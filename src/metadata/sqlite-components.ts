@@ -1,89 +1,10 @@
-// The component index: one row per component version, the artifacts each ships and the
-// components each references. Everything here is derived from the layouts (through the metadata
-// index) and rebuilt per repository, so it can always be dropped and derived again.
+// The component index on SQLite (src/metadata/components.ts is the contract). It shares the
+// metadata store's connection: one file, one writer, no cross-connection locking.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { StatementCache } from '../metadata/statements.ts';
-import type { NewEvent, SqliteEventOutbox } from '../metadata/outbox.ts';
-import type { Reference, Resource } from './ocm.ts';
-
-export type ComponentKind = 'ocm' | 'generic';
-
-export interface VersionDetail {
-  resources: Resource[];
-  sources: Resource[];
-  references: Reference[];
-}
-
-export interface ComponentVersionRow {
-  repository: string;
-  name: string;
-  version: string;
-  kind: ComponentKind;
-  /** The tag that names this version (OCM's `.build-` form), or null when only the anchor does. */
-  tag: string | null;
-  digest: string;
-  provider: string | null;
-  labels: Record<string, string>;
-  pushedAt: number;
-  detail: VersionDetail;
-  /** Digests of the artifacts this version ships (from its descriptor). */
-  artifacts: string[];
-}
-
-export interface VersionKey {
-  repository: string;
-  name: string;
-  version: string;
-}
-
-export interface OwnershipReferrer {
-  /** The repository holding the ownership referrer (the artifact's repository). */
-  repository: string;
-  name: string;
-  version: string;
-}
-
-export interface ComponentIndex {
-  /** Replaces everything known about one repository's component versions, in one transaction. */
-  replaceRepository(repository: string, rows: ComponentVersionRow[]): void;
-  /** Every component version, ordered by name, repository, then version text. */
-  allVersions(): ComponentVersionRow[];
-  /**
-   * Versions of a component; with `include`, only those in repositories it accepts, decided before
-   * any version is read (a hidden component costs what an absent one does).
-   */
-  versionsOf(name: string, include?: (repository: string) => boolean): ComponentVersionRow[];
-  /** Component versions whose descriptor ships `digest`. */
-  shipping(digest: string): VersionKey[];
-  /** Component versions whose descriptor references `name` at `version`. */
-  referencing(name: string, version: string): VersionKey[];
-  /** Repositories that hold component versions now. */
-  repositories(): string[];
-  /** Whether a repository holds component versions or portable-index entries. */
-  holds(repository: string): boolean;
-  /** Cached descriptor reading of a manifest (null: read before, not a component version). */
-  cached(digest: string): unknown;
-  cache(repository: string, digest: string, value: unknown): void;
-
-  /** Records an OCM ownership referrer (`subject` is the artifact it claims). */
-  recordOwnership(entry: OwnershipReferrer & { digest: string; subject: string }): void;
-  forgetOwnership(repository: string, digests: string[]): void;
-  /** OCM ownership referrers of `digest` whose manifest is still in the metadata index. */
-  ownershipReferrers(digest: string): OwnershipReferrer[];
-  /** Portable-index entries (their digests) of one repository's component versions. */
-  portableEntries(repository: string): string[];
-  setPortableEntry(repository: string, digest: string, present: boolean): void;
-  /** Every repository with portable-index entries. */
-  portableRepositories(): string[];
-  /** Replaces the portable-index bookkeeping and the ownership table (start-up rebuild). */
-  resetDerived(portable: { repository: string; digest: string }[], ownership: (OwnershipReferrer & { digest: string; subject: string })[]): void;
-
-  // Read-only scans of the metadata index's manifests (same database), used at start-up only.
-  /** Repositories holding something that may make them components. */
-  candidateRepositories(configTypes: string[], annotationKeys: string[], anchor: string): string[];
-  /** Manifests of an artifact type anywhere: repository, digest, subject and annotations. */
-  manifestsOfType(artifactType: string): { repository: string; digest: string; subject: string | null; annotations: Record<string, string> }[];
-}
+import { StatementCache } from './statements.ts';
+import type { Synchronous } from './store.ts';
+import type { ComponentIndex, ComponentKind, ComponentVersionRow, OwnershipReferrer, VersionDetail, VersionKey } from './components.ts';
+import type { NewEvent, SqliteEventOutbox } from './outbox.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS component_versions (
@@ -135,7 +56,7 @@ function toRow(row: Row): ComponentVersionRow {
   };
 }
 
-export class SqliteComponentIndex implements ComponentIndex {
+export class SqliteComponentIndex implements Synchronous<ComponentIndex> {
   private readonly db: DatabaseSync;
   private readonly statements: StatementCache;
   private readonly outbox: SqliteEventOutbox | undefined;
@@ -144,11 +65,11 @@ export class SqliteComponentIndex implements ComponentIndex {
    * Shares the metadata index's connection: one file, one writer, no cross-connection locking.
    * Versions added and removed are recorded in `outbox` in the same transaction.
    */
-  constructor(db: DatabaseSync, outbox?: SqliteEventOutbox) {
+  constructor(db: DatabaseSync, options: { readOnly: boolean; outbox?: SqliteEventOutbox }) {
     this.db = db;
-    this.outbox = outbox;
+    this.outbox = options.outbox;
     this.statements = new StatementCache(db);
-    this.db.exec(SCHEMA);
+    if (!options.readOnly) this.db.exec(SCHEMA);
   }
 
   private sql(text: string): StatementSync {

@@ -1,0 +1,306 @@
+// The metadata seam's contract suite, run against every implementation: SQLite and PostgreSQL
+// (a throw-away cluster, test/helpers/postgres.ts). Each case speaks only the contracts of
+// src/metadata/index.ts, so a new engine passes these before anything else runs on it.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { manifestRecord, openMetadata, type MetadataStore } from '../../src/metadata/index.ts';
+import { parseManifest } from '../../src/oci/manifest.ts';
+import { parseQuery } from '../../src/query/language.ts';
+import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
+
+const CONFIG = 'application/vnd.oci.image.config.v1+json';
+const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const INDEX = 'application/vnd.oci.image.index.v1+json';
+const sha = (text: string) => `sha256:${createHash('sha256').update(text).digest('hex')}`;
+
+/** A manifest row as a push would store it (record, links), from a JSON body. */
+function manifest(body: Record<string, unknown>, pushedAt = Date.now()) {
+  const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, ...body }));
+  const parsed = parseManifest(bytes);
+  return { record: manifestRecord(sha(bytes.toString()), parsed, bytes.length, pushedAt), links: parsed.links };
+}
+const desc = (text: string, mediaType = 'application/octet-stream') => ({ mediaType, digest: sha(text), size: text.length });
+function image(name: string, extra: Record<string, unknown> = {}, pushedAt?: number) {
+  return manifest({ mediaType: MANIFEST, config: desc(`config ${name}`, CONFIG), layers: [desc(`layer ${name}`)], ...extra }, pushedAt);
+}
+
+interface Engine {
+  name: string;
+  skip: string | false;
+  open(): Promise<{ store: MetadataStore; second(): Promise<MetadataStore>; dispose(): Promise<void> }>;
+}
+
+const missing = postgresMissing();
+if (missing && process.env.CI === 'true') throw new Error(`${missing}; CI must run the PostgreSQL contract suite`);
+
+const engines: Engine[] = [
+  {
+    name: 'sqlite',
+    skip: false,
+    async open() {
+      const dataDir = await mkdtemp(join(tmpdir(), 'trellis-contract-'));
+      const store = await openMetadata({ location: '', dataDir, durable: false });
+      return { store, second: async () => store, dispose: async () => { await store.close(); await rm(dataDir, { recursive: true, force: true }); } };
+    },
+  },
+  {
+    name: 'postgres',
+    skip: missing ?? false,
+    async open() {
+      const database = await createTestDatabase();
+      const options = { location: database.url, dataDir: '', durable: false };
+      const store = await openMetadata(options);
+      const others: MetadataStore[] = [];
+      return {
+        store,
+        // Another store on the same database: a second replica with its own pool.
+        second: async () => { const other = await openMetadata(options); others.push(other); return other; },
+        dispose: async () => { for (const s of [store, ...others]) await s.close(); await database.drop(); },
+      };
+    },
+  },
+];
+
+for (const engine of engines) {
+  describe(`metadata contract: ${engine.name}`, { skip: engine.skip }, () => {
+    let store: MetadataStore;
+    let second: () => Promise<MetadataStore>;
+    let dispose: () => Promise<void>;
+    before(async () => ({ store, second, dispose } = await engine.open()));
+    after(() => dispose());
+
+    test('repositories: created once, listed in order, by namespace and children', async () => {
+      const [a, again] = await Promise.all([store.ensureRepository('ns/a'), store.ensureRepository('ns/a')]);
+      assert.equal(a.id, again.id);
+      for (const name of ['ns/b', 'ns/a/deep', 'other', 'ns2/x']) await store.ensureRepository(name);
+      assert.deepEqual(await store.repositories({ limit: 100, namespace: 'ns/' }), ['ns/a', 'ns/a/deep', 'ns/b']);
+      assert.deepEqual(await store.repositories({ limit: 100, namespace: 'ns/', childrenOnly: true }), ['ns/a', 'ns/b']);
+      assert.deepEqual(await store.repositories({ limit: 2, after: 'ns/a' }), ['ns/a/deep', 'ns/b']);
+      assert.equal((await store.repository('ns/a'))?.gen, 0);
+      assert.equal(await store.repository('nope'), undefined);
+    });
+
+    test('blobs: recorded, found from other repositories, forgotten', async () => {
+      const a = await store.ensureRepository('blobs/a');
+      const b = await store.ensureRepository('blobs/b');
+      await store.recordBlob(a.id, sha('x'), 1);
+      assert.equal(await store.hasBlob(a.id, sha('x')), true);
+      assert.equal(await store.hasBlob(b.id, sha('x')), false);
+      assert.equal(await store.findBlob(sha('x'), b.id), 'blobs/a');
+      assert.equal(await store.findBlob(sha('x'), a.id), undefined);
+      await store.forgetBlob(a.id, sha('x'));
+      assert.equal(await store.hasBlob(a.id, sha('x')), false);
+    });
+
+    test('manifests and tags: one transaction, a change counter, no-op re-pushes', async () => {
+      const repo = await store.ensureRepository('m/app');
+      const one = image('one');
+      await store.putManifest(repo.id, one.record, one.links, ['v1', 'latest']);
+      assert.equal((await store.repository('m/app'))!.gen, 1);
+      await store.putManifest(repo.id, one.record, one.links, ['v1']);
+      assert.equal((await store.repository('m/app'))!.gen, 1, 'the same manifest and tags change nothing');
+      assert.equal(await store.resolveTag(repo.id, 'v1'), one.record.digest);
+      assert.deepEqual(await store.tags(repo.id, { limit: 10 }), ['latest', 'v1']);
+      assert.deepEqual(await store.tags(repo.id, { limit: 10, after: 'latest' }), ['v1']);
+      const stored = await store.manifest(repo.id, one.record.digest);
+      assert.equal(stored?.mediaType, MANIFEST);
+      assert.equal(stored?.size, one.record.size);
+      assert.equal(await store.hasBlob(repo.id, one.record.digest), true, 'a manifest is a blob of its repository');
+      const edges = await store.edgesFrom(repo.id, one.record.digest);
+      assert.deepEqual(edges.map((e) => [e.kind, e.child, e.childRepository]), [['config', sha('config one'), 'm/app'], ['layer', sha('layer one'), 'm/app']]);
+      assert.deepEqual((await store.edgesTo('m/app', sha('layer one'))).map((e) => e.parent), [one.record.digest]);
+      assert.deepEqual((await store.pendingRepositories()).map((r) => r.name).filter((n) => n === 'm/app'), ['m/app']);
+      assert.deepEqual((await store.taggedEntries(repo.id, { limit: 10 })).map((e) => e.tag), ['latest', 'v1']);
+      assert.deepEqual(await store.untaggedEntries(repo.id, 0, 10), []);
+    });
+
+    test('deletes: tags tombstoned, manifest files released only once flushed', async () => {
+      const repo = await store.ensureRepository('d/app');
+      const one = image('d1');
+      await store.putManifest(repo.id, one.record, one.links, ['v1', 'v2']);
+      assert.equal(await store.deleteTag(repo.id, 'v2'), true);
+      assert.equal(await store.deleteTag(repo.id, 'v2'), false);
+      const gen = (await store.repository('d/app'))!.gen;
+      assert.deepEqual(await store.deleteManifests(repo.id, [one.record.digest, sha('absent')]), [one.record.digest]);
+      assert.deepEqual(await store.deleteManifests(repo.id, [one.record.digest]), []);
+      assert.equal(await store.resolveTag(repo.id, 'v1'), undefined, 'its tags go with it');
+      assert.equal(await store.awaitsUnlink(repo.id, one.record.digest), true, 'served as absent');
+      assert.equal(await store.contentInUse(repo.id, one.record.digest), false);
+      assert.equal(await store.isReferenced(repo.id, one.record.digest), true, 'a pending unlink keeps its file referenced');
+      assert.deepEqual(await store.dueUnlinks(repo.id, gen - 1), [], 'not before index.json shows the delete');
+      const after = (await store.repository('d/app'))!.gen;
+      await store.markFlushed(repo.id, after, 'stamp');
+      assert.deepEqual(await store.dueUnlinks(repo.id, after), [one.record.digest]);
+      await store.dropPendingUnlink(repo.id, one.record.digest);
+      assert.deepEqual(await store.dueUnlinks(repo.id, after), []);
+      // A blob GC removes is journaled the same way, and a blob row keeps it in use until then.
+      await store.recordBlob(repo.id, sha('gc blob'), 7);
+      assert.equal(await store.contentInUse(repo.id, sha('gc blob')), true);
+      await store.scheduleUnlink(repo.id, sha('gc blob'));
+      assert.equal(await store.hasBlob(repo.id, sha('gc blob')), false);
+      assert.equal(await store.awaitsUnlink(repo.id, sha('gc blob')), true);
+      assert.equal((await store.repository('d/app'))!.flushedGen, after);
+      assert.equal((await store.repository('d/app'))!.indexStamp, 'stamp');
+    });
+
+    test('referrers: by subject, artifact type and page; dirty subjects until their index is written', async () => {
+      const repo = await store.ensureRepository('r/app');
+      const subject = image('subject');
+      await store.putManifest(repo.id, subject.record, subject.links, ['v1']);
+      const referrers = [];
+      for (let i = 0; i < 5; i++) {
+        const r = manifest({ mediaType: MANIFEST, artifactType: i % 2 ? 'application/x.sig' : 'application/x.sbom', config: desc('{}', 'application/vnd.oci.empty.v1+json'),
+          layers: [desc(`r${i}`)], subject: { mediaType: MANIFEST, digest: subject.record.digest, size: subject.record.size } });
+        referrers.push(r.record.digest);
+        await store.putManifest(repo.id, r.record, r.links, []);
+      }
+      referrers.sort();
+      const all = await store.referrers(repo.id, subject.record.digest, { limit: 10 });
+      assert.deepEqual(all.map((r) => r.digest), referrers, 'digest order');
+      const firstPage = await store.referrers(repo.id, subject.record.digest, { limit: 2 });
+      const rest = await store.referrers(repo.id, subject.record.digest, { limit: 10, after: firstPage[1]!.digest });
+      assert.deepEqual([...firstPage, ...rest].map((r) => r.digest), referrers);
+      assert.equal((await store.referrers(repo.id, subject.record.digest, { limit: 10, artifactTypes: ['application/x.sig'] })).length, 2);
+      assert.equal((await store.untaggedEntries(repo.id, 0, 10)).length, 5, 'referrers are untagged layout entries');
+      const dirty = await store.dirtySubjects(repo.id);
+      assert.deepEqual(dirty.map((d) => d.subject), [subject.record.digest]);
+      await store.setReferrerIndex(repo.id, subject.record.digest, { digest: sha('idx'), size: 3 }, dirty[0]!.marked);
+      assert.deepEqual(await store.dirtySubjects(repo.id), []);
+      assert.deepEqual((await store.referrerIndexes(repo.id)).map((r) => ({ ...r })), [{ subject: subject.record.digest, digest: sha('idx'), size: 3 }]);
+      assert.equal(await store.isReferenced(repo.id, sha('idx')), true);
+    });
+
+    test('mergeLayout: outside tags taken, local unflushed changes win, vanished manifests forgotten', async () => {
+      const repo = await store.ensureRepository('merge/app');
+      const mine = image('mine');
+      const theirs = image('theirs');
+      const gone = image('gone');
+      await store.putManifest(repo.id, gone.record, gone.links, ['old']);
+      await store.markFlushed(repo.id, (await store.repository('merge/app'))!.gen, 's1');
+      await store.putManifest(repo.id, mine.record, mine.links, ['shared']); // not flushed yet
+      await store.mergeLayout(repo.id, {
+        manifests: [theirs], tags: new Map([['shared', theirs.record.digest], ['added', theirs.record.digest]]), extras: { annotations: { a: 'b' } }, indexStamp: 's2',
+      }, [gone.record.digest]);
+      assert.equal(await store.resolveTag(repo.id, 'shared'), mine.record.digest, 'the unflushed local change wins');
+      assert.equal(await store.resolveTag(repo.id, 'added'), theirs.record.digest);
+      assert.equal(await store.resolveTag(repo.id, 'old'), undefined);
+      assert.equal(await store.manifest(repo.id, gone.record.digest), undefined);
+      const after = (await store.repository('merge/app'))!;
+      assert.deepEqual(after.layoutExtras, { annotations: { a: 'b' } });
+      assert.equal(after.indexStamp, 's2');
+    });
+
+    test('retention: unreachable manifests by policy, re-checked before a sweep', async () => {
+      const repo = await store.ensureRepository('gc/app');
+      const old = Date.now() - 100_000;
+      const tagged = image('tagged', {}, old);
+      const loose = image('loose', {}, old);
+      await store.putManifest(repo.id, tagged.record, tagged.links, ['v1']);
+      await store.putManifest(repo.id, loose.record, loose.links, []);
+      const policy = { keepUntagged: false, keepDanglingReferrers: false, pushedBefore: Date.now() - 1000 };
+      assert.deepEqual((await store.unreachableManifests(repo.id, policy)).map((u) => u.digest), [loose.record.digest]);
+      assert.deepEqual(await store.unreachableManifests(repo.id, { ...policy, keepUntagged: true }), []);
+      assert.equal(await store.stillUnreachable(repo.id, loose.record.digest, policy.pushedBefore), true);
+      assert.equal(await store.stillUnreachable(repo.id, tagged.record.digest, policy.pushedBefore), false);
+      const referenced = await store.referencedDigests(repo.id, new Set([loose.record.digest]));
+      assert.ok(referenced.has(sha('layer tagged')) && !referenced.has(sha('layer loose')));
+      assert.equal(await store.isReferenced(repo.id, sha('layer loose')), true);
+      assert.deepEqual((await store.manifestDigests(repo.id)).sort(), [loose.record.digest, tagged.record.digest].sort());
+    });
+
+    test('nested links: an index naming a descendant repository', async () => {
+      const parent = await store.ensureRepository('nest');
+      const child = await store.ensureRepository('nest/child');
+      const leaf = image('leaf');
+      await store.putManifest(child.id, leaf.record, leaf.links, []);
+      const index = manifest({ mediaType: INDEX, manifests: [{ ...desc('x', MANIFEST), digest: leaf.record.digest, size: leaf.record.size }] });
+      index.links[0]!.repository = 'nest/child';
+      await store.putManifest(parent.id, index.record, index.links, ['v1']);
+      assert.deepEqual(await store.linkedRepositories(parent.id), ['nest/child']);
+      assert.deepEqual((await store.edgesTo('nest/child', leaf.record.digest)).map((e) => e.parentRepository), ['nest']);
+      assert.equal(await store.stillUnreachable(child.id, leaf.record.digest, Date.now() + 1000), false, 'an ancestor index keeps it');
+    });
+
+    test('queries: grants as data cut no page short and reveal no hidden repository', async () => {
+      for (let i = 0; i < 12; i++) {
+        const name = ['q/open', 'q/secret', 'q/other'][i % 3]!;
+        const repo = await store.ensureRepository(name);
+        const m = image(`q${i}`, { annotations: { 'org.opencontainers.image.version': `1.${i}.0`, team: i % 2 ? 'blue' : 'green' } });
+        await store.putManifest(repo.id, m.record, m.links, [`v${i}`]);
+      }
+      const params = new URLSearchParams('q_annotations__team__eq=blue&sort=version&order=desc');
+      const known = await store.queries.knownAttributes(['annotations__team', 'annotations__org.opencontainers.image.version', 'annotations__nope', 'tag']);
+      assert.deepEqual([...known].sort(), ['annotations__org.opencontainers.image.version', 'annotations__team', 'tag']);
+      const query = parseQuery(params, (p) => known.has(p));
+      const access = { pullable: ['q/open', 'q/other'] };
+      const seen: string[] = [];
+      for (let after: string | undefined, pages = 0; pages < 20; pages++) {
+        const page = await store.queries.run(query, { kind: 'manifests' }, { after, limit: 2 }, access);
+        if (!page.length) break;
+        assert.ok(page.every((m) => m.repository !== 'q/secret'));
+        seen.push(...page.map((m) => m.annotations['org.opencontainers.image.version']!));
+        after = page[page.length - 1]!.cursor;
+      }
+      assert.deepEqual(seen, ['1.11.0', '1.9.0', '1.5.0', '1.3.0'], 'blue, visible, version descending');
+      const tagQuery = parseQuery(new URLSearchParams('q_tag__gte=v10'), () => true);
+      const tagged = await store.queries.run(tagQuery, { kind: 'manifests' }, { limit: 50 }, undefined);
+      assert.deepEqual(tagged.map((m) => m.annotations['org.opencontainers.image.version']).sort(), ['1.10.0', '1.11.0']);
+      const first = tagged[0]!;
+      assert.deepEqual(await store.queries.tagsOf(first.repository, first.digest), [`v${first.annotations['org.opencontainers.image.version']!.split('.')[1]}`]);
+    });
+
+    test('components: a repository replaced at once, read back in order', async () => {
+      const row = (version: string) => ({
+        repository: 'comp/repo', name: 'example.com/c', version, kind: 'ocm' as const, tag: version, digest: sha(version), provider: 'acme',
+        labels: { l: '1' }, pushedAt: 1, detail: { resources: [], sources: [], references: [{ name: 'dep', componentName: 'example.com/dep', version: '2.0', labels: {} }] },
+        artifacts: [sha(`art ${version}`)],
+      });
+      await store.components.replaceRepository('comp/repo', [row('1.0'), row('1.1')]);
+      assert.deepEqual((await store.components.versionsOf('example.com/c')).map((r) => r.version), ['1.0', '1.1']);
+      assert.deepEqual((await store.components.shipping(sha('art 1.1'))).map((k) => ({ ...k })), [{ repository: 'comp/repo', name: 'example.com/c', version: '1.1' }]);
+      assert.equal((await store.components.referencing('example.com/dep', '2.0')).length, 2);
+      await store.components.replaceRepository('comp/repo', [row('2.0')]);
+      assert.deepEqual((await store.components.allVersions()).map((r) => r.version), ['2.0']);
+      assert.equal(await store.components.holds('comp/repo'), true);
+      await store.components.cache('comp/repo', sha('2.0'), { x: 1 });
+      assert.deepEqual(await store.components.cached(sha('2.0')), { x: 1 });
+      await store.components.setPortableEntry('comp/repo', sha('p'), true);
+      assert.deepEqual(await store.components.portableEntries('comp/repo'), [sha('p')]);
+      assert.deepEqual(await store.components.portableRepositories(), ['comp/repo']);
+    });
+
+    test('concurrency: two writers, one tag (also from a second store on the same database)', async () => {
+      const other = await second();
+      const repo = await store.ensureRepository('race/tag');
+      const before = (await store.repository('race/tag'))!.gen;
+      const writes = Array.from({ length: 8 }, (_, i) => image(`racer ${i}`));
+      await Promise.all(writes.map((w, i) => (i % 2 ? other : store).putManifest(repo.id, w.record, w.links, ['latest'])));
+      const winner = await store.resolveTag(repo.id, 'latest');
+      assert.ok(writes.some((w) => w.record.digest === winner), 'the tag names one of the pushed manifests');
+      assert.equal((await store.repository('race/tag'))!.gen, before + writes.length, 'every push is one change');
+      for (const w of writes) assert.ok(await store.manifest(repo.id, w.record.digest), 'no push is lost');
+      assert.deepEqual(await other.tags(repo.id, { limit: 10 }), ['latest']);
+    });
+
+    test('concurrency: a delete racing a push of the same manifest leaves no tag on a missing manifest', async () => {
+      const other = await second();
+      const repo = await store.ensureRepository('race/delete');
+      for (let round = 0; round < 6; round++) {
+        const m = image(`contested ${round}`);
+        await store.putManifest(repo.id, m.record, m.links, []);
+        await Promise.all([
+          other.deleteManifests(repo.id, [m.record.digest]),
+          store.putManifest(repo.id, m.record, m.links, [`t${round}`]),
+        ]);
+        const tagged = await store.resolveTag(repo.id, `t${round}`);
+        const present = await store.manifest(repo.id, m.record.digest);
+        if (tagged) assert.ok(present, 'a tag always names a manifest the index holds');
+        if (present) assert.equal(await store.awaitsUnlink(repo.id, m.record.digest), false, 'a present manifest is never served as absent');
+      }
+    });
+  });
+}
