@@ -35,6 +35,9 @@ if command -v go >/dev/null 2>&1; then
   go_tool crane github.com/google/go-containerregistry/cmd/crane@v0.21.9 &
   go_module_tool olareg github.com/olareg/olareg v0.2.2 ./cmd/olareg &
   wait
+  # The S3-compatible server the S3 storage driver is tested against (Apache-2.0, posix-backed;
+  # docs/testing.md says why this one).
+  go_tool versitygw github.com/versity/versitygw/cmd/versitygw@v1.8.0
 else
   echo "install-peers: go not found; Go-built peers not installed" >&2
   [ "${CI:-}" = "true" ] && exit 1

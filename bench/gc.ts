@@ -9,7 +9,6 @@ import { DEFAULT_SETTINGS } from '../src/config/settings.ts';
 import { registryOptions } from '../src/cli/serve.ts';
 import { Registry } from '../src/content/registry.ts';
 import { collectGarbage } from '../src/gc/collector.ts';
-import { TEMP_FOLDER } from '../src/storage/filesystem.ts';
 
 const COUNT = Number(process.env.BENCH_GC_MANIFESTS ?? 100_000);
 const sha256 = (data: string | Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
@@ -19,8 +18,7 @@ export async function gcBenchmark(count = COUNT) {
   const registry = await Registry.open(registryOptions({ ...DEFAULT_SETTINGS, data, indexFlushMaxMs: 60_000 }, pino({ level: 'silent' })));
   try {
     const config = Buffer.from('{"architecture":"amd64","os":"linux"}');
-    await registry.driver.writeAtomic(`${TEMP_FOLDER}/config`, config);
-    await registry.storeBlob('bench/gc', `${TEMP_FOLDER}/config`, sha256(config), config.length);
+    await registry.storeBlobBytes('bench/gc', sha256(config), config);
     const fillStarted = performance.now();
     for (let i = 0; i < count; i++) {
       const body = Buffer.from(JSON.stringify({

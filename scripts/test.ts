@@ -9,16 +9,25 @@
 //   TRELLIS_TEST_METADATA=sqlite npm test  # the SQLite pass only
 //
 // Under CI=true a machine without PostgreSQL fails the run; elsewhere the pass is skipped with a note.
+//
+// Then the files that run a registry over its storage (the HTTP suite, conformance, real clients,
+// GC, nested namespaces, crashes) run once more with blobs and layouts on S3 (versitygw, started by
+// test/helpers/s3.ts; under CI=true a missing server fails that pass):
+//   TRELLIS_TEST_STORAGE=s3 npm test -- test/a.test.ts   # those files, storage on S3
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { postgresMissing, startPostgresCluster } from '../test/helpers/postgres.ts';
+import { findS3Server } from '../test/helpers/s3.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const bin = join(root, 'node_modules/.bin');
 
 /** Test folders whose files start registries: they run again on PostgreSQL. */
 const POSTGRES_PASS = ['test/registry', 'test/auth', 'test/conformance', 'test/interop', 'test/graph', 'test/components', 'test/gc', 'test/layout', 'test/cli', 'test/content', 'test/events', 'test/observe', 'test/metadata/query.test.ts', 'test/metadata/directory-lock.test.ts'];
+
+/** Test files whose registries run again with storage on S3. */
+const S3_PASS = ['test/registry/api.test.ts', 'test/registry/storage.test.ts', 'test/registry/crash.test.ts', 'test/conformance', 'test/interop', 'test/gc', 'test/graph'];
 
 function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
   const result = spawnSync(command, args, { stdio: 'inherit', cwd: root, env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, ...env } });
@@ -68,5 +77,14 @@ if (only.length) {
   if (mode !== 'postgres') runTests(all, { TRELLIS_TEST_METADATA: 'sqlite' });
   if (mode !== 'sqlite') {
     await onPostgres(all.filter((file) => POSTGRES_PASS.some((prefix) => relative(root, file).startsWith(prefix))));
+  }
+  if (!process.env.TRELLIS_TEST_STORAGE) {
+    const s3Files = all.filter((file) => S3_PASS.some((prefix) => relative(root, file).startsWith(prefix)));
+    if (findS3Server() || process.env.CI === 'true') {
+      console.log(`\n# S3 storage pass (${s3Files.length} files) on versitygw`);
+      runTests(s3Files, { TRELLIS_TEST_STORAGE: 's3', TRELLIS_TEST_METADATA: 'sqlite' });
+    } else {
+      console.warn('skipping the S3 storage pass: versitygw is not installed (run .ci/install-peers.sh)');
+    }
   }
 }

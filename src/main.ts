@@ -71,7 +71,7 @@ program.command('fsck')
   .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
   .action(async (flags: CommonFlags) => {
     const settings = existingData(flags);
-    const report = await fsck(settings.data, { maxManifestBytes: settings.maxManifestBytes, metadata: settings.metadata });
+    const report = await fsck(settings.data, { maxManifestBytes: settings.maxManifestBytes, metadata: settings.metadata, storage: settings.storage });
     for (const problem of report.problems) console.log(`problem: ${problem}`);
     console.log(`checked ${report.repositories} repositories, ${report.manifests} manifests, ${report.blobs} blobs: ${report.problems.length} problems`);
     process.exitCode = report.problems.length ? 1 : 0;

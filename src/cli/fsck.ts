@@ -1,6 +1,6 @@
 // `trellis fsck`: checks every layout (blob digests, index.json, descriptors) and the metadata
 // index against them. Prints one line per problem; the caller exits non-zero if there are any.
-import { FileSystemDriver } from '../storage/filesystem.ts';
+import { openStorage, type StorageDriver } from '../storage/index.ts';
 import { metadataExists, openMetadata, type MetadataStore } from '../metadata/index.ts';
 import { findLayouts } from '../layout/discover.ts';
 import { LayoutCorrupt, readIndexJson, readLayout } from '../layout/reader.ts';
@@ -15,11 +15,11 @@ export interface FsckReport {
   problems: string[];
 }
 
-export async function fsck(dataDir: string, options: { maxManifestBytes: number; metadata?: string }): Promise<FsckReport> {
-  const driver = new FileSystemDriver(dataDir);
+export async function fsck(dataDir: string, options: { maxManifestBytes: number; metadata?: string; storage?: string }): Promise<FsckReport> {
+  const driver = openStorage(options.storage ?? '', dataDir, { durable: false });
   const report: FsckReport = { repositories: 0, blobs: 0, manifests: 0, problems: [] };
   const problem = (text: string) => report.problems.push(text);
-  const location = { location: options.metadata ?? '', dataDir: driver.root };
+  const location = { location: options.metadata ?? '', dataDir };
   const metadata = (await metadataExists(location)) ? await openMetadata({ ...location, durable: false, readOnly: true }) : undefined;
   if (!metadata) problem('metadata index is missing: run `trellis reindex`');
   try {
@@ -31,11 +31,12 @@ export async function fsck(dataDir: string, options: { maxManifestBytes: number;
     }
   } finally {
     await metadata?.close();
+    await driver.close();
   }
   return report;
 }
 
-async function checkLayout(driver: FileSystemDriver, repo: string, maxManifestBytes: number, metadata: MetadataStore | undefined, report: FsckReport) {
+async function checkLayout(driver: StorageDriver, repo: string, maxManifestBytes: number, metadata: MetadataStore | undefined, report: FsckReport) {
   const problem = (text: string) => report.problems.push(`${repo}: ${text}`);
   const header = await driver.readFile(layoutKey(repo, LAYOUT_FILE), 4096);
   try {

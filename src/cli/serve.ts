@@ -69,6 +69,7 @@ function closeServer(server: Server): Promise<void> {
 export function registryOptions(settings: Settings, logger: Logger): RegistryOptions {
   return {
     dataDir: settings.data,
+    storage: settings.storage,
     metadata: settings.metadata,
     maxManifestBytes: settings.maxManifestBytes,
     durable: settings.fsync,
@@ -145,6 +146,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     limits: {
       maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, defaultReferrersPage: settings.defaultReferrersPage,
       maxReferrersBytes: settings.maxReferrersBytes, bodyIdleTimeoutMs: settings.bodyIdleTimeoutSeconds * 1000,
+      blobRedirectSeconds: settings.storageRedirectSeconds,
     },
     timeouts: { headersMs: settings.headersTimeoutSeconds * 1000, requestMs: settings.requestTimeoutSeconds * 1000 },
   });

@@ -2,13 +2,10 @@
 // may hold components re-derives that repository's component versions (descriptors are read once
 // per manifest and cached), then brings the portable index up to date. Start-up derives every
 // candidate repository again, so an index dropped by `trellis reindex` comes back whole.
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ContentChange, Registry } from '../content/registry.ts';
 import { KeyedLock } from '../content/lock.ts';
 import type { ComponentIndex, ComponentVersionRow, ManifestRecord } from '../metadata/index.ts';
-import { blobKey } from '../layout/paths.ts';
-import { TEMP_FOLDER } from '../storage/filesystem.ts';
 import { digestOf } from '../oci/digest.ts';
 import { INDEX_TYPES, OCI_MANIFEST } from '../oci/mediatypes.ts';
 import { ContentError } from '../content/errors.ts';
@@ -243,7 +240,7 @@ export class Components {
   }
 
   private async readJson(repository: string, digest: string, maxBytes: number): Promise<Json | undefined> {
-    const bytes = await this.registry.driver.readFile(blobKey(repository, digest), maxBytes);
+    const bytes = await this.registry.readBlob(repository, digest, maxBytes);
     if (!bytes) return undefined;
     const value = JSON.parse(bytes.toString('utf8')) as unknown;
     return isObject(value) ? value : undefined;
@@ -266,7 +263,7 @@ export class Components {
       if (isObject(config?.componentDescriptorLayer)) layer = config.componentDescriptorLayer;
     }
     if (!layer || typeof layer.digest !== 'string' || typeof layer.mediaType !== 'string') return undefined;
-    const blob = await this.registry.driver.readFile(blobKey(repository, layer.digest), MAX_DESCRIPTOR_BYTES);
+    const blob = await this.registry.readBlob(repository, layer.digest, MAX_DESCRIPTOR_BYTES);
     return blob ? parseDescriptorBlob(blob, layer.mediaType) : undefined;
   }
 
@@ -281,9 +278,7 @@ export class Components {
     const name = this.settings.indexRepository;
     const repo = await this.registry.createRepository(name);
     if (!(await this.registry.blobInfo(name, EMPTY_DESCRIPTOR.digest))) {
-      const temp = `${TEMP_FOLDER}/component-${randomUUID()}`;
-      await this.registry.driver.writeAtomic(temp, EMPTY_BLOB);
-      await this.registry.storeBlob(name, temp, EMPTY_DESCRIPTOR.digest, EMPTY_BLOB.length);
+      await this.registry.storeBlobBytes(name, EMPTY_DESCRIPTOR.digest, EMPTY_BLOB);
     }
     if ((await this.registry.metadata.resolveTag(repo.id, ANCHOR_TAG)) !== ANCHOR_DIGEST || !await this.registry.metadata.manifest(repo.id, ANCHOR_DIGEST)) {
       await this.registry.putManifest(name, ANCHOR_TAG, ANCHOR_BYTES, OCI_MANIFEST, []);

@@ -7,6 +7,13 @@ export interface Settings {
   listen: string;
   /** Data root: one OCI layout per repository, plus `_trellis/` for the index and uploads. */
   data: string;
+  /**
+   * Where blobs and layouts live: '' for the data directory, another path, or
+   * `s3://bucket/prefix?endpoint=…&region=…` (docs/deployment.md). The metadata index stays in `data`.
+   */
+  storage: string;
+  /** Answer blob GETs with a redirect to a presigned storage URL valid this long (S3 only); 0 serves them. */
+  storageRedirectSeconds: number;
   /** The metadata index: '' for SQLite under the data root, or postgres://user:pass@host:port/db. */
   metadata: string;
   logLevel: string;
@@ -103,6 +110,8 @@ const CHOICES: Partial<Record<keyof Settings, readonly string[]>> = {
 export const DEFAULT_SETTINGS: Settings = {
   listen: '127.0.0.1:5000',
   data: './trellis-data',
+  storage: '',
+  storageRedirectSeconds: 0,
   metadata: '',
   logLevel: 'info',
   requestLogLevel: 'info',

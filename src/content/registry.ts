@@ -1,10 +1,9 @@
 // The registry's content model: repositories as OCI layouts, indexed in the metadata store.
 // HTTP handlers and CLI commands call this; it never speaks HTTP itself.
 import { mkdir } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import { FileSystemDriver } from '../storage/filesystem.ts';
-import type { FileInfo } from '../storage/driver.ts';
+import { openStorage, type ObjectInfo, type ObjectWriter, type StorageDriver } from '../storage/index.ts';
 import { lockDataDirectory, type DirectoryLock } from '../metadata/directory-lock.ts';
 import { dropMetadata, manifestRecord, metadataExists, openMetadata, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
@@ -22,6 +21,8 @@ import { resolveNestedLinks } from '../graph/nested.ts';
 
 export interface RegistryOptions {
   dataDir: string;
+  /** Where blobs and layouts live: '' for the data directory, a path, or s3://… (src/storage). */
+  storage?: string;
   /** Where the metadata index lives: '' for SQLite in the data directory, or a postgres:// URL. */
   metadata: string;
   maxManifestBytes: number;
@@ -90,7 +91,7 @@ async function lockData(dataDir: string): Promise<DirectoryLock> {
 }
 
 export class Registry {
-  readonly driver: FileSystemDriver;
+  readonly driver: StorageDriver;
   readonly metadata: MetadataStore;
   /** Queries over every manifest's attributes, on the same index. */
   readonly queries: QueryIndex;
@@ -109,7 +110,7 @@ export class Registry {
     this.options = options;
     this.directoryLock = directoryLock;
     this.log = options.logger;
-    this.driver = new FileSystemDriver(options.dataDir, { durable: options.durable });
+    this.driver = openStorage(options.storage ?? '', options.dataDir, { durable: options.durable });
     this.metadata = metadata;
     this.queries = metadata.queries;
     this.layout = new LayoutWriter({
@@ -149,7 +150,7 @@ export class Registry {
       return Registry.openLocked(options, lock, ownsLock);
     }
     try {
-      await registry.driver.clearTemp();
+      await registry.driver.prepare();
       await registry.adoptLayouts();
       await registry.layout.flushAll();
       // Removals a crash interrupted after the index.json rewrite that allowed them.
@@ -197,6 +198,7 @@ export class Registry {
       await this.layout.flushAll();
     } finally {
       await this.metadata.close();
+      await this.driver.close();
     }
   }
 
@@ -302,12 +304,10 @@ export class Registry {
       if (await this.metadata.repository(name)) return;
       // `oci-layout` goes last: it is what marks the folder as a layout, so a crash before it
       // leaves a plain folder, never a layout without `index.json`.
-      await mkdir(this.driver.path(`${name}/blobs`), { recursive: true });
+      await this.driver.createFolder(`${name}/blobs`);
       const indexKey = layoutKey(name, INDEX_FILE);
-      if (!(await this.driver.stat(indexKey))) {
-        await this.driver.writeAtomic(indexKey, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
-      }
-      if (!(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) await this.driver.writeAtomic(layoutKey(name, LAYOUT_FILE), LAYOUT_HEADER);
+      await this.driver.writeFile(indexKey, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }), { ifAbsent: true });
+      await this.driver.writeFile(layoutKey(name, LAYOUT_FILE), LAYOUT_HEADER, { ifAbsent: true });
       // A layout another tool left here is adopted, not overwritten.
       await this.importLayout(name);
     });
@@ -332,7 +332,7 @@ export class Registry {
   // ---- blobs --------------------------------------------------------------------------------
 
   /** A blob of the repository; a file awaiting removal that nothing needs counts as gone. */
-  async blobInfo(repository: string, digest: string): Promise<FileInfo | undefined> {
+  async blobInfo(repository: string, digest: string): Promise<ObjectInfo | undefined> {
     const repo = await this.metadata.repository(repository);
     if (repo && await this.metadata.awaitsUnlink(repo.id, digest)) return undefined;
     return this.driver.stat(blobKey(repository, digest));
@@ -340,6 +340,31 @@ export class Registry {
 
   blobStream(repository: string, digest: string, range?: { start: number; end: number }): Readable {
     return this.driver.readStream(blobKey(repository, digest), range);
+  }
+
+  /** Writes a blob, or an inclusive byte range of it, into `destination` (not ended). */
+  sendBlob(repository: string, digest: string, destination: Writable, range: { start: number; end: number }): Promise<void> {
+    return this.driver.sendTo(blobKey(repository, digest), destination, range);
+  }
+
+  /** A URL the client may fetch the blob from directly (storage that offers one), or undefined. */
+  async blobRedirect(repository: string, digest: string, expiresSeconds: number): Promise<string | undefined> {
+    return this.driver.redirectUrl?.(blobKey(repository, digest), expiresSeconds);
+  }
+
+  /** A small blob's bytes (a manifest, a config, a descriptor); undefined if absent. */
+  readBlob(repository: string, digest: string, maxBytes: number): Promise<Buffer | undefined> {
+    return this.driver.readFile(blobKey(repository, digest), maxBytes);
+  }
+
+  /** A resolved manifest's bytes. */
+  async manifestBytes(stored: StoredManifest): Promise<Buffer | undefined> {
+    return this.driver.readFile(stored.key, Number.MAX_SAFE_INTEGER);
+  }
+
+  /** A new writer for blob content (an upload), committed by storeBlob. */
+  newBlobWriter(id?: string): Promise<ObjectWriter> {
+    return this.driver.createWriter(id);
   }
 
   /** Whether a repository holds a blob: the index answers for what Trellis stored, the file for the rest. */
@@ -350,17 +375,28 @@ export class Registry {
   }
 
   /**
-   * Moves a verified upload into the repository's layout. The file and its blob row arrive
-   * together under the content lock, so a journaled removal of the same digest sees the row.
+   * Moves a verified upload into the repository's layout; the writer ends either way. The file and
+   * its blob row arrive together under the content lock, so a journaled removal of the same
+   * digest sees the row.
    */
-  async storeBlob(repository: string, fromKey: string, digest: string, size: number): Promise<void> {
+  async storeBlob(repository: string, writer: ObjectWriter, digest: string, size: number): Promise<void> {
     const repo = await this.createRepository(repository);
     await this.contentLock.run(repository, async () => {
-      // Content another repository already holds is linked, not stored again.
+      // Content another repository already holds is shared (hard link, reference), not stored again.
       const holder = await this.metadata.findBlob(digest, repo.id);
-      if (holder && (await this.driver.share(blobKey(holder, digest), blobKey(repository, digest)))) await this.driver.remove(fromKey);
-      else await this.driver.commit(fromKey, blobKey(repository, digest));
+      if (holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest)))) await writer.cancel();
+      else await writer.commit(blobKey(repository, digest));
       await this.metadata.recordBlob(repo.id, digest, size);
+    });
+  }
+
+  /** Stores a small blob whose bytes are in memory (already verified against the digest). */
+  async storeBlobBytes(repository: string, digest: string, bytes: Uint8Array): Promise<void> {
+    const repo = await this.createRepository(repository);
+    await this.contentLock.run(repository, async () => {
+      const holder = await this.metadata.findBlob(digest, repo.id);
+      if (!(holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest))))) await this.driver.writeFile(blobKey(repository, digest), bytes);
+      await this.metadata.recordBlob(repo.id, digest, bytes.length);
     });
   }
 
@@ -378,7 +414,7 @@ export class Registry {
     if (!info) return false;
     const repo = await this.createRepository(repository);
     return this.contentLock.run(repository, async () => {
-      if (!(await this.driver.share(blobKey(source, digest), blobKey(repository, digest)))) return false;
+      if (!(await this.driver.copy(blobKey(source, digest), blobKey(repository, digest)))) return false;
       await this.metadata.recordBlob(repo.id, digest, info.size);
       return true;
     });
@@ -454,7 +490,7 @@ export class Registry {
   }
 
   /** Where a blob pulled through `repository` lives: there, or in a linked descendant. */
-  async locateBlob(repository: string, digest: string, canPull: (name: string) => boolean = () => true): Promise<{ repository: string; info: FileInfo } | undefined> {
+  async locateBlob(repository: string, digest: string, canPull: (name: string) => boolean = () => true): Promise<{ repository: string; info: ObjectInfo } | undefined> {
     const info = await this.blobInfo(repository, digest);
     if (info) return { repository, info };
     const repo = await this.metadata.repository(repository);
@@ -507,7 +543,7 @@ export class Registry {
       if (missing.length) throw ContentError.many('invalid', missing);
       const repo = await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
-      if (!await this.metadata.manifest(repo.id, digest)) await this.driver.writeAtomic(blobKey(repository, digest), bytes);
+      if (!await this.metadata.manifest(repo.id, digest)) await this.driver.writeFile(blobKey(repository, digest), bytes);
       await this.metadata.putManifest(repo.id, record, parsed.links, tags);
     });
     this.layout.changed(repository);

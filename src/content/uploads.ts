@@ -1,9 +1,10 @@
-// Blob upload sessions. Data goes to `_trellis/uploads/<id>` while a running hash follows it; a
-// small sidecar file lets a session survive a restart (its hash is then recomputed from the data).
+// Blob upload sessions. Data goes into a storage writer (a file, or a multipart upload) while a
+// running hash follows it; a small sidecar file and the writer's checkpoint after each PATCH let a
+// session survive a restart (its hash is then recomputed from the data).
 import { randomUUID, type Hash } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { StorageDriver } from '../storage/driver.ts';
+import type { ObjectWriter, StorageDriver } from '../storage/driver.ts';
 import { newHash, type DigestAlgorithm } from '../oci/digest.ts';
 import { ContentError } from './errors.ts';
 import { UPLOADS_FOLDER } from '../layout/paths.ts';
@@ -13,7 +14,7 @@ const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 export interface UploadSession {
   id: string;
   repository: string;
-  dataKey: string;
+  writer: ObjectWriter;
   size: number;
   algorithm: DigestAlgorithm;
   /** Hash of the bytes so far; null after a restart, when it is recomputed on demand. */
@@ -24,6 +25,8 @@ export interface UploadSession {
   owner: string;
   /** A single-request upload (`POST ?digest=`): lives only as long as its request, never capped. */
   transient: boolean;
+  /** Whether its sidecar exists (transient sessions never write one). */
+  persisted: boolean;
 }
 
 export interface UploadLimits {
@@ -87,13 +90,17 @@ export class Uploads {
     }
     const id = randomUUID();
     const session: UploadSession = {
-      id, repository, dataKey: `${UPLOADS_FOLDER}/${id}`, size: 0, algorithm, hash: newHash(algorithm), touchedAt: this.now(), busy: false, owner, transient,
+      id, repository, writer: await this.driver.createWriter(id), size: 0, algorithm, hash: newHash(algorithm), touchedAt: this.now(), busy: false,
+      owner, transient, persisted: false,
     };
-    // Counted before the first await, so concurrent starts cannot overshoot the cap.
+    // Counted before the next await, so concurrent starts cannot overshoot the cap.
     this.track(session);
     try {
-      await this.driver.writeAtomic(`${UPLOADS_FOLDER}/${id}.json`, JSON.stringify({ repository, algorithm, owner }));
-      await this.driver.writeAtomic(session.dataKey, '');
+      if (!transient) {
+        await session.writer.checkpoint();
+        await this.driver.writeFile(sidecarKey(id), JSON.stringify({ repository, algorithm, owner }));
+        session.persisted = true;
+      }
     } catch (err) {
       await this.end(session).catch(() => undefined);
       throw err;
@@ -121,13 +128,13 @@ export class Uploads {
     if (!SESSION_ID.test(id)) throw unknown();
     let session = this.sessions.get(id);
     if (!session) {
-      const meta = await this.driver.readFile(`${UPLOADS_FOLDER}/${id}.json`, 4096).catch(() => undefined);
-      const info = await this.driver.stat(`${UPLOADS_FOLDER}/${id}`);
-      if (!meta || !info) throw unknown();
+      const meta = await this.driver.readFile(sidecarKey(id), 4096).catch(() => undefined);
+      const writer = meta && (await this.driver.resumeWriter(id));
+      if (!meta || !writer) throw unknown();
       const saved = JSON.parse(meta.toString('utf8')) as { repository: string; algorithm: DigestAlgorithm; owner?: string };
       session = {
-        id, repository: saved.repository, dataKey: `${UPLOADS_FOLDER}/${id}`, size: info.size, algorithm: saved.algorithm, hash: null,
-        touchedAt: this.now(), busy: false, owner: saved.owner ?? 'unknown', transient: false,
+        id, repository: saved.repository, writer, size: writer.size, algorithm: saved.algorithm, hash: null,
+        touchedAt: this.now(), busy: false, owner: saved.owner ?? 'unknown', transient: false, persisted: true,
       };
       this.track(session);
     }
@@ -180,7 +187,7 @@ export class Uploads {
       },
     });
     try {
-      await pipeline(body, counter, this.driver.appendStream(session.dataKey), { signal: abort.signal });
+      await pipeline(body, counter, session.writer.append(), { signal: abort.signal });
       if (!problem && expectedLength !== undefined && received !== expectedLength) {
         problem = new ContentError('invalid', 'SIZE_INVALID', `body has ${received} bytes but ${expectedLength} were announced`);
       }
@@ -188,7 +195,7 @@ export class Uploads {
       session.size = before + received;
       session.hash = hash;
     } catch (err) {
-      await this.driver.truncate(session.dataKey, before).catch(() => undefined);
+      // The writer undid the failed append itself (before its stream closed).
       if (problem) throw problem;
       if (err instanceof ContentError) throw err;
       throw new ContentError('invalid', 'BLOB_UPLOAD_INVALID', `upload body could not be read: ${(err as Error).message}`);
@@ -203,7 +210,7 @@ export class Uploads {
   async digest(session: UploadSession, algorithm: DigestAlgorithm): Promise<string> {
     if (session.hash && session.algorithm === algorithm) return `${algorithm}:${session.hash.copy().digest('hex')}`;
     const hash = newHash(algorithm);
-    for await (const chunk of this.driver.readStream(session.dataKey)) hash.update(chunk as Buffer);
+    for await (const chunk of session.writer.read()) hash.update(chunk as Buffer);
     return `${algorithm}:${hash.digest('hex')}`;
   }
 
@@ -213,11 +220,20 @@ export class Uploads {
     return { Range: `0-${Math.max(session.size - 1, 0)}` };
   }
 
-  /** Forgets a session; its data file is removed unless it was already moved into a layout. */
-  async end(session: UploadSession): Promise<void> {
+  /**
+   * Makes what a PATCH appended survive a restart (the writer's checkpoint: nothing on a
+   * filesystem, the buffered tail on S3).
+   */
+  async persist(session: UploadSession): Promise<void> {
+    if (session.persisted) await session.writer.checkpoint();
+  }
+
+  /** Forgets a session. `stored`: its writer was committed into a layout; otherwise its data is discarded. */
+  async end(session: UploadSession, stored = false): Promise<void> {
     this.untrack(session);
-    await this.driver.remove(session.dataKey);
-    await this.driver.remove(`${UPLOADS_FOLDER}/${session.id}.json`);
+    if (!stored) await session.writer.cancel();
+    if (session.persisted) await this.driver.remove(sidecarKey(session.id));
+    session.persisted = false;
   }
 
   /** Removes sessions idle for longer than the timeout, with their data; answers how many. */
@@ -231,11 +247,19 @@ export class Uploads {
 
   /** Removes session files on disk older than the timeout (left by a previous run). */
   async sweepDisk(now = this.now()): Promise<void> {
+    for (const { id, modifiedMs } of await this.driver.listWriters()) {
+      if (this.sessions.has(id) || now - modifiedMs <= this.limits.timeoutMs) continue;
+      await (await this.driver.resumeWriter(id))?.cancel();
+    }
     for (const entry of await this.driver.list(UPLOADS_FOLDER)) {
       const id = entry.name.replace(/\.json$/, '');
-      if (this.sessions.has(id)) continue;
-      const info = await this.driver.stat(`${UPLOADS_FOLDER}/${entry.name}`);
-      if (info && now - Number(info.mtimeNs / 1_000_000n) > this.limits.timeoutMs) await this.driver.remove(`${UPLOADS_FOLDER}/${entry.name}`);
+      if (entry.dir || id === entry.name || this.sessions.has(id)) continue;
+      const info = await this.driver.stat(sidecarKey(id));
+      if (info && now - info.modifiedMs > this.limits.timeoutMs) await this.driver.remove(sidecarKey(id));
     }
   }
+}
+
+function sidecarKey(id: string): string {
+  return `${UPLOADS_FOLDER}/${id}.json`;
 }

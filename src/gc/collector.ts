@@ -74,7 +74,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
         const digest = `${alg.name}:${file.name}`;
         if (file.dir || referenced.has(digest) || dead.has(digest)) continue;
         const info = await driver.stat(blobKey(repo.name, digest));
-        if (info && Number(info.mtimeNs / 1_000_000n) < cutoff) blobCandidates.push({ digest, size: info.size });
+        if (info && info.modifiedMs < cutoff) blobCandidates.push({ digest, size: info.size });
       }
     }
     let journaledBlobs = 0;
@@ -84,7 +84,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
           if (!options.dryRun) {
             if (await metadata.isReferenced(repo.id, blob.digest)) continue;
             const info = await driver.stat(blobKey(repo.name, blob.digest));
-            if (!info || Number(info.mtimeNs / 1_000_000n) >= cutoff) continue;
+            if (!info || info.modifiedMs >= cutoff) continue;
             await metadata.scheduleUnlink(repo.id, blob.digest);
             journaledBlobs++;
           }

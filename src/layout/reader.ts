@@ -1,7 +1,7 @@
 // Reads an OCI Image Layout written by anyone: walks everything reachable from `index.json` and
 // turns it into a snapshot the metadata index can merge. Never trusts the files: loops, missing
 // blobs, oversized or corrupt JSON are reported as problems, not thrown.
-import type { StorageDriver } from '../storage/driver.ts';
+import type { ObjectInfo, StorageDriver } from '../storage/driver.ts';
 import { isValidDigest } from '../oci/digest.ts';
 import { isValidTag } from '../oci/names.ts';
 import { MANIFEST_TYPES } from '../oci/mediatypes.ts';
@@ -20,8 +20,9 @@ export interface LayoutReadResult {
 
 export class LayoutCorrupt extends Error {}
 
-export function stampOf(info: { mtimeNs: bigint; size: number; ino: number }): string {
-  return `${info.mtimeNs}:${info.size}:${info.ino}`;
+/** What identifies one version of `index.json`: the storage's opaque ETag. */
+export function stampOf(info: ObjectInfo): string {
+  return info.etag;
 }
 
 /** The tag a `ref.name` value carries: tools store a bare tag, or a full `name:tag`. */
@@ -119,7 +120,7 @@ async function readManifest(driver: StorageDriver, repository: string, descripto
     for (const text of resolveNestedLinks(parsed.links, repository)) problems.push(`${repository}: manifest ${descriptor.digest}: ${text}`);
     // The blob's modification time is the best record of when it was pushed.
     const info = await driver.stat(blobKey(repository, descriptor.digest));
-    const pushedAt = info ? Number(info.mtimeNs / 1_000_000n) : Date.now();
+    const pushedAt = info ? info.modifiedMs : Date.now();
     return { record: manifestRecord(descriptor.digest, parsed, bytes.length, pushedAt), links: parsed.links };
   } catch (err) {
     if (!(err instanceof ManifestInvalid)) throw err;

@@ -197,10 +197,14 @@ export class LayoutWriter {
     const key = layoutKey(repository, INDEX_FILE);
     let stamp = '';
     // Noted before the rename: a crash right after it must not make the file look like another tool's.
-    await this.driver.writeAtomic(key, body, async (info) => {
-      stamp = stampOf(info);
-      await this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
+    const written = await this.driver.writeFile(key, body, {
+      beforeCommit: async (info) => {
+        stamp = stampOf(info);
+        await this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
+      },
     });
+    // The stored identity is the authority (an object store may assign another than expected).
+    if (written) stamp = stampOf(written);
     await this.metadata.markFlushed(repo.id, repo.gen, stamp);
     this.lastCostMs.set(repository, performance.now() - started);
     return true;
@@ -226,7 +230,7 @@ export class LayoutWriter {
         const body = Buffer.from(indexJsonFromParts(parts));
         written = { digest: digestOf(body), size: body.length };
         const key = blobKey(repo.name, written.digest);
-        if (!(await this.driver.stat(key))) await this.driver.writeAtomic(key, body);
+        await this.driver.writeFile(key, body, { ifAbsent: true });
       }
       await this.metadata.setReferrerIndex(repo.id, subject, written, marked);
     }

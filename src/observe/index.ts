@@ -38,7 +38,7 @@ export class Observability {
     const checks: ReadinessChecks = {
       metadata: () => registry.metadata.repositories({ limit: 1 }),
       storage: async () => {
-        await registry.driver.writeAtomic(READY_PROBE_KEY, String(Date.now()));
+        await registry.driver.writeFile(READY_PROBE_KEY, String(Date.now()));
         await registry.driver.remove(READY_PROBE_KEY);
       },
     };

@@ -40,6 +40,11 @@ export async function getBlob(ctx: ApiContext, name: string, reference: string):
     throw new OciError(416, 'RANGE_INVALID', `range ${ctx.req.headers.range} is outside the blob's ${info.size} bytes`, undefined, { 'Content-Range': `bytes */${info.size}` });
   }
   if (ctx.head) return send(ctx.res, 200, { ...headers, 'Content-Length': info.size });
+  // Clients follow the redirect without our Authorization header: the URL itself is the grant,
+  // and it is only made after the access check above.
+  const redirectSeconds = ctx.limits.blobRedirectSeconds ?? 0;
+  const redirect = redirectSeconds > 0 && info.size > 0 ? await ctx.registry.blobRedirect(repository, digest, redirectSeconds) : undefined;
+  if (redirect) return send(ctx.res, 307, { Location: redirect, 'Docker-Content-Digest': digest, 'Cache-Control': 'no-store' });
   if (range) {
     ctx.res.writeHead(206, { ...headers, 'Content-Length': range.end - range.start + 1, 'Content-Range': `bytes ${range.start}-${range.end}/${info.size}`, 'Docker-Distribution-API-Version': 'registry/2.0' });
   } else {
@@ -102,8 +107,8 @@ async function finishUpload(ctx: ApiContext, name: string, session: UploadSessio
     await ctx.uploads.end(session);
     throw new OciError(400, 'DIGEST_INVALID', `uploaded content has digest ${actual}, not ${expected.digest}`, { expected: expected.digest, actual });
   }
-  await ctx.registry.storeBlob(name, session.dataKey, expected.digest, session.size);
-  await ctx.uploads.end(session);
+  await ctx.registry.storeBlob(name, session.writer, expected.digest, session.size);
+  await ctx.uploads.end(session, true);
   blobCreated(ctx, name, expected.digest);
 }
 
@@ -139,6 +144,7 @@ export async function startUpload(ctx: ApiContext, name: string): Promise<void> 
 export async function patchUpload(ctx: ApiContext, name: string, id: string): Promise<void> {
   const session = await ctx.uploads.get(name, id);
   await appendBody(ctx, name, session);
+  await ctx.uploads.persist(session);
   send(ctx.res, 202, uploadHeaders(name, session, ctx));
 }
 

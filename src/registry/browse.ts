@@ -1,6 +1,5 @@
 // Read endpoints for browsing (the web UI and any other client): the namespace tree, tags with
 // their details, and the attribute names queries accept. See docs/api.md#browsing.
-import { blobKey } from '../layout/paths.ts';
 import { OciError } from '../oci/errors.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import type { TaggedManifest } from '../metadata/store.ts';
@@ -97,7 +96,7 @@ function sizeOf(descriptor: unknown): number {
 }
 
 async function readJson(ctx: ApiContext, repository: string, digest: string, maxBytes: number): Promise<Record<string, unknown> | undefined> {
-  const bytes = await ctx.registry.driver.readFile(blobKey(repository, digest), maxBytes).catch(() => undefined);
+  const bytes = await ctx.registry.readBlob(repository, digest, maxBytes).catch(() => undefined);
   if (!bytes) return undefined;
   try {
     const value = JSON.parse(bytes.toString('utf8')) as unknown;

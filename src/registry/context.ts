@@ -13,6 +13,8 @@ export interface ApiLimits {
   defaultReferrersPage: number;
   /** Largest referrers answer body in bytes before it is split with a `Link`. */
   maxReferrersBytes: number;
+  /** Blob GETs answer 307 to a presigned storage URL valid this long, where storage has one; 0: never. */
+  blobRedirectSeconds?: number;
   /** A request body that sends nothing for this long is aborted; 0: never. */
   bodyIdleTimeoutMs: number;
 }

@@ -1,5 +1,4 @@
 // Manifest pull, push and delete.
-import { pipeline } from 'node:stream/promises';
 import { OciError } from '../oci/errors.ts';
 import { bareMediaType } from '../oci/mediatypes.ts';
 import { isValidTag } from '../oci/names.ts';
@@ -17,7 +16,8 @@ export function accepts(header: string | undefined, mediaType: string): boolean 
 }
 
 export async function getManifest(ctx: ApiContext, name: string, reference: string): Promise<void> {
-  const { record, key } = await ctx.registry.resolveManifest(name, reference, ctx.access.canPull);
+  const stored = await ctx.registry.resolveManifest(name, reference, ctx.access.canPull);
+  const { record } = stored;
   // A pull by digest asks for exact content, so it is served whatever the Accept header says.
   const acceptHeader = ctx.req.headers.accept;
   if (isValidTag(reference) && !accepts(acceptHeader, record.mediaType)) {
@@ -29,7 +29,9 @@ export async function getManifest(ctx: ApiContext, name: string, reference: stri
   if (ctx.req.headers['if-none-match'] === `"${record.digest}"`) return send(ctx.res, 304, headers);
   if (ctx.head) return send(ctx.res, 200, headers);
   ctx.res.writeHead(200, { ...headers, 'Docker-Distribution-API-Version': 'registry/2.0' });
-  await pipeline(ctx.registry.driver.readStream(key), ctx.res);
+  const bytes = await ctx.registry.manifestBytes(stored);
+  if (!bytes) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${reference} is not in ${name}`);
+  ctx.res.end(bytes);
 }
 
 export async function putManifest(ctx: ApiContext, name: string, reference: string): Promise<void> {

@@ -1,51 +1,90 @@
 // Filesystem driver: plain files under one root, temp file + rename for every write, hard links
 // for content shared between repositories, optional fsync for power-loss durability.
-import { createReadStream, createWriteStream, writeFile as writeFileCallback, constants as fsConstants } from 'node:fs';
+import { createReadStream, writeFile as writeFileCallback, constants as fsConstants } from 'node:fs';
 import { promisify } from 'node:util';
-import { mkdir, open, readdir, rename, rm, stat, truncate, unlink, link, copyFile } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, truncate, unlink, link, copyFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import type { Readable, Writable } from 'node:stream';
-import type { FileInfo, StorageDriver } from './driver.ts';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import { checkKey, contentAddress, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageDriver, type WriteOptions } from './driver.ts';
 
-export const TEMP_FOLDER = '_trellis/tmp';
+const TEMP_FOLDER = '_trellis/tmp';
+/** Writers (upload data) live here as `<id>`; the upload sessions keep their sidecars beside them. */
+const WRITERS_FOLDER = '_trellis/uploads';
+const WRITER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 const writeFileAt = promisify(writeFileCallback);
 /** Chunk size for streaming blobs: 1 MiB reads take 16× fewer calls than the 64 KiB default. */
 const STREAM_CHUNK = 1 << 20;
+/** Read size when sending a file to a socket (two such buffers per transfer). */
+const SEND_CHUNK = 1 << 20;
 
 export class FileSystemDriver implements StorageDriver {
   readonly root: string;
   readonly durable: boolean;
+  readonly description: string;
 
   constructor(root: string, options: { durable?: boolean } = {}) {
     this.root = resolve(root);
     this.durable = options.durable ?? false;
+    this.description = this.root;
   }
 
   /** Turns a key into an absolute path, refusing anything that would leave the root. */
-  path(key: string): string {
-    if (key.includes('\0') || key.startsWith('/') || key.split('/').some((c) => c === '..' || c === '.' || c === '')) {
-      throw new Error(`storage key outside the data root: ${JSON.stringify(key)}`);
-    }
+  private path(key: string): string {
+    checkKey(key);
     const full = join(this.root, key);
-    if (!full.startsWith(this.root + sep)) throw new Error(`storage key outside the data root: ${JSON.stringify(key)}`);
+    if (!full.startsWith(this.root + sep)) throw new Error(`storage key outside the storage root: ${JSON.stringify(key)}`);
     return full;
   }
 
-  async stat(key: string): Promise<FileInfo | undefined> {
+  async prepare(): Promise<void> {
+    await rm(this.path(TEMP_FOLDER), { recursive: true, force: true });
+    await mkdir(this.path(TEMP_FOLDER), { recursive: true });
+    await mkdir(this.path(WRITERS_FOLDER), { recursive: true });
+  }
+
+  async close(): Promise<void> {}
+
+  async stat(key: string): Promise<ObjectInfo | undefined> {
     try {
       const s = await stat(this.path(key), { bigint: true });
       if (!s.isFile()) return undefined;
-      return { size: Number(s.size), mtimeNs: s.mtimeNs, ino: Number(s.ino) };
+      return infoOf(s);
     } catch (err) {
       if (isMissing(err)) return undefined;
       throw err;
     }
   }
 
-  readStream(key: string, range?: { start: number; end: number }): Readable {
+  readStream(key: string, range?: ByteRange): Readable {
     return createReadStream(this.path(key), { highWaterMark: STREAM_CHUNK, ...(range ? { start: range.start, end: range.end } : {}) });
+  }
+
+  async sendTo(key: string, destination: Writable, range: ByteRange): Promise<void> {
+    const handle = await open(this.path(key), 'r');
+    // Two buffers, reused: one is read into while the socket still holds the other. A write's
+    // callback says the socket is done with its buffer (and doubles as flow control).
+    const closed = closedSignal(destination);
+    try {
+      const end = range.end + 1;
+      const size = Math.min(SEND_CHUNK, Math.max(1, end - range.start));
+      const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)] as const;
+      const inFlight: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined];
+      let which: 0 | 1 = 0;
+      for (let position = range.start; position < end; which = which === 0 ? 1 : 0) {
+        await inFlight[which];
+        const buffer = buffers[which];
+        const { bytesRead } = await handle.read(buffer, 0, Math.min(size, end - position), position);
+        if (bytesRead === 0) throw new Error(`file ${key} ended at ${position} bytes, before ${end}`);
+        position += bytesRead;
+        inFlight[which] = writeChunk(destination, buffer.subarray(0, bytesRead), closed.promise);
+      }
+      await Promise.all(inFlight);
+    } finally {
+      closed.dispose();
+      await handle.close();
+    }
   }
 
   async readFile(key: string, maxBytes: number): Promise<Buffer | undefined> {
@@ -53,7 +92,7 @@ export class FileSystemDriver implements StorageDriver {
     try {
       handle = await open(this.path(key), 'r');
     } catch (err) {
-      if (isMissing(err)) return undefined;
+      if (isMissing(err) || (err as NodeJS.ErrnoException).code === 'EISDIR') return undefined;
       throw err;
     }
     try {
@@ -69,8 +108,9 @@ export class FileSystemDriver implements StorageDriver {
     return this.path(`${TEMP_FOLDER}/${randomBytes(12).toString('hex')}`);
   }
 
-  async writeAtomic(key: string, data: Uint8Array | string, beforeCommit?: (info: FileInfo) => void | Promise<void>): Promise<void> {
+  async writeFile(key: string, data: Uint8Array | string, options: WriteOptions = {}): Promise<ObjectInfo | undefined> {
     const target = this.path(key);
+    if (options.ifAbsent && (await exists(target))) return undefined;
     const temp = this.tempPath();
     // fs.writeFile on a path (no FileHandle object) is the cheapest async write for small files.
     const write = () => writeFileAt(temp, data, { flush: this.durable });
@@ -78,61 +118,101 @@ export class FileSystemDriver implements StorageDriver {
       await write();
     } catch (err) {
       if (!isMissing(err)) throw err;
-      await mkdir(dirname(temp), { recursive: true }); // only the first write after start-up
+      await mkdir(dirname(temp), { recursive: true }); // the temp folder was removed under us
       await write();
     }
+    let info: ObjectInfo;
     try {
-      if (beforeCommit) {
-        const info = await stat(temp, { bigint: true });
-        await beforeCommit({ size: Number(info.size), mtimeNs: info.mtimeNs, ino: Number(info.ino) });
+      // A rename keeps the inode and mtime, so the temp file's identity is the object's.
+      info = infoOf(await stat(temp, { bigint: true }));
+      await options.beforeCommit?.(info);
+      if (options.ifAbsent) {
+        // link() refuses an existing target atomically: the conditional create.
+        const created = await linkCreatingParent(temp, target);
+        await unlink(temp);
+        if (!created) return undefined;
+      } else {
+        await renameCreatingParent(temp, target);
       }
-      await renameCreatingParent(temp, target);
     } catch (err) {
       await rm(temp, { force: true });
       throw err;
     }
     if (this.durable) await fsyncPath(dirname(target));
+    return info;
   }
 
-  appendStream(key: string): Writable {
-    // A deep buffer lets the socket keep reading while a write is in flight (queued chunks go out
-    // together with writev); the default 16 KiB would stall the upload on every write.
-    return createWriteStream(this.path(key), { flags: 'a', highWaterMark: 4 * STREAM_CHUNK });
+  async createWriter(id: string = randomUUID()): Promise<ObjectWriter> {
+    if (!WRITER_ID.test(id)) throw new Error(`writer id ${JSON.stringify(id)} is not a UUID`);
+    return new FileWriter(this, id, this.path(`${WRITERS_FOLDER}/${id}`), 0, false);
   }
 
-  async truncate(key: string, size: number): Promise<void> {
-    await truncate(this.path(key), size);
+  async resumeWriter(id: string): Promise<ObjectWriter | undefined> {
+    if (!WRITER_ID.test(id)) return undefined;
+    const info = await this.stat(`${WRITERS_FOLDER}/${id}`);
+    return info && new FileWriter(this, id, this.path(`${WRITERS_FOLDER}/${id}`), info.size, true);
   }
 
-  async commit(fromKey: string, toKey: string): Promise<boolean> {
-    const from = this.path(fromKey);
-    const to = this.path(toKey);
-    if (this.durable) await fsyncPath(from);
-    if (await exists(to)) {
-      await rm(from, { force: true });
-      return false;
+  async listWriters(): Promise<{ id: string; modifiedMs: number }[]> {
+    const found: { id: string; modifiedMs: number }[] = [];
+    for (const entry of await this.list(WRITERS_FOLDER)) {
+      if (entry.dir || !WRITER_ID.test(entry.name)) continue;
+      const info = await this.stat(`${WRITERS_FOLDER}/${entry.name}`);
+      if (info) found.push({ id: entry.name, modifiedMs: info.modifiedMs });
     }
-    await renameCreatingParent(from, to);
+    return found;
+  }
+
+  /** Moves a finished writer's file into place. */
+  async place(path: string, key: string, ifAbsent: boolean): Promise<boolean> {
+    const to = this.path(key);
+    if (this.durable) await fsyncPath(path);
+    // Content-addressed: an existing file holds the same bytes (and may be shared by hard links,
+    // which a rename over it would split).
+    if ((ifAbsent || contentAddress(key)) && (await exists(to))) {
+      await rm(path, { force: true });
+      return !ifAbsent;
+    }
+    if (ifAbsent) {
+      const created = await linkCreatingParent(path, to);
+      await rm(path, { force: true });
+      if (!created) return false;
+    } else {
+      await renameCreatingParent(path, to);
+    }
     if (this.durable) await fsyncPath(dirname(to));
     return true;
   }
 
-  async share(fromKey: string, toKey: string): Promise<boolean> {
+  async copy(fromKey: string, toKey: string): Promise<boolean> {
     const from = this.path(fromKey);
     const to = this.path(toKey);
-    if (await exists(to)) return true;
-    await mkdir(dirname(to), { recursive: true });
+    if (contentAddress(toKey) && (await exists(to))) return exists(from);
+    // A hard link made under a temp name and renamed into place: the target appears whole, and
+    // shares storage with the source. Across filesystems (or without links) the bytes are copied.
+    const temp = this.tempPath();
     try {
-      await link(from, to);
+      await link(from, temp);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST') return true;
-      if (code === 'ENOENT') return false;
-      // Different filesystems or no hard links: copy through a temp file so the target appears whole.
-      const temp = this.tempPath();
-      await mkdir(dirname(temp), { recursive: true });
-      await copyFile(from, temp, fsConstants.COPYFILE_FICLONE);
-      await this.commit(`${TEMP_FOLDER}/${temp.slice(temp.lastIndexOf(sep) + 1)}`, toKey);
+      if (code === 'ENOENT' && !(await exists(from))) return false;
+      if (code === 'ENOENT') {
+        await mkdir(dirname(temp), { recursive: true });
+        return this.copy(fromKey, toKey);
+      }
+      try {
+        await copyFile(from, temp, fsConstants.COPYFILE_FICLONE);
+      } catch (copyErr) {
+        if (isMissing(copyErr)) return false;
+        throw copyErr;
+      }
+      if (this.durable) await fsyncPath(temp);
+    }
+    try {
+      await renameCreatingParent(temp, to);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
     }
     if (this.durable) await fsyncPath(dirname(to));
     return true;
@@ -148,22 +228,164 @@ export class FileSystemDriver implements StorageDriver {
     }
   }
 
-  async list(key: string): Promise<{ name: string; dir: boolean }[]> {
+  async createFolder(prefix: string): Promise<void> {
+    await mkdir(this.path(prefix), { recursive: true });
+  }
+
+  async list(prefix: string): Promise<{ name: string; dir: boolean }[]> {
     try {
-      const entries = await readdir(key === '' ? this.root : this.path(key), { withFileTypes: true });
+      const entries = await readdir(prefix === '' ? this.root : this.path(prefix), { withFileTypes: true });
       return entries.map((e) => ({ name: e.name, dir: e.isDirectory() }));
     } catch (err) {
       if (isMissing(err) || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return [];
       throw err;
     }
   }
+}
 
+/** Upload data appended to one file; commit renames it into place. */
+class FileWriter implements ObjectWriter {
+  readonly id: string;
+  size: number;
+  private readonly driver: FileSystemDriver;
+  private readonly path: string;
+  private created: boolean;
+  private sealed = false;
 
-  /** Removes temp files left by a crash; called once at start-up before serving. */
-  async clearTemp(): Promise<void> {
-    await rm(this.path(TEMP_FOLDER), { recursive: true, force: true });
-    await mkdir(this.path(TEMP_FOLDER), { recursive: true });
+  constructor(driver: FileSystemDriver, id: string, path: string, size: number, created: boolean) {
+    this.driver = driver;
+    this.id = id;
+    this.path = path;
+    this.size = size;
+    this.created = created;
   }
+
+  append(): Writable {
+    if (this.sealed) throw new Error(`writer ${this.id} was read and takes no more bytes`);
+    this.created = true;
+    return new FileAppender(this.path, this.size, (size) => {
+      this.size = size;
+    });
+  }
+
+  read(): Readable {
+    this.sealed = true;
+    return this.created ? createReadStream(this.path, { highWaterMark: STREAM_CHUNK }) : Readable.from([]);
+  }
+
+  async checkpoint(): Promise<void> {
+    if (this.created) return;
+    await writeCreatingParent(this.path, '');
+    this.created = true;
+  }
+
+  async commit(key: string, options: { ifAbsent?: boolean } = {}): Promise<boolean> {
+    await this.checkpoint();
+    return this.driver.place(this.path, key, options.ifAbsent ?? false);
+  }
+
+  async cancel(): Promise<void> {
+    await rm(this.path, { force: true });
+  }
+}
+
+/**
+ * Appends to a file through one FileHandle; a failed or destroyed append truncates the file back
+ * to where it started before 'close' is emitted, so the writer is as it was.
+ */
+class FileAppender extends Writable {
+  private handle: FileHandle | undefined;
+  private readonly path: string;
+  private readonly start: number;
+  private written = 0;
+  private finished = false;
+  private readonly onFinished: (size: number) => void;
+
+  constructor(path: string, start: number, onFinished: (size: number) => void) {
+    // A deep buffer lets the socket keep reading while a write is in flight (queued chunks go out
+    // together with writev); the default 16 KiB would stall the upload on every write.
+    super({ highWaterMark: 4 * STREAM_CHUNK });
+    this.path = path;
+    this.start = start;
+    this.onFinished = onFinished;
+  }
+
+  override _construct(callback: (error?: Error | null) => void): void {
+    const openIt = () => open(this.path, 'a');
+    openIt()
+      .catch(async (err) => {
+        if (!isMissing(err)) throw err;
+        await mkdir(dirname(this.path), { recursive: true });
+        return openIt();
+      })
+      .then((handle) => {
+        this.handle = handle;
+        callback();
+      }, callback);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this._writev([{ chunk }], callback);
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    const buffers = chunks.map((c) => c.chunk);
+    const total = buffers.reduce((n, b) => n + b.length, 0);
+    writeAll(this.handle!, buffers, total).then(() => {
+      this.written += total;
+      callback();
+    }, callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.finished = true;
+    this.onFinished(this.start + this.written);
+    callback();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const done = async () => {
+      await this.handle?.close();
+      if (!this.finished) await truncate(this.path, this.start).catch(() => undefined);
+    };
+    done().then(() => callback(error), (err) => callback(error ?? err));
+  }
+}
+
+async function writeAll(handle: FileHandle, buffers: Buffer[], total: number): Promise<void> {
+  let { bytesWritten } = await handle.writev(buffers);
+  // Short writes are rare (a full disk reports an error instead) but possible: finish them.
+  while (bytesWritten < total) {
+    const rest = Buffer.concat(buffers).subarray(bytesWritten);
+    bytesWritten += (await handle.write(rest)).bytesWritten;
+  }
+}
+
+function infoOf(s: { size: bigint; mtimeNs: bigint; ino: bigint }): ObjectInfo {
+  return { size: Number(s.size), etag: `${s.mtimeNs}:${s.size}:${s.ino}`, modifiedMs: Number(s.mtimeNs / 1_000_000n) };
+}
+
+/** A promise that rejects when `stream` closes (a client gone mid-transfer), and its cleanup. */
+function closedSignal(stream: Writable): { promise: Promise<never>; dispose(): void } {
+  let onClose = () => {};
+  const promise = new Promise<never>((_resolve, reject) => {
+    onClose = () => reject(Object.assign(new Error('the destination closed before the transfer ended'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+  });
+  promise.catch(() => undefined);
+  if (stream.destroyed || stream.closed) onClose();
+  else stream.once('close', onClose);
+  return { promise, dispose: () => stream.off('close', onClose) };
+}
+
+/**
+ * Resolves when `destination` has taken `chunk` off our hands. An HTTP response whose socket is
+ * already gone drops the write without ever calling back, hence the race with `closed`.
+ */
+function writeChunk(destination: Writable, chunk: Buffer, closed: Promise<never>): Promise<void> {
+  const written = new Promise<void>((resolve, reject) => {
+    destination.write(chunk, (err) => (err ? reject(err) : resolve()));
+  });
+  return Promise.race([written, closed]);
 }
 
 function isMissing(err: unknown): boolean {
@@ -187,6 +409,36 @@ async function renameCreatingParent(from: string, to: string): Promise<void> {
     if (!isMissing(err)) throw err;
     await mkdir(dirname(to), { recursive: true });
     await rename(from, to);
+  }
+}
+
+/** A hard link; false when `to` already exists. */
+async function linkCreatingParent(from: string, to: string): Promise<boolean> {
+  const attempt = async () => {
+    try {
+      await link(from, to);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw err;
+    }
+  };
+  try {
+    return await attempt();
+  } catch (err) {
+    if (!isMissing(err)) throw err;
+    await mkdir(dirname(to), { recursive: true });
+    return attempt();
+  }
+}
+
+async function writeCreatingParent(path: string, data: string): Promise<void> {
+  try {
+    await writeFileAt(path, data, { flag: 'a' });
+  } catch (err) {
+    if (!isMissing(err)) throw err;
+    await mkdir(dirname(path), { recursive: true });
+    await writeFileAt(path, data, { flag: 'a' });
   }
 }
 

@@ -1,12 +1,10 @@
 // A Trellis data directory opened in-process (no HTTP) as a copy source and sink: how layouts on
 // disk are read (every referrer style) and written (Trellis's layout encoding).
-import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { Readable, Transform } from 'node:stream';
 import { requireDigest, type Registry } from '../content/registry.ts';
 import { newHash } from '../oci/digest.ts';
 import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
-import { TEMP_FOLDER } from '../storage/filesystem.ts';
 import type { BlobStream, ContentSink, ContentSource, FetchedManifest } from './store.ts';
 
 export class LocalRegistry implements ContentSource, ContentSink {
@@ -22,9 +20,9 @@ export class LocalRegistry implements ContentSource, ContentSink {
 
   async manifest(repository: string, reference: string): Promise<FetchedManifest | undefined> {
     try {
-      const { record, key } = await this.registry.resolveManifest(repository, reference);
-      const bytes = await this.registry.driver.readFile(key, Number.MAX_SAFE_INTEGER);
-      return bytes && { bytes, mediaType: record.mediaType, digest: record.digest };
+      const stored = await this.registry.resolveManifest(repository, reference);
+      const bytes = await this.registry.manifestBytes(stored);
+      return bytes && { bytes, mediaType: stored.record.mediaType, digest: stored.record.digest };
     } catch {
       return undefined;
     }
@@ -46,7 +44,7 @@ export class LocalRegistry implements ContentSource, ContentSink {
   async putBlob(repository: string, digest: string, size: number, body: BlobStream): Promise<void> {
     const stream = body instanceof Readable ? body : Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>);
     const { algorithm } = requireDigest(digest);
-    const key = `${TEMP_FOLDER}/${randomBytes(12).toString('hex')}`;
+    const writer = await this.registry.newBlobWriter();
     const hash = newHash(algorithm);
     let received = 0;
     const hashing = new Transform({
@@ -57,14 +55,15 @@ export class LocalRegistry implements ContentSource, ContentSink {
       },
     });
     try {
-      await pipeline(stream, hashing, this.registry.driver.appendStream(key));
+      await pipeline(stream, hashing, writer.append());
       const actual = `${algorithm}:${hash.digest('hex')}`;
       // Content from a layout on disk is checked like any upload: a corrupt blob is not copied.
       if (actual !== digest || received !== size) throw new Error(`blob ${digest} has ${received} bytes with digest ${actual}; expected ${size} bytes`);
-      await this.registry.storeBlob(repository, key, digest, size);
-    } finally {
-      await this.registry.driver.remove(key);
+    } catch (err) {
+      await writer.cancel();
+      throw err;
     }
+    await this.registry.storeBlob(repository, writer, digest, size);
   }
 
   async putManifest(repository: string, reference: string, bytes: Buffer, mediaType: string): Promise<void> {

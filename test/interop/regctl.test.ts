@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { interopSession } from '../helpers/interop.ts';
+import { layoutDirectory } from '../helpers/registry.ts';
 import { requirePeer } from '../helpers/peers.ts';
 import { sha256 } from '../helpers/oci-client.ts';
 
@@ -186,8 +187,7 @@ test('regctl against Trellis', { timeout: 120_000 }, async (t) => {
   });
 
   await t.test('ocidir:// reads of the Trellis data directory', async () => {
-    await reg.registry.layout.flushAll();
-    const dir = `ocidir://${join(reg.dataDir, 'rc/base')}`;
+    const dir = `ocidir://${await layoutDirectory(reg, 'rc/base')}`;
     // Besides v1, the layout holds the generated fallback tag of each subject with referrers.
     const tags = lines(await run('tag', 'ls', dir));
     assert.deepEqual(tags.filter((t) => !/^sha256-[0-9a-f]{64}$/.test(t)), ['v1']);

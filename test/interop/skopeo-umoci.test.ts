@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { interopSession } from '../helpers/interop.ts';
+import { layoutDirectory } from '../helpers/registry.ts';
 import { requirePeer } from '../helpers/peers.ts';
 import { OCI_MANIFEST, sha256, type Descriptor } from '../helpers/oci-client.ts';
 
@@ -91,8 +92,7 @@ test('skopeo and umoci against Trellis', { timeout: 120_000 }, async (t) => {
   });
 
   await t.test('skopeo inspect oci: and umoci ls on the Trellis data directory', async () => {
-    await reg.registry.layout.flushAll();
-    const dir = join(reg.dataDir, 'sk/app');
+    const dir = await layoutDirectory(reg, 'sk/app');
     const info = JSON.parse(await sk('inspect', `oci:${dir}:v1`)) as Inspect;
     assert.equal(info.Digest, digest);
     assert.equal(info.Os, 'linux');

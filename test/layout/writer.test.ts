@@ -21,14 +21,14 @@ test('a failed index.json rewrite is retried without waiting for another change'
     await reg.registry.layout.flushAll();
     // The disk refuses the next three index.json writes (full, or a transient I/O error).
     const driver = reg.registry.driver;
-    const writeAtomic = driver.writeAtomic.bind(driver);
+    const writeFile = driver.writeFile.bind(driver);
     let refused = 0;
-    driver.writeAtomic = async (key, data, beforeCommit) => {
+    driver.writeFile = async (key, data, options) => {
       if (key.endsWith('/index.json') && refused < 3) {
         refused++;
         throw Object.assign(new Error('ENOSPC: no space left on device (injected)'), { code: 'ENOSPC' });
       }
-      return writeAtomic(key, data, beforeCommit);
+      return writeFile(key, data, options);
     };
     const image = makeImage();
     assert.equal((await pushBuilt(reg.url, repo, 'v2', image)).status, 201);

@@ -3,9 +3,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { startTestRegistry, storageOnS3, type TestRegistry } from '../helpers/registry.ts';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -16,6 +16,13 @@ before(async () => {
   reg = await startTestRegistry({ maxUploadSessions: 50 });
 });
 after(() => reg.dispose());
+
+/** A file of the registry's storage (the data directory, or the S3 prefix), as text. */
+async function stored(key: string, registry = reg): Promise<string> {
+  const bytes = await registry.registry.driver.readFile(key, 64 << 20);
+  assert.ok(bytes, `${key} is in storage`);
+  return bytes.toString('utf8');
+}
 
 const sha256 = (data: string | Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
@@ -148,12 +155,15 @@ describe('blob uploads', () => {
     res = await call('POST', `/v2/mount/auto/blobs/uploads/?mount=${digest}`);
     assert.equal(res.status, 201, 'mount without from finds the blob by itself');
     const hex = digest.slice(7);
-    const a = await stat(join(reg.dataDir, 'mount/source/blobs/sha256', hex));
-    const b = await stat(join(reg.dataDir, 'mount/target/blobs/sha256', hex));
-    assert.equal(a.ino, b.ino, 'mounted blobs are hard links, stored once');
     const uploadedAgain = await pushBlob('mount/uploaded', 'shared content');
-    const c = await stat(join(reg.dataDir, 'mount/uploaded/blobs/sha256', uploadedAgain.slice(7)));
-    assert.equal(c.ino, a.ino, 'the same content uploaded to another repository is linked too');
+    for (const repo of ['mount/source', 'mount/target', 'mount/auto', 'mount/uploaded']) assert.equal(await stored(`${repo}/blobs/sha256/${hex}`), 'shared content');
+    if (!storageOnS3()) {
+      const a = await stat(join(reg.dataDir, 'mount/source/blobs/sha256', hex));
+      const b = await stat(join(reg.dataDir, 'mount/target/blobs/sha256', hex));
+      assert.equal(a.ino, b.ino, 'mounted blobs are hard links, stored once');
+      const c = await stat(join(reg.dataDir, 'mount/uploaded/blobs/sha256', uploadedAgain.slice(7)));
+      assert.equal(c.ino, a.ino, 'the same content uploaded to another repository is linked too');
+    }
     res = await call('POST', `/v2/mount/target/blobs/uploads/?mount=${sha256('never pushed')}&from=mount/source`);
     assert.equal(res.status, 202);
     assert.match(res.headers.get('location')!, /^\/v2\/mount\/target\/blobs\/uploads\//);
@@ -305,25 +315,25 @@ describe('the layout on disk', () => {
     const image = await pushImage('disk/app', 'v1');
     const ref = await pushReferrer('disk/app', image, 'application/vnd.example.sbom', { a: 'b' });
     await reg.registry.layout.flushAll();
-    const index = JSON.parse(await readFile(join(reg.dataDir, 'disk/app/index.json'), 'utf8'));
+    const index = JSON.parse(await stored('disk/app/index.json'));
     assert.equal(index.schemaVersion, 2);
     const tagged = index.manifests.find((d: { annotations?: Record<string, string> }) => d.annotations?.['org.opencontainers.image.ref.name'] === 'v1');
     assert.equal(tagged.digest, image.digest);
     const referrer = index.manifests.find((d: { digest: string }) => d.digest === ref.digest);
     assert.deepEqual(referrer.annotations, { 'io.containerd.manifest.subject': image.digest });
     assert.equal(referrer.artifactType, 'application/vnd.example.sbom');
-    assert.deepEqual(JSON.parse(await readFile(join(reg.dataDir, 'disk/app/oci-layout'), 'utf8')), { imageLayoutVersion: '1.0.0' });
-    assert.equal(await readFile(join(reg.dataDir, 'disk/app/blobs/sha256', image.digest.slice(7)), 'utf8'), image.body);
+    assert.deepEqual(JSON.parse(await stored('disk/app/oci-layout')), { imageLayoutVersion: '1.0.0' });
+    assert.equal(await stored(`disk/app/blobs/sha256/${image.digest.slice(7)}`), image.body);
   });
 
   test('edits another tool makes to index.json are noticed', async () => {
     const image = await pushImage('disk/edited', 'v1');
     await reg.registry.layout.flushAll();
-    const path = join(reg.dataDir, 'disk/edited/index.json');
-    const index = JSON.parse(await readFile(path, 'utf8'));
+    const index = JSON.parse(await stored('disk/edited/index.json'));
     index.manifests.push({ mediaType: OCI_MANIFEST, digest: image.digest, size: image.size, annotations: { 'org.opencontainers.image.ref.name': 'added-outside' } });
-    const { writeFile } = await import('node:fs/promises');
-    await writeFile(path, JSON.stringify(index));
+    // Another tool writing the same storage (a file edit, or a PUT into the bucket).
+    if (storageOnS3()) await reg.registry.driver.writeFile('disk/edited/index.json', JSON.stringify(index));
+    else await (await import('node:fs/promises')).writeFile(join(reg.dataDir, 'disk/edited/index.json'), JSON.stringify(index));
     await new Promise((r) => setTimeout(r, 1100)); // the check interval
     assert.deepEqual((await call('GET', '/v2/disk/edited/tags/list')).json().tags, ['added-outside', 'v1']);
   });
@@ -378,7 +388,7 @@ describe('bad input never escapes the data root or gets a 5xx', () => {
     const winner = (await call('HEAD', '/v2/race/one/manifests/latest')).headers.get('docker-content-digest');
     assert.ok(images.some((image) => image.digest === winner));
     await reg.registry.layout.flushAll();
-    const index = JSON.parse(await readFile(join(reg.dataDir, 'race/one/index.json'), 'utf8'));
+    const index = JSON.parse(await stored('race/one/index.json'));
     const latest = index.manifests.filter((d: { annotations?: Record<string, string> }) => d.annotations?.['org.opencontainers.image.ref.name'] === 'latest');
     assert.equal(latest.length, 1);
     assert.equal(latest[0].digest, winner);
@@ -395,8 +405,8 @@ describe('upload sessions', () => {
       await new Promise((r) => setTimeout(r, 2600));
       const status = await fetch(`${short.url}${location}`);
       assert.equal(status.status, 404);
-      const { readdir } = await import('node:fs/promises');
-      assert.deepEqual(await readdir(join(short.dataDir, '_trellis/uploads')), []);
+      assert.deepEqual(await short.registry.driver.list('_trellis/uploads'), []);
+      assert.deepEqual(await short.registry.driver.listWriters(), []);
     } finally {
       await short.dispose();
     }

@@ -24,6 +24,7 @@ import {
   EMPTY_BLOB, OCI_MANIFEST, REF_NAME, getBlob, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest, sha256,
   type Built,
 } from '../helpers/oci-client.ts';
+import { needsFileStorage } from '../helpers/registry.ts';
 import { requirePeer } from '../helpers/peers.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -630,6 +631,8 @@ test(`kill -9 mid-traffic (${ROUNDS} rounds, ${PUSHERS} pushers) loses no acknow
 });
 
 test('kill -9 while the index.json flush of a repository with 2000+ referrers is pending', async (t) => {
+  // Times its kill by watching the layout's files, which only a filesystem has.
+  if (!needsFileStorage(t)) return;
   const dataDir = await mkdtemp(join(tmpdir(), 'trellis-crash-big-'));
   const repo = 'big/referrers';
   const acked = new Map<string, Buffer>();
@@ -732,6 +735,8 @@ test('kill -9 while the index.json flush of a repository with 2000+ referrers is
 });
 
 test('kill -9 the instant index.json is renamed into place, with tag deletes acknowledged while it was written', async (t) => {
+  // Times its kill by watching the layout's files, which only a filesystem has.
+  if (!needsFileStorage(t)) return;
   // The journal records which index.json it wrote (its stamp) only after the rename. A kill in
   // between leaves an index.json the journal does not know; on restart it must not bring back
   // tags whose deletion was acknowledged after that index.json was built. Each try sends deletes
@@ -860,6 +865,8 @@ test('kill -9 the instant index.json is renamed into place, with tag deletes ack
 });
 
 test('kill -9 while a new repository is being created, then a read before its first push', async (t) => {
+  // Times its kill by watching the layout's files, which only a filesystem has.
+  if (!needsFileStorage(t)) return;
   // Creating a repository writes blobs/, index.json and oci-layout one after the other. The server
   // is killed the moment index.json appears in the new folder; after the restart the repository is
   // read (as clients do before pushing: tags, a manifest HEAD), then pushed to. Every repository

@@ -1,0 +1,75 @@
+// The storage contract on the S3 driver against a real S3-compatible server (versitygw), plus the
+// server features the driver relies on, checked directly: multipart uploads, CopyObject and
+// conditional creates (If-None-Match: * answered with 412).
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { CopyObjectCommand, CreateMultipartUploadCommand, CompleteMultipartUploadCommand, GetObjectCommand, PutObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
+import { S3Driver, parseS3Url } from '../../src/storage/s3.ts';
+import { requireS3Server, startS3Server, useCredentials, type S3Server } from '../helpers/s3.ts';
+import { storageContract } from './contract.ts';
+
+const binary = requireS3Server();
+let server: S3Server | undefined;
+
+before(async () => {
+  if (!binary) return;
+  server = await startS3Server(binary);
+  useCredentials(server);
+});
+after(() => server?.stop());
+
+if (!binary) {
+  test('S3 storage (versitygw not installed: run .ci/install-peers.sh)', (t) => t.skip('versitygw is not installed'));
+} else {
+  storageContract('s3', async () => {
+    const driver = new S3Driver(parseS3Url(server!.storageUrl()));
+    return { driver, dispose: () => driver.close() };
+  }, { largeBytes: 20 << 20 });
+
+  test('s3: the server does multipart uploads, CopyObject and If-None-Match: * with 412', async () => {
+    const driver = new S3Driver(parseS3Url(server!.storageUrl()));
+    const { client, bucket } = driver;
+    const key = `${driver.prefix}probe`;
+    try {
+      const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+      const first = Buffer.alloc(5 << 20, 1);
+      const last = Buffer.from('tail');
+      const p1 = await client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: 1, Body: first }));
+      const p2 = await client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: 2, Body: last }));
+      await client.send(new CompleteMultipartUploadCommand({
+        Bucket: bucket, Key: key, UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p1.ETag! }, { PartNumber: 2, ETag: p2.ETag! }] },
+      }));
+      const got = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${(5 << 20) - 1}-` }));
+      assert.deepEqual(Buffer.from(await got.Body!.transformToByteArray()), Buffer.concat([Buffer.from([1]), last]));
+      await client.send(new CopyObjectCommand({ Bucket: bucket, Key: `${key}-copy`, CopySource: `${bucket}/${key}` }));
+      assert.equal((await driver.head(`${key}-copy`))?.size, (5 << 20) + 4);
+      const refused = await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: 'x', IfNoneMatch: '*' })).then(() => 200, (err) => err.$metadata?.httpStatusCode);
+      assert.equal(refused, 412);
+      await client.send(new PutObjectCommand({ Bucket: bucket, Key: `${key}-new`, Body: 'x', IfNoneMatch: '*' }));
+    } finally {
+      await driver.close();
+    }
+  });
+
+  test('s3: blobs are stored once; presigned redirect URLs serve the bytes', async () => {
+    const driver = new S3Driver(parseS3Url(server!.storageUrl()));
+    try {
+      const hex = 'b'.repeat(64);
+      await driver.writeFile(`one/blobs/sha256/${hex}`, 'layer bytes');
+      await driver.copy(`one/blobs/sha256/${hex}`, `two/blobs/sha256/${hex}`);
+      const shared = await driver.head(`${driver.prefix}blobs/sha256/${hex}`);
+      assert.equal(shared?.size, 11, 'one shared object holds the bytes');
+      assert.equal((await driver.head(`${driver.prefix}two/blobs/sha256/${hex}`))?.size, 0, 'each repository holds an empty marker');
+      const url = await driver.redirectUrl(`two/blobs/sha256/${hex}`, 60);
+      const res = await fetch(url!);
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), 'layer bytes');
+      await driver.remove(`one/blobs/sha256/${hex}`);
+      assert.ok(await driver.head(`${driver.prefix}blobs/sha256/${hex}`), 'still referenced by two');
+      await driver.remove(`two/blobs/sha256/${hex}`);
+      assert.equal(await driver.head(`${driver.prefix}blobs/sha256/${hex}`), undefined, 'the last reference removes the bytes');
+    } finally {
+      await driver.close();
+    }
+  });
+}
