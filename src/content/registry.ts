@@ -505,7 +505,13 @@ export class Registry {
       if (missing.length) throw OciError.many(400, missing);
       const repo = await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
-      if (!this.metadata.manifest(repo.id, digest)) await this.driver.writeAtomic(blobKey(repository, digest), bytes);
+      if (!this.metadata.manifest(repo.id, digest)) {
+        // Journaled first: a crash after the rename but before the commit below would otherwise
+        // leave a file that looks like a manifest another tool put into blobs/, served by digest
+        // although no push of it was acknowledged (or after its deletion was). The commit drops it.
+        this.metadata.journalManifestWrite(repo.id, digest);
+        await this.driver.writeAtomic(blobKey(repository, digest), bytes);
+      }
       this.metadata.putManifest(repo.id, record, parsed.links, tags);
     });
     this.layout.changed(repository);

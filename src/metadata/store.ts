@@ -124,6 +124,12 @@ export interface MetadataStore {
   /** Journals a blob's file for removal at the current change (GC) and forgets its blob row. */
   scheduleUnlink(repoId: number, digest: string): void;
   /**
+   * Journals the file a manifest push is about to write, before it is written: the push's commit
+   * (`putManifest`) drops the entry, so only a push cut off between the file's rename and its
+   * commit leaves it, and the file then goes like any journaled removal (if nothing needs it).
+   */
+  journalManifestWrite(repoId: number, digest: string): void;
+  /**
    * Whether anything still needs the file `blobs/<digest>` in any role: a manifest, a blob row
    * (uploaded or mounted), a layout referrers index, or a config/layer/blob/child link of a
    * manifest here or of an ancestor's nested index.
