@@ -543,7 +543,13 @@ export class Registry {
       if (missing.length) throw ContentError.many('invalid', missing);
       const repo = await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
-      if (!await this.metadata.manifest(repo.id, digest)) await this.driver.writeFile(blobKey(repository, digest), bytes);
+      if (!await this.metadata.manifest(repo.id, digest)) {
+        // Journaled first: a crash after the rename but before the commit below would otherwise
+        // leave a file that looks like a manifest another tool put into blobs/, served by digest
+        // although no push of it was acknowledged (or after its deletion was). The commit drops it.
+        await this.metadata.journalManifestWrite(repo.id, digest);
+        await this.driver.writeFile(blobKey(repository, digest), bytes);
+      }
       await this.metadata.putManifest(repo.id, record, parsed.links, tags);
     });
     this.layout.changed(repository);

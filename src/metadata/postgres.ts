@@ -302,6 +302,11 @@ class PostgresTables implements MetadataTables {
     await this.pool.query('DELETE FROM pending_unlinks WHERE repo_id = $1 AND digest = $2', [repoId, digest]);
   }
 
+  async journalManifestWrite(repoId: number, digest: string): Promise<void> {
+    // An entry a delete journaled already (at its own change) stays as it is.
+    await this.pool.query('INSERT INTO pending_unlinks (repo_id, digest, gen) SELECT id, $1, gen FROM repos WHERE id = $2 ON CONFLICT DO NOTHING', [digest, repoId]);
+  }
+
   async scheduleUnlink(repoId: number, digest: string): Promise<void> {
     await this.tx(async (sql) => {
       await sql.query('INSERT INTO pending_unlinks (repo_id, digest, gen) SELECT id, $1, gen FROM repos WHERE id = $2 ON CONFLICT DO NOTHING', [digest, repoId]);

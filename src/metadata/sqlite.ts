@@ -333,6 +333,11 @@ class SqliteTables implements Synchronous<MetadataTables> {
     });
   }
 
+  journalManifestWrite(repoId: number, digest: string): void {
+    // An entry a delete journaled already (at its own change) stays as it is.
+    this.sql('INSERT OR IGNORE INTO pending_unlinks (repo_id, digest, gen) SELECT id, ?, gen FROM repos WHERE id = ?').run(digest, repoId);
+  }
+
   contentInUse(repoId: number, digest: string): boolean {
     // A subject link does not need its subject's file; every other role does.
     return this.sql(`SELECT 1 WHERE EXISTS (SELECT 1 FROM manifests WHERE repo_id = $repo AND digest = $digest)

@@ -130,6 +130,12 @@ export interface ManifestIndex {
   /** Removes manifests and every tag on them, in one transaction; returns those that were there. */
   deleteManifests(repoId: number, digests: string[]): Promise<string[]>;
   /**
+   * Journals the file a manifest push is about to write, before it is written: the push's commit
+   * (`putManifest`) drops the entry, so only a push cut off between the file's rename and its
+   * commit leaves it, and the file then goes like any journaled removal (if nothing needs it).
+   */
+  journalManifestWrite(repoId: number, digest: string): Promise<void>;
+  /**
    * Whether anything still needs the file `blobs/<digest>` in any role: a manifest, a blob row
    * (uploaded or mounted), a layout referrers index, or a config/layer/blob/child link of a
    * manifest here or of an ancestor's nested index.

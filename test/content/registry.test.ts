@@ -5,7 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -77,6 +79,46 @@ test('a re-push of the same bytes while the delete\'s file removal is under way 
     await fsckClean(reg.dataDir);
   } finally {
     await reg.dispose();
+  }
+});
+
+test('a manifest push cut off between its file\'s rename and its commit leaves nothing served after a restart', async () => {
+  // The crash test's failure (client's manifest untagged but 200 by digest after kill -9): a
+  // delete by digest, its file removed after the rewrite, then a re-push of the same bytes killed
+  // after the file was renamed into blobs/ but before its rows were committed. Such a file looked
+  // like a manifest another tool put into blobs/ without listing it, and was served by digest.
+  // The commit is made to fail here, as a kill at that instant would leave it.
+  const dataDir = await mkdtemp(join(tmpdir(), 'trellis-test-cutoff-'));
+  const repo = 'crash/cutoff';
+  const image = makeImage();
+  const file = join(dataDir, repo, 'blobs', 'sha256', image.digest.slice(7));
+  let reg: TestRegistry | undefined = await startTestRegistry({}, dataDir);
+  try {
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', image)).status, 201);
+    const deleted = await fetch(`${reg.url}/v2/${repo}/manifests/${image.digest}`, { method: 'DELETE' });
+    assert.equal(deleted.status, 202);
+    await settled(reg);
+    assert.equal(existsSync(file), false, 'the deleted manifest\'s file was not removed after the rewrite');
+    const metadata = reg.registry.metadata;
+    metadata.putManifest = () => { throw new Error('killed before the commit'); };
+    assert.notEqual((await pushManifest(reg.url, repo, 'v2', image.bytes)).status, 201);
+    assert.equal(existsSync(file), true, 'the cut-off push did not get as far as renaming its file into place');
+    await reg.close();
+
+    reg = await startTestRegistry({}, dataDir);
+    assert.deepEqual((await listTags(reg.url, repo)).tags, []);
+    assert.equal((await getManifest(reg.url, repo, image.digest)).status, 404, 'an unacknowledged push is served by digest after the restart');
+    assert.equal((await getBlob(reg.url, repo, image.digest)).status, 404);
+    assert.equal(existsSync(file), false, 'the cut-off push\'s file outlived the restart');
+    // The client carries on: the same bytes again are stored and served.
+    assert.equal((await pushManifest(reg.url, repo, 'v3', image.bytes)).status, 201);
+    await settled(reg);
+    assert.equal((await getManifest(reg.url, repo, image.digest)).status, 200);
+    await reg.close();
+    await fsckClean(dataDir);
+  } finally {
+    await reg?.close();
+    await rm(dataDir, { recursive: true, force: true });
   }
 });
 

@@ -946,6 +946,8 @@ test('kill -9 while clients delete manifests by digest and re-push the same byte
   // tag, again and again. A delete journals the file for removal after the next index.json
   // rewrite; a re-push of the same bytes must keep it. After each kill (mid-cycle) and restart,
   // every acknowledged re-push must still resolve and serve its bytes, and fsck must be clean.
+  // A client left without a tag must get 404 by digest: a re-push killed after its file's rename
+  // but before its commit once answered 200 here (test/content/registry.test.ts recreates it).
   const CLIENTS = 4;
   const KILLS = 2;
   const dataDir = await mkdtemp(join(tmpdir(), 'trellis-crash-redo-'));
