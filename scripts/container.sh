@@ -57,6 +57,9 @@ build_image() {
   commit="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
   if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit="$commit-dirty"; fi
   build_base
+  # The web UI's bundle is built on the host (its tools are development dependencies the image
+  # does not need) and copied in.
+  [ -f "$ROOT/dist/ui/index.html" ] || (cd "$ROOT" && npm run build)
   # Behind a TLS-inspecting proxy (this sandbox) npm ci in the build needs the host's CA bundle.
   local ca="${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}"
   local secret=()

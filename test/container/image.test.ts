@@ -84,7 +84,7 @@ test('the image: non-root, /data volume, port 5000, health check, serve on 0.0.0
   assert.ok('5000/tcp' in image.Config.ExposedPorts);
   assert.ok(image.Config.Env.includes('TRELLIS_LISTEN=0.0.0.0:5000'));
   assert.deepEqual([...image.Config.Entrypoint, ...image.Config.Cmd], ['node', '/app/bin/trellis.mjs', 'serve']);
-  assert.match(JSON.stringify(image.Healthcheck?.Test ?? []), /\/v2\//);
+  assert.match(JSON.stringify(image.Healthcheck?.Test ?? []), /\/healthz/);
 });
 
 test('podman run: /v2/ answers, oras pushes and pulls, healthy, data survives a new container, SIGTERM stops it cleanly', { skip }, async (t) => {
@@ -95,6 +95,10 @@ test('podman run: /v2/ answers, oras pushes and pulls, healthy, data survives a 
   const ping = await waitForRegistry(`${base}/v2/`);
   assert.equal(ping.status, 200);
   assert.equal(ping.headers.get('docker-distribution-api-version'), 'registry/2.0');
+  // The web UI ships in the image.
+  const ui = await fetch(`${base}/ui/`);
+  assert.equal(ui.status, 200);
+  assert.match(await ui.text(), /<div id="root"|<script type="module"/);
   assert.match(await podman('exec', NAME, 'id', '-un'), /^trellis$/);
   assert.match(await podman('exec', NAME, 'node', '/app/bin/trellis.mjs', '--version'), /^trellis \S+ \(commit [0-9a-f]{40}/);
   await podman('healthcheck', 'run', NAME); // exits non-zero when unhealthy
