@@ -292,6 +292,54 @@ describe('referrers', () => {
     assert.equal(second.headers.get('link'), null);
   });
 
+  test('without n, a referrers page is as large as the byte budget allows, and its Link asks the same way', async () => {
+    const image = await pushImage('ref/many', 'v1');
+    for (let i = 0; i < 1200; i++) await pushReferrer('ref/many', image, 'application/vnd.example.sig', { seq: String(i) });
+    // More than maxListPage (1,000), in one answer: the 4 MiB budget is what cuts a page.
+    const whole = await call('GET', `/v2/ref/many/referrers/${image.digest}`);
+    assert.equal((whole.json().manifests as unknown[]).length, 1200);
+    assert.equal(whole.headers.get('link'), null);
+    // With n, maxListPage still caps the page, and the Link carries n.
+    const capped = await call('GET', `/v2/ref/many/referrers/${image.digest}?n=5000`);
+    assert.equal((capped.json().manifests as unknown[]).length, 1000);
+    assert.match(capped.headers.get('link') ?? '', /[?&]n=5000&/);
+
+    // A small budget cuts pages early; following Link (without n) visits every referrer once.
+    const small = await startTestRegistry({ maxReferrersBytes: 20_000 });
+    try {
+      const put = (path: string, body: string, type: string) => fetch(`${small.url}${path}`, { method: 'PUT', body, headers: { 'Content-Type': type } });
+      const empty = await fetch(`${small.url}/v2/ref/small/blobs/uploads/?digest=${EMPTY.digest}`, { method: 'POST', body: '{}' });
+      assert.equal(empty.status, 201);
+      const ghost = { mediaType: OCI_MANIFEST, digest: sha256('ghost subject'), size: 13 };
+      const expected = new Set<string>();
+      for (let i = 0; i < 300; i++) {
+        const body = JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType: 'application/vnd.example.sig', config: EMPTY, layers: [EMPTY], subject: ghost, annotations: { seq: String(i) } });
+        const res = await put(`/v2/ref/small/manifests/${sha256(body)}`, body, OCI_MANIFEST);
+        assert.equal(res.status, 201);
+        expected.add(sha256(body));
+      }
+      const seen: string[] = [];
+      let next: string | null = `/v2/ref/small/referrers/${ghost.digest}`;
+      let pages = 0;
+      while (next) {
+        const res = await fetch(`${small.url}${next}`);
+        const text = await res.text();
+        assert.equal(res.status, 200, text);
+        assert.ok(Buffer.byteLength(text) <= 20_000, `a page of ${Buffer.byteLength(text)} bytes`);
+        seen.push(...(JSON.parse(text) as { manifests: { digest: string }[] }).manifests.map((m) => m.digest));
+        const link = res.headers.get('link');
+        if (link) assert.doesNotMatch(link, /[?&]n=/);
+        next = link ? /^<([^>]+)>/.exec(link)![1]! : null;
+        pages++;
+      }
+      assert.ok(pages > 3, `${pages} pages`);
+      assert.equal(seen.length, 300);
+      assert.deepEqual(new Set(seen), expected);
+    } finally {
+      await small.dispose();
+    }
+  });
+
   test('a referrer whose subject is missing is accepted and listed', async () => {
     const ghost = { digest: sha256('ghost'), size: 5 };
     const ref = await pushReferrer('ref/ghost', ghost, 'application/vnd.example.sig', {});
