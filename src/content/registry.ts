@@ -17,6 +17,7 @@ import { ContentError } from './errors.ts';
 import { ManifestInvalid, parseManifest, type ManifestLink } from '../oci/manifest.ts';
 import { isValidTag, repositoryNameProblem } from '../oci/names.ts';
 import { KeyedLock } from './lock.ts';
+import { FileCache } from './file-cache.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
 
 export interface RegistryOptions {
@@ -61,6 +62,8 @@ export type ContentObserver = (change: ContentChange) => Promise<void>;
 export interface StoredManifest {
   record: ManifestRecord;
   key: string;
+  /** The object as the storage driver saw it when the manifest was resolved. */
+  info: ObjectInfo;
 }
 
 /** Missing descriptors a refused manifest push names at most. */
@@ -102,6 +105,8 @@ export class Registry {
   private readonly lastLayoutCheck = new Map<string, number>();
   private readonly log: Logger;
   private readonly observers: ContentObserver[] = [];
+  /** Bodies of recently pulled manifests (8 MiB in all, none over 256 KiB), checked against the object's etag. */
+  private readonly manifestCache = new FileCache({ maxBytes: 8 << 20, maxEntryBytes: 256 << 10 });
 
   /** Released on close when this registry took it (not when a caller lent it, as rebuildIndex does). */
   private readonly directoryLock: DirectoryLock | undefined;
@@ -357,9 +362,16 @@ export class Registry {
     return this.driver.readFile(blobKey(repository, digest), maxBytes);
   }
 
-  /** A resolved manifest's bytes. */
+  /**
+   * A resolved manifest's bytes. Small ones come from a bounded cache, checked against the object's
+   * identity (the driver's etag) from the resolve, so a rewrite by another tool is never masked.
+   */
   async manifestBytes(stored: StoredManifest): Promise<Buffer | undefined> {
-    return this.driver.readFile(stored.key, Number.MAX_SAFE_INTEGER);
+    const cached = this.manifestCache.get(stored.key, stored.info);
+    if (cached) return cached;
+    const bytes = await this.driver.readFile(stored.key, Number.MAX_SAFE_INTEGER);
+    if (bytes && bytes.length === stored.info.size) this.manifestCache.set(stored.key, stored.info, bytes);
+    return bytes;
   }
 
   /** A new writer for blob content (an upload), committed by storeBlob. */
@@ -461,7 +473,8 @@ export class Registry {
     const key = blobKey(repository, digest);
     const record = await this.metadata.manifest(repo.id, digest)
       ?? (await this.metadata.awaitsUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
-    if (record && (await this.driver.stat(key))) return { record, key };
+    const info = record && (await this.driver.stat(key));
+    if (record && info) return { record, key, info };
     // A manifest an index here lists from a descendant repository is pulled through this one.
     // Only descendants the caller may pull; the others look exactly like a manifest that is not there.
     for (const descendant of await this.linkedDescendants(repo)) {
@@ -469,7 +482,8 @@ export class Registry {
       const child = await this.metadata.repository(descendant);
       const nested = child && await this.metadata.manifest(child.id, digest);
       const nestedKey = blobKey(descendant, digest);
-      if (nested && (await this.driver.stat(nestedKey))) return { record: nested, key: nestedKey };
+      const nestedInfo = nested && (await this.driver.stat(nestedKey));
+      if (nested && nestedInfo) return { record: nested, key: nestedKey, info: nestedInfo };
     }
     throw unknown();
   }

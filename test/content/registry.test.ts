@@ -209,3 +209,25 @@ test('deleting a manifest and then its blobs never leaves index.json listing a m
     await reg.dispose();
   }
 });
+
+test('manifest bodies are served from a cache that a rewrite of the object invalidates (its etag changes)', async () => {
+  const reg = await startTestRegistry();
+  const repo = 'cache/manifests';
+  try {
+    const image = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', image)).status, 201);
+    const first = await reg.registry.resolveManifest(repo, 'v1');
+    const bytes = await reg.registry.manifestBytes(first);
+    assert.ok(bytes?.equals(image.bytes));
+    const again = await reg.registry.manifestBytes(await reg.registry.resolveManifest(repo, 'v1'));
+    assert.equal(again, bytes, 'the second read is the cached buffer, not another read');
+    // Another tool rewrites the object under the same key: the next resolve sees a new etag.
+    const rewritten = Buffer.from(`${image.bytes.toString()}\n`);
+    await reg.registry.driver.writeFile(first.key, rewritten);
+    const after = await reg.registry.resolveManifest(repo, 'v1');
+    assert.notEqual(after.info.etag, first.info.etag);
+    assert.ok((await reg.registry.manifestBytes(after))?.equals(rewritten), 'stale bytes served after a rewrite');
+  } finally {
+    await reg.dispose();
+  }
+});
