@@ -5,11 +5,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cliEnv, startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { cliEnv, needsFileStorage, startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import {
   OCI_MANIFEST, descriptorOf, getBlob, getManifest, listTags, makeImage, pushBlob, pushBuilt, pushManifest, type Built,
 } from '../helpers/oci-client.ts';
@@ -210,7 +210,9 @@ test('deleting a manifest and then its blobs never leaves index.json listing a m
   }
 });
 
-test('manifest bodies are served from a cache that a rewrite of the object invalidates (its etag changes)', async () => {
+test('manifest bodies are served from a cache that a rewrite of the file invalidates (its etag changes)', async (t) => {
+  // On S3 a content-addressed key is never rewritten with other bytes (the shared object is kept).
+  if (!needsFileStorage(t)) return;
   const reg = await startTestRegistry();
   const repo = 'cache/manifests';
   try {
@@ -221,9 +223,9 @@ test('manifest bodies are served from a cache that a rewrite of the object inval
     assert.ok(bytes?.equals(image.bytes));
     const again = await reg.registry.manifestBytes(await reg.registry.resolveManifest(repo, 'v1'));
     assert.equal(again, bytes, 'the second read is the cached buffer, not another read');
-    // Another tool rewrites the object under the same key: the next resolve sees a new etag.
+    // Another tool rewrites the file in place: the next resolve sees a new etag.
     const rewritten = Buffer.from(`${image.bytes.toString()}\n`);
-    await reg.registry.driver.writeFile(first.key, rewritten);
+    await writeFile(join(reg.dataDir, first.key), rewritten);
     const after = await reg.registry.resolveManifest(repo, 'v1');
     assert.notEqual(after.info.etag, first.info.etag);
     assert.ok((await reg.registry.manifestBytes(after))?.equals(rewritten), 'stale bytes served after a rewrite');
