@@ -7,7 +7,7 @@ import { openStorage, type ObjectInfo, type ObjectWriter, type StorageDriver } f
 import { lockDataDirectory, type DirectoryLock } from '../metadata/directory-lock.ts';
 import { dropMetadata, manifestRecord, metadataExists, openMetadata, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
-import { findLayouts } from '../layout/discover.ts';
+import { findLayouts, limitConcurrency } from '../layout/discover.ts';
 import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
 import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layoutKey } from '../layout/paths.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
@@ -65,6 +65,9 @@ export interface StoredManifest {
   /** The object as the storage driver saw it when the manifest was resolved. */
   info: ObjectInfo;
 }
+
+/** Repositories adopted at once at start-up. */
+const ADOPT_CONCURRENCY = 32;
 
 /** Missing descriptors a refused manifest push names at most. */
 const MAX_REPORTED_MISSING = 10;
@@ -231,11 +234,14 @@ export class Registry {
 
   /** Finds every layout under the data root (nested folders are nested names) and indexes it. */
   async adoptLayouts(): Promise<void> {
-    for (const name of await findLayouts(this.driver)) await this.adopt(name);
+    // Side by side: each repository is one stat unless its index.json changed while we were down.
+    const limit = limitConcurrency(ADOPT_CONCURRENCY);
+    await Promise.all((await findLayouts(this.driver)).map((name) => limit(() => this.adopt(name))));
   }
 
   private async adopt(name: string): Promise<void> {
-    await this.metadata.ensureRepository(name);
+    // A read first: at start-up nearly every repository is known, and a read is cheaper than a write.
+    if (!(await this.metadata.repository(name))) await this.metadata.ensureRepository(name);
     await this.indexLock.run(name, () => this.syncWithDisk(name));
   }
 
