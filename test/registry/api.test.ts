@@ -170,6 +170,35 @@ describe('blob uploads', () => {
   });
 });
 
+describe('blob pulls', () => {
+  test('a large blob arrives whole, in ranges, and a client that hangs up mid-pull harms nothing', async () => {
+    const data = Buffer.alloc(5 * 1024 * 1024 + 321);
+    for (let i = 0; i < data.length; i += 4096) data.writeUInt32BE(i, i);
+    const digest = await pushBlob('pull/big', data);
+    const whole = await fetch(`${reg.url}/v2/pull/big/blobs/${digest}`);
+    assert.equal(whole.status, 200);
+    assert.equal(whole.headers.get('content-length'), String(data.length));
+    assert.ok(Buffer.from(await whole.arrayBuffer()).equals(data));
+    const part = await fetch(`${reg.url}/v2/pull/big/blobs/${digest}`, { headers: { Range: 'bytes=1048570-3145730' } });
+    assert.equal(part.status, 206);
+    assert.ok(Buffer.from(await part.arrayBuffer()).equals(data.subarray(1048570, 3145731)));
+    for (let i = 0; i < 3; i++) {
+      const abort = new AbortController();
+      const res = await fetch(`${reg.url}/v2/pull/big/blobs/${digest}`, { signal: abort.signal });
+      const reader = res.body!.getReader();
+      await reader.read();
+      abort.abort();
+      await reader.read().catch(() => undefined);
+    }
+    const empty = await pushBlob('pull/big', Buffer.alloc(0));
+    const none = await fetch(`${reg.url}/v2/pull/big/blobs/${empty}`);
+    assert.equal(none.status, 200);
+    assert.equal((await none.arrayBuffer()).byteLength, 0);
+    const again = await fetch(`${reg.url}/v2/pull/big/blobs/${digest}`);
+    assert.equal(sha256(Buffer.from(await again.arrayBuffer())), digest);
+  });
+});
+
 describe('manifests', () => {
   test('exact bytes, media type from Content-Type when the body has none, GET without Accept', async () => {
     const config = Buffer.from('{}');
