@@ -213,3 +213,67 @@ export async function runPool(options: {
   result.wallMs = performance.now() - started;
   return result;
 }
+
+/** A file's byte range as a pull-driven web stream (1 MiB reads), for PATCH bodies. */
+async function fileRangeStream(file: string, start: number, length: number, chunkBytes = 1 << 20): Promise<ReadableStream<Uint8Array>> {
+  const handle = await open(file, 'r');
+  let position = start;
+  const end = start + length;
+  let closed = false;
+  const close = async () => {
+    if (!closed) {
+      closed = true;
+      await handle.close();
+    }
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const want = Math.min(chunkBytes, end - position);
+      if (want <= 0) {
+        await close();
+        controller.close();
+        return;
+      }
+      const buffer = Buffer.allocUnsafe(want);
+      const { bytesRead } = await handle.read(buffer, 0, want, position);
+      if (bytesRead === 0) {
+        await close();
+        controller.close();
+        return;
+      }
+      position += bytesRead;
+      controller.enqueue(buffer.subarray(0, bytesRead));
+    },
+    cancel: close,
+  });
+}
+
+/** POST, then `chunks` PATCHes with Content-Range (each streamed from the file), then PUT ?digest=. */
+export async function pushBlobChunked(base: string, repo: string, file: string, size: number, digest: string, chunks: number, signal: AbortSignal): Promise<void> {
+  let url = await startUpload(base, repo, signal);
+  const chunkBytes = Math.ceil(size / chunks);
+  for (let start = 0; start < size; start += chunkBytes) {
+    const length = Math.min(chunkBytes, size - start);
+    const res = await fetch(url, {
+      method: 'PATCH', body: await fileRangeStream(file, start, length), duplex: 'half', signal,
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(length), 'Content-Range': `${start}-${start + length - 1}` },
+    } as RequestInit);
+    const text = await res.text();
+    if (res.status !== 202) throw new HttpFailure(`PATCH ${url.pathname}`, res.status, text);
+    const location = res.headers.get('location');
+    if (!location) throw new Error('PATCH answered 202 without Location');
+    url = new URL(location, base);
+  }
+  url.searchParams.set('digest', digest);
+  const res = await fetch(url, { method: 'PUT', headers: { 'Content-Length': '0' }, signal });
+  const text = await res.text();
+  if (res.status !== 201) throw new HttpFailure(`PUT ${url.pathname}`, res.status, text);
+}
+
+/** GETs a manifest and drops it; returns its length. */
+export async function getManifest(base: string, repo: string, reference: string): Promise<number> {
+  const res = await fetch(`${base}/v2/${repo}/manifests/${reference}`, { headers: { Accept: `${OCI_MANIFEST}, ${OCI_INDEX}` } });
+  const body = await res.arrayBuffer();
+  if (res.status !== 200) throw new HttpFailure(`GET /v2/${repo}/manifests/${reference}`, res.status, Buffer.from(body).toString());
+  return body.byteLength;
+}

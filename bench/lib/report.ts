@@ -1,113 +1,122 @@
-// Renders the results as a markdown table (the figures in docs/benchmarks.md come from here).
-import type { BenchResults, Target } from '../run.ts';
+// Renders the results as markdown tables (the figures in docs/benchmarks.md come from here).
+// Each registry's figure is the median of its rounds; the comparison columns give the ratio for
+// every round (the registries of a round ran back to back, so a round's ratio is the fairest one)
+// and their median.
+import type { BenchResults } from '../run.ts';
 import { renderQueries } from '../query.ts';
+import { PEERS, TARGET_NAMES, type Measure, type SectionResult, type Target } from './harness.ts';
+import { median } from './stats.ts';
 
-type Cell = number | string | null | undefined;
-
-function fmt(value: Cell, digits = 1): string {
-  if (value === null || value === undefined) return '—';
-  if (typeof value === 'string') return value;
-  if (!Number.isFinite(value)) return '—';
+function fmt(value: number | undefined, digits = 1): string {
+  if (value === undefined || !Number.isFinite(value)) return '—';
   return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
-function ratio(a: Cell, b: Cell, digits = 2): string {
-  if (typeof a !== 'number' || typeof b !== 'number' || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '—';
-  return `${fmt(a / b, digits)}×`;
+/** How Trellis fares against `against`: ≥ 1 means at or ahead, whichever way the measure runs. */
+function advantage(trellis: number, against: number, higherIsBetter: boolean): number {
+  return higherIsBetter ? trellis / against : against / trellis;
 }
 
-const mib = (kib: number | undefined) => (kib === undefined ? undefined : kib / 1024);
+/** Per round: Trellis against the best of `peers` in that round. */
+function roundRatios(values: Partial<Record<Target, number[]>>, trellis: Target, peers: readonly Target[], higherIsBetter: boolean): number[] {
+  const mine = values[trellis] ?? [];
+  return mine.map((v, r) => {
+    const theirs = peers.map((p) => values[p]?.[r]).filter((x): x is number => x !== undefined && Number.isFinite(x) && x > 0);
+    if (!theirs.length || !(v > 0)) return NaN;
+    const best = higherIsBetter ? Math.max(...theirs) : Math.min(...theirs);
+    return advantage(v, best, higherIsBetter);
+  });
+}
 
-export function renderMarkdown(r: BenchResults): string {
-  const rows: string[][] = [];
-  // Trellis on PostgreSQL metadata, when measured, is a column beside Trellis on SQLite; its cell
-  // for a row is read from the same field of its section (set just before each row).
-  const withPostgres = r.settings.targets.includes('trellis-postgres');
-  let onPostgres: Cell;
-  const row = (label: string, t: Cell, d: Cell, vs: string, digits = 1) => {
-    rows.push(withPostgres ? [label, fmt(t, digits), fmt(onPostgres, digits), fmt(d, digits), vs] : [label, fmt(t, digits), fmt(d, digits), vs]);
-    onPostgres = undefined;
-  };
-  const server = <T>(map: Partial<Record<Target, T>> | undefined, target: Target): T | undefined => map?.[target];
+function ratioCell(ratios: number[]): string {
+  const finite = ratios.filter(Number.isFinite);
+  if (!finite.length) return '—';
+  const m = median(finite);
+  return `**${fmt(m, 2)}** (${finite.map((x) => fmt(x, 2)).join(', ')})`;
+}
 
-  const tp = r.throughput;
-  if (tp) {
-    const t = server(tp.servers, 'trellis');
-    const d = server(tp.servers, 'distribution');
-    const size = `${Math.round(tp.blobBytes / 1048576)} MiB`;
-    row(`Blob push, ${size} monolithic (MB/s, median of ${r.settings.blobRuns})`, t?.pushMBps, d?.pushMBps, ratio(t?.pushMBps, d?.pushMBps));
-    row(`Blob pull, ${size} (MB/s, median of ${r.settings.blobRuns})`, t?.pullMBps, d?.pullMBps, ratio(t?.pullMBps, d?.pullMBps));
-    row('Push ÷ `openssl dgst -sha256` (goal ≥ 0.7)', t?.pushOverOpenssl, d?.pushOverOpenssl, '', 2);
-  }
-  const mf = r.manifests;
-  if (mf) {
-    const t = server(mf.servers, 'trellis');
-    const d = server(mf.servers, 'distribution');
-    const n = r.settings.manifests;
-    const p = server(mf.servers, 'trellis-postgres');
-    onPostgres = p?.single.perSecond;
-    row(`Manifest PUT by tag, 1 client (pushes/s, ${n})`, t?.single.perSecond, d?.single.perSecond, ratio(t?.single.perSecond, d?.single.perSecond));
-    onPostgres = p?.concurrent.perSecond;
-    row(`Manifest PUT by tag, ${r.settings.concurrency} clients (pushes/s, ${n})`, t?.concurrent.perSecond, d?.concurrent.perSecond, ratio(t?.concurrent.perSecond, d?.concurrent.perSecond));
-    onPostgres = p?.concurrent.p99Ms;
-    row(`Manifest PUT latency p99, ${r.settings.concurrency} clients (ms)`, t?.concurrent.p99Ms, d?.concurrent.p99Ms, ratio(t?.concurrent.p99Ms, d?.concurrent.p99Ms), 2);
-    onPostgres = p?.cpuMsPerPush;
-    row('Server CPU time per manifest push (ms, Trellis server only; PostgreSQL\'s own CPU not counted)', t?.cpuMsPerPush, d?.cpuMsPerPush, ratio(t?.cpuMsPerPush, d?.cpuMsPerPush), 2);
-  }
-  const rf = r.referrers;
-  if (rf) {
-    const t = server(rf.servers, 'trellis');
-    const d = server(rf.servers, 'distribution');
-    const w = (t ?? d)?.window ?? r.settings.referrerWindow;
-    const done = (x: typeof t) => (x ? (x.completed === x.requested ? fmt(x.completed, 0) : `${fmt(x.completed, 0)} of ${fmt(x.requested, 0)} (${x.stoppedBy})`) : undefined);
-    row(`Referrers pushed into one repository, ${r.settings.concurrency} clients`, done(t), done(d), '');
-    const p = server(rf.servers, 'trellis-postgres');
-    onPostgres = p?.firstMeanMs;
-    row(`Referrer push mean latency, first ${fmt(w, 0)} (ms)`, t?.firstMeanMs, d?.firstMeanMs, ratio(t?.firstMeanMs, d?.firstMeanMs), 2);
-    onPostgres = p?.lastMeanMs;
-    row(`Referrer push mean latency, last ${fmt(w, 0)} (ms)`, t?.lastMeanMs, d?.lastMeanMs, ratio(t?.lastMeanMs, d?.lastMeanMs), 2);
-    onPostgres = p?.lastOverFirst;
-    row('Last ÷ first (goal ≤ 2)', t?.lastOverFirst, d?.lastOverFirst, '', 2);
-    row(`Referrer push p99, last ${fmt(w, 0)} (ms)`, t?.lastP99Ms, d?.lastP99Ms, ratio(t?.lastP99Ms, d?.lastP99Ms), 2);
-    row('Referrer pushes/s, whole run', t?.perSecond, d?.perSecond, ratio(t?.perSecond, d?.perSecond));
-    row('Server CPU time per referrer push (ms)', t?.cpuMsPerPush, d?.cpuMsPerPush, ratio(t?.cpuMsPerPush, d?.cpuMsPerPush), 2);
-    const listing = (x: typeof t) => (x ? (x.listing.status === 200 ? `${fmt(x.listing.ms, 0)} ms, ${fmt(x.listing.manifests, 0)} in ${x.listing.pages} pages` : `HTTP ${x.listing.status} (no API)`) : undefined);
-    row('GET /v2/<repo>/referrers/<subject>, all pages', listing(t), listing(d), '');
-    row('SIGTERM to exit after the referrers (s)', t ? t.stopMs / 1000 : undefined, d ? d.stopMs / 1000 : undefined, '', 2);
-  }
-  for (const [name, section] of [['throughput', tp], ['manifests', mf], ['referrers', rf]] as const) {
-    if (!section) continue;
-    const t = mib(section.servers.trellis?.memory?.peakKiB);
-    const d = mib(section.servers.distribution?.memory?.peakKiB);
-    row(`Peak RSS (VmHWM) after ${name} (MiB)`, t, d, ratio(t, d));
-  }
-  for (const [name, section] of [['throughput', tp], ['manifests', mf], ['referrers', rf]] as const) {
-    if (!section) continue;
-    row(`Other processes' CPU during ${name} (cores, avg)`, section.servers.trellis?.otherCores, section.servers.distribution?.otherCores, '', 2);
-  }
+/** Rows that miss the goal (Trellis behind the best peer), collected for the summary. */
+export interface Shortfall {
+  section: string;
+  row: string;
+  ratio: number;
+}
 
+function sectionTable(name: string, section: SectionResult, targets: readonly Target[], shortfalls: Shortfall[]): string[] {
   const lines: string[] = [];
-  const m = r.machine;
-  lines.push(`# Trellis vs distribution 2.8: ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC`, '');
-  lines.push(`${m.nproc} cores, ${m.cpuModel}; Node ${m.node}; distribution ${m.distribution.replace(/^\S+\s+\S+\s+/, '')}; ${m.openssl}; Trellis ${m.trellisCommit}. Run took ${r.durationS ?? '?'} s.`, '');
-  if (withPostgres) lines.push('| measure | Trellis (SQLite) | Trellis (PostgreSQL) | distribution 2.8 | Trellis ÷ distribution |', '| --- | ---: | ---: | ---: | ---: |');
-  else lines.push('| measure | Trellis | distribution 2.8 | Trellis ÷ distribution |', '| --- | ---: | ---: | ---: |');
-  for (const cells of rows) lines.push(`| ${cells.join(' | ')} |`);
-  if (tp) {
-    lines.push('', `Reference on the same ${Math.round(tp.blobBytes / 1048576)} MiB file: \`openssl dgst -sha256\` ${fmt(tp.opensslMBps)} MB/s (runs ${tp.opensslRunsMBps.map((v) => fmt(v)).join(', ')}); `
-      + `the same client pushing to a node:http server that only hashes the body: ${fmt(tp.sinkPushMBps)} MB/s. MB = 10⁶ bytes.`);
+  const cols = targets.map((t) => TARGET_NAMES[t]);
+  lines.push(`### ${name}`, '');
+  lines.push(`| measure | ${cols.join(' | ')} | Trellis vs best peer, median (per round) | Trellis fsync vs distribution |`);
+  lines.push(`| --- | ${cols.map(() => '---:').join(' | ')} | ---: | ---: |`);
+  const add = (label: string, values: Partial<Record<Target, number[]>>, higherIsBetter: boolean, digits: number, compare: boolean, m?: Measure, longLabel = label) => {
+    const cells = targets.map((t) => {
+      const v = values[t];
+      if (!v?.length) return '—';
+      const med = median(v);
+      const flag = m?.expected !== undefined && v.some((x) => x !== m.expected) ? ` ✗ (of ${fmt(m.expected, 0)})` : '';
+      return fmt(med, digits) + flag;
+    });
+    let vsBest = '';
+    let vsDist = '';
+    if (compare) {
+      const ratios = roundRatios(values, 'trellis', PEERS, higherIsBetter);
+      vsBest = ratioCell(ratios);
+      vsDist = ratioCell(roundRatios(values, 'trellis-fsync', ['distribution'], higherIsBetter));
+      const m2 = median(ratios.filter(Number.isFinite));
+      if (Number.isFinite(m2) && m2 < 1) shortfalls.push({ section: name, row: longLabel, ratio: m2 });
+    }
+    lines.push(`| ${label} | ${cells.join(' | ')} | ${vsBest} | ${vsDist} |`);
+  };
+  for (const m of section.measures) {
+    add(m.label, m.rounds, m.higherIsBetter, m.digits ?? 1, !m.noComparison && m.expected === undefined, m);
+    if (m.cpuMsPerOp) add(`↳ server CPU per operation (ms)`, m.cpuMsPerOp, false, 2, true, undefined, `${m.label}: server CPU per operation`);
   }
-  if (mf) lines.push('', `Manifests are ${mf.manifestBytes} bytes; referrer manifests ${rf?.referrerBytes ?? '—'} bytes.`);
-  lines.push('', `"Other processes' CPU" is what the rest of the machine used while each server was measured (from /proc/stat, less the server and the harness); the client runs on the same ${m.nproc} cores as the servers.`);
-  if (r.errors.length) lines.push('', '**Errors:**', ...r.errors.map((e) => `- ${e.split('\n')[0]}`));
-  const pushErrors: string[] = [];
-  for (const target of ['trellis', 'distribution'] as const) {
-    for (const [name, phase] of [['manifests 1 client', mf?.servers[target]?.single], ['manifests concurrent', mf?.servers[target]?.concurrent], ['referrers', rf?.servers[target]]] as const) {
-      if (phase && phase.errors) pushErrors.push(`- ${target} ${name}: ${phase.errors} failed requests, e.g. ${phase.firstErrors[0] ?? ''}`);
+  const mib = (kib: number | undefined) => (kib === undefined ? undefined : kib / 1024);
+  const memRow = (label: string, figures: SectionResult['memory']) => {
+    const values: Partial<Record<Target, number[]>> = {};
+    for (const t of targets) {
+      const v = mib(figures[t]?.peakKiB);
+      if (v !== undefined) values[t] = [v];
+    }
+    add(label, values, false, 0, true);
+  };
+  memRow('peak RSS, VmHWM (MiB)', section.memory);
+  for (const [label, figures] of Object.entries(section.memoryAt ?? {})) memRow(`peak RSS ${label} (MiB)`, figures);
+  if (section.references) {
+    lines.push('');
+    for (const [label, runs] of Object.entries(section.references)) {
+      if (runs.length) lines.push(`- ${label}: ${fmt(median(runs))} (rounds: ${runs.map((v) => fmt(v)).join(', ')})`);
     }
   }
-  if (pushErrors.length) lines.push('', '**Failed requests:**', ...pushErrors);
-  if (r.queries) lines.push('', renderQueries(r.queries).trimEnd());
-  if (r.trellisLogWarnings.length) lines.push('', `Trellis logged ${r.trellisLogWarnings.length} warning line(s) at --log-level warn; see the JSON.`);
+  lines.push('', `Other processes used ${fmt(section.otherCores, 2)} cores on average meanwhile.`);
+  for (const note of section.notes) lines.push('', note);
+  return lines;
+}
+
+export function renderMarkdown(r: BenchResults): string {
+  const m = r.machine;
+  const lines: string[] = [];
+  lines.push(`# Trellis vs olareg and distribution 2.8: ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC`, '');
+  lines.push(`${m.nproc} cores, ${m.cpuModel}; Node ${m.node}; distribution ${m.distribution.replace(/^\S+\s+\S+\s+/, '')}; olareg ${m.olareg}; ${m.openssl}; `
+    + `Trellis ${m.trellisCommit}. ${r.settings.rounds} rounds${r.settings.quick ? ' (BENCH_QUICK)' : ''}; run took ${r.durationS ?? '?'} s. MB = 10⁶ bytes.`, '');
+  lines.push('Figures are medians of the rounds. "Trellis vs best peer" compares Trellis in its default durability with the better of olareg and distribution in the same round; '
+    + '"Trellis fsync vs distribution" compares Trellis with `fsync: true` with distribution. ≥ 1 means Trellis is at or ahead (for times, CPU and memory: the peer\'s figure ÷ Trellis\'s). '
+    + 'A ✗ marks a checked count that a registry missed in some round.', '');
+  if (r.settings.targets.includes('trellis-postgres')) {
+    lines.push('"Trellis on PostgreSQL" is Trellis in its default durability with its metadata on PostgreSQL (durable commits); it is not in the comparison columns, '
+      + 'and its server CPU and RSS are the Trellis process\'s only, not PostgreSQL\'s.', '');
+  }
+  const shortfalls: Shortfall[] = [];
+  for (const [name, section] of Object.entries(r.sections)) {
+    if (section) lines.push(...sectionTable(name, section, r.settings.targets, shortfalls), '');
+  }
+  if (shortfalls.length) {
+    lines.push('### Rows where Trellis is behind the best peer', '');
+    for (const s of shortfalls) lines.push(`- ${s.section}: ${s.row}: ${fmt(s.ratio, 2)}`);
+    lines.push('');
+  }
+  if (r.errors.length) lines.push('**Errors:**', ...r.errors.map((e) => `- ${e.split('\n')[0]}`), '');
+  if (r.queries) lines.push(renderQueries(r.queries).trimEnd(), '');
+  if (r.trellisLogWarnings.length) lines.push(`Trellis logged ${r.trellisLogWarnings.length} warning line(s) at --log-level warn; see the JSON.`);
   return lines.join('\n') + '\n';
 }

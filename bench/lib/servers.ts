@@ -9,8 +9,9 @@ import { join, resolve } from 'node:path';
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const NODE_BIN_DIR = join(ROOT, 'node_modules/.bin');
 export const DISTRIBUTION_BIN = process.env.BENCH_DISTRIBUTION ?? join(ROOT, '.peers/docker-registry/usr/bin/docker-registry');
+export const OLAREG_BIN = process.env.BENCH_OLAREG ?? join(ROOT, '.peers/bin/olareg');
 
-export type ServerKind = 'trellis' | 'distribution' | 'sink';
+export type ServerKind = 'trellis' | 'distribution' | 'olareg' | 'sink';
 
 export interface ServerHandle {
   kind: ServerKind;
@@ -18,6 +19,8 @@ export interface ServerHandle {
   pid: number;
   dataDir: string;
   logFile: string;
+  /** Milliseconds from spawning the process to the first 200 on GET /v2/. */
+  readyMs: number;
   /**
    * Stops the process (SIGTERM, then SIGKILL after a grace period) and removes its data;
    * `ms` is the time from SIGTERM to exit, not counting the removal.
@@ -107,7 +110,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-async function waitReady(url: string, child: ChildProcess, logFile: string, timeoutMs: number): Promise<void> {
+async function waitReady(url: string, child: ChildProcess, logFile: string, timeoutMs: number, pollMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let lastError = '';
   while (Date.now() < deadline) {
@@ -122,7 +125,7 @@ async function waitReady(url: string, child: ChildProcess, logFile: string, time
     } catch (err) {
       lastError = (err as Error).message;
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, pollMs));
   }
   throw new Error(`server at ${url} not ready after ${timeoutMs} ms (${lastError}); log: ${tail(logFile)}`);
 }
@@ -146,12 +149,14 @@ interface SpawnSpec {
   cleanup: string[];
   keepData: boolean;
   readyTimeoutMs?: number | undefined;
+  readyPollMs?: number | undefined;
 }
 
 async function launch(spec: SpawnSpec): Promise<ServerHandle> {
   installExitHooks();
   const log = createWriteStream(spec.logFile);
   await new Promise<void>((r) => log.once('open', () => r()));
+  const spawnedAt = performance.now();
   const child = spawn(spec.command, spec.args, { cwd: ROOT, env: spec.env ?? process.env, stdio: ['ignore', log, log] });
   live.add(child);
   const exited = new Promise<{ code: number | null; signal: string | null }>((r) => {
@@ -180,14 +185,15 @@ async function launch(spec: SpawnSpec): Promise<ServerHandle> {
     throw new Error(`could not start ${spec.command}`);
   }
   try {
-    await waitReady(spec.url, child, spec.logFile, spec.readyTimeoutMs ?? 60_000);
+    await waitReady(spec.url, child, spec.logFile, spec.readyTimeoutMs ?? 60_000, spec.readyPollMs ?? 100);
   } catch (err) {
     child.kill('SIGKILL');
     await stop().catch(() => undefined);
     throw err;
   }
+  const readyMs = performance.now() - spawnedAt;
   return {
-    kind: spec.kind, url: spec.url, pid: child.pid, dataDir: spec.dataDir, logFile: spec.logFile, stop,
+    kind: spec.kind, url: spec.url, pid: child.pid, dataDir: spec.dataDir, logFile: spec.logFile, readyMs, stop,
     alive: () => child.exitCode === null && child.signalCode === null,
   };
 }
@@ -202,17 +208,19 @@ export interface StartOptions {
   /** Trellis only: write a V8 CPU profile into this folder when the server exits. */
   cpuProfDir?: string | undefined;
   keepData?: boolean;
-  /** Trellis only: serve this existing data directory (kept) instead of a fresh temp one. */
+  /** Serve this existing data directory (kept) instead of a fresh temp one (a restart). */
   dataDir?: string;
   /** How long to wait for `GET /v2/` to answer (default 60 s; a large data directory takes longer to open). */
   readyTimeoutMs?: number;
+  /** How often to poll `GET /v2/` while waiting (default 100 ms; start-up timing uses 10). */
+  readyPollMs?: number;
   /** Trellis only: extra environment variables, e.g. `TRELLIS_*` settings. */
   env?: Record<string, string>;
   /** Trellis only: extra arguments for `serve`, e.g. `--config FILE`. */
   extraArgs?: string[];
 }
 
-/** `node src/main.ts serve` with Node 24 from node_modules/.bin first on PATH. */
+/** `bin/trellis.mjs serve` (the executable: it keeps the compile cache) with Node 24 from node_modules/.bin first on PATH. */
 export async function startTrellis(options: StartOptions): Promise<ServerHandle> {
   const port = await freePort();
   const dataDir = options.dataDir ?? await mkdtemp(join(options.tmpRoot, `trellis-${options.label}-`));
@@ -223,9 +231,10 @@ export async function startTrellis(options: StartOptions): Promise<ServerHandle>
   return launch({
     kind: 'trellis',
     command: join(NODE_BIN_DIR, 'node'),
-    args: [...nodeFlags, 'src/main.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn', ...(options.extraArgs ?? [])],
+    args: [...nodeFlags, 'bin/trellis.mjs', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn', ...(options.extraArgs ?? [])],
     env: { ...process.env, ...options.env, PATH: `${NODE_BIN_DIR}:${process.env.PATH ?? ''}` },
-    dataDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [dataDir], keepData: options.keepData ?? options.dataDir !== undefined, readyTimeoutMs: options.readyTimeoutMs,
+    dataDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [dataDir], keepData: options.keepData ?? options.dataDir !== undefined,
+    readyTimeoutMs: options.readyTimeoutMs, readyPollMs: options.readyPollMs,
   });
 }
 
@@ -233,7 +242,8 @@ export async function startTrellis(options: StartOptions): Promise<ServerHandle>
 export async function startDistribution(options: StartOptions): Promise<ServerHandle> {
   if (!existsSync(DISTRIBUTION_BIN)) throw new Error(`distribution binary not found at ${DISTRIBUTION_BIN} (run .ci/install-peers.sh or set BENCH_DISTRIBUTION)`);
   const port = await freePort();
-  const workDir = await mkdtemp(join(options.tmpRoot, `distribution-${options.label}-`));
+  // With options.dataDir (a restart) the folder given is the work folder holding data/ and config.yml.
+  const workDir = options.dataDir ?? await mkdtemp(join(options.tmpRoot, `distribution-${options.label}-`));
   const dataDir = join(workDir, 'data');
   const configFile = join(workDir, 'config.yml');
   await writeFile(configFile, [
@@ -261,7 +271,25 @@ export async function startDistribution(options: StartOptions): Promise<ServerHa
   for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('REGISTRY_')) env[key] = value;
   return launch({
     kind: 'distribution', command: DISTRIBUTION_BIN, args: ['serve', configFile], env,
-    dataDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [workDir], keepData: options.keepData ?? false,
+    dataDir: workDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [workDir], keepData: options.keepData ?? options.dataDir !== undefined,
+    readyTimeoutMs: options.readyTimeoutMs, readyPollMs: options.readyPollMs,
+  });
+}
+
+/**
+ * olareg 0.2.2 (a small Go registry keeping OCI layouts on disk, no fsync), on loopback only, with
+ * delete enabled like the others and its garbage collector off so that it does not run mid-phase.
+ */
+export async function startOlareg(options: StartOptions): Promise<ServerHandle> {
+  if (!existsSync(OLAREG_BIN)) throw new Error(`olareg binary not found at ${OLAREG_BIN} (run .ci/install-peers.sh or set BENCH_OLAREG)`);
+  const port = await freePort();
+  const dataDir = options.dataDir ?? await mkdtemp(join(options.tmpRoot, `olareg-${options.label}-`));
+  const logFile = join(options.logDir, `olareg-${options.label}.log`);
+  return launch({
+    kind: 'olareg', command: OLAREG_BIN,
+    args: ['serve', '--addr', '127.0.0.1', '--port', String(port), '--dir', dataDir, '--api-delete', '--gc-frequency=-1s', '--verbosity', 'warn'],
+    dataDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [dataDir], keepData: options.keepData ?? options.dataDir !== undefined,
+    readyTimeoutMs: options.readyTimeoutMs, readyPollMs: options.readyPollMs,
   });
 }
 

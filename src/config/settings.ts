@@ -45,7 +45,7 @@ export interface Settings {
   layoutCheckIntervalMs: number;
   maxListPage: number;
   maxReferrersBytes: number;
-  /** Referrers or query results per page when the client gives no `n` (up to maxListPage with `n`). */
+  /** Query results per page when the client gives no `n` (plain referrer listings fill maxReferrersBytes instead). */
   defaultReferrersPage: number;
   /** Refuse to delete a manifest an index in an ancestor repository lists (nested namespaces). */
   protectNestedChildren: boolean;

@@ -7,7 +7,7 @@ import { openStorage, type ObjectInfo, type ObjectWriter, type StorageDriver } f
 import { lockDataDirectory, type DirectoryLock } from '../metadata/directory-lock.ts';
 import { dropMetadata, manifestRecord, metadataExists, openMetadata, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
-import { findLayouts } from '../layout/discover.ts';
+import { findLayouts, limitConcurrency } from '../layout/discover.ts';
 import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
 import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layoutKey } from '../layout/paths.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
@@ -17,6 +17,7 @@ import { ContentError } from './errors.ts';
 import { ManifestInvalid, parseManifest, type ManifestLink } from '../oci/manifest.ts';
 import { isValidTag, repositoryNameProblem } from '../oci/names.ts';
 import { KeyedLock } from './lock.ts';
+import { FileCache } from './file-cache.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
 
 export interface RegistryOptions {
@@ -61,7 +62,12 @@ export type ContentObserver = (change: ContentChange) => Promise<void>;
 export interface StoredManifest {
   record: ManifestRecord;
   key: string;
+  /** The object as the storage driver saw it when the manifest was resolved. */
+  info: ObjectInfo;
 }
+
+/** Repositories adopted at once at start-up. */
+const ADOPT_CONCURRENCY = 32;
 
 /** Missing descriptors a refused manifest push names at most. */
 const MAX_REPORTED_MISSING = 10;
@@ -102,6 +108,8 @@ export class Registry {
   private readonly lastLayoutCheck = new Map<string, number>();
   private readonly log: Logger;
   private readonly observers: ContentObserver[] = [];
+  /** Bodies of recently pulled manifests (8 MiB in all, none over 256 KiB), checked against the object's etag. */
+  private readonly manifestCache = new FileCache({ maxBytes: 8 << 20, maxEntryBytes: 256 << 10 });
 
   /** Released on close when this registry took it (not when a caller lent it, as rebuildIndex does). */
   private readonly directoryLock: DirectoryLock | undefined;
@@ -226,11 +234,14 @@ export class Registry {
 
   /** Finds every layout under the data root (nested folders are nested names) and indexes it. */
   async adoptLayouts(): Promise<void> {
-    for (const name of await findLayouts(this.driver)) await this.adopt(name);
+    // Side by side: each repository is one stat unless its index.json changed while we were down.
+    const limit = limitConcurrency(ADOPT_CONCURRENCY);
+    await Promise.all((await findLayouts(this.driver)).map((name) => limit(() => this.adopt(name))));
   }
 
   private async adopt(name: string): Promise<void> {
-    await this.metadata.ensureRepository(name);
+    // A read first: at start-up nearly every repository is known, and a read is cheaper than a write.
+    if (!(await this.metadata.repository(name))) await this.metadata.ensureRepository(name);
     await this.indexLock.run(name, () => this.syncWithDisk(name));
   }
 
@@ -357,9 +368,16 @@ export class Registry {
     return this.driver.readFile(blobKey(repository, digest), maxBytes);
   }
 
-  /** A resolved manifest's bytes. */
+  /**
+   * A resolved manifest's bytes. Small ones come from a bounded cache, checked against the object's
+   * identity (the driver's etag) from the resolve, so a rewrite by another tool is never masked.
+   */
   async manifestBytes(stored: StoredManifest): Promise<Buffer | undefined> {
-    return this.driver.readFile(stored.key, Number.MAX_SAFE_INTEGER);
+    const cached = this.manifestCache.get(stored.key, stored.info);
+    if (cached) return cached;
+    const bytes = await this.driver.readFile(stored.key, Number.MAX_SAFE_INTEGER);
+    if (bytes && bytes.length === stored.info.size) this.manifestCache.set(stored.key, stored.info, bytes);
+    return bytes;
   }
 
   /** A new writer for blob content (an upload), committed by storeBlob. */
@@ -461,7 +479,8 @@ export class Registry {
     const key = blobKey(repository, digest);
     const record = await this.metadata.manifest(repo.id, digest)
       ?? (await this.metadata.awaitsUnlink(repo.id, digest) ? undefined : await this.readUnindexedManifest(key, digest));
-    if (record && (await this.driver.stat(key))) return { record, key };
+    const info = record && (await this.driver.stat(key));
+    if (record && info) return { record, key, info };
     // A manifest an index here lists from a descendant repository is pulled through this one.
     // Only descendants the caller may pull; the others look exactly like a manifest that is not there.
     for (const descendant of await this.linkedDescendants(repo)) {
@@ -469,7 +488,8 @@ export class Registry {
       const child = await this.metadata.repository(descendant);
       const nested = child && await this.metadata.manifest(child.id, digest);
       const nestedKey = blobKey(descendant, digest);
-      if (nested && (await this.driver.stat(nestedKey))) return { record: nested, key: nestedKey };
+      const nestedInfo = nested && (await this.driver.stat(nestedKey));
+      if (nested && nestedInfo) return { record: nested, key: nestedKey, info: nestedInfo };
     }
     throw unknown();
   }

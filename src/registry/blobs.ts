@@ -1,5 +1,4 @@
 // Blob pulls, deletes and the upload protocol (monolithic, single POST, chunked, mount, cancel).
-import { pipeline } from 'node:stream/promises';
 import type { IncomingMessage } from 'node:http';
 import { requireDigest, requireRepositoryName } from '../content/registry.ts';
 import type { UploadSession } from '../content/uploads.ts';
@@ -50,7 +49,11 @@ export async function getBlob(ctx: ApiContext, name: string, reference: string):
   } else {
     ctx.res.writeHead(200, { ...headers, 'Content-Length': info.size, 'Docker-Distribution-API-Version': 'registry/2.0' });
   }
-  await pipeline(ctx.registry.blobStream(repository, digest, range), ctx.res);
+  if (info.size === 0) return void ctx.res.end();
+  // The driver's sendTo: reused buffers and the socket's own flow control, no stream pipeline per
+  // pull. A failure mid-body propagates to the server, which cuts the connection (never a short 200).
+  await ctx.registry.sendBlob(repository, digest, ctx.res, range ?? { start: 0, end: info.size - 1 });
+  ctx.res.end();
 }
 
 export async function deleteBlob(ctx: ApiContext, name: string, reference: string): Promise<void> {

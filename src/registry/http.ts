@@ -78,8 +78,11 @@ export function readBody(req: IncomingMessage, maxBytes: number, what: string, i
   });
 }
 
-/** `n` and `last` of a paginated listing, checked. */
-export function pageParams(query: URLSearchParams, maxPage: number, defaultPage = maxPage): { limit: number; after?: string; requested: number | undefined } {
+/**
+ * `n` and `last` of a paginated listing, checked. `n` is capped at `maxPage`; without `n` the page
+ * holds `defaultPage`, also capped at `maxPage` unless `capDefault` is false.
+ */
+export function pageParams(query: URLSearchParams, maxPage: number, defaultPage = maxPage, capDefault = true): { limit: number; after?: string; requested: number | undefined } {
   const raw = query.get('n');
   let requested: number | undefined;
   if (raw !== null) {
@@ -87,7 +90,8 @@ export function pageParams(query: URLSearchParams, maxPage: number, defaultPage 
     requested = Number(raw);
   }
   const last = query.get('last') ?? undefined;
-  const page: { limit: number; after?: string; requested: number | undefined } = { limit: Math.min(requested ?? defaultPage, maxPage), requested };
+  const limit = requested !== undefined ? Math.min(requested, maxPage) : capDefault ? Math.min(defaultPage, maxPage) : defaultPage;
+  const page: { limit: number; after?: string; requested: number | undefined } = { limit, requested };
   if (last) page.after = last;
   return page;
 }

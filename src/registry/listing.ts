@@ -87,7 +87,9 @@ export async function referrers(ctx: ApiContext, name: string, reference: string
   const { digest } = requireDigest(reference);
   const query = ctx.url.searchParams;
   const artifactTypes = query.getAll('artifactType').filter(Boolean);
-  const page = pageParams(query, ctx.limits.maxListPage, ctx.limits.defaultReferrersPage);
+  // Without `n` a page is as large as the response budget allows: one round trip for thousands of
+  // referrers. The row cap only bounds what is read to fill it (no descriptor is under 100 bytes).
+  const page = pageParams(query, ctx.limits.maxListPage, Math.ceil(ctx.limits.maxReferrersBytes / 100), false);
   const filter: { artifactTypes: string[]; after?: string; limit: number } = { artifactTypes, limit: page.limit + 1 };
   if (page.after) filter.after = page.after;
   const records = page.limit === 0 ? [] : await ctx.registry.referrers(name, digest, filter);
@@ -97,7 +99,8 @@ export async function referrers(ctx: ApiContext, name: string, reference: string
   const headers: Headers = { 'Content-Type': OCI_INDEX };
   if (artifactTypes.length) headers['OCI-Filters-Applied'] = 'artifactType';
   if (more && last) {
-    const params: Record<string, string | string[]> = { n: String(page.requested ?? page.limit), last: last.digest };
+    // The next page is asked for the way this one was: with the client's `n`, or without one.
+    const params: Record<string, string | string[]> = page.requested === undefined ? { last: last.digest } : { n: String(page.requested), last: last.digest };
     if (artifactTypes.length) params.artifactType = artifactTypes;
     headers.Link = nextLink(`/v2/${name}/referrers/${digest}`, params);
   }

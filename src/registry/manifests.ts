@@ -28,9 +28,11 @@ export async function getManifest(ctx: ApiContext, name: string, reference: stri
   };
   if (ctx.req.headers['if-none-match'] === `"${record.digest}"`) return send(ctx.res, 304, headers);
   if (ctx.head) return send(ctx.res, 200, headers);
-  ctx.res.writeHead(200, { ...headers, 'Docker-Distribution-API-Version': 'registry/2.0' });
+  // Manifests are small: one read (none from the cache), then the head and body in one write; a
+  // manifest gone since the resolve is still a clean 404, not a cut-off 200.
   const bytes = await ctx.registry.manifestBytes(stored);
   if (!bytes) throw new OciError(404, 'MANIFEST_UNKNOWN', `manifest ${reference} is not in ${name}`);
+  ctx.res.writeHead(200, { ...headers, 'Docker-Distribution-API-Version': 'registry/2.0' });
   ctx.res.end(bytes);
 }
 

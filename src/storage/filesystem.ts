@@ -385,7 +385,11 @@ function writeChunk(destination: Writable, chunk: Buffer, closed: Promise<never>
   const written = new Promise<void>((resolve, reject) => {
     destination.write(chunk, (err) => (err ? reject(err) : resolve()));
   });
-  return Promise.race([written, closed]);
+  const outcome = Promise.race([written, closed]);
+  // Awaited in turn by the caller; one that fails after the caller already gave up (a client that
+  // hung up rejects both writes in flight) is not an unhandled rejection.
+  outcome.catch(() => undefined);
+  return outcome;
 }
 
 function isMissing(err: unknown): boolean {

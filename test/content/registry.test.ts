@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cliEnv, startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { cliEnv, needsFileStorage, startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import {
   OCI_MANIFEST, descriptorOf, getBlob, getManifest, listTags, makeImage, pushBlob, pushBuilt, pushManifest, type Built,
 } from '../helpers/oci-client.ts';
@@ -247,6 +247,30 @@ test('deleting a manifest and then its blobs never leaves index.json listing a m
     await assert.rejects(stat(join(reg.dataDir, repo, 'blobs', 'sha256', layer.slice(7))), 'the deleted blob goes after the rewrite');
     await reg.close();
     await fsckClean(reg.dataDir);
+  } finally {
+    await reg.dispose();
+  }
+});
+
+test('manifest bodies are served from a cache that a rewrite of the file invalidates (its etag changes)', async (t) => {
+  // On S3 a content-addressed key is never rewritten with other bytes (the shared object is kept).
+  if (!needsFileStorage(t)) return;
+  const reg = await startTestRegistry();
+  const repo = 'cache/manifests';
+  try {
+    const image = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', image)).status, 201);
+    const first = await reg.registry.resolveManifest(repo, 'v1');
+    const bytes = await reg.registry.manifestBytes(first);
+    assert.ok(bytes?.equals(image.bytes));
+    const again = await reg.registry.manifestBytes(await reg.registry.resolveManifest(repo, 'v1'));
+    assert.equal(again, bytes, 'the second read is the cached buffer, not another read');
+    // Another tool rewrites the file in place: the next resolve sees a new etag.
+    const rewritten = Buffer.from(`${image.bytes.toString()}\n`);
+    await writeFile(join(reg.dataDir, first.key), rewritten);
+    const after = await reg.registry.resolveManifest(repo, 'v1');
+    assert.notEqual(after.info.etag, first.info.etag);
+    assert.ok((await reg.registry.manifestBytes(after))?.equals(rewritten), 'stale bytes served after a rewrite');
   } finally {
     await reg.dispose();
   }

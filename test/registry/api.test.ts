@@ -170,6 +170,35 @@ describe('blob uploads', () => {
   });
 });
 
+describe('blob pulls', () => {
+  test('a large blob arrives whole, in ranges, and a client that hangs up mid-pull harms nothing', async () => {
+    const data = Buffer.alloc(5 * 1024 * 1024 + 321);
+    for (let i = 0; i < data.length; i += 4096) data.writeUInt32BE(i, i);
+    const digest = await pushBlob('pull/big', data);
+    const whole = await fetch(`${reg.url}/v2/pull/big/blobs/${digest}`);
+    assert.equal(whole.status, 200);
+    assert.equal(whole.headers.get('content-length'), String(data.length));
+    assert.ok(Buffer.from(await whole.arrayBuffer()).equals(data));
+    const part = await fetch(`${reg.url}/v2/pull/big/blobs/${digest}`, { headers: { Range: 'bytes=1048570-3145730' } });
+    assert.equal(part.status, 206);
+    assert.ok(Buffer.from(await part.arrayBuffer()).equals(data.subarray(1048570, 3145731)));
+    for (let i = 0; i < 3; i++) {
+      const abort = new AbortController();
+      const res = await fetch(`${reg.url}/v2/pull/big/blobs/${digest}`, { signal: abort.signal });
+      const reader = res.body!.getReader();
+      await reader.read();
+      abort.abort();
+      await reader.read().catch(() => undefined);
+    }
+    const empty = await pushBlob('pull/big', Buffer.alloc(0));
+    const none = await fetch(`${reg.url}/v2/pull/big/blobs/${empty}`);
+    assert.equal(none.status, 200);
+    assert.equal((await none.arrayBuffer()).byteLength, 0);
+    const again = await fetch(`${reg.url}/v2/pull/big/blobs/${digest}`);
+    assert.equal(sha256(Buffer.from(await again.arrayBuffer())), digest);
+  });
+});
+
 describe('manifests', () => {
   test('exact bytes, media type from Content-Type when the body has none, GET without Accept', async () => {
     const config = Buffer.from('{}');
@@ -290,6 +319,54 @@ describe('referrers', () => {
     const second = await call('GET', link[1]!);
     assert.equal((second.json().manifests as unknown[]).length, 1);
     assert.equal(second.headers.get('link'), null);
+  });
+
+  test('without n, a referrers page is as large as the byte budget allows, and its Link asks the same way', async () => {
+    const image = await pushImage('ref/many', 'v1');
+    for (let i = 0; i < 1200; i++) await pushReferrer('ref/many', image, 'application/vnd.example.sig', { seq: String(i) });
+    // More than maxListPage (1,000), in one answer: the 4 MiB budget is what cuts a page.
+    const whole = await call('GET', `/v2/ref/many/referrers/${image.digest}`);
+    assert.equal((whole.json().manifests as unknown[]).length, 1200);
+    assert.equal(whole.headers.get('link'), null);
+    // With n, maxListPage still caps the page, and the Link carries n.
+    const capped = await call('GET', `/v2/ref/many/referrers/${image.digest}?n=5000`);
+    assert.equal((capped.json().manifests as unknown[]).length, 1000);
+    assert.match(capped.headers.get('link') ?? '', /[?&]n=5000&/);
+
+    // A small budget cuts pages early; following Link (without n) visits every referrer once.
+    const small = await startTestRegistry({ maxReferrersBytes: 20_000 });
+    try {
+      const put = (path: string, body: string, type: string) => fetch(`${small.url}${path}`, { method: 'PUT', body, headers: { 'Content-Type': type } });
+      const empty = await fetch(`${small.url}/v2/ref/small/blobs/uploads/?digest=${EMPTY.digest}`, { method: 'POST', body: '{}' });
+      assert.equal(empty.status, 201);
+      const ghost = { mediaType: OCI_MANIFEST, digest: sha256('ghost subject'), size: 13 };
+      const expected = new Set<string>();
+      for (let i = 0; i < 300; i++) {
+        const body = JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType: 'application/vnd.example.sig', config: EMPTY, layers: [EMPTY], subject: ghost, annotations: { seq: String(i) } });
+        const res = await put(`/v2/ref/small/manifests/${sha256(body)}`, body, OCI_MANIFEST);
+        assert.equal(res.status, 201);
+        expected.add(sha256(body));
+      }
+      const seen: string[] = [];
+      let next: string | null = `/v2/ref/small/referrers/${ghost.digest}`;
+      let pages = 0;
+      while (next) {
+        const res = await fetch(`${small.url}${next}`);
+        const text = await res.text();
+        assert.equal(res.status, 200, text);
+        assert.ok(Buffer.byteLength(text) <= 20_000, `a page of ${Buffer.byteLength(text)} bytes`);
+        seen.push(...(JSON.parse(text) as { manifests: { digest: string }[] }).manifests.map((m) => m.digest));
+        const link = res.headers.get('link');
+        if (link) assert.doesNotMatch(link, /[?&]n=/);
+        next = link ? /^<([^>]+)>/.exec(link)![1]! : null;
+        pages++;
+      }
+      assert.ok(pages > 3, `${pages} pages`);
+      assert.equal(seen.length, 300);
+      assert.deepEqual(new Set(seen), expected);
+    } finally {
+      await small.dispose();
+    }
   });
 
   test('a referrer whose subject is missing is accepted and listed', async () => {
