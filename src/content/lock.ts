@@ -1,15 +1,3 @@
-// One queue per key: work on one repository runs in order, different repositories run freely.
-export class KeyedLock {
-  private readonly tails = new Map<string, Promise<unknown>>();
-
-  run<T>(key: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.tails.get(key) ?? Promise.resolve();
-    const next = previous.then(work, work);
-    const tail = next.catch(() => undefined);
-    this.tails.set(key, tail);
-    void tail.then(() => {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
-    return next;
-  }
-}
+// Per-repository queues: work on one repository runs in order, different repositories run freely.
+// The queue itself lives with storage, which needs the same thing per blob.
+export { KeyedLock } from '../storage/mutex.ts';

@@ -1,5 +1,6 @@
-// One queue per key (a digest): a blob's copy and removal in this process run one after another.
-export class KeyedMutex {
+// One queue per key: work on one key (a repository, a blob's digest) runs in order, different keys
+// run freely. Storage uses it for a blob's copy and removal; content for per-repository writes.
+export class KeyedLock {
   private readonly tails = new Map<string, Promise<unknown>>();
 
   run<T>(key: string, work: () => Promise<T>): Promise<T> {

@@ -20,7 +20,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { checkKey, contentAddress, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageDriver, type WriteOptions } from './driver.ts';
-import { KeyedMutex } from './mutex.ts';
+import { KeyedLock } from './mutex.ts';
 
 const WRITERS = '_trellis/uploads';
 const REFS = '_trellis/refs';
@@ -79,7 +79,7 @@ export class S3Driver implements StorageDriver {
   readonly bucket: string;
   readonly prefix: string;
   readonly description: string;
-  private readonly digestLock = new KeyedMutex();
+  private readonly digestLock = new KeyedLock();
 
   constructor(location: S3Location) {
     this.bucket = location.bucket;
