@@ -211,8 +211,6 @@ class PostgresTables implements MetadataTables {
       await sql.query(`INSERT INTO attributes (manifest_id, path, value, ord)
         SELECT $1, path, value, ord FROM unnest($2::text[], $3::text[], $4::text[]) AS a(path, value, ord) ON CONFLICT DO NOTHING`,
       [inserted.id, attributes.map((a) => a.path), attributes.map((a) => a.value), attributes.map((a) => a.order) as string[]]);
-      await sql.query(`INSERT INTO attribute_paths (path) SELECT DISTINCT path FROM unnest($1::text[]) AS p(path)
-        WHERE NOT EXISTS (SELECT 1 FROM attribute_paths x WHERE x.path = p.path) ON CONFLICT DO NOTHING`, [[...new Set(attributes.map((a) => a.path))]]);
     }
     await this.recordBlob(repoId, record.digest, record.size, sql);
   }
@@ -231,7 +229,24 @@ class PostgresTables implements MetadataTables {
       ON CONFLICT (repo_id, name) DO UPDATE SET digest = EXCLUDED.digest, gen = EXCLUDED.gen`, [repoId, name, digest, gen, lowerKey(name)]);
   }
 
+  /**
+   * attribute_paths is the one table every repository writes. Inserting into it inside a
+   * manifest's transaction held its rows until commit, and two repositories adopted at once
+   * deadlocked on each other's paths; so the paths go in first, sorted, in their own statement.
+   * A crash before the manifest commits leaves a known path with no match, which answers empty.
+   */
+  private async noteAttributePaths(records: ManifestRecord[]): Promise<void> {
+    const paths = new Set<string>();
+    for (const record of records) for (const a of record.attributes ?? []) if (!PATHS_STORED_ELSEWHERE.has(a.path)) paths.add(a.path);
+    if (!paths.size) return;
+    const { rows } = await this.pool.query<{ path: string }>('SELECT path FROM attribute_paths WHERE path = ANY($1::text[])', [[...paths]]);
+    for (const row of rows) paths.delete(row.path);
+    if (!paths.size) return;
+    await this.pool.query('INSERT INTO attribute_paths (path) SELECT path FROM unnest($1::text[]) AS p(path) ORDER BY path ON CONFLICT DO NOTHING', [[...paths].sort()]);
+  }
+
   async putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): Promise<void> {
+    await this.noteAttributePaths([record]);
     await this.tx(async (sql) => {
       await this.lockRepository(sql, repoId);
       const known = await this.one(sql, 'SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2', [repoId, record.digest]);
@@ -434,6 +449,7 @@ class PostgresTables implements MetadataTables {
   }
 
   async mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): Promise<void> {
+    await this.noteAttributePaths(snapshot.manifests.map((m) => m.record));
     await this.tx(async (sql) => {
       const repo = (await this.lockRepository(sql, repoId))!;
       for (const digest of vanished) await this.removeManifestRows(sql, repoId, digest);
