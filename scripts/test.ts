@@ -15,6 +15,7 @@
 // test/helpers/s3.ts; under CI=true a missing server fails that pass):
 //   TRELLIS_TEST_STORAGE=s3 npm test -- test/a.test.ts   # those files, storage on S3
 import { spawnSync } from 'node:child_process';
+import { runTestFiles } from './test-runner.ts';
 import { readdirSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { postgresMissing, startPostgresCluster } from '../test/helpers/postgres.ts';
@@ -29,6 +30,17 @@ const POSTGRES_PASS = ['test/registry', 'test/auth', 'test/conformance', 'test/i
 /** Test files whose registries run again with storage on S3. */
 const S3_PASS = ['test/registry/api.test.ts', 'test/registry/storage.test.ts', 'test/registry/crash.test.ts', 'test/conformance', 'test/interop', 'test/gc', 'test/graph'];
 
+/** The longest files start first, so that neither of the two workers ends with a long file alone. */
+const LONGEST_FIRST = ['test/registry/crash.test.ts', 'test/container/image.test.ts', 'test/registry/api.test.ts', 'test/ui/browse.test.ts', 'test/cli/client.test.ts', 'test/cli/launcher.test.ts'];
+
+function longestFirst(files: string[]): string[] {
+  const rank = (file: string) => {
+    const i = LONGEST_FIRST.indexOf(relative(root, file));
+    return i < 0 ? LONGEST_FIRST.length : i;
+  };
+  return [...files].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+}
+
 function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
   const result = spawnSync(command, args, { stdio: 'inherit', cwd: root, env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, ...env } });
   if (result.status !== 0) process.exit(result.status ?? 1);
@@ -42,8 +54,12 @@ function testFiles(dir: string): string[] {
   });
 }
 
-function runTests(files: string[], env: NodeJS.ProcessEnv = {}): void {
-  run(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=600000', ...files], env);
+/** A file running longer than this is stopped (the slowest take about 2 minutes here). */
+const FILE_LIMIT_MS = Number(process.env.TRELLIS_TEST_FILE_LIMIT_MS ?? 10 * 60_000);
+
+async function runTests(files: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
+  const passed = await runTestFiles(longestFirst(files), { root, env: { PATH: `${bin}:${process.env.PATH}`, ...env }, concurrency: 2, fileLimitMs: FILE_LIMIT_MS, nodeTestOptions });
+  if (!passed) process.exit(1);
 }
 
 async function onPostgres(files: string[]): Promise<void> {
@@ -59,22 +75,24 @@ async function onPostgres(files: string[]): Promise<void> {
   const cluster = await startPostgresCluster();
   try {
     console.log(`\n# PostgreSQL pass (${files.length} files) on a throw-away cluster`);
-    runTests(files, { TRELLIS_TEST_METADATA: 'postgres', TRELLIS_TEST_POSTGRES_URL: cluster.url });
+    await runTests(files, { TRELLIS_TEST_METADATA: 'postgres', TRELLIS_TEST_POSTGRES_URL: cluster.url });
   } finally {
     cluster.stop();
   }
 }
 
-const only = process.argv.slice(2);
+const only = process.argv.slice(2).filter((arg) => !arg.startsWith('--'));
+/** Arguments such as --test-name-pattern=… go to node's runner in every file's process. */
+const nodeTestOptions = process.argv.slice(2).filter((arg) => arg.startsWith('--'));
 const mode = process.env.TRELLIS_TEST_METADATA;
 run(join(bin, 'tsc'), ['--noEmit', '-p', '.']);
 run(join(bin, 'tsc'), ['--noEmit', '-p', 'ui']);
 if (only.length) {
   if (mode === 'postgres') await onPostgres(only);
-  else runTests(only);
+  else await runTests(only);
 } else {
   const all = testFiles(join(root, 'test')).sort();
-  if (mode !== 'postgres') runTests(all, { TRELLIS_TEST_METADATA: 'sqlite' });
+  if (mode !== 'postgres') await runTests(all, { TRELLIS_TEST_METADATA: 'sqlite' });
   if (mode !== 'sqlite') {
     await onPostgres(all.filter((file) => POSTGRES_PASS.some((prefix) => relative(root, file).startsWith(prefix))));
   }
@@ -82,7 +100,7 @@ if (only.length) {
     const s3Files = all.filter((file) => S3_PASS.some((prefix) => relative(root, file).startsWith(prefix)));
     if (findS3Server() || process.env.CI === 'true') {
       console.log(`\n# S3 storage pass (${s3Files.length} files) on versitygw`);
-      runTests(s3Files, { TRELLIS_TEST_STORAGE: 's3', TRELLIS_TEST_METADATA: 'sqlite' });
+      await runTests(s3Files, { TRELLIS_TEST_STORAGE: 's3', TRELLIS_TEST_METADATA: 'sqlite' });
     } else {
       console.warn('skipping the S3 storage pass: versitygw is not installed (run .ci/install-peers.sh)');
     }

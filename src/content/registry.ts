@@ -203,7 +203,7 @@ export class Registry {
 
   private async closeKeepingLock(): Promise<void> {
     try {
-      await this.layout.flushAll();
+      await this.layout.close();
     } finally {
       await this.metadata.close();
       await this.driver.close();

@@ -88,6 +88,10 @@ export interface FlushOutcome {
 
 export class LayoutWriter {
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Rewrites a timer started, until they settle (close waits for them). */
+  private readonly inFlight = new Set<Promise<void>>();
+  /** Set by close: no rewrite or retry is scheduled any more (the metadata store is going away). */
+  private closed = false;
   /** When each repository's oldest change not yet in `index.json` was noted (performance.now()). */
   private readonly pendingSince = new Map<string, number>();
   private readonly flushListeners: ((outcome: FlushOutcome) => void)[] = [];
@@ -138,9 +142,11 @@ export class LayoutWriter {
   }
 
   private schedule(repository: string, delayMs: number): void {
+    if (this.closed) return;
     const timer = setTimeout(() => {
       this.timers.delete(repository);
-      this.flush(repository).then(() => this.failures.delete(repository), (err: unknown) => {
+      const run = this.flush(repository).then(() => void this.failures.delete(repository), (err: unknown) => {
+        if (this.closed) return; // close flushes what is pending itself, or reports why not
         // Nothing else may change in this repository for a long time: try again by itself.
         const failures = (this.failures.get(repository) ?? 0) + 1;
         this.failures.set(repository, failures);
@@ -148,6 +154,8 @@ export class LayoutWriter {
         this.onError(repository, err, retryInMs);
         if (!this.timers.has(repository)) this.schedule(repository, retryInMs);
       });
+      this.inFlight.add(run);
+      void run.finally(() => this.inFlight.delete(run));
     }, delayMs);
     this.timers.set(repository, timer);
   }
@@ -237,9 +245,21 @@ export class LayoutWriter {
   }
 
   /** Flushes everything pending, e.g. on shutdown. */
+  /** Writes every pending `index.json` now, after the rewrites already under way have ended. */
   async flushAll(): Promise<void> {
     for (const timer of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
+    await Promise.allSettled([...this.inFlight]);
     for (const repo of await this.metadata.pendingRepositories()) await this.flush(repo.name);
+  }
+
+  /**
+   * The last flush before the metadata store closes: nothing is scheduled from now on, and no
+   * rewrite started by a timer is left running (one was once left retrying against a closed store
+   * every 30 s, and kept its process alive).
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.flushAll();
   }
 }

@@ -31,8 +31,16 @@ const types = {
   getTypeParser: ((oid: number, format?: string) => (oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
 };
 
+/**
+ * Bounds on every wait, so that a lost lock holder or an exhausted pool ends in an error a request
+ * can report instead of a request (and a shutdown waiting for it) that never ends: a row or
+ * advisory lock waited for over a minute, a pooled connection waited for over a minute, and a
+ * transaction left idle by its holder for two minutes (the server ends it, freeing its locks).
+ */
+const WAIT_LIMITS = { lock_timeout: 60_000, connectionTimeoutMillis: 60_000, idle_in_transaction_session_timeout: 120_000 };
+
 export function createPool(url: string): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, types, idleTimeoutMillis: 30_000 });
+  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, types, idleTimeoutMillis: 30_000, ...WAIT_LIMITS });
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', () => undefined);
   return pool;

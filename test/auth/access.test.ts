@@ -342,10 +342,12 @@ test('requests are limited per identity', { timeout: 60_000 }, async (t) => {
 });
 
 test('a token is refused once it expires (replay)', { timeout: 60_000 }, async (t) => {
-  const r = await startAuthRegistry(t, { users: ['alice'], auth: { ...AUTH, token: { ...AUTH.token, expirySeconds: 1 } } });
+  // exp is in whole seconds: a 1 s token can expire within a few milliseconds of its issue, so 3 s
+  // leaves the first use at least 2 s on a loaded machine.
+  const r = await startAuthRegistry(t, { users: ['alice'], auth: { ...AUTH, token: { ...AUTH.token, expirySeconds: 3 } } });
   const token = await r.token('alice', ['repository:team/app:pull']);
   assert.equal((await r.call('/v2/team/app/tags/list', { auth: `Bearer ${token}` })).status, 404);
-  await new Promise((resolve) => setTimeout(resolve, 2100));
+  await new Promise((resolve) => setTimeout(resolve, 4100));
   const replay = await r.call('/v2/team/app/tags/list', { auth: `Bearer ${token}` });
   assert.equal(replay.status, 401);
   assert.match(replay.headers.get('www-authenticate') ?? '', /invalid_token/);

@@ -48,6 +48,55 @@ test('a failed index.json rewrite is retried without waiting for another change'
   }
 });
 
+test('closing while a rewrite is under way waits for it, writes what is pending, and leaves nothing scheduled', async () => {
+  const reg = await startTestRegistry();
+  const repo = 'closing/app';
+  try {
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
+    await reg.registry.layout.flushAll();
+    // The next index.json write (started by the writer's own timer) is held, then fails.
+    const driver = reg.registry.driver;
+    const writeFile = driver.writeFile.bind(driver);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let entered!: () => void;
+    const inside = new Promise<void>((resolve) => (entered = resolve));
+    let heldOnce = false;
+    driver.writeFile = async (key, data, options) => {
+      if (key.endsWith('/index.json') && !heldOnce) {
+        heldOnce = true;
+        entered();
+        await held;
+        throw Object.assign(new Error('EIO: i/o error (injected)'), { code: 'EIO' });
+      }
+      return writeFile(key, data, options);
+    };
+    const image = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v2', image)).status, 201);
+    await inside;
+    const metadata = reg.registry.metadata;
+    let closed = false;
+    const closing = reg.close().then(() => (closed = true));
+    await sleep(100);
+    assert.equal(closed, false, 'close waits for the rewrite under way');
+    release();
+    await closing;
+    // The rewrite that failed is not retried against the closed store: nothing reads it any more.
+    const repository = metadata.repository.bind(metadata);
+    let readsAfterClose = 0;
+    metadata.repository = async (name) => {
+      readsAfterClose++;
+      return repository(name);
+    };
+    await sleep(500);
+    assert.equal(readsAfterClose, 0, 'a retry was scheduled after close');
+    // close wrote what was pending itself.
+    assert.ok((await readFile(join(reg.dataDir, repo, 'index.json'), 'utf8')).includes(image.digest));
+  } finally {
+    await reg.dispose();
+  }
+});
+
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 const GENERATED_SUBJECT = 'dev.trellis.referrers.subject';
 

@@ -752,21 +752,28 @@ test('kill -9 the instant index.json is renamed into place, with tag deletes ack
   let kills = 0;
   let passed = false;
   try {
-    // 800 referrers make each rewrite long enough for deletes to land while it is written.
+    // Referrers make each rewrite long enough for deletes to land while it is written: 800 at
+    // first, 800 more whenever 25 tries pass without an overlap (a slower disk or metadata store
+    // needs a longer rewrite).
     const subject = makeImage();
     for (const blob of [...subject.blobs, EMPTY_BLOB]) assert.equal((await pushBlob(server.base, repo, blob)).status, 201);
     assert.equal((await pushManifest(server.base, repo, 'subject', subject.bytes)).status, 201);
     tags.set('subject', { acked: subject.digest, inflight: [] });
-    const base0 = server.base;
-    await eachLimit(Array.from({ length: 800 }, (_, i) => makeReferrer(subject.descriptor, { artifactType: ARTIFACT_TYPES[i % 3]!, annotations: { n: String(i) } })), 16, async (r) => {
-      assert.equal((await pushManifest(base0, repo, r.digest, r.bytes)).status, 201);
-    });
-    // Wait for the rewrite that lists them (it also writes the subject's referrers index blob):
-    // from then on, only index.json rewrites create temp files.
-    for (const deadline = Date.now() + 30_000; ; await sleep(50)) {
-      if ((await readIndex(dataDir, repo)).manifests.filter((e) => e.annotations?.[CONTAINERD_SUBJECT]).length >= 800) break;
-      assert.ok(Date.now() < deadline, 'the 800 referrers did not reach index.json within 30 s');
-    }
+    let referrers = 0;
+    const addReferrers = async (base: string, count: number) => {
+      const batch = Array.from({ length: count }, (_, i) => makeReferrer(subject.descriptor, { artifactType: ARTIFACT_TYPES[i % 3]!, annotations: { n: String(referrers + i) } }));
+      await eachLimit(batch, 16, async (r) => {
+        assert.equal((await pushManifest(base, repo, r.digest, r.bytes)).status, 201);
+      });
+      referrers += count;
+      // Wait for the rewrite that lists them (it also writes the subject's referrers index blob):
+      // from then on, only index.json rewrites create temp files.
+      for (const deadline = Date.now() + 60_000; ; await sleep(50)) {
+        if ((await readIndex(dataDir, repo)).manifests.filter((e) => e.annotations?.[CONTAINERD_SUBJECT]).length >= referrers) break;
+        assert.ok(Date.now() < deadline, `the ${referrers} referrers did not reach index.json within 60 s`);
+      }
+    };
+    await addReferrers(server.base, 800);
 
     // Unexpected answers are collected (a network error after the kill is expected).
     const failures: string[] = [];
@@ -804,7 +811,8 @@ test('kill -9 the instant index.json is renamed into place, with tag deletes ack
       await once(killer, 'message'); // watching
       let killed = false;
       try {
-        for (let tries = 1; !killed && tries <= 50; tries++) {
+        for (let tries = 1; !killed && tries <= 100; tries++) {
+          if (tries % 25 === 0) await addReferrers(base, 800);
           const batch = Array.from({ length: 32 }, (_, i) => `k${attempt}-${tries}-${i}`);
           await Promise.all(batch.map((tag) => setTag(base, tag)));
           Atomics.store(shared, 1, 0);
@@ -822,14 +830,17 @@ test('kill -9 the instant index.json is renamed into place, with tag deletes ack
           temps.close();
           await Promise.all(deletes);
           assert.deepEqual(failures, [], `attempt ${attempt}: unexpected answers`);
-          if (killed) raced += batch.filter((tag) => tags.get(tag)?.acked === null).length;
+          if (killed) {
+            raced += batch.filter((tag) => tags.get(tag)?.acked === null).length;
+            t.diagnostic(`attempt ${attempt}: killed at the rename on try ${tries}, with ${referrers} referrers`);
+          }
           else await sleep(100); // let the trigger's own rewrite pass before the next try
         }
       } finally {
         await killer.terminate();
       }
       // Without a kill at the rename there is nothing to check: that is a failure, not a pass.
-      assert.ok(killed, `attempt ${attempt}: no rewrite of index.json overlapped the deletes in 50 tries, so the server was never killed at the rename`);
+      assert.ok(killed, `attempt ${attempt}: no rewrite of index.json overlapped the deletes in 100 tries, so the server was never killed at the rename`);
       kills++;
       await waitExit(server, 'SIGKILL');
       assert.deepEqual(serverErrors(server), []);
