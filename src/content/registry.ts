@@ -5,7 +5,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { openStorage, type ObjectInfo, type ObjectWriter, type StorageDriver } from '../storage/index.ts';
 import { lockDataDirectory, type DirectoryLock } from '../metadata/directory-lock.ts';
-import { dropMetadata, manifestRecord, metadataExists, openMetadata, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
+import { dropMetadata, manifestRecord, metadataExists, openMetadata, type BlobLookup, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
 import { findLayouts, limitConcurrency } from '../layout/discover.ts';
 import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
@@ -73,6 +73,18 @@ const ADOPT_CONCURRENCY = 32;
 const MAX_REPORTED_MISSING = 10;
 /** Existence checks run in parallel per batch. */
 const EXISTENCE_BATCH = 32;
+
+/**
+ * Where a push's link may be held, in the order asked: the repository it names (unless a nested
+ * entry the pusher may not pull: pushes cannot probe those), then, for a nested entry, the
+ * pushed repository itself (`flattened`: copying tools flatten nested indexes into one).
+ */
+function blobLookups(l: ManifestLink, repository: string, canPull: (name: string) => boolean): (BlobLookup & { flattened: boolean })[] {
+  const lookups: (BlobLookup & { flattened: boolean })[] = [];
+  if (!l.repository || canPull(l.repository)) lookups.push({ repository: l.repository ?? repository, digest: l.digest, flattened: false });
+  if (l.repository) lookups.push({ repository, digest: l.digest, flattened: true });
+  return lookups;
+}
 
 /** Parses a digest from a URL or query, with the spec's error for each way it can be wrong. */
 export function requireDigest(value: string | null | undefined, what = 'digest'): ParsedDigest {
@@ -385,13 +397,6 @@ export class Registry {
     return this.driver.createWriter(id);
   }
 
-  /** Whether a repository holds a blob: the index answers for what Trellis stored, the file for the rest. */
-  private async holdsBlob(repository: string, digest: string): Promise<boolean> {
-    const repo = await this.metadata.repository(repository);
-    if (repo && await this.metadata.hasBlob(repo.id, digest)) return true;
-    return (await this.blobInfo(repository, digest)) !== undefined;
-  }
-
   /**
    * Moves a verified upload into the repository's layout; the writer ends either way. The file and
    * its blob row arrive together under the content lock, so a journaled removal of the same
@@ -559,11 +564,17 @@ export class Registry {
     const record = manifestRecord(digest, parsed, bytes.length);
     await this.contentLock.run(repository, async () => {
       // Everything is checked before anything is written, so a refused push leaves no trace.
-      const missing = await this.missingLinks(parsed.links.filter((l) => l.required), repository, canPull);
+      // The repository, the manifest and the first batch of links are one read of the index.
+      const required = parsed.links.filter((l) => l.required);
+      const firstBatch = required.slice(0, EXISTENCE_BATCH);
+      const reads = await this.metadata.pushReads(repository, digest, firstBatch.flatMap((l) => blobLookups(l, repository, canPull)));
+      const missing = await this.missingLinks(required, repository, canPull, reads.blobsHeld);
       if (missing.length) throw ContentError.many('invalid', missing);
-      const repo = await this.createRepository(repository);
+      const repo = reads.repository ?? await this.createRepository(repository);
       // Same digest, same bytes: a manifest the index already holds need not be written again.
-      if (!await this.metadata.manifest(repo.id, digest)) {
+      // (A repository created just now may have adopted a layout holding it: asked again then.)
+      const known = reads.repository ? reads.manifestKnown : Boolean(await this.metadata.manifest(repo.id, digest));
+      if (!known) {
         // Journaled first: a crash after the rename but before the commit below would otherwise
         // leave a file that looks like a manifest another tool put into blobs/, served by digest
         // although no push of it was acknowledged (or after its deletion was). The commit drops it.
@@ -582,13 +593,13 @@ export class Registry {
    * few at a time, yielding between batches, and stop after MAX_REPORTED_MISSING misses: a manifest
    * with 30,000 missing layers costs a handful of lookups and a small answer, not a stall.
    */
-  private async missingLinks(required: ManifestLink[], repository: string, canPull: (name: string) => boolean): Promise<ErrorEntry[]> {
-    const present = async (l: ManifestLink): Promise<boolean> => {
-      // An entry in a descendant the pusher may not pull counts as missing: pushes cannot probe it.
-      if ((!l.repository || canPull(l.repository)) && (await this.holdsBlob(l.repository ?? repository, l.digest))) return true;
-      // Copying tools flatten nested indexes into one repository: accept the entry from here.
-      if (l.repository && (await this.holdsBlob(repository, l.digest))) {
-        delete l.repository;
+  private async missingLinks(required: ManifestLink[], repository: string, canPull: (name: string) => boolean, firstBatchHeld: boolean[]): Promise<ErrorEntry[]> {
+    // Each place a link may be held (blobLookups) counts if the index says so or, for files other
+    // tools placed, if the file is there; in order, as the first that holds it decides.
+    const present = async (l: ManifestLink, lookups: ReturnType<typeof blobLookups>, held: boolean[]): Promise<boolean> => {
+      for (const [i, lookup] of lookups.entries()) {
+        if (!held[i] && (await this.blobInfo(lookup.repository, lookup.digest)) === undefined) continue;
+        if (lookup.flattened) delete l.repository;
         return true;
       }
       return false;
@@ -597,7 +608,11 @@ export class Registry {
     let checked = 0;
     while (checked < required.length && missing.length < MAX_REPORTED_MISSING) {
       const batch = required.slice(checked, checked + EXISTENCE_BATCH);
-      const found = await Promise.all(batch.map(present));
+      const lookups = batch.map((l) => blobLookups(l, repository, canPull));
+      // The caller read the first batch with the repository; later ones are one read each.
+      const held = checked === 0 ? firstBatchHeld : (await this.metadata.pushReads(repository, '', lookups.flat())).blobsHeld;
+      let at = 0;
+      const found = await Promise.all(batch.map((l, i) => present(l, lookups[i]!, held.slice(at, at += lookups[i]!.length))));
       missing.push(...batch.filter((_, i) => !found[i]));
       checked += batch.length;
       if (checked < required.length) await new Promise<void>((resolve) => setImmediate(resolve));

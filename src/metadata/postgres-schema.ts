@@ -6,6 +6,69 @@ import type { PoolClient } from 'pg';
 
 const T = 'TEXT COLLATE "C"';
 
+/**
+ * putManifest's transaction (src/metadata/postgres.ts) as one statement: a push was ~13 round
+ * trips, each a wait on the network and on the database. The steps and their order are those of
+ * the multi-statement version it replaces: lock the repository row, read what the push changes,
+ * stop if nothing (a re-push of the same manifest under the same tags), else bump the change
+ * counter, insert the manifest with its edges, attributes and blob row (only if new), mark
+ * attestations, point the tags and drop their tombstones. It returns what the caller needs for
+ * events: whether the manifest was known, each tag's previous digest, the repository's name.
+ * Duplicates in the arrays are allowed as before (the last attestation of a digest wins).
+ */
+const PUT_MANIFEST_FUNCTION = `
+CREATE OR REPLACE FUNCTION trellis_put_manifest(
+  p_repo BIGINT, p_digest TEXT, p_media_type TEXT, p_size BIGINT, p_artifact_type TEXT, p_config_media_type TEXT,
+  p_subject TEXT, p_annotations TEXT, p_pushed_at BIGINT, p_media_type_ord TEXT, p_artifact_type_ord TEXT, p_mark BIGINT,
+  p_link_kinds TEXT[], p_link_repos TEXT[], p_link_digests TEXT[], p_link_media_types TEXT[],
+  p_attested TEXT[], p_attests TEXT[], p_paths TEXT[], p_values TEXT[], p_ords TEXT[], p_tags TEXT[], p_tag_ords TEXT[],
+  OUT was_known BOOLEAN, OUT previous_digests TEXT[], OUT repository_name TEXT)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  v_gen BIGINT;
+  v_id BIGINT;
+BEGIN
+  -- writers of one repository serialize on its row, as every other write does
+  SELECT r.name INTO repository_name FROM repos r WHERE r.id = p_repo FOR UPDATE;
+  was_known := EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = p_repo AND m.digest = p_digest);
+  SELECT coalesce(array_agg(t.digest ORDER BY w.n), '{}') INTO previous_digests
+    FROM unnest(p_tags) WITH ORDINALITY AS w(name, n) LEFT JOIN tags t ON t.repo_id = p_repo AND t.name = w.name;
+  IF was_known AND NOT EXISTS (SELECT 1 FROM unnest(previous_digests) AS d(digest) WHERE d.digest IS DISTINCT FROM p_digest) THEN
+    RETURN;
+  END IF;
+  UPDATE repos SET gen = gen + 1 WHERE id = p_repo RETURNING gen INTO v_gen;
+  INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, config_media_type, subject, annotations, pushed_at,
+      media_type_ord, artifact_type_ord)
+    VALUES (p_repo, p_digest, p_media_type, p_size, p_artifact_type, p_config_media_type, p_subject, p_annotations, p_pushed_at,
+      p_media_type_ord, p_artifact_type_ord)
+    ON CONFLICT (repo_id, digest) DO NOTHING RETURNING id INTO v_id;
+  IF v_id IS NOT NULL THEN -- content-addressed: an existing row already says the same
+    DELETE FROM pending_unlinks WHERE repo_id = p_repo AND digest = p_digest;
+    IF p_subject IS NOT NULL THEN
+      INSERT INTO dirty_subjects (repo_id, subject, marked) VALUES (p_repo, p_subject, p_mark)
+        ON CONFLICT (repo_id, subject) DO UPDATE SET marked = EXCLUDED.marked;
+    END IF;
+    INSERT INTO edges (repo_id, parent, kind, child_repo, child, media_type, position)
+      SELECT p_repo, p_digest, l.kind, l.child_repo, l.child, l.media_type, l.position - 1
+      FROM unnest(p_link_kinds, p_link_repos, p_link_digests, p_link_media_types) WITH ORDINALITY AS l(kind, child_repo, child, media_type, position)
+      ON CONFLICT DO NOTHING;
+    INSERT INTO attributes (manifest_id, path, value, ord)
+      SELECT v_id, a.path, a.value, a.ord FROM unnest(p_paths, p_values, p_ords) AS a(path, value, ord) ON CONFLICT DO NOTHING;
+    INSERT INTO blobs (repo_id, digest, size) VALUES (p_repo, p_digest, p_size)
+      ON CONFLICT (repo_id, digest) DO UPDATE SET size = EXCLUDED.size;
+  END IF;
+  UPDATE manifests m SET attests = a.described
+    FROM (SELECT DISTINCT ON (x.digest) x.digest, x.described FROM unnest(p_attested, p_attests) WITH ORDINALITY AS x(digest, described, n)
+      ORDER BY x.digest, x.n DESC) a
+    WHERE m.repo_id = p_repo AND m.digest = a.digest;
+  INSERT INTO tags (repo_id, name, digest, gen, name_ord)
+    SELECT DISTINCT ON (t.name) p_repo, t.name, p_digest, v_gen, t.ord FROM unnest(p_tags, p_tag_ords) AS t(name, ord) ORDER BY t.name
+    ON CONFLICT (repo_id, name) DO UPDATE SET digest = EXCLUDED.digest, gen = EXCLUDED.gen;
+  DELETE FROM deleted_tags WHERE repo_id = p_repo AND name = ANY(p_tags);
+END
+$fn$;
+`;
+
 export const MIGRATIONS: { version: number; description: string; sql: string }[] = [
   {
     version: 1,
@@ -84,7 +147,15 @@ CREATE TABLE event_outbox (
 CREATE TABLE event_consumers (consumer ${T} PRIMARY KEY, seq BIGINT NOT NULL);
 `,
   },
+  {
+    version: 3,
+    description: 'a manifest push as one server-side function',
+    sql: PUT_MANIFEST_FUNCTION,
+  },
 ];
+
+/** Functions the migrations create, dropped with the tables. */
+export const FUNCTIONS = ['trellis_put_manifest'];
 
 /** Every table the migrations create, for dropping the store (`trellis reindex`). */
 export const TABLES = [

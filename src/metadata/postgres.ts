@@ -9,10 +9,10 @@ import { PostgresComponentIndex } from './postgres-components.ts';
 import { PostgresQueryIndex } from './postgres-query.ts';
 import { PostgresEventOutbox } from './postgres-outbox.ts';
 import { deleteEvents, pushEvents, tagRemoved, type NewEvent } from './outbox.ts';
-import { migrate, TABLES } from './postgres-schema.ts';
+import { FUNCTIONS, migrate, TABLES } from './postgres-schema.ts';
 import { PATHS_STORED_ELSEWHERE } from './sqlite-query.ts';
 import type {
-  EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, MetadataTables, PageRequest, ReferrerIndexRecord, RepositoryRecord,
+  BlobLookup, EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, MetadataTables, PageRequest, PushReads, ReferrerIndexRecord, RepositoryRecord,
   RetentionPolicy, TaggedManifest, UnreachableManifest,
 } from './store.ts';
 
@@ -26,6 +26,8 @@ export interface Sql {
 /** Connections per process: requests beyond it queue in the pool. */
 const POOL_SIZE = 10;
 const INT8 = 20;
+/** Attribute paths remembered as stored; beyond it a push with unseen paths costs one insert. */
+const KNOWN_PATHS_LIMIT = 10_000;
 // Counts, sizes, ids and times all fit in a double; BIGINT columns come back as numbers.
 const types = {
   getTypeParser: ((oid: number, format?: string) => (oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
@@ -105,11 +107,23 @@ function toRepository(row: RepoRow): RepositoryRecord {
   };
 }
 
+/** BuildKit attestation manifests an index names, with the manifest each describes. */
+function attestationsOf(links: ManifestLink[]): { digest: string; described: string }[] {
+  return links.flatMap((link) => {
+    const annotations = link.annotations;
+    if (link.kind !== 'manifest' || annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest') return [];
+    const described = annotations['vnd.docker.reference.digest'];
+    return described ? [{ digest: link.digest, described }] : [];
+  });
+}
+
 const lowerKey = (value: string | null) => (value === null ? null : orderKey(value.toLowerCase()));
 
 class PostgresTables implements MetadataTables {
   private readonly pool: pg.Pool;
   private lastMark = Date.now() * 1000;
+  /** Attribute paths known to be in attribute_paths (bounded: annotation keys are the pusher's choice). */
+  private readonly knownPaths = new Set<string>();
   /** Events about changes, written in the changes' own transactions. */
   readonly outbox: PostgresEventOutbox;
 
@@ -224,11 +238,8 @@ class PostgresTables implements MetadataTables {
   }
 
   private async recordAttestations(sql: Sql, repoId: number, links: ManifestLink[]): Promise<void> {
-    for (const link of links) {
-      const annotations = link.annotations;
-      if (link.kind !== 'manifest' || annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest') continue;
-      const described = annotations['vnd.docker.reference.digest'];
-      if (described) await sql.query('UPDATE manifests SET attests = $1 WHERE repo_id = $2 AND digest = $3', [described, repoId, link.digest]);
+    for (const { digest, described } of attestationsOf(links)) {
+      await sql.query('UPDATE manifests SET attests = $1 WHERE repo_id = $2 AND digest = $3', [described, repoId, digest]);
     }
   }
 
@@ -245,31 +256,53 @@ class PostgresTables implements MetadataTables {
    */
   private async noteAttributePaths(records: ManifestRecord[]): Promise<void> {
     const paths = new Set<string>();
-    for (const record of records) for (const a of record.attributes ?? []) if (!PATHS_STORED_ELSEWHERE.has(a.path)) paths.add(a.path);
+    for (const record of records) {
+      for (const a of record.attributes ?? []) if (!PATHS_STORED_ELSEWHERE.has(a.path) && !this.knownPaths.has(a.path)) paths.add(a.path);
+    }
     if (!paths.size) return;
-    const { rows } = await this.pool.query<{ path: string }>('SELECT path FROM attribute_paths WHERE path = ANY($1::text[])', [[...paths]]);
-    for (const row of rows) paths.delete(row.path);
-    if (!paths.size) return;
+    // Committed paths are never removed (only `trellis reindex` drops the tables, with this
+    // store closed), so what this process saw committed needs no second look. ON CONFLICT DO
+    // NOTHING writes nothing for a known path: the insert is also the check.
     await this.pool.query('INSERT INTO attribute_paths (path) SELECT path FROM unnest($1::text[]) AS p(path) ORDER BY path ON CONFLICT DO NOTHING', [[...paths].sort()]);
+    for (const path of paths) if (this.knownPaths.size < KNOWN_PATHS_LIMIT) this.knownPaths.add(path);
   }
 
   async putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): Promise<void> {
     await this.noteAttributePaths([record]);
+    const mark = record.subject ? ++this.lastMark : 0;
+    const attributes = (record.attributes ?? []).filter((a) => !PATHS_STORED_ELSEWHERE.has(a.path));
+    const attestations = attestationsOf(links);
+    const values: Value[] = [repoId, record.digest, record.mediaType, record.size, record.artifactType, record.configMediaType, record.subject,
+      JSON.stringify(record.annotations), record.pushedAt, lowerKey(record.mediaType), lowerKey(record.artifactType), mark,
+      links.map((l) => l.kind), links.map((l) => l.repository ?? ''), links.map((l) => l.digest), links.map((l) => l.mediaType),
+      attestations.map((a) => a.digest), attestations.map((a) => a.described),
+      attributes.map((a) => a.path), attributes.map((a) => a.value), attributes.map((a) => a.order) as string[],
+      tags, tags.map((t) => lowerKey(t)!)];
+    // The whole transaction is one server-side function (postgres-schema.ts): one round trip, and
+    // without webhooks no BEGIN/COMMIT of its own. With them, the events go in the same
+    // transaction, after the function says what changed.
+    const text = `SELECT was_known, previous_digests, repository_name FROM trellis_put_manifest(
+      $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+      $19::text[], $20::text[], $21::text[], $22::text[], $23::text[])`;
+    if (!this.outbox.recording) {
+      await this.pool.query(text, values);
+      return;
+    }
     await this.tx(async (sql) => {
-      await this.lockRepository(sql, repoId);
-      const known = await this.one(sql, 'SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2', [repoId, record.digest]);
-      const current = tags.length
-        ? (await sql.query<{ name: string; digest: string }>('SELECT name, digest FROM tags WHERE repo_id = $1 AND name = ANY($2::text[])', [repoId, tags])).rows
-        : [];
-      const previousTags = tags.map((t) => current.find((c) => c.name === t)?.digest);
-      if (known && previousTags.every((digest) => digest === record.digest)) return;
-      if (this.outbox.recording) await this.outbox.record(sql, pushEvents(await this.repositoryName(sql, repoId), record, Boolean(known), tags, previousTags));
-      const gen = await this.bumpGen(sql, repoId);
-      await this.insertManifest(sql, repoId, record, links);
-      await this.recordAttestations(sql, repoId, links);
-      for (const name of tags) await this.setTag(sql, repoId, name, record.digest, gen);
-      if (tags.length) await sql.query('DELETE FROM deleted_tags WHERE repo_id = $1 AND name = ANY($2::text[])', [repoId, tags]);
+      const row = (await this.one<{ was_known: boolean; previous_digests: (string | null)[]; repository_name: string }>(sql, text, values))!;
+      const previous = row.previous_digests.map((d) => d ?? undefined);
+      await this.outbox.record(sql, pushEvents(row.repository_name, record, row.was_known, tags, previous));
     });
+  }
+
+  async pushReads(repository: string, digest: string, blobs: readonly BlobLookup[]): Promise<PushReads> {
+    const row = (await this.one<{ repo: RepoRow | null; manifest_known: boolean; held: boolean[] }>(this.pool, `SELECT
+        (SELECT to_jsonb(r) FROM repos r WHERE r.name = $1) AS repo,
+        EXISTS (SELECT 1 FROM manifests m JOIN repos r ON r.id = m.repo_id WHERE r.name = $1 AND m.digest = $2) AS manifest_known,
+        ARRAY(SELECT EXISTS (SELECT 1 FROM blobs b JOIN repos r ON r.id = b.repo_id WHERE r.name = w.repository AND b.digest = w.digest)
+          FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS w(repository, digest, n) ORDER BY w.n) AS held`,
+    [repository, digest, blobs.map((b) => b.repository), blobs.map((b) => b.digest)]))!;
+    return { repository: row.repo ? toRepository(row.repo) : undefined, manifestKnown: row.manifest_known, blobsHeld: row.held };
   }
 
   private async tombstone(sql: Sql, repoId: number, names: string[], gen: number): Promise<void> {
@@ -583,6 +616,7 @@ export async function dropPostgresMetadata(url: string): Promise<void> {
   const pool = createPool(url);
   try {
     await pool.query(`DROP TABLE IF EXISTS ${TABLES.join(', ')} CASCADE`);
+    await pool.query(`DROP FUNCTION IF EXISTS ${FUNCTIONS.join(', ')}`);
   } finally {
     await pool.end();
   }

@@ -11,8 +11,8 @@ import type { QueryIndex } from './query.ts';
 import type { ComponentIndex } from './components.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
 import {
-  asynchronous, type EdgeRecord, type LayoutExtras, type LayoutSnapshot, type ManifestRecord, type MetadataStore, type MetadataTables, type PageRequest,
-  type ReferrerIndexRecord, type RepositoryRecord, type RetentionPolicy, type Synchronous, type TaggedManifest, type UnreachableManifest,
+  asynchronous, type BlobLookup, type EdgeRecord, type LayoutExtras, type LayoutSnapshot, type ManifestRecord, type MetadataStore, type MetadataTables, type PageRequest,
+  type PushReads, type ReferrerIndexRecord, type RepositoryRecord, type RetentionPolicy, type Synchronous, type TaggedManifest, type UnreachableManifest,
 } from './store.ts';
 
 const SCHEMA_VERSION = 2;
@@ -228,6 +228,23 @@ class SqliteTables implements Synchronous<MetadataTables> {
     const row = this.sql('SELECT r.name FROM blobs b JOIN repos r ON r.id = b.repo_id WHERE b.digest = ? AND b.repo_id <> ? LIMIT 1')
       .get(digest, excludeRepoId) as { name: string } | undefined;
     return row?.name;
+  }
+
+  pushReads(repository: string, digest: string, blobs: readonly BlobLookup[]): PushReads {
+    const repo = this.repository(repository);
+    const ids = new Map<string, number | undefined>();
+    const idOf = (name: string) => {
+      if (!ids.has(name)) ids.set(name, name === repository ? repo?.id : this.repository(name)?.id);
+      return ids.get(name);
+    };
+    return {
+      repository: repo,
+      manifestKnown: repo !== undefined && this.sql('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').get(repo.id, digest) !== undefined,
+      blobsHeld: blobs.map((b) => {
+        const id = idOf(b.repository);
+        return id !== undefined && this.hasBlob(id, b.digest);
+      }),
+    };
   }
 
   manifest(repoId: number, digest: string): ManifestRecord | undefined {

@@ -68,6 +68,22 @@ export interface ReferrerIndexRecord {
   size: number;
 }
 
+/** A blob asked about by repository name (a push's links may name a descendant repository). */
+export interface BlobLookup {
+  repository: string;
+  digest: string;
+}
+
+/** What a manifest push reads before it writes (ManifestIndex.pushReads). */
+export interface PushReads {
+  /** The repository's record, if the index knows it. */
+  repository: RepositoryRecord | undefined;
+  /** Whether the repository already holds the manifest. */
+  manifestKnown: boolean;
+  /** Per lookup, in order: whether the index records that repository holding the blob. */
+  blobsHeld: boolean[];
+}
+
 /** What garbage collection keeps beyond what tags reach. */
 export interface RetentionPolicy {
   keepUntagged: boolean;
@@ -127,6 +143,12 @@ export interface ManifestIndex {
    * both see a consistent index.
    */
   putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): Promise<void>;
+  /**
+   * The reads a manifest push makes before writing, in one call (on a networked database one
+   * round trip instead of one per link): the repository, whether it holds `digest` as a manifest,
+   * and which of `blobs` the index records. One consistent snapshot; callers hold the content lock.
+   */
+  pushReads(repository: string, digest: string, blobs: readonly BlobLookup[]): Promise<PushReads>;
   /** Removes manifests and every tag on them, in one transaction; returns those that were there. */
   deleteManifests(repoId: number, digests: string[]): Promise<string[]>;
   /**

@@ -118,6 +118,59 @@ for (const engine of engines) {
       assert.deepEqual(await store.untaggedEntries(repo.id, 0, 10), []);
     });
 
+    test('pushReads: the repository, the manifest and blobs across repositories, in one read', async () => {
+      assert.deepEqual(await store.pushReads('pr/none', sha('x'), [{ repository: 'pr/none', digest: sha('a') }]),
+        { repository: undefined, manifestKnown: false, blobsHeld: [false] });
+      const repo = await store.ensureRepository('pr/app');
+      const child = await store.ensureRepository('pr/app/child');
+      await store.recordBlob(repo.id, sha('a'), 1);
+      await store.recordBlob(child.id, sha('b'), 1);
+      const one = image('pr');
+      await store.putManifest(repo.id, one.record, one.links, ['v1']);
+      const reads = await store.pushReads('pr/app', one.record.digest, [
+        { repository: 'pr/app', digest: sha('a') }, { repository: 'pr/app/child', digest: sha('b') }, { repository: 'pr/app', digest: sha('b') },
+        { repository: 'pr/unknown', digest: sha('a') }, { repository: 'pr/app', digest: sha('a') }, { repository: 'pr/app', digest: one.record.digest },
+      ]);
+      assert.equal(reads.repository?.id, repo.id);
+      assert.equal(reads.repository?.name, 'pr/app');
+      assert.equal(reads.repository?.gen, 1);
+      assert.equal(reads.manifestKnown, true);
+      assert.deepEqual(reads.blobsHeld, [true, true, false, false, true, true], 'in the order asked, per repository');
+      assert.deepEqual(await store.pushReads('pr/app', sha('other'), []), { ...reads, manifestKnown: false, blobsHeld: [] });
+      assert.equal((await store.pushReads('pr/app/child', one.record.digest, [])).manifestKnown, false, 'a manifest is per repository');
+    });
+
+    test('putManifest: known manifests under new tags, repeated tags, tombstoned tags, attestations', async () => {
+      const repo = await store.ensureRepository('pm/app');
+      const one = image('pm one');
+      await store.putManifest(repo.id, one.record, one.links, ['a', 'b']);
+      assert.equal(await store.deleteTag(repo.id, 'b'), true);
+      const gen = (await store.repository('pm/app'))!.gen;
+      await store.putManifest(repo.id, one.record, one.links, ['b', 'c', 'b']);
+      assert.equal((await store.repository('pm/app'))!.gen, gen + 1, 'one change, however many tags');
+      assert.deepEqual(await store.tags(repo.id, { limit: 10 }), ['a', 'b', 'c']);
+      for (const tag of ['a', 'b', 'c']) assert.equal(await store.resolveTag(repo.id, tag), one.record.digest);
+      assert.deepEqual((await store.taggedEntries(repo.id, { limit: 10 })).map((e) => e.tag), ['a', 'b', 'c']);
+      await store.putManifest(repo.id, one.record, one.links, ['c', 'a']);
+      assert.equal((await store.repository('pm/app'))!.gen, gen + 1, 'the same tags again change nothing');
+      // A BuildKit index marks its attestation manifest as describing the image it names.
+      const attestation = manifest({ mediaType: MANIFEST, config: desc('att config', CONFIG), layers: [desc('in-toto')] });
+      await store.putManifest(repo.id, attestation.record, attestation.links, []);
+      const index = manifest({
+        mediaType: INDEX, manifests: [
+          { mediaType: MANIFEST, digest: one.record.digest, size: one.record.size, platform: { architecture: 'amd64', os: 'linux' } },
+          {
+            mediaType: MANIFEST, digest: attestation.record.digest, size: attestation.record.size, platform: { architecture: 'unknown', os: 'unknown' },
+            annotations: { 'vnd.docker.reference.type': 'attestation-manifest', 'vnd.docker.reference.digest': one.record.digest },
+          },
+        ],
+      });
+      await store.putManifest(repo.id, index.record, index.links, ['multi']);
+      const referrers = await store.referrers(repo.id, one.record.digest, { includeAttestations: true, limit: 10 });
+      assert.deepEqual(referrers.map((r) => r.digest), [attestation.record.digest]);
+      assert.deepEqual(await store.referrers(repo.id, one.record.digest, { limit: 10 }), [], 'only when asked');
+    });
+
     test('deletes: tags tombstoned, manifest files released only once flushed', async () => {
       const repo = await store.ensureRepository('d/app');
       const one = image('d1');
