@@ -30,6 +30,11 @@ const PRUNE_EVERY_MS = 1000;
  * A crash can make a receiver see again what it acknowledged in this window.
  */
 const SAVE_EVERY_MS = 250;
+/**
+ * On stop, a delivery already sent gets this long to be acknowledged: cutting it off would make
+ * the receiver, which may have it already, see it again after the restart.
+ */
+const STOP_GRACE_MS = 5000;
 
 class DeliveryFailed extends Error {
   /** Seconds the receiver asked us to wait (Retry-After), if it did. */
@@ -44,6 +49,8 @@ class DeliveryFailed extends Error {
 export class Dispatcher {
   private readonly options: DispatcherOptions;
   private readonly stopController = new AbortController();
+  /** Aborts deliveries in flight: STOP_GRACE_MS after stop. */
+  private readonly abortDeliveries = new AbortController();
   private readonly loops: Promise<void>[] = [];
   private readonly wake = new Set<() => void>();
   private lastPrune = 0;
@@ -77,7 +84,12 @@ export class Dispatcher {
   async stop(): Promise<void> {
     this.stopController.abort();
     this.wakeAll();
-    await Promise.all(this.loops);
+    const grace = setTimeout(() => this.abortDeliveries.abort(), STOP_GRACE_MS);
+    try {
+      await Promise.all(this.loops);
+    } finally {
+      clearTimeout(grace);
+    }
   }
 
   private get stopped(): boolean {
@@ -126,6 +138,7 @@ export class Dispatcher {
           continue;
         }
         for (const event of batch) {
+          if (this.stopped) break; // the one in flight was finished; the rest waits for the next start
           while (hook.matches(event)) {
             try {
               await this.deliver(hook, event);
@@ -169,7 +182,7 @@ export class Dispatcher {
     try {
       response = await fetch(hook.url, {
         method: 'POST', headers, body, redirect: 'error',
-        signal: AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), this.stopController.signal]),
+        signal: AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), this.abortDeliveries.signal]),
       });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;

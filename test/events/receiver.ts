@@ -14,6 +14,8 @@ export class Receiver {
   /** Requests answered with 503 (while failing). */
   refused = 0;
   failing = false;
+  /** Records each event at once but answers it this much later (a slow receiver). */
+  answerDelayMs = 0;
   port: number;
   private server: Server | undefined;
 
@@ -49,7 +51,8 @@ export class Receiver {
         }
         const raw = Buffer.concat(chunks).toString('utf8');
         this.received.push({ headers: req.headers, raw, event: JSON.parse(raw) });
-        res.writeHead(204).end();
+        if (this.answerDelayMs) setTimeout(() => res.writeHead(204).end(), this.answerDelayMs);
+        else res.writeHead(204).end();
       });
     });
     await new Promise<void>((resolve, reject) => {

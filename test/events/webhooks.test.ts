@@ -210,6 +210,24 @@ test('an offline trellis gc records its deletions; the next server start deliver
   assert.equal(receiver.received.length, 3, 'a graceful stop stored the position: nothing was sent twice');
 });
 
+test('a graceful stop lets a delivery in flight be acknowledged: the receiver does not get it again after the restart', { timeout: 60_000 }, async (t) => {
+  const receiver = await Receiver.start();
+  t.after(() => receiver.stop());
+  const dir = await mkdtemp(join(tmpdir(), 'trellis-events-stop-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const settings = { webhooks: [{ name: 'slow', url: receiver.url, events: ['tag.set'] }], ...FAST_RETRIES };
+  const first = await startTestRegistry(settings, dir);
+  receiver.answerDelayMs = 800;
+  assert.equal((await pushBuilt(first.url, 'app', 'v1', makeImage())).status, 201);
+  await waitFor('the event, not yet answered', () => receiver.received.length >= 1);
+  await first.close(); // while the receiver holds its answer
+  receiver.answerDelayMs = 0;
+  const second = await startTestRegistry(settings, dir);
+  t.after(() => second.close());
+  await sleep(1500);
+  assert.equal(receiver.received.length, 1, 'the event was sent again after the restart');
+});
+
 test('webhook settings are checked at start-up', async () => {
   const { parseWebhooks } = await import('../../src/events/index.ts');
   assert.throws(() => parseWebhooks([{ url: 'ftp://x' }]), /webhooks\[0\]\.url must be an http/);
