@@ -611,8 +611,10 @@ export class Registry {
       const lookups = batch.map((l) => blobLookups(l, repository, canPull));
       // The caller read the first batch with the repository; later ones are one read each.
       const held = checked === 0 ? firstBatchHeld : (await this.metadata.pushReads(repository, '', lookups.flat())).blobsHeld;
-      let at = 0;
-      const found = await Promise.all(batch.map((l, i) => present(l, lookups[i]!, held.slice(at, at += lookups[i]!.length))));
+      // `held` answers the flattened lookups; each link takes its own run of them, in order.
+      let offset = 0;
+      const runs = lookups.map((ls) => held.slice(offset, (offset += ls.length)));
+      const found = await Promise.all(batch.map((l, i) => present(l, lookups[i]!, runs[i]!)));
       missing.push(...batch.filter((_, i) => !found[i]));
       checked += batch.length;
       if (checked < required.length) await new Promise<void>((resolve) => setImmediate(resolve));
