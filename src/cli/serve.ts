@@ -106,21 +106,22 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     opsServer.unref(); // it never holds the process open by itself (e.g. when opening the data fails)
   }
   const registry = await Registry.open({ ...registryOptions(settings, logger), instrumentMetadata: observe.instrumentMetadata });
-  const events = webhooks.length ? await Events.open(webhooks, settings, registry.metadata.outbox, logger, observe.metrics) : undefined;
+  const events = webhooks.length ? await Events.open(webhooks, settings, registry.metadata.outbox, logger, observe.metrics, registry.locks) : undefined;
   const uploads = new Uploads(registry.driver, {
     timeoutMs: settings.uploadTimeoutSeconds * 1000, maxSessions: settings.maxUploadSessions, maxSessionsTotal: settings.maxUploadSessionsTotal,
     maxBlobBytes: settings.maxBlobBytes, bodyIdleTimeoutMs: settings.bodyIdleTimeoutSeconds * 1000,
-  });
+  }, Date.now, registry.locks);
   await uploads.sweepDisk();
   observe.watch(registry, uploads);
   const sweeper = setInterval(() => {
     uploads.sweep().catch((err) => logger.warn({ err }, 'sweeping idle uploads failed'));
     uploads.sweepDisk().catch((err) => logger.warn({ err }, 'sweeping old uploads failed'));
   }, Math.min(60_000, settings.uploadTimeoutSeconds * 1000)).unref();
-  // One collection at a time, periodic or asked for over HTTP.
+  // One collection at a time, periodic or asked for over HTTP, in this process and (shared locks)
+  // across replicas.
   let collecting: Promise<GcReport> | undefined;
   const collect = (dryRun: boolean): Promise<GcReport> => {
-    const run = (collecting ?? Promise.resolve()).catch(() => undefined).then(() => collectGarbage(registry, gcPolicy(settings), { dryRun }));
+    const run = (collecting ?? Promise.resolve()).catch(() => undefined).then(() => registry.locks.run('gc', () => collectGarbage(registry, gcPolicy(settings), { dryRun })));
     collecting = run;
     run.then((report) => {
       observe.gcDone(report);

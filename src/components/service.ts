@@ -4,7 +4,6 @@
 // candidate repository again, so an index dropped by `trellis reindex` comes back whole.
 import type { Logger } from 'pino';
 import type { ContentChange, Registry } from '../content/registry.ts';
-import { KeyedLock } from '../content/lock.ts';
 import type { ComponentIndex, ComponentVersionRow, ManifestRecord } from '../metadata/index.ts';
 import { digestOf } from '../oci/digest.ts';
 import { INDEX_TYPES, OCI_MANIFEST } from '../oci/mediatypes.ts';
@@ -66,7 +65,6 @@ export class Components {
   readonly settings: ComponentSettings;
   private readonly registry: Registry;
   private readonly log: Logger;
-  private readonly locks = new KeyedLock();
 
   private constructor(registry: Registry, index: ComponentIndex, settings: ComponentSettings, log: Logger) {
     this.registry = registry;
@@ -137,7 +135,8 @@ export class Components {
 
   /** Re-derives one repository's component versions and its portable index entries. */
   refresh(repository: string): Promise<void> {
-    return this.locks.run(repository, async () => {
+    // Across replicas when they share the metadata store: two derivations of one repository never interleave.
+    return this.registry.locks.run(`components:${repository}`, async () => {
       const rows = await this.derive(repository);
       await this.index.replaceRepository(repository, rows);
       if (this.settings.indexRepository) await this.syncPortable(repository, rows);

@@ -3,7 +3,7 @@
 import { mkdir } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import { openStorage, type ObjectInfo, type ObjectWriter, type StorageDriver } from '../storage/index.ts';
+import { openStorage, type Locks, type ObjectInfo, type ObjectWriter, type StorageDriver } from '../storage/index.ts';
 import { lockDataDirectory, type DirectoryLock } from '../metadata/directory-lock.ts';
 import { dropMetadata, manifestRecord, metadataExists, openMetadata, type BlobLookup, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
@@ -16,7 +16,6 @@ import type { ErrorEntry } from '../oci/errors.ts';
 import { ContentError } from './errors.ts';
 import { ManifestInvalid, parseManifest, type ManifestLink } from '../oci/manifest.ts';
 import { isValidTag, repositoryNameProblem } from '../oci/names.ts';
-import { KeyedLock } from './lock.ts';
 import { FileCache } from './file-cache.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
 
@@ -115,8 +114,8 @@ export class Registry {
   readonly queries: QueryIndex;
   readonly layout: LayoutWriter;
   readonly options: RegistryOptions;
-  private readonly indexLock = new KeyedLock();
-  private readonly contentLock = new KeyedLock();
+  /** The metadata store's named locks: per process on SQLite, across replicas on PostgreSQL. */
+  readonly locks: Locks;
   private readonly lastLayoutCheck = new Map<string, number>();
   private readonly log: Logger;
   private readonly observers: ContentObserver[] = [];
@@ -130,7 +129,8 @@ export class Registry {
     this.options = options;
     this.directoryLock = directoryLock;
     this.log = options.logger;
-    this.driver = openStorage(options.storage ?? '', options.dataDir, { durable: options.durable });
+    this.locks = metadata.locks;
+    this.driver = openStorage(options.storage ?? '', options.dataDir, { durable: options.durable, locks: this.locks });
     this.metadata = metadata;
     this.queries = metadata.queries;
     this.layout = new LayoutWriter({
@@ -138,10 +138,11 @@ export class Registry {
       metadata,
       timing: options.flush,
       referrers: options.layoutReferrers,
-      runExclusive: (repository, work) => this.indexLock.run(repository, work),
+      runExclusive: (repository, work) => this.withIndex(repository, work),
       beforeWrite: (repository) => this.syncWithDisk(repository),
       afterWrite: (repository) => this.removeUnusedFiles(repository),
       onError: (repository, err, retryInMs) => this.log.error({ err, repository, retryInMs }, 'writing index.json failed; retrying'),
+      otherWriters: this.locks.shared,
     });
   }
 
@@ -189,7 +190,7 @@ export class Registry {
    * and of `index.json` rewrites (which write referrers index blobs).
    */
   async removeUnusedFiles(repository: string): Promise<void> {
-    await this.contentLock.run(repository, () => this.indexLock.run(repository, async () => {
+    await this.withContent(repository, () => this.withIndex(repository, async () => {
       const repo = await this.metadata.repository(repository);
       if (!repo) return;
       for (const digest of await this.metadata.dueUnlinks(repo.id, repo.flushedGen)) {
@@ -224,7 +225,17 @@ export class Registry {
 
   /** Runs work on a repository's content exclusively of pushes and deletes there (used by GC). */
   exclusive<T>(repository: string, work: () => Promise<T>): Promise<T> {
-    return this.contentLock.run(repository, work);
+    return this.withContent(repository, work);
+  }
+
+  /** The content lock: pushes, deletes and GC sweeps of one repository, one at a time. */
+  private withContent<T>(repository: string, work: () => Promise<T>): Promise<T> {
+    return this.locks.run(`content:${repository}`, work);
+  }
+
+  /** The index lock: `index.json` rewrites and merges of one repository, one at a time (taken after the content lock, never before). */
+  private withIndex<T>(repository: string, work: () => Promise<T>): Promise<T> {
+    return this.locks.run(`index:${repository}`, work);
   }
 
   observe(observer: ContentObserver): void {
@@ -254,7 +265,7 @@ export class Registry {
   private async adopt(name: string): Promise<void> {
     // A read first: at start-up nearly every repository is known, and a read is cheaper than a write.
     if (!(await this.metadata.repository(name))) await this.metadata.ensureRepository(name);
-    await this.indexLock.run(name, () => this.syncWithDisk(name));
+    await this.withIndex(name, () => this.syncWithDisk(name));
   }
 
   /**
@@ -305,7 +316,7 @@ export class Registry {
       if (!repo && !(info && (await this.driver.stat(layoutKey(name, LAYOUT_FILE))))) return undefined;
       this.lastLayoutCheck.set(name, now);
       if (info && (!repo || stampOf(info) !== repo.indexStamp)) {
-        await this.indexLock.run(name, () => this.syncWithDisk(name));
+        await this.withIndex(name, () => this.syncWithDisk(name));
         const after = await this.metadata.repository(name);
         if (after && after.gen > after.flushedGen) this.layout.changed(name);
       }
@@ -323,7 +334,7 @@ export class Registry {
   async createRepository(name: string): Promise<RepositoryRecord> {
     const existing = await this.metadata.repository(name);
     if (existing) return existing;
-    await this.indexLock.run(name, async () => {
+    await this.withIndex(name, async () => {
       if (await this.metadata.repository(name)) return;
       // `oci-layout` goes last: it is what marks the folder as a layout, so a crash before it
       // leaves a plain folder, never a layout without `index.json`.
@@ -404,7 +415,7 @@ export class Registry {
    */
   async storeBlob(repository: string, writer: ObjectWriter, digest: string, size: number): Promise<void> {
     const repo = await this.createRepository(repository);
-    await this.contentLock.run(repository, async () => {
+    await this.withContent(repository, async () => {
       // Content another repository already holds is shared (hard link, reference), not stored again.
       const holder = await this.metadata.findBlob(digest, repo.id);
       if (holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest)))) await writer.cancel();
@@ -416,7 +427,7 @@ export class Registry {
   /** Stores a small blob whose bytes are in memory (already verified against the digest). */
   async storeBlobBytes(repository: string, digest: string, bytes: Uint8Array): Promise<void> {
     const repo = await this.createRepository(repository);
-    await this.contentLock.run(repository, async () => {
+    await this.withContent(repository, async () => {
       const holder = await this.metadata.findBlob(digest, repo.id);
       if (!(holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest))))) await this.driver.writeFile(blobKey(repository, digest), bytes);
       await this.metadata.recordBlob(repo.id, digest, bytes.length);
@@ -436,7 +447,7 @@ export class Registry {
     const info = await this.blobInfo(source, digest);
     if (!info) return false;
     const repo = await this.createRepository(repository);
-    return this.contentLock.run(repository, async () => {
+    return this.withContent(repository, async () => {
       if (!(await this.driver.copy(blobKey(source, digest), blobKey(repository, digest)))) return false;
       await this.metadata.recordBlob(repo.id, digest, info.size);
       return true;
@@ -451,7 +462,7 @@ export class Registry {
    */
   async deleteBlob(repository: string, digest: string): Promise<void> {
     const repo = await this.requireRepository(repository);
-    await this.contentLock.run(repository, async () => {
+    await this.withContent(repository, async () => {
       if (await this.metadata.manifest(repo.id, digest)) {
         throw new ContentError('unsupported', 'UNSUPPORTED', `${digest} is a manifest; delete it through /v2/${repository}/manifests/${digest}`);
       }
@@ -562,7 +573,7 @@ export class Registry {
     const nestedProblems = resolveNestedLinks(parsed.links, repository);
     if (nestedProblems.length) throw ContentError.many('invalid', nestedProblems.map((message) => ({ code: 'MANIFEST_INVALID', message })));
     const record = manifestRecord(digest, parsed, bytes.length);
-    await this.contentLock.run(repository, async () => {
+    await this.withContent(repository, async () => {
       // Everything is checked before anything is written, so a refused push leaves no trace.
       // The repository, the manifest and the first batch of links are one read of the index.
       const required = parsed.links.filter((l) => l.required);
@@ -636,7 +647,7 @@ export class Registry {
   async deleteManifest(repository: string, reference: string, canPull: (repository: string) => boolean = () => true): Promise<void> {
     const repo = await this.requireRepository(repository);
     const change: ContentChange = { repository };
-    await this.contentLock.run(repository, async () => {
+    await this.withContent(repository, async () => {
       if (isValidTag(reference)) {
         if (!await this.metadata.deleteTag(repo.id, reference)) throw new ContentError('not-found', 'MANIFEST_UNKNOWN', `tag ${reference} is not in ${repository}`);
         change.untagged = reference;

@@ -9,6 +9,7 @@ import type { EventOutbox, OutboxEvent } from '../metadata/outbox.ts';
 import type { Metrics } from '../observe/metrics.ts';
 import { CLOUDEVENTS_CONTENT_TYPE, SIGNATURE_HEADER, signature, toCloudEvent } from './cloudevents.ts';
 import type { Webhook } from './webhooks.ts';
+import type { Locks } from '../storage/mutex.ts';
 
 export interface DispatcherOptions {
   outbox: EventOutbox;
@@ -20,6 +21,11 @@ export interface DispatcherOptions {
   retryMaxMs: number;
   /** How often to look for events when no append was signalled (events written by another process). */
   pollMs?: number;
+  /**
+   * Replicas sharing the outbox: each webhook is delivered by the one replica holding its lock
+   * (another takes over when it stops or dies), so events are not sent once per replica.
+   */
+  locks?: Locks | undefined;
 }
 
 const BATCH = 100;
@@ -116,6 +122,16 @@ export class Dispatcher {
   }
 
   private async run(hook: Webhook): Promise<void> {
+    const { locks } = this.options;
+    if (!locks?.shared) return this.deliverAll(hook);
+    while (!this.stopped) {
+      const delivered = await locks.tryRun(`webhook:${hook.name}`, () => this.deliverAll(hook));
+      if (!delivered) await this.pause(this.options.pollMs ?? 1000, false);
+    }
+  }
+
+  /** Delivers a webhook's events in order until stop. */
+  private async deliverAll(hook: Webhook): Promise<void> {
     const { outbox } = this.options;
     // `position`: every event up to it is handled (delivered or skipped); `saved`: what the outbox knows.
     let position = await outbox.position(hook.name);

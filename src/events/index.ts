@@ -4,6 +4,7 @@
 import type { Logger } from 'pino';
 import type { Settings } from '../config/settings.ts';
 import type { GcReport } from '../gc/collector.ts';
+import type { Locks } from '../storage/mutex.ts';
 import type { EventOutbox } from '../metadata/outbox.ts';
 import type { Metrics } from '../observe/metrics.ts';
 import { Dispatcher } from './dispatcher.ts';
@@ -25,9 +26,9 @@ export class Events {
    * Starts tracking the webhooks' positions in the outbox (before anything records events);
    * deliveries begin with `start`.
    */
-  static async open(webhooks: Webhook[], settings: Settings, outbox: EventOutbox, log: Logger, metrics?: Metrics): Promise<Events> {
+  static async open(webhooks: Webhook[], settings: Settings, outbox: EventOutbox, log: Logger, metrics?: Metrics, locks?: Locks): Promise<Events> {
     const dispatcher = new Dispatcher({
-      outbox, webhooks, log, metrics, timeoutMs: settings.webhookTimeoutMs, retryMinMs: settings.webhookRetryMinMs, retryMaxMs: settings.webhookRetryMaxMs,
+      outbox, webhooks, log, metrics, locks, timeoutMs: settings.webhookTimeoutMs, retryMinMs: settings.webhookRetryMinMs, retryMaxMs: settings.webhookRetryMaxMs,
     });
     await dispatcher.register();
     log.info({ webhooks: webhooks.map((w) => w.name) }, 'events on');

@@ -106,6 +106,10 @@ export class LayoutWriter {
   private readonly beforeWrite: (repository: string) => Promise<void>;
   private readonly afterWrite: (repository: string) => Promise<void>;
   private readonly onError: (repository: string, err: unknown, retryInMs: number) => void;
+  /** Looks for rewrites another process journaled and never did (it died); see takeOverAbandoned. */
+  private readonly abandonedWatch: NodeJS.Timeout | undefined;
+  /** Repositories pending at the last look, with the change they were at. */
+  private pendingAtLastLook = new Map<string, number>();
 
   constructor(options: {
     driver: StorageDriver;
@@ -122,6 +126,8 @@ export class LayoutWriter {
     afterWrite: (repository: string) => Promise<void>;
     /** A rewrite failed; it is tried again in `retryInMs`, with or without another change. */
     onError: (repository: string, err: unknown, retryInMs: number) => void;
+    /** Other processes write the same layouts (replicas): take over the rewrites one of them left. */
+    otherWriters?: boolean;
   }) {
     this.driver = options.driver;
     this.metadata = options.metadata;
@@ -131,6 +137,25 @@ export class LayoutWriter {
     this.beforeWrite = options.beforeWrite;
     this.afterWrite = options.afterWrite;
     this.onError = options.onError;
+    if (options.otherWriters) {
+      this.abandonedWatch = setInterval(() => {
+        this.takeOverAbandoned().catch((err: unknown) => this.onError('*', err, this.timing.maxDelayMs));
+      }, Math.max(1000, this.timing.maxDelayMs));
+      this.abandonedWatch.unref();
+    }
+  }
+
+  /**
+   * A replica that noted a change rewrites index.json within maxDelayMs; one that died never
+   * does. A repository pending at the same change at two looks maxDelayMs apart is rewritten here.
+   */
+  private async takeOverAbandoned(): Promise<void> {
+    const pending = new Map<string, number>();
+    for (const repo of await this.metadata.pendingRepositories()) {
+      pending.set(repo.name, repo.gen);
+      if (this.pendingAtLastLook.get(repo.name) === repo.gen && !this.timers.has(repo.name)) this.changed(repo.name);
+    }
+    this.pendingAtLastLook = pending;
   }
 
   /** Notes that a repository's journal moved ahead of its `index.json`. */
@@ -260,6 +285,7 @@ export class LayoutWriter {
    */
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.abandonedWatch);
     await this.flushAll();
   }
 }

@@ -3,6 +3,7 @@
 // of one repository take its `repos` row lock first (SELECT … FOR UPDATE), so concurrent pushes,
 // deletes and merges to one repository serialize in the database, not only in this process.
 import pg from 'pg';
+import { AdvisoryLocks } from './postgres-locks.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
 import { orderKey } from '../query/order.ts';
 import { PostgresComponentIndex } from './postgres-components.ts';
@@ -590,9 +591,13 @@ export async function openPostgresMetadata(url: string, options: { readOnly: boo
     const outbox = new PostgresEventOutbox(pool, { recording: options.recordEvents ?? false });
     const tables = new PostgresTables(pool, outbox);
     await tables.init();
+    const locks = new AdvisoryLocks(url);
     const store: MetadataStore = Object.assign(Object.create(tables) as PostgresTables, {
       engine: 'postgres', needsRebuild: false, queries: new PostgresQueryIndex(pool), components: new PostgresComponentIndex(pool, outbox),
-      close: () => pool.end(),
+      locks, close: async () => {
+        await locks.close();
+        await pool.end();
+      },
     });
     return store;
   } catch (err) {

@@ -7,6 +7,7 @@ import { SqliteEventOutbox, deleteEvents, pushEvents, tagRemoved, type EventOutb
 import { Worker } from 'node:worker_threads';
 import { PATHS_STORED_ELSEWHERE, SqliteQueryIndex } from './sqlite-query.ts';
 import { SqliteComponentIndex } from './sqlite-components.ts';
+import { KeyedLock } from '../storage/mutex.ts';
 import type { QueryIndex } from './query.ts';
 import type { ComponentIndex } from './components.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
@@ -607,6 +608,6 @@ export function openSqliteMetadata(path: string, options: { durable?: boolean; r
   const queries = asynchronous<QueryIndex>(new SqliteQueryIndex(tables.database));
   const components = asynchronous<ComponentIndex>(new SqliteComponentIndex(tables.database, { readOnly: options.readOnly ?? false, outbox: tables.outbox }));
   return Object.assign(asynchronous<MetadataTables>(tables), {
-    engine: 'sqlite', needsRebuild: tables.needsRebuild, queries, components, outbox: tables.outbox as EventOutbox, close: () => tables.close(),
+    engine: 'sqlite', needsRebuild: tables.needsRebuild, queries, components, outbox: tables.outbox as EventOutbox, locks: new KeyedLock(), close: () => tables.close(),
   });
 }

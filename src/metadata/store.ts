@@ -6,6 +6,7 @@ import { manifestAttributes, type Attribute } from '../query/attributes.ts';
 import type { QueryIndex } from './query.ts';
 import type { ComponentIndex } from './components.ts';
 import type { EventOutbox } from './outbox.ts';
+import type { Locks } from '../storage/mutex.ts';
 
 export interface RepositoryRecord {
   id: number;
@@ -113,8 +114,8 @@ export interface LayoutSnapshot {
 // ---- the contracts -------------------------------------------------------------------------
 // Every method is async and is one transaction of the store: it sees and leaves a consistent
 // index, and nothing another caller does lands halfway through it. A read-modify-write spanning
-// several calls is not atomic; callers serialize those per repository (content/lock.ts:
-// the content lock for pushes, deletes and GC sweeps, the index lock for `index.json` rewrites
+// several calls is not atomic; callers serialize those per repository with the store's `locks`
+// (`content:<repo>`: the content lock for pushes, deletes and GC sweeps; `index:<repo>`: the index lock for `index.json` rewrites
 // and layout merges). Writes that must be atomic together are one method (putManifest,
 // deleteManifests, mergeLayout, setReferrerIndex).
 
@@ -241,6 +242,12 @@ export interface MetadataStore extends RepositoryCatalog, ManifestIndex, LayoutJ
   readonly components: ComponentIndex;
   /** Events about changes, written by the changes' transactions; consumed by src/events/. */
   readonly outbox: EventOutbox;
+  /**
+   * Named locks for read-modify-writes that span several calls (per repository, per blob, per
+   * upload session). They exclude every process that shares this store: only this process for
+   * SQLite (one process per data directory), every replica for PostgreSQL.
+   */
+  readonly locks: Locks;
 
   /** Closes the index; resolves when nothing has it open any more (safe to remove its files). */
   close(): Promise<void>;

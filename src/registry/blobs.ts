@@ -145,25 +145,28 @@ export async function startUpload(ctx: ApiContext, name: string): Promise<void> 
 }
 
 export async function patchUpload(ctx: ApiContext, name: string, id: string): Promise<void> {
-  const session = await ctx.uploads.get(name, id);
-  await appendBody(ctx, name, session);
-  await ctx.uploads.persist(session);
-  send(ctx.res, 202, uploadHeaders(name, session, ctx));
+  // Answered after the session's lock is let go: the client's next request may reach another replica.
+  const headers = await ctx.uploads.using(name, id, async (session) => {
+    await appendBody(ctx, name, session);
+    await ctx.uploads.persist(session);
+    return uploadHeaders(name, session, ctx);
+  });
+  send(ctx.res, 202, headers);
 }
 
 export async function putUpload(ctx: ApiContext, name: string, id: string): Promise<void> {
-  const session = await ctx.uploads.get(name, id);
-  if (hasBody(ctx.req)) await appendBody(ctx, name, session);
-  await finishUpload(ctx, name, session, ctx.url.searchParams.get('digest'));
+  await ctx.uploads.using(name, id, async (session) => {
+    if (hasBody(ctx.req)) await appendBody(ctx, name, session);
+    await finishUpload(ctx, name, session, ctx.url.searchParams.get('digest'));
+  });
 }
 
 export async function uploadStatus(ctx: ApiContext, name: string, id: string): Promise<void> {
-  const session = await ctx.uploads.get(name, id);
-  send(ctx.res, 204, uploadHeaders(name, session, ctx));
+  const headers = await ctx.uploads.using(name, id, async (session) => uploadHeaders(name, session, ctx));
+  send(ctx.res, 204, headers);
 }
 
 export async function cancelUpload(ctx: ApiContext, name: string, id: string): Promise<void> {
-  const session = await ctx.uploads.get(name, id);
-  await ctx.uploads.end(session);
+  await ctx.uploads.using(name, id, (session) => ctx.uploads.end(session));
   send(ctx.res, 204);
 }

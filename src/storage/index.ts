@@ -3,15 +3,18 @@ import { resolve } from 'node:path';
 import { FileSystemDriver } from './filesystem.ts';
 import { S3Driver, parseS3Url } from './s3.ts';
 import type { StorageDriver } from './driver.ts';
+import type { Locks } from './mutex.ts';
 
+export type { Locks } from './mutex.ts';
+export { KeyedLock } from './mutex.ts';
 export type { ByteRange, ObjectInfo, ObjectWriter, StorageDriver, WriteOptions } from './driver.ts';
 
 /**
  * `storage` is '' (the data directory itself), a path, or `s3://bucket/prefix?endpoint=…&region=…`
  * (credentials from the AWS SDK's usual chain: environment variables, profile, instance role).
  */
-export function openStorage(storage: string, dataDir: string, options: { durable: boolean }): StorageDriver {
-  if (storage.startsWith('s3://')) return new S3Driver(parseS3Url(storage));
+export function openStorage(storage: string, dataDir: string, options: { durable: boolean; locks?: Locks }): StorageDriver {
+  if (storage.startsWith('s3://')) return new S3Driver(parseS3Url(storage), options.locks);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(storage)) throw new Error(`storage ${JSON.stringify(storage)}: only a path or s3:// is supported`);
   return new FileSystemDriver(storage ? resolve(storage) : dataDir, options);
 }

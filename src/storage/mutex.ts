@@ -1,6 +1,19 @@
-// One queue per key: work on one key (a repository, a blob's digest) runs in order, different keys
-// run freely. Storage uses it for a blob's copy and removal; content for per-repository writes.
-export class KeyedLock {
+// Named locks. `Locks` is what the registry, storage and uploads ask for: work on one key (a
+// repository, a blob's digest, an upload session) runs in order, different keys run freely.
+// KeyedLock does it inside one process; the metadata store hands out locks that also hold across
+// processes when several replicas share it (src/metadata/postgres-locks.ts).
+export interface Locks {
+  /** Whether holders in other processes are excluded too, not only this process's. */
+  readonly shared: boolean;
+  /** Runs work once the key is free; the key is held until work settles. */
+  run<T>(key: string, work: () => Promise<T>): Promise<T>;
+  /** Runs work only if the key is free now; `undefined` when it is held (work did not run). */
+  tryRun<T>(key: string, work: () => Promise<T>): Promise<{ value: T } | undefined>;
+}
+
+/** One queue per key, inside this process. */
+export class KeyedLock implements Locks {
+  readonly shared = false;
   private readonly tails = new Map<string, Promise<unknown>>();
 
   run<T>(key: string, work: () => Promise<T>): Promise<T> {
@@ -12,5 +25,15 @@ export class KeyedLock {
       if (this.tails.get(key) === tail) this.tails.delete(key);
     });
     return next;
+  }
+
+  async tryRun<T>(key: string, work: () => Promise<T>): Promise<{ value: T } | undefined> {
+    if (this.tails.has(key)) return undefined;
+    return { value: await this.run(key, work) };
+  }
+
+  /** Whether the key is held or waited for now. */
+  held(key: string): boolean {
+    return this.tails.has(key);
   }
 }

@@ -20,7 +20,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { checkKey, contentAddress, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageDriver, type WriteOptions } from './driver.ts';
-import { KeyedLock } from './mutex.ts';
+import { KeyedLock, type Locks } from './mutex.ts';
 
 const WRITERS = '_trellis/uploads';
 const REFS = '_trellis/refs';
@@ -74,14 +74,21 @@ function partSizeFor(partNumber: number): number {
   return MIN_PART * (1 + Math.floor((partNumber - 1) / 1000));
 }
 
+/** The lock a digest's shared object is copied and removed under. */
+function blobLockKey(address: { algorithm: string; hex: string }): string {
+  return `blob:${address.algorithm}:${address.hex}`;
+}
+
 export class S3Driver implements StorageDriver {
   readonly client: S3Client;
   readonly bucket: string;
   readonly prefix: string;
   readonly description: string;
-  private readonly digestLock = new KeyedLock();
+  /** Serializes the copy and removal of one digest's shared object (across replicas when shared). */
+  private readonly digestLock: Locks;
 
-  constructor(location: S3Location) {
+  constructor(location: S3Location, locks: Locks = new KeyedLock()) {
+    this.digestLock = locks;
     this.bucket = location.bucket;
     this.prefix = location.prefix;
     this.description = `s3://${location.bucket}/${location.prefix}${location.endpoint ? ` at ${location.endpoint}` : ''}`;
@@ -236,7 +243,7 @@ export class S3Driver implements StorageDriver {
     const body = typeof data === 'string' ? Buffer.from(data) : data;
     const address = contentAddress(key);
     if (address) {
-      return this.digestLock.run(`${address.algorithm}:${address.hex}`, async () => {
+      return this.digestLock.run(blobLockKey(address), async () => {
         if (options.ifAbsent && (await this.head(this.objectKey(key)))) return undefined;
         const shared = this.sharedKey(address);
         // The reference may go up beside the bytes (a reference without bytes is only a leak);
@@ -335,7 +342,7 @@ export class S3Driver implements StorageDriver {
   async placeObject(fromBucketKey: string, size: number, key: string, ifAbsent: boolean): Promise<boolean> {
     const address = contentAddress(key);
     if (!address) return this.copyObject(fromBucketKey, this.objectKey(key), size, ifAbsent);
-    return this.digestLock.run(`${address.algorithm}:${address.hex}`, async () => {
+    return this.digestLock.run(blobLockKey(address), async () => {
       if (await this.head(this.objectKey(key))) return !ifAbsent;
       const shared = this.sharedKey(address);
       let head = await this.head(shared);
@@ -355,7 +362,7 @@ export class S3Driver implements StorageDriver {
     const to = contentAddress(toKey);
     if (from && to && from.algorithm === to.algorithm && from.hex === to.hex) {
       // The same content in another repository: only a reference and a marker, no bytes.
-      return this.digestLock.run(`${to.algorithm}:${to.hex}`, async () => {
+      return this.digestLock.run(blobLockKey(to), async () => {
         const source = await this.stat(fromKey);
         if (!source) return false;
         if (!(await this.head(this.objectKey(toKey)))) await this.link(toKey, source);
@@ -370,7 +377,7 @@ export class S3Driver implements StorageDriver {
   async remove(key: string): Promise<boolean> {
     const address = contentAddress(key);
     if (!address) return this.delete(this.objectKey(key));
-    return this.digestLock.run(`${address.algorithm}:${address.hex}`, async () => {
+    return this.digestLock.run(blobLockKey(address), async () => {
       const existed = await this.delete(this.objectKey(key));
       await this.delete(this.refKey(address));
       const refs = await this.client.send(new ListObjectsV2Command({

@@ -1,0 +1,102 @@
+// Locks that hold across every process on one PostgreSQL database: session-level advisory locks,
+// all taken on one connection per process. A lock is taken with pg_try_advisory_lock and, while
+// another process holds it, tried again after a short, growing pause, so that no connection ever
+// sits blocked in the server and one connection serves all of a process's locks. The server
+// drops a dead process's locks with its connection (kill -9 included), so none is left stale.
+// Inside the process a KeyedLock queues holders first: the database sees one holder per key.
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import { KeyedLock, type Locks } from '../storage/mutex.ts';
+
+/** Longest wait for a lock another process holds before the work fails (a lost holder, a bug). */
+const WAIT_LIMIT_MS = 120_000;
+const FIRST_PAUSE_MS = 2;
+const LONGEST_PAUSE_MS = 50;
+
+export class LockTimeout extends Error {}
+
+/** The advisory lock id of a key: 64 bits of its SHA-256, as PostgreSQL's signed bigint. */
+export function advisoryLockId(key: string): string {
+  return createHash('sha256').update(`trellis:${key}`).digest().readBigInt64BE(0).toString();
+}
+
+export class AdvisoryLocks implements Locks {
+  readonly shared = true;
+  private readonly local = new KeyedLock();
+  private readonly url: string;
+  private client: Promise<pg.Client> | undefined;
+  private closed = false;
+
+  constructor(url: string) {
+    this.url = url;
+  }
+
+  run<T>(key: string, work: () => Promise<T>): Promise<T> {
+    return this.local.run(key, () => this.holding(key, work, WAIT_LIMIT_MS) as Promise<T>);
+  }
+
+  async tryRun<T>(key: string, work: () => Promise<T>): Promise<{ value: T } | undefined> {
+    if (this.local.held(key)) return undefined;
+    return this.local.tryRun(key, async () => {
+      const id = advisoryLockId(key);
+      if (!(await this.tryLock(id))) return undefined;
+      return { value: await this.releasing(id, work) };
+    }).then((outcome) => outcome?.value);
+  }
+
+  private async holding<T>(key: string, work: () => Promise<T>, limitMs: number): Promise<T> {
+    const id = advisoryLockId(key);
+    const deadline = Date.now() + limitMs;
+    for (let pause = FIRST_PAUSE_MS; !(await this.tryLock(id)); pause = Math.min(LONGEST_PAUSE_MS, pause * 2)) {
+      if (Date.now() > deadline) throw new LockTimeout(`waited over ${limitMs / 1000} s for the lock on ${key}, held by another process`);
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+    return this.releasing(id, work);
+  }
+
+  private async releasing<T>(id: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } finally {
+      // A lost connection has already dropped every lock it held; nothing is left to release.
+      await this.query('SELECT pg_advisory_unlock($1::bigint)', [id]).catch(() => undefined);
+    }
+  }
+
+  private async tryLock(id: string): Promise<boolean> {
+    const { rows } = await this.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS locked', [id]);
+    return rows[0]!.locked;
+  }
+
+  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+    const client = await this.connection();
+    return client.query<R>(text, values);
+  }
+
+  /** The process's lock connection, opened on first use and again after it was lost. */
+  private connection(): Promise<pg.Client> {
+    if (this.closed) return Promise.reject(new Error('the metadata store is closed'));
+    this.client ??= (async () => {
+      const client = new pg.Client({ connectionString: this.url, keepAlive: true, application_name: 'trellis locks' });
+      const forget = () => {
+        if (this.client === opened) this.client = undefined;
+      };
+      client.on('error', forget);
+      client.on('end', forget);
+      await client.connect();
+      return client;
+    })();
+    const opened = this.client;
+    opened.catch(() => {
+      if (this.client === opened) this.client = undefined;
+    });
+    return opened;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const client = await this.client?.catch(() => undefined);
+    this.client = undefined;
+    await client?.end().catch(() => undefined);
+  }
+}
