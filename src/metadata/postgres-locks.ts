@@ -20,6 +20,12 @@ export function advisoryLockId(key: string): string {
   return createHash('sha256').update(`trellis:${key}`).digest().readBigInt64BE(0).toString();
 }
 
+/** The server ended the session, or the socket went: the connection is gone, not the statement wrong. */
+function isConnectionLoss(err: unknown): boolean {
+  const code = (err as { code?: string }).code ?? '';
+  return code.startsWith('57P') || code.startsWith('08') || /Connection terminated|ECONNRESET|EPIPE|not queryable/i.test((err as Error).message ?? '');
+}
+
 export class AdvisoryLocks implements Locks {
   readonly shared = true;
   private readonly local = new KeyedLock();
@@ -58,6 +64,8 @@ export class AdvisoryLocks implements Locks {
     try {
       return await work();
     } finally {
+      // Waited for: a client answered here may send its next request to another replica at once,
+      // which must find the key free (an upload's next PATCH would be refused as busy).
       // A lost connection has already dropped every lock it held; nothing is left to release.
       await this.query('SELECT pg_advisory_unlock($1::bigint)', [id]).catch(() => undefined);
     }
@@ -68,9 +76,16 @@ export class AdvisoryLocks implements Locks {
     return rows[0]!.locked;
   }
 
+  /** Runs a statement on the lock connection; once more on a new one if the connection was lost. */
   private async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
-    const client = await this.connection();
-    return client.query<R>(text, values);
+    const opened = this.connection();
+    try {
+      return await (await opened).query<R>(text, values);
+    } catch (err) {
+      if (this.client === opened && !isConnectionLoss(err)) throw err;
+      if (this.client === opened) this.client = undefined;
+      return (await this.connection()).query<R>(text, values);
+    }
   }
 
   /** The process's lock connection, opened on first use and again after it was lost. */

@@ -326,6 +326,28 @@ for (const engine of engines) {
       assert.deepEqual(await store.components.portableRepositories(), ['comp/repo']);
     });
 
+    test('locks: one holder per key (across stores on one database when shared), tryRun refuses a held key', async () => {
+      const other = await second();
+      assert.equal(other.locks.shared, store.locks.shared);
+      const order: string[] = [];
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => { release = resolve; });
+      let entered!: () => void;
+      const inside = new Promise<void>((resolve) => { entered = resolve; });
+      const first = store.locks.run('contract:key', async () => { order.push('first in'); entered(); await held; order.push('first out'); });
+      await inside;
+      assert.equal(await other.locks.tryRun('contract:key', async () => 'ran'), undefined, 'a held key is refused to tryRun');
+      assert.deepEqual(await other.locks.tryRun('contract:another key', async () => 'ran'), { value: 'ran' }, 'other keys are free');
+      const waiter = other.locks.run('contract:key', async () => { order.push('second'); });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(order, ['first in'], 'the second holder waits');
+      release();
+      await Promise.all([first, waiter]);
+      assert.deepEqual(order, ['first in', 'first out', 'second']);
+      await assert.rejects(store.locks.run('contract:key', async () => { throw new Error('work failed'); }), /work failed/);
+      assert.deepEqual(await other.locks.tryRun('contract:key', async () => 'free again'), { value: 'free again' }, 'a failed holder lets the key go');
+    });
+
     test('concurrency: two writers, one tag (also from a second store on the same database)', async () => {
       const other = await second();
       const repo = await store.ensureRepository('race/tag');

@@ -12,13 +12,21 @@ import { OCI_MANIFEST, descriptorOf, makeImage, makeReferrer, pushBlob, pushBuil
 const missing = postgresMissing();
 if (missing && process.env.CI === 'true') throw new Error(`${missing}; CI must run the PostgreSQL round-trip bounds`);
 
-/** Statements sent by every pg client of this process while `work` runs. */
-async function countStatements(work: () => Promise<unknown>): Promise<string[]> {
+/** The content lock's statements (src/metadata/postgres-locks.ts), on the lock connection. */
+const LOCKING = /pg_try_advisory_lock|pg_advisory_unlock/;
+
+/**
+ * Statements sent by every pg client of this process while `work` runs, except the content lock's
+ * two (taken and let go on the lock connection, so that replicas exclude each other): their
+ * price, counted on their own in the first test.
+ */
+async function countStatements(work: () => Promise<unknown>, locking: string[] = []): Promise<string[]> {
   const seen: string[] = [];
   const query = pg.Client.prototype.query;
   pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
     const first = args[0];
-    seen.push(typeof first === 'string' ? first : String((first as { text?: string }).text ?? first));
+    const text = typeof first === 'string' ? first : String((first as { text?: string }).text ?? first);
+    (LOCKING.test(text) ? locking : seen).push(text);
     return (query as (...a: unknown[]) => unknown).apply(this, args);
   } as typeof query;
   try {
@@ -70,8 +78,10 @@ test('a new image manifest pushed by tag: at most 4 round trips, whatever its nu
   for (const layers of [1, 5, 30]) {
     const image = await pushedBlobsOf(reg.url, repo, layers, `v${layers}`);
     let status = 0;
-    const statements = await countStatements(async () => ({ status } = await pushManifest(reg.url, repo, `v${layers}`, image.bytes)));
+    const locking: string[] = [];
+    const statements = await countStatements(async () => ({ status } = await pushManifest(reg.url, repo, `v${layers}`, image.bytes)), locking);
     assert.equal(status, 201);
+    assert.deepEqual(locking.map((s) => s.match(LOCKING)![0]), ['pg_try_advisory_lock', 'pg_advisory_unlock'], 'the content lock: taken once, let go once');
     // one read (repository, manifest, every layer), the journal entry, the push's one statement
     assert.ok(statements.length <= 4, `${layers} layers: ${statements.length} statements:\n${statements.join('\n---\n')}`);
     assert.ok(!statements.some((s) => /^\s*(BEGIN|COMMIT)/i.test(s)), 'no transaction of its own: one statement is one');

@@ -1,0 +1,43 @@
+// PostgreSQL's shared locks hold across processes and die with their holder: a replica killed
+// while it holds a lock (its connection dropped, as kill -9 does) lets the others in at once.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import pg from 'pg';
+import { openMetadata } from '../../src/metadata/index.ts';
+import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
+
+const missing = postgresMissing();
+if (missing && process.env.CI === 'true') throw new Error(`${missing}; CI must test PostgreSQL locks`);
+
+test('a lock whose holder lost its connection is free for the others; its work no longer blocks them', { skip: missing ?? false }, async (t) => {
+  const database = await createTestDatabase();
+  const options = { location: database.url, dataDir: '', durable: false };
+  const replicaA = await openMetadata(options);
+  const replicaB = await openMetadata(options);
+  const admin = new pg.Client({ connectionString: database.url });
+  await admin.connect();
+  t.after(async () => {
+    await admin.end();
+    await replicaA.close();
+    await replicaB.close();
+    await database.drop();
+  });
+
+  let entered!: () => void;
+  const inside = new Promise<void>((resolve) => { entered = resolve; });
+  const stuck = replicaA.locks.run('content:app', async () => {
+    entered();
+    await new Promise(() => undefined); // a replica that never finishes: it is about to die
+  });
+  void stuck;
+  await inside;
+  assert.equal(await replicaB.locks.tryRun('content:app', async () => true), undefined, 'held by replica A');
+  // What kill -9 does to replica A's side: its lock connection ends.
+  const { rows } = await admin.query<{ pid: number }>(`SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+    WHERE a.application_name = 'trellis locks' AND a.datname = current_database() AND l.locktype = 'advisory' AND l.granted`);
+  assert.equal(rows.length, 1, 'the holder is one lock connection');
+  await admin.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid]);
+  const started = Date.now();
+  assert.equal(await replicaB.locks.run('content:app', async () => 'B holds it'), 'B holds it');
+  assert.ok(Date.now() - started < 5000, 'taken without waiting for a timeout');
+});
