@@ -137,7 +137,8 @@ pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 events { worker_connections 1024; }
 http {
-  access_log ${dir}/access.log;
+  log_format upstreams '$request $status upstream=$upstream_addr $upstream_status $request_time';
+  access_log ${dir}/access.log upstreams;
   client_body_temp_path ${dir}/client_body;
   proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fastcgi;
@@ -304,8 +305,12 @@ async function launch(options: ReplicaOptions): Promise<ReplicaSet> {
       },
       async diagnostics() {
         const errors = await readFile(join(nginxDir, 'error.log'), 'utf8').catch(() => '');
+        const access = await readFile(join(nginxDir, 'access.log'), 'utf8').catch(() => '');
+        const failed = access.split('\n').filter((line) => / 5\d\d upstream=/.test(line));
+        const state = (r: Replica) => (!r.child ? 'killed' : r.child.exitCode === null && r.child.signalCode === null ? 'running' : `exited (${r.child.exitCode ?? r.child.signalCode})`);
         return [`nginx error.log (last 40 lines):\n${errors.split('\n').slice(-40).join('\n')}`,
-          ...replicas.map((r) => `replica ${r.index} (${r.host}) output:\n${r.output.split('\n').slice(-30).join('\n')}`)].join('\n');
+          `requests answered 5xx through nginx (last 20 of ${failed.length}):\n${failed.slice(-20).join('\n')}`,
+          ...replicas.map((r) => `replica ${r.index} (${r.host}, ${state(r)}) output:\n${r.output.split('\n').slice(-30).join('\n')}`)].join('\n');
       },
       stop,
     };
@@ -373,4 +378,15 @@ export async function pushRetrying(base: string, repository: string, ref: string
     await sleep(100 * attempt);
   }
   return { acked: false, attempts, failures };
+}
+
+/** Runs `body`; a failure is thrown again with the balancer's error log and every replica's output added. */
+export async function withDiagnostics<T>(set: ReplicaSet, body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (err) {
+    const error = new Error(`${(err as Error).message}\n${await set.diagnostics()}`, { cause: err });
+    error.stack = `${error.message}\n${(err as Error).stack?.split('\n').filter((line) => line.trimStart().startsWith('at ')).join('\n') ?? ''}`;
+    throw error;
+  }
 }

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { clientScratch } from '../helpers/interop.ts';
 import { requirePeer } from '../helpers/peers.ts';
 import { sha256, type Descriptor } from '../helpers/oci-client.ts';
-import { assertOnEveryReplica, startReplicas } from '../helpers/replicas.ts';
+import { assertOnEveryReplica, startReplicas, withDiagnostics } from '../helpers/replicas.ts';
 
 const APP = 'application/vnd.example.app';
 const SBOM = 'application/vnd.example.sbom';
@@ -20,14 +20,7 @@ test('real clients through the balancer', { timeout: 240_000 }, async (t) => {
   if (!set) return;
   const R = set.host;
 
-  const check = async (what: string, body: () => Promise<void>) => {
-    try {
-      await body();
-    } catch (err) {
-      (err as Error).message += `\n(${what})\n${await set.diagnostics()}`;
-      throw err;
-    }
-  };
+  const check = (_client: string, body: () => Promise<void>) => withDiagnostics(set, body);
 
   await t.test('oras: push, attach, discover, pull, copy, tag, delete', async (t) => {
     const oras = requirePeer(t, 'oras');

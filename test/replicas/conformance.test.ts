@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startReplicas } from '../helpers/replicas.ts';
+import { startReplicas, withDiagnostics } from '../helpers/replicas.ts';
 import { requirePeer } from '../helpers/peers.ts';
 import { assertConformancePasses } from '../helpers/conformance.ts';
 
@@ -17,11 +17,6 @@ for (const profile of ['1.1', 'dev']) {
     if (!set) return;
     const work = await mkdtemp(join(tmpdir(), 'trellis-replica-conformance-'));
     t.after(() => rm(work, { recursive: true, force: true }));
-    try {
-      await assertConformancePasses(conformance, { host: set.host, profile, work });
-    } catch (err) {
-      (err as Error).message += `\n${await set.diagnostics()}`;
-      throw err;
-    }
+    await withDiagnostics(set, () => assertConformancePasses(conformance, { host: set.host, profile, work }));
   });
 }

@@ -32,7 +32,8 @@ test('concurrent pushes to one tag from every replica leave one answer', { timeo
     }
     const pushed = new Set(images.map((image) => image.digest));
 
-    const seen: (string | null)[] = await Promise.all(set.replicas.map(async (replica) => (await getManifest(replica.url, REPOSITORY, TAG)).digest));
+    const answered: Awaited<ReturnType<typeof getManifest>>[] = await Promise.all(set.replicas.map((replica) => getManifest(replica.url, REPOSITORY, TAG)));
+    const seen: (string | null)[] = answered.map((answer) => (answer.status === 200 ? answer.digest : `${answer.status} ${answer.bytes.toString().slice(0, 200)}`));
     assert.equal(new Set(seen).size, 1, `round ${round}: replicas disagree on ${TAG}: ${seen.join(', ')}`);
     const winner = seen[0]!;
     assert.ok(pushed.has(winner), `round ${round}: ${TAG} is ${winner}, which no writer of this round pushed`);

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { sha256 } from '../helpers/oci-client.ts';
-import { startReplicas, type ReplicaSet } from '../helpers/replicas.ts';
+import { startReplicas, withDiagnostics, type ReplicaSet } from '../helpers/replicas.ts';
 
 const MiB = 1024 * 1024;
 
@@ -70,27 +70,23 @@ test('chunked uploads spread over replicas', { timeout: 180_000 }, async (t) => 
   const set = await startReplicas(t);
   if (!set) return;
   const direct = (i: number) => set.replicas[i % set.replicas.length]!.url;
-  const failWith = async (err: unknown) => {
-    (err as Error).message += `\n${await set.diagnostics()}`;
-    throw err;
-  };
 
   await t.test('small chunks, each request on the next replica', async () => {
     const blob = randomBytes(2 * MiB + 12_345);
-    await chunkedUpload('spread/small', blob, 512 * 1024, direct).catch(failWith);
+    await withDiagnostics(set, () => chunkedUpload('spread/small', blob, 512 * 1024, direct));
     await assertPullsEverywhere(set, 'spread/small', blob);
   });
 
   await t.test('chunks across multipart part boundaries, each request on the next replica', async () => {
     // 3 MiB chunks in a 13 MiB blob: the 5 MiB minimum S3 part size is crossed on different replicas.
     const blob = randomBytes(13 * MiB + 777);
-    await chunkedUpload('spread/large', blob, 3 * MiB, direct).catch(failWith);
+    await withDiagnostics(set, () => chunkedUpload('spread/large', blob, 3 * MiB, direct));
     await assertPullsEverywhere(set, 'spread/large', blob);
   });
 
   await t.test('through the balancer', async () => {
     const blob = randomBytes(7 * MiB + 99);
-    await chunkedUpload('spread/balanced', blob, 1 * MiB, () => set.url).catch(failWith);
+    await withDiagnostics(set, () => chunkedUpload('spread/balanced', blob, 1 * MiB, () => set.url));
     await assertPullsEverywhere(set, 'spread/balanced', blob);
   });
 });
