@@ -321,21 +321,45 @@ async function launch(options: ReplicaOptions): Promise<ReplicaSet> {
   }
 }
 
-/** Asserts that every replica (asked directly, not through the balancer) serves `ref` as `digest`, with every blob it names. */
-export async function assertOnEveryReplica(set: ReplicaSet, repository: string, ref: string, digest: string): Promise<void> {
+/** What is wrong with `ref` on each replica (asked directly, not through the balancer): it must be `digest`, with every blob it names. */
+export async function problemsOnEveryReplica(set: ReplicaSet, repository: string, ref: string, digest: string): Promise<string[]> {
   const accept = ['application/vnd.oci.image.manifest.v1+json', 'application/vnd.oci.image.index.v1+json',
     'application/vnd.docker.distribution.manifest.v2+json', 'application/vnd.docker.distribution.manifest.list.v2+json'].join(', ');
+  const problems: string[] = [];
   for (const replica of set.replicas) {
+    const where = `replica ${replica.index}: ${repository}:${ref}`;
     const res = await fetch(`${replica.url}/v2/${repository}/manifests/${ref}`, { headers: { Accept: accept } });
     const bytes = Buffer.from(await res.arrayBuffer());
-    assert.equal(res.status, 200, `replica ${replica.index}: GET ${repository}:${ref} answered ${res.status} ${bytes.toString().slice(0, 300)}`);
-    assert.equal(res.headers.get('docker-content-digest'), digest, `replica ${replica.index}: ${repository}:${ref}`);
+    if (res.status !== 200) {
+      problems.push(`${where} answered ${res.status} ${bytes.toString().slice(0, 200)}`);
+      continue;
+    }
+    if (res.headers.get('docker-content-digest') !== digest) problems.push(`${where} is ${res.headers.get('docker-content-digest')}, not ${digest}`);
     const manifest = JSON.parse(bytes.toString()) as { config?: { digest: string }; layers?: { digest: string }[] | null };
     for (const blob of [manifest.config, ...(manifest.layers ?? [])]) {
       if (!blob) continue;
       const head = await fetch(`${replica.url}/v2/${repository}/blobs/${blob.digest}`, { method: 'HEAD' });
-      assert.equal(head.status, 200, `replica ${replica.index}: blob ${blob.digest} of ${repository}:${ref} answered ${head.status}`);
+      if (head.status !== 200) problems.push(`${where}: its blob ${blob.digest} answered ${head.status}`);
     }
+  }
+  return problems;
+}
+
+export async function assertOnEveryReplica(set: ReplicaSet, repository: string, ref: string, digest: string): Promise<void> {
+  assert.deepEqual(await problemsOnEveryReplica(set, repository, ref, digest), []);
+}
+
+/** Asserts that every acknowledged tag is whole on every replica; the message counts what is not. */
+export async function assertAllOnEveryReplica(set: ReplicaSet, items: { repository: string; tag: string; digest: string }[]): Promise<void> {
+  const problems: string[] = [];
+  const broken = new Set<string>();
+  for (const item of items) {
+    const found = await problemsOnEveryReplica(set, item.repository, item.tag, item.digest);
+    if (found.length) broken.add(`${item.repository}:${item.tag}`);
+    problems.push(...found);
+  }
+  if (problems.length) {
+    assert.fail(`${broken.size} of ${items.length} acknowledged tags are missing or incomplete somewhere (${problems.length} problems; the first 15):\n${problems.slice(0, 15).join('\n')}`);
   }
 }
 

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeImage } from '../helpers/oci-client.ts';
-import { assertOnEveryReplica, pushRetrying, startReplicas, withDiagnostics } from '../helpers/replicas.ts';
+import { assertAllOnEveryReplica, pushRetrying, startReplicas, withDiagnostics } from '../helpers/replicas.ts';
 
 const PUSHERS = 6;
 const KILLS = 3;
@@ -58,9 +58,7 @@ test('kill -9 of a replica under load loses no acknowledged write', { timeout: 2
   assert.ok(acked.length >= PUSHERS, `too few pushes went through: ${acked.length}`);
   assert.deepEqual(gaveUp, [], 'pushes that failed 10 times in a row');
 
-  await withDiagnostics(set, async () => {
-    for (const item of acked) await assertOnEveryReplica(set, item.repository, item.tag, item.digest);
-  });
+  await withDiagnostics(set, () => assertAllOnEveryReplica(set, acked));
   // index.json follows within the flush delay; fsck compares the layouts with the metadata.
   await sleep(2000);
   const { code, output } = await set.trellis(['fsck']);
