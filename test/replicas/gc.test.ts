@@ -32,6 +32,7 @@ test('GC on one replica while the others take pushes keeps everything live', { t
   const moving = new Map<string, Acked>();
   const gaveUp: string[] = [];
   let retries = 0;
+  const refusals = new Map<string, number>();
   let collections = 0;
   let removed = 0;
   let running = true;
@@ -46,6 +47,10 @@ test('GC on one replica while the others take pushes keeps everything live', { t
       const tag = n % 2 ? `keep-${id}-${n}` : `moving-${id}`;
       const outcome = await pushRetrying(base, repository, tag, image, { pauseBeforeManifestMs: Math.random() * 100 });
       retries += outcome.failures.length;
+      for (const failure of outcome.failures) {
+        const kind = failure.replace(/sha256:[0-9a-f]+/g, '<digest>').slice(0, 160);
+        refusals.set(kind, (refusals.get(kind) ?? 0) + 1);
+      }
       if (!outcome.acked) {
         gaveUp.push(`${repository}:${tag}: ${outcome.failures.join(' | ')}`);
         continue;
@@ -70,6 +75,7 @@ test('GC on one replica while the others take pushes keeps everything live', { t
   running = false;
   await load;
   t.diagnostic(`${kept.length + moving.size} tags acknowledged, ${retries} push attempts refused and retried, ${collections} collections removed ${removed} items`);
+  for (const [kind, count] of refusals) t.diagnostic(`refused ${count}×: ${kind}`);
   assert.ok(collections >= 2, `GC ran only ${collections} times`);
   assert.ok(removed > 0, 'GC removed nothing: the test made garbage, so GC did not run on it');
   assert.deepEqual(gaveUp, [], 'pushes refused 10 times in a row');
