@@ -14,6 +14,11 @@
 // GC, nested namespaces, crashes) run once more with blobs and layouts on S3 (versitygw, started by
 // test/helpers/s3.ts; under CI=true a missing server fails that pass):
 //   TRELLIS_TEST_STORAGE=s3 npm test -- test/a.test.ts   # those files, storage on S3
+//
+// The replica tests (test/replicas: three `trellis serve` processes on one PostgreSQL database and
+// one versitygw bucket behind nginx) need PostgreSQL whatever the pass, so they run once, in the
+// PostgreSQL pass, on its cluster; never in the SQLite or S3 pass. Run alone (`npm test --
+// test/replicas/x.test.ts`) they start a cluster of their own.
 import { spawnSync } from 'node:child_process';
 import { runTestFiles } from './test-runner.ts';
 import { readdirSync } from 'node:fs';
@@ -24,14 +29,17 @@ import { findS3Server } from '../test/helpers/s3.ts';
 const root = resolve(import.meta.dirname, '..');
 const bin = join(root, 'node_modules/.bin');
 
+/** Replicas on PostgreSQL and S3 behind nginx: only in the PostgreSQL pass. */
+const REPLICAS = 'test/replicas';
+
 /** Test folders whose files start registries: they run again on PostgreSQL. */
-const POSTGRES_PASS = ['test/registry', 'test/auth', 'test/conformance', 'test/interop', 'test/graph', 'test/components', 'test/gc', 'test/layout', 'test/cli', 'test/content', 'test/events', 'test/observe', 'test/metadata/query.test.ts', 'test/metadata/directory-lock.test.ts'];
+const POSTGRES_PASS = ['test/registry', 'test/auth', 'test/conformance', 'test/interop', 'test/graph', 'test/components', 'test/gc', 'test/layout', 'test/cli', 'test/content', 'test/events', 'test/observe', 'test/metadata/query.test.ts', 'test/metadata/directory-lock.test.ts', REPLICAS];
 
 /** Test files whose registries run again with storage on S3. */
 const S3_PASS = ['test/registry/api.test.ts', 'test/registry/storage.test.ts', 'test/registry/crash.test.ts', 'test/conformance', 'test/interop', 'test/gc', 'test/graph'];
 
 /** The longest files start first, so that neither of the two workers ends with a long file alone. */
-const LONGEST_FIRST = ['test/registry/crash.test.ts', 'test/container/image.test.ts', 'test/registry/api.test.ts', 'test/ui/browse.test.ts', 'test/cli/client.test.ts', 'test/cli/launcher.test.ts'];
+const LONGEST_FIRST = ['test/replicas/conformance.test.ts', 'test/registry/crash.test.ts', 'test/replicas/crash.test.ts', 'test/container/image.test.ts', 'test/registry/api.test.ts', 'test/ui/browse.test.ts', 'test/cli/client.test.ts', 'test/cli/launcher.test.ts'];
 
 function longestFirst(files: string[]): string[] {
   const rank = (file: string) => {
@@ -92,7 +100,7 @@ if (only.length) {
   else await runTests(only);
 } else {
   const all = testFiles(join(root, 'test')).sort();
-  if (mode !== 'postgres') await runTests(all, { TRELLIS_TEST_METADATA: 'sqlite' });
+  if (mode !== 'postgres') await runTests(all.filter((file) => !relative(root, file).startsWith(REPLICAS)), { TRELLIS_TEST_METADATA: 'sqlite' });
   if (mode !== 'sqlite') {
     await onPostgres(all.filter((file) => POSTGRES_PASS.some((prefix) => relative(root, file).startsWith(prefix))));
   }

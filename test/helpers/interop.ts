@@ -19,13 +19,12 @@ export interface InteropSession {
   exec(bin: string, args: string[]): Promise<{ stdout: string; stderr: string }>;
 }
 
-export async function interopSession(t: TestContext, name: string, extraEnv: Record<string, string> = {}): Promise<InteropSession> {
-  const reg = await startTestRegistry();
+export type ClientScratch = Omit<InteropSession, 'reg'>;
+
+/** A scratch folder with its own HOME and a runner for unmodified clients, removed when the test ends. */
+export async function clientScratch(t: TestContext, name: string, extraEnv: Record<string, string> = {}): Promise<ClientScratch> {
   const work = await mkdtemp(join(tmpdir(), `trellis-${name}-`));
-  t.after(async () => {
-    await reg.dispose();
-    await rm(work, { recursive: true, force: true });
-  });
+  t.after(() => rm(work, { recursive: true, force: true }));
   const home = join(work, 'home');
   await mkdir(home);
   const env = { ...process.env, HOME: home, NO_PROXY: '127.0.0.1', no_proxy: '127.0.0.1', ...extraEnv };
@@ -39,5 +38,11 @@ export async function interopSession(t: TestContext, name: string, extraEnv: Rec
       throw new Error(`${bin.split('/').pop()} ${args.join(' ')} failed: ${e.stderr || e.stdout || e.message}`);
     }
   };
-  return { reg, work, home, env, exec };
+  return { work, home, env, exec };
+}
+
+export async function interopSession(t: TestContext, name: string, extraEnv: Record<string, string> = {}): Promise<InteropSession> {
+  const reg = await startTestRegistry();
+  t.after(() => reg.dispose());
+  return { reg, ...(await clientScratch(t, name, extraEnv)) };
 }
