@@ -31,6 +31,8 @@ export class AdvisoryLocks implements Locks {
   private readonly local = new KeyedLock();
   private readonly url: string;
   private client: Promise<pg.Client> | undefined;
+  /** The last statement queued on the connection. */
+  private statements: Promise<unknown> = Promise.resolve();
   private closed = false;
 
   constructor(url: string) {
@@ -76,8 +78,17 @@ export class AdvisoryLocks implements Locks {
     return rows[0]!.locked;
   }
 
-  /** Runs a statement on the lock connection; once more on a new one if the connection was lost. */
-  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+  /**
+   * Runs a statement on the lock connection after the ones already sent (pg wants one statement
+   * at a time per client); once more on a new connection if the connection was lost.
+   */
+  private query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+    const next = this.statements.then(() => this.send<R>(text, values));
+    this.statements = next.catch(() => undefined);
+    return next;
+  }
+
+  private async send<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
     const opened = this.connection();
     try {
       return await (await opened).query<R>(text, values);
