@@ -13,7 +13,7 @@ import {
   newMeasure, record, rotate, timed, withServers, startTarget,
   type SectionResult, type Servers, type Target,
 } from './lib/harness.ts';
-import { readCpuSeconds, readMemory, startSink, type ServerHandle, type StartOptions } from './lib/servers.ts';
+import { readCpuSeconds, readMemory, serverMemory, startSink, type ServerHandle, type StartOptions } from './lib/servers.ts';
 import { meanRange, percentile, round } from './lib/stats.ts';
 
 export interface SectionSettings {
@@ -225,7 +225,7 @@ export async function reposSection(ctx: SectionContext): Promise<SectionResult> 
         ctx.progress(`repos: round ${r + 1} ${target}: ${round(perRound / (run.ms / 1000))} repos/s, ${round(run.cpuMs / perRound, 2)} ms CPU per repository`);
       }
     }
-    for (const [target, server] of all) result.memory[target] = readMemory(server.pid) ?? null;
+    for (const [target, server] of all) result.memory[target] = serverMemory(server) ?? null;
     // Restart each registry on its data, round by round, and time the first 200 on /v2/.
     const afterRestart: Partial<Record<Target, ReturnType<typeof readMemory> | null>> = {};
     for (let r = 0; r < settings.rounds; r++) {

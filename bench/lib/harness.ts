@@ -4,8 +4,9 @@
 import { readFileSync } from 'node:fs';
 import { round } from './stats.ts';
 import { createTestDatabase, startPostgresCluster } from '../../test/helpers/postgres.ts';
+import { startTrellisReplicas } from './replicas.ts';
 import {
-  readCpuSeconds, readMemory, startDistribution, startOlareg, startTrellis, tail,
+  readCpuSeconds, serverCpuSeconds, serverMemory, startDistribution, startOlareg, startTrellis, tail,
   type MemoryFigures, type ServerHandle, type StartOptions,
 } from './servers.ts';
 
@@ -14,15 +15,18 @@ import {
  * fsyncs); `trellis-fsync` runs with `fsync: true`, compared with distribution (fsyncs every write).
  * `trellis-postgres` (only when BENCH_TARGETS names it) is Trellis in its default durability with
  * its metadata on PostgreSQL instead of SQLite: an extra column, not compared with the peers.
+ * `trellis-s3` and `trellis-s3x3` (also only when named) are the HA layout: 1 or 3 replicas on
+ * PostgreSQL and a bucket on versitygw, behind nginx (bench/lib/replicas.ts); extra columns too.
  */
-export type Target = 'trellis' | 'olareg' | 'trellis-fsync' | 'distribution' | 'trellis-postgres';
+export type Target = 'trellis' | 'olareg' | 'trellis-fsync' | 'distribution' | 'trellis-postgres' | 'trellis-s3' | 'trellis-s3x3';
 /** The targets measured when BENCH_TARGETS is not given. */
 export const ALL_TARGETS: readonly Target[] = ['trellis', 'olareg', 'trellis-fsync', 'distribution'];
 /** Every target BENCH_TARGETS may name. */
-export const KNOWN_TARGETS: readonly Target[] = [...ALL_TARGETS, 'trellis-postgres'];
+export const KNOWN_TARGETS: readonly Target[] = [...ALL_TARGETS, 'trellis-postgres', 'trellis-s3', 'trellis-s3x3'];
 export const PEERS: readonly Target[] = ['olareg', 'distribution'];
 export const TARGET_NAMES: Record<Target, string> = {
   trellis: 'Trellis', olareg: 'olareg 0.2.2', 'trellis-fsync': 'Trellis fsync', distribution: 'distribution 2.8', 'trellis-postgres': 'Trellis on PostgreSQL',
+  'trellis-s3': 'Trellis S3+PG ×1', 'trellis-s3x3': 'Trellis S3+PG ×3',
 };
 
 /** One row of a section: a value per round and per registry, and optionally server CPU per operation. */
@@ -78,11 +82,11 @@ export interface Timed<T> {
 
 /** Runs `work` and reads the wall time and the server's CPU time around it. */
 export async function timed<T>(server: ServerHandle, work: () => Promise<T>): Promise<Timed<T>> {
-  const cpuBefore = readCpuSeconds(server.pid) ?? NaN;
+  const cpuBefore = serverCpuSeconds(server) ?? NaN;
   const started = performance.now();
   const value = await work();
   const ms = performance.now() - started;
-  const cpuMs = ((readCpuSeconds(server.pid) ?? NaN) - cpuBefore) * 1000;
+  const cpuMs = ((serverCpuSeconds(server) ?? NaN) - cpuBefore) * 1000;
   return { value, ms, cpuMs };
 }
 
@@ -107,6 +111,8 @@ export function startTarget(target: Target, options: StartOptions): Promise<Serv
   switch (target) {
     case 'trellis': return startTrellis(options);
     case 'trellis-postgres': return startTrellisOnPostgres(options);
+    case 'trellis-s3': return startTrellisReplicas(options, 1);
+    case 'trellis-s3x3': return startTrellisReplicas(options, 3);
     case 'trellis-fsync': return startTrellis({ ...options, label: `fsync-${options.label}`, env: { ...options.env, TRELLIS_FSYNC: 'true' } });
     case 'olareg': return startOlareg(options);
     case 'distribution': return startDistribution(options);
@@ -141,16 +147,16 @@ export async function withServers(
     for (const target of targets) {
       const server = await startTarget(target, options(target));
       servers.set(target, server);
-      serverCpuBefore.set(target, { pid: server.pid, cpuS: readCpuSeconds(server.pid) ?? 0 });
+      serverCpuBefore.set(target, { pid: server.pid, cpuS: serverCpuSeconds(server) ?? 0 });
     }
     await work(servers, result);
     let serversCpu = 0;
     for (const [target, server] of servers) {
       if (!server.alive()) throw new Error(`${target} died; log: ${tail(server.logFile)}`);
-      result.memory[target] ??= readMemory(server.pid) ?? null;
+      result.memory[target] ??= serverMemory(server) ?? null;
       // A server restarted by `work` (a new pid) counts from its own start.
       const before = serverCpuBefore.get(target);
-      serversCpu += (readCpuSeconds(server.pid) ?? 0) - (before?.pid === server.pid ? before.cpuS : 0);
+      serversCpu += (serverCpuSeconds(server) ?? 0) - (before?.pid === server.pid ? before.cpuS : 0);
     }
     const harness = (readCpuSeconds('self', true) ?? NaN) - harnessBefore;
     const machine = (cpuTimes().busy - machineBefore.busy) / 100;

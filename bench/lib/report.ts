@@ -106,6 +106,11 @@ export function renderMarkdown(r: BenchResults): string {
     lines.push('"Trellis on PostgreSQL" is Trellis in its default durability with its metadata on PostgreSQL (durable commits); it is not in the comparison columns, '
       + 'and its server CPU and RSS are the Trellis process\'s only, not PostgreSQL\'s.', '');
   }
+  if (r.settings.targets.some((t) => t === 'trellis-s3' || t === 'trellis-s3x3')) {
+    lines.push('"Trellis S3+PG ×1" and "×3" are the HA layout (docs/deployment.md): 1 or 3 replicas on PostgreSQL (durable commits) and a bucket on versitygw, '
+      + 'reached through nginx round-robin; not in the comparison columns. Their server CPU and RSS are the replicas\' summed '
+      + '(not nginx\'s, PostgreSQL\'s or versitygw\'s: those show in "other processes").', '');
+  }
   const shortfalls: Shortfall[] = [];
   for (const [name, section] of Object.entries(r.sections)) {
     if (section) lines.push(...sectionTable(name, section, r.settings.targets, shortfalls), '');

@@ -28,6 +28,26 @@ export interface ServerHandle {
   stop(): Promise<{ ms: number; code: number | null; signal: string | null }>;
   /** Whether the process is still running. */
   alive(): boolean;
+  /** Every process serving (replicas); absent: only `pid`. */
+  processes?: number[];
+}
+
+/** CPU seconds used so far by every process of a server (all replicas of a replica set). */
+export function serverCpuSeconds(server: ServerHandle): number | undefined {
+  let total = 0;
+  for (const pid of server.processes ?? [server.pid]) {
+    const seconds = readCpuSeconds(pid);
+    if (seconds === undefined) return undefined;
+    total += seconds;
+  }
+  return total;
+}
+
+/** Memory of a server; of a replica set, the sum over its replicas (each one's own peak). */
+export function serverMemory(server: ServerHandle): MemoryFigures | undefined {
+  const figures = (server.processes ?? [server.pid]).map(readMemory);
+  if (figures.some((f) => f === undefined)) return undefined;
+  return figures.reduce<MemoryFigures>((sum, f) => ({ peakKiB: sum.peakKiB + f!.peakKiB, rssKiB: sum.rssKiB + f!.rssKiB }), { peakKiB: 0, rssKiB: 0 });
 }
 
 export interface MemoryFigures {

@@ -98,7 +98,7 @@ export async function startReplicas(t: TestContext, options: ReplicaOptions = {}
     t.skip(missing);
     return undefined;
   }
-  const set = await launch(options);
+  const set = await launchReplicas(options);
   t.after(() => set.stop());
   return set;
 }
@@ -182,7 +182,8 @@ async function exited(child: ChildProcess | undefined, limitMs: number): Promise
   return Promise.race([once(child, 'exit').then(() => true), timeout]);
 }
 
-async function launch(options: ReplicaOptions): Promise<ReplicaSet> {
+/** Starts the set (the benchmark's replica targets call this directly); stop() ends it. */
+export async function launchReplicas(options: ReplicaOptions): Promise<ReplicaSet> {
   const count = options.count ?? 3;
   const work = await mkdtemp(join(tmpdir(), 'trellis-replicas-'));
   const started: ChildProcess[] = [];

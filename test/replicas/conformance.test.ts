@@ -2,6 +2,8 @@
 // three replicas on one PostgreSQL database and one bucket: every request may land on another
 // replica, so uploads, pushes and reads must all work from shared state.
 import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +12,7 @@ import { requirePeer } from '../helpers/peers.ts';
 import { assertConformancePasses } from '../helpers/conformance.ts';
 
 for (const profile of ['1.1', 'dev']) {
-  test(`conformance suite (OCI_VERSION=${profile}) passes through the balancer`, { timeout: 300_000 }, async (t) => {
+  test(`conformance suite (OCI_VERSION=${profile}) passes through the balancer`, { timeout: 600_000 }, async (t) => {
     const conformance = requirePeer(t, 'conformance');
     if (!conformance) return;
     const set = await startReplicas(t);
@@ -18,5 +20,10 @@ for (const profile of ['1.1', 'dev']) {
     const work = await mkdtemp(join(tmpdir(), 'trellis-replica-conformance-'));
     t.after(() => rm(work, { recursive: true, force: true }));
     await withDiagnostics(set, () => assertConformancePasses(conformance, { host: set.host, profile, work }));
+    // What the suite left (pushes, deletes, mounts on every replica) is a consistent store: the
+    // layouts in the bucket match the metadata once index.json caught up.
+    await sleep(2000);
+    const { code, output } = await set.trellis(['fsck']);
+    assert.equal(code, 0, `trellis fsck after the ${profile} suite:\n${output.split('\n').slice(0, 40).join('\n')}`);
   });
 }
