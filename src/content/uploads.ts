@@ -292,7 +292,8 @@ export class Uploads {
     // Forgotten at once (the caps see them gone); their files are removed after.
     for (const session of idle) this.untrack(session);
     if (this.locks.shared) {
-      const ended = await Promise.all([...this.sessions.values()].map(async (s) => (s.transient || (await this.driver.stat(sidecarKey(s.id))) ? undefined : s)));
+      // Only sessions whose sidecar was written: one still starting has none yet.
+      const ended = await Promise.all([...this.sessions.values()].map(async (s) => (!s.persisted || (await this.driver.stat(sidecarKey(s.id))) ? undefined : s)));
       for (const session of ended) if (session) this.untrack(session);
       return idle.length;
     }
