@@ -198,9 +198,13 @@ async function launch(options: ReplicaOptions): Promise<ReplicaSet> {
   const count = options.count ?? 3;
   const work = await mkdtemp(join(tmpdir(), 'trellis-replicas-'));
   const started: ChildProcess[] = [];
-  /** SIGKILL to whatever is still running if this process ends without stop(). */
+  const balancers = new Set<ChildProcess>();
+  /**
+   * Stops whatever still runs if this process ends without stop(): replicas by SIGKILL, nginx by
+   * SIGTERM (its master then stops its workers; a SIGKILL would leave them listening).
+   */
   const killAll = () => {
-    for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill(balancers.has(child) ? 'SIGTERM' : 'SIGKILL');
   };
   process.once('exit', killAll);
   let s3: S3Server | undefined;
@@ -264,13 +268,14 @@ async function launch(options: ReplicaOptions): Promise<ReplicaSet> {
       await writeFile(config, nginxConfig(nginxDir, port, replicas.map((r) => r.host)));
       const child = spawn(findNginx()!, ['-c', config, '-p', nginxDir, '-e', join(nginxDir, 'error.log')], { stdio: ['ignore', 'pipe', 'pipe'] });
       started.push(child);
+      balancers.add(child);
       nginx = { child, output: '' };
       remember(nginx, child);
       try {
         await waitReady(`http://127.0.0.1:${port}`, () => child.exitCode === null, () => nginx!.output);
         balancer = `127.0.0.1:${port}`;
       } catch (err) {
-        child.kill('SIGKILL');
+        child.kill('SIGTERM');
         if (attempt >= 3) throw err; // the probed port may have been taken meanwhile: try another
       }
     }
