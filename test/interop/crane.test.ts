@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { interopSession } from '../helpers/interop.ts';
 import { requirePeer } from '../helpers/peers.ts';
-import { OCI_MANIFEST, sha256, type Descriptor } from '../helpers/oci-client.ts';
+import { OCI_MANIFEST, sha256, ustar, type Descriptor } from '../helpers/oci-client.ts';
 
 
 interface ImageManifest {
@@ -16,27 +16,6 @@ interface ImageManifest {
   layers: Descriptor[];
 }
 
-
-/** A one-file ustar archive, built here so the test needs no tar binary. */
-function tarOf(name: string, content: Buffer): Buffer {
-  const header = Buffer.alloc(512);
-  const field = (value: string, offset: number, length: number) => header.write(value, offset, length, 'ascii');
-  field(name, 0, 100);
-  field('0000644\0', 100, 8);
-  field('0000000\0', 108, 8);
-  field('0000000\0', 116, 8);
-  field(`${content.length.toString(8).padStart(11, '0')}\0`, 124, 12);
-  field('00000000000\0', 136, 12);
-  field('        ', 148, 8);
-  field('0', 156, 1);
-  field('ustar\0', 257, 6);
-  field('00', 263, 2);
-  let sum = 0;
-  for (const byte of header) sum += byte;
-  field(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8);
-  const padding = Buffer.alloc((512 - (content.length % 512)) % 512);
-  return Buffer.concat([header, content, padding, Buffer.alloc(1024)]);
-}
 
 test('crane against Trellis', { timeout: 120_000 }, async (t) => {
   const crane = requirePeer(t, 'crane');
@@ -54,7 +33,7 @@ test('crane against Trellis', { timeout: 120_000 }, async (t) => {
   };
 
   const fileContent = Buffer.from(`crane layer ${Math.random()}\n`);
-  const layerTar = tarOf('hello.txt', fileContent);
+  const layerTar = ustar('hello.txt', fileContent);
   await writeFile(join(work, 'layer.tar'), layerTar);
 
   let digest = '';

@@ -47,18 +47,22 @@ test('kill -9 of a replica under load loses no acknowledged write', { timeout: 2
       const victim = kill % set.replicas.length;
       await set.kill(victim);
       await sleep(500); // the balancer finds it gone and routes around it
+      const restarting = performance.now();
       await set.restart(victim);
+      t.diagnostic(`replica ${victim} killed and answering again after ${((performance.now() - restarting) / 1000).toFixed(1)} s`);
     }
     await sleep(LOAD_BETWEEN_KILLS_MS);
   } finally {
     running = false;
     await load;
   }
+  const loadEnded = performance.now();
   t.diagnostic(`${acked.length} pushes acknowledged, ${failures} attempts failed and were retried, ${gaveUp.length} given up`);
   assert.ok(acked.length >= PUSHERS, `too few pushes went through: ${acked.length}`);
   assert.deepEqual(gaveUp, [], 'pushes that failed 10 times in a row');
 
   await withDiagnostics(set, () => assertAllOnEveryReplica(set, acked));
+  t.diagnostic(`every acknowledged tag checked on every replica in ${((performance.now() - loadEnded) / 1000).toFixed(1)} s`);
   // index.json follows within the flush delay; fsck compares the layouts with the metadata.
   await sleep(2000);
   const { code, output } = await set.trellis(['fsck']);
