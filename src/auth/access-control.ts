@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { OciError } from '../oci/errors.ts';
 import { repositoryNameProblem } from '../oci/names.ts';
-import { clientKey, readBody, sendJson } from '../registry/http.ts';
+import { readBody, sendJson } from '../registry/http.ts';
 import { RateLimiter, type RateLimit } from '../registry/rate-limit.ts';
 import { METRICS_PATH } from '../registry/ops.ts';
 import type { AccessView, ApiContext, Gate, RepositoryAction } from '../registry/context.ts';
@@ -72,9 +72,9 @@ export class AccessControl implements Gate {
   // ---- the gate ---------------------------------------------------------------------------
 
   async admit(ctx: ApiContext, repositoryRoute: boolean): Promise<boolean> {
-    // Limits count an IPv6 client by its /64 (see clientKey); the audit log names the address.
-    const address = clientKey(ctx.req.socket.remoteAddress ?? 'unknown');
-    ctx.client = address;
+    // The server keyed the client (clientKey: an IPv6 client by its /64; behind a trusted proxy,
+    // the address it forwarded); limits count by that.
+    const address = ctx.client;
     const path = ctx.url.pathname;
     if (path === TOKEN_PATH) {
       this.limit(ctx, { identity: ANONYMOUS, address }, 'token');

@@ -4,6 +4,7 @@ import { pino, type Logger } from 'pino';
 import { Registry, type RegistryOptions } from '../content/registry.ts';
 import { Uploads } from '../content/uploads.ts';
 import { createRegistryServer } from '../registry/server.ts';
+import { trustedProxySet } from '../registry/http.ts';
 import { RateLimiter } from '../registry/rate-limit.ts';
 import { parseListen, type Settings } from '../config/settings.ts';
 import { collectGarbage, type GcPolicy, type GcReport } from '../gc/collector.ts';
@@ -141,7 +142,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   const server = createRegistryServer({
     registry, uploads, log: logger, components,
     rateLimits: { query: new RateLimiter({ perSecond: settings.queryRatePerSecond, burst: settings.queryRateBurst }) },
-    tls, collectGarbage: collect, gate, ui,
+    tls, collectGarbage: collect, gate, ui, trustedProxies: trustedProxySet(settings.trustedProxies),
     ops: { health: observe.health, metrics: observe.metrics, metricsOnMainPort: !opsServer },
     requests: new RequestObserver({ log: logger, level: settings.requestLogLevel as Level | 'silent', metrics: observe.metrics }),
     limits: {

@@ -19,6 +19,11 @@ export interface Settings {
   logLevel: string;
   /** Level of the one JSON line per request ('silent': none). */
   requestLogLevel: string;
+  /**
+   * Comma-separated addresses of load balancers whose X-Forwarded-For is believed: a request
+   * from one of them counts as from the address the header names last before them. '': none.
+   */
+  trustedProxies: string;
   /** Level of audit lines, independent of logLevel ('silent': none). */
   auditLogLevel: string;
   /** HOST:PORT of a separate plain-HTTP address for /metrics (and the health probes); '': /metrics on the main port, admins only. */
@@ -115,6 +120,7 @@ export const DEFAULT_SETTINGS: Settings = {
   metadata: '',
   logLevel: 'info',
   requestLogLevel: 'info',
+  trustedProxies: '',
   auditLogLevel: 'info',
   metricsListen: '',
   maxManifestBytes: 4 * 1024 * 1024,

@@ -1,6 +1,6 @@
 // Small helpers for exact HTTP answers: the spec's headers on every response, OCI error bodies.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isIPv6 } from 'node:net';
+import { isIP, isIPv6 } from 'node:net';
 import { OciError } from '../oci/errors.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 
@@ -19,6 +19,33 @@ export function clientKey(address: string): string {
   const right = address.includes('::') && tail ? tail.split(':') : [];
   const groups = address.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
   return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+}
+
+/** `trustedProxies` as a set of addresses (IPv4-mapped IPv6 written as IPv4). */
+export function trustedProxySet(setting: string): ReadonlySet<string> {
+  return new Set(setting.split(',').map((a) => plainAddress(a.trim())).filter(Boolean));
+}
+
+function plainAddress(address: string): string {
+  return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] ?? address;
+}
+
+/**
+ * Who sent a request: the connection's address, or, when that is a trusted proxy, the address
+ * X-Forwarded-For names last before the trusted proxies (each appends who connected to it, so
+ * the entries a client wrote itself come first and are never believed). Limits key it by clientKey.
+ */
+export function clientAddress(req: IncomingMessage, trusted: ReadonlySet<string>): string {
+  let address = plainAddress(req.socket.remoteAddress ?? 'unknown');
+  if (!trusted.size || !trusted.has(address)) return address;
+  const header = req.headers['x-forwarded-for'];
+  const forwarded = (Array.isArray(header) ? header.join(',') : header ?? '').split(',').map((a) => a.trim());
+  while (trusted.has(address) && forwarded.length) {
+    const next = plainAddress(forwarded.pop()!);
+    if (!isIP(next)) break; // not an address: the proxy's own stands
+    address = next;
+  }
+  return address;
 }
 
 export type Headers = Record<string, string | number | string[]>;

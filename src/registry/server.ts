@@ -7,7 +7,9 @@ import type { Registry } from '../content/registry.ts';
 import type { Uploads } from '../content/uploads.ts';
 import { requireRepositoryName } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
-import { API_VERSION_HEADER, clientKey, sendError, sendJson } from './http.ts';
+import { API_VERSION_HEADER, clientAddress, clientKey, sendError, sendJson } from './http.ts';
+
+const NO_PROXIES: ReadonlySet<string> = new Set();
 import { asOciError } from './errors.ts';
 import { ALLOW_ALL, type ApiContext, type ApiLimits, type Gate, type Handler, type RepositoryAction } from './context.ts';
 import type { GcReport } from '../gc/collector.ts';
@@ -65,6 +67,8 @@ export interface ServerDependencies {
   requests?: RequestObserver | undefined;
   /** The web UI's bundle, served under /ui/; without it neither /ui/ nor / is answered. */
   ui?: UiBundle | undefined;
+  /** Load balancers whose X-Forwarded-For names the client (trustedProxySet). */
+  trustedProxies?: ReadonlySet<string> | undefined;
 }
 
 function actionFor(route: Route, method: string): RepositoryAction {
@@ -182,7 +186,7 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     if (!server.listening) res.setHeader('Connection', 'close');
     if (deps.ui && isUiPath(url.pathname)) return serveUi(req, res, url, deps.ui);
     const head = req.method === 'HEAD';
-    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: clientKey(req.socket.remoteAddress ?? 'unknown') };
+    const ctx: ApiContext = { req, res, url, head, registry: deps.registry, uploads: deps.uploads, limits: deps.limits, log: deps.log, rateLimits: deps.rateLimits, access: ALLOW_ALL, client: clientKey(clientAddress(req, deps.trustedProxies ?? NO_PROXIES)) };
     deps.requests?.begin(ctx);
     const admitted = deps.gate ? deps.gate.admit(ctx, isRepositoryRoute(url.pathname)) : Promise.resolve(false);
     admitted.then((answered) => answered ? undefined : dispatch(ctx, deps)).catch(

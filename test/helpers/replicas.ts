@@ -141,6 +141,7 @@ export const NGINX_PROXY_SETTINGS = [
   'proxy_buffering off;',
   'proxy_http_version 1.1;',
   'proxy_set_header Host $http_host;',
+  'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
   'proxy_next_upstream error;',
   'proxy_connect_timeout 2s;',
   'proxy_read_timeout 300s;',
@@ -237,7 +238,7 @@ export async function launchReplicas(options: ReplicaOptions): Promise<ReplicaSe
     useCredentials(s3); // this process reads the bucket too (index.json, fsck through the CLI)
     const storageUrl = s3.storageUrl(`replicas-${process.pid}-${Date.now().toString(36)}`);
     const env: Record<string, string> = {
-      ...s3.env, TRELLIS_METADATA: database.url, TRELLIS_STORAGE: storageUrl, TRELLIS_LOG_LEVEL: 'warn', TRELLIS_INDEX_FLUSH_MIN_MS: '5', ...options.env,
+      ...s3.env, TRELLIS_METADATA: database.url, TRELLIS_STORAGE: storageUrl, TRELLIS_LOG_LEVEL: 'warn', TRELLIS_INDEX_FLUSH_MIN_MS: '5', TRELLIS_TRUSTED_PROXIES: '127.0.0.1', ...options.env,
     };
 
     const spawnReplica = async (replica: Replica) => {
