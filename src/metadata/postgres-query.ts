@@ -79,15 +79,16 @@ function valuesOf(path: string): { any: (predicate: (value: string, order: strin
     const order = source.order;
     return { any: (predicate, ...params) => ({ text: predicate(source.column, order), params }), has: { text: `${source.column} IS NOT NULL`, params: [] } };
   }
-  // `+a.path` keeps the planner on the primary key (one manifest's few rows): with the path usable
-  // it may pick a path index and scan every manifest's rows for each candidate.
+  // OFFSET 0 keeps each condition a probe of the candidate's own rows (by primary key), as on
+  // SQLite: unnested into a join, PostgreSQL would rather hash every manifest matching the
+  // condition before the driver, which walks in page order, hands out its first candidate.
   const from = source ? source.from : 'attributes a WHERE a.manifest_id = m.id AND a.path = ?';
   const base: SQLInputValue[] = source ? [] : [path];
   const value = source ? source.value : 'a.value';
   const order = source ? source.order : 'a.ord';
   return {
-    any: (predicate, ...params) => ({ text: `EXISTS (SELECT 1 FROM ${from} AND ${predicate(value, order)})`, params: [...base, ...params] }),
-    has: { text: `EXISTS (SELECT 1 FROM ${from})`, params: base },
+    any: (predicate, ...params) => ({ text: `EXISTS (SELECT 1 FROM ${from} AND ${predicate(value, order)} OFFSET 0)`, params: [...base, ...params] }),
+    has: { text: `EXISTS (SELECT 1 FROM ${from} OFFSET 0)`, params: base },
   };
 }
 
