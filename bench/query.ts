@@ -23,6 +23,7 @@ import { execFileSync } from 'node:child_process';
 import { ROOT, killAll, readCpuSeconds, readMemory, removeOnSignal, startTrellis, tail, type MemoryFigures } from './lib/servers.ts';
 import { percentile, round } from './lib/stats.ts';
 import { CYCLONEDX, NOTATION_SIG, SPDX, dbSize, generateCorpus, reindex, type CorpusSummary } from './corpus.ts';
+import pg from 'pg';
 import { createTestDatabase, startPostgresCluster } from '../test/helpers/postgres.ts';
 
 const MiB = 1024 * 1024;
@@ -78,7 +79,7 @@ export interface QueriesResult {
   /** While the queries ran: CPU the rest of the machine used (cores, on average; not the server, not this client). */
   otherCores: number;
   serverCpuS: number;
-  /** EXPLAIN QUERY PLAN of the SQL each registry-wide query runs (when the query module can say). */
+  /** The plan of the SQL each registry-wide query runs (when the query module can say): SQLite's EXPLAIN QUERY PLAN, PostgreSQL's EXPLAIN ANALYZE. */
   plans: Record<string, string[]>;
   machine: { nproc: number; cpuModel: string; node: string; trellisCommit: string };
   startedAt: string;
@@ -224,53 +225,89 @@ async function measureUntimed(base: string, c: QueryCase, warmup: number, reques
   return result;
 }
 
+type BuiltSql = { text: string; params: unknown[] };
+/** A query index's statement builder (an internal: `build`). */
+type Builder = (query: unknown, scope: unknown, page: unknown, access: undefined) => BuiltSql | Promise<BuiltSql>;
+
 /**
- * EXPLAIN QUERY PLAN of the SQL the query index builds for each registry-wide case, read from the
- * corpus's database. Uses the query module's internals (`build`), so it is best effort: any
- * failure leaves the plans out.
+ * The statement the query index builds for each registry-wide case (and each referrers listing
+ * with `q_` filters), handed to `explain`. Uses the query modules' internals (`build`), so it is
+ * best effort: any failure leaves the plans out.
  */
-async function explainPlans(dbFile: string, cases: QueryCase[]): Promise<Record<string, string[]>> {
+async function explainEach(cases: QueryCase[], build: Builder, explain: (sql: BuiltSql) => Promise<string[]>): Promise<Record<string, string[]>> {
   const plans: Record<string, string[]> = {};
+  const languageModule = '../src/query/language.ts';
+  const { parseQuery } = (await import(languageModule)) as { parseQuery: (p: URLSearchParams, known: (path: string) => boolean) => unknown };
+  for (const c of cases) {
+    const url = new URL(c.path, 'http://x');
+    const params = url.searchParams;
+    let scope: unknown;
+    if (url.pathname === '/v2/_trellis/search') scope = { kind: 'manifests' };
+    else if (url.pathname === '/v2/_oci/references') scope = { kind: 'referrers' };
+    else {
+      const match = /^\/v2\/(.+)\/referrers\/(.+)$/.exec(url.pathname);
+      if (!match || ![...params.keys()].some((k) => k.startsWith('q_'))) continue;
+      scope = { kind: 'referrersOf', repository: match[1], subject: match[2], artifactTypes: params.getAll('artifactType'), includeAttestations: false };
+    }
+    try {
+      const sql = await build(parseQuery(params, () => true), scope, { limit: Number(params.get('n') ?? 1000) + 1 }, undefined);
+      plans[c.name] = [sql.text.replace(/\s+/g, ' '), ...await explain(sql)];
+    } catch (err) {
+      plans[c.name] = [`(no plan: ${(err as Error).message})`];
+    }
+  }
+  return plans;
+}
+
+/** EXPLAIN QUERY PLAN of each case's SQL, read from the corpus's SQLite database. */
+async function explainPlans(dbFile: string, cases: QueryCase[]): Promise<Record<string, string[]>> {
   try {
     const sqliteModule = '../src/metadata/sqlite-query.ts';
-    const languageModule = '../src/query/language.ts';
     const { SqliteQueryIndex } = (await import(sqliteModule)) as { SqliteQueryIndex: new (db: DatabaseSync) => unknown };
-    const { parseQuery } = (await import(languageModule)) as { parseQuery: (p: URLSearchParams, known: (path: string) => boolean) => unknown };
     const db = new DatabaseSync(dbFile, { readOnly: true });
     try {
-      const index = new SqliteQueryIndex(db) as { build: (query: unknown, scope: unknown, page: unknown, access: undefined) => { text: string; params: unknown[] } };
-      for (const c of cases) {
-        const url = new URL(c.path, 'http://x');
-        const params = url.searchParams;
-        let scope: unknown;
-        if (url.pathname === '/v2/_trellis/search') scope = { kind: 'manifests' };
-        else if (url.pathname === '/v2/_oci/references') scope = { kind: 'referrers' };
-        else {
-          const match = /^\/v2\/(.+)\/referrers\/(.+)$/.exec(url.pathname);
-          if (!match || ![...params.keys()].some((k) => k.startsWith('q_'))) continue;
-          scope = { kind: 'referrersOf', repository: match[1], subject: match[2], artifactTypes: params.getAll('artifactType'), includeAttestations: false };
-        }
-        try {
-          const query = parseQuery(params, () => true);
-          const sql = index.build(query, scope, { limit: Number(params.get('n') ?? 1000) + 1 }, undefined);
-          const rows = db.prepare(`EXPLAIN QUERY PLAN ${sql.text}`).all(...(sql.params as never[])) as { id: number; parent: number; detail: string }[];
-          const depth = new Map<number, number>([[0, -1]]);
-          plans[c.name] = [sql.text.replace(/\s+/g, ' '), ...rows.map((r) => {
-            const d = (depth.get(r.parent) ?? -1) + 1;
-            depth.set(r.id, d);
-            return `${'  '.repeat(d)}${r.detail}`;
-          })];
-        } catch (err) {
-          plans[c.name] = [`(no plan: ${(err as Error).message})`];
-        }
-      }
+      const index = new SqliteQueryIndex(db) as { build: Builder };
+      return await explainEach(cases, (...args) => index.build(...args), async (sql) => {
+        const rows = db.prepare(`EXPLAIN QUERY PLAN ${sql.text}`).all(...(sql.params as never[])) as { id: number; parent: number; detail: string }[];
+        const depth = new Map<number, number>([[0, -1]]);
+        return rows.map((r) => {
+          const d = (depth.get(r.parent) ?? -1) + 1;
+          depth.set(r.id, d);
+          return `${'  '.repeat(d)}${r.detail}`;
+        });
+      });
     } finally {
       db.close();
     }
   } catch (err) {
-    plans['(all)'] = [`(no plans: ${(err as Error).message.split('\n')[0]})`];
+    return { '(all)': [`(no plans: ${(err as Error).message.split('\n')[0]})`] };
   }
-  return plans;
+}
+
+/**
+ * EXPLAIN (ANALYZE, BUFFERS) of each case's SQL on the PostgreSQL database the server used: the
+ * plan PostgreSQL chose for those values, with its row estimates beside the actual counts (a
+ * wrong estimate is what picks a wrong plan). Runs each statement once more, after the timing.
+ */
+async function explainPostgresPlans(url: string, cases: QueryCase[]): Promise<Record<string, string[]>> {
+  try {
+    const postgresModule = '../src/metadata/postgres-query.ts';
+    const { PostgresQueryIndex } = (await import(postgresModule)) as { PostgresQueryIndex: new (pool: pg.Pool) => unknown };
+    const pool = new pg.Pool({ connectionString: url, max: 1 });
+    try {
+      const index = new PostgresQueryIndex(pool) as { build: Builder };
+      return await explainEach(cases, (...args) => index.build(...args), async (sql) => {
+        let n = 0;
+        const text = sql.text.replace(/\?/g, () => `$${++n}`); // the index's own placeholders, numbered as it does
+        const { rows } = await pool.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${text}`, sql.params);
+        return rows.map((r) => r['QUERY PLAN']);
+      });
+    } finally {
+      await pool.end();
+    }
+  } catch (err) {
+    return { '(all)': [`(no plans: ${(err as Error).message.split('\n')[0]})`] };
+  }
 }
 
 /** CPU seconds the whole machine has been busy (from /proc/stat). */
@@ -407,7 +444,7 @@ export async function runQueryBenchmark(options: { tmpRoot?: string; logDir?: st
   const after = dbSize(corpusDir);
   result.dbBytes = after.db;
   result.dbWalBytes = after.wal;
-  result.plans = onPostgres ? { '(all)': ['(PostgreSQL: plans not collected)'] } : await explainPlans(join(corpusDir, '_trellis/metadata.sqlite'), cases);
+  result.plans = onPostgres ? await explainPostgresPlans(metadataEnv.TRELLIS_METADATA!, cases) : await explainPlans(join(corpusDir, '_trellis/metadata.sqlite'), cases);
   if (generated) await rm(generated, { recursive: true, force: true });
   return result;
 }

@@ -30,9 +30,12 @@ const SOURCES: Record<string, Source> = {
 const PATHS_STORED_ELSEWHERE: ReadonlySet<string> = new Set(Object.keys(SOURCES));
 /** An eq driver matching more rows than this yields to the sort index when a sort is asked for. */
 const SELECTIVE_ENOUGH = 5000;
+/** Attribute paths remembered as stored (bounded: annotation keys are the pusher's choice). */
+const KNOWN_PATHS_LIMIT = 10_000;
 
 interface Row {
   id: number;
+  repo_id: number;
   repository: string;
   digest: string;
   media_type: string;
@@ -42,6 +45,7 @@ interface Row {
   annotations: string;
   pushed_at: number;
   sk?: string | null;
+  tags?: string[];
 }
 
 class Sql {
@@ -75,15 +79,16 @@ function valuesOf(path: string): { any: (predicate: (value: string, order: strin
     const order = source.order;
     return { any: (predicate, ...params) => ({ text: predicate(source.column, order), params }), has: { text: `${source.column} IS NOT NULL`, params: [] } };
   }
-  // `+a.path` keeps the planner on the primary key (one manifest's few rows): with the path usable
-  // it may pick a path index and scan every manifest's rows for each candidate.
+  // OFFSET 0 keeps each condition a probe of the candidate's own rows (by primary key), as on
+  // SQLite: unnested into a join, PostgreSQL would rather hash every manifest matching the
+  // condition before the driver, which walks in page order, hands out its first candidate.
   const from = source ? source.from : 'attributes a WHERE a.manifest_id = m.id AND a.path = ?';
   const base: SQLInputValue[] = source ? [] : [path];
   const value = source ? source.value : 'a.value';
   const order = source ? source.order : 'a.ord';
   return {
-    any: (predicate, ...params) => ({ text: `EXISTS (SELECT 1 FROM ${from} AND ${predicate(value, order)})`, params: [...base, ...params] }),
-    has: { text: `EXISTS (SELECT 1 FROM ${from})`, params: base },
+    any: (predicate, ...params) => ({ text: `EXISTS (SELECT 1 FROM ${from} AND ${predicate(value, order)} OFFSET 0)`, params: [...base, ...params] }),
+    has: { text: `EXISTS (SELECT 1 FROM ${from} OFFSET 0)`, params: base },
   };
 }
 
@@ -147,14 +152,27 @@ function numbered(text: string): string {
 
 export class PostgresQueryIndex implements QueryIndex {
   private readonly pool: pg.Pool;
+  /**
+   * Paths seen in attribute_paths. A stored path is never removed while a store is open (only
+   * `trellis reindex` drops the tables), so a yes needs no second look and a query on known paths
+   * costs no round trip for it; a no is asked again (another replica may have stored it since).
+   */
+  private readonly knownPaths = new Set<string>();
 
   constructor(pool: pg.Pool) {
     this.pool = pool;
   }
 
   async knownAttributes(paths: readonly string[]): Promise<Set<string>> {
-    const { rows } = await this.pool.query<{ path: string }>('SELECT path FROM attribute_paths WHERE path = ANY($1::text[])', [paths]);
-    return new Set([...paths.filter((path) => PATHS_STORED_ELSEWHERE.has(path)), ...rows.map((r) => r.path)]);
+    const known = new Set(paths.filter((path) => PATHS_STORED_ELSEWHERE.has(path) || this.knownPaths.has(path)));
+    const unknown = paths.filter((path) => !known.has(path));
+    if (!unknown.length) return known;
+    const { rows } = await this.pool.query<{ path: string }>('SELECT path FROM attribute_paths WHERE path = ANY($1::text[])', [unknown]);
+    for (const { path } of rows) {
+      known.add(path);
+      if (this.knownPaths.size < KNOWN_PATHS_LIMIT) this.knownPaths.add(path);
+    }
+    return known;
   }
 
   async attributePaths(limit: number, access: QueryAccess | undefined): Promise<string[]> {
@@ -166,12 +184,6 @@ export class PostgresQueryIndex implements QueryIndex {
     return withRegistryFacts(rows.map((r) => r.path), limit);
   }
 
-  async tagsOf(repository: string, digest: string): Promise<string[]> {
-    const { rows } = await this.pool.query<{ name: string }>(`SELECT t.name FROM tags t JOIN repos r ON r.id = t.repo_id
-      WHERE r.name = $1 AND t.digest = $2 ORDER BY t.name`, [repository, digest]);
-    return rows.map((r) => r.name);
-  }
-
   async run(query: Query, scope: QueryScope, page: QueryPage, access: QueryAccess | undefined): Promise<QueryMatch[]> {
     if (page.limit <= 0) return [];
     const sql = await this.build(query, scope, page, access);
@@ -179,6 +191,7 @@ export class PostgresQueryIndex implements QueryIndex {
     return rows.map((row) => ({
       repository: row.repository, digest: row.digest, mediaType: row.media_type, size: row.size, artifactType: row.artifact_type,
       subject: row.subject, annotations: JSON.parse(row.annotations) as Record<string, string>, pushedAt: row.pushed_at,
+      ...(row.tags && { tags: row.tags }),
       cursor: query.sort ? encodeCursor([row.sk ?? '', row.id]) : scope.kind === 'referrersOf' ? row.digest : encodeCursor([row.id]),
     }));
   }
@@ -260,7 +273,7 @@ export class PostgresQueryIndex implements QueryIndex {
     // The caller's grants are data in the scan: rows elsewhere are dropped before the page is cut.
     if (access) sql.add('r.name = ANY(?::text[])', access.pullable);
 
-    const columns = 'm.id, r.name AS repository, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations, m.pushed_at';
+    const columns = 'm.id, m.repo_id, r.name AS repository, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations, m.pushed_at';
     const direction = sort?.descending ? 'DESC' : 'ASC';
     const after = sort?.descending ? '<' : '>';
     let text: string;
@@ -296,6 +309,13 @@ export class PostgresQueryIndex implements QueryIndex {
       params.unshift(...sql.params);
     }
     params.push(page.limit);
+    if (scope.kind === 'manifests') {
+      // Search results list their tags: read for the cut page only, in the same statement (a
+      // round trip per result was most of a search's time).
+      const order = sort ? `page.sk ${direction}, page.id ${direction}` : 'page.id';
+      text = `SELECT page.*, ARRAY(SELECT t.name FROM tags t WHERE t.repo_id = page.repo_id AND t.digest = page.digest ORDER BY t.name) AS tags
+        FROM (${text}) AS page ORDER BY ${order}`;
+    }
     return { text, params };
   }
 }

@@ -69,6 +69,28 @@ END
 $fn$;
 `;
 
+/**
+ * Indexes a query page can be read from in its own order, stopping at LIMIT. A B-tree on
+ * (path, value) holds equal keys in heap order, so a page of `eq` matches (ORDER BY manifest_id)
+ * read and sorted every match; with manifest_id as the last column the matches come in page
+ * order, as they do from SQLite's index (which ends in the row's key). The same for the sort index
+ * (ORDER BY ord, manifest_id). The artifact type index is no longer partial: PostgreSQL keeps
+ * statistics of an index expression only for a full index, and without them it guessed 0.5% of
+ * the manifests for every type (500 for 32,000 images at 100,000), which led it to bitmap scans
+ * and sorts of every match when the caller's grants were few. ANALYZE: the new expression needs
+ * its statistics now, not at the next autovacuum.
+ */
+const QUERY_PLAN_INDEXES = `
+DROP INDEX attributes_by_value;
+CREATE INDEX attributes_by_value ON attributes (path, value, manifest_id);
+DROP INDEX attributes_by_order;
+CREATE INDEX attributes_by_order ON attributes (path, ord, manifest_id) WHERE ord IS NOT NULL;
+DROP INDEX manifests_by_artifact_type;
+CREATE INDEX manifests_by_artifact_type ON manifests (lower(artifact_type), id);
+ANALYZE manifests;
+ANALYZE attributes;
+`;
+
 export const MIGRATIONS: { version: number; description: string; sql: string }[] = [
   {
     version: 1,
@@ -151,6 +173,11 @@ CREATE TABLE event_consumers (consumer ${T} PRIMARY KEY, seq BIGINT NOT NULL);
     version: 3,
     description: 'a manifest push as one server-side function',
     sql: PUT_MANIFEST_FUNCTION,
+  },
+  {
+    version: 4,
+    description: 'query indexes that hand out matches in page order',
+    sql: QUERY_PLAN_INDEXES,
   },
 ];
 

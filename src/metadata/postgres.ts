@@ -29,6 +29,8 @@ const POOL_SIZE = 10;
 const INT8 = 20;
 /** Attribute paths remembered as stored; beyond it a push with unseen paths costs one insert. */
 const KNOWN_PATHS_LIMIT = 10_000;
+/** Manifests adopted from layouts since open beyond which closing refreshes the planner's statistics. */
+const BULK_LOAD = 1000;
 // Counts, sizes, ids and times all fit in a double; BIGINT columns come back as numbers.
 const types = {
   getTypeParser: ((oid: number, format?: string) => (oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
@@ -127,6 +129,8 @@ class PostgresTables implements MetadataTables {
   private readonly knownPaths = new Set<string>();
   /** Events about changes, written in the changes' own transactions. */
   readonly outbox: PostgresEventOutbox;
+  /** Manifests mergeLayout wrote since open (reindex and first starts write them all). */
+  private adopted = 0;
 
   constructor(pool: pg.Pool, outbox: PostgresEventOutbox) {
     this.pool = pool;
@@ -510,6 +514,19 @@ class PostgresTables implements MetadataTables {
       }
       await sql.query('UPDATE repos SET layout_extras = $1, index_stamp = $2 WHERE id = $3', [JSON.stringify(snapshot.extras), snapshot.indexStamp, repoId]);
     });
+    this.adopted += snapshot.manifests.length;
+  }
+
+  /**
+   * After a bulk load (`trellis reindex`, a first start on many layouts) the statistics autovacuum
+   * took part-way through can be far from the tables, and query plans are chosen by them; one
+   * ANALYZE (a sample, seconds at 100,000 manifests) sets them before the next server plans.
+   */
+  async refreshStatisticsAfterBulkLoad(): Promise<void> {
+    if (this.adopted < BULK_LOAD) return;
+    this.adopted = 0;
+    // A failure leaves it to autovacuum; closing must not fail for it.
+    await this.pool.query('ANALYZE repos, manifests, tags, edges, attributes, blobs').catch(() => undefined);
   }
 
   async unreachableManifests(repoId: number, policy: RetentionPolicy): Promise<UnreachableManifest[]> {
@@ -596,6 +613,7 @@ export async function openPostgresMetadata(url: string, options: { readOnly: boo
       engine: 'postgres', needsRebuild: false, queries: new PostgresQueryIndex(pool), components: new PostgresComponentIndex(pool, outbox),
       locks, close: async () => {
         await locks.close();
+        await tables.refreshStatisticsAfterBulkLoad();
         await pool.end();
       },
     });

@@ -18,6 +18,11 @@ export interface QueryMatch {
   subject: string | null;
   annotations: Record<string, string>;
   pushedAt: number;
+  /**
+   * The manifest's tags in name order, read with the match (scope `manifests`, whose results list
+   * them; other scopes leave it out): one statement per page, not one per result.
+   */
+  tags?: string[];
   /** Resume after this match: the `last` of the next page. */
   cursor: string;
 }
@@ -48,6 +53,4 @@ export interface QueryIndex {
    * repositories hold (a path visible only beyond them is left out: queries still accept it).
    */
   attributePaths(limit: number, access: QueryAccess | undefined): Promise<string[]>;
-  /** Tags of a manifest (for search results). */
-  tagsOf(repository: string, digest: string): Promise<string[]>;
 }

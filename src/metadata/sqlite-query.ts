@@ -36,6 +36,7 @@ const SELECTIVE_ENOUGH = 5000;
 
 interface Row {
   id: number;
+  repo_id: number;
   repository: string;
   digest: string;
   media_type: string;
@@ -171,18 +172,17 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
     return withRegistryFacts(found, limit);
   }
 
-  tagsOf(repository: string, digest: string): string[] {
-    return (this.db.prepare(`SELECT t.name FROM tags t INDEXED BY tags_by_digest JOIN repos r ON r.id = t.repo_id
-      WHERE r.name = ? AND t.digest = ? ORDER BY t.name`).all(repository, digest) as { name: string }[]).map((r) => r.name);
-  }
-
   run(query: Query, scope: QueryScope, page: QueryPage, access: QueryAccess | undefined): QueryMatch[] {
     if (page.limit <= 0) return [];
     const sql = this.build(query, scope, page, access);
     const rows = this.statements.get(sql.text).all(...sql.params) as unknown as Row[];
+    // In-process, so one indexed read per match costs microseconds (and sees the same snapshot:
+    // the caller's await comes after this method returns).
+    const tagsOf = scope.kind === 'manifests' ? this.statements.get('SELECT name FROM tags INDEXED BY tags_by_digest WHERE repo_id = ? AND digest = ? ORDER BY name') : undefined;
     return rows.map((row) => ({
       repository: row.repository, digest: row.digest, mediaType: row.media_type, size: row.size, artifactType: row.artifact_type,
       subject: row.subject, annotations: JSON.parse(row.annotations) as Record<string, string>, pushedAt: row.pushed_at,
+      ...(tagsOf && { tags: (tagsOf.all(row.repo_id, row.digest) as { name: string }[]).map((t) => t.name) }),
       cursor: query.sort ? encodeCursor([row.sk ?? '', row.id]) : scope.kind === 'referrersOf' ? row.digest : encodeCursor([row.id]),
     }));
   }
@@ -265,7 +265,7 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
     // The caller's grants are data in the scan: rows elsewhere are dropped before the page is cut.
     if (access) sql.add('r.name IN (SELECT value FROM json_each(?))', JSON.stringify(access.pullable));
 
-    const columns = 'm.id, r.name AS repository, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations, m.pushed_at';
+    const columns = 'm.id, m.repo_id, r.name AS repository, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations, m.pushed_at';
     const direction = sort?.descending ? 'DESC' : 'ASC';
     const after = sort?.descending ? '<' : '>';
     let text: string;

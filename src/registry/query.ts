@@ -83,9 +83,9 @@ export async function references(ctx: ApiContext): Promise<void> {
 export async function search(ctx: ApiContext): Promise<void> {
   rateLimit(ctx);
   const query = await parse(ctx, false);
-  const { parts, next } = await runPage(ctx, query, { kind: 'manifests' }, async (m) => {
+  const { parts, next } = await runPage(ctx, query, { kind: 'manifests' }, (m) => {
     const result: Record<string, unknown> = { repository: m.repository, ...referrerDescriptor(m) };
-    result.tags = await ctx.registry.queries.tagsOf(m.repository, m.digest);
+    result.tags = m.tags ?? [];
     if (m.subject) result.subjectDigest = m.subject;
     result.pushedAt = new Date(m.pushedAt).toISOString();
     return result;
