@@ -40,11 +40,10 @@ export class AdvisoryLocks implements Locks {
   }
 
   run<T>(key: string, work: () => Promise<T>): Promise<T> {
-    return this.local.run(key, () => this.holding(key, work, WAIT_LIMIT_MS) as Promise<T>);
+    return this.local.run(key, () => this.holding(key, work));
   }
 
   async tryRun<T>(key: string, work: () => Promise<T>): Promise<{ value: T } | undefined> {
-    if (this.local.held(key)) return undefined;
     return this.local.tryRun(key, async () => {
       const id = advisoryLockId(key);
       if (!(await this.tryLock(id))) return undefined;
@@ -52,11 +51,11 @@ export class AdvisoryLocks implements Locks {
     }).then((outcome) => outcome?.value);
   }
 
-  private async holding<T>(key: string, work: () => Promise<T>, limitMs: number): Promise<T> {
+  private async holding<T>(key: string, work: () => Promise<T>): Promise<T> {
     const id = advisoryLockId(key);
-    const deadline = Date.now() + limitMs;
+    const deadline = Date.now() + WAIT_LIMIT_MS;
     for (let pause = FIRST_PAUSE_MS; !(await this.tryLock(id)); pause = Math.min(LONGEST_PAUSE_MS, pause * 2)) {
-      if (Date.now() > deadline) throw new LockTimeout(`waited over ${limitMs / 1000} s for the lock on ${key}, held by another process`);
+      if (Date.now() > deadline) throw new LockTimeout(`waited over ${WAIT_LIMIT_MS / 1000} s for the lock on ${key}, held by another process`);
       await new Promise((resolve) => setTimeout(resolve, pause));
     }
     return this.releasing(id, work);

@@ -31,9 +31,4 @@ export class KeyedLock implements Locks {
     if (this.tails.has(key)) return undefined;
     return { value: await this.run(key, work) };
   }
-
-  /** Whether the key is held or waited for now. */
-  held(key: string): boolean {
-    return this.tails.has(key);
-  }
 }
