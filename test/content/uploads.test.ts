@@ -85,3 +85,23 @@ test('a body that stalls is aborted after the idle time; the session keeps its l
   await uploads.append(session, Readable.from([Buffer.from('second')]));
   assert.equal(session.size, 12);
 });
+
+// A refused body must leave no byte behind: the stored data would otherwise differ from what the
+// session's running digest vouches for, and the blob would be committed under a digest it lacks.
+for (const [name, limits, body, expected, status] of [
+  ['longer than announced', {}, ['abc', 'defgh', 'ij'], 4, 400],
+  ['over the size limit', { maxBlobBytes: 10 }, ['abc', 'defgh', 'ijk'], undefined, 413],
+] as const) {
+  test(`a body ${name} is refused and the stored data stays as it was`, async (t) => {
+    const { uploads } = await setup(t, limits);
+    const session = await uploads.start('a/b', 'sha256', 'alice');
+    await uploads.append(session, Readable.from([Buffer.from('first,')]));
+    await assert.rejects(uploads.append(session, Readable.from(body.map((s) => Buffer.from(s))), expected), refusal(status));
+    assert.equal(session.size, 6);
+    await uploads.append(session, Readable.from([Buffer.from('last')]));
+    const stored: Buffer[] = [];
+    for await (const chunk of session.writer.read()) stored.push(chunk as Buffer);
+    assert.equal(Buffer.concat(stored).toString(), 'first,last');
+    await uploads.end(session);
+  });
+}
