@@ -134,16 +134,10 @@ export class Uploads {
     };
     // Counted before the next await, so concurrent starts cannot overshoot the cap.
     this.track(session);
-    try {
-      if (!transient) {
-        await session.writer.checkpoint();
-        await this.driver.writeFile(sidecarKey(id), JSON.stringify({ repository, algorithm, owner }));
-        session.persisted = true;
-      }
-    } catch (err) {
-      await this.end(session).catch(() => undefined);
-      throw err;
-    }
+    // Another replica must find the session at once. A single process keeps an empty session in
+    // memory until its first PATCH: a blob pushed with POST + PUT then writes no sidecar at all,
+    // and a restart in between costs the client a new POST, never a byte it was told was stored.
+    if (this.locks.shared) await this.persist(session);
     return session;
   }
 
@@ -215,16 +209,24 @@ export class Uploads {
     const hash = session.hash?.copy() ?? null;
     let received = 0;
     let problem: ContentError | undefined;
+    // A stalled body is given up, not destroyed: destroying a request closes its socket, and the
+    // client would never see the 408 (the answer closes the connection instead).
+    let onStall: (err: ContentError) => void = () => {};
+    const stall = new Promise<never>((_resolve, reject) => { onStall = reject; });
+    stall.catch(() => undefined);
     const idle = idleTimer(this.limits.bodyIdleTimeoutMs, (ms) => {
       problem ??= bodyStalled(ms);
-      body.destroy(problem);
+      onStall(problem);
     });
     const sink = session.writer.append();
     // Settles once the sink has closed, and so after a destroyed append has undone itself.
     const sinkClosed = finished(sink);
     sinkClosed.catch(() => undefined);
+    const chunks = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    const nextChunk = () => Promise.race([chunks.next(), stall]);
     try {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
+      for (let next = await nextChunk(); !next.done; next = await nextChunk()) {
+        const chunk = next.value;
         idle.rearm();
         received += chunk.length;
         // Excess bytes are read and dropped rather than failing the body: failing it would reset
@@ -284,11 +286,20 @@ export class Uploads {
   }
 
   /**
-   * Makes what a PATCH appended survive a restart (the writer's checkpoint: nothing on a
-   * filesystem, the buffered tail on S3).
+   * Makes the session and what a PATCH appended survive a restart: the writer's checkpoint (nothing
+   * on a filesystem, the buffered tail on S3) and, the first time, the session's sidecar.
    */
   async persist(session: UploadSession): Promise<void> {
-    if (session.persisted) await session.writer.checkpoint();
+    if (session.transient) return;
+    await session.writer.checkpoint();
+    if (session.persisted) return;
+    try {
+      await this.driver.writeFile(sidecarKey(session.id), JSON.stringify({ repository: session.repository, algorithm: session.algorithm, owner: session.owner }));
+      session.persisted = true;
+    } catch (err) {
+      await this.end(session).catch(() => undefined);
+      throw err;
+    }
   }
 
   /** Forgets a session. `stored`: its writer was committed into a layout; otherwise its data is discarded. */
