@@ -3,13 +3,7 @@
 import { statSync } from 'node:fs';
 import { Command } from 'commander';
 import { loadSettings, SettingsError, type Settings } from './config/settings.ts';
-import { createLogger, registryOptions, serve } from './cli/serve.ts';
-import { fsck } from './cli/fsck.ts';
-import { Registry } from './content/registry.ts';
-import { runGc } from './cli/gc.ts';
-import { exportLayout, importLayout } from './cli/layout.ts';
 import type { CopyReport } from './transfer/copy.ts';
-import { registerClientCommands } from './cli/client.ts';
 import { exitWith } from './cli/errors.ts';
 import { UsageError } from './cli/target.ts';
 import { prepareFolder } from './cli/paths.ts';
@@ -51,7 +45,11 @@ commands (serve, fsck, reindex, gc, layout) work on a Trellis data directory.
 Exit codes: 0 ok, 1 failed, 2 usage error, 3 not found, 4 authentication or permission, 5 unreachable (network or TLS).
 Run \`trellis <command> --help\` for examples.`);
 
-registerClientCommands(program);
+// Each command loads its own modules when it runs: `serve` starts without the client's transfer
+// code, and the client commands without the server's. The client commands are only defined when
+// the command line may name one (a server command's never does).
+const SERVER_COMMANDS = new Set(['serve', 'fsck', 'reindex', 'gc', 'layout', 'robot']);
+if (!SERVER_COMMANDS.has(process.argv[2] ?? '')) (await import('./cli/client.ts')).registerClientCommands(program);
 
 program.command('serve')
   .description('serve the registry API')
@@ -62,6 +60,7 @@ program.command('serve')
   .action(async (flags: CommonFlags & { listen?: string }) => {
     const settings = settingsFrom(flags);
     await prepareFolder(settings.data); // says what is wrong with a path before the registry opens it
+    const { serve } = await import('./cli/serve.ts');
     await serve(settings);
   });
 
@@ -71,6 +70,7 @@ program.command('fsck')
   .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
   .action(async (flags: CommonFlags) => {
     const settings = existingData(flags);
+    const { fsck } = await import('./cli/fsck.ts');
     const report = await fsck(settings.data, { maxManifestBytes: settings.maxManifestBytes, metadata: settings.metadata, storage: settings.storage });
     for (const problem of report.problems) console.log(`problem: ${problem}`);
     console.log(`checked ${report.repositories} repositories, ${report.manifests} manifests, ${report.blobs} blobs: ${report.problems.length} problems`);
@@ -85,6 +85,7 @@ program.command('reindex')
   .option('--deep', 'also read every unreachable blob and adopt the referrers among them (orphans)')
   .action(async (flags: CommonFlags & { deep?: boolean }) => {
     const settings = existingData(flags);
+    const [{ Registry }, { createLogger, registryOptions }] = await Promise.all([import('./content/registry.ts'), import('./cli/serve.ts')]);
     const { orphans } = await Registry.rebuildIndex(registryOptions(settings, createLogger(settings.logLevel)), flags.deep ?? false);
     console.log(`reindexed ${settings.data}${flags.deep ? `; adopted ${orphans} orphan referrers` : ''}`);
   });
@@ -96,6 +97,7 @@ program.command('gc')
   .option('--dry-run', 'report what would be removed and why, remove nothing')
   .option('--json', 'print the report as JSON')
   .action(async (flags: CommonFlags & { dryRun?: boolean; json?: boolean }) => {
+    const { runGc } = await import('./cli/gc.ts');
     const report = await runGc(existingData(flags), flags.dryRun ?? false);
     if (flags.json) return console.log(JSON.stringify(report, null, 2));
     for (const item of report.removed) console.log(`${report.dryRun ? 'would remove' : 'removed'} ${item.kind} ${item.repository}@${item.digest}: ${item.reason}`);
@@ -115,6 +117,7 @@ layout.command('export')
   .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
   .option('--no-referrers', 'leave referrers out')
   .action(async (repository: string, target: string, flags: CommonFlags & { registry?: string; referrers: boolean }) => {
+    const { exportLayout } = await import('./cli/layout.ts');
     printCopy(`exported ${repository} to ${target}`, await exportLayout(registryUrl(flags), repository, target, { referrers: flags.referrers }));
   });
 
@@ -125,6 +128,7 @@ layout.command('import')
   .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
   .option('--no-referrers', 'leave referrers out')
   .action(async (source: string, repository: string, flags: CommonFlags & { registry?: string; referrers: boolean }) => {
+    const { importLayout } = await import('./cli/layout.ts');
     printCopy(`imported ${source} into ${repository}`, await importLayout(registryUrl(flags), source, repository, { referrers: flags.referrers }));
   });
 

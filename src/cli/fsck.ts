@@ -16,7 +16,7 @@ export interface FsckReport {
 }
 
 export async function fsck(dataDir: string, options: { maxManifestBytes: number; metadata?: string; storage?: string }): Promise<FsckReport> {
-  const driver = openStorage(options.storage ?? '', dataDir, { durable: false });
+  const driver = await openStorage(options.storage ?? '', dataDir, { durable: false });
   const report: FsckReport = { repositories: 0, blobs: 0, manifests: 0, problems: [] };
   const problem = (text: string) => report.problems.push(text);
   const location = { location: options.metadata ?? '', dataDir };

@@ -125,12 +125,12 @@ export class Registry {
   /** Released on close when this registry took it (not when a caller lent it, as rebuildIndex does). */
   private readonly directoryLock: DirectoryLock | undefined;
 
-  private constructor(options: RegistryOptions, metadata: MetadataStore, directoryLock: DirectoryLock | undefined) {
+  private constructor(options: RegistryOptions, metadata: MetadataStore, driver: StorageDriver, directoryLock: DirectoryLock | undefined) {
     this.options = options;
     this.directoryLock = directoryLock;
     this.log = options.logger;
     this.locks = metadata.locks;
-    this.driver = openStorage(options.storage ?? '', options.dataDir, { durable: options.durable, locks: this.locks });
+    this.driver = driver;
     this.metadata = metadata;
     this.queries = metadata.queries;
     this.layout = new LayoutWriter({
@@ -162,7 +162,8 @@ export class Registry {
 
   private static async openLocked(options: RegistryOptions, lock: DirectoryLock, ownsLock: boolean): Promise<Registry> {
     const metadata = await openMetadata({ location: options.metadata, dataDir: options.dataDir, durable: options.durable, recordEvents: options.recordEvents ?? false });
-    const registry = new Registry(options, options.instrumentMetadata?.(metadata) ?? metadata, ownsLock ? lock : undefined);
+    const driver = await openStorage(options.storage ?? '', options.dataDir, { durable: options.durable, locks: metadata.locks });
+    const registry = new Registry(options, options.instrumentMetadata?.(metadata) ?? metadata, driver, ownsLock ? lock : undefined);
     if (metadata.needsRebuild) {
       // Write what the old index journalled into the layouts, then rebuild from them.
       options.logger.warn('the metadata index predates this version; rebuilding it from the layouts');

@@ -19,7 +19,8 @@ import type { TestContext } from 'node:test';
 import { createTestDatabase, postgresMissing } from './postgres.ts';
 import { findS3Server, startS3Server, useCredentials, type S3Server } from './s3.ts';
 import { findPeer } from './peers.ts';
-import { openStorage, type StorageDriver } from '../../src/storage/index.ts';
+import type { StorageDriver } from '../../src/storage/index.ts';
+import { S3Driver, parseS3Url } from '../../src/storage/s3.ts';
 import { readIndexJson } from '../../src/layout/reader.ts';
 import { REF_NAME } from '../../src/layout/paths.ts';
 import { pushBlob, pushManifest } from './oci-client.ts';
@@ -310,7 +311,7 @@ export async function launchReplicas(options: ReplicaOptions): Promise<ReplicaSe
         });
       },
       storage() {
-        driver ??= openStorage(storageUrl, join(work, 'reader'), { durable: false });
+        driver ??= new S3Driver(parseS3Url(storageUrl));
         return driver;
       },
       async layoutTags(repository) {

@@ -29,7 +29,7 @@ test('findLayouts finds nested layouts and skips blobs/, _ and . folders, invali
     await writeFile(join(root, 'Upper/oci-layout'), '{}');
     // A folder named oci-layout is not a layout marker.
     await mkdir(join(root, 'odd/oci-layout'), { recursive: true });
-    const driver = openStorage('', root, { durable: false });
+    const driver = await openStorage('', root, { durable: false });
     const found = await findLayouts(driver);
     const many = Array.from({ length: 60 }, (_, i) => `many/r${String(i).padStart(2, '0')}`);
     assert.deepEqual(found, ['a', 'a/b', 'a/b/c', ...many, 'team/app', 'z']);

@@ -466,7 +466,7 @@ async function verifyAcknowledged(base: string, model: Model, when: string): Pro
 async function readLayoutFile(dataDir: string, key: string): Promise<string> {
   const { storage } = await testStorage(dataDir);
   if (!storage) return readFile(join(dataDir, key), 'utf8');
-  const driver = openStorage(storage, dataDir, { durable: false });
+  const driver = await openStorage(storage, dataDir, { durable: false });
   try {
     const bytes = await driver.readFile(key, 64 << 20);
     if (!bytes) throw new Error(`${key} is absent from ${driver.description}`);

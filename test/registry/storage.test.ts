@@ -72,7 +72,7 @@ test('s3: a blob held by two repositories is stored once and survives the delete
       const res = await fetch(`${reg.url}/v2/${repo}/blobs/uploads/?digest=${digest}`, { method: 'POST', body, headers: { 'Content-Type': 'application/octet-stream' } });
       assert.equal(res.status, 201);
     }
-    const driver = openStorage(reg.registry.options.storage!, reg.dataDir, { durable: false });
+    const driver = await openStorage(reg.registry.options.storage!, reg.dataDir, { durable: false });
     const shared = await driver.list('blobs/sha256');
     await driver.close();
     assert.deepEqual(shared.map((e) => e.name), [digest.slice(7)], 'one object under blobs/ holds the bytes');
@@ -115,7 +115,7 @@ test('s3: with storageRedirectSeconds blob GETs answer 307 to a presigned URL; H
 });
 
 test('storage settings: unknown schemes are refused; keys outside the prefix never reach the bucket', async () => {
-  assert.throws(() => openStorage('gs://bucket/x', '/tmp', { durable: false }), /only a path or s3:\/\//);
+  await assert.rejects(openStorage('gs://bucket/x', '/tmp', { durable: false }), /only a path or s3:\/\//);
   assert.throws(() => parseS3Url('s3:///nobucket'), /not s3:\/\/bucket/);
   assert.throws(() => parseS3Url('s3://bucket/a%2F%2Fb'), /outside the storage root/);
   const location = parseS3Url('s3://bucket/some/prefix/?region=eu-central-1');
