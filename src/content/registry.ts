@@ -176,7 +176,7 @@ export class Registry {
       await registry.adoptLayouts();
       await registry.layout.flushAll();
       // Removals a crash interrupted after the index.json rewrite that allowed them.
-      for (const repo of await metadata.allRepositories()) await registry.removeUnusedFiles(repo.name);
+      for (const name of await metadata.repositoriesWithDueUnlinks()) await registry.removeUnusedFiles(name);
       return registry;
     } catch (err) {
       await metadata.close();
@@ -260,12 +260,20 @@ export class Registry {
   async adoptLayouts(): Promise<void> {
     // Side by side: each repository is one stat unless its index.json changed while we were down.
     const limit = limitConcurrency(ADOPT_CONCURRENCY);
-    await Promise.all((await findLayouts(this.driver)).map((name) => limit(() => this.adopt(name))));
+    // One read for every record: at start-up nearly every repository is known and unchanged.
+    const known = new Map((await this.metadata.allRepositories()).map((repo) => [repo.name, repo]));
+    await Promise.all((await findLayouts(this.driver)).map((name) => limit(() => this.adopt(name, known.get(name)))));
   }
 
-  private async adopt(name: string): Promise<void> {
-    // A read first: at start-up nearly every repository is known, and a read is cheaper than a write.
-    if (!(await this.metadata.repository(name))) await this.metadata.ensureRepository(name);
+  private async adopt(name: string, known: RepositoryRecord | undefined): Promise<void> {
+    if (known) {
+      // Unchanged since its record was read: nothing to do, and no lock needed to know it (a
+      // writer changing it meanwhile changes the stamp, and the locked path below sorts that out).
+      const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
+      if (!info || stampOf(info) === known.indexStamp) return;
+    } else {
+      await this.metadata.ensureRepository(name);
+    }
     await this.withIndex(name, () => this.syncWithDisk(name));
   }
 

@@ -359,6 +359,11 @@ class PostgresTables implements MetadataTables {
     return rows.map((r) => r.digest);
   }
 
+  async repositoriesWithDueUnlinks(): Promise<string[]> {
+    const { rows } = await this.pool.query<{ name: string }>('SELECT DISTINCT r.name FROM pending_unlinks p JOIN repos r ON r.id = p.repo_id WHERE p.gen <= r.flushed_gen ORDER BY r.name');
+    return rows.map((r) => r.name);
+  }
+
   async dropPendingUnlink(repoId: number, digest: string): Promise<void> {
     await this.pool.query('DELETE FROM pending_unlinks WHERE repo_id = $1 AND digest = $2', [repoId, digest]);
   }

@@ -340,6 +340,11 @@ class SqliteTables implements Synchronous<MetadataTables> {
       .map((r) => r.digest);
   }
 
+  repositoriesWithDueUnlinks(): string[] {
+    return (this.sql('SELECT DISTINCT r.name FROM pending_unlinks p JOIN repos r ON r.id = p.repo_id WHERE p.gen <= r.flushed_gen ORDER BY r.name')
+      .all() as { name: string }[]).map((r) => r.name);
+  }
+
   dropPendingUnlink(repoId: number, digest: string): void {
     this.sql('DELETE FROM pending_unlinks WHERE repo_id = ? AND digest = ?').run(repoId, digest);
   }

@@ -198,6 +198,8 @@ export interface LayoutJournal {
    * removed only if `contentInUse` is false, then dropped from the journal.
    */
   dueUnlinks(repoId: number, flushedGen: number): Promise<string[]>;
+  /** Names of the repositories that have removals due now (what start-up must finish), in one read. */
+  repositoriesWithDueUnlinks(): Promise<string[]>;
   dropPendingUnlink(repoId: number, digest: string): Promise<void>;
   /** Journals a blob's file for removal at the current change (GC) and forgets its blob row; one transaction. */
   scheduleUnlink(repoId: number, digest: string): Promise<void>;

@@ -185,11 +185,15 @@ for (const engine of engines) {
       assert.equal(await store.contentInUse(repo.id, one.record.digest), false);
       assert.equal(await store.isReferenced(repo.id, one.record.digest), true, 'a pending unlink keeps its file referenced');
       assert.deepEqual(await store.dueUnlinks(repo.id, gen - 1), [], 'not before index.json shows the delete');
+      const due = async () => (await store.repositoriesWithDueUnlinks()).includes('d/app');
+      assert.equal(await due(), false, 'start-up has nothing to remove before the flush');
       const after = (await store.repository('d/app'))!.gen;
       await store.markFlushed(repo.id, after, 'stamp');
       assert.deepEqual(await store.dueUnlinks(repo.id, after), [one.record.digest]);
+      assert.equal(await due(), true);
       await store.dropPendingUnlink(repo.id, one.record.digest);
       assert.deepEqual(await store.dueUnlinks(repo.id, after), []);
+      assert.equal(await due(), false);
       // A blob GC removes is journaled the same way, and a blob row keeps it in use until then.
       await store.recordBlob(repo.id, sha('gc blob'), 7);
       assert.equal(await store.contentInUse(repo.id, sha('gc blob')), true);
