@@ -5,6 +5,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { StatementCache } from './statements.ts';
 import { SqliteEventOutbox, deleteEvents, pushEvents, tagRemoved, type EventOutbox, type NewEvent } from './outbox.ts';
 import { Worker } from 'node:worker_threads';
+import { readFileSync } from 'node:fs';
 import { PATHS_STORED_ELSEWHERE, SqliteQueryIndex } from './sqlite-query.ts';
 import { SqliteComponentIndex } from './sqlite-components.ts';
 import { KeyedLock } from '../storage/mutex.ts';
@@ -120,6 +121,13 @@ function toRepository(row: RepoRow): RepositoryRecord {
   };
 }
 
+/** The checkpoint worker's module as a data: URL: plain JavaScript, so the worker loads no TypeScript stripper. */
+function checkpointerSource(): URL {
+  checkpointerUrl ??= new URL(`data:text/javascript,${encodeURIComponent(readFileSync(new URL('./checkpointer.ts', import.meta.url), 'utf8'))}`);
+  return checkpointerUrl;
+}
+let checkpointerUrl: URL | undefined;
+
 class SqliteTables implements Synchronous<MetadataTables> {
   private readonly db: DatabaseSync;
   private readonly statements: StatementCache;
@@ -142,7 +150,7 @@ class SqliteTables implements Synchronous<MetadataTables> {
       // Checkpoints run on a worker thread's connection (checkpointer.ts); the main connection
       // only checkpoints if the log grows past ~40 MB because the worker falls behind.
       this.db.exec('PRAGMA wal_autocheckpoint = 10000');
-      this.checkpointer = new Worker(new URL('./checkpointer.ts', import.meta.url), { workerData: { path, intervalMs: 200 } });
+      this.checkpointer = new Worker(checkpointerSource(), { workerData: { path, intervalMs: 200 } });
       this.checkpointer.unref();
       // Checkpointing is an optimisation: if the worker fails, the main connection's bound applies.
       this.checkpointer.on('error', () => undefined);
