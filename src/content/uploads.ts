@@ -51,7 +51,6 @@ export interface UploadLimits {
   bodyIdleTimeoutMs: number;
 }
 
-/** Thrown (as the cause of an aborted body) when a request body stalled. */
 /** A timer that fires once `ms` pass without a `rearm`; 0 turns it off. */
 function idleTimer(ms: number, onIdle: (ms: number) => void): { rearm(): void; stop(): void } {
   let timer: NodeJS.Timeout | undefined;
@@ -64,6 +63,7 @@ function idleTimer(ms: number, onIdle: (ms: number) => void): { rearm(): void; s
   return { rearm, stop: () => clearTimeout(timer) };
 }
 
+/** Thrown when a request body stalled. */
 function bodyStalled(idleMs: number): ContentError {
   return new ContentError('stalled', 'BLOB_UPLOAD_INVALID', `request body sent nothing for ${idleMs} ms; the chunk was discarded`);
 }
