@@ -63,6 +63,41 @@ function idleTimer(ms: number, onIdle: (ms: number) => void): { rearm(): void; s
   return { rearm, stop: () => clearTimeout(timer) };
 }
 
+/**
+ * Hands each chunk of `body` to `take` as it arrives ('data' events: unlike an async iterator,
+ * whose read() concatenates whatever is buffered, no chunk is copied). When `take` answers a
+ * promise the body is paused until it settles; a rejection ends the reading with that error.
+ * `done` settles when the body ends, fails or closes early, or when `stop` is called.
+ */
+function readBody(body: Readable, take: (chunk: Buffer) => Promise<unknown> | undefined): { done: Promise<void>; stop(err: Error): void } {
+  let settled = false;
+  let settle: (err?: Error) => void = () => {};
+  const done = new Promise<void>((resolve, reject) => {
+    settle = (err) => {
+      if (settled) return;
+      settled = true;
+      body.off('data', onData);
+      if (err) {
+        body.pause();
+        reject(err);
+      } else {
+        resolve();
+      }
+    };
+  });
+  const onData = (chunk: Buffer) => {
+    const wait = take(chunk);
+    if (!wait) return;
+    body.pause();
+    wait.then(() => settled || body.resume(), settle);
+  };
+  // The error and close listeners stay: an error after the end must not go unhandled.
+  body.on('data', onData).on('end', () => settle()).on('error', settle)
+    .on('close', () => settle(new Error('the request body ended before it was complete')));
+  body.resume(); // a 'data' listener alone does not restart a body paused before
+  return { done, stop: settle };
+}
+
 /** Thrown when a request body stalled. */
 function bodyStalled(idleMs: number): ContentError {
   return new ContentError('stalled', 'BLOB_UPLOAD_INVALID', `request body sent nothing for ${idleMs} ms; the chunk was discarded`);
@@ -209,37 +244,32 @@ export class Uploads {
     const hash = session.hash?.copy() ?? null;
     let received = 0;
     let problem: ContentError | undefined;
-    // A stalled body is given up, not destroyed: destroying a request closes its socket, and the
-    // client would never see the 408 (the answer closes the connection instead).
-    let onStall: (err: ContentError) => void = () => {};
-    const stall = new Promise<never>((_resolve, reject) => { onStall = reject; });
-    stall.catch(() => undefined);
-    const idle = idleTimer(this.limits.bodyIdleTimeoutMs, (ms) => {
-      problem ??= bodyStalled(ms);
-      onStall(problem);
-    });
     const sink = session.writer.append();
     // Settles once the sink has closed, and so after a destroyed append has undone itself.
     const sinkClosed = finished(sink);
     sinkClosed.catch(() => undefined);
-    const chunks = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-    const nextChunk = () => Promise.race([chunks.next(), stall]);
-    try {
-      for (let next = await nextChunk(); !next.done; next = await nextChunk()) {
-        const chunk = next.value;
-        idle.rearm();
-        received += chunk.length;
-        // Excess bytes are read and dropped rather than failing the body: failing it would reset
-        // the connection and the client would never see the error answer.
-        if (problem) continue;
-        problem = this.overrun(before, received, expectedLength);
-        if (problem) {
-          sink.destroy(); // takes back what this append wrote, so the data matches `hash`
-          continue;
-        }
-        hash?.update(chunk);
-        if (!sink.write(chunk)) await Promise.race([once(sink, 'drain'), sinkClosed]);
+    const reading = readBody(body, (chunk) => {
+      idle.rearm();
+      received += chunk.length;
+      // Excess bytes are read and dropped rather than failing the body: failing it would reset
+      // the connection and the client would never see the error answer.
+      if (problem) return undefined;
+      problem = this.overrun(before, received, expectedLength);
+      if (problem) {
+        sink.destroy(); // takes back what this append wrote, so the data matches `hash`
+        return undefined;
       }
+      hash?.update(chunk);
+      return sink.write(chunk) ? undefined : Promise.race([once(sink, 'drain'), sinkClosed]);
+    });
+    // A stalled body is given up, not destroyed: destroying a request closes its socket, and the
+    // client would never see the 408 (the answer closes the connection instead).
+    const idle = idleTimer(this.limits.bodyIdleTimeoutMs, (ms) => {
+      problem ??= bodyStalled(ms);
+      reading.stop(problem);
+    });
+    try {
+      await reading.done;
       if (!problem && expectedLength !== undefined && received !== expectedLength) {
         problem = new ContentError('invalid', 'SIZE_INVALID', `body has ${received} bytes but ${expectedLength} were announced`);
       }
