@@ -162,7 +162,11 @@ export class Registry {
 
   private static async openLocked(options: RegistryOptions, lock: DirectoryLock, ownsLock: boolean): Promise<Registry> {
     const metadata = await openMetadata({ location: options.metadata, dataDir: options.dataDir, durable: options.durable, recordEvents: options.recordEvents ?? false });
-    const driver = await openStorage(options.storage ?? '', options.dataDir, { durable: options.durable, locks: metadata.locks });
+    const driver = await openStorage(options.storage ?? '', options.dataDir, { durable: options.durable, locks: metadata.locks })
+      .catch(async (err: unknown) => {
+        await metadata.close();
+        throw err;
+      });
     const registry = new Registry(options, options.instrumentMetadata?.(metadata) ?? metadata, driver, ownsLock ? lock : undefined);
     if (metadata.needsRebuild) {
       // Write what the old index journalled into the layouts, then rebuild from them.
