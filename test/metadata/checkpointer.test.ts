@@ -1,6 +1,7 @@
-// The SQLite checkpoint worker (src/metadata/checkpointer.ts) runs under small heap limits; this
-// checks it still does its work: pages committed to the write-ahead log reach the database file
-// without the main connection checkpointing (its own bound is ~40 MB of log).
+// The SQLite checkpoint worker (src/metadata/checkpointer.ts) is started from its source text as
+// plain JavaScript, and fails silently if it cannot start (type syntax in that file, for one); this
+// checks it does its work: pages committed to the write-ahead log reach the database file without
+// the main connection checkpointing (its own bound is ~40 MB of log).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
