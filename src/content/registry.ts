@@ -695,6 +695,12 @@ export class Registry {
     return repo ? await this.metadata.referrers(repo.id, subject, { ...filter, includeAttestations: this.options.buildkitAttestations }) : [];
   }
 
+  /** The same page as `referrers`, each descriptor serialised as the referrers API serves it. */
+  async referrerDescriptors(repository: string, subject: string, filter: { artifactTypes?: string[] } & PageRequest): Promise<{ digest: string; json: string }[]> {
+    const repo = await this.repository(repository);
+    return repo ? await this.metadata.referrerDescriptors(repo.id, subject, { ...filter, includeAttestations: this.options.buildkitAttestations }) : [];
+  }
+
   /** Re-reads every layout from scratch into an empty index (used by `trellis reindex`). */
   static async rebuildIndex(options: RegistryOptions, deep = false): Promise<{ orphans: number }> {
     // Opening and closing first writes every journalled change into the layouts, so nothing

@@ -13,9 +13,10 @@ import { deleteEvents, pushEvents, tagRemoved, type NewEvent } from './outbox.ts
 import { FUNCTIONS, migrate, TABLES } from './postgres-schema.ts';
 import { PATHS_STORED_ELSEWHERE } from './sqlite-query.ts';
 import type {
-  BlobLookup, EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, MetadataTables, PageRequest, PushReads, ReferrerIndexRecord, RepositoryRecord,
-  RetentionPolicy, TaggedManifest, UnreachableManifest,
+  BlobLookup, EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, MetadataTables, PageRequest, PushReads, ReferrerFilter, ReferrerIndexRecord,
+  RepositoryRecord, RetentionPolicy, TaggedManifest, UnreachableManifest,
 } from './store.ts';
+import { referrerDescriptorJson } from './store.ts';
 
 type Value = string | number | boolean | null | readonly string[];
 
@@ -437,15 +438,25 @@ class PostgresTables implements MetadataTables {
     });
   }
 
-  async referrers(repoId: number, subject: string, filter: { artifactTypes?: string[]; includeAttestations?: boolean } & PageRequest): Promise<ManifestRecord[]> {
+  async referrers(repoId: number, subject: string, filter: ReferrerFilter): Promise<ManifestRecord[]> {
+    return (await this.referrerRows(repoId, subject, filter)).map(toManifest);
+  }
+
+  async referrerDescriptors(repoId: number, subject: string, filter: ReferrerFilter): Promise<{ digest: string; json: string }[]> {
+    return (await this.referrerRows(repoId, subject, filter)).map((row) => ({
+      digest: row.digest,
+      json: referrerDescriptorJson({ mediaType: row.media_type, digest: row.digest, size: row.size, artifactType: row.artifact_type, annotations: row.annotations }),
+    }));
+  }
+
+  private async referrerRows(repoId: number, subject: string, filter: ReferrerFilter): Promise<ManifestRow[]> {
     const types = filter.artifactTypes ?? [];
     const typeClause = types.length ? 'AND m.artifact_type = ANY($4::text[])' : 'AND $4::text[] IS NOT NULL';
     const query = (column: string) => `SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repo_id = $1 AND m.${column} = $2 AND m.digest > $3 ${typeClause}`;
     const text = filter.includeAttestations
       ? `SELECT * FROM (${query('subject')} UNION ${query('attests')}) m ORDER BY m.digest LIMIT $5`
       : `${query('subject')} ORDER BY m.digest LIMIT $5`;
-    const { rows } = await this.pool.query<ManifestRow>(text, [repoId, subject, filter.after ?? '', types, filter.limit]);
-    return rows.map(toManifest);
+    return (await this.pool.query<ManifestRow>(text, [repoId, subject, filter.after ?? '', types, filter.limit])).rows;
   }
 
   async taggedEntries(repoId: number, page: PageRequest): Promise<TaggedManifest[]> {

@@ -14,7 +14,7 @@ import type { ComponentIndex } from './components.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
 import {
   asynchronous, type BlobLookup, type EdgeRecord, type LayoutExtras, type LayoutSnapshot, type ManifestRecord, type MetadataStore, type MetadataTables, type PageRequest,
-  type PushReads, type ReferrerIndexRecord, type RepositoryRecord, type RetentionPolicy, type Synchronous, type TaggedManifest, type UnreachableManifest,
+  type PushReads, type ReferrerFilter, type ReferrerIndexRecord, type RepositoryRecord, referrerDescriptorJson, type RetentionPolicy, type Synchronous, type TaggedManifest, type UnreachableManifest,
 } from './store.ts';
 
 const SCHEMA_VERSION = 2;
@@ -442,7 +442,18 @@ class SqliteTables implements Synchronous<MetadataTables> {
     }
   }
 
-  referrers(repoId: number, subject: string, filter: { artifactTypes?: string[]; includeAttestations?: boolean } & PageRequest): ManifestRecord[] {
+  referrers(repoId: number, subject: string, filter: ReferrerFilter): ManifestRecord[] {
+    return this.referrerRows(repoId, subject, filter).map(toManifest);
+  }
+
+  referrerDescriptors(repoId: number, subject: string, filter: ReferrerFilter): { digest: string; json: string }[] {
+    return this.referrerRows(repoId, subject, filter).map((row) => ({
+      digest: row.digest,
+      json: referrerDescriptorJson({ mediaType: row.media_type, digest: row.digest, size: row.size, artifactType: row.artifact_type, annotations: row.annotations }),
+    }));
+  }
+
+  private referrerRows(repoId: number, subject: string, filter: ReferrerFilter): ManifestRow[] {
     const types = filter.artifactTypes ?? [];
     const typeClause = types.length ? `AND m.artifact_type IN (${types.map(() => '?').join(',')})` : '';
     const query = (column: string) => `SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repo_id = ? AND m.${column} = ? AND m.digest > ? ${typeClause}`;
@@ -450,8 +461,7 @@ class SqliteTables implements Synchronous<MetadataTables> {
     const sql = filter.includeAttestations
       ? `SELECT * FROM (${query('subject')} UNION ${query('attests')}) m ORDER BY m.digest LIMIT ?`
       : `${query('subject')} ORDER BY m.digest LIMIT ?`;
-    const rows = this.sql(sql).all(...params, ...(filter.includeAttestations ? params : []), filter.limit) as unknown as ManifestRow[];
-    return rows.map(toManifest);
+    return this.sql(sql).all(...params, ...(filter.includeAttestations ? params : []), filter.limit) as unknown as ManifestRow[];
   }
 
   taggedEntries(repoId: number, page: PageRequest): TaggedManifest[] {

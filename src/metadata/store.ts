@@ -39,6 +39,17 @@ export interface ManifestRecord {
   attributes?: Attribute[];
 }
 
+/**
+ * A referrer's descriptor as the referrers API serves it, serialised straight from the stored
+ * columns: the same bytes as `JSON.stringify(referrerDescriptor(record))` (annotations are stored
+ * as `JSON.stringify` wrote them, so they are spliced in rather than parsed and written again).
+ */
+export function referrerDescriptorJson(row: { mediaType: string; digest: string; size: number; artifactType: string | null; annotations: string }): string {
+  const artifactType = row.artifactType ? `,"artifactType":${JSON.stringify(row.artifactType)}` : '';
+  const annotations = row.annotations === '{}' ? '' : `,"annotations":${row.annotations}`;
+  return `{"mediaType":${JSON.stringify(row.mediaType)},"digest":${JSON.stringify(row.digest)},"size":${row.size}${artifactType}${annotations}}`;
+}
+
 /** The index row for a parsed manifest of `size` bytes stored under `digest`. */
 export function manifestRecord(digest: string, parsed: ParsedManifest, size: number, pushedAt = Date.now()): ManifestRecord {
   return {
@@ -176,10 +187,14 @@ export interface ManifestIndex {
   /** Removes a tag (one transaction, tombstoned until `index.json` shows it); false if absent. */
   deleteTag(repoId: number, tag: string): Promise<boolean>;
   /** Manifests whose subject is `subject`; with includeAttestations also BuildKit attestations of it. */
-  referrers(repoId: number, subject: string, filter: { artifactTypes?: string[]; includeAttestations?: boolean } & PageRequest): Promise<ManifestRecord[]>;
+  referrers(repoId: number, subject: string, filter: ReferrerFilter): Promise<ManifestRecord[]>;
+  /** The same page as `referrers`, each descriptor already serialised (`referrerDescriptorJson`). */
+  referrerDescriptors(repoId: number, subject: string, filter: ReferrerFilter): Promise<{ digest: string; json: string }[]>;
   /** Digests of every manifest the index holds for a repository. */
   manifestDigests(repoId: number): Promise<string[]>;
 }
+
+export type ReferrerFilter = { artifactTypes?: string[]; includeAttestations?: boolean } & PageRequest;
 
 /** The journal of changes `index.json` does not show yet, and what rewriting it needs. */
 export interface LayoutJournal {

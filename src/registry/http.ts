@@ -131,17 +131,17 @@ export function nextLink(path: string, params: Record<string, string | string[]>
 }
 
 /**
- * Renders up to `limit` items as JSON into a page no larger than `maxBytes` (at least one item).
- * `more` says whether anything was left out, by `limit`, by the budget, or because `items` held
- * one beyond the limit (callers fetch limit + 1 to learn that). Items are serialised once: the
- * answer is assembled from `parts`.
+ * Puts up to `limit` items, each serialised by `serialize`, into a page no larger than `maxBytes`
+ * (at least one item). `more` says whether anything was left out, by `limit`, by the budget, or
+ * because `items` held one beyond the limit (callers fetch limit + 1 to learn that). Items are
+ * serialised once: the answer is assembled from `parts`.
  */
-export function fitPage<S>(items: S[], limit: number, maxBytes: number, render: (item: S) => unknown): { parts: string[]; last: S | undefined; more: boolean } {
+export function fitPage<S>(items: S[], limit: number, maxBytes: number, serialize: (item: S) => string): { parts: string[]; last: S | undefined; more: boolean } {
   const parts: string[] = [];
   let bytes = 200;
   let last: S | undefined;
   for (const item of items.slice(0, limit)) {
-    const json = JSON.stringify(render(item));
+    const json = serialize(item);
     if (parts.length > 0 && bytes + json.length + 1 > maxBytes) return { parts, last, more: true };
     bytes += json.length + 1;
     parts.push(json);

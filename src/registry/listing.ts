@@ -3,7 +3,6 @@ import { requireDigest } from '../content/registry.ts';
 import { isValidTag } from '../oci/names.ts';
 import { OciError } from '../oci/errors.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
-import { referrerDescriptor } from '../oci/manifest.ts';
 import { fitPage, indexJson, nextLink, pageParams, send, sendJson, type Headers } from './http.ts';
 import type { ApiContext } from './context.ts';
 import { queriedReferrers } from './query.ts';
@@ -92,10 +91,10 @@ export async function referrers(ctx: ApiContext, name: string, reference: string
   const page = pageParams(query, ctx.limits.maxListPage, Math.ceil(ctx.limits.maxReferrersBytes / 100), false);
   const filter: { artifactTypes: string[]; after?: string; limit: number } = { artifactTypes, limit: page.limit + 1 };
   if (page.after) filter.after = page.after;
-  const records = page.limit === 0 ? [] : await ctx.registry.referrers(name, digest, filter);
+  const descriptors = page.limit === 0 ? [] : await ctx.registry.referrerDescriptors(name, digest, filter);
 
   // Split by the client's n and by the byte budget of one response, whichever comes first.
-  const { parts, last, more } = fitPage(records, page.limit, ctx.limits.maxReferrersBytes, referrerDescriptor);
+  const { parts, last, more } = fitPage(descriptors, page.limit, ctx.limits.maxReferrersBytes, (d) => d.json);
   const headers: Headers = { 'Content-Type': OCI_INDEX };
   if (artifactTypes.length) headers['OCI-Filters-Applied'] = 'artifactType';
   if (more && last) {

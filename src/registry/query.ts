@@ -40,7 +40,7 @@ async function runPage(ctx: ApiContext, query: Query, scope: QueryScope, render:
   const matches = await ctx.registry.queries.run(query, scope, { after: page.after, limit: page.limit + 1 }, access);
   const rendered = new Map<QueryMatch, unknown>();
   for (const match of matches.slice(0, page.limit)) rendered.set(match, await render(match));
-  const { parts, last, more } = fitPage(matches, page.limit, ctx.limits.maxReferrersBytes, (m) => rendered.get(m));
+  const { parts, last, more } = fitPage(matches, page.limit, ctx.limits.maxReferrersBytes, (m) => JSON.stringify(rendered.get(m)));
   if (!more || last === undefined) return { parts, next: undefined };
   const forward: Record<string, string[]> = {};
   for (const [key, value] of params) if (key !== 'last' && key !== 'n') (forward[key] ??= []).push(value);

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { manifestRecord, openMetadata, type MetadataStore } from '../../src/metadata/index.ts';
-import { parseManifest } from '../../src/oci/manifest.ts';
+import { parseManifest, referrerDescriptor } from '../../src/oci/manifest.ts';
 import { parseQuery } from '../../src/query/language.ts';
 import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
 
@@ -229,6 +229,18 @@ for (const engine of engines) {
       assert.deepEqual(await store.dirtySubjects(repo.id), []);
       assert.deepEqual((await store.referrerIndexes(repo.id)).map((r) => ({ ...r })), [{ subject: subject.record.digest, digest: sha('idx'), size: 3 }]);
       assert.equal(await store.isReferenced(repo.id, sha('idx')), true);
+      // Serialised descriptors: the bytes the records would give, also for annotations whose keys
+      // JavaScript orders (integer-like), that need escaping, or that are absent.
+      const annotated = manifest({ mediaType: MANIFEST, config: desc('{}', 'application/vnd.oci.empty.v1+json'), layers: [desc('annotated')],
+        subject: { mediaType: MANIFEST, digest: subject.record.digest, size: subject.record.size },
+        annotations: { 'org.example.b': 'line\nbreak "quoted" \\ é 🦀', '10': 'ten', '2': 'two', 'org.example.a': '' } });
+      await store.putManifest(repo.id, annotated.record, annotated.links, []);
+      for (const filter of [{ limit: 10 }, { limit: 2, after: referrers[1]! }, { limit: 10, artifactTypes: ['application/x.sig'] }]) {
+        const records = await store.referrers(repo.id, subject.record.digest, filter);
+        const descriptors = await store.referrerDescriptors(repo.id, subject.record.digest, filter);
+        assert.deepEqual(descriptors, records.map((r) => ({ digest: r.digest, json: JSON.stringify(referrerDescriptor(r)) })));
+      }
+      assert.equal((await store.referrerDescriptors(repo.id, subject.record.digest, { limit: 10 })).length, 6);
     });
 
     test('mergeLayout: outside tags taken, local unflushed changes win, vanished manifests forgotten', async () => {
