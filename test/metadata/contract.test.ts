@@ -168,6 +168,8 @@ for (const engine of engines) {
       await store.putManifest(repo.id, index.record, index.links, ['multi']);
       const referrers = await store.referrers(repo.id, one.record.digest, { includeAttestations: true, limit: 10 });
       assert.deepEqual(referrers.map((r) => r.digest), [attestation.record.digest]);
+      assert.deepEqual(await store.referrerDescriptors(repo.id, one.record.digest, { includeAttestations: true, limit: 10 }),
+        referrers.map((r) => ({ digest: r.digest, json: JSON.stringify(referrerDescriptor(r)) })));
       assert.deepEqual(await store.referrers(repo.id, one.record.digest, { limit: 10 }), [], 'only when asked');
     });
 
@@ -235,7 +237,7 @@ for (const engine of engines) {
         subject: { mediaType: MANIFEST, digest: subject.record.digest, size: subject.record.size },
         annotations: { 'org.example.b': 'line\nbreak "quoted" \\ é 🦀', '10': 'ten', '2': 'two', 'org.example.a': '' } });
       await store.putManifest(repo.id, annotated.record, annotated.links, []);
-      for (const filter of [{ limit: 10 }, { limit: 2, after: referrers[1]! }, { limit: 10, artifactTypes: ['application/x.sig'] }]) {
+      for (const filter of [{ limit: 10 }, { limit: 2, after: referrers[1]! }, { limit: 10, artifactTypes: ['application/x.sig'] }, { limit: 10, includeAttestations: true }]) {
         const records = await store.referrers(repo.id, subject.record.digest, filter);
         const descriptors = await store.referrerDescriptors(repo.id, subject.record.digest, filter);
         assert.deepEqual(descriptors, records.map((r) => ({ digest: r.digest, json: JSON.stringify(referrerDescriptor(r)) })));
