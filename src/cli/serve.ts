@@ -106,7 +106,8 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     await listen(opsServer, settings.metricsListen);
     opsServer.unref(); // it never holds the process open by itself (e.g. when opening the data fails)
   }
-  const registry = await Registry.open({ ...registryOptions(settings, logger), instrumentMetadata: observe.instrumentMetadata });
+  // Serves at once: the walk of storage for other tools' layouts runs meanwhile (Registry.adopted).
+  const registry = await Registry.open({ ...registryOptions(settings, logger), instrumentMetadata: observe.instrumentMetadata, adoptInBackground: true });
   const events = webhooks.length ? await Events.open(webhooks, settings, registry.metadata.outbox, logger, observe.metrics, registry.locks) : undefined;
   const uploads = new Uploads(registry.driver, {
     timeoutMs: settings.uploadTimeoutSeconds * 1000, maxSessions: settings.maxUploadSessions, maxSessionsTotal: settings.maxUploadSessionsTotal,
@@ -136,7 +137,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   const collector = settings.gcIntervalSeconds > 0 ? setInterval(() => {
     if (!collecting) collect(false).catch(() => undefined);
   }, settings.gcIntervalSeconds * 1000).unref() : undefined;
-  const components = new ComponentsApi(await openComponents(registry, settings, logger));
+  const components = new ComponentsApi(await openComponents(registry, settings, logger, { background: true }));
   const ui = settings.ui ? await openUiBundle() : undefined;
   if (settings.ui && !ui) logger.warn('the web UI is not built (run npm run build); /ui/ is not served');
   const server = createRegistryServer({

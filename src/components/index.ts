@@ -23,6 +23,6 @@ export function componentSettings(settings: Settings): ComponentSettings {
 }
 
 /** Attaches components to a registry and derives them from what it holds. */
-export function openComponents(registry: Registry, settings: Settings, log: Logger): Promise<Components> {
-  return Components.open(registry, componentSettings(settings), log);
+export function openComponents(registry: Registry, settings: Settings, log: Logger, options: { background?: boolean } = {}): Promise<Components> {
+  return Components.open(registry, componentSettings(settings), log, options);
 }

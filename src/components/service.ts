@@ -65,6 +65,8 @@ export class Components {
   readonly settings: ComponentSettings;
   private readonly registry: Registry;
   private readonly log: Logger;
+  /** Settles when the derivation at open is done; answers and changes wait for it. */
+  ready: Promise<void> = Promise.resolve();
 
   private constructor(registry: Registry, index: ComponentIndex, settings: ComponentSettings, log: Logger) {
     this.registry = registry;
@@ -74,13 +76,20 @@ export class Components {
   }
 
   /** Attaches the component index to a registry and derives it from what the registry holds. */
-  static async open(registry: Registry, settings: ComponentSettings, log: Logger): Promise<Components> {
+  /** `background`: return at once and derive meanwhile (`ready` settles when done). */
+  static async open(registry: Registry, settings: ComponentSettings, log: Logger, options: { background?: boolean } = {}): Promise<Components> {
     if (settings.indexRepository && repositoryNameProblem(settings.indexRepository)) {
       throw new Error(`componentIndexRepository ${JSON.stringify(settings.indexRepository)} is not a valid repository name`);
     }
     const components = new Components(registry, registry.metadata.components, settings, log);
     registry.observe((change) => components.onChange(change));
-    await components.reconcile();
+    // After the registry has caught up with storage (in the background under `serve`).
+    const reconciled = registry.adopted().then(() => components.reconcile());
+    if (!options.background) {
+      await reconciled;
+      return components;
+    }
+    components.ready = reconciled.catch((err: unknown) => log.error({ err }, 'deriving the components failed; they are derived again as repositories change'));
     return components;
   }
 
@@ -99,6 +108,9 @@ export class Components {
   private async onChange(change: ContentChange): Promise<void> {
     const { repository, stored } = change;
     if (repository === this.settings.indexRepository) return;
+    // A change during the derivation at open would be overwritten by it. (The derivation's own
+    // writes are to the index repository, above: they must not wait for it.)
+    await this.ready;
     if (stored?.artifactType === OWNERSHIP_ARTIFACT_TYPE && stored.subject) {
       const name = stored.annotations[ANNOTATION_COMPONENT_NAME];
       const version = stored.annotations[ANNOTATION_COMPONENT_VERSION_KEY];

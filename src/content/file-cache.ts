@@ -1,17 +1,18 @@
 // A small LRU of object contents, each entry valid only while the object keeps the identity it was
 // read with (the storage driver's etag and size): a rewrite or replacement by anyone, through any
-// driver, is a miss, never stale bytes.
+// driver, is a miss, never stale bytes. Also holds answers derived from an index, with the
+// repository's change count as their identity.
 import type { ObjectInfo } from '../storage/index.ts';
 
 type Identity = Pick<ObjectInfo, 'etag' | 'size'>;
 
-interface Entry {
+interface Entry<T> {
   identity: Identity;
-  bytes: Buffer;
+  bytes: T;
 }
 
-export class FileCache {
-  private readonly entries = new Map<string, Entry>();
+export class FileCache<T extends { readonly byteLength: number } = Buffer> {
+  private readonly entries = new Map<string, Entry<T>>();
   private readonly maxBytes: number;
   private readonly maxEntryBytes: number;
   private bytes = 0;
@@ -26,31 +27,31 @@ export class FileCache {
   }
 
   /** The bytes cached for `key`, if they were read from the object `info` describes. */
-  get(key: string, info: Identity): Buffer | undefined {
+  get(key: string, info: Identity): T | undefined {
     const entry = this.entries.get(key);
     if (!entry) return undefined;
     this.entries.delete(key);
     if (entry.identity.etag !== info.etag || entry.identity.size !== info.size) {
-      this.bytes -= entry.bytes.length;
+      this.bytes -= entry.bytes.byteLength;
       return undefined;
     }
     this.entries.set(key, entry); // most recently used goes last
     return entry.bytes;
   }
 
-  set(key: string, info: Identity, bytes: Buffer): void {
-    if (bytes.length > this.maxEntryBytes) return;
+  set(key: string, info: Identity, bytes: T): void {
+    if (bytes.byteLength > this.maxEntryBytes) return;
     const old = this.entries.get(key);
     if (old) {
       this.entries.delete(key);
-      this.bytes -= old.bytes.length;
+      this.bytes -= old.bytes.byteLength;
     }
     this.entries.set(key, { identity: { etag: info.etag, size: info.size }, bytes });
-    this.bytes += bytes.length;
+    this.bytes += bytes.byteLength;
     for (const [oldest, entry] of this.entries) {
       if (this.bytes <= this.maxBytes) break;
       this.entries.delete(oldest);
-      this.bytes -= entry.bytes.length;
+      this.bytes -= entry.bytes.byteLength;
     }
   }
 }

@@ -42,6 +42,12 @@ export interface RegistryOptions {
   instrumentMetadata?: ((store: MetadataStore) => MetadataStore) | undefined;
   /** Record events about changes in the metadata outbox (someone consumes them: webhooks). */
   recordEvents?: boolean | undefined;
+  /**
+   * Open without waiting for the walk of storage that adopts layouts other tools wrote (and the
+   * repairs after it): requests are served at once, each repository adopted before its first
+   * request and registry-wide answers held until the walk is done (`adopted`).
+   */
+  adoptInBackground?: boolean | undefined;
 }
 
 /** A change to a repository's manifests or tags, as observers (e.g. the component index) see it. */
@@ -57,6 +63,13 @@ export interface ContentChange {
 
 /** Awaited after each committed change, before the API answers; a failure is logged, never the push's. */
 export type ContentObserver = (change: ContentChange) => Promise<void>;
+
+/** An answer derived from a repository's index: a body and the headers that go with it. */
+export interface DerivedAnswer {
+  readonly body: Buffer;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly byteLength: number;
+}
 
 export interface StoredManifest {
   record: ManifestRecord;
@@ -121,9 +134,17 @@ export class Registry {
   private readonly observers: ContentObserver[] = [];
   /** Bodies of recently pulled manifests (8 MiB in all, none over 256 KiB), checked against the object's etag. */
   private readonly manifestCache = new FileCache({ maxBytes: 8 << 20, maxEntryBytes: 256 << 10 });
+  /** Answers derived from one repository's index (derivedAnswer), valid while the repository is unchanged. */
+  private readonly answerCache = new FileCache<DerivedAnswer>({ maxBytes: 32 << 20, maxEntryBytes: 8 << 20 });
 
   /** Released on close when this registry took it (not when a caller lent it, as rebuildIndex does). */
   private readonly directoryLock: DirectoryLock | undefined;
+  /** Start-up's catching up with storage (adoption, repairs, removals); settles, never rejects. */
+  private catchingUp: Promise<void> = Promise.resolve();
+  /** Every layout in storage is in the index: requests no longer check their repository first. */
+  private allAdopted = true;
+  /** Repositories adopted (or being adopted) while catching up, by the walk or ahead of it. */
+  private readonly adopting = new Map<string, Promise<void>>();
 
   private constructor(options: RegistryOptions, metadata: MetadataStore, driver: StorageDriver, directoryLock: DirectoryLock | undefined) {
     this.options = options;
@@ -177,15 +198,43 @@ export class Registry {
     }
     try {
       await registry.driver.prepare();
-      await registry.adoptLayouts();
-      await registry.layout.flushAll();
-      // Removals a crash interrupted after the index.json rewrite that allowed them.
-      for (const name of await metadata.repositoriesWithDueUnlinks()) await registry.removeUnusedFiles(name);
+      if (options.adoptInBackground) registry.catchUpInBackground();
+      else await registry.catchUpWithStorage();
       return registry;
     } catch (err) {
       await metadata.close();
       throw err;
     }
+  }
+
+  /** Adopts new layouts, repairs `index.json` files from the journal, finishes interrupted removals. */
+  private async catchUpWithStorage(): Promise<void> {
+    await this.adoptLayouts();
+    await this.layout.flushAll();
+    // Removals a crash interrupted after the index.json rewrite that allowed them.
+    for (const name of await this.metadata.repositoriesWithDueUnlinks()) await this.removeUnusedFiles(name);
+  }
+
+  private catchUpInBackground(): void {
+    this.allAdopted = false;
+    this.catchingUp = this.catchUpWithStorage().then(() => {
+      this.allAdopted = true;
+      this.adopting.clear();
+    }, (err: unknown) => {
+      // Requests keep adopting their own repository first; registry-wide answers go on without.
+      this.log.error({ err }, 'catching up with the layouts in storage failed; each repository is adopted at its first request');
+    });
+  }
+
+  /**
+   * Resolves once the index holds what storage holds: for one repository (adopted ahead of the
+   * start-up walk if it has not reached it), or, without a name, for every repository. At once
+   * when the registry opened in the foreground, or the walk is done.
+   */
+  adopted(name?: string): Promise<void> {
+    if (this.allAdopted) return Promise.resolve();
+    if (name === undefined) return this.catchingUp;
+    return this.adoptOnce(name, undefined, false);
   }
 
   /**
@@ -220,6 +269,7 @@ export class Registry {
   }
 
   private async closeKeepingLock(): Promise<void> {
+    await this.catchingUp;
     try {
       await this.layout.close();
     } finally {
@@ -266,10 +316,28 @@ export class Registry {
     const limit = limitConcurrency(ADOPT_CONCURRENCY);
     // One read for every record: at start-up nearly every repository is known and unchanged.
     const known = new Map((await this.metadata.allRepositories()).map((repo) => [repo.name, repo]));
-    await Promise.all((await findLayouts(this.driver)).map((name) => limit(() => this.adopt(name, known.get(name)))));
+    await Promise.all((await findLayouts(this.driver)).map((name) => limit(() => this.adoptOnce(name, known.get(name), true))));
   }
 
-  private async adopt(name: string, known: RepositoryRecord | undefined): Promise<void> {
+  /** Adopts a repository once while catching up, whoever asks first (the walk or a request). */
+  private adoptOnce(name: string, known: RepositoryRecord | undefined, found: boolean): Promise<void> {
+    if (this.allAdopted) return this.adopt(name, known, found);
+    let adoption = this.adopting.get(name);
+    if (!adoption) {
+      adoption = this.adopt(name, known, found);
+      this.adopting.set(name, adoption);
+      // A failure is the asker's; the next one tries again.
+      adoption.catch(() => this.adopting.delete(name));
+    }
+    return adoption;
+  }
+
+  /** `found`: the walk saw the layout; otherwise (a request's name) it may not exist at all. */
+  private async adopt(name: string, known: RepositoryRecord | undefined, found: boolean): Promise<void> {
+    if (!found) {
+      known = await this.metadata.repository(name);
+      if (!known && !(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) return;
+    }
     if (known) {
       // Unchanged since its record was read: nothing to do, and no lock needed to know it (a
       // writer changing it meanwhile changes the stamp, and the locked path below sorts that out).
@@ -457,6 +525,7 @@ export class Registry {
     const source = from ?? await this.metadata.findBlob(digest, target?.id);
     // A source the caller may not pull is never used (and never named): they upload instead.
     if (!source || repositoryNameProblem(source) || source === repository || !canPull(source)) return false;
+    await this.adopted(source);
     const info = await this.blobInfo(source, digest);
     if (!info) return false;
     const repo = await this.createRepository(repository);
@@ -586,6 +655,8 @@ export class Registry {
     const nestedProblems = resolveNestedLinks(parsed.links, repository);
     if (nestedProblems.length) throw ContentError.many('invalid', nestedProblems.map((message) => ({ code: 'MANIFEST_INVALID', message })));
     const record = manifestRecord(digest, parsed, bytes.length);
+    // Links into nested namespaces are looked up there: those layouts must be adopted first.
+    if (!this.allAdopted) await Promise.all([...new Set(parsed.links.flatMap((l) => (l.repository ? [l.repository] : [])))].map((name) => this.adopted(name)));
     await this.withContent(repository, async () => {
       // Everything is checked before anything is written, so a refused push leaves no trace.
       // The repository, the manifest and the first batch of links are one read of the index.
@@ -699,6 +770,24 @@ export class Registry {
   async referrerDescriptors(repository: string, subject: string, filter: { artifactTypes?: string[] } & PageRequest): Promise<{ digest: string; json: string }[]> {
     const repo = await this.repository(repository);
     return repo ? await this.metadata.referrerDescriptors(repo.id, subject, { ...filter, includeAttestations: this.options.buildkitAttestations }) : [];
+  }
+
+  /**
+   * An answer built from one repository's index alone (`key` says which), reused while the
+   * repository is unchanged: every push, delete or collection moves its `gen`, and an import of
+   * another tool's edit its index stamp, whichever process (replica) made the change.
+   */
+  async derivedAnswer(repository: string, key: string, build: () => Promise<DerivedAnswer>): Promise<DerivedAnswer> {
+    // Notices other tools' edits of the layout first.
+    const repo = await this.repository(repository);
+    // Read before building: a change committed meanwhile makes the entry a miss, never stale.
+    const identity = { etag: repo ? `${repo.id}:${repo.gen}:${repo.indexStamp}` : 'none', size: 0 };
+    const cacheKey = `${repository}\n${key}`;
+    const cached = this.answerCache.get(cacheKey, identity);
+    if (cached) return cached;
+    const answer = await build();
+    this.answerCache.set(cacheKey, identity, answer);
+    return answer;
   }
 
   /** Re-reads every layout from scratch into an empty index (used by `trellis reindex`). */

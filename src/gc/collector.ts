@@ -34,6 +34,8 @@ export interface GcReport {
 const BATCH = 500;
 
 export async function collectGarbage(registry: Registry, policy: GcPolicy, options: { dryRun: boolean; now?: number }): Promise<GcReport> {
+  // A layout not yet adopted after a start would look like files nothing uses.
+  await registry.adopted();
   const started = performance.now();
   const cutoff = (options.now ?? Date.now()) - policy.graceSeconds * 1000;
   const report: GcReport = { dryRun: options.dryRun, repositories: 0, removed: [], bytes: 0, durationMs: 0 };

@@ -102,6 +102,7 @@ export class ComponentsApi {
     // The same buckets as the query endpoints: one budget per client for every expensive listing.
     const wait = ctx.rateLimits.query.take(ctx.client);
     if (wait) throw new OciError(429, 'TOOMANYREQUESTS', `too many component queries; retry in ${wait} s`, undefined, { 'Retry-After': String(wait) });
+    await this.components.ready;
     const sub = ctx.url.pathname.slice(COMPONENTS_PATH.length).replace(/\/$/, '');
     switch (sub) {
       case '': return this.list(ctx);

@@ -89,22 +89,26 @@ export async function referrers(ctx: ApiContext, name: string, reference: string
   // Without `n` a page is as large as the response budget allows: one round trip for thousands of
   // referrers. The row cap only bounds what is read to fill it (no descriptor is under 100 bytes).
   const page = pageParams(query, ctx.limits.maxListPage, Math.ceil(ctx.limits.maxReferrersBytes / 100), false);
-  const filter: { artifactTypes: string[]; after?: string; limit: number } = { artifactTypes, limit: page.limit + 1 };
-  if (page.after) filter.after = page.after;
-  const descriptors = page.limit === 0 ? [] : await ctx.registry.referrerDescriptors(name, digest, filter);
-
-  // Split by the client's n and by the byte budget of one response, whichever comes first.
-  const { parts, last, more } = fitPage(descriptors, page.limit, ctx.limits.maxReferrersBytes, (d) => d.json);
-  const headers: Headers = { 'Content-Type': OCI_INDEX };
-  if (artifactTypes.length) headers['OCI-Filters-Applied'] = 'artifactType';
-  if (more && last) {
-    // The next page is asked for the way this one was: with the client's `n`, or without one.
-    const params: Record<string, string | string[]> = page.requested === undefined ? { last: last.digest } : { n: String(page.requested), last: last.digest };
-    if (artifactTypes.length) params.artifactType = artifactTypes;
-    headers.Link = nextLink(`/v2/${name}/referrers/${digest}`, params);
-  }
-  const body = indexJson(parts);
-  send(ctx.res, 200, { ...headers, 'Content-Length': Buffer.byteLength(body) }, ctx.head ? undefined : body);
+  // A page is built once and sent again until the repository changes: clients (and a registry's
+  // own admission checks) list the same subject's referrers over and over.
+  const answer = await ctx.registry.derivedAnswer(name, `referrers ${digest}${ctx.url.search}`, async () => {
+    const filter: { artifactTypes: string[]; after?: string; limit: number } = { artifactTypes, limit: page.limit + 1 };
+    if (page.after) filter.after = page.after;
+    const descriptors = page.limit === 0 ? [] : await ctx.registry.referrerDescriptors(name, digest, filter);
+    // Split by the client's n and by the byte budget of one response, whichever comes first.
+    const { parts, last, more } = fitPage(descriptors, page.limit, ctx.limits.maxReferrersBytes, (d) => d.json);
+    const headers: Record<string, string> = { 'Content-Type': OCI_INDEX };
+    if (artifactTypes.length) headers['OCI-Filters-Applied'] = 'artifactType';
+    if (more && last) {
+      // The next page is asked for the way this one was: with the client's `n`, or without one.
+      const params: Record<string, string | string[]> = page.requested === undefined ? { last: last.digest } : { n: String(page.requested), last: last.digest };
+      if (artifactTypes.length) params.artifactType = artifactTypes;
+      headers.Link = nextLink(`/v2/${name}/referrers/${digest}`, params);
+    }
+    const body = Buffer.from(indexJson(parts));
+    return { body, headers, byteLength: body.length };
+  });
+  send(ctx.res, 200, { ...answer.headers, 'Content-Length': answer.body.length }, ctx.head ? undefined : answer.body);
 }
 
 export function discoverExtensions(ctx: ApiContext): void {

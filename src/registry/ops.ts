@@ -1,6 +1,6 @@
 // Operations endpoints: `/healthz` and `/readyz` (unauthenticated, before access control) and
 // `/metrics` (Prometheus text), on the main port or on a separate `metricsListen` address.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Health } from '../observe/health.ts';
 import type { Metrics } from '../observe/metrics.ts';
 import { OciError } from '../oci/errors.ts';
@@ -47,7 +47,8 @@ export async function answerMetrics(req: IncomingMessage, res: ServerResponse, m
 
 /** The separate metrics address: `/metrics`, `/healthz`, `/readyz`, nothing else. */
 export function createOpsServer(ops: Pick<OpsEndpoints, 'health' | 'metrics'>): Server {
-  return createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
+  // Not an ES module import of node:http: see server.ts.
+  return process.getBuiltinModule('node:http').createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0]!;
     if (answerHealthProbe(req, res, path, ops.health)) return;
     if (path === METRICS_PATH) {

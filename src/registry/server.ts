@@ -1,7 +1,6 @@
 // The registry HTTP API on node:http. Routing is by suffix because repository names contain '/'.
-import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { createServer as createTlsServer } from 'node:https';
 import type { Logger } from 'pino';
 import type { Registry } from '../content/registry.ts';
 import type { Uploads } from '../content/uploads.ts';
@@ -10,6 +9,10 @@ import { OciError } from '../oci/errors.ts';
 import { API_VERSION_HEADER, clientAddress, clientKey, sendError, sendJson } from './http.ts';
 
 const NO_PROXIES: ReadonlySet<string> = new Set();
+// Not `import … from 'node:http'`: an ES module import of it evaluates every lazy export,
+// loading the fetch implementation (undici), ~50 ms of CPU at every start. node:https only
+// when serving TLS.
+const { STATUS_CODES, createServer } = process.getBuiltinModule('node:http');
 import { asOciError } from './errors.ts';
 import { ALLOW_ALL, type ApiContext, type ApiLimits, type Gate, type Handler, type RepositoryAction } from './context.ts';
 import type { GcReport } from '../gc/collector.ts';
@@ -31,16 +34,18 @@ interface Route {
   methods: Partial<Record<string, Handler>>;
   /** Every method here is part of pushing (upload sessions), so each needs push. */
   upload?: true;
+  /** Answers may name other repositories (nested namespaces): they need every layout adopted. */
+  crossRepository?: true;
 }
 
 // Order matters: upload paths before blob paths.
 const ROUTES: Route[] = [
-  { pattern: /^\/v2\/(.+)\/_trellis\/graph\/([^/]+)$/, methods: { GET: graph, HEAD: graph } },
+  { pattern: /^\/v2\/(.+)\/_trellis\/graph\/([^/]+)$/, methods: { GET: graph, HEAD: graph }, crossRepository: true },
   { pattern: /^\/v2\/(.+)\/_trellis\/tags\/?$/, methods: { GET: tagDetails, HEAD: tagDetails } },
   { pattern: /^\/v2\/(.+)\/blobs\/uploads\/?$/, methods: { POST: startUpload }, upload: true },
   { pattern: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, methods: { PATCH: patchUpload, PUT: putUpload, GET: uploadStatus, HEAD: uploadStatus, DELETE: cancelUpload }, upload: true },
   { pattern: /^\/v2\/(.+)\/blobs\/([^/]+)$/, methods: { GET: getBlob, HEAD: getBlob, DELETE: deleteBlob } },
-  { pattern: /^\/v2\/(.+)\/manifests\/([^/]+)\/references$/, methods: { GET: manifestReferences, HEAD: manifestReferences } },
+  { pattern: /^\/v2\/(.+)\/manifests\/([^/]+)\/references$/, methods: { GET: manifestReferences, HEAD: manifestReferences }, crossRepository: true },
   { pattern: /^\/v2\/(.+)\/manifests\/([^/]+)$/, methods: { GET: getManifest, HEAD: getManifest, PUT: putManifest, DELETE: deleteManifest } },
   { pattern: /^\/v2\/(.+)\/tags\/list\/?$/, methods: { GET: listTags, HEAD: listTags } },
   { pattern: /^\/v2\/(.+)\/referrers\/([^/]+)$/, methods: { GET: referrers, HEAD: referrers } },
@@ -88,6 +93,9 @@ async function dispatch(ctx: ApiContext, deps: ServerDependencies): Promise<void
     if (method !== 'GET' && method !== 'HEAD') throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on /v2/`);
     return sendJson(ctx.res, 200, {}, {}, ctx.head);
   }
+  // Right after a start, storage may hold layouts the index has not adopted yet: registry-wide
+  // answers wait for all of them, a repository's own requests only for it (Registry.adopted).
+  if (path.startsWith('/v2/_')) await deps.registry.adopted();
   if (path === '/v2/_catalog') return catalog(ctx);
   if (path === '/v2/_oci/ext/discover') return discoverExtensions(ctx);
   if (deps.components && isComponentsPath(path)) return deps.components.handle(ctx);
@@ -108,6 +116,7 @@ async function dispatch(ctx: ApiContext, deps: ServerDependencies): Promise<void
     requireRepositoryName(name);
     const arg = decodeURIComponent(match[2] ?? '');
     ctx.access.authorize(name, actionFor(route, method), arg || undefined);
+    await deps.registry.adopted(route.crossRepository ? undefined : name);
     return handler(ctx, name, arg);
   }
   throw new OciError(404, 'NAME_UNKNOWN', `no registry endpoint at ${path.slice(0, 200)}`);
@@ -169,7 +178,7 @@ export function createRegistryServer(deps: ServerDependencies): Server {
     // How often node checks those timeouts: often enough that a short one is honoured closely.
     connectionsCheckingInterval: Math.max(50, Math.min(headersTimeout / 4, 5_000)),
   };
-  const server: Server = deps.tls ? createTlsServer({ ...options, cert: deps.tls.cert, key: deps.tls.key }, handle) : createServer(options, handle);
+  const server: Server = deps.tls ? process.getBuiltinModule('node:https').createServer({ ...options, cert: deps.tls.cert, key: deps.tls.key }, handle) : createServer(options, handle);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, deps.log));
   function handle(req: IncomingMessage, res: ServerResponse): void {
     let url: URL;

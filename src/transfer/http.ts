@@ -1,8 +1,7 @@
 // A registry over the OCI Distribution API, as a copy source and sink (plain fetch, streaming
 // blobs). Speaks the Docker token flow and Basic auth when a registry asks, and on registries
 // without the referrers API reads and maintains the spec's `<alg>-<hex>` fallback tag.
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { referrerDescriptor, parseManifest, type Descriptor } from '../oci/manifest.ts';
 import { digestOf } from '../oci/digest.ts';
@@ -13,6 +12,9 @@ import { drain, exchange, type WireResponse } from './wire.ts';
 import { ChildrenMissing, type BlobStream, type ContentSink, type ContentSource, type FetchedManifest } from './store.ts';
 
 const ACCEPT = [...MANIFEST_TYPES].join(', ');
+// Not ES module imports: those evaluate node:http's lazy exports, loading undici (~50 ms per start).
+const { Agent: HttpAgent, request: httpRequest } = process.getBuiltinModule('node:http');
+const { Agent: HttpsAgent, request: httpsRequest } = process.getBuiltinModule('node:https');
 const httpAgent = new HttpAgent({ keepAlive: true });
 const httpsAgent = new HttpsAgent({ keepAlive: true });
 
