@@ -421,10 +421,16 @@ export class Registry {
       // leaves a plain folder, never a layout without `index.json`.
       await this.driver.createFolder(`${name}/blobs`);
       const indexKey = layoutKey(name, INDEX_FILE);
-      await this.driver.writeFile(indexKey, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }), { ifAbsent: true });
+      const written = await this.driver.writeFile(indexKey, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }), { ifAbsent: true });
       await this.driver.writeFile(layoutKey(name, LAYOUT_FILE), LAYOUT_HEADER, { ifAbsent: true });
-      // A layout another tool left here is adopted, not overwritten.
-      await this.importLayout(name);
+      if (written) {
+        // The empty index.json is ours: there is nothing to read back, only its identity to record.
+        const repo = await this.metadata.ensureRepository(name);
+        await this.metadata.markFlushed(repo.id, repo.flushedGen, stampOf(written));
+      } else {
+        // A layout another tool left here is adopted, not overwritten.
+        await this.importLayout(name);
+      }
     });
     return (await this.metadata.repository(name))!;
   }

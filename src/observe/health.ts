@@ -32,7 +32,7 @@ export class Health {
     this.cacheMs = options.cacheMs ?? 1000;
   }
 
-  /** The data directory is open and every layout flushed: readiness checks can run. */
+  /** The data directory is open and requests are answered: readiness checks can run. */
   serving(checks: ReadinessChecks): void {
     this.checks = checks;
     this.phase = 'serving';
@@ -59,7 +59,7 @@ export class Health {
 
   private async evaluate(): Promise<HealthReport> {
     const startup: CheckResult = { ok: this.phase === 'serving' };
-    if (this.phase !== 'serving') startup.error = this.phase === 'starting' ? 'start-up flush of index.json files is not done yet' : 'shutting down';
+    if (this.phase !== 'serving') startup.error = this.phase === 'starting' ? 'start-up: the data directory is still being opened' : 'shutting down';
     const checks: Record<string, CheckResult> = { startup };
     if (this.checks && this.phase === 'serving') {
       const probes = this.checks;
