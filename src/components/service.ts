@@ -75,8 +75,10 @@ export class Components {
     this.log = log;
   }
 
-  /** Attaches the component index to a registry and derives it from what the registry holds. */
-  /** `background`: return at once and derive meanwhile (`ready` settles when done). */
+  /**
+   * Attaches the component index to a registry and derives it from what the registry holds;
+   * `background`: returns at once and derives meanwhile (`ready` settles when done).
+   */
   static async open(registry: Registry, settings: ComponentSettings, log: Logger, options: { background?: boolean } = {}): Promise<Components> {
     if (settings.indexRepository && repositoryNameProblem(settings.indexRepository)) {
       throw new Error(`componentIndexRepository ${JSON.stringify(settings.indexRepository)} is not a valid repository name`);

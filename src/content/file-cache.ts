@@ -1,7 +1,7 @@
 // A small LRU of object contents, each entry valid only while the object keeps the identity it was
 // read with (the storage driver's etag and size): a rewrite or replacement by anyone, through any
-// driver, is a miss, never stale bytes. Also holds answers derived from an index, with the
-// repository's change count as their identity.
+// driver, is a miss, never stale bytes. Also holds answers derived from a repository's index, with
+// the repository's change generation and index stamp as their identity.
 import type { ObjectInfo } from '../storage/index.ts';
 
 type Identity = Pick<ObjectInfo, 'etag' | 'size'>;

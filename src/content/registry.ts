@@ -321,32 +321,41 @@ export class Registry {
 
   /** Adopts a repository once while catching up, whoever asks first (the walk or a request). */
   private adoptOnce(name: string, known: RepositoryRecord | undefined, found: boolean): Promise<void> {
-    if (this.allAdopted) return this.adopt(name, known, found);
+    if (this.allAdopted) return this.adopt(name, known, found).then(() => undefined);
     let adoption = this.adopting.get(name);
     if (!adoption) {
-      adoption = this.adopt(name, known, found);
+      // A name with no layout is not remembered (requests for made-up names cannot grow the map,
+      // and a layout written meanwhile is still found by the walk); a failure is the asker's.
+      adoption = this.adopt(name, known, found).then((exists) => {
+        if (!exists) this.adopting.delete(name);
+      }, (err: unknown) => {
+        this.adopting.delete(name);
+        throw err;
+      });
       this.adopting.set(name, adoption);
-      // A failure is the asker's; the next one tries again.
-      adoption.catch(() => this.adopting.delete(name));
     }
     return adoption;
   }
 
-  /** `found`: the walk saw the layout; otherwise (a request's name) it may not exist at all. */
-  private async adopt(name: string, known: RepositoryRecord | undefined, found: boolean): Promise<void> {
+  /**
+   * `found`: the walk saw the layout; otherwise (a request's name) it may not exist at all.
+   * Answers whether it does.
+   */
+  private async adopt(name: string, known: RepositoryRecord | undefined, found: boolean): Promise<boolean> {
     if (!found) {
       known = await this.metadata.repository(name);
-      if (!known && !(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) return;
+      if (!known && !(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) return false;
     }
     if (known) {
       // Unchanged since its record was read: nothing to do, and no lock needed to know it (a
       // writer changing it meanwhile changes the stamp, and the locked path below sorts that out).
       const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
-      if (!info || stampOf(info) === known.indexStamp) return;
+      if (!info || stampOf(info) === known.indexStamp) return true;
     } else {
       await this.metadata.ensureRepository(name);
     }
     await this.withIndex(name, () => this.syncWithDisk(name));
+    return true;
   }
 
   /**
