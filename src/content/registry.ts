@@ -145,6 +145,8 @@ export class Registry {
   private allAdopted = true;
   /** Repositories adopted (or being adopted) while catching up, by the walk or ahead of it. */
   private readonly adopting = new Map<string, Promise<void>>();
+  /** Stops the catching up when the registry closes (the next start does it again). */
+  private readonly stopCatchingUp = new AbortController();
 
   private constructor(options: RegistryOptions, metadata: MetadataStore, driver: StorageDriver, directoryLock: DirectoryLock | undefined) {
     this.options = options;
@@ -209,10 +211,15 @@ export class Registry {
 
   /** Adopts new layouts, repairs `index.json` files from the journal, finishes interrupted removals. */
   private async catchUpWithStorage(): Promise<void> {
-    await this.adoptLayouts();
+    const { signal } = this.stopCatchingUp;
+    await this.adoptLayouts(signal);
+    if (signal.aborted) return;
     await this.layout.flushAll();
     // Removals a crash interrupted after the index.json rewrite that allowed them.
-    for (const name of await this.metadata.repositoriesWithDueUnlinks()) await this.removeUnusedFiles(name);
+    for (const name of await this.metadata.repositoriesWithDueUnlinks()) {
+      if (signal.aborted) return;
+      await this.removeUnusedFiles(name);
+    }
   }
 
   private catchUpInBackground(): void {
@@ -269,6 +276,8 @@ export class Registry {
   }
 
   private async closeKeepingLock(): Promise<void> {
+    // A shutdown does not wait for a long walk of storage: what is left is done at the next start.
+    this.stopCatchingUp.abort();
     await this.catchingUp;
     try {
       await this.layout.close();
@@ -311,12 +320,14 @@ export class Registry {
   // ---- repositories -------------------------------------------------------------------------
 
   /** Finds every layout under the data root (nested folders are nested names) and indexes it. */
-  async adoptLayouts(): Promise<void> {
+  async adoptLayouts(signal?: AbortSignal): Promise<void> {
     // Side by side: each repository is one stat unless its index.json changed while we were down.
     const limit = limitConcurrency(ADOPT_CONCURRENCY);
     // One read for every record: at start-up nearly every repository is known and unchanged.
     const known = new Map((await this.metadata.allRepositories()).map((repo) => [repo.name, repo]));
-    await Promise.all((await findLayouts(this.driver)).map((name) => limit(() => this.adoptOnce(name, known.get(name), true))));
+    await Promise.all((await findLayouts(this.driver, signal)).map((name) => limit(async () => {
+      if (!signal?.aborted) await this.adoptOnce(name, known.get(name), true);
+    })));
   }
 
   /** Adopts a repository once while catching up, whoever asks first (the walk or a request). */

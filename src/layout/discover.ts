@@ -7,13 +7,14 @@ import { LAYOUT_FILE } from './paths.ts';
 /** File calls in flight at once while walking: enough to keep the thread pool busy. */
 const WALK_CONCURRENCY = 32;
 
-export async function findLayouts(driver: StorageDriver): Promise<string[]> {
+/** `signal`: stops the walk early (what was found so far is returned). */
+export async function findLayouts(driver: StorageDriver, signal?: AbortSignal): Promise<string[]> {
   const found: string[] = [];
   const limit = limitConcurrency(WALK_CONCURRENCY);
   // Folders are walked side by side (one at a time took most of a large registry's start-up), and
   // a folder's own listing says whether it is a layout: no stat per folder.
   const walk = async (name: string): Promise<void> => {
-    const entries = await limit(() => driver.list(name));
+    const entries = await limit(async () => (signal?.aborted ? [] : driver.list(name)));
     if (name && entries.some((e) => !e.dir && e.name === LAYOUT_FILE)) found.push(name);
     await Promise.all(entries.map(async (entry) => {
       if (!entry.dir || entry.name.startsWith('_') || entry.name.startsWith('.') || entry.name === 'blobs') return;

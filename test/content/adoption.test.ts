@@ -77,7 +77,7 @@ test('serve: every request sees the layouts other tools wrote while it was down,
   for (const name of names().slice(0, 20)) assert.equal((await getManifest(base, name, 'v1')).status, 200, name);
 });
 
-test('Registry.open in the background: a request adopts only a layout that exists; close waits for the walk', async (t) => {
+test('Registry.open in the background: a request adopts only a layout that exists; close stops the walk, the next open finishes it', async (t) => {
   if (!needsFileStorage(t)) return;
   const images = new Map<string, Built>();
   const dir = await dataWithLayouts(images);
@@ -99,7 +99,7 @@ test('Registry.open in the background: a request adopts only a layout that exist
   const record = await registry.metadata.repository(last);
   assert.ok(record, `${last} is in the index once its adoption resolved`);
   assert.ok(await registry.metadata.manifest(record.id, images.get(last)!.digest));
-  // Closed at once, while the walk may still be going: it ends cleanly, and a new open finds all.
+  // Closed at once, while the walk may still be going: it stops cleanly, and a new open finds all.
   await registry.close();
   const again = await Registry.open({ ...options, adoptInBackground: false });
   try {
