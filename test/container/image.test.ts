@@ -102,6 +102,10 @@ test('podman run: /v2/ answers, oras pushes and pulls, healthy, data survives a 
   assert.match(await podman('exec', NAME, 'id', '-un'), /^trellis$/);
   assert.match(await podman('exec', NAME, 'node', '/app/bin/trellis.mjs', '--version'), /^trellis \S+ \(commit [0-9a-f]{40}/);
   await podman('healthcheck', 'run', NAME); // exits non-zero when unhealthy
+  // The image carries a warm compile cache: the server's modules load without being stripped again.
+  const loading = await podman('exec', NAME, 'sh', '-c', 'NODE_DEBUG_NATIVE=COMPILE_CACHE node --input-type=module -e "await import(\'/app/src/cli/serve.ts\')" 2>&1');
+  assert.match(loading, /retrieving transpile cache for StrippedTypeScript/);
+  assert.doesNotMatch(loading, /writing cache for StrippedTypeScript/, 'a server module was not in the image\'s compile cache');
 
   if (!oras) return t.skip('oras is not installed (run .ci/install-peers.sh)');
   await writeFile(join(work, 'hello.txt'), `hello from ${suffix}\n`);
