@@ -25,7 +25,19 @@ export async function fsck(dataDir: string, options: { maxManifestBytes: number;
   try {
     const layouts = await findLayouts(driver);
     report.repositories = layouts.length;
-    for (const repo of layouts) await checkLayout(driver, repo, options.maxManifestBytes, metadata, report);
+    for (const repo of layouts) {
+      // Beside a running server a layout changes while it is read (index.json rewritten, then the
+      // files it stopped naming removed): a repository with problems is read once more, and only
+      // what is still wrong then is reported.
+      let found = await checkLayout(driver, repo, options.maxManifestBytes, metadata);
+      if (found.problems.length) {
+        await new Promise((resolve) => setTimeout(resolve, RECHECK_AFTER_MS));
+        found = await checkLayout(driver, repo, options.maxManifestBytes, metadata);
+      }
+      report.blobs += found.blobs;
+      report.manifests += found.manifests;
+      report.problems.push(...found.problems);
+    }
     for (const repo of (await metadata?.allRepositories()) ?? []) {
       if (!layouts.includes(repo.name) && (await metadata!.manifestDigests(repo.id)).length) problem(`${repo.name}: indexed but its layout folder is missing`);
     }
@@ -36,7 +48,18 @@ export async function fsck(dataDir: string, options: { maxManifestBytes: number;
   return report;
 }
 
-async function checkLayout(driver: StorageDriver, repo: string, maxManifestBytes: number, metadata: MetadataStore | undefined, report: FsckReport) {
+/** How long fsck waits before reading a layout with problems again. */
+const RECHECK_AFTER_MS = 1000;
+
+type LayoutReport = Omit<FsckReport, 'repositories'>;
+
+async function checkLayout(driver: StorageDriver, repo: string, maxManifestBytes: number, metadata: MetadataStore | undefined): Promise<LayoutReport> {
+  const report: LayoutReport = { blobs: 0, manifests: 0, problems: [] };
+  await checkLayoutInto(driver, repo, maxManifestBytes, metadata, report);
+  return report;
+}
+
+async function checkLayoutInto(driver: StorageDriver, repo: string, maxManifestBytes: number, metadata: MetadataStore | undefined, report: LayoutReport) {
   const problem = (text: string) => report.problems.push(`${repo}: ${text}`);
   const header = await driver.readFile(layoutKey(repo, LAYOUT_FILE), 4096);
   try {

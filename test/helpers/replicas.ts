@@ -63,6 +63,8 @@ export interface ReplicaSet {
   layoutTags(repository: string): Promise<Map<string, string>>;
   /** The balancer's error log and each replica's output, for failure messages. */
   diagnostics(): Promise<string>;
+  /** The requests nginx passed on (method, path, status, replica) whose line contains `text`. */
+  requestsMentioning(text: string): Promise<string[]>;
   /** Stops everything started here (replicas, nginx, versitygw) and drops the database. */
   stop(): Promise<void>;
 }
@@ -331,6 +333,10 @@ export async function launchReplicas(options: ReplicaOptions): Promise<ReplicaSe
         return [`nginx error.log (last 40 lines):\n${errors.split('\n').slice(-40).join('\n')}`,
           `requests answered 5xx through nginx (last 20 of ${failed.length}):\n${failed.slice(-20).join('\n')}`,
           ...replicas.map((r) => `replica ${r.index} (${r.host}, ${state(r)}) output:\n${r.output.split('\n').slice(-30).join('\n')}`)].join('\n');
+      },
+      async requestsMentioning(text) {
+        const access = await readFile(join(nginxDir, 'access.log'), 'utf8').catch(() => '');
+        return access.split('\n').filter((line) => line.includes(text));
       },
       stop,
     };
