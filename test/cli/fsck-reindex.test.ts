@@ -3,10 +3,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdir, rm, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { cliEnv, startTestRegistry } from '../helpers/registry.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { cliEnv, needsFileStorage, startTestRegistry } from '../helpers/registry.ts';
+import { makeImage, pushBuilt, type Built } from '../helpers/oci-client.ts';
+import { fsck } from '../../src/cli/fsck.ts';
+
+/** The digest of an image's i-th blob (0: config, 1: first layer). */
+function descriptorDigest(image: Built, i: number): string {
+  const manifest = JSON.parse(image.bytes.toString('utf8')) as { config: { digest: string }; layers: { digest: string }[] };
+  return [manifest.config.digest, ...manifest.layers.map((l) => l.digest)][i]!;
+}
 
 const run = promisify(execFile);
 const MAIN = resolve(import.meta.dirname, '../../src/main.ts');
@@ -89,4 +98,28 @@ test('reindex --deep adopts referrers nothing in index.json reaches (a lost fall
   assert.deepEqual(await referrersOf(), [referrer.digest]);
   assert.equal((await trellis('fsck', '--data', data)).code, 0);
   await rm(data, { recursive: true, force: true });
+});
+
+test('fsck beside a server: a problem gone a moment later (a rewrite under way) is not reported, one that stays is', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const reg = await startTestRegistry();
+  t.after(() => reg.dispose());
+  const image = makeImage();
+  assert.equal((await pushBuilt(reg.url, 'fsck/live', 'v1', image)).status, 201);
+  await reg.registry.layout.flushAll();
+  const layer = join(reg.dataDir, 'fsck/live/blobs/sha256', descriptorDigest(image, 1).slice(7));
+  const bytes = await readFile(layer);
+  const options = { maxManifestBytes: 4 << 20, metadata: reg.metadata, storage: '' };
+  // Missing while fsck first reads the layout, back before its second look.
+  await rm(layer);
+  const checking = fsck(reg.dataDir, options);
+  await sleep(300);
+  await writeFile(layer, bytes);
+  assert.deepEqual((await checking).problems, []);
+  // Missing for good: reported.
+  await rm(layer);
+  const problems = (await fsck(reg.dataDir, options)).problems;
+  assert.equal(problems.length, 1, problems.join('\n'));
+  assert.match(problems[0]!, /fsck\/live: manifest sha256:[0-9a-f]{64} needs layer sha256:[0-9a-f]{64}, which is missing/);
+  await writeFile(layer, bytes);
 });
