@@ -186,16 +186,19 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
 /** Runs until SIGINT/SIGTERM, then flushes every layout and exits. */
 export async function serve(settings: Settings): Promise<void> {
   const logger = createLogger(settings.logLevel);
-  const running = await startRegistry(settings, logger, auditLogger(logger, settings));
+  const starting = startRegistry(settings, logger, auditLogger(logger, settings));
   const stop = (signal: string) => {
     logger.info({ signal }, 'shutting down: flushing layouts');
-    running.close().then(() => process.exit(0), (err) => {
+    starting.then((running) => running.close()).then(() => process.exit(0), (err) => {
       logger.error({ err }, 'shutdown failed');
       process.exit(1);
     });
   };
+  // Installed before the start: a signal right after the "listening" line (a supervisor that
+  // waits for it) must stop the server gracefully, not kill it.
   // `on`, not `once`: a terminal's Ctrl-C reaches both the launcher (which forwards it) and this
   // process; a second signal must not cut the flush short.
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  await starting;
 }
