@@ -347,6 +347,21 @@ export async function launchReplicas(options: ReplicaOptions): Promise<ReplicaSe
   }
 }
 
+/**
+ * `trellis fsck` on the replicas' store once it has settled. index.json follows the metadata
+ * within the flush delay (which grows with a rewrite's cost on a loaded machine), and a rewrite and
+ * the removals after it can land while fsck reads: fsck is asked again every 2 s while it finds
+ * problems, for up to 30 s. What is still wrong then is a real inconsistency.
+ */
+export async function fsckWhenSettled(set: ReplicaSet): Promise<{ code: number; output: string }> {
+  let fsck = { code: -1, output: '' };
+  for (const deadline = Date.now() + 30_000; ;) {
+    await sleep(2000);
+    fsck = await set.trellis(['fsck']);
+    if (fsck.code === 0 || Date.now() > deadline) return fsck;
+  }
+}
+
 /** What is wrong with `ref` on each replica (asked directly, not through the balancer): it must be `digest`, with every blob it names. */
 export async function problemsOnEveryReplica(set: ReplicaSet, repository: string, ref: string, digest: string): Promise<string[]> {
   const accept = ['application/vnd.oci.image.manifest.v1+json', 'application/vnd.oci.image.index.v1+json',

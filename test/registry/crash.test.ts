@@ -117,6 +117,10 @@ async function spawnServer(dataDir: string, port: number, env: Record<string, st
     }
     await sleep(25);
   }
+  // The server answers before its catch-up with the layouts (adoption, index.json repairs,
+  // interrupted removals) is done; a registry-wide listing waits for it, so after this the server
+  // is idle and every layout flushed.
+  await (await fetch(`${base}/v2/_catalog?n=1`)).arrayBuffer();
   return { child, base, output, exited };
 }
 

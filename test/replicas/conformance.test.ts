@@ -3,11 +3,10 @@
 // replica, so uploads, pushes and reads must all work from shared state.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startReplicas, withDiagnostics } from '../helpers/replicas.ts';
+import { fsckWhenSettled, startReplicas, withDiagnostics } from '../helpers/replicas.ts';
 import { requirePeer } from '../helpers/peers.ts';
 import { assertConformancePasses } from '../helpers/conformance.ts';
 
@@ -21,17 +20,8 @@ for (const profile of ['1.1', 'dev']) {
     t.after(() => rm(work, { recursive: true, force: true }));
     await withDiagnostics(set, () => assertConformancePasses(conformance, { host: set.host, profile, work }));
     // What the suite left (pushes, deletes, mounts on every replica) is a consistent store: the
-    // layouts in the bucket match the metadata once index.json caught up. fsck reads a live
-    // store, one object after another: a rewrite of index.json (seconds after the suite's last
-    // deletes on a loaded machine: the delay grows with a rewrite's cost) and the removals after
-    // it can land between its read of index.json and its look at a blob. So fsck is asked again
-    // until the store has settled; what is still wrong after 30 s is a real inconsistency.
-    let fsck = { code: -1, output: '' };
-    for (const deadline = Date.now() + 30_000; ;) {
-      await sleep(2000);
-      fsck = await set.trellis(['fsck']);
-      if (fsck.code === 0 || Date.now() > deadline) break;
-    }
+    // layouts in the bucket match the metadata once index.json caught up.
+    const fsck = await fsckWhenSettled(set);
     if (fsck.code !== 0) {
       // What happened to each digest fsck names, request by request and replica by replica.
       const digests = [...new Set(fsck.output.match(/sha256:[0-9a-f]{64}/g) ?? [])].slice(0, 3);

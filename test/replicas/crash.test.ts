@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeImage } from '../helpers/oci-client.ts';
-import { assertAllOnEveryReplica, pushRetrying, startReplicas, withDiagnostics } from '../helpers/replicas.ts';
+import { assertAllOnEveryReplica, fsckWhenSettled, pushRetrying, startReplicas, withDiagnostics } from '../helpers/replicas.ts';
 
 const PUSHERS = 6;
 const KILLS = 3;
@@ -64,7 +64,6 @@ test('kill -9 of a replica under load loses no acknowledged write', { timeout: 2
   await withDiagnostics(set, () => assertAllOnEveryReplica(set, acked));
   t.diagnostic(`every acknowledged tag checked on every replica in ${((performance.now() - loadEnded) / 1000).toFixed(1)} s`);
   // index.json follows within the flush delay; fsck compares the layouts with the metadata.
-  await sleep(2000);
-  const { code, output } = await set.trellis(['fsck']);
+  const { code, output } = await fsckWhenSettled(set);
   assert.equal(code, 0, `trellis fsck:\n${output.split('\n').slice(0, 40).join('\n')}`);
 });
