@@ -143,6 +143,8 @@ export class Registry {
   private catchingUp: Promise<void> = Promise.resolve();
   /** Every layout in storage is in the index: requests no longer check their repository first. */
   private allAdopted = true;
+  /** The catching up has ended, done or failed (readiness waits for it). */
+  private catchUpSettled = true;
   /** Repositories adopted (or being adopted) while catching up, by the walk or ahead of it. */
   private readonly adopting = new Map<string, Promise<void>>();
   /** Stops the catching up when the registry closes (the next start does it again). */
@@ -224,13 +226,21 @@ export class Registry {
 
   private catchUpInBackground(): void {
     this.allAdopted = false;
+    this.catchUpSettled = false;
     this.catchingUp = this.catchUpWithStorage().then(() => {
       this.allAdopted = true;
       this.adopting.clear();
     }, (err: unknown) => {
       // Requests keep adopting their own repository first; registry-wide answers go on without.
       this.log.error({ err }, 'catching up with the layouts in storage failed; each repository is adopted at its first request');
+    }).finally(() => {
+      this.catchUpSettled = true;
     });
+  }
+
+  /** Start-up's catching up with storage has ended (at once when the registry opened in the foreground). */
+  get caughtUp(): boolean {
+    return this.catchUpSettled;
   }
 
   /**

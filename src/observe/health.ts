@@ -1,5 +1,6 @@
-// Liveness and readiness. Alive: the process answers. Ready: start-up (journal replay into every
-// index.json) is done, the metadata index answers a query, and the data directory takes a write.
+// Liveness and readiness. Alive: the process answers. Ready: start-up (the walk of storage, journal
+// replay into every index.json) is done, the metadata index answers a query, and the data
+// directory takes a write.
 // Each check is one small query or one tiny file, and a result is reused for `cacheMs`, so a
 // probe every second from several balancers costs next to nothing.
 
@@ -8,6 +9,8 @@ export interface ReadinessChecks {
   metadata(): Promise<unknown> | unknown;
   /** Resolves when a small file can be written and removed in the data directory. */
   storage(): Promise<unknown>;
+  /** False while start-up still catches up with storage in the background (requests are answered meanwhile). */
+  caughtUp?(): boolean;
 }
 
 export interface CheckResult {
@@ -58,8 +61,12 @@ export class Health {
   }
 
   private async evaluate(): Promise<HealthReport> {
-    const startup: CheckResult = { ok: this.phase === 'serving' };
+    // A balancer sends traffic once the start-up walk of storage is done: until then registry-wide
+    // answers and pushes wait for it here, while replicas that are caught up answer at once.
+    const caughtUp = this.checks?.caughtUp?.() ?? true;
+    const startup: CheckResult = { ok: this.phase === 'serving' && caughtUp };
     if (this.phase !== 'serving') startup.error = this.phase === 'starting' ? 'start-up: the data directory is still being opened' : 'shutting down';
+    else if (!caughtUp) startup.error = 'start-up: still adopting the layouts in storage (requests are answered meanwhile)';
     const checks: Record<string, CheckResult> = { startup };
     if (this.checks && this.phase === 'serving') {
       const probes = this.checks;

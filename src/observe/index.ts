@@ -33,7 +33,7 @@ export class Observability {
     this.metrics.gauge('trellis_uploads_in_flight', 'Blob upload sessions open now', () => uploads.openSessions);
   }
 
-  /** Readiness from now on: start-up is done; checks the index and the data directory. */
+  /** Readiness from now on (once the start-up catch-up is done): checks the index and the data directory. */
   serving(registry: Registry): void {
     const checks: ReadinessChecks = {
       metadata: () => registry.metadata.repositories({ limit: 1 }),
@@ -41,6 +41,7 @@ export class Observability {
         await registry.driver.writeFile(READY_PROBE_KEY, String(Date.now()));
         await registry.driver.remove(READY_PROBE_KEY);
       },
+      caughtUp: () => registry.caughtUp,
     };
     this.health.serving(checks);
   }

@@ -71,6 +71,8 @@ test('serve: every request sees the layouts other tools wrote while it was down,
   // Registry-wide: the catalog waits for the walk, so it lists every layout.
   const catalog = await (await fetch(`${base}/v2/_catalog?n=10000`)).json() as { repositories: string[] };
   assert.deepEqual(catalog.repositories, names().sort());
+  // Readiness follows the walk: a balancer sends traffic here only now.
+  assert.equal((await fetch(`${base}/readyz`)).status, 200);
   // GC after the walk: nothing another tool wrote is taken for garbage.
   const gc = await (await fetch(`${base}/v2/_trellis/gc`, { method: 'POST' })).json() as { removed: unknown[] };
   assert.deepEqual(gc.removed, []);

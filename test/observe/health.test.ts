@@ -39,3 +39,15 @@ test('a readiness result is reused within cacheMs', async () => {
   await health.ready();
   assert.equal(calls, 1);
 });
+
+test('not ready while start-up still catches up with storage, though the server answers', async () => {
+  const health = new Health({ cacheMs: 0 });
+  let caughtUp = false;
+  health.serving({ metadata: () => undefined, storage: async () => undefined, caughtUp: () => caughtUp });
+  const walking = await health.ready();
+  assert.equal(walking.status, 'unavailable');
+  assert.equal(walking.checks.startup!.ok, false);
+  assert.match(walking.checks.startup!.error ?? '', /adopting the layouts in storage/);
+  caughtUp = true;
+  assert.equal((await health.ready()).status, 'ok');
+});

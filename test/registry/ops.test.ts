@@ -31,7 +31,12 @@ test('health probes answer JSON without credentials; readiness checks metadata, 
   const alive = await reg.call('/healthz');
   assert.equal(alive.status, 200);
   assert.equal(alive.json().status, 'ok');
-  const ready = await reg.call('/readyz');
+  // Ready once the start's catch-up with storage is done (an instant here; the answer is reused for a second).
+  let ready = await reg.call('/readyz');
+  for (const deadline = Date.now() + 10_000; ready.status !== 200 && Date.now() < deadline; ready = await reg.call('/readyz')) {
+    assert.match(ready.json().checks.startup.error ?? '', /adopting the layouts/);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
   assert.equal(ready.status, 200);
   const report = ready.json();
   assert.equal(report.status, 'ok');
@@ -97,6 +102,7 @@ test('metricsListen: /metrics and the probes on their own address, not on the pu
   const scraped = await fetch(`${reg.metricsUrl}/metrics`);
   assert.equal(scraped.status, 200);
   assert.match(await scraped.text(), /trellis_http_requests_total\{route="base",method="GET",status="200"\} 1/);
+  await reg.registry.adopted(); // readiness waits for the start's catch-up with storage
   assert.equal((await fetch(`${reg.metricsUrl}/readyz`)).status, 200);
   assert.equal((await fetch(`${reg.metricsUrl}/v2/`)).status, 404);
 });
