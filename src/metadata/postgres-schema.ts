@@ -45,8 +45,9 @@ BEGIN
   IF v_id IS NOT NULL THEN -- content-addressed: an existing row already says the same
     DELETE FROM pending_unlinks WHERE repo_id = p_repo AND digest = p_digest;
     IF p_subject IS NOT NULL THEN
+      -- never lower than before: marks come from each replica's own counter (see markDirty)
       INSERT INTO dirty_subjects (repo_id, subject, marked) VALUES (p_repo, p_subject, p_mark)
-        ON CONFLICT (repo_id, subject) DO UPDATE SET marked = EXCLUDED.marked;
+        ON CONFLICT (repo_id, subject) DO UPDATE SET marked = GREATEST(dirty_subjects.marked + 1, EXCLUDED.marked);
     END IF;
     INSERT INTO edges (repo_id, parent, kind, child_repo, child, media_type, position)
       SELECT p_repo, p_digest, l.kind, l.child_repo, l.child, l.media_type, l.position - 1
@@ -178,6 +179,15 @@ CREATE TABLE event_consumers (consumer ${T} PRIMARY KEY, seq BIGINT NOT NULL);
     version: 4,
     description: 'query indexes that hand out matches in page order',
     sql: QUERY_PLAN_INDEXES,
+  },
+  {
+    version: 5,
+    description: 'a subject marked dirty again never gets a lower mark (replicas count marks apart)',
+    // Before this, a rewrite could clear a newer mark, leaving a referrers index in the layout that
+    // names a deleted referrer: every referrers index is written again at the next flush.
+    sql: `${PUT_MANIFEST_FUNCTION}
+INSERT INTO dirty_subjects (repo_id, subject, marked) SELECT repo_id, subject, 0 FROM layout_referrer_indexes ON CONFLICT DO NOTHING;
+UPDATE repos SET gen = gen + 1 WHERE id IN (SELECT DISTINCT repo_id FROM layout_referrer_indexes);`,
   },
 ];
 

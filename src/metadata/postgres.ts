@@ -213,9 +213,15 @@ class PostgresTables implements MetadataTables {
     return (await this.one<{ gen: number }>(sql, 'UPDATE repos SET gen = gen + 1 WHERE id = $1 RETURNING gen', [repoId]))!.gen;
   }
 
+  /**
+   * Marks a subject's referrers index for a rewrite. Marks come from this process's counter, and
+   * replicas' counters are apart: a subject marked again always gets a higher mark than it had,
+   * or a rewrite that read the older mark would clear this newer one (setReferrerIndex) and the
+   * layout would keep a referrers index naming a deleted referrer.
+   */
   private async markDirty(sql: Sql, repoId: number, subject: string): Promise<void> {
     await sql.query(`INSERT INTO dirty_subjects (repo_id, subject, marked) VALUES ($1, $2, $3)
-      ON CONFLICT (repo_id, subject) DO UPDATE SET marked = EXCLUDED.marked`, [repoId, subject, ++this.lastMark]);
+      ON CONFLICT (repo_id, subject) DO UPDATE SET marked = GREATEST(dirty_subjects.marked + 1, EXCLUDED.marked)`, [repoId, subject, ++this.lastMark]);
   }
 
   private async insertManifest(sql: Sql, repoId: number, record: ManifestRecord, links: ManifestLink[]): Promise<void> {

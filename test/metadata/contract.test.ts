@@ -379,6 +379,29 @@ for (const engine of engines) {
       assert.deepEqual(await other.tags(repo.id, { limit: 10 }), ['latest']);
     });
 
+    test('concurrency: a subject marked again after its rewrite read the mark stays dirty, whichever store marked it', async () => {
+      // Stores opened at different times count marks from different bases (replicas): the one
+      // opened first marks lower. Its later mark must still outlive a rewrite of the earlier one.
+      const later = await second();
+      const repo = await store.ensureRepository('race/dirty');
+      const subject = image('marked subject');
+      await store.putManifest(repo.id, subject.record, subject.links, ['v1']);
+      const referrer = (n: number) => manifest({ mediaType: MANIFEST, artifactType: 'application/x.sig', config: desc('{}', 'application/vnd.oci.empty.v1+json'),
+        layers: [desc(`marked ${n}`)], subject: { mediaType: MANIFEST, digest: subject.record.digest, size: subject.record.size } });
+      const [first, second_] = [referrer(1), referrer(2)];
+      await later.putManifest(repo.id, first.record, first.links, []);
+      // A rewrite reads the mark, then a push (from the other store) marks the subject again.
+      const [read] = await store.dirtySubjects(repo.id);
+      await store.putManifest(repo.id, second_.record, second_.links, []);
+      await store.setReferrerIndex(repo.id, subject.record.digest, { digest: sha('index of 1'), size: 10 }, read!.marked);
+      assert.deepEqual((await store.dirtySubjects(repo.id)).map((d) => d.subject), [subject.record.digest], 'the push after the read is still to be written');
+      // The same for a delete after the read.
+      const [again] = await store.dirtySubjects(repo.id);
+      await store.deleteManifests(repo.id, [first.record.digest]);
+      await store.setReferrerIndex(repo.id, subject.record.digest, { digest: sha('index of 1 and 2'), size: 10 }, again!.marked);
+      assert.deepEqual((await store.dirtySubjects(repo.id)).map((d) => d.subject), [subject.record.digest], 'the delete after the read is still to be written');
+    });
+
     test('concurrency: a delete racing a push of the same manifest leaves no tag on a missing manifest', async () => {
       const other = await second();
       const repo = await store.ensureRepository('race/delete');
