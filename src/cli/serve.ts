@@ -75,7 +75,11 @@ export function registryOptions(settings: Settings, logger: Logger): RegistryOpt
     maxManifestBytes: settings.maxManifestBytes,
     durable: settings.fsync,
     layoutReferrers: { fallbackTags: settings.layoutFallbackTags, olaregAnnotations: settings.layoutOlaregAnnotations },
-    flush: { minDelayMs: settings.indexFlushMinMs, maxDelayMs: settings.indexFlushMaxMs, costFactor: settings.indexFlushCostFactor },
+    flush: {
+      minDelayMs: settings.indexFlushMinMs, maxDelayMs: settings.indexFlushMaxMs, costFactor: settings.indexFlushCostFactor,
+      // A fault-injection point for the crash tests, deliberately not a setting.
+      pauseBeforeRenameMs: Number(process.env.TRELLIS_FAULT_PAUSE_BEFORE_INDEX_RENAME_MS ?? 0),
+    },
     layoutCheckIntervalMs: settings.layoutCheckIntervalMs,
     protectNestedChildren: settings.protectNestedChildren,
     buildkitAttestations: settings.buildkitAttestations,

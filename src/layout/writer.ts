@@ -25,6 +25,11 @@ export interface FlushTiming {
   maxDelayMs: number;
   /** The wait is this many times the last rewrite's duration (bounds the time spent rewriting). */
   costFactor: number;
+  /**
+   * Fault injection for crash tests: a pause between writing index.json and renaming it into
+   * place, so that requests land while a built index waits for its rename. Never set otherwise.
+   */
+  pauseBeforeRenameMs?: number;
 }
 
 function entryFor(record: ManifestRecord, annotations: Record<string, string>): Descriptor {
@@ -234,6 +239,7 @@ export class LayoutWriter {
       beforeCommit: async (info) => {
         stamp = stampOf(info);
         await this.metadata.notePendingIndex(repo.id, repo.gen, stamp);
+        if (this.timing.pauseBeforeRenameMs) await new Promise((resolve) => setTimeout(resolve, this.timing.pauseBeforeRenameMs));
       },
     });
     // The stored identity is the authority (an object store may assign another than expected).
