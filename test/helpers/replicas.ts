@@ -419,6 +419,10 @@ export interface PushOutcome {
 /**
  * Pushes an image's blobs then its manifest to `base`, starting over on any failure (a connection
  * cut by a kill, a 502 from the balancer, a refusal) up to `attempts` times, as a client would.
+ * `pauseBeforeManifestMs` holds the first attempt's manifest back (a window in which its blobs are
+ * unreferenced); a retry sends the manifest right after the blobs, as a client that was refused
+ * does. (Pausing every attempt let a collector with no grace period, running back to back, win
+ * ten times in a row.)
  */
 export async function pushRetrying(base: string, repository: string, ref: string, image: { blobs: Buffer[]; bytes: Buffer; mediaType: string },
   options: { attempts?: number; pauseBeforeManifestMs?: number } = {}): Promise<PushOutcome> {
@@ -435,7 +439,7 @@ export async function pushRetrying(base: string, repository: string, ref: string
         }
       }
       if (!failed) {
-        if (options.pauseBeforeManifestMs) await sleep(options.pauseBeforeManifestMs);
+        if (options.pauseBeforeManifestMs && attempt === 1) await sleep(options.pauseBeforeManifestMs);
         const put = await pushManifest(base, repository, ref, image.bytes, image.mediaType);
         if (put.status === 201) return { acked: true, attempts: attempt, failures };
         failed = `manifest: ${put.status} ${put.body.toString().slice(0, 200)}`;
