@@ -1,8 +1,17 @@
 // Filesystem driver: plain files under one root, temp file + rename for every write, hard links
 // for content shared between repositories, optional fsync for power-loss durability.
-import { createReadStream, writeFile as writeFileCallback, constants as fsConstants } from 'node:fs';
+//
+// Operations on names (stat, rename, link, unlink, mkdir) and reads and writes of small files
+// are synchronous calls, as SQLite's are: on a local disk each takes microseconds, while a trip
+// through libuv's thread pool costs the process 2–4 times the call itself in thread hand-offs
+// (measured: a 4 KiB temp write + stat + rename, 58 µs of CPU synchronous, 120–220 µs through the
+// pool). Blob bytes stream asynchronously, and so do fsyncs and large files.
+import {
+  closeSync, createReadStream, fstatSync, linkSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync,
+  writeFile as writeFileCallback, constants as fsConstants,
+} from 'node:fs';
 import { promisify } from 'node:util';
-import { mkdir, open, readdir, rename, rm, stat, truncate, unlink, link, copyFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, truncate, copyFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
@@ -20,6 +29,8 @@ const STREAM_CHUNK = 1 << 20;
 const GATHER_BYTES = 512 << 10;
 /** Read size when sending a file to a socket (two such buffers per transfer). */
 const SEND_CHUNK = 1 << 20;
+/** Files up to this size are read and (without fsync) written with synchronous calls. */
+const SYNC_IO_BYTES = 256 << 10;
 
 export class FileSystemDriver implements StorageDriver {
   readonly root: string;
@@ -49,14 +60,8 @@ export class FileSystemDriver implements StorageDriver {
   async close(): Promise<void> {}
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
-    try {
-      const s = await stat(this.path(key), { bigint: true });
-      if (!s.isFile()) return undefined;
-      return infoOf(s);
-    } catch (err) {
-      if (isMissing(err)) return undefined;
-      throw err;
-    }
+    const s = statSync(this.path(key), { bigint: true, throwIfNoEntry: false });
+    return s?.isFile() ? infoOf(s) : undefined;
   }
 
   readStream(key: string, range?: ByteRange): Readable {
@@ -90,20 +95,24 @@ export class FileSystemDriver implements StorageDriver {
   }
 
   async readFile(key: string, maxBytes: number): Promise<Buffer | undefined> {
-    let handle;
+    let fd;
     try {
-      handle = await open(this.path(key), 'r');
+      fd = openSync(this.path(key), 'r');
     } catch (err) {
-      if (isMissing(err) || (err as NodeJS.ErrnoException).code === 'EISDIR') return undefined;
+      if (isMissing(err)) return undefined;
       throw err;
     }
     try {
-      const { size } = await handle.stat();
+      const info = fstatSync(fd);
+      if (info.isDirectory()) return undefined;
+      const size = info.size;
       if (size > maxBytes) throw new Error(`file ${key} is larger than ${maxBytes} bytes`);
-      return await handle.readFile();
+      if (size <= SYNC_IO_BYTES) return readWholeSync(fd, size);
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
+    // A large file is read off the main thread.
+    return readLargeFile(this.path(key), key, maxBytes);
   }
 
   private tempPath(): string {
@@ -112,32 +121,36 @@ export class FileSystemDriver implements StorageDriver {
 
   async writeFile(key: string, data: Uint8Array | string, options: WriteOptions = {}): Promise<ObjectInfo | undefined> {
     const target = this.path(key);
-    if (options.ifAbsent && (await exists(target))) return undefined;
+    if (options.ifAbsent && exists(target)) return undefined;
     const temp = this.tempPath();
-    // fs.writeFile on a path (no FileHandle object) is the cheapest async write for small files.
-    const write = () => writeFileAt(temp, data, { flush: this.durable });
-    try {
-      await write();
-    } catch (err) {
-      if (!isMissing(err)) throw err;
-      await mkdir(dirname(temp), { recursive: true }); // the temp folder was removed under us
-      await write();
+    if (!this.durable && (typeof data === 'string' ? data.length : data.byteLength) <= SYNC_IO_BYTES) {
+      writeSmallFile(temp, data);
+    } else {
+      // fs.writeFile on a path (no FileHandle object) is the cheapest async write.
+      const write = () => writeFileAt(temp, data, { flush: this.durable });
+      try {
+        await write();
+      } catch (err) {
+        if (!isMissing(err)) throw err;
+        await mkdir(dirname(temp), { recursive: true }); // the temp folder was removed under us
+        await write();
+      }
     }
     let info: ObjectInfo;
     try {
       // A rename keeps the inode and mtime, so the temp file's identity is the object's.
-      info = infoOf(await stat(temp, { bigint: true }));
+      info = infoOf(statSync(temp, { bigint: true }));
       await options.beforeCommit?.(info);
       if (options.ifAbsent) {
         // link() refuses an existing target atomically: the conditional create.
-        const created = await linkCreatingParent(temp, target);
-        await unlink(temp);
+        const created = linkCreatingParent(temp, target);
+        unlinkSync(temp);
         if (!created) return undefined;
       } else {
-        await renameCreatingParent(temp, target);
+        renameCreatingParent(temp, target);
       }
     } catch (err) {
-      await rm(temp, { force: true });
+      rmSync(temp, { force: true });
       throw err;
     }
     if (this.durable) await fsyncPath(dirname(target));
@@ -171,16 +184,16 @@ export class FileSystemDriver implements StorageDriver {
     if (this.durable) await fsyncPath(path);
     // Content-addressed: an existing file holds the same bytes (and may be shared by hard links,
     // which a rename over it would split).
-    if ((ifAbsent || contentAddress(key)) && (await exists(to))) {
-      await rm(path, { force: true });
+    if ((ifAbsent || contentAddress(key)) && exists(to)) {
+      rmSync(path, { force: true });
       return !ifAbsent;
     }
     if (ifAbsent) {
-      const created = await linkCreatingParent(path, to);
-      await rm(path, { force: true });
+      const created = linkCreatingParent(path, to);
+      rmSync(path, { force: true });
       if (!created) return false;
     } else {
-      await renameCreatingParent(path, to);
+      renameCreatingParent(path, to);
     }
     if (this.durable) await fsyncPath(dirname(to));
     return true;
@@ -189,17 +202,17 @@ export class FileSystemDriver implements StorageDriver {
   async copy(fromKey: string, toKey: string): Promise<boolean> {
     const from = this.path(fromKey);
     const to = this.path(toKey);
-    if (contentAddress(toKey) && (await exists(to))) return exists(from);
+    if (contentAddress(toKey) && exists(to)) return exists(from);
     // A hard link made under a temp name and renamed into place: the target appears whole, and
     // shares storage with the source. Across filesystems (or without links) the bytes are copied.
     const temp = this.tempPath();
     try {
-      await link(from, temp);
+      linkSync(from, temp);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' && !(await exists(from))) return false;
+      if (code === 'ENOENT' && !exists(from)) return false;
       if (code === 'ENOENT') {
-        await mkdir(dirname(temp), { recursive: true });
+        mkdirSync(dirname(temp), { recursive: true });
         return this.copy(fromKey, toKey);
       }
       try {
@@ -211,9 +224,9 @@ export class FileSystemDriver implements StorageDriver {
       if (this.durable) await fsyncPath(temp);
     }
     try {
-      await renameCreatingParent(temp, to);
+      renameCreatingParent(temp, to);
     } catch (err) {
-      await rm(temp, { force: true });
+      rmSync(temp, { force: true });
       throw err;
     }
     if (this.durable) await fsyncPath(dirname(to));
@@ -222,7 +235,7 @@ export class FileSystemDriver implements StorageDriver {
 
   async remove(key: string): Promise<boolean> {
     try {
-      await unlink(this.path(key));
+      unlinkSync(this.path(key));
       return true;
     } catch (err) {
       if (isMissing(err)) return false;
@@ -231,7 +244,7 @@ export class FileSystemDriver implements StorageDriver {
   }
 
   async createFolder(prefix: string): Promise<void> {
-    await mkdir(this.path(prefix), { recursive: true });
+    mkdirSync(this.path(prefix), { recursive: true });
   }
 
   async list(prefix: string): Promise<{ name: string; dir: boolean }[]> {
@@ -277,7 +290,7 @@ class FileWriter implements ObjectWriter {
 
   async checkpoint(): Promise<void> {
     if (this.created) return;
-    await writeCreatingParent(this.path, '');
+    createEmptyFile(this.path);
     this.created = true;
   }
 
@@ -287,7 +300,7 @@ class FileWriter implements ObjectWriter {
   }
 
   async cancel(): Promise<void> {
-    await rm(this.path, { force: true });
+    rmSync(this.path, { force: true });
   }
 }
 
@@ -413,35 +426,54 @@ function writeChunk(destination: Writable, chunk: Buffer, closed: Promise<never>
   return outcome;
 }
 
+/** Reads `size` bytes from the start of an open file (fewer if it ends sooner). */
+function readWholeSync(fd: number, size: number): Buffer {
+  const buffer = Buffer.allocUnsafe(size);
+  let filled = 0;
+  for (let n; filled < size && (n = readSync(fd, buffer, filled, size - filled, filled)) > 0;) filled += n;
+  return filled === size ? buffer : buffer.subarray(0, filled);
+}
+
+async function readLargeFile(path: string, key: string, maxBytes: number): Promise<Buffer | undefined> {
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw err;
+  }
+  try {
+    const { size } = await handle.stat();
+    if (size > maxBytes) throw new Error(`file ${key} is larger than ${maxBytes} bytes`);
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
 function isMissing(err: unknown): boolean {
   return (err as NodeJS.ErrnoException).code === 'ENOENT';
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if (isMissing(err)) return false;
-    throw err;
-  }
+function exists(path: string): boolean {
+  return statSync(path, { throwIfNoEntry: false }) !== undefined;
 }
 
-async function renameCreatingParent(from: string, to: string): Promise<void> {
+function renameCreatingParent(from: string, to: string): void {
   try {
-    await rename(from, to);
+    renameSync(from, to);
   } catch (err) {
     if (!isMissing(err)) throw err;
-    await mkdir(dirname(to), { recursive: true });
-    await rename(from, to);
+    mkdirSync(dirname(to), { recursive: true });
+    renameSync(from, to);
   }
 }
 
 /** A hard link; false when `to` already exists. */
-async function linkCreatingParent(from: string, to: string): Promise<boolean> {
-  const attempt = async () => {
+function linkCreatingParent(from: string, to: string): boolean {
+  const attempt = () => {
     try {
-      await link(from, to);
+      linkSync(from, to);
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
@@ -449,21 +481,32 @@ async function linkCreatingParent(from: string, to: string): Promise<boolean> {
     }
   };
   try {
-    return await attempt();
+    return attempt();
   } catch (err) {
     if (!isMissing(err)) throw err;
-    await mkdir(dirname(to), { recursive: true });
+    mkdirSync(dirname(to), { recursive: true });
     return attempt();
   }
 }
 
-async function writeCreatingParent(path: string, data: string): Promise<void> {
+/** Writes a small file in one synchronous call, creating its folder if it is gone. */
+function writeSmallFile(path: string, data: Uint8Array | string): void {
   try {
-    await writeFileAt(path, data, { flag: 'a' });
+    writeFileSync(path, data);
   } catch (err) {
     if (!isMissing(err)) throw err;
-    await mkdir(dirname(path), { recursive: true });
-    await writeFileAt(path, data, { flag: 'a' });
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, data);
+  }
+}
+
+function createEmptyFile(path: string): void {
+  try {
+    writeFileSync(path, '', { flag: 'a' });
+  } catch (err) {
+    if (!isMissing(err)) throw err;
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, '', { flag: 'a' });
   }
 }
 

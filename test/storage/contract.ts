@@ -74,6 +74,17 @@ export function storageContract(name: string, open: () => Promise<DriverFixture>
     assert.equal((await driver.stat('r/index.json'))?.etag, second!.etag);
   });
 
+  withDriver('files of every size are written and read back whole, within the read limit', async (driver) => {
+    // Around 256 KiB the filesystem driver switches from synchronous calls to the thread pool.
+    for (const [i, size] of [0, 4, 256 << 10, (256 << 10) + 4, 3 << 20].entries()) {
+      const body = pattern(size, i);
+      const written = await driver.writeFile(`r/sized-${i}`, body);
+      assert.equal(written?.size, size);
+      assert.equal(sha((await driver.readFile(`r/sized-${i}`, size))!), sha(body), `${size} bytes`);
+      if (size) await assert.rejects(driver.readFile(`r/sized-${i}`, size - 1), /larger than/);
+    }
+  });
+
   withDriver('beforeCommit sees the identity before the object is visible', async (driver) => {
     await driver.writeFile('r/index.json', 'old');
     let noted: string | undefined;
