@@ -333,13 +333,7 @@ class FileAppender extends Writable {
 
   override _construct(callback: (error?: Error | null) => void): void {
     try {
-      try {
-        this.fd = openSync(this.path, 'a');
-      } catch (err) {
-        if (!isMissing(err)) throw err;
-        mkdirSync(dirname(this.path), { recursive: true });
-        this.fd = openSync(this.path, 'a');
-      }
+      this.fd = creatingParent(this.path, () => openSync(this.path, 'a'));
       callback();
     } catch (err) {
       callback(err as Error);
@@ -486,19 +480,24 @@ function exists(path: string): boolean {
   return statSync(path, { throwIfNoEntry: false }) !== undefined;
 }
 
-function renameCreatingParent(from: string, to: string): void {
+/** Runs a call that creates `path`; if its folder is missing (ENOENT), creates it and runs it again. */
+function creatingParent<T>(path: string, call: () => T): T {
   try {
-    renameSync(from, to);
+    return call();
   } catch (err) {
     if (!isMissing(err)) throw err;
-    mkdirSync(dirname(to), { recursive: true });
-    renameSync(from, to);
+    mkdirSync(dirname(path), { recursive: true });
+    return call();
   }
+}
+
+function renameCreatingParent(from: string, to: string): void {
+  creatingParent(to, () => renameSync(from, to));
 }
 
 /** A hard link; false when `to` already exists. */
 function linkCreatingParent(from: string, to: string): boolean {
-  const attempt = () => {
+  return creatingParent(to, () => {
     try {
       linkSync(from, to);
       return true;
@@ -506,35 +505,16 @@ function linkCreatingParent(from: string, to: string): boolean {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
       throw err;
     }
-  };
-  try {
-    return attempt();
-  } catch (err) {
-    if (!isMissing(err)) throw err;
-    mkdirSync(dirname(to), { recursive: true });
-    return attempt();
-  }
+  });
 }
 
 /** Writes a small file in one synchronous call, creating its folder if it is gone. */
 function writeSmallFile(path: string, data: Uint8Array | string): void {
-  try {
-    writeFileSync(path, data);
-  } catch (err) {
-    if (!isMissing(err)) throw err;
-    mkdirSync(dirname(path), { recursive: true });
-    writeFileSync(path, data);
-  }
+  creatingParent(path, () => writeFileSync(path, data));
 }
 
 function createEmptyFile(path: string): void {
-  try {
-    writeFileSync(path, '', { flag: 'a' });
-  } catch (err) {
-    if (!isMissing(err)) throw err;
-    mkdirSync(dirname(path), { recursive: true });
-    writeFileSync(path, '', { flag: 'a' });
-  }
+  creatingParent(path, () => writeFileSync(path, '', { flag: 'a' }));
 }
 
 /** fsync on a file or a folder (a folder's fsync makes a rename in it durable). */
