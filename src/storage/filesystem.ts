@@ -449,7 +449,8 @@ function writeChunk(destination: Writable, chunk: Buffer, closed: Promise<never>
 
 /** Reads `size` bytes from the start of an open file (fewer if it ends sooner). */
 function readWholeSync(fd: number, size: number): Buffer {
-  const buffer = Buffer.allocUnsafe(size);
+  // Not from Buffer's shared pool: a cached manifest of 400 bytes would keep an 8 KiB slab alive.
+  const buffer = Buffer.allocUnsafeSlow(size);
   let filled = 0;
   for (let n; filled < size && (n = readSync(fd, buffer, filled, size - filled, filled)) > 0;) filled += n;
   return filled === size ? buffer : buffer.subarray(0, filled);
