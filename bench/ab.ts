@@ -4,7 +4,7 @@
 // more than between the two builds). Server CPU per operation comes from /proc/<pid>/stat.
 //
 //   git worktree add /tmp/before <commit> && ln -s $PWD/node_modules /tmp/before/
-//   node bench/ab.ts /tmp/before .              # 1,000 × 4 KiB blobs, 500 new repositories
+//   node bench/ab.ts /tmp/before .              # 1,000 × 4 KiB blobs pushed and pulled, 500 new repositories
 //   AB_BIG=1 node bench/ab.ts /tmp/before .     # 100 MiB monolithic push, pull, 20 PATCHes
 //   AB_ROUNDS=6 …                               # rounds (default 4; the first one is cold)
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -133,6 +133,9 @@ try {
       const small = await measured(server, () => pool(blobs.length, 8, (i) => pushBlob(server.base, `small/r${round}`, blobs[i]!)));
       note(server, '4 KiB blob, CPU ms', small.cpu / blobs.length);
       note(server, '4 KiB blobs/s', blobs.length / (small.ms / 1000));
+      const digests = blobs.map((blob) => sha256(blob));
+      const pulled = await measured(server, () => pool(digests.length, 8, (i) => pullBlob(server.base, `small/r${round}`, digests[i]!)));
+      note(server, '4 KiB blob GET, CPU ms', pulled.cpu / digests.length);
       const repositories = 500;
       const created = await measured(server, () => pool(repositories, 8, (i) => newRepository(server.base, `repos${round}/r${i}`)));
       note(server, 'new repository, CPU ms', created.cpu / repositories);

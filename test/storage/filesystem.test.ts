@@ -62,6 +62,12 @@ test('filesystem: sendTo delivers a file of several buffers and byte ranges exac
     }
     // A file shorter than the range asked for is an error, not a short answer that looks whole.
     await assert.rejects(driver.sendTo('r/blob', collector().stream, { start: 0, end: data.length }), /ended at/);
+    // The same for a range small enough to be read in one piece (up to 256 KiB).
+    await writeFile(join(root, 'r/small'), data.subarray(0, 100));
+    await assert.rejects(driver.sendTo('r/small', collector().stream, { start: 0, end: 100 }), /ended at/);
+    const small = collector();
+    await driver.sendTo('r/small', small.stream, { start: 1, end: 99 });
+    assert.ok(small.bytes().equals(data.subarray(1, 100)));
   } finally {
     await dispose();
   }
