@@ -1,26 +1,39 @@
-// Access control: who may pull, push and delete where. `openAccessControl` reads the auth file
-// named by the `authFile` setting and returns the gate the HTTP server runs every request through
-// (none without an auth file: an open registry). `robotStore` is what `trellis robot` edits.
+// Access control: who may pull, push and delete where, and the credentials that say who is
+// calling. `openAuth` reads the auth file named by the `authFile` setting (none: an open registry)
+// and returns what the HTTP gate (src/registry/access-control.ts) checks every request against.
+// `robotStore` is what `trellis robot` edits. Nothing here knows about HTTP.
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Settings } from '../config/settings.ts';
 import { TRELLIS_FOLDER } from '../layout/paths.ts';
-import { AccessControl } from './access-control.ts';
-import { readAuthConfig } from './config.ts';
+import { readAuthConfig, type AuthConfig } from './config.ts';
 import { Htpasswd } from './htpasswd.ts';
 import { RobotStore } from './robots.ts';
-import { ExternalVerifier, TokenIssuer } from './tokens.ts';
+import { ExternalVerifier, TokenIssuer, type TokenVerifier } from './tokens.ts';
 
-export { AccessControl, TOKEN_PATH } from './access-control.ts';
-export { AuthConfigError } from './config.ts';
+export { AuthConfigError, type AuthConfig } from './config.ts';
+export { Htpasswd } from './htpasswd.ts';
+export { Policies, type Principal, type RepositoryAction } from './policy.ts';
 export { RobotStore, ROBOT_PREFIX } from './robots.ts';
+export { TokenInvalid, formatScope, grantedActions, parseScopes, type Grant, type TokenIssuer, type TokenVerifier } from './tokens.ts';
+
+/** The rules and credentials of one auth file. */
+export interface AuthSetup {
+  config: AuthConfig;
+  htpasswd?: Htpasswd | undefined;
+  robots: RobotStore;
+  /** The built-in token service's signer (token mode). */
+  issuer?: TokenIssuer | undefined;
+  /** An external token service's keys (external token mode). */
+  external?: TokenVerifier | undefined;
+}
 
 /** Where the built-in issuer keeps the signing key it generated. */
 export function generatedKeyFile(dataDir: string): string {
   return join(dataDir, TRELLIS_FOLDER, 'token-key.json');
 }
 
-export async function openAccessControl(settings: Settings, log: Logger, audit: Logger = log): Promise<AccessControl | undefined> {
+export async function openAuth(settings: Settings, log: Logger): Promise<AuthSetup | undefined> {
   if (!settings.authFile) return undefined;
   const config = await readAuthConfig(settings.authFile, settings.data);
   let htpasswd: Htpasswd | undefined;
@@ -35,12 +48,7 @@ export async function openAccessControl(settings: Settings, log: Logger, audit: 
   const issuer = token?.kind === 'builtin' ? await TokenIssuer.open(token.builtin, generatedKeyFile(settings.data)) : undefined;
   const external = token?.kind === 'external' ? await ExternalVerifier.open(token.external) : undefined;
   log.info({ authFile: settings.authFile, mode: token?.kind === 'builtin' ? 'token' : token?.kind === 'external' ? 'external token' : 'basic', policies: Object.keys(config.policies).length }, 'access control on');
-  return new AccessControl({
-    config, htpasswd, robots, issuer, external, log, audit,
-    tls: Boolean(settings.tlsCert),
-    requests: { perSecond: settings.rateLimitPerSecond, burst: settings.rateLimitBurst },
-    failures: { perSecond: settings.authFailuresPerMinute / 60, burst: settings.authFailureBurst },
-  });
+  return { config, htpasswd, robots, issuer, external };
 }
 
 /** The robot accounts of a configuration (for `trellis robot`). */

@@ -1,7 +1,7 @@
 // Who may do what where: per-repository-pattern policies, the most specific match wins, and a
 // repository without a policy of its own inherits its nearest ancestor's (nested namespaces).
-import type { RepositoryAction } from '../registry/context.ts';
-
+/** What a caller does to a repository. */
+export type RepositoryAction = 'pull' | 'push' | 'delete';
 export type PolicyAction = RepositoryAction | 'admin';
 export const POLICY_ACTIONS: readonly PolicyAction[] = ['pull', 'push', 'delete', 'admin'];
 const ALL: readonly RepositoryAction[] = ['pull', 'push', 'delete'];

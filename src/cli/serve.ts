@@ -8,7 +8,8 @@ import { trustedProxySet } from '../registry/http.ts';
 import { RateLimiter } from '../registry/rate-limit.ts';
 import { parseListen, type Settings } from '../config/settings.ts';
 import { collectGarbage, type GcPolicy, type GcReport } from '../gc/collector.ts';
-import { openAccessControl } from '../auth/index.ts';
+import { openAuth } from '../auth/index.ts';
+import { AccessControl } from '../registry/access-control.ts';
 import { TRELLIS_FOLDER } from '../layout/paths.ts';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { openComponents } from '../components/index.ts';
@@ -98,10 +99,22 @@ export interface RunningRegistry {
   close(): Promise<void>;
 }
 
+/** The gate of access control (undefined without an auth file: an open registry). */
+async function openAccessGate(settings: Settings, log: Logger, audit: Logger): Promise<AccessControl | undefined> {
+  const auth = await openAuth(settings, log);
+  if (!auth) return undefined;
+  return new AccessControl({
+    ...auth, log, audit,
+    tls: Boolean(settings.tlsCert),
+    requests: { perSecond: settings.rateLimitPerSecond, burst: settings.rateLimitBurst },
+    failures: { perSecond: settings.authFailuresPerMinute / 60, burst: settings.authFailureBurst },
+  });
+}
+
 export async function startRegistry(settings: Settings, logger = createLogger(settings.logLevel), audit = logger): Promise<RunningRegistry> {
   // Settings that can be wrong are read before the data directory is opened.
   const tls = settings.tlsCert ? { cert: await readFile(settings.tlsCert), key: await readFile(settings.tlsKey) } : undefined;
-  const gate = await openAccessControl(settings, logger, audit);
+  const gate = await openAccessGate(settings, logger, audit);
   const webhooks = configuredWebhooks(settings);
   const observe = new Observability();
   // The metrics address answers from the start, so /readyz can say start-up is still under way.

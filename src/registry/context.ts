@@ -1,6 +1,7 @@
 // What every handler receives.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import type { RepositoryAction } from '../auth/index.ts';
 import type { Registry } from '../content/registry.ts';
 import type { Uploads } from '../content/uploads.ts';
 import type { RateLimiter } from './rate-limit.ts';
@@ -33,7 +34,7 @@ export interface AccessView {
   authorize(repository: string, action: RepositoryAction, reference?: string): void;
 }
 
-export type RepositoryAction = 'pull' | 'push' | 'delete';
+export type { RepositoryAction };
 
 export const ALLOW_ALL: AccessView = { canPull: () => true, authorize: () => {} };
 

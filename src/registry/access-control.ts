@@ -1,19 +1,16 @@
 // The gate every request passes when access control is on: who is calling (Basic from htpasswd or
 // a robot, a Bearer token, or nobody), whether they are over a rate limit, and what they may see
-// and do. It also serves the token endpoint of the Docker token flow.
+// and do. It also serves the token endpoint of the Docker token flow. The rules and credentials
+// are src/auth's (no HTTP there); this file is where they meet requests and status codes.
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { OciError } from '../oci/errors.ts';
 import { repositoryNameProblem } from '../oci/names.ts';
-import { readBody, sendJson } from '../registry/http.ts';
-import { RateLimiter, type RateLimit } from '../registry/rate-limit.ts';
-import { METRICS_PATH } from '../registry/ops.ts';
-import type { AccessView, ApiContext, Gate, RepositoryAction } from '../registry/context.ts';
-import type { AuthConfig } from './config.ts';
-import type { Htpasswd } from './htpasswd.ts';
-import { Policies, type Principal } from './policy.ts';
-import { ROBOT_PREFIX, type RobotStore } from './robots.ts';
-import { TokenInvalid, formatScope, grantedActions, parseScopes, type Grant, type TokenIssuer, type TokenVerifier } from './tokens.ts';
+import { readBody, sendJson } from './http.ts';
+import { RateLimiter, type RateLimit } from './rate-limit.ts';
+import { METRICS_PATH } from './ops.ts';
+import type { AccessView, ApiContext, Gate } from './context.ts';
+import { Policies, ROBOT_PREFIX, TokenInvalid, formatScope, grantedActions, parseScopes, type AuthSetup, type Grant, type Htpasswd, type Principal, type RepositoryAction, type TokenVerifier } from '../auth/index.ts';
 
 export const TOKEN_PATH = '/v2/_trellis/token';
 const GC_PATH = '/v2/_trellis/gc';
@@ -35,12 +32,7 @@ interface Caller {
   token?: Grant[];
 }
 
-export interface AccessControlOptions {
-  config: AuthConfig;
-  htpasswd?: Htpasswd | undefined;
-  robots: RobotStore;
-  issuer?: TokenIssuer | undefined;
-  external?: TokenVerifier | undefined;
+export interface AccessControlOptions extends AuthSetup {
   /** Per identity (anonymous callers: per address). */
   requests: RateLimit;
   /** Failed sign-ins, per address and per user name. */
