@@ -55,7 +55,7 @@ function serverOf(all: Servers, target: Target): ServerHandle {
   return server;
 }
 
-function poolFailed(target: Target, what: string, pool: PoolResult): Error | undefined {
+function poolFailed(target: Target | 'sink', what: string, pool: PoolResult): Error | undefined {
   if (pool.errors === 0 && pool.stoppedBy === 'count') return undefined;
   return new Error(`${target} ${what}: ${pool.errors} errors, stopped by ${pool.stoppedBy}; e.g. ${pool.firstErrors[0] ?? ''}`);
 }
@@ -168,26 +168,44 @@ export async function smallBlobsSection(ctx: SectionContext): Promise<SectionRes
   const count = settings.smallBlobs;
   const kib = round(settings.smallBlobBytes / 1024, 1);
   const rate = newMeasure('small-blobs', `${count.toLocaleString('en-US')} × ${kib} KiB blobs (POST + PUT ?digest=), ${settings.concurrency} clients (blobs/s)`, true);
-  return servers(ctx, 'small-blobs', async (all, result) => {
-    result.measures.push(rate);
-    for (const [, server] of all) await pushSmallBlob(server.url, 'bench/small-warmup', randomBytes(settings.smallBlobBytes), OCI_LAYER);
-    for (let r = 0; r < settings.rounds; r++) {
-      // Fresh content every round: nothing is already stored.
-      const blobs = Array.from({ length: count }, () => randomBytes(settings.smallBlobBytes));
-      const digests = blobs.map((b) => sha256(b));
-      for (const target of rotate(settings.targets, r)) {
-        const server = serverOf(all, target);
-        const run = await timed(server, () => runPool({
-          count, concurrency: settings.concurrency, timeLimitMs: 300_000,
-          task: (i) => pushBlob(server.url, `bench/small-${r}`, blobs[i]!, digests[i]!),
-        }));
-        const failed = poolFailed(target, 'small blobs', run.value);
-        if (failed) throw failed;
-        record(rate, target, count / (run.ms / 1000), run.cpuMs / count);
-        ctx.progress(`small-blobs: round ${r + 1} ${target}: ${round(count / (run.ms / 1000))} blobs/s, ${round(run.cpuMs / count, 2)} ms CPU per blob`);
-      }
-    }
+  // Node's own floor for this row: the sink answers POST and PUT and hashes, but stores nothing.
+  const sinkRate = 'node:http sink (answers POST and PUT, hashes, stores nothing), same client: blobs/s';
+  const sinkCpu = 'sink: server CPU per blob (ms)';
+  const sinkRss = 'sink: peak RSS (MiB)';
+  const references: Record<string, number[]> = { [sinkRate]: [], [sinkCpu]: [], [sinkRss]: [] };
+  const sink = await startSink(ctx.options('trellis', 'small-blobs'));
+  const pushAll = (url: string, repo: string, blobs: Buffer[], digests: string[]) => runPool({
+    count, concurrency: settings.concurrency, timeLimitMs: 300_000,
+    task: (i) => pushBlob(url, repo, blobs[i]!, digests[i]!),
   });
+  try {
+    return await servers(ctx, 'small-blobs', async (all, result) => {
+      result.measures.push(rate);
+      result.references = references;
+      for (const [, server] of [...all, ['sink', sink] as const]) await pushSmallBlob(server.url, 'bench/small-warmup', randomBytes(settings.smallBlobBytes), OCI_LAYER);
+      for (let r = 0; r < settings.rounds; r++) {
+        // Fresh content every round: nothing is already stored.
+        const blobs = Array.from({ length: count }, () => randomBytes(settings.smallBlobBytes));
+        const digests = blobs.map((b) => sha256(b));
+        const floor = await timed(sink, () => pushAll(sink.url, 'bench/sink', blobs, digests));
+        const sinkFailed = poolFailed('sink', 'small blobs', floor.value);
+        if (sinkFailed) throw sinkFailed;
+        references[sinkRate]!.push(round(count / (floor.ms / 1000)));
+        references[sinkCpu]!.push(round(floor.cpuMs / count, 3));
+        references[sinkRss]!.push(round((readMemory(sink.pid)?.peakKiB ?? NaN) / 1024));
+        for (const target of rotate(settings.targets, r)) {
+          const server = serverOf(all, target);
+          const run = await timed(server, () => pushAll(server.url, `bench/small-${r}`, blobs, digests));
+          const failed = poolFailed(target, 'small blobs', run.value);
+          if (failed) throw failed;
+          record(rate, target, count / (run.ms / 1000), run.cpuMs / count);
+          ctx.progress(`small-blobs: round ${r + 1} ${target}: ${round(count / (run.ms / 1000))} blobs/s, ${round(run.cpuMs / count, 2)} ms CPU per blob`);
+        }
+      }
+    });
+  } finally {
+    await sink.stop();
+  }
 }
 
 // ---- repositories: creation, then start-up on the result ------------------------------------------
