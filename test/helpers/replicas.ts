@@ -76,6 +76,8 @@ export interface ReplicaOptions {
   env?: Record<string, string>;
   /** TRELLIS_* settings for one replica, on top of `env`. */
   replicaEnv?: (index: number) => Record<string, string>;
+  /** The balancer's port on 127.0.0.1 (default: a free one); the caller checks it is free. */
+  balancerPort?: number;
 }
 
 /** nginx's binary, or undefined: Debian puts it in /usr/sbin, which a non-root PATH may lack. */
@@ -268,7 +270,7 @@ export async function launchReplicas(options: ReplicaOptions): Promise<ReplicaSe
     await mkdir(nginxDir);
     let balancer = '';
     for (let attempt = 1; !balancer; attempt++) {
-      const port = await freePort();
+      const port = options.balancerPort ?? await freePort();
       const config = join(nginxDir, 'nginx.conf');
       await writeFile(config, nginxConfig(nginxDir, port, replicas.map((r) => r.host)));
       const child = spawn(findNginx()!, ['-c', config, '-p', nginxDir, '-e', join(nginxDir, 'error.log')], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -281,7 +283,8 @@ export async function launchReplicas(options: ReplicaOptions): Promise<ReplicaSe
         balancer = `127.0.0.1:${port}`;
       } catch (err) {
         child.kill('SIGTERM');
-        if (attempt >= 3) throw err; // the probed port may have been taken meanwhile: try another
+        // The probed port may have been taken meanwhile: try another, unless the caller chose it.
+        if (attempt >= 3 || options.balancerPort !== undefined) throw err;
       }
     }
 
