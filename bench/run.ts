@@ -24,7 +24,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DISTRIBUTION_BIN, NODE_BIN_DIR, OLAREG_BIN, ROOT, killAll, readCpuSeconds, removeOnSignal, tail, type StartOptions } from './lib/servers.ts';
+import { DISTRIBUTION_BIN, NODE_BIN_DIR, OLAREG_BIN, ROOT, keepDataUntilTheEnd, killAll, readCpuSeconds, removeOnSignal, tail, type StartOptions } from './lib/servers.ts';
 import { ALL_TARGETS, KNOWN_TARGETS, cpuTimes, type SectionResult, type Target } from './lib/harness.ts';
 import { round } from './lib/stats.ts';
 import { renderMarkdown } from './lib/report.ts';
@@ -195,6 +195,7 @@ async function main(): Promise<number> {
   if (settings.cpuProfDir) await mkdir(settings.cpuProfDir, { recursive: true });
   const work = await mkdtemp(join(settings.tmpRoot, 'trellis-bench-'));
   removeOnSignal(work);
+  keepDataUntilTheEnd(); // removed with `work` at the end (see keepDataUntilTheEnd)
   const results: BenchResults = {
     startedAt: new Date(started).toISOString(), machine: machineInfo(), settings, sections: {}, errors: [], load: {}, trellisLogWarnings: [],
   };
