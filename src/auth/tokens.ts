@@ -5,11 +5,13 @@
 import { randomUUID } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import {
-  SignJWT, calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, importJWK, importPKCS8, importSPKI, jwtVerify,
-  type CryptoKey, type JWK, type JWTPayload, type JWTVerifyGetKey,
-} from 'jose';
+import type { CryptoKey, JWK, JWTPayload, JWTVerifyGetKey } from 'jose';
 import type { BuiltInIssuer, ExternalIssuer } from './config.ts';
+
+// jose loads only when a token is first made or checked: an open registry (and every client
+// command) starts without it (about 50 ms of start-up).
+let joseModule: Promise<typeof import('jose')> | undefined;
+const jose = () => (joseModule ??= import('jose'));
 
 export interface Grant {
   type: string;
@@ -62,6 +64,7 @@ async function verifyJwt(token: string, key: CryptoKey | JWTVerifyGetKey, option
   try {
     // A token without `exp` would never expire: refused, whoever signed it.
     const checks = { ...options, requiredClaims: ['exp'] };
+    const { jwtVerify } = await jose();
     const { payload } = typeof key === 'function' ? await jwtVerify(token, key, checks) : await jwtVerify(token, key, checks);
     return payload;
   } catch (err) {
@@ -88,6 +91,7 @@ export class TokenIssuer implements TokenVerifier {
 
   /** Loads the configured key, or the generated one at `generatedKeyFile` (creating it on first start). */
   static async open(config: BuiltInIssuer, generatedKeyFile: string): Promise<TokenIssuer> {
+    const { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, importPKCS8 } = await jose();
     let jwk: JWK;
     if (config.privateKey) {
       const key = await importPKCS8(await readFile(config.privateKey, 'utf8'), config.algorithm, { extractable: true });
@@ -113,7 +117,8 @@ export class TokenIssuer implements TokenVerifier {
     return new TokenIssuer(config, { privateKey, publicKey, kid });
   }
 
-  private sign(claims: JWTPayload, subject: string, seconds: number): Promise<string> {
+  private async sign(claims: JWTPayload, subject: string, seconds: number): Promise<string> {
+    const { SignJWT } = await jose();
     const now = Math.floor(Date.now() / 1000);
     return new SignJWT(claims)
       .setProtectedHeader({ alg: this.config.algorithm, kid: this.kid, typ: 'JWT' })
@@ -159,6 +164,7 @@ export class ExternalVerifier implements TokenVerifier {
   }
 
   static async open(config: ExternalIssuer): Promise<ExternalVerifier> {
+    const { createLocalJWKSet, importSPKI } = await jose();
     const key = config.jwks
       ? createLocalJWKSet(JSON.parse(await readFile(config.jwks, 'utf8')) as { keys: JWK[] })
       : await importSPKI(await readFile(config.publicKey!, 'utf8'), config.algorithm);

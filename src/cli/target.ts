@@ -5,7 +5,6 @@
 import { cp, mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import * as tar from 'tar';
 import { Registry } from '../content/registry.ts';
 import { DEFAULT_SETTINGS, type Settings } from '../config/settings.ts';
 import { repositoryNameProblem, isValidTag } from '../oci/names.ts';
@@ -174,7 +173,7 @@ export async function openEndpoint(ref: Reference, flags: ConnectionFlags, role:
     if (exists && (role === 'source' || !ref.tar)) {
       await mkdir(layout, { recursive: true });
       // tar refuses absolute paths and `..` entries by default, so nothing lands outside the folder.
-      if (ref.tar) await tar.extract({ file: ref.path, cwd: layout });
+      if (ref.tar) await (await import('tar')).extract({ file: ref.path, cwd: layout });
       else if (await isLayoutDir(ref.path)) await cp(ref.path, layout, { recursive: true });
       else if (role === 'source' || (await readdir(ref.path)).length > 0) throw new UsageError(`${ref.path} is not an OCI layout (no oci-layout file)`);
       if (role === 'source' && !(await isLayoutDir(layout))) throw new UsageError(`${ref.path} is not an OCI layout (no oci-layout file)`);
@@ -190,7 +189,7 @@ export async function openEndpoint(ref: Reference, flags: ConnectionFlags, role:
           const written = await stat(layout).then(() => true, () => false);
           if (commit && role === 'destination' && written) {
             if (ref.tar) {
-              await tar.create({ cwd: layout, file: ref.path, portable: true }, await readdir(layout));
+              await (await import('tar')).create({ cwd: layout, file: ref.path, portable: true }, await readdir(layout));
             } else {
               await mkdir(ref.path, { recursive: true });
               await cp(layout, ref.path, { recursive: true, force: true });

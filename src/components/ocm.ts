@@ -1,6 +1,6 @@
 // How OCM stores component versions in OCI (ocm-spec `oci.md`): media types, the version-to-tag
 // mapping, the Component Index anchor, and reading a component descriptor in any of its forms.
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import { digestOf } from '../oci/digest.ts';
 import type { Reference, Resource } from '../metadata/index.ts';
 
@@ -218,6 +218,10 @@ export function tarEntry(archive: Buffer, name: string): Buffer | undefined {
   return undefined;
 }
 
+// The YAML parser loads on the first YAML descriptor, not with the server (about 40 ms of start-up).
+let yaml: typeof import('yaml') | undefined;
+const parseYaml = (text: string) => (yaml ??= createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text, { maxAliasCount: 100 }) as unknown;
+
 /** Parses a descriptor layer of any OCM descriptor media type. */
 export function parseDescriptorBlob(bytes: Buffer, mediaType: string): DescriptorInfo | undefined {
   let text: string;
@@ -230,7 +234,7 @@ export function parseDescriptorBlob(bytes: Buffer, mediaType: string): Descripto
   }
   try {
     // JSON is YAML; the parser is bounded by the blob size the caller read.
-    return readDescriptor(mediaType.endsWith('+json') ? JSON.parse(text) : parseYaml(text, { maxAliasCount: 100 }));
+    return readDescriptor(mediaType.endsWith('+json') ? JSON.parse(text) : parseYaml(text));
   } catch {
     return undefined;
   }
