@@ -1,0 +1,56 @@
+// What `trellis serve` loads at start: an open registry on a filesystem with SQLite needs no token
+// library, YAML parser, tar, AWS SDK or PostgreSQL client, and loading them costs start-up time
+// (jose, yaml and tar together about 55 ms here; docs/benchmarks.md). They load on first use; this
+// test fails when one of them is imported at the top of a module the server loads again.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import { freePort } from '../helpers/replicas.ts';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const LOADED_ON_FIRST_USE = ['jose', 'yaml', 'tar', '@aws-sdk/client-s3', 'pg'];
+
+/** A module hook that writes every package the process resolved to `out` when it exits. */
+function recorder(out: string): string {
+  return `import { registerHooks } from 'node:module';
+import { writeFileSync } from 'node:fs';
+const packages = new Set();
+registerHooks({ resolve(specifier, context, next) {
+  const result = next(specifier, context);
+  const match = /\\/node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//.exec(result.url);
+  if (match) packages.add(match[1]);
+  return result;
+} });
+process.on('exit', () => writeFileSync(${JSON.stringify(out)}, JSON.stringify([...packages])));
+`;
+}
+
+test('serve starts without the libraries it loads on first use', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'trellis-startup-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const hook = join(dir, 'record.mjs');
+  const out = join(dir, 'packages.json');
+  await writeFile(hook, recorder(out));
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', hook, join(ROOT, 'bin/trellis.mjs'), 'serve', '--listen', `127.0.0.1:${port}`, '--data', join(dir, 'data'), '--log-level', 'error'],
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, TRELLIS_METADATA: '', TRELLIS_STORAGE: '', TRELLIS_AUTH_FILE: '' } });
+  t.after(() => child.kill('SIGKILL'));
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const answered = await fetch(`http://127.0.0.1:${port}/v2/`).then((res) => res.status, () => 0);
+    if (answered === 200) break;
+    assert.ok(Date.now() < deadline && child.exitCode === null, 'the server did not answer within 30 s');
+    await sleep(50);
+  }
+  child.kill('SIGTERM');
+  await once(child, 'exit');
+  const packages = JSON.parse(await readFile(out, 'utf8')) as string[];
+  // The recorder sees packages at all: the server's own dependencies are there.
+  assert.ok(packages.includes('pino') && packages.includes('commander'), `packages seen: ${packages.join(', ')}`);
+  assert.deepEqual(LOADED_ON_FIRST_USE.filter((name) => packages.includes(name)), []);
+});
