@@ -123,8 +123,13 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     await listen(opsServer, settings.metricsListen);
     opsServer.unref(); // it never holds the process open by itself (e.g. when opening the data fails)
   }
-  // Serves at once: the walk of storage for other tools' layouts runs meanwhile (Registry.adopted).
-  const registry = await Registry.open({ ...registryOptions(settings, logger), instrumentMetadata: observe.instrumentMetadata, adoptInBackground: true });
+  // Serves at once: the walk of storage for other tools' layouts runs meanwhile (Registry.adopted),
+  // from when the server listens (with 5,000 repositories it delayed the first answer by a third).
+  let nowListening = (): void => undefined;
+  const listening = new Promise<void>((resolve) => { nowListening = resolve; });
+  const registry = await Registry.open({
+    ...registryOptions(settings, logger), instrumentMetadata: observe.instrumentMetadata, adoptInBackground: true, catchUpAfter: listening,
+  });
   const events = webhooks.length ? await Events.open(webhooks, settings, registry.metadata.outbox, logger, observe.metrics, registry.locks) : undefined;
   const uploads = new Uploads(registry.driver, {
     timeoutMs: settings.uploadTimeoutSeconds * 1000, maxSessions: settings.maxUploadSessions, maxSessionsTotal: settings.maxUploadSessionsTotal,
@@ -171,6 +176,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
     timeouts: { headersMs: settings.headersTimeoutSeconds * 1000, requestMs: settings.requestTimeoutSeconds * 1000 },
   });
   await listen(server, settings.listen);
+  nowListening();
   observe.serving(registry);
   const address = server.address() as AddressInfo;
   const url = `${tls ? 'https' : 'http'}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;

@@ -86,12 +86,16 @@ export class Components {
     const components = new Components(registry, registry.metadata.components, settings, log);
     registry.observe((change) => components.onChange(change));
     // After the registry has caught up with storage (in the background under `serve`).
-    const reconciled = registry.adopted().then(() => components.reconcile());
+    const reconciled = registry.adopted().then(() => (registry.isClosing ? undefined : components.reconcile()));
     if (!options.background) {
       await reconciled;
       return components;
     }
-    components.ready = reconciled.catch((err: unknown) => log.error({ err }, 'deriving the components failed; they are derived again as repositories change'));
+    components.ready = reconciled.catch((err: unknown) => {
+      // A shutdown during the derivation closes the index under it; the next start derives again.
+      if (registry.isClosing) log.debug({ err }, 'deriving the components stopped: the registry is closing');
+      else log.error({ err }, 'deriving the components failed; they are derived again as repositories change');
+    });
     return components;
   }
 

@@ -48,6 +48,11 @@ export interface RegistryOptions {
    * request and registry-wide answers held until the walk is done (`adopted`).
    */
   adoptInBackground?: boolean | undefined;
+  /**
+   * With `adoptInBackground`: the walk starts once this settles (`serve`: when the server listens),
+   * so that the first requests are not queued behind it on the event loop.
+   */
+  catchUpAfter?: Promise<unknown> | undefined;
 }
 
 /** A change to a repository's manifests or tags, as observers (e.g. the component index) see it. */
@@ -80,6 +85,8 @@ export interface StoredManifest {
 
 /** Repositories adopted at once at start-up. */
 const ADOPT_CONCURRENCY = 32;
+/** Repositories adopted between two turns of the event loop at start-up. */
+const ADOPT_BATCH = 64;
 
 /** Missing descriptors a refused manifest push names at most. */
 const MAX_REPORTED_MISSING = 10;
@@ -202,7 +209,7 @@ export class Registry {
     }
     try {
       await registry.driver.prepare();
-      if (options.adoptInBackground) registry.catchUpInBackground();
+      if (options.adoptInBackground) registry.catchUpInBackground(options.catchUpAfter ?? Promise.resolve());
       else await registry.catchUpWithStorage();
       return registry;
     } catch (err) {
@@ -224,10 +231,16 @@ export class Registry {
     }
   }
 
-  private catchUpInBackground(): void {
+  private catchUpInBackground(startAfter: Promise<unknown>): void {
     this.allAdopted = false;
     this.catchUpSettled = false;
-    this.catchingUp = this.catchUpWithStorage().then(() => {
+    // A close before the start signal must not wait for it.
+    const { signal } = this.stopCatchingUp;
+    const started = new Promise<void>((resolve) => {
+      signal.addEventListener('abort', () => resolve(), { once: true });
+      startAfter.then(() => resolve(), () => resolve());
+    });
+    this.catchingUp = started.then(() => this.catchUpWithStorage()).then(() => {
       this.allAdopted = true;
       this.adopting.clear();
     }, (err: unknown) => {
@@ -272,6 +285,11 @@ export class Registry {
   }
 
   private closing: Promise<void> | undefined;
+
+  /** close() has been called: background work that fails from here on is expected to. */
+  get isClosing(): boolean {
+    return this.closing !== undefined;
+  }
 
   /** Flushes every layout, closes the index and lets the data directory go; later calls wait for the first. */
   close(): Promise<void> {
@@ -335,8 +353,13 @@ export class Registry {
     const limit = limitConcurrency(ADOPT_CONCURRENCY);
     // One read for every record: at start-up nearly every repository is known and unchanged.
     const known = new Map((await this.metadata.allRepositories()).map((repo) => [repo.name, repo]));
+    let adopted = 0;
     await Promise.all((await findLayouts(this.driver, signal)).map((name) => limit(async () => {
-      if (!signal?.aborted) await this.adoptOnce(name, known.get(name), true);
+      if (signal?.aborted) return;
+      await this.adoptOnce(name, known.get(name), true);
+      // An unchanged repository is one synchronous stat: without a pause now and then the walk
+      // would hold the event loop until its end, and requests arriving meanwhile would wait.
+      if (++adopted % ADOPT_BATCH === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     })));
   }
 

@@ -202,3 +202,18 @@ test('reindex rebuilds identical component listings and portable index', async (
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a registry closed before its start-up walk ended logs no error from the component derivation waiting for it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'trellis-components-close-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const settings = { ...DEFAULT_SETTINGS, data: dir, componentRepositoryPrefixes: 'apps/' };
+  const errors: string[] = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => { if (JSON.parse(line).level >= 50) errors.push(line); } });
+  // The walk never starts (the server never listened): the derivation waits for it, and the
+  // close lets it go just as the index closes.
+  const registry = await Registry.open({ ...registryOptions(settings, log), adoptInBackground: true, catchUpAfter: new Promise<void>(() => undefined) });
+  const components = await Components.open(registry, componentSettings(settings), log, { background: true });
+  await registry.close();
+  await components.ready;
+  assert.deepEqual(errors, []);
+});

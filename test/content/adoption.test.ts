@@ -110,3 +110,33 @@ test('Registry.open in the background: a request adopts only a layout that exist
     await again.close();
   }
 });
+
+test('Registry.open in the background with catchUpAfter: the walk waits for the signal, requests adopt meanwhile, a close before it does not wait', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const images = new Map<string, Built>();
+  const dir = await dataWithLayouts(images);
+  const database = await testMetadata(dir);
+  t.after(async () => {
+    await rm(dir, { recursive: true, force: true });
+    await database?.drop();
+  });
+  const options = { ...registryOptions({ ...DEFAULT_SETTINGS, data: dir, metadata: database?.url ?? '' }, pino({ level: 'silent' })), adoptInBackground: true };
+  let listening = (): void => undefined;
+  const registry = await Registry.open({ ...options, catchUpAfter: new Promise<void>((resolve) => { listening = resolve; }) });
+  // Well past what the walk of 200 layouts takes once started: it has not started.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(registry.caughtUp, false);
+  assert.equal((await registry.metadata.allRepositories()).length, 0, 'nothing was adopted before the signal');
+  const first = names()[0]!;
+  await registry.adopted(first);
+  assert.ok(await registry.metadata.repository(first), 'a request still adopts its own repository at once');
+  listening();
+  await registry.adopted();
+  assert.equal(registry.caughtUp, true);
+  assert.equal((await registry.metadata.allRepositories()).length, LAYOUTS);
+  await registry.close();
+
+  // A registry whose signal never comes (the server never listened) still closes.
+  const never = await Registry.open({ ...options, catchUpAfter: new Promise<void>(() => undefined) });
+  await never.close();
+});
