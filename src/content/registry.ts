@@ -85,6 +85,8 @@ export interface StoredManifest {
 
 /** Repositories adopted at once at start-up. */
 const ADOPT_CONCURRENCY = 32;
+/** Repository ids remembered (repositoryId) before the map starts over: a few MiB at most. */
+const MAX_REMEMBERED_IDS = 50_000;
 /** Repositories adopted between two turns of the event loop at start-up. */
 const ADOPT_BATCH = 64;
 
@@ -137,6 +139,12 @@ export class Registry {
   /** The metadata store's named locks: per process on SQLite, across replicas on PostgreSQL. */
   readonly locks: Locks;
   private readonly lastLayoutCheck = new Map<string, number>();
+  /**
+   * Repository ids by name. A repository's row is never removed or renumbered while the index
+   * exists (`reindex` rebuilds it with the servers stopped), so an id once read stays true in every
+   * process sharing the index, and a blob's PUT need not read the row again.
+   */
+  private readonly repositoryIds = new Map<string, number>();
   private readonly log: Logger;
   private readonly observers: ContentObserver[] = [];
   /** Bodies of recently pulled manifests (8 MiB in all, none over 256 KiB), checked against the object's etag. */
@@ -464,6 +472,16 @@ export class Registry {
     return repo;
   }
 
+  /** The id of `<name>`, created if need be (createRepository). */
+  private async repositoryId(name: string): Promise<number> {
+    const known = this.repositoryIds.get(name);
+    if (known !== undefined) return known;
+    const { id } = await this.createRepository(name);
+    if (this.repositoryIds.size >= MAX_REMEMBERED_IDS) this.repositoryIds.clear();
+    this.repositoryIds.set(name, id);
+    return id;
+  }
+
   /** Makes sure `<name>/` is a valid OCI layout and the index knows it. */
   async createRepository(name: string): Promise<RepositoryRecord> {
     const existing = await this.metadata.repository(name);
@@ -554,23 +572,23 @@ export class Registry {
    * digest sees the row.
    */
   async storeBlob(repository: string, writer: ObjectWriter, digest: string, size: number): Promise<void> {
-    const repo = await this.createRepository(repository);
+    const repoId = await this.repositoryId(repository);
     await this.withContent(repository, async () => {
       // Content another repository already holds is shared (hard link, reference), not stored again.
-      const holder = await this.metadata.findBlob(digest, repo.id);
+      const holder = await this.metadata.findBlob(digest, repoId);
       if (holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest)))) await writer.cancel();
       else await writer.commit(blobKey(repository, digest));
-      await this.metadata.recordBlob(repo.id, digest, size);
+      await this.metadata.recordBlob(repoId, digest, size);
     });
   }
 
   /** Stores a small blob whose bytes are in memory (already verified against the digest). */
   async storeBlobBytes(repository: string, digest: string, bytes: Uint8Array): Promise<void> {
-    const repo = await this.createRepository(repository);
+    const repoId = await this.repositoryId(repository);
     await this.withContent(repository, async () => {
-      const holder = await this.metadata.findBlob(digest, repo.id);
+      const holder = await this.metadata.findBlob(digest, repoId);
       if (!(holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest))))) await this.driver.writeFile(blobKey(repository, digest), bytes);
-      await this.metadata.recordBlob(repo.id, digest, bytes.length);
+      await this.metadata.recordBlob(repoId, digest, bytes.length);
     });
   }
 

@@ -143,7 +143,7 @@ export function pathProblem(rawUrl: string): string | undefined {
   const query = rawUrl.indexOf('?');
   const path = query < 0 ? rawUrl : rawUrl.slice(0, query);
   if (!path.startsWith('/')) return 'request path must start with /';
-  const plain = path.replace(/%(2e|2f|5c)/gi, (code) => decodeURIComponent(code));
+  const plain = path.includes('%') ? path.replace(/%(2e|2f|5c)/gi, (code) => decodeURIComponent(code)) : path;
   if (plain.includes('\\')) return 'request path must not contain a backslash';
   const segments = plain.split('/').slice(1);
   if (segments.some((segment, i) => segment === '.' || segment === '..' || (segment === '' && i < segments.length - 1))) {
