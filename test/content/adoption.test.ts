@@ -79,8 +79,8 @@ test('serve: every request sees the layouts other tools wrote while it was down,
   for (const name of names().slice(0, 20)) assert.equal((await getManifest(base, name, 'v1')).status, 200, name);
 });
 
-test('Registry.open in the background: a request adopts only a layout that exists; close stops the walk, the next open finishes it', async (t) => {
-  if (!needsFileStorage(t)) return;
+/** A data directory with LAYOUTS layouts other tools wrote, its index, and options to open it in the background. */
+async function backgroundSetup(t: { after(fn: () => Promise<void>): void }) {
   const images = new Map<string, Built>();
   const dir = await dataWithLayouts(images);
   const database = await testMetadata(dir);
@@ -89,6 +89,12 @@ test('Registry.open in the background: a request adopts only a layout that exist
     await database?.drop();
   });
   const options = { ...registryOptions({ ...DEFAULT_SETTINGS, data: dir, metadata: database?.url ?? '' }, pino({ level: 'silent' })), adoptInBackground: true };
+  return { images, options };
+}
+
+test('Registry.open in the background: a request adopts only a layout that exists; close stops the walk, the next open finishes it', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const { images, options } = await backgroundSetup(t);
   const registry = await Registry.open(options);
   let walked = false;
   void registry.adopted().then(() => { walked = true; });
@@ -113,14 +119,7 @@ test('Registry.open in the background: a request adopts only a layout that exist
 
 test('Registry.open in the background with catchUpAfter: the walk waits for the signal, requests adopt meanwhile, a close before it does not wait', async (t) => {
   if (!needsFileStorage(t)) return;
-  const images = new Map<string, Built>();
-  const dir = await dataWithLayouts(images);
-  const database = await testMetadata(dir);
-  t.after(async () => {
-    await rm(dir, { recursive: true, force: true });
-    await database?.drop();
-  });
-  const options = { ...registryOptions({ ...DEFAULT_SETTINGS, data: dir, metadata: database?.url ?? '' }, pino({ level: 'silent' })), adoptInBackground: true };
+  const { options } = await backgroundSetup(t);
   let listening = (): void => undefined;
   const registry = await Registry.open({ ...options, catchUpAfter: new Promise<void>((resolve) => { listening = resolve; }) });
   // Well past what the walk of 200 layouts takes once started: it has not started.
