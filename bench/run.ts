@@ -24,7 +24,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DISTRIBUTION_BIN, NODE_BIN_DIR, OLAREG_BIN, ROOT, keepDataUntilTheEnd, killAll, readCpuSeconds, removeOnSignal, tail, type StartOptions } from './lib/servers.ts';
+import { DISTRIBUTION_BIN, NODE_BIN_DIR, OLAREG_BIN, ROOT, ZOT_BIN, keepDataUntilTheEnd, killAll, readCpuSeconds, removeOnSignal, tail, type StartOptions } from './lib/servers.ts';
 import { ALL_TARGETS, KNOWN_TARGETS, cpuTimes, type SectionResult, type Target } from './lib/harness.ts';
 import { round } from './lib/stats.ts';
 import { renderMarkdown } from './lib/report.ts';
@@ -116,6 +116,8 @@ export interface BenchResults {
     node: string;
     distribution: string;
     olareg: string;
+    /** The zot build's version line, when BENCH_ZOT names one. */
+    zot?: string;
     openssl: string;
     kernel: string;
     trellisCommit: string;
@@ -151,10 +153,22 @@ function machineInfo(): BenchResults['machine'] {
     node: run(join(NODE_BIN_DIR, 'node'), ['--version']),
     distribution: run(DISTRIBUTION_BIN, ['--version']),
     olareg: run(OLAREG_BIN, ['version']).split('\n')[0]?.replace(/^VCSTag:\s*/, '') ?? 'unknown',
+    ...(ZOT_BIN ? { zot: zotVersion() } : {}),
     openssl: run('openssl', ['version']),
     kernel: run('uname', ['-sr']),
     trellisCommit: `${run('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])}${run('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src']) ? ' (src/ modified)' : ''}`,
   };
+}
+
+/** zot prints its build (release tag, commit, Go) as a JSON log line. */
+function zotVersion(): string {
+  const line = run(ZOT_BIN, ['--version']).split('\n')[0] ?? '';
+  try {
+    const info = JSON.parse(line) as { commit?: string; 'binary-type'?: string; 'go version'?: string };
+    return `commit ${info.commit || '?'} (${info['binary-type'] || 'full'}, ${info['go version'] || 'go ?'})`;
+  } catch {
+    return line.slice(0, 100) || 'unknown';
+  }
 }
 
 /** Machine CPU use over `ms`, in percent of all cores. */

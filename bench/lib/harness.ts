@@ -6,7 +6,7 @@ import { round } from './stats.ts';
 import { createTestDatabase, startPostgresCluster } from '../../test/helpers/postgres.ts';
 import { startTrellisReplicas } from './replicas.ts';
 import {
-  readCpuSeconds, serverCpuSeconds, serverMemory, startDistribution, startOlareg, startTrellis, tail,
+  readCpuSeconds, serverCpuSeconds, serverMemory, startDistribution, startOlareg, startTrellis, startZot, tail,
   type MemoryFigures, type ServerHandle, type StartOptions,
 } from './servers.ts';
 
@@ -17,16 +17,19 @@ import {
  * its metadata on PostgreSQL instead of SQLite: an extra column, not compared with the peers.
  * `trellis-s3` and `trellis-s3x3` (also only when named) are the HA layout: 1 or 3 replicas on
  * PostgreSQL and a bucket on versitygw, behind nginx (bench/lib/replicas.ts); extra columns too.
+ * `zot` (only when named, with BENCH_ZOT pointing at a binary: it is not on the Go module proxy, so
+ * neither CI nor .ci/install-peers.sh can build it) is a third peer, in the best-peer comparison.
  */
-export type Target = 'trellis' | 'olareg' | 'trellis-fsync' | 'distribution' | 'trellis-postgres' | 'trellis-s3' | 'trellis-s3x3';
+export type Target = 'trellis' | 'olareg' | 'trellis-fsync' | 'distribution' | 'trellis-postgres' | 'trellis-s3' | 'trellis-s3x3' | 'zot';
 /** The targets measured when BENCH_TARGETS is not given. */
 export const ALL_TARGETS: readonly Target[] = ['trellis', 'olareg', 'trellis-fsync', 'distribution'];
 /** Every target BENCH_TARGETS may name. */
-export const KNOWN_TARGETS: readonly Target[] = [...ALL_TARGETS, 'trellis-postgres', 'trellis-s3', 'trellis-s3x3'];
-export const PEERS: readonly Target[] = ['olareg', 'distribution'];
+export const KNOWN_TARGETS: readonly Target[] = [...ALL_TARGETS, 'trellis-postgres', 'trellis-s3', 'trellis-s3x3', 'zot'];
+/** The peers "Trellis vs best peer" picks from, among those a run measured (zot only when named). */
+export const PEERS: readonly Target[] = ['olareg', 'distribution', 'zot'];
 export const TARGET_NAMES: Record<Target, string> = {
   trellis: 'Trellis', olareg: 'olareg 0.2.2', 'trellis-fsync': 'Trellis fsync', distribution: 'distribution 2.8', 'trellis-postgres': 'Trellis on PostgreSQL',
-  'trellis-s3': 'Trellis S3+PG ×1', 'trellis-s3x3': 'Trellis S3+PG ×3',
+  'trellis-s3': 'Trellis S3+PG ×1', 'trellis-s3x3': 'Trellis S3+PG ×3', zot: 'zot',
 };
 
 /** One row of a section: a value per round and per registry, and optionally server CPU per operation. */
@@ -116,6 +119,7 @@ export function startTarget(target: Target, options: StartOptions): Promise<Serv
     case 'trellis-fsync': return startTrellis({ ...options, label: `fsync-${options.label}`, env: { ...options.env, TRELLIS_FSYNC: 'true' } });
     case 'olareg': return startOlareg(options);
     case 'distribution': return startDistribution(options);
+    case 'zot': return startZot(options);
   }
 }
 

@@ -97,9 +97,9 @@ export function renderMarkdown(r: BenchResults): string {
   const m = r.machine;
   const lines: string[] = [];
   lines.push(`# Trellis vs olareg and distribution 2.8: ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC`, '');
-  lines.push(`${m.nproc} cores, ${m.cpuModel}; Node ${m.node}; distribution ${m.distribution.replace(/^\S+\s+\S+\s+/, '')}; olareg ${m.olareg}; ${m.openssl}; `
+  lines.push(`${m.nproc} cores, ${m.cpuModel}; Node ${m.node}; distribution ${m.distribution.replace(/^\S+\s+\S+\s+/, '')}; olareg ${m.olareg}; ${m.zot ? `zot ${m.zot}; ` : ''}${m.openssl}; `
     + `Trellis ${m.trellisCommit}. ${r.settings.rounds} rounds${r.settings.quick ? ' (BENCH_QUICK)' : ''}; run took ${r.durationS ?? '?'} s. MB = 10⁶ bytes.`, '');
-  lines.push('Figures are medians of the rounds. "Trellis vs best peer" compares Trellis in its default durability with the better of olareg and distribution in the same round; '
+  lines.push('Figures are medians of the rounds. "Trellis vs best peer" compares Trellis in its default durability with the best of olareg, distribution (and zot, when measured) in the same round; '
     + '"Trellis fsync vs distribution" compares Trellis with `fsync: true` with distribution. ≥ 1 means Trellis is at or ahead (for times, CPU and memory: the peer\'s figure ÷ Trellis\'s). '
     + 'A ✗ marks a checked count that a registry missed in some round.', '');
   if (r.settings.targets.includes('trellis-postgres')) {

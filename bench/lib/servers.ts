@@ -10,8 +10,10 @@ export const ROOT = resolve(import.meta.dirname, '../..');
 export const NODE_BIN_DIR = join(ROOT, 'node_modules/.bin');
 export const DISTRIBUTION_BIN = process.env.BENCH_DISTRIBUTION ?? join(ROOT, '.peers/docker-registry/usr/bin/docker-registry');
 export const OLAREG_BIN = process.env.BENCH_OLAREG ?? join(ROOT, '.peers/bin/olareg');
+/** zot, built by hand from its source (docs/benchmarks.md says how); no default. */
+export const ZOT_BIN = process.env.BENCH_ZOT ?? '';
 
-export type ServerKind = 'trellis' | 'distribution' | 'olareg' | 'sink';
+export type ServerKind = 'trellis' | 'distribution' | 'olareg' | 'zot' | 'sink';
 
 export interface ServerHandle {
   kind: ServerKind;
@@ -322,6 +324,31 @@ export async function startOlareg(options: StartOptions): Promise<ServerHandle> 
     kind: 'olareg', command: OLAREG_BIN,
     args: ['serve', '--addr', '127.0.0.1', '--port', String(port), '--dir', dataDir, '--api-delete', '--gc-frequency=-1s', '--verbosity', 'warn'],
     dataDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [dataDir], keepData: options.keepData ?? options.dataDir !== undefined,
+    readyTimeoutMs: options.readyTimeoutMs, readyPollMs: options.readyPollMs,
+  });
+}
+
+/**
+ * zot (built from source, BENCH_ZOT) on loopback only, with its defaults for a plain registry:
+ * deduplication on (hard links), its garbage collector off so that it does not run mid-phase, no
+ * fsync (as olareg and Trellis by default), the OCI 1.1 referrers API.
+ */
+export async function startZot(options: StartOptions): Promise<ServerHandle> {
+  if (!ZOT_BIN || !existsSync(ZOT_BIN)) throw new Error(`zot binary not found (${ZOT_BIN || 'BENCH_ZOT is not set'}): build it from source and set BENCH_ZOT`);
+  const port = await freePort();
+  // With options.dataDir (a restart) the folder given is the work folder holding data/ and config.json.
+  const workDir = options.dataDir ?? await mkdtemp(join(options.tmpRoot, `zot-${options.label}-`));
+  const configFile = join(workDir, 'config.json');
+  await writeFile(configFile, JSON.stringify({
+    distSpecVersion: '1.1.1',
+    storage: { rootDirectory: join(workDir, 'data'), gc: false, dedupe: true },
+    http: { address: '127.0.0.1', port: String(port) },
+    log: { level: 'warn' },
+  }));
+  const logFile = join(options.logDir, `zot-${options.label}.log`);
+  return launch({
+    kind: 'zot', command: ZOT_BIN, args: ['serve', configFile],
+    dataDir: workDir, logFile, url: `http://127.0.0.1:${port}`, cleanup: [workDir], keepData: options.keepData ?? options.dataDir !== undefined,
     readyTimeoutMs: options.readyTimeoutMs, readyPollMs: options.readyPollMs,
   });
 }
