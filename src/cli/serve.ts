@@ -178,6 +178,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   await listen(server, settings.listen);
   nowListening();
   observe.serving(registry);
+  observe.metrics.loadSoon();
   const address = server.address() as AddressInfo;
   const url = `${tls ? 'https' : 'http'}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   events?.start(settings.eventSource || url);

@@ -136,12 +136,17 @@ function checkpointerSource(): URL {
 }
 let checkpointerUrl: URL | undefined;
 
+/** SQL that changes rows (and so grows the write-ahead log). */
+const WRITE_STATEMENT = /^\s*(INSERT|UPDATE|DELETE|REPLACE)\b/i;
+
 class SqliteTables implements Synchronous<MetadataTables> {
   private readonly db: DatabaseSync;
   private readonly statements: StatementCache;
   private lastMark: number;
   needsRebuild = false;
-  private readonly checkpointer: Worker | undefined;
+  /** Where the checkpoint worker opens the database; undefined when read-only (no worker). */
+  private readonly checkpointPath: string | undefined;
+  private checkpointer: Worker | undefined;
   /** Events about changes, written in the changes' own transactions (src/metadata/outbox.ts). */
   readonly outbox: SqliteEventOutbox;
 
@@ -155,13 +160,11 @@ class SqliteTables implements Synchronous<MetadataTables> {
       this.db.exec(`PRAGMA synchronous = ${options.durable ? 'FULL' : 'NORMAL'}`);
       // A bigger page cache keeps index pages in memory.
       this.db.exec('PRAGMA cache_size = -65536');
-      // Checkpoints run on a worker thread's connection (checkpointer.ts); the main connection
-      // only checkpoints if the log grows past ~40 MB because the worker falls behind.
+      // Checkpoints run on a worker thread's connection (checkpointer.ts), started at the first
+      // write; the main connection only checkpoints if the log grows past ~40 MB because the
+      // worker falls behind.
       this.db.exec('PRAGMA wal_autocheckpoint = 10000');
-      this.checkpointer = new Worker(checkpointerSource(), { workerData: { path, intervalMs: 200 } });
-      this.checkpointer.unref();
-      // Checkpointing is an optimisation: if the worker fails, the main connection's bound applies.
-      this.checkpointer.on('error', () => undefined);
+      this.checkpointPath = path;
       this.db.exec('PRAGMA temp_store = MEMORY');
       this.db.exec(SCHEMA);
       this.upgrade();
@@ -187,10 +190,24 @@ class SqliteTables implements Synchronous<MetadataTables> {
   }
 
   private sql(text: string): StatementSync {
+    if (!this.checkpointer && WRITE_STATEMENT.test(text)) this.startCheckpointer();
     return this.statements.get(text);
   }
 
+  /**
+   * Starts the checkpoint worker, once. Not at open: a worker thread costs ~17 MiB and ~40 ms of
+   * CPU, and a registry that only serves reads after a restart never needs it.
+   */
+  private startCheckpointer(): void {
+    if (this.checkpointer || this.checkpointPath === undefined || !this.db.isOpen) return;
+    this.checkpointer = new Worker(checkpointerSource(), { workerData: { path: this.checkpointPath, intervalMs: 200 } });
+    this.checkpointer.unref();
+    // Checkpointing is an optimisation: if the worker fails, the main connection's bound applies.
+    this.checkpointer.on('error', () => undefined);
+  }
+
   private transaction<T>(work: () => T): T {
+    if (!this.checkpointer) this.startCheckpointer();
     this.db.exec('BEGIN IMMEDIATE');
     try {
       const result = work();

@@ -1,8 +1,7 @@
-// Counters and histograms for the hot path (every request, every metadata call). prom-client's own
-// label children hash and validate their labels on every call; these keep one plain object per
-// label set, so counting is a few additions, and hand prom-client their samples only when scraped
-// (a prom-client registry takes any object with `name` and `get()`).
-import type { Metric, Registry } from 'prom-client';
+// Counters, histograms and gauges of plain arithmetic. prom-client's own label children hash and
+// validate their labels on every call; these keep one plain object per label set, so counting is a
+// few additions, and hand prom-client their samples only when scraped (a prom-client registry
+// takes any object with `name` and `get()`). Nothing here loads prom-client itself.
 
 interface Sample {
   value: number;
@@ -13,7 +12,7 @@ interface Sample {
 interface Snapshot {
   name: string;
   help: string;
-  type: 'counter' | 'histogram';
+  type: 'counter' | 'histogram' | 'gauge';
   values: Sample[];
   aggregator: 'sum';
 }
@@ -26,17 +25,22 @@ export interface HistogramChild {
   observe(value: number): void;
 }
 
-abstract class Series<Child> {
+/** What a registry of series holds: a name and the samples of the moment. */
+export interface Collectable {
+  readonly name: string;
+  get(): Snapshot;
+}
+
+abstract class Series<Child> implements Collectable {
   readonly name: string;
   readonly help: string;
   protected readonly labelNames: readonly string[];
   protected readonly children = new Map<string, { labels: Record<string, string>; child: Child }>();
 
-  constructor(registry: Registry, options: { name: string; help: string; labelNames?: readonly string[] }) {
+  constructor(options: { name: string; help: string; labelNames?: readonly string[] }) {
     this.name = options.name;
     this.help = options.help;
     this.labelNames = options.labelNames ?? [];
-    registry.registerMetric(this as unknown as Metric);
   }
 
   /** The child for these label values (in `labelNames` order); keep it to skip the lookup. */
@@ -50,6 +54,12 @@ abstract class Series<Child> {
     return entry.child;
   }
 
+  /** Every label set's child; a series without labels has its one sample from the start (0 until counted). */
+  protected entries(): IterableIterator<{ labels: Record<string, string>; child: Child }> {
+    if (this.labelNames.length === 0 && this.children.size === 0) this.labels();
+    return this.children.values();
+  }
+
   protected abstract create(): Child;
   abstract get(): Snapshot;
 }
@@ -60,7 +70,7 @@ export class FastCounter extends Series<CounterChild & { value: number }> {
   }
 
   get(): Snapshot {
-    const values = [...this.children.values()].map(({ labels, child }) => ({ value: child.value, labels }));
+    const values = [...this.entries()].map(({ labels, child }) => ({ value: child.value, labels }));
     return { name: this.name, help: this.help, type: 'counter', values, aggregator: 'sum' };
   }
 }
@@ -74,8 +84,8 @@ interface HistogramState extends HistogramChild {
 export class FastHistogram extends Series<HistogramState> {
   private readonly bounds: readonly number[];
 
-  constructor(registry: Registry, options: { name: string; help: string; labelNames?: readonly string[]; buckets: readonly number[] }) {
-    super(registry, options);
+  constructor(options: { name: string; help: string; labelNames?: readonly string[]; buckets: readonly number[] }) {
+    super(options);
     this.bounds = [...options.buckets].sort((a, b) => a - b);
   }
 
@@ -98,7 +108,7 @@ export class FastHistogram extends Series<HistogramState> {
 
   get(): Snapshot {
     const values: Sample[] = [];
-    for (const { labels, child } of this.children.values()) {
+    for (const { labels, child } of this.entries()) {
       let cumulative = 0;
       this.bounds.forEach((bound, i) => {
         cumulative += child.counts[i]!;
@@ -109,5 +119,22 @@ export class FastHistogram extends Series<HistogramState> {
       values.push({ metricName: `${this.name}_count`, labels, value: child.count });
     }
     return { name: this.name, help: this.help, type: 'histogram', values, aggregator: 'sum' };
+  }
+}
+
+/** A gauge read when scraped (e.g. upload sessions open now). */
+export class ReadGauge implements Collectable {
+  readonly name: string;
+  private readonly help: string;
+  private readonly read: () => number;
+
+  constructor(options: { name: string; help: string; read: () => number }) {
+    this.name = options.name;
+    this.help = options.help;
+    this.read = options.read;
+  }
+
+  get(): Snapshot {
+    return { name: this.name, help: this.help, type: 'gauge', values: [{ value: this.read(), labels: {} }], aggregator: 'sum' };
   }
 }

@@ -13,7 +13,8 @@ import { test } from 'node:test';
 import { freePort } from '../helpers/replicas.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const LOADED_ON_FIRST_USE = ['jose', 'yaml', 'tar', '@aws-sdk/client-s3', 'pg'];
+// prom-client (and the OpenTelemetry API it requires) loads after the start (Metrics.loadSoon).
+const LOADED_ON_FIRST_USE = ['jose', 'yaml', 'tar', '@aws-sdk/client-s3', 'pg', 'prom-client', '@opentelemetry/api'];
 
 /** A module hook that writes every package the process resolved to `out` when it exits. */
 function recorder(out: string): string {
