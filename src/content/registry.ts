@@ -283,6 +283,8 @@ export class Registry {
    */
   async removeUnusedFiles(repository: string): Promise<void> {
     await this.withContent(repository, () => this.withIndex(repository, async () => {
+      // An index.json another tool changed since it was last read may list what is journaled here.
+      await this.syncWithDisk(repository);
       const repo = await this.metadata.repository(repository);
       if (!repo) return;
       for (const digest of await this.metadata.dueUnlinks(repo.id, repo.flushedGen)) {
@@ -321,6 +323,11 @@ export class Registry {
       await this.metadata.close();
       await this.driver.close();
     }
+  }
+
+  /** Reads the repository's `index.json` now if another tool changed it (GC: before deciding what nothing uses). */
+  async syncLayout(repository: string): Promise<void> {
+    await this.withIndex(repository, () => this.syncWithDisk(repository));
   }
 
   /** Runs work on a repository's content exclusively of pushes and deletes there (used by GC). */

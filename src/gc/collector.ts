@@ -42,6 +42,9 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
   const { metadata, driver } = registry;
   for (const repo of await metadata.allRepositories()) {
     report.repositories++;
+    // Another tool may have edited the layout since a request last looked: what its index.json
+    // lists (and the files that needs) is not garbage.
+    await registry.syncLayout(repo.name);
     const candidates = await metadata.unreachableManifests(repo.id, {
       keepUntagged: policy.untagged === 'keep', keepDanglingReferrers: policy.danglingReferrers === 'keep', pushedBefore: cutoff,
     });

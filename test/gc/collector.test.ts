@@ -4,9 +4,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { resolve } from 'node:path';
+import { readFile, utimes, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { cliEnv, startTestRegistry, storageOnS3, type TestRegistry } from '../helpers/registry.ts';
+import { cliEnv, needsFileStorage, startTestRegistry, storageOnS3, type TestRegistry } from '../helpers/registry.ts';
 import { blobKey } from '../../src/layout/paths.ts';
 import {
   OCI_INDEX, type Built, descriptorOf, getBlob, getManifest, listReferrers, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest,
@@ -252,3 +253,37 @@ test('GC removes no blob before the index.json rewrite that stops listing the ma
     await reg.dispose();
   }
 });
+
+test('GC reads an index.json another tool edited before it sweeps: the files that tool\'s new entries need are kept', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const reg = await startTestRegistry();
+  try {
+    const repo = 'gc/outside';
+    const ours = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', ours)).status, 201);
+    await reg.registry.layout.flushAll();
+    // Another tool (rsync -a, cp -p: mtimes preserved) adds an image to the layout and tags it;
+    // no request names the repository before the scheduled GC runs.
+    const theirs = makeImage();
+    const old = new Date(Date.now() - 2 * 3600_000);
+    for (const bytes of [...theirs.blobs, theirs.bytes]) {
+      const file = join(reg.dataDir, blobKey(repo, descriptorOf('x', bytes).digest));
+      await writeFile(file, bytes);
+      await utimes(file, old, old);
+    }
+    const indexPath = join(reg.dataDir, repo, 'index.json');
+    const index = JSON.parse(await readFile(indexPath, 'utf8')) as { manifests: unknown[] };
+    index.manifests.push({ ...theirs.descriptor, annotations: { 'org.opencontainers.image.ref.name': 'v2' } });
+    await writeFile(indexPath, JSON.stringify(index));
+
+    const report = await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 3600 }, { dryRun: false });
+    await reg.registry.layout.flushAll();
+    assert.deepEqual(report.removed.map((i) => i.digest), [], 'GC collected content index.json lists');
+    assert.equal((await getManifest(reg.url, repo, 'v2')).digest, theirs.digest);
+    for (const blob of theirs.blobs) assert.equal((await getBlob(reg.url, repo, descriptorOf('x', blob).digest)).status, 200);
+    assert.deepEqual(await layoutProblems(reg, repo), []);
+  } finally {
+    await reg.dispose();
+  }
+});
+
