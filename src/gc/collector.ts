@@ -72,6 +72,9 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
 
     // Blobs: every file under blobs/ that no surviving manifest uses and that is old enough.
     const referenced = await metadata.referencedDigests(repo.id, dead);
+    // Entries of index.json that Trellis does not read as manifests (another tool's) need their files.
+    const listedElsewhere = async () => new Set(((await metadata.repository(repo.name))?.layoutExtras.foreignEntries ?? []).map((d) => d.digest));
+    for (const digest of await listedElsewhere()) referenced.add(digest);
     const blobCandidates: { digest: string; size: number }[] = [];
     for (const alg of await driver.list(`${repo.name}/blobs`)) {
       if (!alg.dir || !isDigestAlgorithm(alg.name)) continue;
@@ -85,9 +88,10 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
     let journaledBlobs = 0;
     for (let i = 0; i < blobCandidates.length; i += BATCH) {
       await registry.exclusive(repo.name, async () => {
+        const foreign = await listedElsewhere();
         for (const blob of blobCandidates.slice(i, i + BATCH)) {
           if (!options.dryRun) {
-            if (await metadata.isReferenced(repo.id, blob.digest)) continue;
+            if (foreign.has(blob.digest) || await metadata.isReferenced(repo.id, blob.digest)) continue;
             const info = await driver.stat(blobKey(repo.name, blob.digest));
             if (!info || info.modifiedMs >= cutoff) continue;
             await metadata.scheduleUnlink(repo.id, blob.digest);

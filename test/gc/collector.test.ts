@@ -287,3 +287,29 @@ test('GC reads an index.json another tool edited before it sweeps: the files tha
   }
 });
 
+test('GC keeps the file of an index.json entry that is not a manifest Trellis reads (another tool\'s entry)', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 0 });
+  try {
+    const repo = 'gc/foreign';
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
+    await reg.registry.layout.flushAll();
+    // Another tool lists a plain file of its own in index.json.
+    const data = randomBytes(100);
+    const entry = descriptorOf('application/vnd.example.data', data);
+    await writeFile(join(reg.dataDir, blobKey(repo, entry.digest)), data);
+    const indexPath = join(reg.dataDir, repo, 'index.json');
+    const index = JSON.parse(await readFile(indexPath, 'utf8')) as { manifests: unknown[] };
+    index.manifests.push({ ...entry, annotations: { 'org.opencontainers.image.ref.name': 'data' } });
+    await writeFile(indexPath, JSON.stringify(index));
+    await reg.registry.repository(repo); // read by Trellis (any request does it)
+
+    await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 0 }, { dryRun: false, now: later() });
+    await reg.registry.layout.flushAll();
+    const after = JSON.parse(await readFile(indexPath, 'utf8')) as { manifests: { digest: string }[] };
+    assert.ok(after.manifests.some((d) => d.digest === entry.digest), 'the other tool\'s entry was dropped from index.json');
+    assert.ok(await reg.registry.driver.stat(blobKey(repo, entry.digest)), 'GC removed the file of an entry index.json lists');
+  } finally {
+    await reg.dispose();
+  }
+});
