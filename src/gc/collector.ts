@@ -49,11 +49,21 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
       keepUntagged: policy.untagged === 'keep', keepDanglingReferrers: policy.danglingReferrers === 'keep', pushedBefore: cutoff,
     });
     const dead = new Set<string>();
+    // Under the content lock: a referrer lives as long as its subject does, so one whose subject
+    // became reachable since the mark (a new parent index, a new tag of a referrer above it) stays.
+    const stillDead = async (digest: string, depth = 0): Promise<boolean> => {
+      if (!(await metadata.stillUnreachable(repo.id, digest, cutoff))) return false;
+      const subject = (await metadata.manifest(repo.id, digest))?.subject;
+      const subjectRecord = subject && depth < 64 ? await metadata.manifest(repo.id, subject) : undefined;
+      if (!subject || !subjectRecord) return true;
+      if (policy.untagged === 'keep' && !subjectRecord.subject) return false;
+      return stillDead(subject, depth + 1);
+    };
     for (let i = 0; i < candidates.length; i += BATCH) {
       const batch = candidates.slice(i, i + BATCH);
       await registry.exclusive(repo.name, async () => {
         const doomed = [];
-        for (const c of batch) if (options.dryRun || (await metadata.stillUnreachable(repo.id, c.digest, cutoff))) doomed.push(c);
+        for (const c of batch) if (options.dryRun || (await stillDead(c.digest))) doomed.push(c);
         const sizes: number[] = [];
         for (const c of doomed) sizes.push((await metadata.manifest(repo.id, c.digest))?.size ?? 0);
         // Their files go when index.json stops listing them (see LayoutWriter.flush).

@@ -313,3 +313,29 @@ test('GC keeps the file of an index.json entry that is not a manifest Trellis re
     await reg.dispose();
   }
 });
+
+test('a referrer of a manifest that a tagged index starts listing while GC runs is kept with it', async () => {
+  const reg = await startTestRegistry();
+  try {
+    const repo = 'gc/listed-meanwhile';
+    const image = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, image.digest, image)).status, 201);
+    const signature = makeReferrer(image.descriptor, { artifactType: 'application/vnd.example.sig' });
+    assert.equal((await pushBuilt(reg.url, repo, signature.digest, signature)).status, 201);
+    // Both are garbage when GC marks; a tagged index listing the image arrives before GC sweeps.
+    const index = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [image.descriptor] };
+    const metadata = reg.registry.metadata;
+    const mark = metadata.unreachableManifests.bind(metadata);
+    metadata.unreachableManifests = async (...args) => {
+      const found = await mark(...args);
+      assert.equal((await pushManifest(reg.url, repo, 'v1', index, OCI_INDEX)).status, 201);
+      return found;
+    };
+    await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 0 }, { dryRun: false, now: later() });
+    assert.equal((await getManifest(reg.url, repo, image.digest)).status, 200);
+    assert.deepEqual((await listReferrers(reg.url, repo, image.digest)).manifests.map((d) => d.digest), [signature.digest],
+      'the listed image lost its signature: no order of the index push and GC gives that');
+  } finally {
+    await reg.dispose();
+  }
+});
