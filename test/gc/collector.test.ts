@@ -339,3 +339,25 @@ test('a referrer of a manifest that a tagged index starts listing while GC runs 
     await reg.dispose();
   }
 });
+
+test('a blob uploaded just now is within the grace period even when another repository\'s old file is shared for it', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const reg = await startTestRegistry();
+  try {
+    const image = makeImage();
+    const layer = image.blobs[1]!;
+    // The layer has sat unused in another repository for two hours.
+    assert.equal((await pushBlob(reg.url, 'gc/elsewhere', layer)).status, 201);
+    const old = new Date(Date.now() - 2 * 3600_000);
+    await utimes(join(reg.dataDir, blobKey('gc/elsewhere', descriptorOf('x', layer).digest)), old, old);
+    // A client pushes the image here: the layer upload is acknowledged (the old file is shared),
+    // then GC runs before the manifest arrives.
+    for (const blob of image.blobs) assert.equal((await pushBlob(reg.url, 'gc/here', blob)).status, 201);
+    await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 3600 }, { dryRun: false });
+    const pushed = await pushManifest(reg.url, 'gc/here', 'v1', image.bytes);
+    assert.equal(pushed.status, 201, `GC took a blob uploaded a moment ago: ${pushed.body.toString().slice(0, 300)}`);
+    assert.equal((await getBlob(reg.url, 'gc/here', descriptorOf('x', layer).digest)).status, 200);
+  } finally {
+    await reg.dispose();
+  }
+});
