@@ -283,9 +283,11 @@ export class Registry {
    */
   async removeUnusedFiles(repository: string): Promise<void> {
     await this.withContent(repository, () => this.withIndex(repository, async () => {
+      let repo = await this.metadata.repository(repository);
+      if (!repo || !(await this.metadata.dueUnlinks(repo.id, repo.flushedGen)).length) return;
       // An index.json another tool changed since it was last read may list what is journaled here.
       await this.syncWithDisk(repository);
-      const repo = await this.metadata.repository(repository);
+      repo = await this.metadata.repository(repository);
       if (!repo) return;
       for (const digest of await this.metadata.dueUnlinks(repo.id, repo.flushedGen)) {
         if (!await this.metadata.contentInUse(repo.id, digest)) await this.driver.remove(blobKey(repository, digest));
