@@ -365,7 +365,9 @@ export class S3Driver implements StorageDriver {
       return this.digestLock.run(blobLockKey(to), async () => {
         const source = await this.stat(fromKey);
         if (!source) return false;
-        if (!(await this.head(this.objectKey(toKey)))) await this.link(toKey, source);
+        // Written even when the marker exists: its LastModified is the copy's age, by which GC's
+        // grace period protects a just-acknowledged upload.
+        await this.link(toKey, source);
         return true;
       });
     }

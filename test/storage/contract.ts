@@ -251,6 +251,22 @@ export function storageContract(name: string, open: () => Promise<DriverFixture>
     assert.equal((await driver.readFile('e/index.json', 100))?.toString(), 'index');
   });
 
+  // GC's grace period for a just-acknowledged upload goes by the copy's modification time: a copy
+  // shared from an old holder, or made onto a target that already existed, counts as written now.
+  withDriver('a copy is modified when it was made, not when its source or an earlier copy was', async (driver) => {
+    const content = Buffer.from('layer shared later');
+    await driver.writeFile(blobKeyOf('old', content), content);
+    assert.equal(await driver.copy(blobKeyOf('old', content), blobKeyOf('early', content)), true);
+    // Object stores keep whole seconds.
+    await new Promise((resolve) => setTimeout(resolve, 2100));
+    const before = Date.now() - 1000;
+    assert.equal(await driver.copy(blobKeyOf('old', content), blobKeyOf('fresh', content)), true);
+    assert.ok((await driver.stat(blobKeyOf('fresh', content)))!.modifiedMs >= before, 'a new copy of an old source');
+    assert.equal(await driver.copy(blobKeyOf('old', content), blobKeyOf('early', content)), true);
+    assert.ok((await driver.stat(blobKeyOf('early', content)))!.modifiedMs >= before, 'a copy onto an existing target');
+    assert.deepEqual(await driver.readFile(blobKeyOf('early', content), 100), content);
+  });
+
   withDriver('remove and list', async (driver) => {
     assert.equal(await driver.remove('r/missing'), false);
     await driver.writeFile('r/index.json', '{}');
