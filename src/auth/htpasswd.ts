@@ -4,15 +4,24 @@ import { readFile, stat } from 'node:fs/promises';
 import bcrypt from 'bcryptjs';
 
 const BCRYPT = /^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/;
-// Compared against when the user is unknown, so a wrong name costs as long as a wrong password.
-// Made on first use: hashing at import would cost every CLI command ~0.1 s of CPU.
-let dummyHash: string | undefined;
-const dummy = () => (dummyHash ??= bcrypt.hashSync('trellis-no-such-user', 10));
+// Compared against when the user is unknown, so a wrong name costs as long as a wrong password:
+// of the cost the file's hashes use (bcrypt's time doubles with each step of cost, so a dummy of
+// another cost would tell unknown names from known ones). Made on first use, once per cost:
+// hashing at import would cost every CLI command ~0.1 s of CPU.
+const dummies = new Map<number, Promise<string>>();
+function dummy(cost: number): Promise<string> {
+  let hash = dummies.get(cost);
+  if (!hash) dummies.set(cost, (hash = bcrypt.hash('trellis-no-such-user', cost)));
+  return hash;
+}
+const costOf = (hash: string) => Math.min(Math.max(Number(hash.slice(4, 6)), 4), 31);
 
 export class Htpasswd {
   private readonly path: string;
   private users = new Map<string, string>();
   private stamp = '';
+  /** The cost most of the file's hashes use: the dummy an unknown name is compared against has it. */
+  private dummyCost = 10;
   /** Lines that were refused on the last read (not bcrypt, malformed), for the log. */
   problems: string[] = [];
 
@@ -39,6 +48,10 @@ export class Htpasswd {
     });
     this.users = users;
     this.problems = problems;
+    const counts = new Map<number, number>();
+    for (const hash of users.values()) counts.set(costOf(hash), (counts.get(costOf(hash)) ?? 0) + 1);
+    this.dummyCost = [...counts].sort((a, b) => b[1] - a[1] || b[0] - a[0])[0]?.[0] ?? 10;
+    void dummy(this.dummyCost); // ready before the first unknown name, which would otherwise wait for it
     this.stamp = stamp;
     return true;
   }
@@ -50,7 +63,7 @@ export class Htpasswd {
   /** Whether `password` is `name`'s; takes a bcrypt comparison's time either way. */
   async verify(name: string, password: string): Promise<boolean> {
     const hash = this.users.get(name);
-    const ok = await bcrypt.compare(password, hash ?? dummy());
+    const ok = await bcrypt.compare(password, hash ?? await dummy(this.dummyCost));
     return ok && hash !== undefined;
   }
 }

@@ -379,3 +379,24 @@ test('htpasswd changes apply without a restart; only bcrypt hashes are accepted'
   assert.equal((await r.call('/v2/team/app/tags/list', { auth: `Bearer ${token}` })).status, 401, 'a removed user\'s token dies with the user');
   assert.equal((await r.call('/v2/team/app/tags/list', { auth: r.basic('carol') })).status, 401);
 });
+
+test('an unknown user name costs the same bcrypt work as a wrong password (no timing oracle for names)', { timeout: 60_000 }, async (t) => {
+  const bcrypt = (await import('bcryptjs')).default;
+  // The users' hashes have cost 4 (setup.ts), as `htpasswd -B` gives cost 5: far cheaper than a
+  // default-cost dummy, which made an unknown name ~50 times slower to refuse than a known one.
+  const r = await startAuthRegistry(t, { users: ['alice'], auth: AUTH, settings: { authFailureBurst: 100 } });
+  const compare = bcrypt.compare;
+  const costs: number[] = [];
+  bcrypt.compare = ((password: string, hash: string) => {
+    costs.push(Number(hash.slice(4, 6)));
+    return compare(password, hash);
+  }) as typeof bcrypt.compare;
+  t.after(() => { bcrypt.compare = compare; });
+  const refused = async (user: string) => {
+    costs.length = 0;
+    assert.equal((await r.call('/v2/team/app/tags/list', { auth: r.basic(user, 'wrong') })).status, 401);
+    return [...costs];
+  };
+  assert.deepEqual(await refused('alice'), [4]);
+  assert.deepEqual(await refused('mallory'), [4], 'the dummy hash an unknown name is checked against has the users\' cost');
+});
