@@ -4,7 +4,7 @@
 // Order keys of values held in columns are stored beside them (`*_ord`), computed on write.
 import type pg from 'pg';
 import { QueryInvalid, type Condition, type Query } from '../query/language.ts';
-import { ATTRIBUTE_PATH_PROBE, type QueryAccess, type QueryIndex, type QueryMatch, type QueryPage, type QueryScope } from './query.ts';
+import { ATTRIBUTE_PATH_PROBE, ATTRIBUTE_PATH_SCAN, type QueryAccess, type QueryIndex, type QueryMatch, type QueryPage, type QueryScope } from './query.ts';
 import { LISTED_TYPE } from '../query/attributes.ts';
 import { withRegistryFacts } from './sqlite-query.ts';
 
@@ -177,7 +177,7 @@ export class PostgresQueryIndex implements QueryIndex {
 
   async attributePaths(limit: number, access: QueryAccess | undefined): Promise<string[]> {
     if (!access) return withRegistryFacts((await this.pool.query<{ path: string }>('SELECT path FROM attribute_paths ORDER BY path LIMIT $1', [limit])).rows.map((r) => r.path), limit);
-    const { rows } = await this.pool.query<{ path: string }>(`SELECT p.path FROM attribute_paths p WHERE EXISTS (
+    const { rows } = await this.pool.query<{ path: string }>(`SELECT p.path FROM (SELECT path FROM attribute_paths ORDER BY path LIMIT ${ATTRIBUTE_PATH_SCAN}) p WHERE EXISTS (
         SELECT 1 FROM (SELECT manifest_id FROM attributes a WHERE a.path = p.path LIMIT ${ATTRIBUTE_PATH_PROBE}) a
         JOIN manifests m ON m.id = a.manifest_id JOIN repos r ON r.id = m.repo_id WHERE r.name = ANY($1::text[]))
       ORDER BY p.path LIMIT $2`, [access.pullable, limit]);

@@ -39,6 +39,12 @@ export interface QueryAccess {
 
 /** Rows of one attribute path looked at when suggesting paths to a caller who may not pull everything. */
 export const ATTRIBUTE_PATH_PROBE = 1000;
+/**
+ * Paths (the first, in name order) looked at for such a caller: each costs a probe, and anyone who
+ * may push can add thousands per manifest, so without a bound one call could hold the index for
+ * seconds whatever the caller may see.
+ */
+export const ATTRIBUTE_PATH_SCAN = 10_000;
 
 /** Each method is one read transaction (a consistent snapshot). */
 export interface QueryIndex {
@@ -49,8 +55,9 @@ export interface QueryIndex {
   /**
    * Attribute paths queries accept, in order (at most `limit`), for suggesting them; with `access`,
    * only paths some manifest of a pullable repository has, so names from hidden repositories stay
-   * hidden. Each path's first rows are looked at, so the cost stays bounded whatever hidden
-   * repositories hold (a path visible only beyond them is left out: queries still accept it).
+   * hidden. Only the first ATTRIBUTE_PATH_SCAN paths and each one's first rows are looked at, so the
+   * cost stays bounded whatever hidden repositories hold (a path visible only beyond them is left
+   * out: queries still accept it).
    */
   attributePaths(limit: number, access: QueryAccess | undefined): Promise<string[]>;
 }

@@ -5,7 +5,7 @@ import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
 import { StatementCache } from './statements.ts';
 import { QueryInvalid, type Condition, type Query } from '../query/language.ts';
 import { orderKey } from '../query/order.ts';
-import { ATTRIBUTE_PATH_PROBE, type QueryAccess, type QueryIndex, type QueryMatch, type QueryPage, type QueryScope } from './query.ts';
+import { ATTRIBUTE_PATH_PROBE, ATTRIBUTE_PATH_SCAN, type QueryAccess, type QueryIndex, type QueryMatch, type QueryPage, type QueryScope } from './query.ts';
 import type { Synchronous } from './store.ts';
 import { LISTED_TYPE } from '../query/attributes.ts';
 
@@ -159,7 +159,7 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
   }
 
   attributePaths(limit: number, access: QueryAccess | undefined): string[] {
-    const paths = (this.statements.get('SELECT path FROM attribute_paths ORDER BY path LIMIT ?').all(access ? -1 : limit) as { path: string }[]).map((r) => r.path);
+    const paths = (this.statements.get('SELECT path FROM attribute_paths ORDER BY path LIMIT ?').all(access ? ATTRIBUTE_PATH_SCAN : limit) as { path: string }[]).map((r) => r.path);
     if (!access) return withRegistryFacts(paths, limit);
     const pullable = JSON.stringify(access.pullable);
     const held = this.statements.get(`SELECT 1 FROM (SELECT manifest_id FROM attributes INDEXED BY attributes_by_value WHERE path = ? LIMIT ${ATTRIBUTE_PATH_PROBE}) a

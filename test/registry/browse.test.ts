@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { OCI_INDEX, OCI_MANIFEST, makeImage, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
 import { startAuthRegistry } from '../auth/setup.ts';
+import { testsUsePostgres } from '../helpers/postgres.ts';
+import { ATTRIBUTE_PATH_PROBE, ATTRIBUTE_PATH_SCAN } from '../../src/metadata/query.ts';
 
 let reg: TestRegistry;
 before(async () => {
@@ -117,4 +119,31 @@ test('with access control, browsing reveals nothing a caller cannot pull', { tim
   assert.equal((await r.call('/v2/team/secret/_trellis/tags')).status, 401);
   assert.equal((await r.call('/v2/team/app/_trellis/tags', { auth: bob })).json().tags[0].tag, 'v1');
   assert.equal((await r.call('/v2/_trellis/tree')).status, 401);
+});
+
+test('with access control, attribute names cost a bounded number of probes however many paths hidden repositories hold', { timeout: 120_000 }, async (t) => {
+  if (testsUsePostgres()) return t.skip('counts SQLite statement runs; PostgreSQL answers the same bound in one statement');
+  const r = await startAuthRegistry(t, {
+    users: ['admin', 'bob', 'mallory'],
+    auth: { admins: { users: ['admin'] }, policies: { team: { users: { bob: ['pull'] } }, mallory: { users: { mallory: ['pull', 'push'] } } } },
+  });
+  assert.equal((await r.push('team', 'v1', r.basic('admin'), makeImage({ annotations: { 'com.open.marker': 'y' } }))).status, 201);
+  // Anyone who may push anywhere can add ~2,000 attribute paths per manifest.
+  for (let m = 0; m * 1990 < 3 * ATTRIBUTE_PATH_SCAN; m++) {
+    const annotations = Object.fromEntries(Array.from({ length: 1990 }, (_, k) => [`com.junk.m${m}.k${k}`, 'v']));
+    assert.equal((await r.push('mallory', `t${m}`, r.basic('mallory'), makeImage({ annotations }))).status, 201);
+  }
+  // Every path looked at is one run of the probe statement; each holds the (synchronous) index.
+  const { StatementSync } = await import('node:sqlite');
+  const get = StatementSync.prototype.get;
+  let probes = 0;
+  StatementSync.prototype.get = function (this: { sourceSQL: string }, ...args: unknown[]) {
+    if (this.sourceSQL.includes(`LIMIT ${ATTRIBUTE_PATH_PROBE}) a`)) probes++;
+    return (get as (...a: unknown[]) => unknown).apply(this, args);
+  } as typeof get;
+  t.after(() => { StatementSync.prototype.get = get; });
+  const answer = await r.call('/v2/_trellis/attributes', { auth: r.basic('bob') });
+  assert.equal(answer.status, 200);
+  assert.ok(!answer.json().attributes.some((a: string) => a.includes('junk')), 'nothing of the hidden repository');
+  assert.ok(probes > 0 && probes <= ATTRIBUTE_PATH_SCAN, `${probes} probes`);
 });
