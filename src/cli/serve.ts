@@ -177,6 +177,7 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   });
   await listen(server, settings.listen);
   nowListening();
+  observe.health.onCheckFailed = (check, err) => logger.warn({ err, check }, 'a readiness check failed');
   observe.serving(registry);
   observe.metrics.loadSoon();
   const address = server.address() as AddressInfo;

@@ -25,6 +25,11 @@ export interface HealthReport {
 }
 
 export class Health {
+  /**
+   * Told of every failed check with its full error. The answer shows only the error's code: the
+   * probes answer anyone, and a message may name paths, hosts or database users.
+   */
+  onCheckFailed: (check: string, err: unknown) => void = () => undefined;
   private checks: ReadinessChecks | undefined;
   private phase: 'starting' | 'serving' | 'stopping' = 'starting';
   private readonly startedAt = Date.now();
@@ -70,21 +75,24 @@ export class Health {
     const checks: Record<string, CheckResult> = { startup };
     if (this.checks && this.phase === 'serving') {
       const probes = this.checks;
-      const [metadata, storage] = await Promise.all([run(() => probes.metadata()), run(() => probes.storage())]);
+      const [metadata, storage] = await Promise.all([this.run('metadata', () => probes.metadata()), this.run('storage', () => probes.storage())]);
       checks.metadata = metadata;
       checks.storage = storage;
     }
     const ok = Object.values(checks).every((c) => c.ok) && this.phase === 'serving';
     return { status: ok ? 'ok' : 'unavailable', checks };
   }
-}
 
-async function run(check: () => unknown): Promise<CheckResult> {
-  const started = performance.now();
-  try {
-    await check();
-    return { ok: true, ms: +(performance.now() - started).toFixed(2) };
-  } catch (err) {
-    return { ok: false, ms: +(performance.now() - started).toFixed(2), error: (err as Error).message.slice(0, 300) };
+  private async run(name: string, check: () => unknown): Promise<CheckResult> {
+    const started = performance.now();
+    try {
+      await check();
+      return { ok: true, ms: +(performance.now() - started).toFixed(2) };
+    } catch (err) {
+      this.onCheckFailed(name, err);
+      const code = (err as { code?: unknown } | null)?.code;
+      const shown = typeof code === 'string' && /^[A-Za-z0-9_]{1,32}$/.test(code) ? ` (${code})` : '';
+      return { ok: false, ms: +(performance.now() - started).toFixed(2), error: `the ${name} check failed${shown}; the server log has the details` };
+    }
   }
 }

@@ -34,7 +34,7 @@ export function answerHealthProbe(req: IncomingMessage, res: ServerResponse, pat
   }
   health.ready().then(
     (report) => sendJson(res, report.status === 'ok' ? 200 : 503, report, noCache, head),
-    (err: unknown) => sendJson(res, 503, { status: 'unavailable', error: (err as Error).message }, noCache, head),
+    () => sendJson(res, 503, { status: 'unavailable', error: 'readiness could not be evaluated' }, noCache, head),
   );
   return true;
 }

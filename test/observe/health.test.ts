@@ -11,9 +11,13 @@ test('readiness follows start-up, each check, and shutdown', async () => {
   assert.match(starting.checks.startup!.error ?? '', /start-up/);
   let storageFails = false;
   let metadataCalls = 0;
+  const logged: string[] = [];
+  health.onCheckFailed = (check, err) => logged.push(`${check}: ${(err as Error).message}`);
   health.serving({
     metadata: () => { metadataCalls++; },
-    storage: async () => { if (storageFails) throw new Error('EROFS: read-only file system'); },
+    storage: async () => {
+      if (storageFails) throw Object.assign(new Error("EROFS: read-only file system, open '/srv/secret-path/.trellis/readyz-probe'"), { code: 'EROFS' });
+    },
   });
   assert.equal((await health.ready()).status, 'ok');
   storageFails = true;
@@ -21,6 +25,9 @@ test('readiness follows start-up, each check, and shutdown', async () => {
   assert.equal(broken.status, 'unavailable');
   assert.equal(broken.checks.storage!.ok, false);
   assert.match(broken.checks.storage!.error ?? '', /EROFS/);
+  // The probes answer anyone: the code is shown, the message (paths, hosts) only logged.
+  assert.doesNotMatch(JSON.stringify(broken), /secret-path/);
+  assert.deepEqual(logged, ["storage: EROFS: read-only file system, open '/srv/secret-path/.trellis/readyz-probe'"]);
   assert.equal(broken.checks.metadata!.ok, true);
   storageFails = false;
   health.stopping();
