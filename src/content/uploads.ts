@@ -124,12 +124,13 @@ export class Uploads {
   }
 
   /**
-   * Runs one request's work on a session. With shared locks the session is locked for the whole
-   * request (another replica's request for it is refused as busy, as a second request here is)
-   * and read afresh from storage.
+   * Runs one request's work on a session, which is locked for the whole request: another request
+   * for it (here or, with shared locks, on another replica) is refused as busy. A PUT or DELETE
+   * must never run while a PATCH is still writing: the PATCH's bytes would land in the file the PUT
+   * just committed as a blob (and that other repositories then link to). With shared locks the
+   * session is also read afresh from storage.
    */
   async using<T>(repository: string, id: string, work: (session: UploadSession) => Promise<T>): Promise<T> {
-    if (!this.locks.shared) return work(await this.get(repository, id));
     if (!SESSION_ID.test(id)) throw unknownSession(repository, id);
     const outcome = await this.locks.tryRun(`upload:${id}`, async () => work(await this.get(repository, id)));
     if (!outcome) throw new ContentError('busy', 'RANGE_INVALID', 'another request is writing to this upload');

@@ -1,0 +1,75 @@
+// Blob uploads and pulls (src/registry/blobs.ts) against a real server, where requests to one
+// session overlap or misbehave: whatever the order, a blob is only ever served with the bytes of
+// its digest.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+
+const sha256 = (data: string | Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+
+let reg: TestRegistry;
+before(async () => {
+  reg = await startTestRegistry();
+});
+after(() => reg.dispose());
+
+async function call(method: string, path: string, init: { body?: string | Buffer; headers?: Record<string, string> } = {}) {
+  const res = await fetch(`${reg.url}${path}`, { method, headers: init.headers ?? {}, ...(init.body !== undefined ? { body: init.body } : {}) });
+  const body = Buffer.from(await res.arrayBuffer());
+  assert.ok(res.status < 500, `${method} ${path} answered ${res.status}: ${body}`);
+  return { status: res.status, headers: res.headers, body };
+}
+
+/** A request whose head and first body bytes are sent now; `finish` sends the rest and reads the answer. */
+function startRaw(head: string, first: string): { socket: Socket; finish(rest: string): Promise<string> } {
+  const socket = connect({ host: '127.0.0.1', port: Number(new URL(reg.url).port) });
+  const chunks: Buffer[] = [];
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  socket.on('data', (chunk) => {
+    chunks.push(chunk);
+    if (/\r\n\r\n/.test(Buffer.concat(chunks).toString())) socket.end();
+  });
+  socket.on('error', () => undefined);
+  socket.write(head + first);
+  return {
+    socket,
+    async finish(rest) {
+      socket.write(rest);
+      await closed;
+      return Buffer.concat(chunks).toString('utf8');
+    },
+  };
+}
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('overlapping requests on one upload session', () => {
+  test('a PUT while a PATCH is still arriving never commits a blob that the PATCH then changes', async () => {
+    const open = await call('POST', '/v2/overlap/a/blobs/uploads/');
+    const location = open.headers.get('location')!;
+    assert.equal((await call('PATCH', location, { body: 'first,', headers: { 'Content-Range': '0-5' } })).status, 202);
+    // A second PATCH: its head and half its body are in, the rest is on its way.
+    const patch = startRaw(`PATCH ${location} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nContent-Range: 6-15\r\n\r\n`, 'AAAAA');
+    await pause(200);
+    const digest = sha256('first,');
+    const put = await call('PUT', `${location}?digest=${digest}`);
+    const answer = await patch.finish('BBBBB');
+    assert.match(answer, /^HTTP\/1\.1 \d{3} /);
+    if (put.status === 201) {
+      // Acknowledged: the blob must hold exactly the bytes of its digest.
+      const pulled = await call('GET', `/v2/overlap/a/blobs/${digest}`);
+      assert.equal(pulled.status, 200);
+      assert.equal(sha256(pulled.body), digest, `blob ${digest} is served as ${JSON.stringify(pulled.body.toString())}`);
+    } else {
+      assert.equal(put.status, 416, put.body.toString());
+      const full = sha256('first,AAAAABBBBB');
+      assert.equal((await call('PUT', `${location}?digest=${full}`)).status, 201);
+      assert.equal((await call('GET', `/v2/overlap/a/blobs/${full}`)).body.toString(), 'first,AAAAABBBBB');
+    }
+    // The same bytes pushed to another repository (stored as a link to the first) are intact too.
+    assert.equal((await call('POST', `/v2/overlap/b/blobs/uploads/?digest=${digest}`, { body: 'first,' })).status, 201);
+    assert.equal((await call('GET', `/v2/overlap/b/blobs/${digest}`)).body.toString(), 'first,');
+  });
+});
