@@ -204,9 +204,10 @@ export class FileSystemDriver implements StorageDriver {
     const to = this.path(key);
     if (this.durable) await fsyncPath(path);
     // Content-addressed: an existing file holds the same bytes (and may be shared by hard links,
-    // which a rename over it would split).
+    // which a rename over it would split). It is stored again now: its time says so (markStored).
     if ((ifAbsent || contentAddress(key)) && exists(to)) {
       rmSync(path, { force: true });
+      if (!ifAbsent) markStored(to);
       return !ifAbsent;
     }
     if (ifAbsent) {
@@ -223,19 +224,9 @@ export class FileSystemDriver implements StorageDriver {
   async copy(fromKey: string, toKey: string): Promise<boolean> {
     const from = this.path(fromKey);
     const to = this.path(toKey);
-    // The copy is written now, whatever the source's age: GC's grace period for uploads goes by
-    // it. A hard link shares its source's times, so they are set (the source's too, harmlessly).
-    const touch = () => {
-      const now = new Date();
-      utimesSync(to, now, now);
-    };
     if (contentAddress(toKey) && exists(to)) {
       if (!exists(from)) return false;
-      try {
-        touch();
-      } catch (err) {
-        if (!isMissing(err)) throw err;
-      }
+      markStored(to);
       return true;
     }
     // A hard link made under a temp name and renamed into place: the target appears whole, and
@@ -259,8 +250,8 @@ export class FileSystemDriver implements StorageDriver {
       if (this.durable) await fsyncPath(temp);
     }
     try {
+      markStored(temp); // a link shares the source's inode, and its time
       renameCreatingParent(temp, to);
-      touch();
     } catch (err) {
       rmSync(temp, { force: true });
       throw err;
@@ -506,6 +497,18 @@ async function readLargeFile(path: string, key: string, maxBytes: number): Promi
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Sets a content-addressed file's modification time to now: it is the time the blob was stored
+ * (garbage collection's grace period counts from it). A hard link shares the source's inode, and
+ * with it the time the source was written, possibly long ago: a blob just pushed or mounted would
+ * look old enough to collect before its manifest arrives. The shared inode's time moves for every
+ * link, which only delays their collection by as much.
+ */
+function markStored(path: string): void {
+  const now = new Date();
+  utimesSync(path, now, now);
 }
 
 function isMissing(err: unknown): boolean {

@@ -73,3 +73,29 @@ describe('overlapping requests on one upload session', () => {
     assert.equal((await call('GET', `/v2/overlap/b/blobs/${digest}`)).body.toString(), 'first,');
   });
 });
+
+describe('blobs stored as links to another repository\'s copy', () => {
+  test('a blob just pushed or mounted is inside the collection grace period even when its bytes are old', async () => {
+    const gc = await startTestRegistry({ gcGraceSeconds: 2 });
+    try {
+      const at = (path: string, init: RequestInit = {}) => fetch(`${gc.url}${path}`, init);
+      const content = 'layer shared by many images';
+      const digest = sha256(content);
+      for (const repo of ['grace/old', 'grace/again']) assert.equal((await at(`/v2/${repo}/blobs/uploads/?digest=${digest}`, { method: 'POST', body: content })).status, 201);
+      await pause(2500); // the first copy is now older than the grace period
+      // Acknowledged now, with no manifest yet (a client pushes layers first): the grace period covers them.
+      for (const repo of ['grace/pushed', 'grace/again']) assert.equal((await at(`/v2/${repo}/blobs/uploads/?digest=${digest}`, { method: 'POST', body: content })).status, 201);
+      assert.equal((await at(`/v2/grace/mounted/blobs/uploads/?mount=${digest}&from=grace/old`, { method: 'POST' })).status, 201);
+      const report = await (await at('/v2/_trellis/gc', { method: 'POST' })).json() as { removed: { repository: string }[] };
+      // (grace/old's copy may go or stay: its bytes are shared with the new ones.)
+      assert.deepEqual(report.removed.map((r) => r.repository).filter((name) => name !== 'grace/old'), []);
+      for (const repo of ['grace/pushed', 'grace/again', 'grace/mounted']) {
+        const blob = await at(`/v2/${repo}/blobs/${digest}`);
+        assert.equal(blob.status, 200, `${repo} still holds the blob it acknowledged`);
+        assert.equal(await blob.text(), content);
+      }
+    } finally {
+      await gc.dispose();
+    }
+  });
+});
