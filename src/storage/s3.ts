@@ -343,7 +343,13 @@ export class S3Driver implements StorageDriver {
     const address = contentAddress(key);
     if (!address) return this.copyObject(fromBucketKey, this.objectKey(key), size, ifAbsent);
     return this.digestLock.run(blobLockKey(address), async () => {
-      if (await this.head(this.objectKey(key))) return !ifAbsent;
+      const marker = await this.head(this.objectKey(key));
+      if (marker) {
+        if (ifAbsent) return false;
+        // Stored again now: the rewritten marker's LastModified says so (GC's grace period).
+        await this.link(key, { size: Number(marker.metadata.size ?? 0), etag: marker.metadata.etag ?? marker.etag });
+        return true;
+      }
       const shared = this.sharedKey(address);
       let head = await this.head(shared);
       if (!head) {

@@ -257,6 +257,9 @@ export function storageContract(name: string, open: () => Promise<DriverFixture>
     const content = Buffer.from('layer shared later');
     await driver.writeFile(blobKeyOf('old', content), content);
     assert.equal(await driver.copy(blobKeyOf('old', content), blobKeyOf('early', content)), true);
+    const first = await driver.createWriter();
+    await appendAll(first.append(), [content]);
+    assert.equal(await first.commit(blobKeyOf('placed', content)), true);
     // Object stores keep whole seconds.
     await new Promise((resolve) => setTimeout(resolve, 2100));
     const before = Date.now() - 1000;
@@ -265,6 +268,11 @@ export function storageContract(name: string, open: () => Promise<DriverFixture>
     assert.equal(await driver.copy(blobKeyOf('old', content), blobKeyOf('early', content)), true);
     assert.ok((await driver.stat(blobKeyOf('early', content)))!.modifiedMs >= before, 'a copy onto an existing target');
     assert.deepEqual(await driver.readFile(blobKeyOf('early', content), 100), content);
+    const again = await driver.createWriter();
+    await appendAll(again.append(), [content]);
+    assert.equal(await again.commit(blobKeyOf('placed', content)), true);
+    assert.ok((await driver.stat(blobKeyOf('placed', content)))!.modifiedMs >= before, 'an upload committed onto an existing blob');
+    assert.deepEqual(await driver.readFile(blobKeyOf('placed', content), 100), content);
   });
 
   withDriver('remove and list', async (driver) => {
