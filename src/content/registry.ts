@@ -424,15 +424,20 @@ export class Registry {
    * Trellis's own when its identity is the one recorded, or the one noted for a write a crash
    * interrupted after its rename; anything else is another tool's edit and is merged.
    */
-  private async syncWithDisk(name: string): Promise<void> {
+  private async syncWithDisk(name: string): Promise<RepositoryRecord | undefined> {
     const repo = await this.metadata.repository(name);
     const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
-    if (!info) return;
+    if (!info) return undefined;
     const stamp = stampOf(info);
-    if (repo && stamp === repo.indexStamp) return;
-    if (repo?.pendingIndex && stamp === repo.pendingIndex.stamp) return await this.metadata.markFlushed(repo.id, repo.pendingIndex.gen, stamp);
+    // Nothing changed: the record read is current (the caller holds the index lock).
+    if (repo && stamp === repo.indexStamp) return repo;
+    if (repo?.pendingIndex && stamp === repo.pendingIndex.stamp) {
+      await this.metadata.markFlushed(repo.id, repo.pendingIndex.gen, stamp);
+      return undefined;
+    }
     if (repo) this.log.info({ repository: name }, 'index.json was changed by another tool; re-reading it');
     await this.importLayout(name);
+    return undefined;
   }
 
   /** Merges what the layout on disk says into the index. Caller holds the index lock. */
@@ -495,6 +500,7 @@ export class Registry {
   async createRepository(name: string): Promise<RepositoryRecord> {
     const existing = await this.metadata.repository(name);
     if (existing) return existing;
+    let created: RepositoryRecord | undefined;
     await this.withIndex(name, async () => {
       if (await this.metadata.repository(name)) return;
       // `oci-layout` goes last: it is what marks the folder as a layout, so a crash before it
@@ -506,13 +512,15 @@ export class Registry {
       if (written) {
         // The empty index.json is ours: there is nothing to read back, only its identity to record.
         const repo = await this.metadata.ensureRepository(name);
-        await this.metadata.markFlushed(repo.id, repo.flushedGen, stampOf(written));
+        const indexStamp = stampOf(written);
+        await this.metadata.markFlushed(repo.id, repo.flushedGen, indexStamp);
+        created = { ...repo, indexStamp, pendingIndex: null };
       } else {
         // A layout another tool left here is adopted, not overwritten.
         await this.importLayout(name);
       }
     });
-    return (await this.metadata.repository(name))!;
+    return created ?? (await this.metadata.repository(name))!;
   }
 
   repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): Promise<string[]> {

@@ -108,7 +108,7 @@ export class LayoutWriter {
   private readonly timing: FlushTiming;
   private readonly referrerOptions: LayoutReferrerOptions;
   private readonly runExclusive: (repository: string, work: () => Promise<void>) => Promise<void>;
-  private readonly beforeWrite: (repository: string) => Promise<void>;
+  private readonly beforeWrite: (repository: string) => Promise<RepositoryRecord | undefined>;
   private readonly afterWrite: (repository: string) => Promise<void>;
   private readonly onError: (repository: string, err: unknown, retryInMs: number) => void;
   /** Looks for rewrites another process journaled and never did (it died); see takeOverAbandoned. */
@@ -122,8 +122,11 @@ export class LayoutWriter {
     timing: FlushTiming;
     referrers: LayoutReferrerOptions;
     runExclusive: (repository: string, work: () => Promise<void>) => Promise<void>;
-    /** Runs before each rewrite: folds in edits another tool made to the layout meanwhile. */
-    beforeWrite: (repository: string) => Promise<void>;
+    /**
+     * Runs before each rewrite: folds in edits another tool made to the layout meanwhile. Returns
+     * the repository's record when nothing changed (undefined: read it again).
+     */
+    beforeWrite: (repository: string) => Promise<RepositoryRecord | undefined>;
     /**
      * Runs after each rewrite, outside runExclusive: removes the files the journal holds for
      * removal now that index.json no longer names them (the caller serializes it with pushes).
@@ -226,8 +229,7 @@ export class LayoutWriter {
 
   /** Rewrites `index.json` from the journal; false when it already showed everything. */
   private async rewrite(repository: string): Promise<boolean> {
-    await this.beforeWrite(repository);
-    const repo = await this.metadata.repository(repository);
+    const repo = (await this.beforeWrite(repository)) ?? await this.metadata.repository(repository);
     if (!repo || repo.gen <= repo.flushedGen) return false;
     const started = performance.now();
     if (this.referrerOptions.fallbackTags) await this.writeReferrerIndexes(repo);

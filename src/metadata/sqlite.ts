@@ -542,8 +542,10 @@ class SqliteTables implements Synchronous<MetadataTables> {
   }
 
   markFlushed(repoId: number, gen: number, indexStamp: string): void {
-    this.sql('UPDATE repos SET flushed_gen = MAX(flushed_gen, ?), index_stamp = ?, pending_stamp = NULL, pending_gen = NULL WHERE id = ?').run(gen, indexStamp, repoId);
-    this.sql('DELETE FROM deleted_tags WHERE repo_id = ? AND gen <= ?').run(repoId, gen);
+    this.transaction(() => {
+      this.sql('UPDATE repos SET flushed_gen = MAX(flushed_gen, ?), index_stamp = ?, pending_stamp = NULL, pending_gen = NULL WHERE id = ?').run(gen, indexStamp, repoId);
+      this.sql('DELETE FROM deleted_tags WHERE repo_id = ? AND gen <= ?').run(repoId, gen);
+    });
   }
 
   mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): void {
