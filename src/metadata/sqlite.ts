@@ -144,8 +144,8 @@ class SqliteTables implements Synchronous<MetadataTables> {
   private readonly statements: StatementCache;
   private lastMark: number;
   needsRebuild = false;
-  /** Where the checkpoint worker opens the database; undefined when read-only (no worker). */
-  private readonly checkpointPath: string | undefined;
+  /** Where the checkpoint worker will open the database: set until it starts; never when read-only. */
+  private checkpointPath: string | undefined;
   private checkpointer: Worker | undefined;
   /** Events about changes, written in the changes' own transactions (src/metadata/outbox.ts). */
   readonly outbox: SqliteEventOutbox;
@@ -190,7 +190,7 @@ class SqliteTables implements Synchronous<MetadataTables> {
   }
 
   private sql(text: string): StatementSync {
-    if (!this.checkpointer && WRITE_STATEMENT.test(text)) this.startCheckpointer();
+    if (this.checkpointPath !== undefined && WRITE_STATEMENT.test(text)) this.startCheckpointer();
     return this.statements.get(text);
   }
 
@@ -199,15 +199,17 @@ class SqliteTables implements Synchronous<MetadataTables> {
    * CPU, and a registry that only serves reads after a restart never needs it.
    */
   private startCheckpointer(): void {
-    if (this.checkpointer || this.checkpointPath === undefined || !this.db.isOpen) return;
-    this.checkpointer = new Worker(checkpointerSource(), { workerData: { path: this.checkpointPath, intervalMs: 200 } });
+    const path = this.checkpointPath;
+    if (path === undefined || !this.db.isOpen) return;
+    this.checkpointPath = undefined;
+    this.checkpointer = new Worker(checkpointerSource(), { workerData: { path, intervalMs: 200 } });
     this.checkpointer.unref();
     // Checkpointing is an optimisation: if the worker fails, the main connection's bound applies.
     this.checkpointer.on('error', () => undefined);
   }
 
   private transaction<T>(work: () => T): T {
-    if (!this.checkpointer) this.startCheckpointer();
+    this.startCheckpointer();
     this.db.exec('BEGIN IMMEDIATE');
     try {
       const result = work();

@@ -343,11 +343,11 @@ export class S3Driver implements StorageDriver {
     const address = contentAddress(key);
     if (!address) return this.copyObject(fromBucketKey, this.objectKey(key), size, ifAbsent);
     return this.digestLock.run(blobLockKey(address), async () => {
-      const marker = await this.head(this.objectKey(key));
-      if (marker) {
+      const stored = await this.stat(key);
+      if (stored) {
         if (ifAbsent) return false;
         // Stored again now: the rewritten marker's LastModified says so (GC's grace period).
-        await this.link(key, { size: Number(marker.metadata.size ?? 0), etag: marker.metadata.etag ?? marker.etag });
+        await this.link(key, stored);
         return true;
       }
       const shared = this.sharedKey(address);
