@@ -60,6 +60,11 @@ export class Htpasswd {
     return this.users.has(name);
   }
 
+  /** The stored hash of `name`'s password (it changes with the password: bcrypt salts each one). */
+  hashOf(name: string): string | undefined {
+    return this.users.get(name);
+  }
+
   /** Whether `password` is `name`'s; takes a bcrypt comparison's time either way. */
   async verify(name: string, password: string): Promise<boolean> {
     const hash = this.users.get(name);

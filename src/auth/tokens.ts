@@ -131,9 +131,13 @@ export class TokenIssuer implements TokenVerifier {
     return this.sign({ access }, subject, seconds);
   }
 
-  /** A long-lived token that can only be traded for access tokens (OAuth2 `refresh_token`). */
-  issueRefresh(subject: string): Promise<string> {
-    return this.sign({ use: REFRESH_USE }, subject, this.config.refreshExpirySeconds);
+  /**
+   * A long-lived token that can only be traded for access tokens (OAuth2 `refresh_token`).
+   * `credential` fingerprints the account's password or secret as it is now: a new one (or a robot
+   * revoked and created again under its name) makes the token worthless.
+   */
+  issueRefresh(subject: string, credential: string): Promise<string> {
+    return this.sign({ use: REFRESH_USE, cred: credential }, subject, this.config.refreshExpirySeconds);
   }
 
   private async payload(token: string): Promise<JWTPayload> {
@@ -146,11 +150,11 @@ export class TokenIssuer implements TokenVerifier {
     return { subject: payload.sub ?? '', access: accessClaim(payload) };
   }
 
-  /** The subject of a refresh token. */
-  async verifyRefresh(token: string): Promise<string> {
+  /** The subject of a refresh token and the credential fingerprint it was issued under. */
+  async verifyRefresh(token: string): Promise<{ subject: string; credential: string }> {
     const payload = await this.payload(token);
     if (payload.use !== REFRESH_USE || !payload.sub) throw new TokenInvalid('not a refresh token');
-    return payload.sub;
+    return { subject: payload.sub, credential: typeof payload.cred === 'string' ? payload.cred : '' };
   }
 }
 

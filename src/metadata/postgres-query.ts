@@ -207,7 +207,7 @@ export class PostgresQueryIndex implements QueryIndex {
     let conditions = [...query.conditions];
     const sort = query.sort;
     const sortKey = sort ? `(SELECT ${sort.descending ? 'MAX' : 'MIN'}(x.ord) FROM attributes x WHERE x.manifest_id = m.id AND x.path = ? AND x.ord IS NOT NULL)` : '';
-    let from = 'manifests m';
+    let from = 'manifests m JOIN repos r ON r.id = m.repo_id';
     let orderBy = 'm.id';
     let drivenBySortIndex = false;
 
@@ -217,6 +217,13 @@ export class PostgresQueryIndex implements QueryIndex {
         repo?.id ?? -1, scope.subject, ...(scope.includeAttestations ? [scope.subject] : []));
       if (scope.artifactTypes.length) sql.add('m.artifact_type = ANY(?::text[])', scope.artifactTypes);
       orderBy = 'm.digest';
+    } else if (access) {
+      // A caller who may not pull everything: the scan starts from the repositories it may pull,
+      // so neither the answer nor the time it takes depends on what other repositories hold.
+      // LATERAL runs the manifests scan per such repository; OFFSET 0 keeps the conditions out of
+      // it, so they are filters on those rows only, never pushed down to a scan of every manifest.
+      if (scope.kind === 'referrers') sql.add('m.subject IS NOT NULL');
+      from = 'repos r CROSS JOIN LATERAL (SELECT * FROM manifests WHERE repo_id = r.id OFFSET 0) m';
     } else {
       if (scope.kind === 'referrers') sql.add('m.subject IS NOT NULL');
       const eq = conditions.find((c) => c.comparison === 'eq' && !PATHS_STORED_ELSEWHERE.has(c.path));
@@ -231,12 +238,12 @@ export class PostgresQueryIndex implements QueryIndex {
         sql.add('lower(m.artifact_type) = ?', typeEq.value);
         conditions = conditions.filter((c) => c !== typeEq);
       } else if (useEq) {
-        from = 'attributes d JOIN manifests m ON m.id = d.manifest_id';
+        from = 'attributes d JOIN manifests m ON m.id = d.manifest_id JOIN repos r ON r.id = m.repo_id';
         sql.add('d.path = ? AND d.value = ?', eq.path, eq.value);
         conditions = conditions.filter((c) => c !== eq);
         orderBy = 'd.manifest_id';
       } else if (sort) {
-        from = 'attributes s JOIN manifests m ON m.id = s.manifest_id';
+        from = 'attributes s JOIN manifests m ON m.id = s.manifest_id JOIN repos r ON r.id = m.repo_id';
         if (isSingleValued(sort.path)) {
           sql.add('s.path = ? AND s.ord IS NOT NULL', sort.path);
           // A range on the sort attribute itself bounds the scan instead of filtering it.
@@ -270,7 +277,7 @@ export class PostgresQueryIndex implements QueryIndex {
       }
     }
     for (const condition of conditions) conditionSql(condition, sql);
-    // The caller's grants are data in the scan: rows elsewhere are dropped before the page is cut.
+    // The caller's grants are data in the scan: other repositories' rows never reach a page.
     if (access) sql.add('r.name = ANY(?::text[])', access.pullable);
 
     const columns = 'm.id, m.repo_id, r.name AS repository, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations, m.pushed_at';
@@ -284,12 +291,12 @@ export class PostgresQueryIndex implements QueryIndex {
       const id = drivenBySortIndex ? 's.manifest_id' : 'id';
       const cursorClause = cursor ? ` AND (${key}, ${id}) ${after} (?, ?)` : '';
       if (drivenBySortIndex) {
-        text = `SELECT ${columns}, s.ord AS sk FROM ${from} JOIN repos r ON r.id = m.repo_id
+        text = `SELECT ${columns}, s.ord AS sk FROM ${from}
           WHERE ${sql.where.join(' AND ')}${cursorClause} ORDER BY s.ord ${direction}, s.manifest_id ${direction} LIMIT ?`;
         params.push(...sql.params);
       } else {
         // The key is computed per candidate, then sorted: used when few candidates are left.
-        text = `SELECT * FROM (SELECT ${columns}, ${sortKey} AS sk FROM ${from} JOIN repos r ON r.id = m.repo_id
+        text = `SELECT * FROM (SELECT ${columns}, ${sortKey} AS sk FROM ${from}
           WHERE ${sql.where.join(' AND ')}) AS q WHERE sk IS NOT NULL${cursorClause} ORDER BY sk ${direction}, id ${direction} LIMIT ?`;
         params.push(sort.path, ...sql.params);
       }
@@ -305,7 +312,7 @@ export class PostgresQueryIndex implements QueryIndex {
           params.push(decodeCursor(page.after, false).id);
         }
       }
-      text = `SELECT ${columns} FROM ${from} JOIN repos r ON r.id = m.repo_id WHERE ${sql.where.length ? sql.where.join(' AND ') : 'TRUE'}${cursorClause} ORDER BY ${orderBy} LIMIT ?`;
+      text = `SELECT ${columns} FROM ${from} WHERE ${sql.where.length ? sql.where.join(' AND ') : 'TRUE'}${cursorClause} ORDER BY ${orderBy} LIMIT ?`;
       params.unshift(...sql.params);
     }
     params.push(page.limit);

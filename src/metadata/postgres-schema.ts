@@ -10,7 +10,8 @@ const T = 'TEXT COLLATE "C"';
  * putManifest's transaction (src/metadata/postgres.ts) as one statement: a push was ~13 round
  * trips, each a wait on the network and on the database. The steps and their order are those of
  * the multi-statement version it replaces: lock the repository row, read what the push changes,
- * stop if nothing (a re-push of the same manifest under the same tags), else bump the change
+ * move a known manifest's push time, stop if nothing else changes (a re-push of the same manifest
+ * under the same tags), else bump the change
  * counter, insert the manifest with its edges, attributes and blob row (only if new), mark
  * attestations, point the tags and drop their tombstones. It returns what the caller needs for
  * events: whether the manifest was known, each tag's previous digest, the repository's name.
@@ -31,6 +32,16 @@ BEGIN
   -- writers of one repository serialize on its row, as every other write does
   SELECT r.name INTO repository_name FROM repos r WHERE r.id = p_repo FOR UPDATE;
   was_known := EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = p_repo AND m.digest = p_digest);
+  IF was_known THEN
+    -- a re-push is a push: GC's grace period counts from the last one (REPUSH_REFRESH_MS = 1000)
+    UPDATE manifests m SET pushed_at = p_pushed_at WHERE m.repo_id = p_repo AND m.digest = p_digest AND m.pushed_at < p_pushed_at - 1000
+      RETURNING m.id INTO v_id;
+    IF v_id IS NOT NULL THEN
+      UPDATE attributes x SET value = a.value, ord = a.ord FROM unnest(p_paths, p_values, p_ords) AS a(path, value, ord)
+        WHERE x.manifest_id = v_id AND x.path = 'pushedat' AND a.path = 'pushedat';
+      v_id := NULL;
+    END IF;
+  END IF;
   SELECT coalesce(array_agg(t.digest ORDER BY w.n), '{}') INTO previous_digests
     FROM unnest(p_tags) WITH ORDINALITY AS w(name, n) LEFT JOIN tags t ON t.repo_id = p_repo AND t.name = w.name;
   IF was_known AND NOT EXISTS (SELECT 1 FROM unnest(previous_digests) AS d(digest) WHERE d.digest IS DISTINCT FROM p_digest) THEN
@@ -188,6 +199,11 @@ CREATE TABLE event_consumers (consumer ${T} PRIMARY KEY, seq BIGINT NOT NULL);
     sql: `${PUT_MANIFEST_FUNCTION}
 INSERT INTO dirty_subjects (repo_id, subject, marked) SELECT repo_id, subject, 0 FROM layout_referrer_indexes ON CONFLICT DO NOTHING;
 UPDATE repos SET gen = gen + 1 WHERE id IN (SELECT DISTINCT repo_id FROM layout_referrer_indexes);`,
+  },
+  {
+    version: 6,
+    description: 'a re-push of a known manifest moves its push time (GC grace counts from it)',
+    sql: PUT_MANIFEST_FUNCTION,
   },
 ];
 

@@ -198,7 +198,7 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
     let conditions = [...query.conditions];
     const sort = query.sort;
     const sortKey = sort ? `(SELECT ${sort.descending ? 'MAX' : 'MIN'}(x.ord) FROM attributes x WHERE x.manifest_id = m.id AND +x.path = ? AND x.ord IS NOT NULL)` : '';
-    let from = 'manifests m';
+    let from = 'manifests m JOIN repos r ON r.id = m.repo_id';
     let orderBy = 'm.id';
     let drivenBySortIndex = false;
 
@@ -208,6 +208,12 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
         repo?.id ?? -1, scope.subject, ...(scope.includeAttestations ? [scope.subject] : []));
       if (scope.artifactTypes.length) sql.add(`m.artifact_type IN (${scope.artifactTypes.map(() => '?').join(',')})`, ...scope.artifactTypes);
       orderBy = 'm.digest';
+    } else if (access) {
+      // A caller who may not pull everything: the scan starts from the repositories it may pull
+      // (CROSS JOIN fixes that order), so neither the answer nor the time it takes depends on what
+      // other repositories hold. Every condition is a filter on those repositories' manifests.
+      if (scope.kind === 'referrers') sql.add('m.subject IS NOT NULL');
+      from = 'repos r CROSS JOIN manifests m ON m.repo_id = r.id';
     } else {
       if (scope.kind === 'referrers') sql.add('m.subject IS NOT NULL');
       const eq = conditions.find((c) => c.comparison === 'eq' && !PATHS_STORED_ELSEWHERE.has(c.path));
@@ -219,16 +225,16 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
         sql.add('m.repo_id IN (SELECT b.repo_id FROM blobs b INDEXED BY blobs_by_digest WHERE b.digest = ?) AND m.digest = ?', digestEq.value, digestEq.value);
         conditions = conditions.filter((c) => c !== digestEq);
       } else if (typeEq && !sort) {
-        from = 'manifests m INDEXED BY manifests_by_artifact_type';
+        from = 'manifests m INDEXED BY manifests_by_artifact_type JOIN repos r ON r.id = m.repo_id';
         sql.add('m.artifact_type = ? COLLATE NOCASE', typeEq.value);
         conditions = conditions.filter((c) => c !== typeEq);
       } else if (useEq) {
-        from = 'attributes d INDEXED BY attributes_by_value CROSS JOIN manifests m ON m.id = d.manifest_id';
+        from = 'attributes d INDEXED BY attributes_by_value CROSS JOIN manifests m ON m.id = d.manifest_id JOIN repos r ON r.id = m.repo_id';
         sql.add('d.path = ? AND d.value = ?', eq.path, eq.value);
         conditions = conditions.filter((c) => c !== eq);
         orderBy = 'd.manifest_id';
       } else if (sort) {
-        from = 'attributes s INDEXED BY attributes_by_order CROSS JOIN manifests m ON m.id = s.manifest_id';
+        from = 'attributes s INDEXED BY attributes_by_order CROSS JOIN manifests m ON m.id = s.manifest_id JOIN repos r ON r.id = m.repo_id';
         if (isSingleValued(sort.path)) {
           sql.add('s.path = ? AND s.ord IS NOT NULL', sort.path);
           // A range on the sort attribute itself bounds the scan instead of filtering it.
@@ -262,7 +268,7 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
       }
     }
     for (const condition of conditions) conditionSql(condition, sql);
-    // The caller's grants are data in the scan: rows elsewhere are dropped before the page is cut.
+    // The caller's grants are data in the scan: other repositories' rows never reach a page.
     if (access) sql.add('r.name IN (SELECT value FROM json_each(?))', JSON.stringify(access.pullable));
 
     const columns = 'm.id, m.repo_id, r.name AS repository, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations, m.pushed_at';
@@ -276,12 +282,12 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
       const id = drivenBySortIndex ? 's.manifest_id' : 'id';
       const cursorClause = cursor ? ` AND (${key}, ${id}) ${after} (?, ?)` : '';
       if (drivenBySortIndex) {
-        text = `SELECT ${columns}, s.ord AS sk FROM ${from} JOIN repos r ON r.id = m.repo_id
+        text = `SELECT ${columns}, s.ord AS sk FROM ${from}
           WHERE ${sql.where.join(' AND ')}${cursorClause} ORDER BY s.ord ${direction}, s.manifest_id ${direction} LIMIT ?`;
         params.push(...sql.params);
       } else {
         // The key is computed per candidate, then sorted: used when few candidates are left.
-        text = `SELECT * FROM (SELECT ${columns}, ${sortKey} AS sk FROM ${from} JOIN repos r ON r.id = m.repo_id
+        text = `SELECT * FROM (SELECT ${columns}, ${sortKey} AS sk FROM ${from}
           WHERE ${sql.where.join(' AND ')}) WHERE sk IS NOT NULL${cursorClause} ORDER BY sk ${direction}, id ${direction} LIMIT ?`;
         params.push(sort.path, ...sql.params);
       }
@@ -297,7 +303,7 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
           params.push(decodeCursor(page.after, false).id);
         }
       }
-      text = `SELECT ${columns} FROM ${from} JOIN repos r ON r.id = m.repo_id WHERE ${sql.where.length ? sql.where.join(' AND ') : '1'}${cursorClause} ORDER BY ${orderBy} LIMIT ?`;
+      text = `SELECT ${columns} FROM ${from} WHERE ${sql.where.length ? sql.where.join(' AND ') : '1'}${cursorClause} ORDER BY ${orderBy} LIMIT ?`;
       params.unshift(...sql.params);
     }
     params.push(page.limit);

@@ -15,7 +15,9 @@ import type { ManifestLink } from '../oci/manifest.ts';
 import {
   asynchronous, type BlobLookup, type EdgeRecord, type LayoutExtras, type LayoutSnapshot, type ManifestRecord, type MetadataStore, type MetadataTables, type PageRequest,
   type PushReads, type ReferrerFilter, type ReferrerIndexRecord, type RepositoryRecord, type RetentionPolicy, type Synchronous, type TaggedManifest, type UnreachableManifest,
+  REPUSH_REFRESH_MS,
 } from './store.ts';
+import { PUSHED_AT_PATH } from '../query/attributes.ts';
 
 const SCHEMA_VERSION = 2;
 
@@ -315,7 +317,8 @@ class SqliteTables implements Synchronous<MetadataTables> {
 
   putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): void {
     this.transaction(() => {
-      const known = this.sql('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').get(repoId, record.digest);
+      const known = this.sql('SELECT id, pushed_at FROM manifests WHERE repo_id = ? AND digest = ?').get(repoId, record.digest) as { id: number; pushed_at: number } | undefined;
+      if (known && known.pushed_at < record.pushedAt - REPUSH_REFRESH_MS) this.refreshPushedAt(known.id, record);
       const previousTags = tags.map((t) => this.resolveTag(repoId, t));
       if (known && previousTags.every((digest) => digest === record.digest)) return;
       if (this.outbox.recording) this.outbox.record(pushEvents(this.repositoryName(repoId), record, Boolean(known), tags, previousTags));
@@ -329,6 +332,13 @@ class SqliteTables implements Synchronous<MetadataTables> {
         revived.run(repoId, name);
       }
     });
+  }
+
+  /** A re-push is a push: GC's grace period counts from the last acknowledged one. */
+  private refreshPushedAt(manifestId: number, record: ManifestRecord): void {
+    this.sql('UPDATE manifests SET pushed_at = ? WHERE id = ?').run(record.pushedAt, manifestId);
+    const fact = record.attributes?.find((a) => a.path === PUSHED_AT_PATH);
+    if (fact) this.sql('UPDATE attributes SET value = ?, ord = ? WHERE manifest_id = ? AND path = ?').run(fact.value, fact.order, manifestId, PUSHED_AT_PATH);
   }
 
   private tombstone(repoId: number, names: string[], gen: number): void {

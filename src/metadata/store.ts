@@ -147,11 +147,18 @@ export interface RepositoryCatalog {
 }
 
 /** Manifests, tags and the edges between them. */
+/**
+ * A re-push of a manifest the repository holds moves its push time (GC's grace period counts from
+ * the last acknowledged push) unless the time is this recent: re-pushes in a tight loop write nothing.
+ */
+export const REPUSH_REFRESH_MS = 1000;
+
 export interface ManifestIndex {
   manifest(repoId: number, digest: string): Promise<ManifestRecord | undefined>;
   /**
    * Stores a manifest, its edges and attributes, and points tags at it, in one transaction that
-   * also bumps the repository's change counter. Two writers of one tag: the later commit wins and
+   * also bumps the repository's change counter. A manifest already held gets the record's push
+   * time (see REPUSH_REFRESH_MS). Two writers of one tag: the later commit wins and
    * both see a consistent index.
    */
   putManifest(repoId: number, record: ManifestRecord, links: ManifestLink[], tags: string[]): Promise<void>;

@@ -39,13 +39,16 @@ function collect(value: unknown, path: string, depth: number, out: Map<string, A
   if (!out.has(id)) out.set(id, { path, value: text, order: orderKey(text) });
 }
 
+/** The registry fact of when a manifest was last pushed (a re-push moves it). */
+export const PUSHED_AT_PATH = 'pushedat';
+
 /** The attributes of a manifest's JSON, plus registry facts and the effective artifact type. */
 export function manifestAttributes(body: unknown, facts: { digest: string; size: number; pushedAt: number; artifactType: string | null }): Attribute[] {
   const out = new Map<string, Attribute>();
   const extra: Record<string, unknown> = {
     digest: facts.digest,
     size: facts.size,
-    pushedat: new Date(facts.pushedAt).toISOString(),
+    [PUSHED_AT_PATH]: new Date(facts.pushedAt).toISOString(),
   };
   // What the referrers API reports as artifactType (the config media type when the field is absent).
   if (facts.artifactType) extra.artifacttype = facts.artifactType;

@@ -168,6 +168,12 @@ export class AccessControl implements Gate {
     return htpasswd.has(name) ? { kind: 'user', name, groups: this.configGroups(name) } : undefined;
   }
 
+  /** A fingerprint of the account's current password hash or robot secret hash (never the hash itself: tokens are readable). */
+  private async credentialOf(name: string): Promise<string | undefined> {
+    const stored = name.startsWith(ROBOT_PREFIX) ? (await this.options.robots.active(name))?.secret : this.options.htpasswd?.hashOf(name);
+    return stored && createHash('sha256').update(`trellis refresh\0${name}\0${stored}`).digest('base64url').slice(0, 22);
+  }
+
   /** Reads the htpasswd file again if it changed; a file that cannot be read keeps the last users. */
   private async refreshUsers(htpasswd: Htpasswd): Promise<boolean> {
     try {
@@ -269,8 +275,9 @@ export class AccessControl implements Gate {
         identity = await this.signIn(ctx, form.get('username') ?? '', form.get('password') ?? '', address);
       } else if (grantType === 'refresh_token') {
         let subject: string;
+        let credential: string;
         try {
-          subject = await issuer.verifyRefresh(form.get('refresh_token') ?? '');
+          ({ subject, credential } = await issuer.verifyRefresh(form.get('refresh_token') ?? ''));
         } catch (err) {
           if (!(err instanceof TokenInvalid)) throw err;
           this.audit(ctx, { address, identity: ANONYMOUS }, { outcome: 'denied', status: 401, reason: `invalid refresh token: ${err.message}` });
@@ -278,6 +285,10 @@ export class AccessControl implements Gate {
         }
         const found = await this.identityOf(subject);
         if (!found) throw this.unauthorized(ctx, 'the refresh token\'s account no longer exists');
+        if (credential !== (await this.credentialOf(subject))) {
+          this.audit(ctx, { address, identity: found }, { outcome: 'denied', status: 401, reason: 'refresh token issued before a password or secret change' });
+          throw this.unauthorized(ctx, 'the refresh token was issued before the account\'s password or secret changed; sign in again');
+        }
         identity = found;
       } else {
         throw new OciError(400, 'UNSUPPORTED', `grant_type must be password or refresh_token, not ${JSON.stringify((grantType ?? '').slice(0, 40))}`);
@@ -303,7 +314,8 @@ export class AccessControl implements Gate {
     const body: Record<string, unknown> = {
       token, access_token: token, token_type: 'Bearer', expires_in: issuer.config.expirySeconds, issued_at: new Date().toISOString(),
     };
-    if (offline && identity.name) body.refresh_token = await issuer.issueRefresh(identity.name);
+    const credential = offline && identity.name ? await this.credentialOf(identity.name) : undefined;
+    if (credential) body.refresh_token = await issuer.issueRefresh(identity.name!, credential);
     ctx.log.debug({ identity: subject || 'anonymous', client: address, access: access.map(formatScope) }, 'token issued');
     sendJson(ctx.res, 200, body, { 'Cache-Control': 'no-store' }, ctx.head);
   }

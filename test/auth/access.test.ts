@@ -2,7 +2,8 @@
 // about repositories it cannot pull), and every kind of bad credential or token.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import bcrypt from 'bcryptjs';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { SignJWT, calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
@@ -305,6 +306,26 @@ test('access control over HTTP', { timeout: 120_000 }, async (t) => {
     const noGc = await r.token('admin', ['repository:team/app:pull']);
     assert.equal((await call('/v2/_trellis/gc?dryRun=true', { method: 'POST', auth: `Bearer ${noGc}` })).status, 401);
   });
+});
+
+test('a refresh token stops working once the password it was issued under changes', { timeout: 60_000 }, async (t) => {
+  const r = await setup(t);
+  const signIn = async (password: string) => {
+    const form = new URLSearchParams({ grant_type: 'password', username: 'dave', password, scope: 'repository:team/app:pull', service: 'trellis', client_id: 'test', access_type: 'offline' });
+    const answer = await r.call('/v2/_trellis/token', { method: 'POST', body: form });
+    assert.equal(answer.status, 200);
+    return (answer.json() as { refresh_token: string }).refresh_token;
+  };
+  const refresh = (token: string) => r.call('/v2/_trellis/token', { method: 'POST', body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: token, scope: 'repository:team/app:pull', service: 'trellis' }) });
+  const old = await signIn(PASSWORD);
+  assert.equal((await refresh(old)).status, 200);
+  const file = join(r.dir, 'htpasswd');
+  const lines = (await readFile(file, 'utf8')).split('\n').map((line) => (line.startsWith('dave:') ? `dave:${bcrypt.hashSync('a new password', 4)}` : line));
+  await writeFile(file, lines.join('\n'));
+  const refused = await refresh(old);
+  assert.equal(refused.status, 401, 'the stolen or forgotten refresh token dies with the old password');
+  assert.match(refused.body.toString(), /sign in again/);
+  assert.equal((await refresh(await signIn('a new password'))).status, 200);
 });
 
 test('brute-force sign-in is limited with 429 and Retry-After, per address and per user at an address', { timeout: 60_000 }, async (t) => {

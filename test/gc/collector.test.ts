@@ -86,6 +86,24 @@ test('the grace period protects recent pushes and uploads', async () => {
   }
 });
 
+test('a re-push restarts the grace period: the manifest an index is about to list is not taken', async () => {
+  const reg = await startTestRegistry();
+  try {
+    const child = makeImage();
+    assert.equal((await pushBuilt(reg.url, 'gc/repush', child.digest, child)).status, 201);
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    // A client pushing an index pushes its children again first; that push is acknowledged.
+    assert.equal((await pushBuilt(reg.url, 'gc/repush', child.digest, child)).status, 201);
+    const repushed = Date.now();
+    const report = await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 1 }, { dryRun: false, now: repushed + 500 });
+    assert.deepEqual(report.removed, []);
+    const index = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [child.descriptor] };
+    assert.equal((await pushManifest(reg.url, 'gc/repush', 'multi', index, OCI_INDEX)).status, 201);
+  } finally {
+    await reg.dispose();
+  }
+});
+
 test('children that an ancestor index lists through a nested namespace stay alive', async () => {
   const reg = await startTestRegistry();
   try {

@@ -140,6 +140,25 @@ for (const engine of engines) {
       assert.equal((await store.pushReads('pr/app/child', one.record.digest, [])).manifestKnown, false, 'a manifest is per repository');
     });
 
+    test('putManifest: a re-push of a known manifest moves its push time (GC grace and queries see it)', async () => {
+      const repo = await store.ensureRepository('pm/repush');
+      const first = image('repush', {}, 1_000_000);
+      await store.putManifest(repo.id, first.record, first.links, []);
+      const again = image('repush', {}, 1_000_500);
+      await store.putManifest(repo.id, again.record, again.links, []);
+      assert.equal((await store.manifest(repo.id, first.record.digest))!.pushedAt, 1_000_000, 'within a second: nothing written');
+      const later = image('repush', {}, 5_000_000);
+      const gen = (await store.repository('pm/repush'))!.gen;
+      await store.putManifest(repo.id, later.record, later.links, []);
+      assert.equal((await store.manifest(repo.id, first.record.digest))!.pushedAt, 5_000_000);
+      assert.equal((await store.repository('pm/repush'))!.gen, gen, 'the layout does not change');
+      const policy = { keepUntagged: false, keepDanglingReferrers: false };
+      assert.deepEqual(await store.unreachableManifests(repo.id, { ...policy, pushedBefore: 4_000_000 }), [], 'young again');
+      assert.equal(await store.stillUnreachable(repo.id, first.record.digest, 4_000_000), false);
+      const pushed = parseQuery(new URLSearchParams(`q_pushedat__eq=${new Date(5_000_000).toISOString()}&q_repository__eq=pm/repush`), () => true);
+      assert.deepEqual((await store.queries.run(pushed, { kind: 'manifests' }, { limit: 10 }, undefined)).map((m) => m.pushedAt), [5_000_000]);
+    });
+
     test('putManifest: known manifests under new tags, repeated tags, tombstoned tags, attestations', async () => {
       const repo = await store.ensureRepository('pm/app');
       const one = image('pm one');

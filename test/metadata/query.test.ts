@@ -7,7 +7,9 @@ import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeImage, makeReferrer, pushBuilt } from '../helpers/oci-client.ts';
 import { attributePaths } from '../../src/query/language.ts';
 import { parseQuery, type Query } from '../../src/query/index.ts';
-import type { QueryMatch, QueryScope } from '../../src/metadata/index.ts';
+import { sqlitePath, type QueryMatch, type QueryScope } from '../../src/metadata/index.ts';
+import { SqliteQueryIndex } from '../../src/metadata/sqlite-query.ts';
+import { DatabaseSync } from 'node:sqlite';
 
 let reg: TestRegistry;
 const VERSION = 'org.opencontainers.image.version';
@@ -80,4 +82,41 @@ test('sorted pages follow the sort key', async () => {
     assert.ok(a[1]! > b[1]! || (a[1] === b[1] && a[2]! >= b[2]!), `${versions[i - 1]} before ${versions[i]}`);
   }
   assert.equal(versions.length, 24);
+});
+
+test('a caller who may not pull everything costs the same whatever hidden repositories hold', async (t) => {
+  // Work, not time: a scan that visits hidden manifests before dropping them answers slower when
+  // they match, which tells the caller they exist. On SQLite, trellis_order_key runs once per
+  // manifest a condition looks at, so counting its calls counts the manifests visited.
+  if (reg.metadata) return t.skip('counts SQLite function calls');
+  const db = new DatabaseSync(sqlitePath(reg.dataDir), { readOnly: true });
+  t.after(() => db.close());
+  const index = new SqliteQueryIndex(db);
+  let visited = 0;
+  db.function('trellis_order_key', { deterministic: true, directOnly: true }, (value) => {
+    visited++;
+    return value === null ? null : String(value);
+  });
+  const visible = (repo: string) => !repo.startsWith('secret/');
+  const access = { pullable: await reg.registry.pullableRepositories(visible) };
+  // The media type range only makes SQLite call the function per manifest; whether it matches does not matter.
+  const texts = ['q_annotations__team__eq=blue&q_mediatype__gte=0', 'q_annotations__team__eq=blue&q_mediatype__gte=0&sort=created', `q_annotations__${VERSION}__gte=1&q_mediatype__gte=0`];
+  const work = async () => {
+    const counts: number[] = [];
+    for (const text of texts) {
+      visited = 0;
+      const matches = index.run(await parse(text), { kind: 'manifests' }, { limit: 1000 }, access);
+      assert.ok(matches.every((m) => visible(m.repository)), text);
+      counts.push(visited);
+    }
+    return counts;
+  };
+  const before = await work();
+  for (let i = 0; i < 30; i++) {
+    const image = makeImage({ annotations: { [VERSION]: `9.${i}`, team: 'blue' } });
+    assert.equal((await pushBuilt(reg.url, 'secret/b', `hidden${i}`, image)).status, 201);
+  }
+  assert.deepEqual(await work(), before, '30 more hidden matches change nothing the caller can measure');
+  const visibleManifests = (await pages(await parse(''), { kind: 'manifests' }, 1000, visible)).flat().length;
+  for (const count of before) assert.ok(count <= visibleManifests, `${count} manifests looked at, ${visibleManifests} visible`);
 });
