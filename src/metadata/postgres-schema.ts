@@ -189,6 +189,17 @@ CREATE TABLE event_consumers (consumer ${T} PRIMARY KEY, seq BIGINT NOT NULL);
 INSERT INTO dirty_subjects (repo_id, subject, marked) SELECT repo_id, subject, 0 FROM layout_referrer_indexes ON CONFLICT DO NOTHING;
 UPDATE repos SET gen = gen + 1 WHERE id IN (SELECT DISTINCT repo_id FROM layout_referrer_indexes);`,
   },
+  {
+    version: 7,
+    description: 'manifest tombstones and the index.json entries other tools wrote, kept whole',
+    // Version 6 is another change's. Both tables start empty: entries other tools wrote are kept
+    // from the next outside edit read (a layout already indexed is not read again for this).
+    sql: `
+CREATE TABLE IF NOT EXISTS deleted_manifests (
+  repo_id BIGINT NOT NULL, digest ${T} NOT NULL, gen BIGINT NOT NULL, tags ${T} NOT NULL, PRIMARY KEY (repo_id, digest));
+CREATE TABLE IF NOT EXISTS layout_entries (
+  repo_id BIGINT NOT NULL, digest ${T} NOT NULL, tag ${T} NOT NULL, entry ${T} NOT NULL, PRIMARY KEY (repo_id, digest, tag));`,
+  },
 ];
 
 /** Functions the migrations create, dropped with the tables. */
@@ -197,7 +208,7 @@ export const FUNCTIONS = ['trellis_put_manifest'];
 /** Every table the migrations create, for dropping the store (`trellis reindex`). */
 export const TABLES = [
   'repos', 'blobs', 'manifests', 'tags', 'edges', 'attributes', 'attribute_paths', 'layout_referrer_indexes', 'deleted_tags',
-  'pending_unlinks', 'dirty_subjects', 'component_versions', 'component_artifacts', 'component_references', 'component_descriptor_cache',
+  'pending_unlinks', 'dirty_subjects', 'deleted_manifests', 'layout_entries', 'component_versions', 'component_artifacts', 'component_references', 'component_descriptor_cache',
   'component_ownership', 'component_portable', 'event_outbox', 'event_consumers', 'trellis_migrations',
 ];
 
