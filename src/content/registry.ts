@@ -286,12 +286,17 @@ export class Registry {
       let repo = await this.metadata.repository(repository);
       if (!repo || !(await this.metadata.dueUnlinks(repo.id, repo.flushedGen)).length) return;
       // An index.json another tool changed since it was last read may list what is journaled here.
+      const stamp = repo.indexStamp;
       await this.syncWithDisk(repository);
       repo = await this.metadata.repository(repository);
       if (!repo) return;
+      // The merged file still lists manifests deleted here (a stale copy): their files go after
+      // the rewrite that drops them, which runs this again.
+      if (repo.indexStamp !== stamp && repo.gen > repo.flushedGen) return void this.layout.changed(repository);
       for (const digest of await this.metadata.dueUnlinks(repo.id, repo.flushedGen)) {
-        if (!await this.metadata.contentInUse(repo.id, digest)) await this.driver.remove(blobKey(repository, digest));
-        await this.metadata.dropPendingUnlink(repo.id, digest);
+        const unused = !await this.metadata.contentInUse(repo.id, digest);
+        if (unused) await this.driver.remove(blobKey(repository, digest));
+        await this.metadata.dropPendingUnlink(repo.id, digest, unused);
       }
     }));
   }
@@ -452,6 +457,9 @@ export class Registry {
         if (!listed.has(digest) && !(await this.driver.stat(blobKey(name, digest)))) vanished.push(digest);
       }
       await this.metadata.mergeLayout(repo.id, snapshot, vanished);
+      // A merge that kept manifests deleted here moved the change counter: the file is rewritten without them.
+      const merged = await this.metadata.repository(name);
+      if (merged && merged.gen > merged.flushedGen) this.layout.changed(name);
       // Not awaited: the caller holds the index lock, and observers may write elsewhere.
       if (this.observers.length) void this.changed({ repository: name, removed: vanished });
       this.log.info({ repository: name, manifests: snapshot.manifests.length, tags: snapshot.tags.size }, 'indexed layout');
@@ -646,7 +654,7 @@ export class Registry {
       await this.metadata.scheduleUnlink(repo.id, digest);
       if (await this.metadata.contentInUse(repo.id, digest)) {
         await this.driver.remove(blobKey(repository, digest));
-        await this.metadata.dropPendingUnlink(repo.id, digest);
+        await this.metadata.dropPendingUnlink(repo.id, digest, true);
       }
     });
     // Due at once unless a rewrite of index.json is pending.

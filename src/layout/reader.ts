@@ -1,13 +1,14 @@
 // Reads an OCI Image Layout written by anyone: walks everything reachable from `index.json` and
 // turns it into a snapshot the metadata index can merge. Never trusts the files: loops, missing
 // blobs, oversized or corrupt JSON are reported as problems, not thrown.
+import { isDeepStrictEqual } from 'node:util';
 import type { ObjectInfo, StorageDriver } from '../storage/driver.ts';
 import { isValidDigest } from '../oci/digest.ts';
 import { isValidTag } from '../oci/names.ts';
 import { MANIFEST_TYPES } from '../oci/mediatypes.ts';
 import { ManifestInvalid, parseDescriptor, parseManifest, type Descriptor } from '../oci/manifest.ts';
-import { manifestRecord, type LayoutSnapshot } from '../metadata/store.ts';
-import { INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
+import { manifestRecord, type LayoutSnapshot, type ManifestRecord } from '../metadata/store.ts';
+import { CONTAINERD_SUBJECT, INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
 import { DERIVED_REFERRER_KEYS } from './referrers.ts';
 
@@ -19,6 +20,17 @@ export interface LayoutReadResult {
 }
 
 export class LayoutCorrupt extends Error {}
+
+/** The `index.json` entry Trellis writes for a manifest: tagged, or untagged (a referrer names its subject). */
+export function ownEntry(record: ManifestRecord, tag?: string): Descriptor {
+  const d: Descriptor = { mediaType: record.mediaType, digest: record.digest, size: record.size };
+  // The config type stands in as artifactType only in referrers answers; in the layout, list the
+  // manifest's own artifactType.
+  if (record.artifactType && record.artifactType !== record.configMediaType) d.artifactType = record.artifactType;
+  const annotations: Record<string, string> = tag !== undefined ? { [REF_NAME]: tag } : record.subject ? { [CONTAINERD_SUBJECT]: record.subject } : {};
+  if (Object.keys(annotations).length) d.annotations = annotations;
+  return d;
+}
 
 /** What identifies one version of `index.json`: the storage's opaque ETag. */
 export function stampOf(info: ObjectInfo): string {
@@ -53,12 +65,14 @@ export async function readIndexJson(driver: StorageDriver, repository: string): 
 export async function readLayout(driver: StorageDriver, repository: string, maxManifestBytes: number): Promise<LayoutReadResult> {
   const { index, stamp } = await readIndexJson(driver, repository);
   const problems: string[] = [];
-  const snapshot: LayoutSnapshot = { manifests: [], tags: new Map(), extras: {}, indexStamp: stamp };
+  const snapshot: LayoutSnapshot = { manifests: [], tags: new Map(), entries: [], extras: {}, indexStamp: stamp };
   if (index.annotations && typeof index.annotations === 'object') snapshot.extras.annotations = index.annotations as Record<string, string>;
   const foreign: Descriptor[] = [];
   const visited = new Set<string>();
-  // Top-level entries carry their tag; children found while walking carry none.
-  const queue: { descriptor: Descriptor; top: boolean; tag?: string | undefined; derived?: boolean }[] = [];
+  const records = new Map<string, ManifestRecord>();
+  // Top-level entries carry their tag and the entry as written; children found while walking carry neither.
+  const queue: { descriptor: Descriptor; top: boolean; tag?: string | undefined; derived?: boolean; raw?: Record<string, unknown> }[] = [];
+  const top: { raw: Record<string, unknown>; digest: string; tag: string | undefined }[] = [];
 
   (index.manifests as unknown[]).forEach((entry, i) => {
     try {
@@ -67,26 +81,30 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
       // data: walked for the referrers it lists, but neither a tag nor kept as an entry.
       if (DERIVED_REFERRER_KEYS.some((key) => descriptor.annotations?.[key])) return void queue.push({ descriptor, top: false, derived: true });
       const refName = descriptor.annotations?.[REF_NAME];
-      queue.push({ descriptor, top: true, tag: refName === undefined ? undefined : tagFromRefName(refName) });
+      const tag = refName === undefined ? undefined : tagFromRefName(refName);
+      const raw = entry as Record<string, unknown>;
+      top.push({ raw, digest: descriptor.digest, tag });
+      queue.push({ descriptor, top: true, tag, raw });
     } catch (err) {
       problems.push(`${repository}: ${(err as Error).message}`);
     }
   });
 
   while (queue.length > 0) {
-    const { descriptor, top, tag, derived } = queue.shift()!;
+    const { descriptor, top: isTop, tag, derived, raw } = queue.shift()!;
     if (visited.has(descriptor.digest)) {
       if (tag) snapshot.tags.set(tag, descriptor.digest);
       continue;
     }
     const found = await readManifest(driver, repository, descriptor, maxManifestBytes, problems);
     if (!found) {
-      // Kept verbatim so that rewriting index.json never drops another tool's entry.
-      if (top) foreign.push(descriptor);
+      // Kept verbatim (every field, platform and data included) so that rewriting index.json never drops another tool's entry.
+      if (isTop) foreign.push((raw ?? descriptor) as Descriptor);
       continue;
     }
     if (tag) snapshot.tags.set(tag, descriptor.digest);
     visited.add(descriptor.digest);
+    records.set(descriptor.digest, found.record);
     // A derived referrers index is rewritten from the index whenever its subject's referrers
     // change; indexing it as a manifest would make it show up in listings and searches.
     if (!derived) snapshot.manifests.push(found);
@@ -98,6 +116,14 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
     }
   }
   if (foreign.length) snapshot.extras.foreignEntries = foreign;
+  // An entry saying more than the one Trellis would write for it (the tool's own annotations, a
+  // platform, urls, data, a full `name:tag` ref name…) is kept whole for the next rewrite.
+  for (const { raw, digest, tag } of top) {
+    const record = records.get(digest);
+    if (record && (tag === undefined || snapshot.tags.get(tag) === digest) && !isDeepStrictEqual(raw, { ...ownEntry(record, tag) })) {
+      snapshot.entries.push({ tag: tag ?? '', digest, json: JSON.stringify(raw) });
+    }
+  }
   return { snapshot, problems };
 }
 

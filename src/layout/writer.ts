@@ -3,11 +3,10 @@
 // busy repository with 100,000 entries spends a bounded share of its time rewriting.
 import type { StorageDriver } from '../storage/driver.ts';
 import type { ManifestRecord, MetadataStore, RepositoryRecord } from '../metadata/store.ts';
-import type { Descriptor } from '../oci/manifest.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { digestOf } from '../oci/digest.ts';
-import { CONTAINERD_SUBJECT, INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
-import { stampOf } from './reader.ts';
+import { INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
+import { ownEntry, stampOf } from './reader.ts';
 import { OLAREG_REFERRERS_SUBJECT, TRELLIS_REFERRERS_SUBJECT, fallbackTag, indexJsonFromParts, referrerEntryJson } from './referrers.ts';
 
 /** Which referrer encodings to write into layouts besides the untagged entries. */
@@ -32,13 +31,20 @@ export interface FlushTiming {
   pauseBeforeRenameMs?: number;
 }
 
-function entryFor(record: ManifestRecord, annotations: Record<string, string>): Descriptor {
-  const d: Descriptor = { mediaType: record.mediaType, digest: record.digest, size: record.size };
-  // The config type stands in as artifactType only in referrers answers; in the layout, list the
-  // manifest's own artifactType.
-  if (record.artifactType && record.artifactType !== record.configMediaType) d.artifactType = record.artifactType;
-  if (Object.keys(annotations).length) d.annotations = annotations;
-  return d;
+/**
+ * A manifest's entry: Trellis's own, or the one another tool wrote for it (`kept`), whole, with
+ * what Trellis would write and it lacks added (e.g. the subject annotation containerd reads).
+ */
+function entryFor(record: ManifestRecord, tag: string | undefined, kept: string | null): string {
+  const own = ownEntry(record, tag);
+  if (kept === null) return JSON.stringify(own);
+  const entry = JSON.parse(kept) as Record<string, unknown>;
+  for (const [key, value] of Object.entries(own)) if (!(key in entry)) entry[key] = value;
+  const annotations = entry.annotations as Record<string, string> | undefined;
+  if (own.annotations && annotations && typeof annotations === 'object') {
+    for (const [key, value] of Object.entries(own.annotations)) if (!(key in annotations)) annotations[key] = value;
+  }
+  return JSON.stringify(entry);
 }
 
 /** Rows read per query while rebuilding; the event loop runs between pages. */
@@ -58,14 +64,14 @@ export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRe
   }
   for (let after = ''; ;) {
     const page = await metadata.taggedEntries(repo.id, { after, limit: PAGE });
-    for (const m of page) parts.push(JSON.stringify(entryFor(m, { [REF_NAME]: m.tag })));
+    for (const m of page) parts.push(entryFor(m, m.tag, m.layoutEntry));
     if (page.length < PAGE) break;
     after = page[page.length - 1]!.tag;
     await yieldToEventLoop();
   }
   for (let afterId = 0; ;) {
     const page = await metadata.untaggedEntries(repo.id, afterId, PAGE);
-    for (const m of page) parts.push(JSON.stringify(entryFor(m, m.subject ? { [CONTAINERD_SUBJECT]: m.subject } : {})));
+    for (const m of page) parts.push(entryFor(m, undefined, m.layoutEntry));
     if (page.length < PAGE) break;
     afterId = page[page.length - 1]!.id;
     await yieldToEventLoop();

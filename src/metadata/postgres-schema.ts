@@ -205,6 +205,17 @@ UPDATE repos SET gen = gen + 1 WHERE id IN (SELECT DISTINCT repo_id FROM layout_
     description: 'a re-push of a known manifest moves its push time (GC grace counts from it)',
     sql: PUT_MANIFEST_FUNCTION,
   },
+  {
+    version: 7,
+    description: 'manifest tombstones and the index.json entries other tools wrote, kept whole',
+    // Both tables start empty: entries other tools wrote are kept from the next outside edit read
+    // (a layout already indexed is not read again for this).
+    sql: `
+CREATE TABLE IF NOT EXISTS deleted_manifests (
+  repo_id BIGINT NOT NULL, digest ${T} NOT NULL, gen BIGINT NOT NULL, tags ${T} NOT NULL, PRIMARY KEY (repo_id, digest));
+CREATE TABLE IF NOT EXISTS layout_entries (
+  repo_id BIGINT NOT NULL, digest ${T} NOT NULL, tag ${T} NOT NULL, entry ${T} NOT NULL, PRIMARY KEY (repo_id, digest, tag));`,
+  },
 ];
 
 /** Functions the migrations create, dropped with the tables. */
@@ -213,7 +224,7 @@ export const FUNCTIONS = ['trellis_put_manifest'];
 /** Every table the migrations create, for dropping the store (`trellis reindex`). */
 export const TABLES = [
   'repos', 'blobs', 'manifests', 'tags', 'edges', 'attributes', 'attribute_paths', 'layout_referrer_indexes', 'deleted_tags',
-  'pending_unlinks', 'dirty_subjects', 'component_versions', 'component_artifacts', 'component_references', 'component_descriptor_cache',
+  'pending_unlinks', 'dirty_subjects', 'deleted_manifests', 'layout_entries', 'component_versions', 'component_artifacts', 'component_references', 'component_descriptor_cache',
   'component_ownership', 'component_portable', 'event_outbox', 'event_consumers', 'trellis_migrations',
 ];
 

@@ -14,9 +14,9 @@ import { FUNCTIONS, migrate, TABLES } from './postgres-schema.ts';
 import { PATHS_STORED_ELSEWHERE } from './sqlite-query.ts';
 import type {
   BlobLookup, EdgeRecord, LayoutExtras, LayoutSnapshot, ManifestRecord, MetadataStore, MetadataTables, PageRequest, PushReads, ReferrerFilter, ReferrerIndexRecord,
-  RepositoryRecord, RetentionPolicy, TaggedManifest, UnreachableManifest,
+  RepositoryRecord, RetentionPolicy, TaggedManifest, UnreachableManifest, UntaggedManifest,
 } from './store.ts';
-import { referrerDescriptorJson } from './store.ts';
+import { referrerDescriptorJson, staleManifests } from './store.ts';
 
 type Value = string | number | boolean | null | readonly string[];
 
@@ -79,6 +79,7 @@ interface ManifestRow {
   annotations: string;
   pushed_at: number;
   tag?: string;
+  layout_entry?: string | null;
 }
 
 interface RepoRow {
@@ -331,7 +332,12 @@ class PostgresTables implements MetadataTables {
     await sql.query('DELETE FROM attributes WHERE manifest_id = $1', [row.id]);
     await sql.query('DELETE FROM edges WHERE repo_id = $1 AND parent = $2', [repoId, digest]);
     const tags = (await sql.query<{ name: string }>('DELETE FROM tags WHERE repo_id = $1 AND digest = $2 RETURNING name', [repoId, digest])).rows;
-    if (gen !== undefined) await this.tombstone(sql, repoId, tags.map((t) => t.name), gen);
+    await sql.query('DELETE FROM layout_entries WHERE repo_id = $1 AND digest = $2', [repoId, digest]);
+    if (gen !== undefined) {
+      await this.tombstone(sql, repoId, tags.map((t) => t.name), gen);
+      await sql.query(`INSERT INTO deleted_manifests (repo_id, digest, gen, tags) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (repo_id, digest) DO UPDATE SET gen = EXCLUDED.gen, tags = EXCLUDED.tags`, [repoId, digest, gen, JSON.stringify(tags.map((t) => t.name))]);
+    }
     await this.forgetBlob(repoId, digest, sql);
     return true;
   }
@@ -371,8 +377,12 @@ class PostgresTables implements MetadataTables {
     return rows.map((r) => r.name);
   }
 
-  async dropPendingUnlink(repoId: number, digest: string): Promise<void> {
-    await this.pool.query('DELETE FROM pending_unlinks WHERE repo_id = $1 AND digest = $2', [repoId, digest]);
+  async dropPendingUnlink(repoId: number, digest: string, removed = false): Promise<void> {
+    if (!removed) return void await this.pool.query('DELETE FROM pending_unlinks WHERE repo_id = $1 AND digest = $2', [repoId, digest]);
+    await this.tx(async (sql) => {
+      await sql.query('DELETE FROM pending_unlinks WHERE repo_id = $1 AND digest = $2', [repoId, digest]);
+      await sql.query('DELETE FROM deleted_manifests WHERE repo_id = $1 AND digest = $2', [repoId, digest]);
+    });
   }
 
   async journalManifestWrite(repoId: number, digest: string): Promise<void> {
@@ -439,6 +449,7 @@ class PostgresTables implements MetadataTables {
       const row = await this.one<{ digest: string }>(sql, 'DELETE FROM tags WHERE repo_id = $1 AND name = $2 RETURNING digest', [repoId, tag]);
       if (!row) return false;
       await this.tombstone(sql, repoId, [tag], await this.bumpGen(sql, repoId));
+      await sql.query('DELETE FROM layout_entries WHERE repo_id = $1 AND digest = $2 AND tag = $3', [repoId, row.digest, tag]);
       if (this.outbox.recording) await this.outbox.record(sql, [tagRemoved(await this.repositoryName(sql, repoId), tag, row.digest)]);
       return true;
     });
@@ -466,17 +477,20 @@ class PostgresTables implements MetadataTables {
   }
 
   async taggedEntries(repoId: number, page: PageRequest): Promise<TaggedManifest[]> {
-    const { rows } = await this.pool.query<ManifestRow>(`SELECT ${ENTRY_COLUMNS}, t.name AS tag FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+    const { rows } = await this.pool.query<ManifestRow>(`SELECT ${ENTRY_COLUMNS}, t.name AS tag, x.entry AS layout_entry FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+      LEFT JOIN layout_entries x ON x.repo_id = t.repo_id AND x.digest = t.digest AND x.tag = t.name
       WHERE t.repo_id = $1 AND t.name > $2 ORDER BY t.name LIMIT $3`, [repoId, page.after ?? '', page.limit]);
-    return rows.map((row) => ({ ...toManifest(row), tag: row.tag! }));
+    return rows.map((row) => ({ ...toManifest(row), tag: row.tag!, layoutEntry: row.layout_entry ?? null }));
   }
 
-  async untaggedEntries(repoId: number, afterId: number, limit: number): Promise<(ManifestRecord & { id: number })[]> {
-    const { rows } = await this.pool.query<ManifestRow>(`SELECT ${ENTRY_COLUMNS} FROM manifests m WHERE m.repo_id = $1 AND m.id > $2 AND (m.subject IS NOT NULL OR (
+  async untaggedEntries(repoId: number, afterId: number, limit: number): Promise<UntaggedManifest[]> {
+    const { rows } = await this.pool.query<ManifestRow>(`SELECT ${ENTRY_COLUMNS}, x.entry AS layout_entry FROM manifests m
+      LEFT JOIN layout_entries x ON x.repo_id = m.repo_id AND x.digest = m.digest AND x.tag = ''
+      WHERE m.repo_id = $1 AND m.id > $2 AND (m.subject IS NOT NULL OR (
         NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AND
         NOT EXISTS (SELECT 1 FROM edges e WHERE e.repo_id = m.repo_id AND e.child = m.digest AND e.kind = 'manifest' AND e.child_repo = '')))
       ORDER BY m.id LIMIT $3`, [repoId, afterId, limit]);
-    return rows.map((row) => ({ ...toManifest(row), id: row.id }));
+    return rows.map((row) => ({ ...toManifest(row), id: row.id, layoutEntry: row.layout_entry ?? null }));
   }
 
   async dirtySubjects(repoId: number): Promise<{ subject: string; marked: number }[]> {
@@ -520,21 +534,42 @@ class PostgresTables implements MetadataTables {
     await this.noteAttributePaths(snapshot.manifests.map((m) => m.record));
     await this.tx(async (sql) => {
       const repo = (await this.lockRepository(sql, repoId))!;
+      // A tombstone matters only while the manifest is absent (one stored again keeps its row).
+      await sql.query('DELETE FROM deleted_manifests d WHERE d.repo_id = $1 AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = d.repo_id AND m.digest = d.digest)', [repoId]);
       for (const digest of vanished) await this.removeManifestRows(sql, repoId, digest);
-      for (const { record, links } of snapshot.manifests) await this.insertManifest(sql, repoId, record, links);
-      for (const { links } of snapshot.manifests) await this.recordAttestations(sql, repoId, links);
+      const tombstones = new Map((await sql.query<{ digest: string; tags: string }>('SELECT digest, tags FROM deleted_manifests WHERE repo_id = $1', [repoId])).rows
+        .map((t) => [t.digest, new Set(JSON.parse(t.tags) as string[])]));
       const local = (await sql.query<{ name: string; digest: string; gen: number }>('SELECT name, digest, gen FROM tags WHERE repo_id = $1', [repoId])).rows;
       const localByName = new Map(local.map((t) => [t.name, t]));
+      const deletedSince = new Set((await sql.query<{ name: string }>('SELECT name FROM deleted_tags WHERE repo_id = $1 AND gen > $2', [repoId, repo.flushed_gen])).rows.map((t) => t.name));
+      // Deleted here after the file was written, or moved here since the last rewrite: ours wins.
+      const takesTag = (name: string, digest: string) => {
+        const mine = localByName.get(name);
+        return !deletedSince.has(name) && (!mine || (mine.gen <= repo.flushed_gen && mine.digest !== digest));
+      };
+      const stale = staleManifests(snapshot, tombstones, takesTag);
+      const manifests = snapshot.manifests.filter((m) => !stale.has(m.record.digest));
+      for (const { record, links } of manifests) await this.insertManifest(sql, repoId, record, links);
+      for (const { links } of manifests) await this.recordAttestations(sql, repoId, links);
+      const revived = manifests.map((m) => m.record.digest).filter((digest) => tombstones.has(digest));
+      if (revived.length) await sql.query('DELETE FROM deleted_manifests WHERE repo_id = $1 AND digest = ANY($2::text[])', [repoId, revived]);
       for (const t of local) {
         if (!snapshot.tags.has(t.name) && t.gen <= repo.flushed_gen) await sql.query('DELETE FROM tags WHERE repo_id = $1 AND name = $2', [repoId, t.name]);
       }
-      const deletedSince = new Set((await sql.query<{ name: string }>('SELECT name FROM deleted_tags WHERE repo_id = $1 AND gen > $2', [repoId, repo.flushed_gen])).rows.map((t) => t.name));
       for (const [name, digest] of snapshot.tags) {
-        if (deletedSince.has(name)) continue; // deleted here after the file was written
-        const mine = localByName.get(name);
-        if (!mine || (mine.gen <= repo.flushed_gen && mine.digest !== digest)) await this.setTag(sql, repoId, name, digest, repo.flushed_gen);
+        if (stale.has(digest) || tombstones.get(digest)?.has(name)) continue; // deleted here with its manifest
+        if (takesTag(name, digest)) await this.setTag(sql, repoId, name, digest, repo.flushed_gen);
+      }
+      await sql.query('DELETE FROM layout_entries WHERE repo_id = $1', [repoId]);
+      const entries = snapshot.entries.filter((e) => !stale.has(e.digest));
+      if (entries.length) {
+        await sql.query(`INSERT INTO layout_entries (repo_id, digest, tag, entry) SELECT $1, e.digest, e.tag, e.entry
+          FROM unnest($2::text[], $3::text[], $4::text[]) AS e(digest, tag, entry) ON CONFLICT (repo_id, digest, tag) DO UPDATE SET entry = EXCLUDED.entry`,
+        [repoId, entries.map((e) => e.digest), entries.map((e) => e.tag), entries.map((e) => e.json)]);
       }
       await sql.query('UPDATE repos SET layout_extras = $1, index_stamp = $2 WHERE id = $3', [JSON.stringify(snapshot.extras), snapshot.indexStamp, repoId]);
+      // The file lists manifests deleted here: it is rewritten without them.
+      if (stale.size) await this.bumpGen(sql, repoId);
     });
     this.adopted += snapshot.manifests.length;
   }

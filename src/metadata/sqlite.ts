@@ -13,7 +13,7 @@ import type { QueryIndex } from './query.ts';
 import type { ComponentIndex } from './components.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
 import {
-  asynchronous, type BlobLookup, type EdgeRecord, type LayoutExtras, type LayoutSnapshot, type ManifestRecord, type MetadataStore, type MetadataTables, type PageRequest,
+  asynchronous, staleManifests, type UntaggedManifest, type BlobLookup, type EdgeRecord, type LayoutExtras, type LayoutSnapshot, type ManifestRecord, type MetadataStore, type MetadataTables, type PageRequest,
   type PushReads, type ReferrerFilter, type ReferrerIndexRecord, type RepositoryRecord, type RetentionPolicy, type Synchronous, type TaggedManifest, type UnreachableManifest,
   REPUSH_REFRESH_MS,
 } from './store.ts';
@@ -79,6 +79,14 @@ CREATE TABLE IF NOT EXISTS pending_unlinks (
   repo_id INTEGER NOT NULL, digest TEXT NOT NULL, gen INTEGER NOT NULL, PRIMARY KEY (repo_id, digest)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dirty_subjects (
   repo_id INTEGER NOT NULL, subject TEXT NOT NULL, marked INTEGER NOT NULL, PRIMARY KEY (repo_id, subject)) WITHOUT ROWID;
+-- Manifests deleted here (API or GC) and the tags they had (JSON), until their file is removed or
+-- they are stored again: merging an outside edit made on an older index.json does not revive them.
+CREATE TABLE IF NOT EXISTS deleted_manifests (
+  repo_id INTEGER NOT NULL, digest TEXT NOT NULL, gen INTEGER NOT NULL, tags TEXT NOT NULL, PRIMARY KEY (repo_id, digest)) WITHOUT ROWID;
+-- index.json entries another tool wrote for indexed manifests that say more than Trellis writes
+-- (tag '' when untagged), kept whole so that rewriting index.json keeps them.
+CREATE TABLE IF NOT EXISTS layout_entries (
+  repo_id INTEGER NOT NULL, digest TEXT NOT NULL, tag TEXT NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (repo_id, digest, tag)) WITHOUT ROWID;
 `;
 
 interface ManifestRow {
@@ -92,6 +100,7 @@ interface ManifestRow {
   annotations: string;
   pushed_at: number;
   tag?: string;
+  layout_entry?: string | null;
 }
 
 interface RepoRow {
@@ -354,7 +363,11 @@ class SqliteTables implements Synchronous<MetadataTables> {
     this.sql('DELETE FROM attributes WHERE manifest_id = ?').run(row.id);
     this.sql('DELETE FROM edges WHERE repo_id = ? AND parent = ?').run(repoId, digest);
     const tags = this.sql('DELETE FROM tags INDEXED BY tags_by_digest WHERE repo_id = ? AND digest = ? RETURNING name').all(repoId, digest) as { name: string }[];
-    if (gen !== undefined) this.tombstone(repoId, tags.map((t) => t.name), gen);
+    this.sql('DELETE FROM layout_entries WHERE repo_id = ? AND digest = ?').run(repoId, digest);
+    if (gen !== undefined) {
+      this.tombstone(repoId, tags.map((t) => t.name), gen);
+      this.sql('INSERT OR REPLACE INTO deleted_manifests (repo_id, digest, gen, tags) VALUES (?, ?, ?, ?)').run(repoId, digest, gen, JSON.stringify(tags.map((t) => t.name)));
+    }
     this.forgetBlob(repoId, digest);
     return true;
   }
@@ -390,8 +403,11 @@ class SqliteTables implements Synchronous<MetadataTables> {
       .all() as { name: string }[]).map((r) => r.name);
   }
 
-  dropPendingUnlink(repoId: number, digest: string): void {
-    this.sql('DELETE FROM pending_unlinks WHERE repo_id = ? AND digest = ?').run(repoId, digest);
+  dropPendingUnlink(repoId: number, digest: string, removed = false): void {
+    this.transaction(() => {
+      this.sql('DELETE FROM pending_unlinks WHERE repo_id = ? AND digest = ?').run(repoId, digest);
+      if (removed) this.sql('DELETE FROM deleted_manifests WHERE repo_id = ? AND digest = ?').run(repoId, digest);
+    });
   }
 
   scheduleUnlink(repoId: number, digest: string): void {
@@ -455,6 +471,7 @@ class SqliteTables implements Synchronous<MetadataTables> {
       const row = this.sql('DELETE FROM tags WHERE repo_id = ? AND name = ? RETURNING digest').get(repoId, tag) as { digest: string } | undefined;
       if (!row) return false;
       this.tombstone(repoId, [tag], this.bumpGen(repoId));
+      this.sql('DELETE FROM layout_entries WHERE repo_id = ? AND digest = ? AND tag = ?').run(repoId, row.digest, tag);
       if (this.outbox.recording) this.outbox.record([tagRemoved(this.repositoryName(repoId), tag, row.digest)]);
       return true;
     });
@@ -502,19 +519,22 @@ class SqliteTables implements Synchronous<MetadataTables> {
   taggedEntries(repoId: number, page: PageRequest): TaggedManifest[] {
     // index.json needs no annotations of the manifests, so they are not read (or parsed) here.
     const columns = MANIFEST_COLUMNS.replace('m.annotations', "'{}' AS annotations");
-    return (this.sql(`SELECT ${columns}, t.name AS tag FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+    return (this.sql(`SELECT ${columns}, t.name AS tag, x.entry AS layout_entry FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+      LEFT JOIN layout_entries x ON x.repo_id = t.repo_id AND x.digest = t.digest AND x.tag = t.name
       WHERE t.repo_id = ? AND t.name > ? ORDER BY t.name LIMIT ?`).all(repoId, page.after ?? '', page.limit) as unknown as ManifestRow[])
-      .map((row) => ({ ...toManifest(row), tag: row.tag! }));
+      .map((row) => ({ ...toManifest(row), tag: row.tag!, layoutEntry: row.layout_entry ?? null }));
   }
 
-  untaggedEntries(repoId: number, afterId: number, limit: number): (ManifestRecord & { id: number })[] {
+  untaggedEntries(repoId: number, afterId: number, limit: number): UntaggedManifest[] {
     const columns = MANIFEST_COLUMNS.replace('m.annotations', "'{}' AS annotations");
     // Untagged entries keep every manifest reachable for other tools: referrers always, and any
     // manifest that neither a tag nor a parent index in this repository leads to.
-    return (this.sql(`SELECT ${columns} FROM manifests m WHERE m.repo_id = ? AND m.id > ? AND (m.subject IS NOT NULL OR (
+    return (this.sql(`SELECT ${columns}, x.entry AS layout_entry FROM manifests m
+      LEFT JOIN layout_entries x ON x.repo_id = m.repo_id AND x.digest = m.digest AND x.tag = ''
+      WHERE m.repo_id = ? AND m.id > ? AND (m.subject IS NOT NULL OR (
         NOT EXISTS (SELECT 1 FROM tags t INDEXED BY tags_by_digest WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AND
         NOT EXISTS (SELECT 1 FROM edges e WHERE e.repo_id = m.repo_id AND e.child = m.digest AND e.kind = 'manifest' AND e.child_repo = '')))
-      ORDER BY m.id LIMIT ?`).all(repoId, afterId, limit) as unknown as ManifestRow[]).map((row) => ({ ...toManifest(row), id: row.id }));
+      ORDER BY m.id LIMIT ?`).all(repoId, afterId, limit) as unknown as ManifestRow[]).map((row) => ({ ...toManifest(row), id: row.id, layoutEntry: row.layout_entry ?? null }));
   }
 
 
@@ -563,22 +583,39 @@ class SqliteTables implements Synchronous<MetadataTables> {
   mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): void {
     this.transaction(() => {
       const repo = this.sql('SELECT flushed_gen FROM repos WHERE id = ?').get(repoId) as { flushed_gen: number };
+      // A tombstone matters only while the manifest is absent (one stored again keeps its row).
+      this.sql('DELETE FROM deleted_manifests WHERE repo_id = ? AND digest IN (SELECT digest FROM manifests WHERE repo_id = ?)').run(repoId, repoId);
       for (const digest of vanished) this.removeManifestRows(repoId, digest);
-      for (const { record, links } of snapshot.manifests) this.insertManifest(repoId, record, links);
-      for (const { links } of snapshot.manifests) this.recordAttestations(repoId, links);
+      const tombstones = new Map((this.sql('SELECT digest, tags FROM deleted_manifests WHERE repo_id = ?').all(repoId) as { digest: string; tags: string }[])
+        .map((t) => [t.digest, new Set(JSON.parse(t.tags) as string[])]));
       const local = this.sql('SELECT name, digest, gen FROM tags WHERE repo_id = ?').all(repoId) as { name: string; digest: string; gen: number }[];
       const localByName = new Map(local.map((t) => [t.name, t]));
+      const deletedSince = new Set((this.sql('SELECT name FROM deleted_tags WHERE repo_id = ? AND gen > ?').all(repoId, repo.flushed_gen) as { name: string }[]).map((t) => t.name));
+      // Deleted here after the file was written, or moved here since the last rewrite: ours wins.
+      const takesTag = (name: string, digest: string) => {
+        const mine = localByName.get(name);
+        return !deletedSince.has(name) && (!mine || (mine.gen <= repo.flushed_gen && mine.digest !== digest));
+      };
+      const stale = staleManifests(snapshot, tombstones, takesTag);
+      const manifests = snapshot.manifests.filter((m) => !stale.has(m.record.digest));
+      for (const { record, links } of manifests) this.insertManifest(repoId, record, links);
+      for (const { links } of manifests) this.recordAttestations(repoId, links);
+      const revived = this.sql('DELETE FROM deleted_manifests WHERE repo_id = ? AND digest = ?');
+      for (const { record } of manifests) if (tombstones.has(record.digest)) revived.run(repoId, record.digest);
       for (const t of local) {
         if (!snapshot.tags.has(t.name) && t.gen <= repo.flushed_gen) this.sql('DELETE FROM tags WHERE repo_id = ? AND name = ?').run(repoId, t.name);
       }
       const upsert = this.sql('INSERT OR REPLACE INTO tags (repo_id, name, digest, gen) VALUES (?, ?, ?, ?)');
-      const deletedSince = new Set((this.sql('SELECT name FROM deleted_tags WHERE repo_id = ? AND gen > ?').all(repoId, repo.flushed_gen) as { name: string }[]).map((t) => t.name));
       for (const [name, digest] of snapshot.tags) {
-        if (deletedSince.has(name)) continue; // deleted here after the file was written
-        const mine = localByName.get(name);
-        if (!mine || (mine.gen <= repo.flushed_gen && mine.digest !== digest)) upsert.run(repoId, name, digest, repo.flushed_gen);
+        if (stale.has(digest) || tombstones.get(digest)?.has(name)) continue; // deleted here with its manifest
+        if (takesTag(name, digest)) upsert.run(repoId, name, digest, repo.flushed_gen);
       }
+      this.sql('DELETE FROM layout_entries WHERE repo_id = ?').run(repoId);
+      const entry = this.sql('INSERT OR REPLACE INTO layout_entries (repo_id, digest, tag, entry) VALUES (?, ?, ?, ?)');
+      for (const e of snapshot.entries) if (!stale.has(e.digest)) entry.run(repoId, e.digest, e.tag, e.json);
       this.sql('UPDATE repos SET layout_extras = ?, index_stamp = ? WHERE id = ?').run(JSON.stringify(snapshot.extras), snapshot.indexStamp, repoId);
+      // The file lists manifests deleted here: it is rewritten without them.
+      if (stale.size) this.bumpGen(repoId);
     });
   }
 

@@ -61,6 +61,23 @@ export function manifestRecord(digest: string, parsed: ParsedManifest, size: num
 
 export interface TaggedManifest extends ManifestRecord {
   tag: string;
+  /** The entry another tool wrote for this tag and manifest, as it wrote it (LayoutEntry), if any. */
+  layoutEntry: string | null;
+}
+
+/** An untagged `index.json` entry: the manifest, its row id (the page cursor) and any entry another tool wrote for it. */
+export type UntaggedManifest = ManifestRecord & { id: number; layoutEntry: string | null };
+
+/**
+ * A top-level `index.json` entry another tool wrote for a manifest Trellis indexes, kept whole
+ * because it says more than Trellis would write (its own annotations, platform, urls, data…), so
+ * that rewriting the file keeps it. `tag` is '' for an untagged entry.
+ */
+export interface LayoutEntry {
+  tag: string;
+  digest: string;
+  /** The entry's JSON exactly as read. */
+  json: string;
 }
 
 /** One link of the graph; the child may live in a descendant repository (nested namespaces). */
@@ -118,8 +135,37 @@ export interface PageRequest {
 export interface LayoutSnapshot {
   manifests: { record: ManifestRecord; links: ManifestLink[] }[];
   tags: Map<string, string>;
+  /** Entries naming indexed manifests that carry fields Trellis would not write itself. */
+  entries: LayoutEntry[];
   extras: LayoutExtras;
   indexStamp: string | null;
+}
+
+/**
+ * Which manifests of a layout read from disk stay deleted when it is merged. `tombstones` holds,
+ * per manifest this index deleted (API or GC) and does not hold again, the tags it had then. An
+ * outside edit listing such a manifest is taken for a copy read before the delete, unless it
+ * points a tag at it that it did not carry when deleted and that the merge takes (`takesTag`):
+ * that is the other tool's own, later decision. Index children of a manifest so revived come back
+ * with it. Both engines merge with this, so they decide alike.
+ */
+export function staleManifests(snapshot: LayoutSnapshot, tombstones: ReadonlyMap<string, ReadonlySet<string>>, takesTag: (name: string, digest: string) => boolean): Set<string> {
+  const stale = new Set(snapshot.manifests.map((m) => m.record.digest).filter((digest) => tombstones.has(digest)));
+  if (!stale.size) return stale;
+  const revived: string[] = [];
+  for (const [name, digest] of snapshot.tags) {
+    if (stale.has(digest) && !tombstones.get(digest)!.has(name) && takesTag(name, digest)) {
+      stale.delete(digest);
+      revived.push(digest);
+    }
+  }
+  const links = new Map(snapshot.manifests.map((m) => [m.record.digest, m.links]));
+  while (revived.length) {
+    for (const link of links.get(revived.pop()!) ?? []) {
+      if (link.kind === 'manifest' && !link.repository && stale.delete(link.digest)) revived.push(link.digest);
+    }
+  }
+  return stale;
 }
 
 // ---- the contracts -------------------------------------------------------------------------
@@ -168,7 +214,12 @@ export interface ManifestIndex {
    * and which of `blobs` the index records. One consistent snapshot; callers hold the content lock.
    */
   pushReads(repository: string, digest: string, blobs: readonly BlobLookup[]): Promise<PushReads>;
-  /** Removes manifests and every tag on them, in one transaction; returns those that were there. */
+  /**
+   * Removes manifests and every tag on them, in one transaction; returns those that were there.
+   * Each gets a tombstone (with its tags) kept until its file is removed or it is stored again, so
+   * that merging an outside edit made on an older `index.json` does not bring it back
+   * (staleManifests).
+   */
   deleteManifests(repoId: number, digests: string[]): Promise<string[]>;
   /**
    * Journals the file a manifest push is about to write, before it is written: the push's commit
@@ -210,7 +261,7 @@ export interface LayoutJournal {
   /** `index.json`'s tagged entries, a page at a time in tag order. */
   taggedEntries(repoId: number, page: PageRequest): Promise<TaggedManifest[]>;
   /** `index.json`'s untagged entries (referrers, and manifests nothing here reaches), in push order. */
-  untaggedEntries(repoId: number, afterId: number, limit: number): Promise<(ManifestRecord & { id: number })[]>;
+  untaggedEntries(repoId: number, afterId: number, limit: number): Promise<UntaggedManifest[]>;
   /** Notes the identity of an `index.json` about to replace the current one. */
   notePendingIndex(repoId: number, gen: number, stamp: string): Promise<void>;
   markFlushed(repoId: number, gen: number, indexStamp: string): Promise<void>;
@@ -222,7 +273,12 @@ export interface LayoutJournal {
   dueUnlinks(repoId: number, flushedGen: number): Promise<string[]>;
   /** Names of the repositories that have removals due now (what start-up must finish), in one read. */
   repositoriesWithDueUnlinks(): Promise<string[]>;
-  dropPendingUnlink(repoId: number, digest: string): Promise<void>;
+  /**
+   * Drops a file from the removal journal; `removed`: the file is gone, and with it the manifest
+   * tombstone (an outside entry naming it now names a missing blob, and a tool adding it again
+   * must write the file again, which is a genuine re-add).
+   */
+  dropPendingUnlink(repoId: number, digest: string, removed?: boolean): Promise<void>;
   /** Journals a blob's file for removal at the current change (GC) and forgets its blob row; one transaction. */
   scheduleUnlink(repoId: number, digest: string): Promise<void>;
   /** Subjects whose referrers changed since their layout referrers index was last written. */
@@ -235,7 +291,9 @@ export interface LayoutJournal {
   setReferrerIndex(repoId: number, subject: string, index: { digest: string; size: number } | null, marked: number): Promise<void>;
   /**
    * Merges a layout read from disk, in one transaction; local changes not yet flushed win over
-   * it. `vanished` lists manifests whose blobs another tool removed.
+   * it, and manifests deleted here stay deleted (staleManifests: the change counter moves, so the
+   * file is rewritten without them). `vanished` lists manifests whose blobs another tool removed.
+   * The snapshot's `entries` replace the repository's kept entries.
    */
   mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): Promise<void>;
 }

@@ -1,11 +1,14 @@
 // Serving layouts written by other tools, unchanged: the regctl-written fixture (fallback tags,
-// nested indexes, a self-referencing entry) and a deliberately corrupt one.
+// nested indexes, a self-referencing entry) and a deliberately corrupt one; and outside edits of a
+// layout Trellis writes: a stale copy never revives a deleted manifest, and the fields another
+// tool put on its entries survive Trellis's rewrites.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { REF_NAME, getManifest, listTags, makeImage, makeReferrer, pushBuilt } from '../helpers/oci-client.ts';
 
 const FIXTURES = resolve(import.meta.dirname, '../fixtures/olareg-layouts');
 let reg: TestRegistry;
@@ -83,4 +86,93 @@ test('a corrupt layout never crashes the server or gets a 5xx', async () => {
     await res.arrayBuffer();
   }
   assert.equal((await fetch(`${reg.url}/v2/`)).status, 200);
+});
+
+interface Entry { mediaType: string; digest: string; size: number; annotations?: Record<string, string>; [field: string]: unknown }
+
+test('a manifest deleted through the API stays deleted when an outside edit based on an older index.json is merged', async () => {
+  const edited = await startTestRegistry({ indexFlushMinMs: 60_000, indexFlushMaxMs: 60_000, layoutCheckIntervalMs: 0 });
+  try {
+    const repo = 'stale/copy';
+    const gone = makeImage();
+    const kept = makeImage();
+    assert.equal((await pushBuilt(edited.url, repo, 'gone', gone)).status, 201);
+    assert.equal((await pushBuilt(edited.url, repo, 'kept', kept)).status, 201);
+    await edited.registry.layout.flushAll();
+    const path = join(edited.dataDir, repo, 'index.json');
+    const old = JSON.parse(await readFile(path, 'utf8')) as { manifests: Entry[] };
+    assert.equal((await fetch(`${edited.url}/v2/${repo}/manifests/${gone.digest}`, { method: 'DELETE' })).status, 202);
+    // Another tool, working from the copy it read before the delete, tags `kept` once more.
+    old.manifests.push({ ...kept.descriptor, annotations: { [REF_NAME]: 'also' } });
+    await writeFile(path, JSON.stringify(old));
+    assert.deepEqual((await listTags(edited.url, repo)).tags, ['also', 'kept']);
+    assert.equal((await getManifest(edited.url, repo, gone.digest)).status, 404);
+    await edited.registry.layout.flushAll();
+    assert.equal((await getManifest(edited.url, repo, gone.digest)).status, 404);
+    const after = JSON.parse(await readFile(path, 'utf8')) as { manifests: Entry[] };
+    assert.ok(!after.manifests.some((d) => d.digest === gone.digest), 'index.json lists the deleted manifest again');
+    // Pushed again through the API, it is back as usual.
+    assert.equal((await pushBuilt(edited.url, repo, 'gone', gone)).status, 201);
+    assert.equal((await getManifest(edited.url, repo, 'gone')).status, 200);
+  } finally {
+    await edited.dispose();
+  }
+});
+
+test('a manifest deleted through the API comes back when an outside tool tags it anew', async () => {
+  const edited = await startTestRegistry({ indexFlushMinMs: 60_000, indexFlushMaxMs: 60_000, layoutCheckIntervalMs: 0 });
+  try {
+    const repo = 'stale/retag';
+    const image = makeImage();
+    assert.equal((await pushBuilt(edited.url, repo, 'v1', image)).status, 201);
+    await edited.registry.layout.flushAll();
+    const path = join(edited.dataDir, repo, 'index.json');
+    const old = JSON.parse(await readFile(path, 'utf8')) as { manifests: Entry[] };
+    assert.equal((await fetch(`${edited.url}/v2/${repo}/manifests/${image.digest}`, { method: 'DELETE' })).status, 202);
+    // A tag the manifest never had is an outside tool's new decision, not a stale copy.
+    old.manifests.push({ ...image.descriptor, annotations: { [REF_NAME]: 'v2' } });
+    await writeFile(path, JSON.stringify(old));
+    assert.deepEqual((await listTags(edited.url, repo)).tags, ['v2']);
+    assert.equal((await getManifest(edited.url, repo, 'v2')).status, 200);
+  } finally {
+    await edited.dispose();
+  }
+});
+
+test('rewriting index.json keeps every field of the entries another tool wrote', async () => {
+  const edited = await startTestRegistry({ layoutCheckIntervalMs: 0 });
+  try {
+    const repo = 'umoci/made';
+    const image = makeImage();
+    const referrer = makeReferrer(image.descriptor, { artifactType: 'application/example' });
+    assert.equal((await pushBuilt(edited.url, repo, 'seed', image)).status, 201);
+    assert.equal((await pushBuilt(edited.url, repo, referrer.digest, referrer)).status, 201);
+    await edited.registry.layout.flushAll();
+    const path = join(edited.dataDir, repo, 'index.json');
+    const index = JSON.parse(await readFile(path, 'utf8')) as { manifests: Entry[] };
+    // What umoci and skopeo write: the ref name with their own annotations, a platform, and more.
+    const tagged: Entry = {
+      ...image.descriptor,
+      annotations: { [REF_NAME]: 'umoci', 'org.opencontainers.image.created': '2024-01-02T03:04:05Z', 'com.example.note': 'kept' },
+      platform: { architecture: 'arm64', os: 'linux', variant: 'v8' },
+      urls: ['https://example.com/blob'],
+      artifactType: 'application/vnd.example.thing',
+    };
+    const untagged = index.manifests.find((d) => d.digest === referrer.digest)!;
+    Object.assign(untagged, { annotations: { ...untagged.annotations, 'com.example.note': 'untagged' }, platform: { architecture: 'amd64', os: 'linux' } });
+    index.manifests.push(tagged);
+    await writeFile(path, JSON.stringify(index));
+    assert.deepEqual((await listTags(edited.url, repo)).tags, ['seed', 'umoci']);
+    // Trellis rewrites index.json for a push of another tag.
+    assert.equal((await pushBuilt(edited.url, repo, 'next', makeImage())).status, 201);
+    await edited.registry.layout.flushAll();
+    const after = JSON.parse(await readFile(path, 'utf8')) as { manifests: Entry[] };
+    assert.ok(after.manifests.some((d) => d.annotations?.[REF_NAME] === 'next'), 'index.json was rewritten');
+    assert.deepEqual(after.manifests.find((d) => d.annotations?.[REF_NAME] === 'umoci'), tagged);
+    assert.deepEqual(after.manifests.find((d) => d.digest === referrer.digest && !d.annotations?.[REF_NAME]), untagged);
+    // An entry Trellis wrote itself stays as it was.
+    assert.deepEqual(after.manifests.find((d) => d.annotations?.[REF_NAME] === 'seed'), index.manifests.find((d) => d.annotations?.[REF_NAME] === 'seed'));
+  } finally {
+    await edited.dispose();
+  }
 });

@@ -273,7 +273,7 @@ for (const engine of engines) {
       await store.markFlushed(repo.id, (await store.repository('merge/app'))!.gen, 's1');
       await store.putManifest(repo.id, mine.record, mine.links, ['shared']); // not flushed yet
       await store.mergeLayout(repo.id, {
-        manifests: [theirs], tags: new Map([['shared', theirs.record.digest], ['added', theirs.record.digest]]), extras: { annotations: { a: 'b' } }, indexStamp: 's2',
+        manifests: [theirs], tags: new Map([['shared', theirs.record.digest], ['added', theirs.record.digest]]), entries: [], extras: { annotations: { a: 'b' } }, indexStamp: 's2',
       }, [gone.record.digest]);
       assert.equal(await store.resolveTag(repo.id, 'shared'), mine.record.digest, 'the unflushed local change wins');
       assert.equal(await store.resolveTag(repo.id, 'added'), theirs.record.digest);
@@ -282,6 +282,38 @@ for (const engine of engines) {
       const after = (await store.repository('merge/app'))!;
       assert.deepEqual(after.layoutExtras, { annotations: { a: 'b' } });
       assert.equal(after.indexStamp, 's2');
+    });
+
+    test('mergeLayout: a manifest deleted here stays deleted unless tagged anew; other tools\' entries are kept whole', async () => {
+      const repo = await store.ensureRepository('merge/stale');
+      const deleted = image('deleted');
+      const kept = image('kept');
+      const flush = async () => store.markFlushed(repo.id, (await store.repository('merge/stale'))!.gen, `s${Date.now()}`);
+      await store.putManifest(repo.id, deleted.record, deleted.links, ['a']);
+      await store.putManifest(repo.id, kept.record, kept.links, ['b']);
+      await flush();
+      assert.deepEqual(await store.deleteManifests(repo.id, [deleted.record.digest]), [deleted.record.digest]);
+      await flush(); // the delete is in index.json; an old copy of it is written back later
+      const entry = JSON.stringify({ ...kept.record, annotations: { 'org.opencontainers.image.ref.name': 'b', note: 'theirs' }, platform: { os: 'linux' } });
+      const old = { manifests: [deleted, kept], tags: new Map([['a', deleted.record.digest], ['b', kept.record.digest]]), extras: {} };
+      await store.mergeLayout(repo.id, { ...old, entries: [{ tag: 'b', digest: kept.record.digest, json: entry }], indexStamp: 'old-copy' }, []);
+      assert.equal(await store.manifest(repo.id, deleted.record.digest), undefined, 'a stale copy does not revive a deleted manifest');
+      assert.equal(await store.resolveTag(repo.id, 'a'), undefined);
+      const record = (await store.repository('merge/stale'))!;
+      assert.ok(record.gen > record.flushedGen, 'the stale file is rewritten');
+      assert.deepEqual((await store.taggedEntries(repo.id, { limit: 10 })).map((e) => [e.tag, e.layoutEntry]), [['b', entry]]);
+      // A tag the manifest never had is the other tool's own decision: it comes back, its old tag does not.
+      old.tags.set('new', deleted.record.digest);
+      await store.mergeLayout(repo.id, { ...old, entries: [], indexStamp: 'retagged' }, []);
+      assert.ok(await store.manifest(repo.id, deleted.record.digest));
+      assert.equal(await store.resolveTag(repo.id, 'new'), deleted.record.digest);
+      assert.equal(await store.resolveTag(repo.id, 'a'), undefined);
+      assert.deepEqual((await store.taggedEntries(repo.id, { limit: 10 })).map((e) => e.layoutEntry), [null, null], 'the entries are the new file\'s');
+      // Once its file is removed, a tool listing it again must have written it again: a genuine re-add.
+      await store.deleteManifests(repo.id, [kept.record.digest]);
+      await store.dropPendingUnlink(repo.id, kept.record.digest, true);
+      await store.mergeLayout(repo.id, { ...old, entries: [], indexStamp: 're-added' }, []);
+      assert.ok(await store.manifest(repo.id, kept.record.digest));
     });
 
     test('retention: unreachable manifests by policy, re-checked before a sweep', async () => {
