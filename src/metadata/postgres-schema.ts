@@ -216,6 +216,13 @@ CREATE TABLE IF NOT EXISTS deleted_manifests (
 CREATE TABLE IF NOT EXISTS layout_entries (
   repo_id BIGINT NOT NULL, digest ${T} NOT NULL, tag ${T} NOT NULL, entry ${T} NOT NULL, PRIMARY KEY (repo_id, digest, tag));`,
   },
+  {
+    version: 8,
+    description: 'a repository\'s manifests in push order (index.json pages, GC candidates)',
+    // Without it a page of index.json entries either walks every manifest of the registry from the
+    // last id (the primary key) or reads and sorts the whole repository.
+    sql: 'CREATE INDEX IF NOT EXISTS manifests_by_repo ON manifests (repo_id, id);',
+  },
 ];
 
 /** Functions the migrations create, dropped with the tables. */

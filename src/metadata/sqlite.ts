@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS manifests (
   -- kept apart from subject because it is not one and is never written back as one
   attests TEXT, UNIQUE (repo_id, digest));
 CREATE INDEX IF NOT EXISTS manifests_by_subject ON manifests (repo_id, subject, digest) WHERE subject IS NOT NULL;
+-- A repository's manifests in push order: index.json is written from pages of them, and without
+-- this each page read and sorted the whole repository (100,000 manifests: 2 s per rewrite, not 0.3).
+CREATE INDEX IF NOT EXISTS manifests_by_repo ON manifests (repo_id, id);
 -- Registry-wide artifactType queries (the most common one) scan this in manifest order.
 CREATE INDEX IF NOT EXISTS manifests_by_artifact_type ON manifests (artifact_type COLLATE NOCASE, id) WHERE artifact_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS manifests_by_attests ON manifests (repo_id, attests, digest) WHERE attests IS NOT NULL;
@@ -115,6 +118,18 @@ interface RepoRow {
 }
 
 const MANIFEST_COLUMNS = 'm.id, m.digest, m.media_type, m.size, m.artifact_type, m.config_media_type, m.subject, m.annotations, m.pushed_at';
+/**
+ * One page of a repository's manifests that index.json lists without a tag: referrers always, and
+ * any manifest that neither a tag nor a parent index in this repository leads to (so other tools
+ * reach every manifest). Annotations are not needed there, so they are not read. Exported for the
+ * test that keeps its plan a range of `manifests_by_repo`: no sort, whatever the repository size.
+ */
+export const UNTAGGED_ENTRIES = `SELECT ${MANIFEST_COLUMNS.replace('m.annotations', "'{}' AS annotations")}, x.entry AS layout_entry FROM manifests m
+  LEFT JOIN layout_entries x ON x.repo_id = m.repo_id AND x.digest = m.digest AND x.tag = ''
+  WHERE m.repo_id = ? AND m.id > ? AND (m.subject IS NOT NULL OR (
+    NOT EXISTS (SELECT 1 FROM tags t INDEXED BY tags_by_digest WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AND
+    NOT EXISTS (SELECT 1 FROM edges e WHERE e.repo_id = m.repo_id AND e.child = m.digest AND e.kind = 'manifest' AND e.child_repo = '')))
+  ORDER BY m.id LIMIT ?`;
 /**
  * A referrer's descriptor serialised by SQLite: the bytes `referrerDescriptorJson` (store.ts)
  * writes, in half the time of building it from the row in JavaScript (5,000 referrers: ~11 ms
@@ -526,15 +541,8 @@ class SqliteTables implements Synchronous<MetadataTables> {
   }
 
   untaggedEntries(repoId: number, afterId: number, limit: number): UntaggedManifest[] {
-    const columns = MANIFEST_COLUMNS.replace('m.annotations', "'{}' AS annotations");
-    // Untagged entries keep every manifest reachable for other tools: referrers always, and any
-    // manifest that neither a tag nor a parent index in this repository leads to.
-    return (this.sql(`SELECT ${columns}, x.entry AS layout_entry FROM manifests m
-      LEFT JOIN layout_entries x ON x.repo_id = m.repo_id AND x.digest = m.digest AND x.tag = ''
-      WHERE m.repo_id = ? AND m.id > ? AND (m.subject IS NOT NULL OR (
-        NOT EXISTS (SELECT 1 FROM tags t INDEXED BY tags_by_digest WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AND
-        NOT EXISTS (SELECT 1 FROM edges e WHERE e.repo_id = m.repo_id AND e.child = m.digest AND e.kind = 'manifest' AND e.child_repo = '')))
-      ORDER BY m.id LIMIT ?`).all(repoId, afterId, limit) as unknown as ManifestRow[]).map((row) => ({ ...toManifest(row), id: row.id, layoutEntry: row.layout_entry ?? null }));
+    return (this.sql(UNTAGGED_ENTRIES).all(repoId, afterId, limit) as unknown as ManifestRow[])
+      .map((row) => ({ ...toManifest(row), id: row.id, layoutEntry: row.layout_entry ?? null }));
   }
 
 
