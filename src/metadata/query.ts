@@ -37,14 +37,12 @@ export interface QueryAccess {
   pullable: readonly string[];
 }
 
-/** Rows of one attribute path looked at when suggesting paths to a caller who may not pull everything. */
-export const ATTRIBUTE_PATH_PROBE = 1000;
 /**
- * Paths (the first, in name order) looked at for such a caller: each costs a probe, and anyone who
- * may push can add thousands per manifest, so without a bound one call could hold the index for
- * seconds whatever the caller may see.
+ * Attribute rows read when suggesting paths to a caller who may not pull everything. They are rows
+ * of that caller's own manifests only, so neither the answer nor the time it takes depends on what
+ * the caller cannot see; the bound keeps one call short however much the caller sees.
  */
-export const ATTRIBUTE_PATH_SCAN = 10_000;
+export const ATTRIBUTE_ROW_SCAN = 100_000;
 
 /** Each method is one read transaction (a consistent snapshot). */
 export interface QueryIndex {

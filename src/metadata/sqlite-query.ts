@@ -5,7 +5,7 @@ import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
 import { StatementCache } from './statements.ts';
 import { QueryInvalid, type Condition, type Query } from '../query/language.ts';
 import { orderKey } from '../query/order.ts';
-import { ATTRIBUTE_PATH_PROBE, ATTRIBUTE_PATH_SCAN, type QueryAccess, type QueryIndex, type QueryMatch, type QueryPage, type QueryScope } from './query.ts';
+import { ATTRIBUTE_ROW_SCAN, type QueryAccess, type QueryIndex, type QueryMatch, type QueryPage, type QueryScope } from './query.ts';
 import type { Synchronous } from './store.ts';
 import { LISTED_TYPE } from '../query/attributes.ts';
 
@@ -33,6 +33,15 @@ export function withRegistryFacts(stored: readonly string[], limit: number): str
 }
 /** An eq driver matching more rows than this yields to the sort index when a sort is asked for. */
 const SELECTIVE_ENOUGH = 5000;
+
+/**
+ * The attribute paths of a caller's pullable repositories (a JSON array of names), read from those
+ * repositories' manifests alone: CROSS JOIN keeps that order, so rows of repositories the caller
+ * cannot see are never read. Exported for the test of its plan.
+ */
+export const PULLABLE_ATTRIBUTE_PATHS = `SELECT DISTINCT path FROM (SELECT a.path FROM json_each(?) p
+  CROSS JOIN repos r ON r.name = p.value CROSS JOIN manifests m ON m.repo_id = r.id CROSS JOIN attributes a ON a.manifest_id = m.id
+  LIMIT ${ATTRIBUTE_ROW_SCAN}) ORDER BY path LIMIT ?`;
 
 interface Row {
   id: number;
@@ -159,17 +168,9 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
   }
 
   attributePaths(limit: number, access: QueryAccess | undefined): string[] {
-    const paths = (this.statements.get('SELECT path FROM attribute_paths ORDER BY path LIMIT ?').all(access ? ATTRIBUTE_PATH_SCAN : limit) as { path: string }[]).map((r) => r.path);
-    if (!access) return withRegistryFacts(paths, limit);
-    const pullable = JSON.stringify(access.pullable);
-    const held = this.statements.get(`SELECT 1 FROM (SELECT manifest_id FROM attributes INDEXED BY attributes_by_value WHERE path = ? LIMIT ${ATTRIBUTE_PATH_PROBE}) a
-      JOIN manifests m ON m.id = a.manifest_id JOIN repos r ON r.id = m.repo_id WHERE r.name IN (SELECT value FROM json_each(?)) LIMIT 1`);
-    const found: string[] = [];
-    for (const path of paths) {
-      if (found.length >= limit) break;
-      if (held.get(path, pullable)) found.push(path);
-    }
-    return withRegistryFacts(found, limit);
+    if (!access) return withRegistryFacts((this.statements.get('SELECT path FROM attribute_paths ORDER BY path LIMIT ?').all(limit) as { path: string }[]).map((r) => r.path), limit);
+    const rows = this.statements.get(PULLABLE_ATTRIBUTE_PATHS).all(JSON.stringify(access.pullable), limit) as { path: string }[];
+    return withRegistryFacts(rows.map((r) => r.path), limit);
   }
 
   run(query: Query, scope: QueryScope, page: QueryPage, access: QueryAccess | undefined): QueryMatch[] {
