@@ -4,7 +4,7 @@ import { OciError } from '../oci/errors.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import type { TaggedManifest } from '../metadata/store.ts';
 import { nextLink, pageParams, sendJson, type Headers } from './http.ts';
-import { ALLOW_ALL, type ApiContext } from './context.ts';
+import { ALLOW_ALL, spendQueryBudget, type ApiContext } from './context.ts';
 
 const NAMESPACE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*\/?$/;
 /** Names of a subtree read for one tree answer; beyond it the answer says `truncated`. */
@@ -30,6 +30,7 @@ interface TreeEntry {
  * a namespace holding nothing visible does not appear. `n`/`last` page over entry names.
  */
 export async function tree(ctx: ApiContext): Promise<void> {
+  spendQueryBudget(ctx, 'tree');
   const params = ctx.url.searchParams;
   const raw = params.get('prefix') ?? '';
   if (raw && !NAMESPACE.test(raw)) throw new OciError(400, 'NAME_INVALID', `prefix must be a namespace such as team/ or team/app, not ${JSON.stringify(raw.slice(0, 100))}`);
@@ -152,6 +153,7 @@ export async function tagDetails(ctx: ApiContext, name: string): Promise<void> {
  * for suggesting them. With access control, only paths of manifests the caller may pull.
  */
 export async function attributes(ctx: ApiContext): Promise<void> {
+  spendQueryBudget(ctx, 'attribute');
   const prefix = (ctx.url.searchParams.get('prefix') ?? '').toLowerCase();
   const access = ctx.access === ALLOW_ALL ? undefined : { pullable: await ctx.registry.pullableRepositories((repository) => ctx.access.canPull(repository)) };
   const known = await ctx.registry.queries.attributePaths(MAX_ATTRIBUTES, access);

@@ -4,7 +4,7 @@
 import { requireDigest } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
 import { nextLink, pageParams, sendJson, type Headers } from './http.ts';
-import type { ApiContext } from './context.ts';
+import { spendQueryBudget, type ApiContext } from './context.ts';
 import { COMPONENTS_PATH, compareVersionStrings, matches, parseConstraint, parseQuery, queryError, satisfies, type Components } from '../components/index.ts';
 import type { ComponentVersionRow } from '../metadata/index.ts';
 
@@ -100,8 +100,7 @@ export class ComponentsApi {
     const method = ctx.head ? 'HEAD' : ctx.req.method ?? 'GET';
     if (method !== 'GET' && method !== 'HEAD') throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on this endpoint`, undefined, { Allow: 'GET, HEAD' });
     // The same buckets as the query endpoints: one budget per client for every expensive listing.
-    const wait = ctx.rateLimits.query.take(ctx.client);
-    if (wait) throw new OciError(429, 'TOOMANYREQUESTS', `too many component queries; retry in ${wait} s`, undefined, { 'Retry-After': String(wait) });
+    spendQueryBudget(ctx, 'component');
     await this.components.ready;
     const sub = ctx.url.pathname.slice(COMPONENTS_PATH.length).replace(/\/$/, '');
     switch (sub) {

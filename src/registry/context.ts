@@ -5,6 +5,7 @@ import type { RepositoryAction } from '../auth/index.ts';
 import type { Registry } from '../content/registry.ts';
 import type { Uploads } from '../content/uploads.ts';
 import type { RateLimiter } from './rate-limit.ts';
+import { OciError } from '../oci/errors.ts';
 
 export interface ApiLimits {
   maxManifestBytes: number;
@@ -66,3 +67,13 @@ export interface ApiContext {
 }
 
 export type Handler = (ctx: ApiContext, name: string, arg: string) => Promise<void>;
+
+/**
+ * Takes one token of the client's budget for reads whose cost grows with the registry (queries,
+ * search, components, the namespace tree, attribute names): one budget for all of them, so no
+ * client can keep the index busy by spreading its calls. 429 with Retry-After when it is spent.
+ */
+export function spendQueryBudget(ctx: ApiContext, what: string): void {
+  const wait = ctx.rateLimits.query.take(ctx.client);
+  if (wait > 0) throw new OciError(429, 'TOOMANYREQUESTS', `too many ${what} requests; retry in ${wait} s`, undefined, { 'Retry-After': String(wait) });
+}

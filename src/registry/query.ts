@@ -2,17 +2,11 @@
 // (`/v2/_oci/references`) and registry-wide search over every manifest (`/v2/_trellis/search`).
 import { requireDigest } from '../content/registry.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
-import { OciError } from '../oci/errors.ts';
 import { referrerDescriptor, type Descriptor } from '../oci/manifest.ts';
 import { appliedFilters, attributePaths, parseQuery, type Query } from '../query/language.ts';
 import type { QueryAccess, QueryMatch, QueryScope } from '../metadata/index.ts';
 import { fitPage, indexJson, nextLink, pageParams, send, type Headers } from './http.ts';
-import { ALLOW_ALL, type ApiContext } from './context.ts';
-
-function rateLimit(ctx: ApiContext): void {
-  const wait = ctx.rateLimits.query.take(ctx.client);
-  if (wait > 0) throw new OciError(429, 'TOOMANYREQUESTS', `too many query requests; retry in ${wait} s`, undefined, { 'Retry-After': String(wait) });
-}
+import { ALLOW_ALL, spendQueryBudget, type ApiContext } from './context.ts';
 
 /**
  * Whether an attribute is known is decided only over what the caller may see. Without access
@@ -55,7 +49,7 @@ function sendIndex(ctx: ApiContext, parts: string[], headers: Headers): void {
 /** `GET /v2/<name>/referrers/<digest>?q_…`: the referrers API with query filters. */
 export async function queriedReferrers(ctx: ApiContext, name: string, reference: string): Promise<void> {
   const { digest } = requireDigest(reference);
-  rateLimit(ctx);
+  spendQueryBudget(ctx, 'query');
   const query = await parse(ctx, true);
   await ctx.registry.repository(name); // picks up edits other tools made to the layout
   const artifactTypes = ctx.url.searchParams.getAll('artifactType').filter(Boolean);
@@ -70,7 +64,7 @@ export async function queriedReferrers(ctx: ApiContext, name: string, reference:
 
 /** `GET /v2/_oci/references?q_…`: referrers in every repository the caller may pull. */
 export async function references(ctx: ApiContext): Promise<void> {
-  rateLimit(ctx);
+  spendQueryBudget(ctx, 'query');
   const query = await parse(ctx, true);
   const { parts, next } = await runPage(ctx, query, { kind: 'referrers' }, (m) => ({ ...referrerDescriptor(m), repository: m.repository, subjectDigest: m.subject }));
   const headers: Headers = {};
@@ -81,7 +75,7 @@ export async function references(ctx: ApiContext): Promise<void> {
 
 /** `GET /v2/_trellis/search?q_…`: every manifest and its tags, in every repository the caller may pull. */
 export async function search(ctx: ApiContext): Promise<void> {
-  rateLimit(ctx);
+  spendQueryBudget(ctx, 'query');
   const query = await parse(ctx, false);
   const { parts, next } = await runPage(ctx, query, { kind: 'manifests' }, (m) => {
     const result: Record<string, unknown> = { repository: m.repository, ...referrerDescriptor(m) };

@@ -140,3 +140,20 @@ test('with access control, attribute names come from the caller\'s repositories 
   assert.ok(own.length > 1000, `${own.length} paths`);
   assert.deepEqual(own, (await r.call(junk, { auth: r.basic('admin') })).json().attributes);
 });
+
+test('the tree and attribute names spend the client\'s query budget: over it, 429 TOOMANYREQUESTS with Retry-After', async () => {
+  const limited = await startTestRegistry({ queryRatePerSecond: 0.5, queryRateBurst: 3 });
+  try {
+    const statuses: number[] = [];
+    let last: Response | undefined;
+    for (const path of ['/v2/_trellis/tree', '/v2/_trellis/attributes', '/v2/_trellis/search', '/v2/_trellis/tree', '/v2/_trellis/attributes']) {
+      last = await fetch(`${limited.url}${path}`);
+      statuses.push(last.status);
+    }
+    assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+    assert.equal(last!.headers.get('retry-after'), '2');
+    assert.equal(((await last!.json()) as { errors: { code: string; message: string }[] }).errors[0]!.code, 'TOOMANYREQUESTS');
+  } finally {
+    await limited.dispose();
+  }
+});
