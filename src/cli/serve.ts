@@ -36,6 +36,8 @@ export function pidFile(dataDir: string): string {
 }
 
 const SHUTDOWN_GRACE_MS = 10_000;
+/** EX_TEMPFAIL: a supervisor should start the process again. */
+export const EXIT_LOCKS_LOST = 75;
 
 export function createLogger(level: string): Logger {
   return pino({ level, base: undefined });
@@ -225,5 +227,13 @@ export async function serve(settings: Settings): Promise<void> {
   // process; a second signal must not cut the flush short.
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
-  await starting;
+  const running = await starting;
+  // A replica whose shared locks went with their PostgreSQL connection may be writing while another
+  // replica, now let in, writes the same things (a GC sweep, an index.json rewrite). Ending at once
+  // is safe (what was not answered was not acknowledged, and a start finishes what a crash left);
+  // going on is not. Without a lock held, a lost connection is simply opened again.
+  running.registry.locks.whenLost((reason) => {
+    logger.fatal({ reason }, 'exiting: shared locks were lost while work ran under them; a restart is safe');
+    process.exit(EXIT_LOCKS_LOST);
+  });
 }

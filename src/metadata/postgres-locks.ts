@@ -34,6 +34,9 @@ export class AdvisoryLocks implements Locks {
   /** The last statement queued on the connection. */
   private statements: Promise<unknown> = Promise.resolve();
   private closed = false;
+  /** Advisory lock ids this process holds at the server now. */
+  private readonly held = new Set<string>();
+  private readonly lostListeners: ((reason: string) => void)[] = [];
 
   constructor(url: string) {
     this.url = url;
@@ -41,6 +44,10 @@ export class AdvisoryLocks implements Locks {
 
   run<T>(key: string, work: () => Promise<T>): Promise<T> {
     return this.local.run(key, () => this.holding(key, work));
+  }
+
+  whenLost(listener: (reason: string) => void): void {
+    this.lostListeners.push(listener);
   }
 
   async tryRun<T>(key: string, work: () => Promise<T>): Promise<{ value: T } | undefined> {
@@ -69,12 +76,22 @@ export class AdvisoryLocks implements Locks {
       // which must find the key free (an upload's next PATCH would be refused as busy).
       // A lost connection has already dropped every lock it held; nothing is left to release.
       await this.query('SELECT pg_advisory_unlock($1::bigint)', [id]).catch(() => undefined);
+      this.held.delete(id);
     }
   }
 
   private async tryLock(id: string): Promise<boolean> {
     const { rows } = await this.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS locked', [id]);
+    if (rows[0]!.locked) this.held.add(id);
     return rows[0]!.locked;
+  }
+
+  /** The lock connection ended: any lock held on it is gone, whatever the work under it does next. */
+  private connectionLost(reason: string): void {
+    if (this.closed || this.held.size === 0) return;
+    const count = this.held.size;
+    this.held.clear();
+    for (const listener of this.lostListeners) listener(`${count} shared lock(s) lost with their PostgreSQL connection: ${reason}`);
   }
 
   /**
@@ -103,11 +120,12 @@ export class AdvisoryLocks implements Locks {
     if (this.closed) return Promise.reject(new Error('the metadata store is closed'));
     this.client ??= (async () => {
       const client = new pg.Client({ connectionString: this.url, keepAlive: true, application_name: 'trellis locks' });
-      const forget = () => {
+      const forget = (err?: Error) => {
         if (this.client === opened) this.client = undefined;
+        this.connectionLost(err?.message ?? 'the connection ended');
       };
       client.on('error', forget);
-      client.on('end', forget);
+      client.on('end', () => forget());
       await client.connect();
       return client;
     })();

@@ -9,12 +9,20 @@ export interface Locks {
   run<T>(key: string, work: () => Promise<T>): Promise<T>;
   /** Runs work only if the key is free now; `undefined` when it is held (work did not run). */
   tryRun<T>(key: string, work: () => Promise<T>): Promise<{ value: T } | undefined>;
+  /**
+   * Calls `listener` if locks held at that moment were taken away (shared locks whose connection
+   * ended): the work under them still runs, but no longer excludes the other processes.
+   */
+  whenLost(listener: (reason: string) => void): void;
 }
 
 /** One queue per key, inside this process. */
 export class KeyedLock implements Locks {
   readonly shared = false;
   private readonly tails = new Map<string, Promise<unknown>>();
+
+  /** Never called: these locks live and die with this process. */
+  whenLost(_listener: (reason: string) => void): void {}
 
   run<T>(key: string, work: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(key) ?? Promise.resolve();

@@ -41,3 +41,48 @@ test('a lock whose holder lost its connection is free for the others; its work n
   assert.equal(await replicaB.locks.run('content:app', async () => 'B holds it'), 'B holds it');
   assert.ok(Date.now() - started < 5000, 'taken without waiting for a timeout');
 });
+
+test('a process is told when locks it holds go with their connection, and only then', { skip: missing ?? false }, async (t) => {
+  const database = await createTestDatabase();
+  const replica = await openMetadata({ location: database.url, dataDir: '', durable: false });
+  const admin = new pg.Client({ connectionString: database.url });
+  await admin.connect();
+  t.after(async () => {
+    await admin.end();
+    await replica.close();
+    await database.drop();
+  });
+  const lost: string[] = [];
+  replica.locks.whenLost((reason) => lost.push(reason));
+  const terminateLockConnection = async () => {
+    const { rowCount } = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+      WHERE application_name = 'trellis locks' AND datname = current_database()`);
+    assert.equal(rowCount, 1);
+  };
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
+
+  // Nothing held: the connection is simply opened again at the next lock.
+  assert.equal(await replica.locks.run('content:idle', async () => 'done'), 'done');
+  await terminateLockConnection();
+  await settle();
+  assert.deepEqual(lost, []);
+  assert.equal(await replica.locks.run('content:idle', async () => 'again'), 'again');
+
+  // Held: the work goes on, but the others are no longer kept out, and the process must know.
+  let entered!: () => void;
+  const inside = new Promise<void>((resolve) => { entered = resolve; });
+  let finish!: () => void;
+  const work = replica.locks.run('content:app', async () => {
+    entered();
+    await new Promise<void>((resolve) => { finish = resolve; });
+  });
+  await inside;
+  await terminateLockConnection();
+  for (let waited = 0; lost.length === 0 && waited < 5000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(lost.length, 1);
+  assert.match(lost[0]!, /1 shared lock\(s\) lost/);
+  finish();
+  await work;
+  await settle();
+  assert.equal(lost.length, 1, 'told once');
+});
