@@ -175,15 +175,19 @@ export class PostgresQueryIndex implements QueryIndex {
     return known;
   }
 
-  async attributePaths(limit: number, access: QueryAccess | undefined): Promise<string[]> {
-    if (!access) return withRegistryFacts((await this.pool.query<{ path: string }>('SELECT path FROM attribute_paths ORDER BY path LIMIT $1', [limit])).rows.map((r) => r.path), limit);
+  async attributePaths(limit: number, access: QueryAccess | undefined, prefix = ''): Promise<string[]> {
+    // Paths from `prefix` on, in order: those starting with it come first (the rest are dropped).
+    if (!access) {
+      const { rows } = await this.pool.query<{ path: string }>('SELECT path FROM attribute_paths WHERE path >= $1 ORDER BY path LIMIT $2', [prefix, limit]);
+      return withRegistryFacts(rows.map((r) => r.path), limit, prefix);
+    }
     // Driven from the caller's repositories (OFFSET 0 keeps each step a nested loop): rows of
     // repositories the caller cannot see are never read, so they cannot show in the time taken.
     const { rows } = await this.pool.query<{ path: string }>(`SELECT DISTINCT path FROM (SELECT a.path FROM repos r
         CROSS JOIN LATERAL (SELECT id FROM manifests WHERE repo_id = r.id OFFSET 0) m
         CROSS JOIN LATERAL (SELECT path FROM attributes WHERE manifest_id = m.id OFFSET 0) a
-        WHERE r.name = ANY($1::text[]) LIMIT ${ATTRIBUTE_ROW_SCAN}) x ORDER BY path LIMIT $2`, [access.pullable, limit]);
-    return withRegistryFacts(rows.map((r) => r.path), limit);
+        WHERE r.name = ANY($1::text[]) LIMIT ${ATTRIBUTE_ROW_SCAN}) x WHERE path >= $2 ORDER BY path LIMIT $3`, [access.pullable, prefix, limit]);
+    return withRegistryFacts(rows.map((r) => r.path), limit, prefix);
   }
 
   async run(query: Query, scope: QueryScope, page: QueryPage, access: QueryAccess | undefined): Promise<QueryMatch[]> {

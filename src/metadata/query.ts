@@ -51,11 +51,10 @@ export interface QueryIndex {
   /** Matches in a stable order; repositories outside `access` are left out before the page is cut. */
   run(query: Query, scope: QueryScope, page: QueryPage, access: QueryAccess | undefined): Promise<QueryMatch[]>;
   /**
-   * Attribute paths queries accept, in order (at most `limit`), for suggesting them; with `access`,
-   * only paths some manifest of a pullable repository has, so names from hidden repositories stay
-   * hidden. Only the first ATTRIBUTE_PATH_SCAN paths and each one's first rows are looked at, so the
-   * cost stays bounded whatever hidden repositories hold (a path visible only beyond them is left
-   * out: queries still accept it).
+   * Attribute paths starting with `prefix` that queries accept, in order (at most `limit`), for
+   * suggesting them. With `access`, only paths of the pullable repositories' manifests, read from
+   * those manifests alone (at most ATTRIBUTE_ROW_SCAN rows), so hidden repositories show neither
+   * in the answer nor in its cost (a path only beyond the bound is left out: queries accept it).
    */
-  attributePaths(limit: number, access: QueryAccess | undefined): Promise<string[]>;
+  attributePaths(limit: number, access: QueryAccess | undefined, prefix?: string): Promise<string[]>;
 }

@@ -27,9 +27,9 @@ const SOURCES: Record<string, Source> = {
 };
 /** Paths the attributes table does not store (see SOURCES). */
 export const PATHS_STORED_ELSEWHERE: ReadonlySet<string> = new Set(Object.keys(SOURCES));
-/** Stored paths and the ones answered from other tables, in order, at most `limit`. */
-export function withRegistryFacts(stored: readonly string[], limit: number): string[] {
-  return [...new Set([...PATHS_STORED_ELSEWHERE, ...stored])].sort().slice(0, limit);
+/** Stored paths and the ones answered from other tables, those starting with `prefix`, in order, at most `limit`. */
+export function withRegistryFacts(stored: readonly string[], limit: number, prefix = ''): string[] {
+  return [...new Set([...PATHS_STORED_ELSEWHERE, ...stored])].filter((path) => path.startsWith(prefix)).sort().slice(0, limit);
 }
 /** An eq driver matching more rows than this yields to the sort index when a sort is asked for. */
 const SELECTIVE_ENOUGH = 5000;
@@ -41,7 +41,7 @@ const SELECTIVE_ENOUGH = 5000;
  */
 export const PULLABLE_ATTRIBUTE_PATHS = `SELECT DISTINCT path FROM (SELECT a.path FROM json_each(?) p
   CROSS JOIN repos r ON r.name = p.value CROSS JOIN manifests m ON m.repo_id = r.id CROSS JOIN attributes a ON a.manifest_id = m.id
-  LIMIT ${ATTRIBUTE_ROW_SCAN}) ORDER BY path LIMIT ?`;
+  LIMIT ${ATTRIBUTE_ROW_SCAN}) WHERE path >= ? ORDER BY path LIMIT ?`;
 
 interface Row {
   id: number;
@@ -167,10 +167,12 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
     return new Set(paths.filter((path) => PATHS_STORED_ELSEWHERE.has(path) || known.get(path) !== undefined));
   }
 
-  attributePaths(limit: number, access: QueryAccess | undefined): string[] {
-    if (!access) return withRegistryFacts((this.statements.get('SELECT path FROM attribute_paths ORDER BY path LIMIT ?').all(limit) as { path: string }[]).map((r) => r.path), limit);
-    const rows = this.statements.get(PULLABLE_ATTRIBUTE_PATHS).all(JSON.stringify(access.pullable), limit) as { path: string }[];
-    return withRegistryFacts(rows.map((r) => r.path), limit);
+  attributePaths(limit: number, access: QueryAccess | undefined, prefix = ''): string[] {
+    // Paths from `prefix` on, in order: those starting with it come first (the rest are dropped).
+    const rows = access
+      ? this.statements.get(PULLABLE_ATTRIBUTE_PATHS).all(JSON.stringify(access.pullable), prefix, limit)
+      : this.statements.get('SELECT path FROM attribute_paths WHERE path >= ? ORDER BY path LIMIT ?').all(prefix, limit);
+    return withRegistryFacts((rows as { path: string }[]).map((r) => r.path), limit, prefix);
   }
 
   run(query: Query, scope: QueryScope, page: QueryPage, access: QueryAccess | undefined): QueryMatch[] {

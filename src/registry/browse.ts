@@ -156,7 +156,7 @@ export async function attributes(ctx: ApiContext): Promise<void> {
   spendQueryBudget(ctx, 'attribute');
   const prefix = (ctx.url.searchParams.get('prefix') ?? '').toLowerCase();
   const access = ctx.access === ALLOW_ALL ? undefined : { pullable: await ctx.registry.pullableRepositories((repository) => ctx.access.canPull(repository)) };
-  const known = await ctx.registry.queries.attributePaths(MAX_ATTRIBUTES, access);
+  const known = await ctx.registry.queries.attributePaths(MAX_ATTRIBUTES, access, prefix);
   const all = [...new Set(['tag', 'pushedat', 'size', ...known])].filter((path) => path.startsWith(prefix)).sort();
   sendJson(ctx.res, 200, { attributes: all }, {}, ctx.head);
 }

@@ -34,7 +34,7 @@ test('a page of index.json entries is a range of the repository\'s manifests in 
 });
 
 test('attribute paths for a caller who may not pull everything are read from that caller\'s repositories, never from a scan of all', async () => {
-  const plan = await planOf(PULLABLE_ATTRIBUTE_PATHS, '["a"]', 10);
+  const plan = await planOf(PULLABLE_ATTRIBUTE_PATHS, '["a"]', '', 10);
   const reads = plan.filter((step) => /^(SCAN|SEARCH) [rma] /.test(step));
   assert.deepEqual(reads.map((step) => step.split(' ').slice(0, 2).join(' ')), ['SEARCH r', 'SEARCH m', 'SEARCH a'], plan.join('\n'));
   assert.match(reads[0]!, /\(name=\?\)/);

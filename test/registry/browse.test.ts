@@ -157,3 +157,21 @@ test('the tree and attribute names spend the client\'s query budget: over it, 42
     await limited.dispose();
   }
 });
+
+test('attribute names are cut at 5,000 after the prefix is applied, not before: a prefix finds names beyond the first 5,000', { timeout: 60_000 }, async () => {
+  const own = await startTestRegistry();
+  try {
+    // 5,970 paths that sort before the one asked for (a manifest keeps at most 2,000 values).
+    for (let m = 0; m < 3; m++) {
+      const annotations = Object.fromEntries(Array.from({ length: 1990 }, (_, k) => [`com.aaa.m${m}.k${k}`, 'v']));
+      assert.equal((await pushBuilt(own.url, 'many', `t${m}`, makeImage({ annotations }))).status, 201);
+    }
+    assert.equal((await pushBuilt(own.url, 'late', 'v1', makeImage({ annotations: { 'com.zzz.marker': 'x' } }))).status, 201);
+    const found = await (await fetch(`${own.url}/v2/_trellis/attributes?prefix=annotations__com.zzz`)).json() as { attributes: string[] };
+    assert.deepEqual(found.attributes, ['annotations__com.zzz.marker']);
+    const facts = await (await fetch(`${own.url}/v2/_trellis/attributes?prefix=tag`)).json() as { attributes: string[] };
+    assert.deepEqual(facts.attributes, ['tag']);
+  } finally {
+    await own.dispose();
+  }
+});
