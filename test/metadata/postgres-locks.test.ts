@@ -1,27 +1,32 @@
 // PostgreSQL's shared locks hold across processes and die with their holder: a replica killed
 // while it holds a lock (its connection dropped, as kill -9 does) lets the others in at once.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { openMetadata } from '../../src/metadata/index.ts';
+import { openMetadata, type MetadataStore } from '../../src/metadata/index.ts';
 import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
 
 const missing = postgresMissing();
 if (missing && process.env.CI === 'true') throw new Error(`${missing}; CI must test PostgreSQL locks`);
 
-test('a lock whose holder lost its connection is free for the others; its work no longer blocks them', { skip: missing ?? false }, async (t) => {
+/** `count` replicas' metadata stores on a fresh database, and an admin connection to it; all go when the test ends. */
+async function replicasOnOneDatabase(t: TestContext, count: number): Promise<{ replicas: MetadataStore[]; admin: pg.Client }> {
   const database = await createTestDatabase();
-  const options = { location: database.url, dataDir: '', durable: false };
-  const replicaA = await openMetadata(options);
-  const replicaB = await openMetadata(options);
+  const replicas: MetadataStore[] = [];
+  for (let i = 0; i < count; i++) replicas.push(await openMetadata({ location: database.url, dataDir: '', durable: false }));
   const admin = new pg.Client({ connectionString: database.url });
   await admin.connect();
   t.after(async () => {
     await admin.end();
-    await replicaA.close();
-    await replicaB.close();
+    for (const replica of replicas) await replica.close();
     await database.drop();
   });
+  return { replicas, admin };
+}
+
+test('a lock whose holder lost its connection is free for the others; its work no longer blocks them', { skip: missing ?? false }, async (t) => {
+  const { replicas, admin } = await replicasOnOneDatabase(t, 2);
+  const [replicaA, replicaB] = [replicas[0]!, replicas[1]!];
 
   let entered!: () => void;
   const inside = new Promise<void>((resolve) => { entered = resolve; });
@@ -43,15 +48,8 @@ test('a lock whose holder lost its connection is free for the others; its work n
 });
 
 test('a process is told when locks it holds go with their connection, and only then', { skip: missing ?? false }, async (t) => {
-  const database = await createTestDatabase();
-  const replica = await openMetadata({ location: database.url, dataDir: '', durable: false });
-  const admin = new pg.Client({ connectionString: database.url });
-  await admin.connect();
-  t.after(async () => {
-    await admin.end();
-    await replica.close();
-    await database.drop();
-  });
+  const { replicas, admin } = await replicasOnOneDatabase(t, 1);
+  const replica = replicas[0]!;
   const lost: string[] = [];
   replica.locks.whenLost((reason) => lost.push(reason));
   const terminateLockConnection = async () => {
