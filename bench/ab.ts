@@ -124,9 +124,16 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     for (const server of servers) {
       if (BIG) {
-        note(server, 'monolithic 100 MiB push, CPU ms', (await measured(server, () => pushBlob(server.base, `big/m${round}`, big, bigDigest))).cpu);
-        note(server, '100 MiB pull, CPU ms', (await measured(server, () => pullBlob(server.base, `big/m${round}`, bigDigest))).cpu);
-        note(server, '20 PATCHes of 5 MiB, CPU ms', (await measured(server, () => pushChunked(server.base, `big/c${round}`, big, bigDigest, 5 << 20))).cpu);
+        const rows = {
+          'monolithic 100 MiB push': () => pushBlob(server.base, `big/m${round}`, big, bigDigest),
+          '100 MiB pull': () => pullBlob(server.base, `big/m${round}`, bigDigest),
+          '20 PATCHes of 5 MiB': () => pushChunked(server.base, `big/c${round}`, big, bigDigest, 5 << 20),
+        };
+        for (const [row, work] of Object.entries(rows)) {
+          const { cpu, ms } = await measured(server, work);
+          note(server, `${row}, CPU ms`, cpu);
+          note(server, `${row}, MB/s`, big.length / 1000 / ms);
+        }
         continue;
       }
       const blobs = Array.from({ length: 1000 }, () => randomBytes(4096));

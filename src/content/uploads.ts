@@ -245,7 +245,8 @@ export class Uploads {
     const hash = session.hash?.copy() ?? null;
     let received = 0;
     let problem: ContentError | undefined;
-    const sink = session.writer.append();
+    // A body chunk is hashed and written, then never touched again: its memory may be handed over.
+    const sink = session.writer.append({ handOver: true });
     // Settles once the sink has closed, and so after a destroyed append has undone itself.
     const sinkClosed = finished(sink);
     sinkClosed.catch(() => undefined);

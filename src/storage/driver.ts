@@ -40,6 +40,14 @@ export interface WriteOptions {
  * over many requests (an OCI chunked upload) and, after `checkpoint`, resumed by a later process
  * through `StorageDriver.resumeWriter(id)`.
  */
+export interface AppendOptions {
+  /**
+   * The caller never touches a chunk again once written (a request body's chunks): the writer may
+   * take their memory, e.g. hand it to another thread, instead of copying it.
+   */
+  handOver?: boolean;
+}
+
 export interface ObjectWriter {
   readonly id: string;
   /** Bytes appended by appends that completed. */
@@ -49,7 +57,7 @@ export interface ObjectWriter {
    * of the writer; when it fails or is destroyed, the writer is exactly as it was before. One
    * append at a time.
    */
-  append(): Writable;
+  append(options?: AppendOptions): Writable;
   /** Everything appended so far (e.g. to recompute a digest). No append may follow a read. */
   read(): Readable;
   /** Makes what was appended survive a restart of the process (resumeWriter). */

@@ -5,17 +5,19 @@
 // are synchronous calls, as SQLite's are: on a local disk each takes microseconds, while a trip
 // through libuv's thread pool costs the process 2–4 times the call itself in thread hand-offs
 // (measured: a 4 KiB temp write + stat + rename, 58 µs of CPU synchronous, 120–220 µs through the
-// pool). Blob bytes stream asynchronously, and so do fsyncs and large files.
+// pool). Blob bytes stream asynchronously, and so do fsyncs and large files; large upload bodies
+// are written by a thread of their own (write-thread.ts).
 import {
   closeSync, createReadStream, fstatSync, linkSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writevSync,
-  writeFile as writeFileCallback, writev as writevCallback, constants as fsConstants,
+  writeFile as writeFileCallback, constants as fsConstants,
 } from 'node:fs';
 import { promisify } from 'node:util';
 import { mkdir, open, readdir, rm, copyFile } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
-import { checkKey, contentAddress, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageDriver, type WriteOptions } from './driver.ts';
+import { writeThread } from './write-thread.ts';
+import { checkKey, contentAddress, type AppendOptions, type ByteRange, type ObjectInfo, type ObjectWriter, type StorageDriver, type WriteOptions } from './driver.ts';
 
 const TEMP_FOLDER = '_trellis/tmp';
 /** Writers (upload data) live here as `<id>`; the upload sessions keep their sidecars beside them. */
@@ -23,11 +25,14 @@ const WRITERS_FOLDER = '_trellis/uploads';
 const WRITER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 const writeFileAt = promisify(writeFileCallback);
-const writevAt = promisify(writevCallback);
 /** Chunk size for streaming blobs: 1 MiB reads take 16× fewer calls than the 64 KiB default. */
 const STREAM_CHUNK = 1 << 20;
-/** An upload's bytes are written to its file in pieces of about this size. */
+/** An upload body up to this size is written at its end, in one call; a larger one streams. */
 const GATHER_BYTES = 512 << 10;
+/** A streaming upload's bytes go to the write thread in pieces of at least this size. */
+const SEND_BYTES = 64 << 10;
+/** How far a streaming upload may run ahead of its file's writes before the body is paused. */
+const MAX_QUEUED_BYTES = 4 << 20;
 /** Read size when sending a file to a socket (two such buffers per transfer). */
 const SEND_CHUNK = 1 << 20;
 /** Files up to this size are read and (without fsync) written with synchronous calls. */
@@ -302,10 +307,10 @@ class FileWriter implements ObjectWriter {
     this.created = created;
   }
 
-  append(): Writable {
+  append(options: AppendOptions = {}): Writable {
     if (this.sealed) throw new Error(`writer ${this.id} was read and takes no more bytes`);
     this.created = true;
-    return new FileAppender(this.path, this.size, (size) => {
+    return new FileAppender(this.path, this.size, options.handOver ?? false, (size) => {
       this.size = size;
     });
   }
@@ -332,28 +337,34 @@ class FileWriter implements ObjectWriter {
 }
 
 /**
- * Appends to a file through one FileHandle; a failed or destroyed append truncates the file back
- * to where it started before 'close' is emitted, so the writer is as it was.
+ * Appends to a file; a failed or destroyed append truncates the file back to where it started
+ * before 'close' is emitted, so the writer is as it was. A small body is written with one
+ * synchronous call at the end; a larger one goes to the write thread as it arrives, never more
+ * than MAX_QUEUED_BYTES ahead of the disk (handed over when the caller allows: AppendOptions).
  */
 class FileAppender extends Writable {
   private fd: number | undefined;
   private readonly path: string;
   private readonly start: number;
+  private readonly handOver: boolean;
   private written = 0;
   private finished = false;
   private readonly onFinished: (size: number) => void;
-  /** Chunks taken but not yet written (at most GATHER_BYTES and one chunk). */
+  /** Chunks taken but not yet sent (fewer than GATHER_BYTES, or SEND_BYTES once streaming). */
   private gathered: Buffer[] = [];
   private gatheredBytes = 0;
-  /** A write on the thread pool: the descriptor is closed only after it. */
-  private inFlight: Promise<void> | undefined;
+  /** Whether bytes went to the write thread: then the rest follows them there, in order. */
+  private streaming = false;
+  /** Bytes the write thread holds for this file and has not written yet. */
+  private queued = 0;
+  private failure: Error | undefined;
+  private wakers: (() => void)[] = [];
 
-  constructor(path: string, start: number, onFinished: (size: number) => void) {
-    // A deep buffer lets the socket keep reading while a write is in flight (queued chunks go out
-    // together with writev); the default 16 KiB would stall the upload on every write.
-    super({ highWaterMark: 4 * STREAM_CHUNK });
+  constructor(path: string, start: number, handOver: boolean, onFinished: (size: number) => void) {
+    super({ highWaterMark: STREAM_CHUNK });
     this.path = path;
     this.start = start;
+    this.handOver = handOver;
     this.onFinished = onFinished;
   }
 
@@ -371,49 +382,69 @@ class FileAppender extends Writable {
   }
 
   /**
-   * Gathers chunks until GATHER_BYTES, then writes them at once: a body read in small pieces (a
-   * client slower than the server) would otherwise cost a thread-pool write per piece.
+   * Gathers chunks before sending them: a body read in small pieces (a client slower than the
+   * server) would otherwise cost a message to the write thread per piece.
    */
   override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    if (this.failure) return callback(this.failure);
     for (const { chunk } of chunks) {
       this.gathered.push(chunk);
       this.gatheredBytes += chunk.length;
     }
-    if (this.gatheredBytes < GATHER_BYTES) return callback();
-    this.writeGathered().then(() => callback(), callback);
+    if (this.gatheredBytes < (this.streaming ? SEND_BYTES : GATHER_BYTES)) return callback();
+    this.sendGathered();
+    if (this.queued <= MAX_QUEUED_BYTES) return callback();
+    this.settled(MAX_QUEUED_BYTES).then(() => callback(this.failure), callback);
   }
 
-  private async writeGathered(): Promise<void> {
+  private sendGathered(): void {
     const buffers = this.gathered;
-    const total = this.gatheredBytes;
+    const bytes = this.gatheredBytes;
     this.gathered = [];
     this.gatheredBytes = 0;
-    if (total === 0) return;
-    // A small body (most uploads end in one such write) is written synchronously.
-    if (total <= SYNC_IO_BYTES) {
-      writeAllSync(this.fd!, buffers, total);
-    } else {
-      this.inFlight = writeAll(this.fd!, buffers, total);
-      try {
-        await this.inFlight;
-      } finally {
-        this.inFlight = undefined;
-      }
-    }
-    this.written += total;
+    if (bytes === 0) return;
+    this.streaming = true;
+    this.queued += bytes;
+    writeThread.write(this.fd!, buffers, this.handOver).then(() => {
+      this.written += bytes;
+    }, (err: Error) => {
+      this.failure ??= err;
+    }).finally(() => {
+      this.queued -= bytes;
+      const wakers = this.wakers;
+      this.wakers = [];
+      for (const wake of wakers) wake();
+    });
+  }
+
+  /** Resolves once the write thread holds at most `bytes` of this file's data. */
+  private async settled(bytes: number): Promise<void> {
+    while (this.queued > bytes) await new Promise<void>((resolve) => this.wakers.push(resolve));
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.writeGathered().then(() => {
+    const finish = async () => {
+      if (this.streaming || this.gatheredBytes > SYNC_IO_BYTES) {
+        this.sendGathered();
+        await this.settled(0);
+        if (this.failure) throw this.failure;
+      } else if (this.gatheredBytes > 0) {
+        // Most uploads are small and end here, in one synchronous write.
+        writeAllSync(this.fd!, this.gathered, this.gatheredBytes);
+        this.written += this.gatheredBytes;
+        this.gathered = [];
+        this.gatheredBytes = 0;
+      }
       this.finished = true;
       this.onFinished(this.start + this.written);
-      callback();
-    }, callback);
+    };
+    finish().then(() => callback(), callback);
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     const done = async () => {
-      await this.inFlight?.catch(() => undefined);
+      // The descriptor is closed only once the write thread is done with it.
+      await this.settled(0);
       if (this.fd !== undefined) closeSync(this.fd);
       this.fd = undefined;
       if (!this.finished) {
@@ -425,15 +456,6 @@ class FileAppender extends Writable {
       }
     };
     done().then(() => callback(error), (err: Error) => callback(error ?? err));
-  }
-}
-
-async function writeAll(fd: number, buffers: Buffer[], total: number): Promise<void> {
-  let { bytesWritten } = await writevAt(fd, buffers);
-  // Short writes are rare (a full disk reports an error instead) but possible: finish them.
-  while (bytesWritten < total) {
-    const rest = Buffer.concat(buffers).subarray(bytesWritten);
-    bytesWritten += (await writevAt(fd, [rest])).bytesWritten;
   }
 }
 

@@ -6,7 +6,7 @@ import type { Locks } from './mutex.ts';
 
 export type { Locks } from './mutex.ts';
 export { KeyedLock } from './mutex.ts';
-export type { ByteRange, ObjectInfo, ObjectWriter, StorageDriver, WriteOptions } from './driver.ts';
+export type { AppendOptions, ByteRange, ObjectInfo, ObjectWriter, StorageDriver, WriteOptions } from './driver.ts';
 
 /**
  * `storage` is '' (the data directory itself), a path, or `s3://bucket/prefix?endpoint=…&region=…`

@@ -156,6 +156,46 @@ export function storageContract(name: string, open: () => Promise<DriverFixture>
     assert.equal((await driver.stat(blobKeyOf('r', '')))?.size, 0);
   });
 
+  withDriver('writers: a body handed over is written whole; a body not handed over stays the caller\'s', async (driver) => {
+    // Whole buffers, slices of one buffer and a piece of Node's buffer pool: enough to
+    // stream (several MiB), in the shapes a request body arrives in.
+    const whole = Array.from({ length: 40 }, (_, i) => Buffer.from(pattern(64 << 10, i)));
+    const shared = pattern(300_000, 99);
+    const chunks = [...whole.slice(0, 20), shared.subarray(0, 1000), shared.subarray(1000), Buffer.from('tiny'), ...whole.slice(20)];
+    const expected = sha(Buffer.concat(chunks));
+    const expectedBytes = chunks.reduce((sum, c) => sum + c.length, 0);
+    const writer = await driver.createWriter();
+    await appendAll(writer.append({ handOver: true }), chunks);
+    assert.equal(writer.size, expectedBytes);
+    assert.equal(sha(await collect(writer.read())), expected);
+
+    const kept = pattern(3 << 20, 5);
+    const before = sha(kept);
+    const second = await driver.createWriter();
+    await appendAll(second.append(), [kept]);
+    assert.equal(sha(kept), before, 'without handOver the caller\'s buffer is untouched');
+    assert.equal(sha(await collect(second.read())), before);
+  });
+
+  withDriver('writers: a failed append of a large body leaves the writer as it was', async (driver) => {
+    const start = pattern(100_000, 1);
+    const writer = await driver.createWriter();
+    await appendAll(writer.append(), [start]);
+    const failing = writer.append({ handOver: true });
+    failing.on('error', () => undefined);
+    // Past the point where a filesystem writer streams to its write thread.
+    for (let i = 0; i < 48; i++) failing.write(pattern(64 << 10, i));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise<void>((resolve) => {
+      failing.once('close', () => resolve());
+      failing.destroy(new Error('client went away'));
+    });
+    assert.equal(writer.size, start.length);
+    const end = Buffer.from('end');
+    await appendAll(writer.append({ handOver: true }), [Buffer.from(end)]);
+    assert.equal(sha(await collect(writer.read())), sha(Buffer.concat([start, end])));
+  });
+
   withDriver('writers: a large body in odd chunks, read back whole and by ranges', async (driver) => {
     const body = pattern(options.largeBytes, 7);
     const writer = await driver.createWriter();

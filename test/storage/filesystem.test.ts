@@ -1,14 +1,21 @@
 // The storage contract on the filesystem driver, plus what only a filesystem promises: blobs shared
 // between repositories are hard links, and every write goes through a temp file + rename.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
 import { test } from 'node:test';
 import { FileSystemDriver } from '../../src/storage/filesystem.ts';
+import { writeThread } from '../../src/storage/write-thread.ts';
 import { storageContract } from './contract.ts';
+
+const execFileAsync = promisify(execFile);
 
 async function openFileSystem() {
   const root = await mkdtemp(join(tmpdir(), 'trellis-fs-contract-'));
@@ -88,5 +95,103 @@ test('filesystem: sendTo stops when the destination closes mid-transfer', async 
     assert.equal(writes, 1, 'nothing more reaches the destination once it stalls');
   } finally {
     await dispose();
+  }
+});
+
+test('filesystem: a streaming append hands whole chunks to the write thread and copies slices', async () => {
+  const { driver, dispose } = await openFileSystem();
+  try {
+    await driver.prepare();
+    const whole = Array.from({ length: 16 }, () => randomBytes(64 << 10));
+    const backing = randomBytes(128 << 10);
+    const slices = [backing.subarray(0, 64 << 10), backing.subarray(64 << 10)];
+    const expected = createHash('sha256').update(Buffer.concat([...whole, ...slices])).digest('hex');
+    const writer = await driver.createWriter();
+    await pipeline(Readable.from([...whole, ...slices]), writer.append({ handOver: true }));
+    assert.ok(whole.every((chunk) => chunk.length === 0), 'whole chunks were handed over, not copied');
+    assert.equal(backing.length, 128 << 10, 'a buffer the chunks only share is left alone');
+    const read = createHash('sha256');
+    for await (const chunk of writer.read()) read.update(chunk as Buffer);
+    assert.equal(read.digest('hex'), expected);
+  } finally {
+    await dispose();
+  }
+});
+
+/**
+ * Runs `body` (a module's statements, with `driver` on a fresh root and `createHash` in scope) in
+ * its own Node process, so that nothing of this test runner keeps its event loop alive; answers
+ * what it printed. `fileSizeLimitKiB` caps the size of any file it writes (writes past it fail).
+ */
+async function inOwnProcess(root: string, body: string, fileSizeLimitKiB?: number): Promise<string> {
+  const script = `
+    import { createHash } from 'node:crypto';
+    import { FileSystemDriver } from ${JSON.stringify(new URL('../../src/storage/filesystem.ts', import.meta.url).href)};
+    const driver = new FileSystemDriver(${JSON.stringify(root)});
+    await driver.prepare();
+    ${body}`;
+  const limit = fileSizeLimitKiB === undefined ? '' : `ulimit -f ${fileSizeLimitKiB} && `;
+  // --input-type is one of the process's flags a worker must not inherit: it would not start.
+  const { stdout } = await execFileAsync('bash', ['-c', `${limit}exec "$0" --input-type=module -e "$1"`, process.execPath, script]);
+  return stdout.trim();
+}
+
+/**
+ * Module statements defining appendEightMiB(): 64 chunks of 128 KiB appended to a new writer,
+ * handed over; it answers the writer, the chunks' hash and the append's error code, if any.
+ */
+const APPEND_8_MIB = `
+  async function appendEightMiB() {
+    const writer = await driver.createWriter();
+    const sink = writer.append({ handOver: true });
+    const hash = createHash('sha256');
+    let failed;
+    sink.on('error', (err) => { failed = err.code; });
+    const ended = new Promise((resolve) => sink.on('close', resolve));
+    for (let i = 0; i < 64 && !sink.destroyed; i++) {
+      const chunk = Buffer.alloc(128 << 10, i);
+      hash.update(chunk);
+      if (!sink.write(chunk)) await Promise.race([new Promise((resolve) => sink.once('drain', resolve)), ended]);
+    }
+    sink.end();
+    await ended;
+    return { writer, hash: hash.digest('hex'), failed };
+  }`;
+
+test('filesystem: a process waits for the write thread to finish an append', async () => {
+  const { root, dispose } = await openFileSystem();
+  try {
+    // Twice: the second append starts after the thread went idle once.
+    const printed = await inOwnProcess(root, `${APPEND_8_MIB}
+      for (let i = 0; i < 2; i++) {
+        const { writer, hash } = await appendEightMiB();
+        const read = createHash('sha256');
+        for await (const chunk of writer.read()) read.update(chunk);
+        console.log(writer.size, hash === read.digest('hex'));
+      }`);
+    assert.deepEqual(printed.split('\n'), [`${64 * (128 << 10)} true`, `${64 * (128 << 10)} true`]);
+  } finally {
+    await dispose();
+  }
+});
+
+test('filesystem: a write the write thread cannot make fails the append and takes back its bytes', async () => {
+  const { root, dispose } = await openFileSystem();
+  try {
+    // Files may not grow past 2 MiB: the thread's writes fail with EFBIG part way.
+    const printed = await inOwnProcess(root, `${APPEND_8_MIB}
+      const { statSync } = await import('node:fs');
+      const { writer, failed } = await appendEightMiB();
+      const file = ${JSON.stringify(join(root, '_trellis/uploads'))} + '/' + writer.id;
+      console.log(failed, writer.size, statSync(file).size);`, 2048);
+    assert.equal(printed, 'EFBIG 0 0');
+  } finally {
+    await dispose();
+  }
+  const folder = openSync(tmpdir(), 'r'); // a descriptor that takes no writes
+  try {
+    await assert.rejects(writeThread.write(folder, [Buffer.from('x')], true), (err: NodeJS.ErrnoException) => err.code === 'EBADF' || err.code === 'EISDIR');
+  } finally {
+    closeSync(folder);
   }
 });
