@@ -30,7 +30,7 @@ const STREAM_CHUNK = 1 << 20;
 /** An upload body up to this size is written at its end, in one call; a larger one streams. */
 const GATHER_BYTES = 512 << 10;
 /** A streaming upload's bytes go to the write thread in pieces of at least this size. */
-const SEND_BYTES = 64 << 10;
+const SEND_BYTES = 256 << 10;
 /** How far a streaming upload may run ahead of its file's writes before the body is paused. */
 const MAX_QUEUED_BYTES = 4 << 20;
 /** Read size when sending a file to a socket (two such buffers per transfer). */
@@ -332,7 +332,10 @@ class FileWriter implements ObjectWriter {
   }
 
   async cancel(): Promise<void> {
-    rmSync(this.path, { force: true });
+    // Unlinking a large file keeps the kernel busy for milliseconds (100 MiB: about 10 ms) while it
+    // frees the file's pages: that goes to the thread pool. A blob pushed again ends here.
+    if (this.size > SYNC_IO_BYTES) await rm(this.path, { force: true });
+    else rmSync(this.path, { force: true });
   }
 }
 
