@@ -88,6 +88,20 @@ test('a body that stalls is aborted after the idle time; the session keeps its l
   assert.equal(session.size, 12);
 });
 
+test('a slow body that keeps sending is not cut off, however long it takes in all', { timeout: 10_000 }, async (t) => {
+  const { uploads } = await setup(t, { bodyIdleTimeoutMs: 150 });
+  const session = await uploads.start('a/b', 'sha256', 'alice');
+  // Ten pieces 50 ms apart: half a second in all, never 150 ms without a byte.
+  const trickle = Readable.from((async function* () {
+    for (let i = 0; i < 10; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      yield Buffer.from(`piece ${i};`);
+    }
+  })());
+  await uploads.append(session, trickle);
+  assert.equal(session.size, 80);
+});
+
 // A refused body must leave no byte behind: the stored data would otherwise differ from what the
 // session's running digest vouches for, and the blob would be committed under a digest it lacks.
 for (const [name, limits, body, expected, status] of [
