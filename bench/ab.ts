@@ -7,6 +7,7 @@
 //   node bench/ab.ts /tmp/before .              # 1,000 × 4 KiB blobs pushed and pulled, 500 new repositories
 //   AB_BIG=1 node bench/ab.ts /tmp/before .     # 100 MiB monolithic push, pull, 20 PATCHes
 //   AB_ROUNDS=6 …                               # rounds (default 4; the first one is cold)
+//   node bench/ab.ts . '.::--max-semi-space-size=4'   # one checkout, with and without Node flags
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -14,7 +15,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-const roots = process.argv.slice(2).map((root) => resolve(root));
+/** `CHECKOUT` or `CHECKOUT::FLAGS` (Node flags, space-separated, before the entry point). */
+const roots = process.argv.slice(2);
 if (roots.length < 2) {
   console.error('usage: node bench/ab.ts CHECKOUT_A CHECKOUT_B [more…]');
   process.exit(2);
@@ -34,7 +36,8 @@ const sha256 = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).d
 
 async function start(root: string, port: number): Promise<Server> {
   const dataDir = mkdtempSync(join(tmpdir(), 'trellis-ab-'));
-  const child = spawn(process.execPath, ['src/main.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn'], { cwd: root, stdio: 'ignore' });
+  const [checkout, flags = ''] = root.split('::');
+  const child = spawn(process.execPath, [...flags.split(' ').filter(Boolean), 'src/main.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn'], { cwd: resolve(checkout!), stdio: 'ignore' });
   const base = `http://127.0.0.1:${port}`;
   for (const deadline = Date.now() + 30_000; ; await sleep(50)) {
     if (Date.now() > deadline) throw new Error(`${root} did not start`);
@@ -148,6 +151,10 @@ try {
       note(server, 'new repository, CPU ms', created.cpu / repositories);
       note(server, 'new repositories/s', repositories / (created.ms / 1000));
     }
+  }
+  for (const server of servers) {
+    const peak = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${server.child.pid}/status`, 'utf8'))?.[1];
+    note(server, 'peak RSS (VmHWM), MiB', Number(peak) / 1024);
   }
   for (const [key, values] of rows) {
     const [root, row] = key.split('\t');
