@@ -35,11 +35,6 @@ export interface WriteOptions {
   beforeCommit?: (info: ObjectInfo) => void | Promise<void>;
 }
 
-/**
- * Bytes on their way into the store, invisible to readers until `commit`. A writer may be filled
- * over many requests (an OCI chunked upload) and, after `checkpoint`, resumed by a later process
- * through `StorageDriver.resumeWriter(id)`.
- */
 export interface AppendOptions {
   /**
    * The caller never touches a chunk again once written (a request body's chunks): the writer may
@@ -48,6 +43,11 @@ export interface AppendOptions {
   handOver?: boolean;
 }
 
+/**
+ * Bytes on their way into the store, invisible to readers until `commit`. A writer may be filled
+ * over many requests (an OCI chunked upload) and, after `checkpoint`, resumed by a later process
+ * through `StorageDriver.resumeWriter(id)`.
+ */
 export interface ObjectWriter {
   readonly id: string;
   /** Bytes appended by appends that completed. */

@@ -1,8 +1,8 @@
 // One thread that writes upload bytes to their files. Handing a chunk's memory to it (a transfer,
 // not a copy) takes the chunk off the main thread at once: the main thread then neither waits on
 // file writes nor carries megabytes of pending socket buffers, whose external memory made V8
-// collect its old generation again and again. Measured on a 100 MiB push with curl: 430–460 MB/s
-// writing through libuv's thread pool, 630–690 MB/s through this thread (docs/benchmarks.md).
+// collect its old generation again and again. A 100 MiB push with curl went from a median of 293
+// to 496 MB/s, with less server CPU (docs/benchmarks.md, session 15).
 import { Worker } from 'node:worker_threads';
 
 interface Pending {

@@ -109,9 +109,13 @@ test('podman run: /v2/ answers, oras pushes and pulls, healthy, data survives a 
 
   if (!oras) return t.skip('oras is not installed (run .ci/install-peers.sh)');
   await writeFile(join(work, 'hello.txt'), `hello from ${suffix}\n`);
-  await exec(oras, ['push', '--plain-http', `127.0.0.1:${port}/demo/app:v1`, 'hello.txt:text/plain'], { cwd: work });
+  // Large enough to be written by the server's write thread (a worker module of the image).
+  const large = randomBytes(3 << 20);
+  await writeFile(join(work, 'large.bin'), large);
+  await exec(oras, ['push', '--plain-http', `127.0.0.1:${port}/demo/app:v1`, 'hello.txt:text/plain', 'large.bin:application/octet-stream'], { cwd: work });
   await exec(oras, ['pull', '--plain-http', '-o', join(work, 'pulled'), `127.0.0.1:${port}/demo/app:v1`], { cwd: work });
   assert.equal(await readFile(join(work, 'pulled/hello.txt'), 'utf8'), `hello from ${suffix}\n`);
+  assert.ok((await readFile(join(work, 'pulled/large.bin'))).equals(large));
 
   // SIGTERM: the server flushes its layouts and exits 0, well before podman's 10 s kill.
   const started = performance.now();
