@@ -127,12 +127,12 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     for (const server of servers) {
       if (BIG) {
-        const rows = {
+        const operations = {
           'monolithic 100 MiB push': () => pushBlob(server.base, `big/m${round}`, big, bigDigest),
           '100 MiB pull': () => pullBlob(server.base, `big/m${round}`, bigDigest),
           '20 PATCHes of 5 MiB': () => pushChunked(server.base, `big/c${round}`, big, bigDigest, 5 << 20),
         };
-        for (const [row, work] of Object.entries(rows)) {
+        for (const [row, work] of Object.entries(operations)) {
           const { cpu, ms } = await measured(server, work);
           note(server, `${row}, CPU ms`, cpu);
           note(server, `${row}, MB/s`, big.length / 1000 / ms);

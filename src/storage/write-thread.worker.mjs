@@ -5,21 +5,10 @@ import { parentPort } from 'node:worker_threads';
 
 /** Writes every byte of `chunks` at the end of `fd` (opened for appending); finishes short writes. */
 function writeAll(fd, chunks) {
-  let total = 0;
-  for (const chunk of chunks) total += chunk.byteLength;
+  const total = chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0);
   let written = writevSync(fd, chunks);
-  while (written < total) {
-    let skip = written;
-    const rest = [];
-    for (const chunk of chunks) {
-      if (skip >= chunk.byteLength) skip -= chunk.byteLength;
-      else {
-        rest.push(chunk.subarray(skip));
-        skip = 0;
-      }
-    }
-    written += writevSync(fd, rest);
-  }
+  // Short writes are rare (a full disk reports an error instead): the rest goes in one piece.
+  while (written < total) written += writevSync(fd, [Buffer.concat(chunks).subarray(written)]);
 }
 
 /**
