@@ -91,7 +91,7 @@ program.command('reindex')
   });
 
 program.command('gc')
-  .description('remove unreachable manifests and unused blobs (stop the server first, or let it collect online)')
+  .description('remove unreachable manifests and unused blobs (stop the server first, or let it collect online; on PostgreSQL it may run beside replicas)')
   .option('--data <dir>', 'data directory (TRELLIS_DATA, default ./trellis-data)')
   .option('--config <file>', 'JSON settings file (TRELLIS_CONFIG)')
   .option('--dry-run', 'report what would be removed and why, remove nothing')

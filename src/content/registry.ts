@@ -4,8 +4,8 @@ import { mkdir } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { openStorage, type Locks, type ObjectInfo, type ObjectWriter, type StorageDriver } from '../storage/index.ts';
-import { lockDataDirectory, type DirectoryLock } from '../metadata/directory-lock.ts';
-import { dropMetadata, manifestRecord, metadataExists, openMetadata, type BlobLookup, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
+import { lockDataDirectory, MetadataInUse, type DirectoryLock } from '../metadata/directory-lock.ts';
+import { dropMetadata, holdExclusively, manifestRecord, metadataExists, openMetadata, type BlobLookup, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
 import { findLayouts, limitConcurrency } from '../layout/discover.ts';
 import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
@@ -121,7 +121,7 @@ export function requireRepositoryName(name: string): void {
   if (problem) throw new ContentError('invalid', 'NAME_INVALID', problem, { name: name.slice(0, 300) });
 }
 
-export { DataDirectoryBusy } from '../metadata/directory-lock.ts';
+export { DataDirectoryBusy, MetadataInUse } from '../metadata/directory-lock.ts';
 
 /** Takes the data directory for this process, or throws DataDirectoryBusy naming the holder. */
 async function lockData(dataDir: string): Promise<DirectoryLock> {
@@ -898,7 +898,14 @@ export class Registry {
     // acknowledged is lost when the index is dropped. Without an index there is no journal, and
     // opening would only build the index that is about to be dropped (reading every layout).
     // The lock is held throughout, so no server starts on the index while it is dropped.
+    // The metadata hold keeps replicas off a shared PostgreSQL database, whose data directories
+    // are their own: the directory lock alone does not reach them.
     const lock = await lockData(options.dataDir);
+    let lost: string | undefined;
+    const held = await holdExclusively({ location: options.metadata }, (reason) => { lost = reason; }).catch((err: unknown) => {
+      lock.release();
+      throw err;
+    });
     try {
       if (await metadataExists({ location: options.metadata, dataDir: options.dataDir })) await (await Registry.openLocked(options, lock, false)).close();
       await dropMetadata({ location: options.metadata, dataDir: options.dataDir });
@@ -909,8 +916,10 @@ export class Registry {
       } finally {
         await registry.close();
       }
+      if (lost) throw new MetadataInUse(`the index was rebuilt, but ${lost}; stop every other Trellis process using it and run \`trellis reindex\` again`);
       return { orphans };
     } finally {
+      await held.release();
       lock.release();
     }
   }

@@ -8,6 +8,12 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 
 export class DataDirectoryBusy extends Error {}
 
+/**
+ * The same for a PostgreSQL database that replicas with data directories of their own share: it is
+ * in use in a way that excludes what was asked (src/metadata/postgres-presence.ts).
+ */
+export class MetadataInUse extends DataDirectoryBusy {}
+
 export interface DirectoryLock {
   /** Lets the next process in; the lock also ends with this process, whatever way it ends. */
   release(): void;

@@ -58,6 +58,17 @@ export async function metadataExists(options: Pick<MetadataOptions, 'location' |
   return postgresHasSchema(options.location);
 }
 
+/**
+ * Keeps every other process off the store while `trellis reindex` drops and rebuilds it, or throws
+ * MetadataInUse. On SQLite the data directory's lock already does; on PostgreSQL, replicas with
+ * data directories of their own may share the database, and this is what stops them.
+ */
+export async function holdExclusively(options: Pick<MetadataOptions, 'location'>, onLost: (reason: string) => void): Promise<{ release(): Promise<void> }> {
+  if (!isPostgres(options.location)) return { release: async () => undefined };
+  const { holdPostgresExclusively } = await import('./postgres.ts');
+  return holdPostgresExclusively(options.location, onLost);
+}
+
 /** Drops everything the store holds, so that the next open starts empty (`trellis reindex`). */
 export async function dropMetadata(options: Pick<MetadataOptions, 'location' | 'dataDir'>): Promise<void> {
   if (isPostgres(options.location)) {

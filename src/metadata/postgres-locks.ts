@@ -91,7 +91,13 @@ export class AdvisoryLocks implements Locks {
     if (this.closed || this.held.size === 0) return;
     const count = this.held.size;
     this.held.clear();
-    for (const listener of this.lostListeners) listener(`${count} shared lock(s) lost with their PostgreSQL connection: ${reason}`);
+    this.abandon(`${count} shared lock(s) lost with their PostgreSQL connection: ${reason}`);
+  }
+
+  /** Tells the process to stop working under these locks (also when its presence is lost). */
+  abandon(reason: string): void {
+    if (this.closed) return;
+    for (const listener of this.lostListeners) listener(reason);
   }
 
   /**

@@ -4,6 +4,7 @@
 // deletes and merges to one repository serialize in the database, not only in this process.
 import pg from 'pg';
 import { AdvisoryLocks } from './postgres-locks.ts';
+import { Presence } from './postgres-presence.ts';
 import type { ManifestLink } from '../oci/manifest.ts';
 import { orderKey } from '../query/order.ts';
 import { PostgresComponentIndex } from './postgres-components.ts';
@@ -652,6 +653,9 @@ class PostgresTables implements MetadataTables {
 
 /** Opens the store at a postgres:// URL, applying pending migrations first (unless read-only). */
 export async function openPostgresMetadata(url: string, options: { readOnly: boolean; recordEvents?: boolean }): Promise<MetadataStore> {
+  const locks = new AdvisoryLocks(url);
+  // Before anything else: a reindex may be dropping the tables this would migrate or read.
+  const presence = await Presence.share(url, (reason) => locks.abandon(reason));
   const pool = createPool(url);
   try {
     if (!options.readOnly) {
@@ -665,20 +669,30 @@ export async function openPostgresMetadata(url: string, options: { readOnly: boo
     const outbox = new PostgresEventOutbox(pool, { recording: options.recordEvents ?? false });
     const tables = new PostgresTables(pool, outbox);
     await tables.init();
-    const locks = new AdvisoryLocks(url);
     const store: MetadataStore = Object.assign(Object.create(tables) as PostgresTables, {
       engine: 'postgres', needsRebuild: false, queries: new PostgresQueryIndex(pool), components: new PostgresComponentIndex(pool, outbox),
       locks, close: async () => {
         await locks.close();
         await tables.refreshStatisticsAfterBulkLoad();
         await pool.end();
+        await presence?.release();
       },
     });
     return store;
   } catch (err) {
     await pool.end();
+    await presence?.release();
     throw err;
   }
+}
+
+/**
+ * Holds the database for this process alone (`trellis reindex`), or throws MetadataInUse while a
+ * replica or another command uses it. `onLost`: the hold went with its connection and another
+ * process took the database meanwhile.
+ */
+export function holdPostgresExclusively(url: string, onLost: (reason: string) => void): Promise<{ release(): Promise<void> }> {
+  return Presence.exclusive(url, onLost);
 }
 
 export async function postgresHasSchema(url: string): Promise<boolean> {

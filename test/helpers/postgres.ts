@@ -6,6 +6,7 @@
 // at exit. Each registry gets its own database.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -136,4 +137,32 @@ export async function createTestDatabase(): Promise<{ url: string; drop(): Promi
 /** Whether tests in this process run their registries on PostgreSQL (TRELLIS_TEST_METADATA). */
 export function testsUsePostgres(): boolean {
   return process.env.TRELLIS_TEST_METADATA === 'postgres';
+}
+
+/**
+ * A fresh database, a data directory for a Trellis process on it and an admin connection to it
+ * (to hold or end its advisory locks), all removed after the test.
+ */
+export async function databaseFixture(t: { after(fn: () => Promise<void>): void }, name: string): Promise<{ url: string; dataDir: string; admin: pg.Client }> {
+  const database = await createTestDatabase();
+  const dataDir = await mkdtemp(join(tmpdir(), `trellis-${name}-`));
+  const admin = new pg.Client({ connectionString: database.url });
+  await admin.connect();
+  t.after(async () => {
+    await admin.end();
+    await database.drop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+  return { url: database.url, dataDir, admin };
+}
+
+/**
+ * Ends the connections named `applicationName` ('trellis locks', 'trellis presence') that hold at
+ * least `locks` advisory locks, as a database restart or a cut network would; how many it ended.
+ */
+export async function endLockConnections(admin: pg.Client, applicationName: string, locks = 1): Promise<number> {
+  const { rowCount } = await admin.query(`SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+    WHERE a.application_name = $1 AND a.datname = current_database()
+    AND (SELECT count(*) FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) >= $2`, [applicationName, locks]);
+  return rowCount ?? 0;
 }
