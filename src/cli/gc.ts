@@ -13,8 +13,8 @@ export async function runGc(settings: Settings, dryRun: boolean): Promise<GcRepo
   const registry = await Registry.open(registryOptions(settings, logger));
   // Going on without them, this run could remove what a replica's push just started to use; a
   // later run finishes what this one journalled.
-  registry.locks.whenLost((reason) => {
-    logger.fatal({ reason }, 'garbage collection stopped: its shared locks were lost; running it again is safe');
+  registry.whenLost((reason) => {
+    logger.fatal({ reason }, 'garbage collection stopped: what kept other processes out was lost; running it again is safe');
     process.exit(EXIT_LOCKS_LOST);
   });
   try {

@@ -228,12 +228,13 @@ export async function serve(settings: Settings): Promise<void> {
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
   const running = await starting;
-  // A replica whose shared locks went with their PostgreSQL connection may be writing while another
-  // replica, now let in, writes the same things (a GC sweep, an index.json rewrite). Ending at once
-  // is safe (what was not answered was not acknowledged, and a start finishes what a crash left);
-  // going on is not. Without a lock held, a lost connection is simply opened again.
-  running.registry.locks.whenLost((reason) => {
-    logger.fatal({ reason }, 'exiting: shared locks were lost while work ran under them; a restart is safe');
+  // A replica whose shared locks went with their PostgreSQL connection (or whose storage another
+  // index took) may be writing while another process, now let in, writes the same things (a GC
+  // sweep, an index.json rewrite). Ending at once is safe (what was not answered was not
+  // acknowledged, and a start finishes what a crash left); going on is not. Without a lock held,
+  // a lost connection is simply opened again.
+  running.registry.whenLost((reason) => {
+    logger.fatal({ reason }, 'exiting: what kept other processes out was lost while work ran; a restart is safe');
     process.exit(EXIT_LOCKS_LOST);
   });
 }

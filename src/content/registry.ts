@@ -7,6 +7,7 @@ import { openStorage, type Locks, type ObjectInfo, type ObjectWriter, type Stora
 import { lockDataDirectory, MetadataInUse, type DirectoryLock } from '../metadata/directory-lock.ts';
 import { dropMetadata, holdExclusively, manifestRecord, metadataExists, openMetadata, type BlobLookup, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
+import { StorageClaim, type ClaimTiming } from './storage-claim.ts';
 import { findLayouts, limitConcurrency } from '../layout/discover.ts';
 import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
 import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layoutKey } from '../layout/paths.ts';
@@ -53,6 +54,8 @@ export interface RegistryOptions {
    * so that the first requests are not queued behind it on the event loop.
    */
   catchUpAfter?: Promise<unknown> | undefined;
+  /** How the storage claim is refreshed and when it goes stale (tests shorten it). */
+  claimTiming?: ClaimTiming | undefined;
 }
 
 /** A change to a repository's manifests or tags, as observers (e.g. the component index) see it. */
@@ -122,6 +125,7 @@ export function requireRepositoryName(name: string): void {
 }
 
 export { DataDirectoryBusy, MetadataInUse } from '../metadata/directory-lock.ts';
+export { StorageClaimed } from './storage-claim.ts';
 
 /** Takes the data directory for this process, or throws DataDirectoryBusy naming the holder. */
 async function lockData(dataDir: string): Promise<DirectoryLock> {
@@ -217,6 +221,10 @@ export class Registry {
     }
     try {
       await registry.driver.prepare();
+      registry.claim = await StorageClaim.take(driver, {
+        engine: metadata.engine, dataDir: options.dataDir, trellisFolder: `${options.dataDir}/${TRELLIS_FOLDER}`, timing: options.claimTiming,
+        onLost: (reason) => registry.claimLost(reason),
+      });
       if (options.adoptInBackground) registry.catchUpInBackground(options.catchUpAfter ?? Promise.resolve());
       else await registry.catchUpWithStorage();
       return registry;
@@ -302,6 +310,24 @@ export class Registry {
   }
 
   private closing: Promise<void> | undefined;
+  /** This index's hold on the storage (src/content/storage-claim.ts). */
+  private claim: StorageClaim | undefined;
+  private readonly lostListeners: ((reason: string) => void)[] = [];
+
+  /**
+   * Calls `listener` if this process can no longer keep other processes out of what it writes:
+   * its shared locks went with their PostgreSQL connection, or another index took the storage.
+   * Work under way goes on, unfenced: the process must stop at once.
+   */
+  whenLost(listener: (reason: string) => void): void {
+    this.metadata.locks.whenLost(listener);
+    this.lostListeners.push(listener);
+  }
+
+  private claimLost(reason: string): void {
+    if (this.isClosing) return;
+    for (const listener of this.lostListeners) listener(`the storage was taken over: ${reason}`);
+  }
 
   /** close() has been called: background work that fails from here on is expected to. */
   get isClosing(): boolean {
@@ -326,6 +352,7 @@ export class Registry {
     await this.catchingUp;
     try {
       await this.layout.close();
+      await this.claim?.release();
     } finally {
       await this.metadata.close();
       await this.driver.close();

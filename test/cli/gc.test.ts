@@ -66,7 +66,8 @@ test('trellis gc on PostgreSQL exits 75 when its shared locks are lost mid-run; 
   }
   assert.equal(terminated, 1, `the gc lock and an index lock were held: ${gc.output()}`);
   assert.equal(await within(gc.exited, 10_000), EXIT_LOCKS_LOST, gc.output());
-  assert.match(gc.output(), /garbage collection stopped: its shared locks were lost/);
+  assert.match(gc.output(), /garbage collection stopped: what kept other processes out was lost/);
+  assert.match(gc.output(), /shared lock\(s\) lost with their PostgreSQL connection/);
 
   const again = trellis(['gc', '--data', dataDir], { TRELLIS_METADATA: database, ...GC_ENV });
   assert.equal(await within(again.exited, 30_000), 0, again.output());

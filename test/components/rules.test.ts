@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { startTestRegistry, testStorage, type TestRegistry } from '../helpers/registry.ts';
 import { getManifest, listReferrers, makeImage, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
 import { DEFAULT_SETTINGS } from '../../src/config/settings.ts';
 import { Registry } from '../../src/content/registry.ts';
@@ -192,7 +192,8 @@ test('reindex rebuilds identical component listings and portable index', async (
     const before = (await snapshot(server.url)) as { entries: string[] };
     assert.equal(before.entries.length, 3);
     await server.dispose();
-    const settings = { ...DEFAULT_SETTINGS, data: dir, ...overrides };
+    // The same index and storage the registry used (PostgreSQL and S3 in those passes).
+    const settings = { ...DEFAULT_SETTINGS, data: dir, ...overrides, metadata: server.metadata, ...(await testStorage(dir)) };
     await Registry.rebuildIndex(registryOptions(settings, pino({ level: 'silent' })));
     server = await startTestRegistry(overrides, dir);
     assert.deepEqual(await snapshot(server.url), before);

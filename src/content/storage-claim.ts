@@ -1,0 +1,164 @@
+// Which metadata index owns the storage. One storage (a bucket, or a folder) is indexed by one
+// SQLite index, or by replicas that share one PostgreSQL database. Two SQLite indexes over one
+// bucket would each rewrite index.json from their own journal, and each remove blobs only the
+// other knows are in use: acknowledged pushes would be lost. The data directory's lock cannot see
+// this, since each process has a data directory of its own; so the claim is an object in the
+// storage itself, naming the index that holds it and refreshed while it runs. A claim left
+// unrefreshed for `staleMs`, or released by a clean stop, is free to take.
+import { randomUUID } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import type { StorageDriver } from '../storage/index.ts';
+import { TRELLIS_FOLDER } from '../layout/paths.ts';
+import { DataDirectoryBusy } from '../metadata/directory-lock.ts';
+
+const CLAIM_KEY = `${TRELLIS_FOLDER}/index-claim.json`;
+const MAX_CLAIM_BYTES = 64 * 1024;
+
+export interface ClaimTiming {
+  /** How often a holder refreshes its claim. */
+  heartbeatMs: number;
+  /** A claim not refreshed for this long belongs to a process that is gone. */
+  staleMs: number;
+  /** After taking a claim from someone else, how long to wait before reading it back (two takers at once: the later wins). */
+  settleMs: number;
+}
+
+export const CLAIM_TIMING: ClaimTiming = { heartbeatMs: 30_000, staleMs: 120_000, settleMs: 1_000 };
+
+interface Claim {
+  /** 'postgres' for every replica of the PostgreSQL database; for SQLite, the data directory's index id. */
+  index: string;
+  host: string;
+  dataDir: string;
+  pid: number;
+  refreshed: string;
+  released?: boolean;
+}
+
+/** Another index holds the storage: as with a data directory in use, stop that one first. */
+export class StorageClaimed extends DataDirectoryBusy {}
+
+/** The id of the SQLite index in `dataDir`: made once, kept in `_trellis/index-id`. */
+function sqliteIndexId(trellisFolder: string): string {
+  const path = `${trellisFolder}/index-id`;
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    const id = `sqlite:${randomUUID()}`;
+    writeFileSync(path, id);
+    return id;
+  }
+}
+
+function describe(claim: Claim): string {
+  const what = claim.index === 'postgres' ? 'Trellis replicas on a PostgreSQL database' : 'another Trellis with its own SQLite index';
+  return `${what} (last refreshed by pid ${claim.pid} on ${claim.host}, data directory ${claim.dataDir}, at ${claim.refreshed})`;
+}
+
+export class StorageClaim {
+  private readonly driver: StorageDriver;
+  private readonly index: string;
+  private readonly dataDir: string;
+  private readonly timing: ClaimTiming;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private refreshing: Promise<void> = Promise.resolve();
+
+  private constructor(driver: StorageDriver, index: string, dataDir: string, timing: ClaimTiming) {
+    this.driver = driver;
+    this.index = index;
+    this.dataDir = dataDir;
+    this.timing = timing;
+  }
+
+  /**
+   * Takes the storage for this index, or throws StorageClaimed naming who holds it. While held it
+   * is refreshed; `onLost` is called if another index took it meanwhile (this process was stopped
+   * for longer than `staleMs`): the process must stop writing.
+   */
+  static async take(driver: StorageDriver, options: { engine: string; dataDir: string; trellisFolder: string; timing?: ClaimTiming; onLost: (reason: string) => void }): Promise<StorageClaim> {
+    const index = options.engine === 'postgres' ? 'postgres' : sqliteIndexId(options.trellisFolder);
+    const claim = new StorageClaim(driver, index, options.dataDir, options.timing ?? CLAIM_TIMING);
+    await claim.acquire();
+    claim.heartbeat = setInterval(() => {
+      claim.refreshing = claim.refresh().catch((err: unknown) => {
+        if (err instanceof StorageClaimed) {
+          claim.stopHeartbeat();
+          options.onLost(err.message);
+        }
+        // Storage unreachable for now: the next heartbeat tries again.
+      });
+    }, claim.timing.heartbeatMs).unref();
+    return claim;
+  }
+
+  private async read(): Promise<Claim | undefined> {
+    const bytes = await this.driver.readFile(CLAIM_KEY, MAX_CLAIM_BYTES);
+    if (!bytes) return undefined;
+    try {
+      return JSON.parse(bytes.toString('utf8')) as Claim;
+    } catch {
+      return undefined; // not ours to read: written over below
+    }
+  }
+
+  private ours(released = false): string {
+    const claim: Claim = { index: this.index, host: hostname(), dataDir: this.dataDir, pid: process.pid, refreshed: new Date().toISOString() };
+    if (released) claim.released = true;
+    return `${JSON.stringify(claim, null, 2)}\n`;
+  }
+
+  private isLive(claim: Claim): boolean {
+    return !claim.released && Date.now() - Date.parse(claim.refreshed) < this.timing.staleMs;
+  }
+
+  private refused(holder: Claim): StorageClaimed {
+    return new StorageClaimed(`the storage ${this.driver.description} is in use by ${describe(holder)}. One storage takes one SQLite index, `
+      + `or replicas that share one PostgreSQL database (TRELLIS_METADATA); stop the other first (a stopped one frees it at once, a vanished one after ${Math.round(this.timing.staleMs / 1000)} s)`);
+  }
+
+  private async acquire(): Promise<void> {
+    const current = await this.read();
+    if (!current) {
+      // Atomic where the storage can: of two takers of a new storage, one writes and one reads.
+      if (await this.driver.writeFile(CLAIM_KEY, this.ours(), { ifAbsent: true })) return;
+      const winner = await this.read();
+      if (winner && winner.index !== this.index) throw this.refused(winner);
+      return;
+    }
+    if (current.index === this.index) {
+      await this.driver.writeFile(CLAIM_KEY, this.ours());
+      return;
+    }
+    if (this.isLive(current)) throw this.refused(current);
+    // Free to take; another taker may be doing the same right now, and the later write wins.
+    await this.driver.writeFile(CLAIM_KEY, this.ours());
+    await new Promise((resolve) => setTimeout(resolve, this.timing.settleMs));
+    const after = await this.read();
+    if (after && after.index !== this.index) throw this.refused(after);
+  }
+
+  private async refresh(): Promise<void> {
+    const current = await this.read();
+    // Taken by another index, even one since gone: it wrote what this index does not know of.
+    if (current && current.index !== this.index) throw this.refused(current);
+    await this.driver.writeFile(CLAIM_KEY, this.ours());
+  }
+
+  private stopHeartbeat(): void {
+    clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+
+  /**
+   * Frees the storage for the next index at once (a clean stop). Replicas on PostgreSQL leave it
+   * to go stale instead: the others are most likely still running.
+   */
+  async release(): Promise<void> {
+    this.stopHeartbeat();
+    await this.refreshing;
+    if (this.index === 'postgres') return;
+    const current = await this.read().catch(() => undefined);
+    if (current?.index === this.index && current.pid === process.pid) await this.driver.writeFile(CLAIM_KEY, this.ours(true)).catch(() => undefined);
+  }
+}
