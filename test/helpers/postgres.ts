@@ -157,12 +157,12 @@ export async function databaseFixture(t: { after(fn: () => Promise<void>): void 
 }
 
 /**
- * Ends the connections named `applicationName` ('trellis locks', 'trellis presence') that hold at
- * least `locks` advisory locks, as a database restart or a cut network would; how many it ended.
+ * Ends the connections named `applicationName` ('trellis locks', 'trellis presence') that hold an
+ * advisory lock, as a database restart or a cut network would; how many it ended.
  */
-export async function endLockConnections(admin: pg.Client, applicationName: string, locks = 1): Promise<number> {
+export async function endLockConnections(admin: pg.Client, applicationName: string): Promise<number> {
   const { rowCount } = await admin.query(`SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
     WHERE a.application_name = $1 AND a.datname = current_database()
-    AND (SELECT count(*) FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) >= $2`, [applicationName, locks]);
+    AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)`, [applicationName]);
   return rowCount ?? 0;
 }
