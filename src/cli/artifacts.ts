@@ -9,9 +9,10 @@ import { createHash } from 'node:crypto';
 import { digestOf } from '../oci/digest.ts';
 import { OCI_EMPTY, OCI_MANIFEST, INDEX_TYPES } from '../oci/mediatypes.ts';
 import type { Descriptor } from '../oci/manifest.ts';
-import { RegistryRequestFailed, type HttpRegistry } from '../transfer/http.ts';
+import type { HttpRegistry } from '../transfer/http.ts';
+import { RegistryRequestFailed } from '../transfer/errors.ts';
 import type { CopyProgress } from '../transfer/copy.ts';
-import { UsageError } from './target.ts';
+import { UsageError } from './errors.ts';
 import { prepareFolder } from './paths.ts';
 
 export const TITLE = 'org.opencontainers.image.title';

@@ -6,11 +6,13 @@ import { createInterface } from 'node:readline/promises';
 import { Command, Option } from 'commander';
 import type { Descriptor } from '../oci/manifest.ts';
 import { parseManifest } from '../oci/manifest.ts';
-import { HttpRegistry, RegistryRequestFailed } from '../transfer/http.ts';
+import { HttpRegistry } from '../transfer/http.ts';
+import { RegistryRequestFailed } from '../transfer/errors.ts';
+import { Cancelled, UsageError } from './errors.ts';
 import { copyRepository, type CopyReport } from '../transfer/copy.ts';
 import { eraseCredentials, storeCredentials } from '../transfer/auth.ts';
 import {
-  Cancelled, UsageError, baseUrl, connect, openEndpoint, parseHost, parseReference, parseRegistryReference, type ConnectionFlags, type RegistryReference,
+  baseUrl, connect, openEndpoint, parseHost, parseReference, parseRegistryReference, type ConnectionFlags, type RegistryReference,
 } from './target.ts';
 import { humanBytes, note, printJson, progressBars, table, type OutputFlags } from './output.ts';
 import { DEFAULT_ARTIFACT_TYPE, DEFAULT_LAYER_TYPE, parseAnnotations, parseFileSpec, pullArtifact, pushArtifact } from './artifacts.ts';

@@ -5,12 +5,17 @@ import { CommanderError, type Command } from 'commander';
 import { SettingsError } from '../config/settings.ts';
 import { AuthConfigError } from '../auth/index.ts';
 import { OciError } from '../oci/errors.ts';
-import { CopyFailed } from '../transfer/copy.ts';
-import { RegistryRequestFailed } from '../transfer/http.ts';
-import { CredentialError } from '../transfer/auth.ts';
-import { Cancelled, UsageError } from './target.ts';
+import { CopyFailed, CredentialError, RegistryRequestFailed } from '../transfer/errors.ts';
 import { DataDirectoryBusy } from '../content/registry.ts';
-import { LayoutCommandError } from './layout.ts';
+
+/** A command line that cannot work as given (exit 2). */
+export class UsageError extends Error {}
+
+/** The user answered no. */
+export class Cancelled extends Error {}
+
+/** `trellis layout` was given paths or names it cannot use. */
+export class LayoutCommandError extends Error {}
 
 /** Exit codes scripts can rely on (docs/cli.md lists them). */
 export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3, auth: 4, unreachable: 5 } as const;

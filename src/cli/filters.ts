@@ -6,7 +6,7 @@ import type { Descriptor } from '../oci/manifest.ts';
 import { QueryInvalid } from '../query/language.ts';
 import { COMPARISONS, LISTED_TYPE, manifestAttributes, matches, parseQuery, type Query } from '../query/index.ts';
 import type { HttpRegistry } from '../transfer/http.ts';
-import { UsageError } from './target.ts';
+import { UsageError } from './errors.ts';
 
 export interface Filter {
   /** The parameter name, `q_...`, lower-cased as registries report it. */

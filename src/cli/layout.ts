@@ -10,8 +10,8 @@ import { HttpRegistry } from '../transfer/http.ts';
 import { getCredentials } from '../transfer/auth.ts';
 import { copyRepository, type CopyReport } from '../transfer/copy.ts';
 import { openEndpoint, type LayoutReference } from './target.ts';
+import { LayoutCommandError } from './errors.ts';
 
-export class LayoutCommandError extends Error {}
 
 const isTar = (path: string) => /\.tar$/i.test(path);
 

@@ -4,7 +4,7 @@
 // one level at a time fails at once.)
 import { lstat, mkdir, readlink, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { UsageError } from './target.ts';
+import { UsageError } from './errors.ts';
 
 type FsError = Error & { code?: string };
 

@@ -15,11 +15,8 @@ import { getCredentials } from '../transfer/auth.ts';
 import type { ContentSink, ContentSource } from '../transfer/store.ts';
 import { createLogger, registryOptions } from './serve.ts';
 import { requireParentFolder } from './paths.ts';
+import { UsageError } from './errors.ts';
 
-export class UsageError extends Error {}
-
-/** The user answered no. */
-export class Cancelled extends Error {}
 
 export interface RegistryReference {
   kind: 'registry';

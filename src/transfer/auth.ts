@@ -5,6 +5,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { CredentialError } from './errors.ts';
 
 export interface Credentials {
   username: string;
@@ -18,7 +19,6 @@ export interface DockerConfig {
   [key: string]: unknown;
 }
 
-export class CredentialError extends Error {}
 
 export function dockerConfigPath(): string {
   return join(process.env.DOCKER_CONFIG ?? join(homedir(), '.docker'), 'config.json');

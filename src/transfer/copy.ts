@@ -7,6 +7,7 @@ import { Readable, Transform } from 'node:stream';
 import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
 import { ChildrenMissing, type BlobStream, type ContentSink, type ContentSource, type FetchedManifest } from './store.ts';
+import { CopyFailed } from './errors.ts';
 
 export interface CopyReport {
   manifests: number;
@@ -18,7 +19,6 @@ export interface CopyReport {
   bytes: number;
 }
 
-export class CopyFailed extends Error {}
 
 /** Hooks for progress display: called as blobs start, move and finish. */
 export interface CopyProgress {

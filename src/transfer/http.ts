@@ -10,6 +10,7 @@ import { fallbackTag } from '../layout/referrers.ts';
 import type { Credentials } from './auth.ts';
 import { drain, exchange, type WireResponse } from './wire.ts';
 import { ChildrenMissing, type BlobStream, type ContentSink, type ContentSource, type FetchedManifest } from './store.ts';
+import { RegistryRequestFailed } from './errors.ts';
 
 const ACCEPT = [...MANIFEST_TYPES].join(', ');
 // Not ES module imports: those evaluate node:http's lazy exports, loading undici (~50 ms per start).
@@ -18,19 +19,6 @@ const { Agent: HttpsAgent, request: httpsRequest } = process.getBuiltinModule('n
 const httpAgent = new HttpAgent({ keepAlive: true });
 const httpsAgent = new HttpsAgent({ keepAlive: true });
 
-/** What went wrong, so that the CLI can pick an exit code and a hint. */
-export type FailureKind = 'unauthorized' | 'denied' | 'not-found' | 'network' | 'tls' | 'invalid' | 'other';
-
-export class RegistryRequestFailed extends Error {
-  readonly kind: FailureKind;
-  readonly status: number | undefined;
-
-  constructor(message: string, kind: FailureKind = 'other', status?: number) {
-    super(message);
-    this.kind = kind;
-    this.status = status;
-  }
-}
 
 export interface HttpRegistryOptions {
   /** Looks up credentials for a host (`host:port`); undefined means anonymous. */

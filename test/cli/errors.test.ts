@@ -4,8 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CommanderError } from 'commander';
 import { EXIT, describeFailure } from '../../src/cli/errors.ts';
-import { Cancelled, UsageError } from '../../src/cli/target.ts';
-import { RegistryRequestFailed } from '../../src/transfer/http.ts';
+import { Cancelled, UsageError } from '../../src/cli/errors.ts';
+import { RegistryRequestFailed } from '../../src/transfer/errors.ts';
 import { SettingsError } from '../../src/config/settings.ts';
 
 const systemError = (code: string, extra: Record<string, unknown>) => Object.assign(new Error(`${code}: something`), { code, ...extra });

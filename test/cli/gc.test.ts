@@ -61,7 +61,7 @@ test('trellis gc on PostgreSQL exits 75 when its shared locks are lost mid-run; 
   t.after(() => gc.child.kill('SIGKILL'));
   let terminated = 0;
   for (const deadline = Date.now() + 20_000; terminated === 0 && Date.now() < deadline;) {
-    terminated = await endLockConnections(admin, 'trellis locks');
+    terminated = (await endLockConnections(admin, 'trellis locks')).length;
     if (!terminated) await new Promise((r) => setTimeout(r, 20));
   }
   assert.equal(terminated, 1, `a lock was held: ${gc.output()}`);

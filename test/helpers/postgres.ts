@@ -158,11 +158,12 @@ export async function databaseFixture(t: { after(fn: () => Promise<void>): void 
 
 /**
  * Ends the connections named `applicationName` ('trellis locks', 'trellis presence') that hold an
- * advisory lock, as a database restart or a cut network would; how many it ended.
+ * advisory lock, as a database restart or a cut network would; the server pids of those it ended
+ * (a terminated backend may still be listed for a moment after).
  */
-export async function endLockConnections(admin: pg.Client, applicationName: string): Promise<number> {
-  const { rowCount } = await admin.query(`SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+export async function endLockConnections(admin: pg.Client, applicationName: string): Promise<number[]> {
+  const { rows } = await admin.query<{ pid: number }>(`SELECT a.pid, pg_terminate_backend(a.pid) FROM pg_stat_activity a
     WHERE a.application_name = $1 AND a.datname = current_database()
     AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)`, [applicationName]);
-  return rowCount ?? 0;
+  return rows.map((row) => row.pid);
 }
