@@ -7,7 +7,7 @@ import { openStorage, type Locks, type ObjectInfo, type ObjectWriter, type Stora
 import { lockDataDirectory, MetadataInUse, type DirectoryLock } from '../metadata/directory-lock.ts';
 import { dropMetadata, holdExclusively, manifestRecord, metadataExists, openMetadata, type BlobLookup, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
-import { StorageClaim, type ClaimTiming } from './storage-claim.ts';
+import { IndexOfAnotherStorage, StorageClaim, type ClaimTiming } from './storage-claim.ts';
 import { findLayouts, limitConcurrency } from '../layout/discover.ts';
 import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
 import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layoutKey } from '../layout/paths.ts';
@@ -225,6 +225,7 @@ export class Registry {
         engine: metadata.engine, dataDir: options.dataDir, trellisFolder: `${options.dataDir}/${TRELLIS_FOLDER}`, timing: options.claimTiming,
         onLost: (reason) => registry.claimLost(reason),
       });
+      await registry.checkStorageBinding(registry.claim);
       if (options.adoptInBackground) registry.catchUpInBackground(options.catchUpAfter ?? Promise.resolve());
       else await registry.catchUpWithStorage();
       return registry;
@@ -322,6 +323,20 @@ export class Registry {
   whenLost(listener: (reason: string) => void): void {
     this.metadata.locks.whenLost(listener);
     this.lostListeners.push(listener);
+  }
+
+  /**
+   * Refuses an index opened over a storage other than the one it was built over (say, a command
+   * run without the replicas' TRELLIS_STORAGE): it would mark journalled rewrites done that it
+   * wrote elsewhere. An index that records none yet (new, or from before storage ids) takes this one.
+   */
+  private async checkStorageBinding(claim: StorageClaim): Promise<void> {
+    const bound = await this.metadata.storageBinding();
+    if (bound === undefined) return this.metadata.bindStorage(claim.storageId);
+    if (bound === claim.storageId) return;
+    await claim.release();
+    throw new IndexOfAnotherStorage(`the metadata index (${this.metadata.engine}) was built over another storage than ${this.driver.description} (storage id ${bound}, this one is ${claim.storageId}); `
+      + 'give the storage it indexes (TRELLIS_STORAGE), or run `trellis reindex` to index this one instead');
   }
 
   private claimLost(reason: string): void {
@@ -934,7 +949,13 @@ export class Registry {
       throw err;
     });
     try {
-      if (await metadataExists({ location: options.metadata, dataDir: options.dataDir })) await (await Registry.openLocked(options, lock, false)).close();
+      if (await metadataExists({ location: options.metadata, dataDir: options.dataDir })) {
+        // An index of another storage has nothing to write into this one: it is dropped as it is.
+        await Registry.openLocked(options, lock, false).then((registry) => registry.close(), (err: unknown) => {
+          if (!(err instanceof IndexOfAnotherStorage)) throw err;
+          options.logger.warn(`${err.message}; indexing this storage instead`);
+        });
+      }
       await dropMetadata({ location: options.metadata, dataDir: options.dataDir });
       const registry = await Registry.openLocked(options, lock, false);
       let orphans = 0;

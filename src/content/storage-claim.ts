@@ -27,6 +27,8 @@ export interface ClaimTiming {
 export const CLAIM_TIMING: ClaimTiming = { heartbeatMs: 30_000, staleMs: 120_000, settleMs: 1_000 };
 
 interface Claim {
+  /** This storage's id, made with its first claim and kept by every later one; the index records it. */
+  storage?: string;
   /** 'postgres' for every replica of the PostgreSQL database; for SQLite, the data directory's index id. */
   index: string;
   host: string;
@@ -38,6 +40,9 @@ interface Claim {
 
 /** Another index holds the storage: as with a data directory in use, stop that one first. */
 export class StorageClaimed extends DataDirectoryBusy {}
+
+/** The metadata index was built over another storage than the one it is opened with. */
+export class IndexOfAnotherStorage extends StorageClaimed {}
 
 /** The id of the SQLite index in `dataDir`: made once, kept in `_trellis/index-id`. */
 function sqliteIndexId(trellisFolder: string): string {
@@ -63,6 +68,8 @@ export class StorageClaim {
   private readonly timing: ClaimTiming;
   private heartbeat: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> = Promise.resolve();
+  /** The storage's id (Claim.storage): the metadata index records which storage it was built over. */
+  storageId: string = randomUUID();
 
   private constructor(driver: StorageDriver, index: string, dataDir: string, timing: ClaimTiming) {
     this.driver = driver;
@@ -103,7 +110,7 @@ export class StorageClaim {
   }
 
   private ours(released = false): string {
-    const claim: Claim = { index: this.index, host: hostname(), dataDir: this.dataDir, pid: process.pid, refreshed: new Date().toISOString() };
+    const claim: Claim = { storage: this.storageId, index: this.index, host: hostname(), dataDir: this.dataDir, pid: process.pid, refreshed: new Date().toISOString() };
     if (released) claim.released = true;
     return `${JSON.stringify(claim, null, 2)}\n`;
   }
@@ -119,11 +126,14 @@ export class StorageClaim {
 
   private async acquire(): Promise<void> {
     const current = await this.read();
+    // Claims written before storage ids existed have none: this one names the storage from now on.
+    if (current?.storage) this.storageId = current.storage;
     if (!current) {
       // Atomic where the storage can: of two takers of a new storage, one writes and one reads.
       if (await this.driver.writeFile(CLAIM_KEY, this.ours(), { ifAbsent: true })) return;
       const winner = await this.read();
       if (winner && winner.index !== this.index) throw this.refused(winner);
+      if (winner?.storage) this.storageId = winner.storage;
       return;
     }
     if (current.index === this.index) {

@@ -223,6 +223,11 @@ CREATE TABLE IF NOT EXISTS layout_entries (
     // last id (the primary key) or reads and sorts the whole repository.
     sql: 'CREATE INDEX IF NOT EXISTS manifests_by_repo ON manifests (repo_id, id);',
   },
+  {
+    version: 9,
+    description: 'which storage the index was built over (its claim id)',
+    sql: `CREATE TABLE IF NOT EXISTS trellis_meta (key ${T} PRIMARY KEY, value ${T} NOT NULL);`,
+  },
 ];
 
 /** Functions the migrations create, dropped with the tables. */
@@ -232,7 +237,7 @@ export const FUNCTIONS = ['trellis_put_manifest'];
 export const TABLES = [
   'repos', 'blobs', 'manifests', 'tags', 'edges', 'attributes', 'attribute_paths', 'layout_referrer_indexes', 'deleted_tags',
   'pending_unlinks', 'dirty_subjects', 'deleted_manifests', 'layout_entries', 'component_versions', 'component_artifacts', 'component_references', 'component_descriptor_cache',
-  'component_ownership', 'component_portable', 'event_outbox', 'event_consumers', 'trellis_migrations',
+  'component_ownership', 'component_portable', 'event_outbox', 'event_consumers', 'trellis_meta', 'trellis_migrations',
 ];
 
 /** Arbitrary, fixed: the advisory lock key migrations run under. */

@@ -175,6 +175,14 @@ class PostgresTables implements MetadataTables {
     return rows.map((r) => r.name);
   }
 
+  async storageBinding(): Promise<string | undefined> {
+    return (await this.pool.query<{ value: string }>("SELECT value FROM trellis_meta WHERE key = 'storage'")).rows[0]?.value;
+  }
+
+  async bindStorage(storageId: string): Promise<void> {
+    await this.pool.query("INSERT INTO trellis_meta (key, value) VALUES ('storage', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [storageId]);
+  }
+
   async allRepositories(): Promise<RepositoryRecord[]> {
     return (await this.pool.query<RepoRow>('SELECT * FROM repos ORDER BY name')).rows.map(toRepository);
   }

@@ -22,6 +22,7 @@ import { PUSHED_AT_PATH } from '../query/attributes.ts';
 const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS repos (
   id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,
   gen INTEGER NOT NULL DEFAULT 0, flushed_gen INTEGER NOT NULL DEFAULT 0,
@@ -264,6 +265,14 @@ class SqliteTables implements Synchronous<MetadataTables> {
       ${page.childrenOnly ? 'AND instr(substr(name, ?), \'/\') = 0' : 'AND ? > 0'} ORDER BY name LIMIT ?`)
       .all(page.after ?? '', namespace, `${namespace}\uffff`, namespace.length + 1, page.limit) as { name: string }[];
     return rows.map((r) => r.name);
+  }
+
+  storageBinding(): string | undefined {
+    return (this.sql("SELECT value FROM meta WHERE key = 'storage'").get() as { value: string } | undefined)?.value;
+  }
+
+  bindStorage(storageId: string): void {
+    this.sql("INSERT INTO meta (key, value) VALUES ('storage', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(storageId);
   }
 
   allRepositories(): RepositoryRecord[] {

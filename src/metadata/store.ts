@@ -309,11 +309,20 @@ export interface RetentionIndex {
   isReferenced(repoId: number, digest: string): Promise<boolean>;
 }
 
+/**
+ * Which storage the index was built over: the id its claim carries (src/content/storage-claim.ts),
+ * so that an index opened over another storage (a forgotten TRELLIS_STORAGE) is refused.
+ */
+export interface StorageBinding {
+  storageBinding(): Promise<string | undefined>;
+  bindStorage(storageId: string): Promise<void>;
+}
+
 /** The contracts on the metadata tables proper. */
-export type MetadataTables = RepositoryCatalog & ManifestIndex & LayoutJournal & RetentionIndex;
+export type MetadataTables = RepositoryCatalog & ManifestIndex & LayoutJournal & RetentionIndex & StorageBinding;
 
 /** One metadata store: every contract on one database (SQLite or PostgreSQL). */
-export interface MetadataStore extends RepositoryCatalog, ManifestIndex, LayoutJournal, RetentionIndex {
+export interface MetadataStore extends RepositoryCatalog, ManifestIndex, LayoutJournal, RetentionIndex, StorageBinding {
   /** Which engine, for messages: `sqlite` or `postgres`. */
   readonly engine: string;
   /** The index was written by an older schema and must be rebuilt from the layouts. */

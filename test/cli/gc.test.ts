@@ -3,7 +3,8 @@
 // shared locks go with their connection while it works; run again, it finishes the job.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { access, readFile } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EXIT_LOCKS_LOST } from '../../src/cli/serve.ts';
 import { advisoryLockId } from '../../src/metadata/postgres-locks.ts';
@@ -71,5 +72,20 @@ test('trellis gc on PostgreSQL exits 75 when its shared locks are lost mid-run; 
 
   const again = trellis(['gc', '--data', dataDir], { TRELLIS_METADATA: database, ...GC_ENV });
   assert.equal(await within(again.exited, 30_000), 0, again.output());
+  assert.deepEqual(await layoutOf(dataDir, [untagged, tagged]), { listed: [tagged], files: [false, true] });
+});
+
+test('trellis gc on the PostgreSQL index of another storage (no TRELLIS_STORAGE given) refuses and changes nothing', { skip: missing ?? false, timeout: 90_000 }, async (t) => {
+  const { url: database, dataDir } = await databaseFixture(t, 'gc-elsewhere');
+  const { untagged, tagged } = await withUntagged(database, dataDir);
+  const elsewhere = await mkdtemp(join(tmpdir(), 'trellis-gc-elsewhere-'));
+  t.after(() => rm(elsewhere, { recursive: true, force: true }));
+  const gc = trellis(['gc', '--data', elsewhere], { TRELLIS_METADATA: database, ...GC_ENV });
+  assert.equal(await within(gc.exited, 30_000), 1, gc.output());
+  assert.match(gc.output(), /^trellis: the metadata index \(postgres\) was built over another storage than .*; give the storage it indexes \(TRELLIS_STORAGE\), or run `trellis reindex` to index this one instead\n$/);
+  // The registry's own storage still has both manifests, and its gc removes the untagged one.
+  assert.deepEqual((await layoutOf(dataDir, [untagged, tagged])).files, [true, true]);
+  const own = trellis(['gc', '--data', dataDir], { TRELLIS_METADATA: database, ...GC_ENV });
+  assert.equal(await within(own.exited, 30_000), 0, own.output());
   assert.deepEqual(await layoutOf(dataDir, [untagged, tagged]), { listed: [tagged], files: [false, true] });
 });

@@ -123,3 +123,17 @@ test('trellis serve on a folder another serve uses as its storage refuses in one
   assert.equal(await first.exited, 0, first.output());
 });
 
+
+for (const { name, make } of STORAGES) {
+  test(`${name}: an index opened over another storage is refused; trellis reindex indexes the new one`, async () => {
+    const [first, other] = [await make(), await make()];
+    const dataDir = await scratch('trellis-claim-data-');
+    await (await open(first, { dataDir })).close();
+    const message = await refusal(open(other, { dataDir }));
+    assert.match(message, /^the metadata index \(sqlite\) was built over another storage than .* \(storage id [0-9a-f-]+, this one is [0-9a-f-]+\); give the storage it indexes \(TRELLIS_STORAGE\), or run `trellis reindex` to index this one instead$/);
+    await (await open(first, { dataDir })).close();
+    await Registry.rebuildIndex(registryOptions({ ...DEFAULT_SETTINGS, data: dataDir, storage: other }, pino({ level: 'silent' })));
+    await (await open(other, { dataDir })).close();
+    assert.match(await refusal(open(first, { dataDir })), /was built over another storage/);
+  });
+}

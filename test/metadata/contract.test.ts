@@ -84,6 +84,14 @@ for (const engine of engines) {
       assert.equal(await store.repository('nope'), undefined);
     });
 
+    test('storage binding: none at first, recorded, replaced, seen by another store on the same index', async () => {
+      assert.equal(await store.storageBinding(), undefined);
+      await store.bindStorage('storage-1');
+      assert.equal(await store.storageBinding(), 'storage-1');
+      await store.bindStorage('storage-2');
+      assert.equal(await (await second()).storageBinding(), 'storage-2');
+    });
+
     test('blobs: recorded, found from other repositories, forgotten', async () => {
       const a = await store.ensureRepository('blobs/a');
       const b = await store.ensureRepository('blobs/b');
