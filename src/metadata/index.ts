@@ -65,8 +65,8 @@ export async function metadataExists(options: Pick<MetadataOptions, 'location' |
  */
 export async function holdExclusively(options: Pick<MetadataOptions, 'location'>, onLost: (reason: string) => void): Promise<{ release(): Promise<void> }> {
   if (!isPostgres(options.location)) return { release: async () => undefined };
-  const { holdPostgresExclusively } = await import('./postgres.ts');
-  return holdPostgresExclusively(options.location, onLost);
+  const { Presence } = await import('./postgres-presence.ts');
+  return Presence.exclusive(options.location, onLost);
 }
 
 /** Drops everything the store holds, so that the next open starts empty (`trellis reindex`). */

@@ -694,15 +694,6 @@ export async function openPostgresMetadata(url: string, options: { readOnly: boo
   }
 }
 
-/**
- * Holds the database for this process alone (`trellis reindex`), or throws MetadataInUse while a
- * replica or another command uses it. `onLost`: the hold went with its connection and another
- * process took the database meanwhile.
- */
-export function holdPostgresExclusively(url: string, onLost: (reason: string) => void): Promise<{ release(): Promise<void> }> {
-  return Presence.exclusive(url, onLost);
-}
-
 export async function postgresHasSchema(url: string): Promise<boolean> {
   const pool = createPool(url);
   try {
