@@ -222,7 +222,7 @@ export class Registry {
     try {
       await registry.driver.prepare();
       registry.claim = await StorageClaim.take(driver, {
-        engine: metadata.engine, dataDir: options.dataDir, trellisFolder: `${options.dataDir}/${TRELLIS_FOLDER}`, timing: options.claimTiming,
+        index: await metadata.indexId(), dataDir: options.dataDir, timing: options.claimTiming,
         onLost: (reason) => registry.claimLost(reason),
       });
       await registry.checkStorageBinding(registry.claim);

@@ -4,9 +4,9 @@
 // other knows are in use: acknowledged pushes would be lost. The data directory's lock cannot see
 // this, since each process has a data directory of its own; so the claim is an object in the
 // storage itself, naming the index that holds it and refreshed while it runs. A claim left
-// unrefreshed for `staleMs`, or released by a clean stop, is free to take.
+// unrefreshed for `staleMs`, or released by a clean stop, is free to take. Replicas on two
+// PostgreSQL databases are two indexes as well: the id is the database's, not the engine's.
 import { randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { StorageDriver } from '../storage/index.ts';
 import { TRELLIS_FOLDER } from '../layout/paths.ts';
@@ -29,7 +29,7 @@ export const CLAIM_TIMING: ClaimTiming = { heartbeatMs: 30_000, staleMs: 120_000
 interface Claim {
   /** This storage's id, made with its first claim and kept by every later one; the index records it. */
   storage?: string;
-  /** 'postgres' for every replica of the PostgreSQL database; for SQLite, the data directory's index id. */
+  /** The index's id (MetadataStore.indexId): `sqlite:…`, or `postgres:…` for every replica of one database. */
   index: string;
   host: string;
   dataDir: string;
@@ -44,21 +44,16 @@ export class StorageClaimed extends DataDirectoryBusy {}
 /** The metadata index was built over another storage than the one it is opened with. */
 export class IndexOfAnotherStorage extends StorageClaimed {}
 
-/** The id of the SQLite index in `dataDir`: made once, kept in `_trellis/index-id`. */
-function sqliteIndexId(trellisFolder: string): string {
-  const path = `${trellisFolder}/index-id`;
-  try {
-    return readFileSync(path, 'utf8').trim();
-  } catch {
-    const id = `sqlite:${randomUUID()}`;
-    writeFileSync(path, id);
-    return id;
-  }
+/** Replicas on PostgreSQL before index ids wrote just this: taken as any database's own. */
+const POSTGRES_WITHOUT_ID = 'postgres';
+
+function isPostgres(index: string): boolean {
+  return index === POSTGRES_WITHOUT_ID || index.startsWith('postgres:');
 }
 
 function describe(claim: Claim): string {
-  const what = claim.index === 'postgres' ? 'Trellis replicas on a PostgreSQL database' : 'another Trellis with its own SQLite index';
-  return `${what} (last refreshed by pid ${claim.pid} on ${claim.host}, data directory ${claim.dataDir}, at ${claim.refreshed})`;
+  const what = isPostgres(claim.index) ? 'Trellis replicas on a PostgreSQL database' : 'another Trellis with its own SQLite index';
+  return `${what} (index ${claim.index}, last refreshed by pid ${claim.pid} on ${claim.host}, data directory ${claim.dataDir}, at ${claim.refreshed})`;
 }
 
 export class StorageClaim {
@@ -83,9 +78,8 @@ export class StorageClaim {
    * is refreshed; `onLost` is called if another index took it meanwhile (this process was stopped
    * for longer than `staleMs`): the process must stop writing.
    */
-  static async take(driver: StorageDriver, options: { engine: string; dataDir: string; trellisFolder: string; timing?: ClaimTiming; onLost: (reason: string) => void }): Promise<StorageClaim> {
-    const index = options.engine === 'postgres' ? 'postgres' : sqliteIndexId(options.trellisFolder);
-    const claim = new StorageClaim(driver, index, options.dataDir, options.timing ?? CLAIM_TIMING);
+  static async take(driver: StorageDriver, options: { index: string; dataDir: string; timing?: ClaimTiming; onLost: (reason: string) => void }): Promise<StorageClaim> {
+    const claim = new StorageClaim(driver, options.index, options.dataDir, options.timing ?? CLAIM_TIMING);
     await claim.acquire();
     claim.heartbeat = setInterval(() => {
       claim.refreshing = claim.refresh().catch((err: unknown) => {
@@ -115,6 +109,11 @@ export class StorageClaim {
     return `${JSON.stringify(claim, null, 2)}\n`;
   }
 
+  /** The claim is this index's: the same id, or a PostgreSQL claim written before ids existed. */
+  private isOurs(claim: Claim): boolean {
+    return claim.index === this.index || (claim.index === POSTGRES_WITHOUT_ID && isPostgres(this.index));
+  }
+
   private isLive(claim: Claim): boolean {
     return !claim.released && Date.now() - Date.parse(claim.refreshed) < this.timing.staleMs;
   }
@@ -132,11 +131,11 @@ export class StorageClaim {
       // Atomic where the storage can: of two takers of a new storage, one writes and one reads.
       if (await this.driver.writeFile(CLAIM_KEY, this.ours(), { ifAbsent: true })) return;
       const winner = await this.read();
-      if (winner && winner.index !== this.index) throw this.refused(winner);
+      if (winner && !this.isOurs(winner)) throw this.refused(winner);
       if (winner?.storage) this.storageId = winner.storage;
       return;
     }
-    if (current.index === this.index) {
+    if (this.isOurs(current)) {
       await this.driver.writeFile(CLAIM_KEY, this.ours());
       return;
     }
@@ -145,13 +144,13 @@ export class StorageClaim {
     await this.driver.writeFile(CLAIM_KEY, this.ours());
     await new Promise((resolve) => setTimeout(resolve, this.timing.settleMs));
     const after = await this.read();
-    if (after && after.index !== this.index) throw this.refused(after);
+    if (after && !this.isOurs(after)) throw this.refused(after);
   }
 
   private async refresh(): Promise<void> {
     const current = await this.read();
     // Taken by another index, even one since gone: it wrote what this index does not know of.
-    if (current && current.index !== this.index) throw this.refused(current);
+    if (current && !this.isOurs(current)) throw this.refused(current);
     await this.driver.writeFile(CLAIM_KEY, this.ours());
   }
 
@@ -167,8 +166,8 @@ export class StorageClaim {
   async release(): Promise<void> {
     this.stopHeartbeat();
     await this.refreshing;
-    if (this.index === 'postgres') return;
+    if (isPostgres(this.index)) return;
     const current = await this.read().catch(() => undefined);
-    if (current?.index === this.index && current.pid === process.pid) await this.driver.writeFile(CLAIM_KEY, this.ours(true)).catch(() => undefined);
+    if (current && this.isOurs(current) && current.pid === process.pid) await this.driver.writeFile(CLAIM_KEY, this.ours(true)).catch(() => undefined);
   }
 }

@@ -2,6 +2,7 @@
 // semantics as the SQLite store (src/metadata/sqlite.ts): each method is one transaction. Writers
 // of one repository take its `repos` row lock first (SELECT … FOR UPDATE), so concurrent pushes,
 // deletes and merges to one repository serialize in the database, not only in this process.
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { AdvisoryLocks } from './postgres-locks.ts';
 import { Presence } from './postgres-presence.ts';
@@ -181,6 +182,12 @@ class PostgresTables implements MetadataTables {
 
   async bindStorage(storageId: string): Promise<void> {
     await this.pool.query("INSERT INTO trellis_meta (key, value) VALUES ('storage', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [storageId]);
+  }
+
+  async indexId(): Promise<string> {
+    // Two statements: replicas starting together each insert, and all read back the one that won.
+    await this.pool.query("INSERT INTO trellis_meta (key, value) VALUES ('index', $1) ON CONFLICT (key) DO NOTHING", [`postgres:${randomUUID()}`]);
+    return (await this.pool.query<{ value: string }>("SELECT value FROM trellis_meta WHERE key = 'index'")).rows[0]!.value;
   }
 
   async allRepositories(): Promise<RepositoryRecord[]> {
@@ -708,7 +715,9 @@ export async function postgresHasSchema(url: string): Promise<boolean> {
 export async function dropPostgresMetadata(url: string): Promise<void> {
   const pool = createPool(url);
   try {
-    await pool.query(`DROP TABLE IF EXISTS ${TABLES.join(', ')} CASCADE`);
+    // The index keeps its id (its replicas' storage claim names it); what it was bound to goes.
+    await pool.query(`DROP TABLE IF EXISTS ${TABLES.filter((table) => table !== 'trellis_meta').join(', ')} CASCADE`);
+    if ((await pool.query("SELECT to_regclass('trellis_meta') AS meta")).rows[0].meta) await pool.query("DELETE FROM trellis_meta WHERE key <> 'index'");
     await pool.query(`DROP FUNCTION IF EXISTS ${FUNCTIONS.join(', ')}`);
   } finally {
     await pool.end();

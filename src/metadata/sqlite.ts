@@ -6,6 +6,7 @@ import { StatementCache } from './statements.ts';
 import { SqliteEventOutbox, deleteEvents, pushEvents, tagRemoved, type EventOutbox, type NewEvent } from './outbox.ts';
 import { Worker } from 'node:worker_threads';
 import { readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { PATHS_STORED_ELSEWHERE, SqliteQueryIndex } from './sqlite-query.ts';
 import { SqliteComponentIndex } from './sqlite-components.ts';
 import { KeyedLock } from '../storage/mutex.ts';
@@ -273,6 +274,11 @@ class SqliteTables implements Synchronous<MetadataTables> {
 
   bindStorage(storageId: string): void {
     this.sql("INSERT INTO meta (key, value) VALUES ('storage', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(storageId);
+  }
+
+  indexId(): string {
+    this.sql("INSERT INTO meta (key, value) VALUES ('index', ?) ON CONFLICT (key) DO NOTHING").run(`sqlite:${randomUUID()}`);
+    return (this.sql("SELECT value FROM meta WHERE key = 'index'").get() as { value: string }).value;
   }
 
   allRepositories(): RepositoryRecord[] {

@@ -316,6 +316,12 @@ export interface RetentionIndex {
 export interface StorageBinding {
   storageBinding(): Promise<string | undefined>;
   bindStorage(storageId: string): Promise<void>;
+  /**
+   * This index's own id, which its storage claim names (`sqlite:…`, or `postgres:…` shared by
+   * every replica of one database): made with the index, and kept by `trellis reindex` on
+   * PostgreSQL, whose replicas leave their claim standing.
+   */
+  indexId(): Promise<string>;
 }
 
 /** The contracts on the metadata tables proper. */

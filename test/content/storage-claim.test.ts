@@ -64,7 +64,7 @@ for (const { name, make } of STORAGES) {
     const first = await open(storage);
     const firstDir = first.options.dataDir;
     const message = await refusal(open(storage));
-    assert.match(message, /is in use by another Trellis with its own SQLite index \(last refreshed by pid \d+ on .+, data directory (.+), at .+\)\. One storage takes one SQLite index, or replicas that share one PostgreSQL database/);
+    assert.match(message, /is in use by another Trellis with its own SQLite index \(index sqlite:[0-9a-f-]{36}, last refreshed by pid \d+ on .+, data directory (.+), at .+\)\. One storage takes one SQLite index, or replicas that share one PostgreSQL database/);
     assert.ok(message.includes(`data directory ${firstDir},`), message);
     await first.close();
     const second = await open(storage);
@@ -106,6 +106,28 @@ for (const { name, make } of STORAGES) {
     const sqlite = await open(storage, { timing });
     assert.match(await refusal(open(storage, { metadata: database.url, timing })), /another Trellis with its own SQLite index/);
     await sqlite.close();
+  });
+}
+
+for (const { name, make } of STORAGES) {
+  test(`${name}: replicas on two PostgreSQL databases are two indexes; trellis reindex keeps its database's claim`, { skip: postgres ?? false }, async (t) => {
+    const [first, second] = [await createTestDatabase(), await createTestDatabase()];
+    t.after(() => Promise.all([first.drop(), second.drop()]));
+    const storage = await make();
+    // Long enough that no claim here goes stale: each one the test meets is live.
+    const timing = { heartbeatMs: 100, staleMs: 30_000, settleMs: 50 };
+    const replica = await open(storage, { metadata: first.url, timing });
+    const message = await refusal(open(storage, { metadata: second.url, timing }));
+    assert.match(message, /is in use by Trellis replicas on a PostgreSQL database \(index postgres:[0-9a-f-]{36}, last refreshed by pid/);
+    // A claim from before index ids ('postgres' alone) is taken as this database's.
+    const claim = JSON.parse((await replica.driver.readFile(CLAIM_KEY, 65536))!.toString()) as Record<string, unknown>;
+    await replica.driver.writeFile(CLAIM_KEY, JSON.stringify({ ...claim, index: 'postgres' }));
+    await replica.close();
+    // The replicas' claim stands after they stop; reindex drops and rebuilds the tables but keeps the id it names.
+    const options = registryOptions({ ...DEFAULT_SETTINGS, data: await scratch('trellis-claim-data-'), storage, metadata: first.url }, pino({ level: 'silent' }));
+    await Registry.rebuildIndex({ ...options, claimTiming: timing });
+    await (await open(storage, { metadata: first.url, timing })).close();
+    assert.match(await refusal(open(storage, { metadata: second.url, timing })), /Trellis replicas on a PostgreSQL database/);
   });
 }
 

@@ -92,6 +92,19 @@ for (const engine of engines) {
       assert.equal(await (await second()).storageBinding(), 'storage-2');
     });
 
+    test('index id: made once, the same from another store on the same index, distinct from another index\'s', async () => {
+      const id = await store.indexId();
+      assert.match(id, new RegExp(`^${engine.name}:[0-9a-f-]{36}$`));
+      assert.equal(await store.indexId(), id);
+      assert.equal(await (await second()).indexId(), id);
+      const other = await engine.open();
+      try {
+        assert.notEqual(await other.store.indexId(), id);
+      } finally {
+        await other.dispose();
+      }
+    });
+
     test('blobs: recorded, found from other repositories, forgotten', async () => {
       const a = await store.ensureRepository('blobs/a');
       const b = await store.ensureRepository('blobs/b');
