@@ -35,6 +35,8 @@ interface Claim {
   dataDir: string;
   pid: number;
   refreshed: string;
+  /** How often its holder refreshes it: a taker watches that long before calling it stale. */
+  heartbeatMs?: number;
   released?: boolean;
 }
 
@@ -104,7 +106,7 @@ export class StorageClaim {
   }
 
   private ours(released = false): string {
-    const claim: Claim = { storage: this.storageId, index: this.index, host: hostname(), dataDir: this.dataDir, pid: process.pid, refreshed: new Date().toISOString() };
+    const claim: Claim = { storage: this.storageId, index: this.index, host: hostname(), dataDir: this.dataDir, pid: process.pid, refreshed: new Date().toISOString(), heartbeatMs: this.timing.heartbeatMs };
     if (released) claim.released = true;
     return `${JSON.stringify(claim, null, 2)}\n`;
   }
@@ -116,6 +118,17 @@ export class StorageClaim {
 
   private isLive(claim: Claim): boolean {
     return !claim.released && Date.now() - Date.parse(claim.refreshed) < this.timing.staleMs;
+  }
+
+  /**
+   * Old by its time, but its holder's clock may lag ours: a holder still running rewrites its
+   * claim within its heartbeat, whatever time it writes. Returns the claim if it changed meanwhile.
+   */
+  private async rewrittenWithinHeartbeat(claim: Claim): Promise<Claim | undefined> {
+    const heartbeatMs = Math.min(claim.heartbeatMs ?? this.timing.heartbeatMs, this.timing.staleMs);
+    await new Promise((resolve) => setTimeout(resolve, heartbeatMs + this.timing.settleMs));
+    const now = await this.read();
+    return now && JSON.stringify(now) !== JSON.stringify(claim) ? now : undefined;
   }
 
   private refused(holder: Claim): StorageClaimed {
@@ -140,6 +153,10 @@ export class StorageClaim {
       return;
     }
     if (this.isLive(current)) throw this.refused(current);
+    if (!current.released) {
+      const rewritten = await this.rewrittenWithinHeartbeat(current);
+      if (rewritten && !this.isOurs(rewritten)) throw this.refused(rewritten);
+    }
     // Free to take; another taker may be doing the same right now, and the later write wins.
     await this.driver.writeFile(CLAIM_KEY, this.ours());
     await new Promise((resolve) => setTimeout(resolve, this.timing.settleMs));

@@ -58,6 +58,12 @@ async function refusal(opening: Promise<Registry>): Promise<string> {
   return outcome.message;
 }
 
+/** Rewrites the holder's claim as refreshed an hour ago (with `changes`). */
+async function backdate(holder: Registry, changes: Record<string, unknown> = {}): Promise<void> {
+  const claim = JSON.parse((await holder.driver.readFile(CLAIM_KEY, 65536))!.toString()) as Record<string, unknown>;
+  await holder.driver.writeFile(CLAIM_KEY, JSON.stringify({ ...claim, ...changes, refreshed: new Date(Date.now() - 3_600_000).toISOString() }));
+}
+
 for (const { name, make } of STORAGES) {
   test(`${name}: a second SQLite index is refused and names the first; a clean stop frees the storage at once`, async () => {
     const storage = await make();
@@ -76,20 +82,29 @@ for (const { name, make } of STORAGES) {
 
   test(`${name}: a vanished holder's claim goes stale and is taken; the holder, back, is told to stop`, async () => {
     const storage = await make();
-    const timing = { heartbeatMs: 200, staleMs: 2_000, settleMs: 50 };
-    const first = await open(storage, { timing });
+    // The holder refreshes every 3 s; its claim, as the test leaves it, says every 200 ms and an
+    // hour ago: as if the holder had been frozen since, and had missed many heartbeats.
+    const first = await open(storage, { timing: { heartbeatMs: 3_000, staleMs: 2_000, settleMs: 50 } });
     const lost: string[] = [];
     first.whenLost((reason) => lost.push(reason));
-    // As if its heartbeats had stopped long ago (a frozen process): its claim, refreshed an hour back.
-    const claim = JSON.parse((await first.driver.readFile(CLAIM_KEY, 65536))!.toString()) as { refreshed: string };
-    await first.driver.writeFile(CLAIM_KEY, JSON.stringify({ ...claim, refreshed: new Date(Date.now() - 3_600_000).toISOString() }));
-    const second = await open(storage, { timing: { ...timing, heartbeatMs: 3_600_000 } });
-    for (const deadline = Date.now() + 5_000; lost.length === 0 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 50));
+    await backdate(first, { heartbeatMs: 200 });
+    const second = await open(storage, { timing: { heartbeatMs: 3_600_000, staleMs: 2_000, settleMs: 50 } });
+    for (const deadline = Date.now() + 8_000; lost.length === 0 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 50));
     assert.equal(lost.length, 1, 'the first index was told');
     assert.match(lost[0]!, /^the storage was taken over: the storage .* is in use by another Trellis with its own SQLite index/);
     assert.ok(lost[0]!.includes(second.options.dataDir), lost[0]);
     await first.close();
     await second.close();
+  });
+
+  test(`${name}: a claim whose time is old but whose holder still refreshes it (a clock behind ours) is not taken`, async () => {
+    const storage = await make();
+    const timing = { heartbeatMs: 200, staleMs: 2_000, settleMs: 50 };
+    const first = await open(storage, { timing });
+    // A holder whose clock is an hour behind: its claim looks long stale, yet it is rewritten every heartbeat.
+    await backdate(first);
+    assert.match(await refusal(open(storage, { timing })), /is in use by another Trellis with its own SQLite index/);
+    await first.close();
   });
 
   test(`${name}: replicas on one PostgreSQL database share the storage; a SQLite index beside them is refused, and refuses them`, { skip: postgres ?? false }, async (t) => {
