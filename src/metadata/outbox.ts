@@ -8,7 +8,7 @@
 // the SQLite one, called by SqliteMetadataStore and the component index on their connection).
 import { randomUUID } from 'node:crypto';
 import type { DatabaseSync } from 'node:sqlite';
-import { StatementCache } from './statements.ts';
+import { BOUND_LIMIT, StatementCache } from './statements.ts';
 import type { ManifestRecord } from './store.ts';
 
 export const EVENT_TYPES = [
@@ -114,7 +114,7 @@ export class SqliteEventOutbox implements EventOutbox {
   }
 
   async after(seq: number, limit: number): Promise<OutboxEvent[]> {
-    const rows = this.statements.get('SELECT seq, id, type, repository, subject, time, data FROM event_outbox WHERE seq > ? ORDER BY seq LIMIT ?')
+    const rows = this.statements.get(`SELECT seq, id, type, repository, subject, time, data FROM event_outbox WHERE seq > ? ORDER BY seq ${BOUND_LIMIT}`)
       .all(seq, limit) as unknown as EventRow[];
     return rows.map((r) => ({
       seq: r.seq, id: r.id, type: r.type as EventType, repository: r.repository, subject: r.subject, time: r.time,

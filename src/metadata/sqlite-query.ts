@@ -2,7 +2,7 @@
 // attribute rows (or its tags, or its repository); the cheapest indexed condition drives the scan
 // so that a page costs about the same at any registry size. See docs/query.md for the plans.
 import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
-import { StatementCache } from './statements.ts';
+import { BOUND_LIMIT, StatementCache } from './statements.ts';
 import { QueryInvalid, type Condition, type Query } from '../query/language.ts';
 import { orderKey } from '../query/order.ts';
 import { ATTRIBUTE_ROW_SCAN, type QueryAccess, type QueryIndex, type QueryMatch, type QueryPage, type QueryScope } from './query.ts';
@@ -171,7 +171,7 @@ export class SqliteQueryIndex implements Synchronous<QueryIndex> {
     // Paths from `prefix` on, in order: those starting with it come first (the rest are dropped).
     const rows = access
       ? this.statements.get(PULLABLE_ATTRIBUTE_PATHS).all(JSON.stringify(access.pullable), prefix, limit)
-      : this.statements.get('SELECT path FROM attribute_paths WHERE path >= ? ORDER BY path LIMIT ?').all(prefix, limit);
+      : this.statements.get(`SELECT path FROM attribute_paths WHERE path >= ? ORDER BY path ${BOUND_LIMIT}`).all(prefix, limit);
     return withRegistryFacts((rows as { path: string }[]).map((r) => r.path), limit, prefix);
   }
 

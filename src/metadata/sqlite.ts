@@ -2,7 +2,7 @@
 // completion as one transaction (the async contract wraps it, src/metadata/store.ts), so no other
 // call interleaves with it. Queries and components share the connection.
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { StatementCache } from './statements.ts';
+import { BOUND_LIMIT, StatementCache } from './statements.ts';
 import { SqliteEventOutbox, deleteEvents, pushEvents, tagRemoved, type EventOutbox, type NewEvent } from './outbox.ts';
 import { Worker } from 'node:worker_threads';
 import { readFileSync } from 'node:fs';
@@ -131,7 +131,7 @@ export const UNTAGGED_ENTRIES = `SELECT ${MANIFEST_COLUMNS.replace('m.annotation
   WHERE m.repo_id = ? AND m.id > ? AND (m.subject IS NOT NULL OR (
     NOT EXISTS (SELECT 1 FROM tags t INDEXED BY tags_by_digest WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AND
     NOT EXISTS (SELECT 1 FROM edges e WHERE e.repo_id = m.repo_id AND e.child = m.digest AND e.kind = 'manifest' AND e.child_repo = '')))
-  ORDER BY m.id LIMIT ?`;
+  ORDER BY m.id ${BOUND_LIMIT}`;
 /**
  * A referrer's descriptor serialised by SQLite: the bytes `referrerDescriptorJson` (store.ts)
  * writes, in half the time of building it from the row in JavaScript (5,000 referrers: ~11 ms
@@ -263,7 +263,7 @@ class SqliteTables implements Synchronous<MetadataTables> {
     const namespace = page.namespace ?? '';
     // Names are ASCII, so every name under the namespace sorts below namespace + U+FFFF.
     const rows = this.sql(`SELECT name FROM repos WHERE name > ? AND name >= ? AND name < ?
-      ${page.childrenOnly ? 'AND instr(substr(name, ?), \'/\') = 0' : 'AND ? > 0'} ORDER BY name LIMIT ?`)
+      ${page.childrenOnly ? 'AND instr(substr(name, ?), \'/\') = 0' : 'AND ? > 0'} ORDER BY name ${BOUND_LIMIT}`)
       .all(page.after ?? '', namespace, `${namespace}\uffff`, namespace.length + 1, page.limit) as { name: string }[];
     return rows.map((r) => r.name);
   }
@@ -492,7 +492,7 @@ class SqliteTables implements Synchronous<MetadataTables> {
   }
 
   tags(repoId: number, page: PageRequest): string[] {
-    const rows = this.sql('SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?').all(repoId, page.after ?? '', page.limit) as { name: string }[];
+    const rows = this.sql(`SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name ${BOUND_LIMIT}`).all(repoId, page.after ?? '', page.limit) as { name: string }[];
     return rows.map((r) => r.name);
   }
 
@@ -541,8 +541,8 @@ class SqliteTables implements Synchronous<MetadataTables> {
     const query = (column: string) => `SELECT ${columns} FROM manifests m WHERE m.repo_id = ? AND m.${column} = ? AND m.digest > ? ${typeClause}`;
     const params = [repoId, subject, filter.after ?? '', ...types];
     const sql = filter.includeAttestations
-      ? `SELECT * FROM (${query('subject')} UNION ${query('attests')}) m ORDER BY m.digest LIMIT ?`
-      : `${query('subject')} ORDER BY m.digest LIMIT ?`;
+      ? `SELECT * FROM (${query('subject')} UNION ${query('attests')}) m ORDER BY m.digest ${BOUND_LIMIT}`
+      : `${query('subject')} ORDER BY m.digest ${BOUND_LIMIT}`;
     return this.sql(sql).all(...params, ...(filter.includeAttestations ? params : []), filter.limit) as unknown as ManifestRow[];
   }
 
@@ -551,7 +551,7 @@ class SqliteTables implements Synchronous<MetadataTables> {
     const columns = MANIFEST_COLUMNS.replace('m.annotations', "'{}' AS annotations");
     return (this.sql(`SELECT ${columns}, t.name AS tag, x.entry AS layout_entry FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
       LEFT JOIN layout_entries x ON x.repo_id = t.repo_id AND x.digest = t.digest AND x.tag = t.name
-      WHERE t.repo_id = ? AND t.name > ? ORDER BY t.name LIMIT ?`).all(repoId, page.after ?? '', page.limit) as unknown as ManifestRow[])
+      WHERE t.repo_id = ? AND t.name > ? ORDER BY t.name ${BOUND_LIMIT}`).all(repoId, page.after ?? '', page.limit) as unknown as ManifestRow[])
       .map((row) => ({ ...toManifest(row), tag: row.tag!, layoutEntry: row.layout_entry ?? null }));
   }
 
