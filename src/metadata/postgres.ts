@@ -185,9 +185,12 @@ class PostgresTables implements MetadataTables {
   }
 
   async indexId(): Promise<string> {
-    // Two statements: replicas starting together each insert, and all read back the one that won.
+    const read = async () => (await this.pool.query<{ value: string }>("SELECT value FROM trellis_meta WHERE key = 'index'")).rows[0]?.value;
+    const known = await read();
+    if (known) return known;
+    // Replicas starting together each insert, and all read back the one that won.
     await this.pool.query("INSERT INTO trellis_meta (key, value) VALUES ('index', $1) ON CONFLICT (key) DO NOTHING", [`postgres:${randomUUID()}`]);
-    return (await this.pool.query<{ value: string }>("SELECT value FROM trellis_meta WHERE key = 'index'")).rows[0]!.value;
+    return (await read())!;
   }
 
   async allRepositories(): Promise<RepositoryRecord[]> {

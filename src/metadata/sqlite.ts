@@ -277,8 +277,12 @@ class SqliteTables implements Synchronous<MetadataTables> {
   }
 
   indexId(): string {
+    // Read first: a write would start the checkpoint worker, which a registry that only serves reads never needs.
+    const read = () => (this.sql("SELECT value FROM meta WHERE key = 'index'").get() as { value: string } | undefined)?.value;
+    const known = read();
+    if (known) return known;
     this.sql("INSERT INTO meta (key, value) VALUES ('index', ?) ON CONFLICT (key) DO NOTHING").run(`sqlite:${randomUUID()}`);
-    return (this.sql("SELECT value FROM meta WHERE key = 'index'").get() as { value: string }).value;
+    return read()!;
   }
 
   allRepositories(): RepositoryRecord[] {
