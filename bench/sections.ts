@@ -369,9 +369,11 @@ export async function listingSection(ctx: SectionContext): Promise<SectionResult
   const label = n.toLocaleString('en-US');
   const listed = newMeasure('referrers-listed', `referrers listed after ${label} concurrent pushes (${settings.referrerCheckConcurrency} clients, all answered 201)`, true, { expected: n, digits: 0 });
   const walk = newMeasure('referrers-walk', `full referrers listing of ${label}, following Link (ms)`, false, { digits: 1 });
+  // A registry that lost most of the referrers lists fewer: per referrer listed, the work compares.
+  const perThousand = newMeasure('referrers-walk-per-1000', 'that listing per 1,000 referrers listed (ms)', false, { digits: 2 });
   const pages = newMeasure('referrers-pages', `pages in that listing`, false, { digits: 0, noComparison: true });
   return servers(ctx, 'listing', async (all, result) => {
-    result.measures.push(listed, walk, pages);
+    result.measures.push(listed, walk, perThousand, pages);
     const subjects = new Map<Target, Descriptor>();
     for (const target of settings.targets) {
       const server = serverOf(all, target);
@@ -400,6 +402,8 @@ export async function listingSection(ctx: SectionContext): Promise<SectionResult
         if (run.value.status !== 200) throw new Error(`${target} referrers listing: ${run.value.error ?? run.value.status}`);
         record(listed, target, run.value.manifests);
         record(walk, target, run.ms, run.cpuMs);
+        const thousands = Math.max(1, run.value.manifests) / 1000;
+        record(perThousand, target, run.ms / thousands, run.cpuMs / thousands);
         record(pages, target, run.value.pages);
         ctx.progress(`listing: round ${r + 1} ${target}: ${run.value.manifests} of ${n} listed in ${run.value.pages} pages, ${Math.round(run.ms)} ms`);
       }
