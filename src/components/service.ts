@@ -4,7 +4,7 @@
 // candidate repository again, so an index dropped by `trellis reindex` comes back whole.
 import type { Logger } from 'pino';
 import type { ContentChange, Registry } from '../content/registry.ts';
-import type { ComponentIndex, ComponentVersionRow, ManifestRecord } from '../metadata/index.ts';
+import { eachRepository, type ComponentIndex, type ComponentVersionRow, type ManifestRecord } from '../metadata/index.ts';
 import { digestOf } from '../oci/digest.ts';
 import { INDEX_TYPES, OCI_MANIFEST } from '../oci/mediatypes.ts';
 import { ContentError } from '../content/errors.ts';
@@ -145,8 +145,8 @@ export class Components {
       ...(await this.index.candidateRepositories([...OCM_CONFIG_TYPES], keys, ANCHOR_DIGEST)),
       ...(await this.index.repositories()),
       ...(await this.index.portableRepositories()),
-      ...(await this.registry.metadata.allRepositories()).map((r) => r.name).filter((name) => componentOfRepository(name) || this.prefixed(name)),
     ]);
+    for await (const { name } of eachRepository(this.registry.metadata)) if (componentOfRepository(name) || this.prefixed(name)) repositories.add(name);
     repositories.delete(this.settings.indexRepository);
     for (const repository of [...repositories].sort()) await this.refresh(repository);
   }

@@ -5,10 +5,10 @@ import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { openStorage, type Locks, type ObjectInfo, type ObjectWriter, type StorageDriver } from '../storage/index.ts';
 import { lockDataDirectory, MetadataInUse, type DirectoryLock } from '../metadata/directory-lock.ts';
-import { dropMetadata, holdExclusively, manifestRecord, metadataExists, openMetadata, type BlobLookup, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
+import { dropMetadata, eachRepository, holdExclusively, manifestRecord, metadataExists, openMetadata, type BlobLookup, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
 import { IndexOfAnotherStorage, StorageClaim, type ClaimTiming } from './storage-claim.ts';
-import { findLayouts, limitConcurrency } from '../layout/discover.ts';
+import { findLayouts, forEachConcurrently } from '../layout/discover.ts';
 import { LayoutCorrupt, readLayout, stampOf } from '../layout/reader.ts';
 import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, TRELLIS_FOLDER, blobKey, layoutKey } from '../layout/paths.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
@@ -413,18 +413,22 @@ export class Registry {
 
   /** Finds every layout under the data root (nested folders are nested names) and indexes it. */
   async adoptLayouts(signal?: AbortSignal): Promise<void> {
-    // Side by side: each repository is one stat unless its index.json changed while we were down.
-    const limit = limitConcurrency(ADOPT_CONCURRENCY);
-    // One read for every record: at start-up nearly every repository is known and unchanged.
-    const known = new Map((await this.metadata.allRepositories()).map((repo) => [repo.name, repo]));
+    // Every record read up front, a page at a time, while storage is walked: at start-up nearly
+    // every repository is known and unchanged.
+    const known = new Map<string, RepositoryRecord>();
+    const readKnown = async () => {
+      for await (const repo of eachRepository(this.metadata)) known.set(repo.name, repo);
+    };
+    const [layouts] = await Promise.all([findLayouts(this.driver, signal), readKnown()]);
     let adopted = 0;
-    await Promise.all((await findLayouts(this.driver, signal)).map((name) => limit(async () => {
+    // Side by side: each repository is one stat unless its index.json changed while we were down.
+    await forEachConcurrently(layouts, ADOPT_CONCURRENCY, async (name) => {
       if (signal?.aborted) return;
       await this.adoptOnce(name, known.get(name), true);
       // An unchanged repository is one synchronous stat: without a pause now and then the walk
       // would hold the event loop until its end, and requests arriving meanwhile would wait.
       if (++adopted % ADOPT_BATCH === 0) await new Promise<void>((resolve) => setImmediate(resolve));
-    })));
+    });
   }
 
   /** Adopts a repository once while catching up, whoever asks first (the walk or a request). */

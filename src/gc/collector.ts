@@ -8,6 +8,7 @@
 import type { Registry } from '../content/registry.ts';
 import { blobKey } from '../layout/paths.ts';
 import { isDigestAlgorithm } from '../oci/digest.ts';
+import { eachRepository } from '../metadata/index.ts';
 
 export interface GcPolicy {
   untagged: 'keep' | 'delete';
@@ -40,7 +41,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
   const cutoff = (options.now ?? Date.now()) - policy.graceSeconds * 1000;
   const report: GcReport = { dryRun: options.dryRun, repositories: 0, removed: [], bytes: 0, durationMs: 0 };
   const { metadata, driver } = registry;
-  for (const repo of await metadata.allRepositories()) {
+  for await (const repo of eachRepository(metadata)) {
     report.repositories++;
     // Another tool may have edited the layout since a request last looked: what its index.json
     // lists (and the files that needs) is not garbage.

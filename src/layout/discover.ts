@@ -10,37 +10,48 @@ const WALK_CONCURRENCY = 32;
 /** `signal`: stops the walk early (what was found so far is returned). */
 export async function findLayouts(driver: StorageDriver, signal?: AbortSignal): Promise<string[]> {
   const found: string[] = [];
-  const limit = limitConcurrency(WALK_CONCURRENCY);
-  // Folders are walked side by side (one at a time took most of a large registry's start-up), and
-  // a folder's own listing says whether it is a layout: no stat per folder.
-  const walk = async (name: string): Promise<void> => {
-    const entries = await limit(async () => (signal?.aborted ? [] : driver.list(name)));
-    if (name && entries.some((e) => !e.dir && e.name === LAYOUT_FILE)) found.push(name);
-    await Promise.all(entries.map(async (entry) => {
-      if (!entry.dir || entry.name.startsWith('_') || entry.name.startsWith('.') || entry.name === 'blobs') return;
-      const child = name ? `${name}/${entry.name}` : entry.name;
-      if (repositoryNameProblem(child)) return;
-      await walk(child);
-    }));
-  };
-  await walk('');
+  // Folders to list, shared by up to WALK_CONCURRENCY listings in flight. A folder's children
+  // only join the queue: a call (and promise) per child, made at once, held the event loop for
+  // 30–50 ms on a folder of 5,000 repositories. A folder's own listing says whether it is a
+  // layout: no stat per folder.
+  const queue: string[] = [''];
+  let listing = 0;
+  let failed = false;
+  await new Promise<void>((resolve, reject) => {
+    const listMore = (): void => {
+      while (!failed && !signal?.aborted && listing < WALK_CONCURRENCY && queue.length > 0) {
+        const name = queue.pop()!;
+        listing++;
+        driver.list(name).then((entries) => {
+          listing--;
+          if (name && entries.some((e) => !e.dir && e.name === LAYOUT_FILE)) found.push(name);
+          for (const entry of entries) {
+            if (!entry.dir || entry.name.startsWith('_') || entry.name.startsWith('.') || entry.name === 'blobs') continue;
+            const child = name ? `${name}/${entry.name}` : entry.name;
+            if (!repositoryNameProblem(child)) queue.push(child);
+          }
+          listMore();
+        }, (err: unknown) => {
+          listing--;
+          failed = true;
+          reject(err);
+        });
+      }
+      if (listing === 0 && !failed) resolve();
+    };
+    listMore();
+  });
   return found.sort();
 }
 
-/** Wraps async work so that at most `max` calls run at once; the rest wait their turn in order. */
-export function limitConcurrency(max: number): <T>(work: () => Promise<T>) => Promise<T> {
-  let active = 0;
-  const waiting: (() => void)[] = [];
-  return async <T>(work: () => Promise<T>): Promise<T> => {
-    if (active >= max) await new Promise<void>((resolve) => waiting.push(resolve));
-    else active++;
-    try {
-      return await work();
-    } finally {
-      // A waiter takes over this slot directly, so `active` never exceeds `max`.
-      const next = waiting.shift();
-      if (next) next();
-      else active--;
-    }
+/**
+ * Runs `work` on every item, at most `concurrency` at once, in order of the items: a few workers
+ * take the next item in turn (no call or promise per item made up front).
+ */
+export async function forEachConcurrently<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await work(items[next++]!);
   };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
 }

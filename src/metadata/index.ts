@@ -13,7 +13,7 @@ export type * from './query.ts';
 export type * from './components.ts';
 export type { EventOutbox, EventType, NewEvent, OutboxEvent } from './outbox.ts';
 export { EVENT_TYPES } from './outbox.ts';
-export { manifestRecord } from './store.ts';
+export { eachRepository, manifestRecord } from './store.ts';
 
 export interface MetadataOptions {
   /** '' for SQLite in `<dataDir>/_trellis/metadata.sqlite`, or a postgres:// URL. */

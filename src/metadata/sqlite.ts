@@ -289,6 +289,10 @@ class SqliteTables implements Synchronous<MetadataTables> {
     return (this.sql('SELECT * FROM repos ORDER BY name').all() as unknown as RepoRow[]).map(toRepository);
   }
 
+  repositoryPage(page: PageRequest): RepositoryRecord[] {
+    return (this.sql(`SELECT * FROM repos WHERE name > ? ORDER BY name ${BOUND_LIMIT}`).all(page.after ?? '', page.limit) as unknown as RepoRow[]).map(toRepository);
+  }
+
   pendingRepositories(): RepositoryRecord[] {
     return (this.sql('SELECT * FROM repos WHERE gen > flushed_gen').all() as unknown as RepoRow[]).map(toRepository);
   }

@@ -1,12 +1,13 @@
 // Finding layouts under a data root: folders walked side by side, a layout recognised by its own
-// listing, and the bounded concurrency that walk and start-up adoption share.
+// listing, at most 32 listings at once; and the bounded concurrency of start-up adoption.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { findLayouts, limitConcurrency } from '../../src/layout/discover.ts';
+import { findLayouts, forEachConcurrently } from '../../src/layout/discover.ts';
+import type { StorageDriver } from '../../src/storage/index.ts';
 import { openStorage } from '../../src/storage/index.ts';
 
 test('findLayouts finds nested layouts and skips blobs/, _ and . folders, invalid names and plain folders', async () => {
@@ -30,29 +31,54 @@ test('findLayouts finds nested layouts and skips blobs/, _ and . folders, invali
     // A folder named oci-layout is not a layout marker.
     await mkdir(join(root, 'odd/oci-layout'), { recursive: true });
     const driver = await openStorage('', root, { durable: false });
-    const found = await findLayouts(driver);
+    // Listings in flight, counted through the driver.
+    let listing = 0;
+    let peak = 0;
+    const counting = Object.create(driver) as StorageDriver;
+    counting.list = async (prefix) => {
+      peak = Math.max(peak, ++listing);
+      try {
+        return await driver.list(prefix);
+      } finally {
+        listing--;
+      }
+    };
+    const found = await findLayouts(counting);
     const many = Array.from({ length: 60 }, (_, i) => `many/r${String(i).padStart(2, '0')}`);
     assert.deepEqual(found, ['a', 'a/b', 'a/b/c', ...many, 'team/app', 'z']);
+    assert.ok(peak > 1 && peak <= 32, `${peak} listings at once`);
+    // A listing that fails fails the walk; a walk stopped early returns what it found so far.
+    const failing = Object.create(driver) as StorageDriver;
+    failing.list = async (prefix) => {
+      if (prefix === 'team') throw new Error('EIO on team');
+      return driver.list(prefix);
+    };
+    await assert.rejects(findLayouts(failing), /EIO on team/);
+    const stopped = new AbortController();
+    stopped.abort();
+    assert.deepEqual(await findLayouts(driver, stopped.signal), []);
   } finally {
     await rm(root, { recursive: true, force: true });
   }
 });
 
-test('limitConcurrency runs every call, never more than max at once, the waiting ones in order', async () => {
-  const limit = limitConcurrency(3);
+test('forEachConcurrently runs every item, never more than max at once, starting them in order; a failure fails it', async () => {
   let active = 0;
   let peak = 0;
   const started: number[] = [];
-  const results = await Promise.all(Array.from({ length: 20 }, (_, i) => limit(async () => {
+  await forEachConcurrently(Array.from({ length: 20 }, (_, i) => i), 3, async (i) => {
     started.push(i);
     active++;
     peak = Math.max(peak, active);
     await sleep(i % 4);
     active--;
-    if (i === 7) throw new Error('seven');
-    return i;
-  }).catch((err: Error) => err.message)));
+  });
   assert.equal(peak, 3);
   assert.deepEqual(started, Array.from({ length: 20 }, (_, i) => i));
-  assert.deepEqual(results, Array.from({ length: 20 }, (_, i) => (i === 7 ? 'seven' : i)));
+  await assert.rejects(forEachConcurrently([1, 2, 3], 2, async (i) => {
+    if (i === 2) throw new Error('two');
+  }), /two/);
+  let ran = 0;
+  await forEachConcurrently([], 4, async () => { ran++; });
+  assert.equal(ran, 0);
 });

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { manifestRecord, openMetadata, type MetadataStore } from '../../src/metadata/index.ts';
+import { eachRepository, manifestRecord, openMetadata, type MetadataStore } from '../../src/metadata/index.ts';
 import { parseManifest, referrerDescriptor } from '../../src/oci/manifest.ts';
 import { parseQuery } from '../../src/query/language.ts';
 import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
@@ -82,6 +82,26 @@ for (const engine of engines) {
       assert.deepEqual(await store.repositories({ limit: 2, after: 'ns/a' }), ['ns/a/deep', 'ns/b']);
       assert.equal((await store.repository('ns/a'))?.gen, 0);
       assert.equal(await store.repository('nope'), undefined);
+    });
+
+    test('repository records a page at a time in name order; eachRepository walks every one, with a turn of the event loop between pages', async () => {
+      const page = await store.repositoryPage({ after: 'ns/a', limit: 2 });
+      assert.deepEqual(page.map((repo) => repo.name), ['ns/a/deep', 'ns/b']);
+      assert.deepEqual(page[0], await store.repository('ns/a/deep'));
+      const all = (await store.allRepositories()).map((repo) => repo.name);
+      // Turns of the event loop while the walk runs (a synchronous store takes none by itself).
+      let turns = 0;
+      let walking = true;
+      const turn = () => {
+        turns++;
+        if (walking) setImmediate(turn);
+      };
+      setImmediate(turn);
+      const walked: string[] = [];
+      for await (const repo of eachRepository(store, 2)) walked.push(repo.name);
+      walking = false;
+      assert.deepEqual(walked, all);
+      assert.ok(turns >= Math.floor(all.length / 2) - 1, `${turns} turns for ${all.length} repositories in pages of 2`);
     });
 
     test('storage binding: none at first, recorded, replaced, seen by another store on the same index', async () => {
