@@ -90,8 +90,8 @@ export interface StoredManifest {
 const ADOPT_CONCURRENCY = 32;
 /** Repository ids remembered (repositoryId) before the map starts over: a few MiB at most. */
 const MAX_REMEMBERED_IDS = 50_000;
-/** Repositories adopted between two turns of the event loop at start-up. */
-const ADOPT_BATCH = 64;
+/** Longest run of start-up adoption between two turns of the event loop. */
+const ADOPT_SLICE_MS = 5;
 
 /** Missing descriptors a refused manifest push names at most. */
 const MAX_REPORTED_MISSING = 10;
@@ -420,15 +420,12 @@ export class Registry {
       for await (const repo of eachRepository(this.metadata)) known.set(repo.name, repo);
     };
     const [layouts] = await Promise.all([findLayouts(this.driver, signal), readKnown()]);
-    let adopted = 0;
     // Side by side: each repository is one stat unless its index.json changed while we were down.
+    // That stat is synchronous: without time slices the walk would hold the event loop to its
+    // end, and requests arriving meanwhile would wait.
     await forEachConcurrently(layouts, ADOPT_CONCURRENCY, async (name) => {
-      if (signal?.aborted) return;
-      await this.adoptOnce(name, known.get(name), true);
-      // An unchanged repository is one synchronous stat: without a pause now and then the walk
-      // would hold the event loop until its end, and requests arriving meanwhile would wait.
-      if (++adopted % ADOPT_BATCH === 0) await new Promise<void>((resolve) => setImmediate(resolve));
-    });
+      if (!signal?.aborted) await this.adoptOnce(name, known.get(name), true);
+    }, { ms: ADOPT_SLICE_MS });
   }
 
   /** Adopts a repository once while catching up, whoever asks first (the walk or a request). */

@@ -46,12 +46,27 @@ export async function findLayouts(driver: StorageDriver, signal?: AbortSignal): 
 
 /**
  * Runs `work` on every item, at most `concurrency` at once, in order of the items: a few workers
- * take the next item in turn (no call or promise per item made up front).
+ * take the next item in turn (no call or promise per item made up front). Work that finishes in
+ * promises alone never gives the event loop a turn, so once the workers together have run for
+ * `slice.ms` they all wait for one turn (a pause per worker would not do: each resumed worker
+ * would start a slice of its own).
  */
-export async function forEachConcurrently<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+export async function forEachConcurrently<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>,
+  slice: { ms: number; now?: () => number } = { ms: Infinity }): Promise<void> {
+  const now = slice.now ?? (() => performance.now());
   let next = 0;
+  let sliceStarted = now();
+  let pause: Promise<void> | undefined;
+  const turn = () => new Promise<void>((resolve) => setImmediate(() => {
+    pause = undefined;
+    sliceStarted = now();
+    resolve();
+  }));
   const worker = async (): Promise<void> => {
-    while (next < items.length) await work(items[next++]!);
+    while (next < items.length) {
+      await work(items[next++]!);
+      if (pause || now() - sliceStarted >= slice.ms) await (pause ??= turn());
+    }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
 }

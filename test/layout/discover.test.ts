@@ -82,3 +82,31 @@ test('forEachConcurrently runs every item, never more than max at once, starting
   await forEachConcurrently([], 4, async () => { ran++; });
   assert.equal(ran, 0);
 });
+
+test('forEachConcurrently gives the event loop a turn each time its workers together have run for the slice', async () => {
+  // Work that completes in promises alone (as adoption's synchronous stats do), on a clock that
+  // each item moves by 1 ms: only the slices let the event loop turn.
+  const run = async (slice?: { ms: number; now: () => number }) => {
+    let done = 0;
+    const doneAtTurns: number[] = [];
+    let finished = false;
+    const turn = () => {
+      doneAtTurns.push(done);
+      if (!finished) setImmediate(turn);
+    };
+    setImmediate(turn);
+    await forEachConcurrently(Array.from({ length: 40 }, (_, i) => i), 8, async () => {
+      clock++;
+      done++;
+    }, slice);
+    finished = true;
+    return doneAtTurns;
+  };
+  let clock = 0;
+  assert.deepEqual(await run(), [], 'without slices, no turn until the last item');
+  const turns = await run({ ms: 5, now: () => clock });
+  const gaps = turns.slice(1).map((done, i) => done - turns[i]!);
+  // A slice shared by the 8 workers: a turn once 5 items are done, or the 8 under way when it ran out.
+  assert.ok(turns.length >= 4, `${turns.length} turns: ${turns.join(', ')}`);
+  assert.ok(Math.max(...gaps, turns[0]!) <= 8, `items between turns: ${turns.join(', ')}`);
+});
