@@ -561,10 +561,11 @@ export class Registry {
       const written = await this.driver.writeFile(indexKey, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }), { ifAbsent: true });
       await this.driver.writeFile(layoutKey(name, LAYOUT_FILE), LAYOUT_HEADER, { ifAbsent: true });
       if (written) {
-        // The empty index.json is ours: there is nothing to read back, only its identity to record.
-        const repo = await this.metadata.ensureRepository(name);
+        // The empty index.json is ours: there is nothing to read back, only its identity to
+        // record, with the new row. A row another path made meanwhile gets it in a write of its own.
         const indexStamp = stampOf(written);
-        await this.metadata.markFlushed(repo.id, repo.flushedGen, indexStamp);
+        const repo = await this.metadata.ensureRepository(name, indexStamp);
+        if (repo.indexStamp !== indexStamp) await this.metadata.markFlushed(repo.id, repo.flushedGen, indexStamp);
         created = { ...repo, indexStamp, pendingIndex: null };
       } else {
         // A layout another tool left here is adopted, not overwritten.

@@ -163,8 +163,8 @@ class PostgresTables implements MetadataTables {
     return row && toRepository(row);
   }
 
-  async ensureRepository(name: string): Promise<RepositoryRecord> {
-    await this.pool.query('INSERT INTO repos (name, created_at, name_ord) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING', [name, Date.now(), lowerKey(name)]);
+  async ensureRepository(name: string, indexStamp?: string): Promise<RepositoryRecord> {
+    await this.pool.query('INSERT INTO repos (name, created_at, name_ord, index_stamp) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING', [name, Date.now(), lowerKey(name), indexStamp ?? null]);
     return (await this.repository(name))!;
   }
 

@@ -254,8 +254,8 @@ class SqliteTables implements Synchronous<MetadataTables> {
     return row && toRepository(row);
   }
 
-  ensureRepository(name: string): RepositoryRecord {
-    this.sql('INSERT OR IGNORE INTO repos (name, created_at) VALUES (?, ?)').run(name, Date.now());
+  ensureRepository(name: string, indexStamp?: string): RepositoryRecord {
+    this.sql('INSERT OR IGNORE INTO repos (name, created_at, index_stamp) VALUES (?, ?, ?)').run(name, Date.now(), indexStamp ?? null);
     return this.repository(name)!;
   }
 

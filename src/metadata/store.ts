@@ -196,8 +196,12 @@ export async function* eachRepository(catalog: Pick<RepositoryCatalog, 'reposito
 /** Repositories and the blobs each holds. */
 export interface RepositoryCatalog {
   repository(name: string): Promise<RepositoryRecord | undefined>;
-  /** Creates the repository row if absent (idempotent under concurrency) and returns it. */
-  ensureRepository(name: string): Promise<RepositoryRecord>;
+  /**
+   * Creates the repository row if absent (idempotent under concurrency) and returns it.
+   * `indexStamp`: the identity of the `index.json` its creator just wrote, recorded with a new row
+   * in the same write (a row that existed keeps its own).
+   */
+  ensureRepository(name: string, indexStamp?: string): Promise<RepositoryRecord>;
   /** Repository names in order; under a namespace (`team/`) only, and only its direct children if asked. */
   repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): Promise<string[]>;
   allRepositories(): Promise<RepositoryRecord[]>;

@@ -84,6 +84,14 @@ for (const engine of engines) {
       assert.equal(await store.repository('nope'), undefined);
     });
 
+    test('a repository created with the identity of its first index.json records it in the same write; an existing one keeps its own', async () => {
+      const made = await store.ensureRepository('stamped/a', 'stamp-1');
+      assert.equal(made.indexStamp, 'stamp-1');
+      assert.equal((await store.repository('stamped/a'))?.indexStamp, 'stamp-1');
+      assert.equal((await store.ensureRepository('stamped/a', 'stamp-2')).indexStamp, 'stamp-1');
+      assert.equal((await store.ensureRepository('stamped/b')).indexStamp, null);
+    });
+
     test('repository records a page at a time in name order; eachRepository walks every one, with a turn of the event loop between pages', async () => {
       const page = await store.repositoryPage({ after: 'ns/a', limit: 2 });
       assert.deepEqual(page.map((repo) => repo.name), ['ns/a/deep', 'ns/b']);
