@@ -244,8 +244,12 @@ export async function reposSection(ctx: SectionContext): Promise<SectionResult> 
       }
     }
     for (const [target, server] of all) result.memory[target] = serverMemory(server) ?? null;
-    // Restart each registry on its data, round by round, and time the first 200 on /v2/.
+    // Restart each registry on its data, round by round, and time the first 200 on /v2/. The sink
+    // starts in each round too: no Node server can start sooner or sit smaller than it does.
     const afterRestart: Partial<Record<Target, ReturnType<typeof readMemory> | null>> = {};
+    const sinkStart = 'node:http sink (the floor of any Node server): start-up to the first 200 (ms)';
+    const sinkIdle = 'sink: idle RSS after one request (MiB)';
+    result.references = { [sinkStart]: [], [sinkIdle]: [] };
     for (let r = 0; r < settings.rounds; r++) {
       for (const target of rotate(settings.targets, r)) {
         const old = serverOf(all, target);
@@ -254,6 +258,17 @@ export async function reposSection(ctx: SectionContext): Promise<SectionResult> 
         all.set(target, server);
         record(startup, target, server.readyMs, ((readCpuSeconds(server.pid) ?? NaN) * 1000));
         ctx.progress(`repos: restart ${r + 1} ${target}: first 200 on /v2/ after ${Math.round(server.readyMs)} ms`);
+      }
+      const sink = await startSink({ ...options('trellis', `repos-sink-${r}`), readyPollMs: 5 });
+      try {
+        result.references[sinkStart]!.push(round(sink.readyMs));
+        if (r === settings.rounds - 1) {
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          await getManifest(sink.url, 'bench/sink', 'v1');
+          result.references[sinkIdle]!.push(round((readMemory(sink.pid)?.rssKiB ?? NaN) / 1024, 1));
+        }
+      } finally {
+        await sink.stop();
       }
     }
     // Idle RSS after the last restart, once the start-up work has settled.
