@@ -1,7 +1,7 @@
 // `trellis fsck`: checks every layout (blob digests, index.json, descriptors) and the metadata
 // index against them. Prints one line per problem; the caller exits non-zero if there are any.
 import { openStorage, type StorageDriver } from '../storage/index.ts';
-import { metadataExists, openMetadata, type MetadataStore } from '../metadata/index.ts';
+import { eachRepository, metadataExists, openMetadata, type MetadataStore } from '../metadata/index.ts';
 import { findLayouts } from '../layout/discover.ts';
 import { LayoutCorrupt, readIndexJson, readLayout } from '../layout/reader.ts';
 import { LAYOUT_FILE, blobKey, layoutKey } from '../layout/paths.ts';
@@ -38,8 +38,11 @@ export async function fsck(dataDir: string, options: { maxManifestBytes: number;
       report.manifests += found.manifests;
       report.problems.push(...found.problems);
     }
-    for (const repo of (await metadata?.allRepositories()) ?? []) {
-      if (!layouts.includes(repo.name) && (await metadata!.manifestDigests(repo.id)).length) problem(`${repo.name}: indexed but its layout folder is missing`);
+    if (metadata) {
+      const found = new Set(layouts);
+      for await (const repo of eachRepository(metadata)) {
+        if (!found.has(repo.name) && (await metadata.manifestDigests(repo.id)).length) problem(`${repo.name}: indexed but its layout folder is missing`);
+      }
     }
   } finally {
     await metadata?.close();

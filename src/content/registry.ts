@@ -962,7 +962,7 @@ export class Registry {
       const registry = await Registry.openLocked(options, lock, false);
       let orphans = 0;
       try {
-        if (deep) for (const repo of await registry.metadata.allRepositories()) orphans += await registry.adoptOrphanReferrers(repo);
+        if (deep) for await (const repo of eachRepository(registry.metadata)) orphans += await registry.adoptOrphanReferrers(repo);
       } finally {
         await registry.close();
       }

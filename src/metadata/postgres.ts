@@ -193,10 +193,6 @@ class PostgresTables implements MetadataTables {
     return (await read())!;
   }
 
-  async allRepositories(): Promise<RepositoryRecord[]> {
-    return (await this.pool.query<RepoRow>('SELECT * FROM repos ORDER BY name')).rows.map(toRepository);
-  }
-
   async repositoryPage(page: PageRequest): Promise<RepositoryRecord[]> {
     return (await this.pool.query<RepoRow>('SELECT * FROM repos WHERE name > $1 ORDER BY name LIMIT $2', [page.after ?? '', page.limit])).rows.map(toRepository);
   }

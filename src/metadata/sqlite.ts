@@ -285,10 +285,6 @@ class SqliteTables implements Synchronous<MetadataTables> {
     return read()!;
   }
 
-  allRepositories(): RepositoryRecord[] {
-    return (this.sql('SELECT * FROM repos ORDER BY name').all() as unknown as RepoRow[]).map(toRepository);
-  }
-
   repositoryPage(page: PageRequest): RepositoryRecord[] {
     return (this.sql(`SELECT * FROM repos WHERE name > ? ORDER BY name ${BOUND_LIMIT}`).all(page.after ?? '', page.limit) as unknown as RepoRow[]).map(toRepository);
   }

@@ -204,7 +204,6 @@ export interface RepositoryCatalog {
   ensureRepository(name: string, indexStamp?: string): Promise<RepositoryRecord>;
   /** Repository names in order; under a namespace (`team/`) only, and only its direct children if asked. */
   repositories(page: PageRequest & { namespace?: string | undefined; childrenOnly?: boolean }): Promise<string[]>;
-  allRepositories(): Promise<RepositoryRecord[]>;
   /** Repository records in name order after `page.after` (eachRepository walks them all). */
   repositoryPage(page: PageRequest): Promise<RepositoryRecord[]>;
 

@@ -48,6 +48,12 @@ test('fsck is clean on a healthy data directory and reports a corrupted blob', a
   const damaged = await trellis('fsck', '--data', reg.dataDir);
   assert.equal(damaged.code, 1);
   assert.match(damaged.stdout, /has content with digest/);
+
+  // A folder removed behind the index's back: found by the walk of every indexed repository.
+  await rm(join(reg.dataDir, 'fsck/repo'), { recursive: true });
+  const missing = await trellis('fsck', '--data', reg.dataDir);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stdout, /fsck\/repo: indexed but its layout folder is missing/);
   await rm(reg.dataDir, { recursive: true, force: true });
 });
 

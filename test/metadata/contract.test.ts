@@ -96,7 +96,7 @@ for (const engine of engines) {
       const page = await store.repositoryPage({ after: 'ns/a', limit: 2 });
       assert.deepEqual(page.map((repo) => repo.name), ['ns/a/deep', 'ns/b']);
       assert.deepEqual(page[0], await store.repository('ns/a/deep'));
-      const all = (await store.allRepositories()).map((repo) => repo.name);
+      const all = await store.repositories({ limit: 1000 });
       // Turns of the event loop while the walk runs (a synchronous store takes none by itself).
       let turns = 0;
       let walking = true;
