@@ -10,7 +10,7 @@ import {
   putManifest, runPool, sha256, walkReferrers, type Descriptor, type PoolResult,
 } from './lib/client.ts';
 import {
-  newMeasure, record, rotate, timed, withServers, startTarget,
+  PEAK_RSS_ROW, newMeasure, record, rotate, timed, withServers, startTarget,
   type SectionResult, type Servers, type Target,
 } from './lib/harness.ts';
 import { readCpuSeconds, readMemory, serverMemory, startSink, type ServerHandle, type StartOptions } from './lib/servers.ts';
@@ -139,6 +139,7 @@ export async function blobsSection(ctx: SectionContext): Promise<SectionResult> 
         references['node:crypto sha256, 1 MiB reads (MB/s)']!.push(round(mb(bytes, timeNodeHash(file, digest))));
         const sinkRun = await timed(sink, () => pushBlobFromFile(sink.url, 'bench/sink', file, bytes, digest, signal()));
         references['node:http sink that only hashes, same client (MB/s)']!.push(round(mb(bytes, sinkRun.ms)));
+        (push.floor ??= []).push(round(mb(bytes, sinkRun.ms)));
         for (const target of rotate(settings.targets, r)) {
           const server = serverOf(all, target);
           const repo = `bench/blob-${r}`;
@@ -191,8 +192,10 @@ export async function smallBlobsSection(ctx: SectionContext): Promise<SectionRes
         const sinkFailed = poolFailed('sink', 'small blobs', floor.value);
         if (sinkFailed) throw sinkFailed;
         references[sinkRate]!.push(round(count / (floor.ms / 1000)));
+        (rate.floor ??= []).push(round(count / (floor.ms / 1000)));
         references[sinkCpu]!.push(round(floor.cpuMs / count, 3));
         references[sinkRss]!.push(round((readMemory(sink.pid)?.peakKiB ?? NaN) / 1024));
+        result.memoryFloor = { [PEAK_RSS_ROW]: references[sinkRss]!.at(-1)! };
         for (const target of rotate(settings.targets, r)) {
           const server = serverOf(all, target);
           const run = await timed(server, () => pushAll(server.url, `bench/small-${r}`, blobs, digests));
@@ -209,6 +212,8 @@ export async function smallBlobsSection(ctx: SectionContext): Promise<SectionRes
 }
 
 // ---- repositories: creation, then start-up on the result ------------------------------------------
+
+const AFTER_RESTART = 'after a restart on the repositories (idle, one manifest GET)';
 
 const REPO_CONFIG = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [sha256('bench layer')] } }));
 
@@ -248,7 +253,7 @@ export async function reposSection(ctx: SectionContext): Promise<SectionResult> 
     // starts in each round too: no Node server can start sooner or sit smaller than it does.
     const afterRestart: Partial<Record<Target, ReturnType<typeof readMemory> | null>> = {};
     const sinkStart = 'node:http sink (the floor of any Node server): start-up to the first 200 (ms)';
-    const sinkIdle = 'sink: idle RSS after one request (MiB)';
+    const sinkIdle = 'sink: peak RSS after one request (MiB)';
     result.references = { [sinkStart]: [], [sinkIdle]: [] };
     for (let r = 0; r < settings.rounds; r++) {
       for (const target of rotate(settings.targets, r)) {
@@ -262,10 +267,13 @@ export async function reposSection(ctx: SectionContext): Promise<SectionResult> 
       const sink = await startSink({ ...options('trellis', `repos-sink-${r}`), readyPollMs: 5 });
       try {
         result.references[sinkStart]!.push(round(sink.readyMs));
+        (startup.floor ??= []).push(round(sink.readyMs));
         if (r === settings.rounds - 1) {
           await new Promise((resolve) => setTimeout(resolve, 1000));
           await getManifest(sink.url, 'bench/sink', 'v1');
-          result.references[sinkIdle]!.push(round((readMemory(sink.pid)?.rssKiB ?? NaN) / 1024, 1));
+          const idle = round((readMemory(sink.pid)?.peakKiB ?? NaN) / 1024, 1);
+          result.references[sinkIdle]!.push(idle);
+          result.memoryFloor = { [`peak RSS ${AFTER_RESTART} (MiB)`]: idle };
         }
       } finally {
         await sink.stop();
@@ -277,7 +285,7 @@ export async function reposSection(ctx: SectionContext): Promise<SectionResult> 
       await getManifest(server.url, `bench/repo-0-0`, 'v1');
       afterRestart[target] = readMemory(server.pid) ?? null;
     }
-    result.memoryAt = { 'after a restart on the repositories (idle, one manifest GET)': afterRestart };
+    result.memoryAt = { [AFTER_RESTART]: afterRestart };
   }, (m) => ctx.progress(`repos: ${m}`));
 }
 

@@ -46,7 +46,16 @@ export interface Measure {
   expected?: number;
   /** Not compared with the peers (Trellis-only figures, derived ratios). */
   noComparison?: boolean;
+  /**
+   * Node's floor for this row, per round: the same figure from the sink, a node:http server that
+   * answers and hashes but stores nothing. A row whose floor is behind the best peer cannot be
+   * won by any Node server on this machine.
+   */
+  floor?: number[];
 }
+
+/** The label of every section's peak-memory row in the report (memoryFloor is keyed by labels). */
+export const PEAK_RSS_ROW = 'peak RSS, VmHWM (MiB)';
 
 export interface SectionResult {
   measures: Measure[];
@@ -54,6 +63,8 @@ export interface SectionResult {
   memory: Partial<Record<Target, MemoryFigures | null>>;
   /** Extra memory readings, e.g. after a restart: label → target → figures. */
   memoryAt?: Record<string, Partial<Record<Target, MemoryFigures | null>>>;
+  /** Node's floor for a memory row (the sink's RSS, MiB), by the row's label in the report. */
+  memoryFloor?: Record<string, number>;
   /** Reference figures measured in the same run (hash limit, bare-HTTP sink), label → per round. */
   references?: Record<string, number[]>;
   /** Machine CPU used by processes other than the harness and its servers, in cores on average. */

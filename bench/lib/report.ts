@@ -4,7 +4,7 @@
 // and their median.
 import type { BenchResults } from '../run.ts';
 import { renderQueries } from '../query.ts';
-import { PEERS, TARGET_NAMES, type Measure, type SectionResult, type Target } from './harness.ts';
+import { PEAK_RSS_ROW, PEERS, TARGET_NAMES, type Measure, type SectionResult, type Target } from './harness.ts';
 import { median } from './stats.ts';
 
 function fmt(value: number | undefined, digits = 1): string {
@@ -28,6 +28,13 @@ function roundRatios(values: Partial<Record<Target, number[]>>, trellis: Target,
   });
 }
 
+/** Node's floor (the sink, per round) against the best peer of the same round, as a median. */
+function floorRatio(values: Partial<Record<Target, number[]>>, higherIsBetter: boolean, floor: number[] | undefined): { floorRatio?: number } {
+  if (!floor?.length) return {};
+  const ratios = roundRatios({ ...values, trellis: floor }, 'trellis', PEERS, higherIsBetter).filter(Number.isFinite);
+  return ratios.length ? { floorRatio: median(ratios) } : {};
+}
+
 function ratioCell(ratios: number[]): string {
   const finite = ratios.filter(Number.isFinite);
   if (!finite.length) return '—';
@@ -40,6 +47,8 @@ export interface Shortfall {
   section: string;
   row: string;
   ratio: number;
+  /** Node's floor against the best peer, where the run measured one. */
+  floorRatio?: number;
 }
 
 function sectionTable(name: string, section: SectionResult, targets: readonly Target[], shortfalls: Shortfall[]): string[] {
@@ -48,7 +57,7 @@ function sectionTable(name: string, section: SectionResult, targets: readonly Ta
   lines.push(`### ${name}`, '');
   lines.push(`| measure | ${cols.join(' | ')} | Trellis vs best peer, median (per round) | Trellis fsync vs distribution |`);
   lines.push(`| --- | ${cols.map(() => '---:').join(' | ')} | ---: | ---: |`);
-  const add = (label: string, values: Partial<Record<Target, number[]>>, higherIsBetter: boolean, digits: number, compare: boolean, m?: Measure, longLabel = label) => {
+  const add = (label: string, values: Partial<Record<Target, number[]>>, higherIsBetter: boolean, digits: number, compare: boolean, m?: Measure, longLabel = label, floor?: number[]) => {
     const cells = targets.map((t) => {
       const v = values[t];
       if (!v?.length) return '—';
@@ -63,12 +72,12 @@ function sectionTable(name: string, section: SectionResult, targets: readonly Ta
       vsBest = ratioCell(ratios);
       vsDist = ratioCell(roundRatios(values, 'trellis-fsync', ['distribution'], higherIsBetter));
       const m2 = median(ratios.filter(Number.isFinite));
-      if (Number.isFinite(m2) && m2 < 1) shortfalls.push({ section: name, row: longLabel, ratio: m2 });
+      if (Number.isFinite(m2) && m2 < 1) shortfalls.push({ section: name, row: longLabel, ratio: m2, ...floorRatio(values, higherIsBetter, floor) });
     }
     lines.push(`| ${label} | ${cells.join(' | ')} | ${vsBest} | ${vsDist} |`);
   };
   for (const m of section.measures) {
-    add(m.label, m.rounds, m.higherIsBetter, m.digits ?? 1, !m.noComparison && m.expected === undefined, m);
+    add(m.label, m.rounds, m.higherIsBetter, m.digits ?? 1, !m.noComparison && m.expected === undefined, m, m.label, m.floor);
     if (m.cpuMsPerOp) add(`↳ server CPU per operation (ms)`, m.cpuMsPerOp, false, 2, true, undefined, `${m.label}: server CPU per operation`);
   }
   const mib = (kib: number | undefined) => (kib === undefined ? undefined : kib / 1024);
@@ -78,9 +87,10 @@ function sectionTable(name: string, section: SectionResult, targets: readonly Ta
       const v = mib(figures[t]?.peakKiB);
       if (v !== undefined) values[t] = [v];
     }
-    add(label, values, false, 0, true);
+    const floor = section.memoryFloor?.[label];
+    add(label, values, false, 0, true, undefined, label, floor === undefined ? undefined : [floor]);
   };
-  memRow('peak RSS, VmHWM (MiB)', section.memory);
+  memRow(PEAK_RSS_ROW, section.memory);
   for (const [label, figures] of Object.entries(section.memoryAt ?? {})) memRow(`peak RSS ${label} (MiB)`, figures);
   if (section.references) {
     lines.push('');
@@ -117,7 +127,7 @@ export function renderMarkdown(r: BenchResults): string {
   }
   if (shortfalls.length) {
     lines.push('### Rows where Trellis is behind the best peer', '');
-    for (const s of shortfalls) lines.push(`- ${s.section}: ${s.row}: ${fmt(s.ratio, 2)}`);
+    for (const s of shortfalls) lines.push(`- ${s.section}: ${s.row}: ${fmt(s.ratio, 2)}${s.floorRatio === undefined ? '' : ` (Node's floor, the sink: ${fmt(s.floorRatio, 2)})`}`);
     lines.push('');
   }
   if (r.errors.length) lines.push('**Errors:**', ...r.errors.map((e) => `- ${e.split('\n')[0]}`), '');
