@@ -155,9 +155,12 @@ export async function patchUpload(ctx: ApiContext, name: string, id: string): Pr
 }
 
 export async function putUpload(ctx: ApiContext, name: string, id: string): Promise<void> {
+  const digestParam = ctx.url.searchParams.get('digest');
   await ctx.uploads.using(name, id, async (session) => {
+    // Checked before the body is taken: a PUT refused for its digest parameter appends nothing.
+    requireDigest(digestParam, 'digest query parameter');
     if (hasBody(ctx.req)) await appendBody(ctx, name, session);
-    await finishUpload(ctx, name, session, ctx.url.searchParams.get('digest'));
+    await finishUpload(ctx, name, session, digestParam);
   });
 }
 

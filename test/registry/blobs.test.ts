@@ -99,3 +99,22 @@ describe('blobs stored as links to another repository\'s copy', () => {
     }
   });
 });
+
+describe('a final PUT refused for its digest parameter', () => {
+  test('a PUT without a valid digest leaves its body out of the session', async () => {
+    const open = await call('POST', '/v2/put-digest/a/blobs/uploads/');
+    const location = open.headers.get('location')!;
+    assert.equal((await call('PATCH', location, { body: 'abc', headers: { 'Content-Type': 'application/octet-stream' } })).status, 202);
+    for (const query of ['', '?digest=sha256:abc', '?digest=md5:abc']) {
+      const put = await call('PUT', `${location}${query}`, { body: 'def', headers: { 'Content-Type': 'application/octet-stream' } });
+      assert.equal(put.status, 400, put.body.toString());
+      assert.equal(JSON.parse(put.body.toString()).errors[0].code, 'DIGEST_INVALID');
+      const status = await call('GET', location);
+      assert.equal(status.status, 204);
+      assert.equal(status.headers.get('range'), '0-2', `after PUT${query} the session holds more than its PATCH`);
+    }
+    const digest = sha256('abcdef');
+    assert.equal((await call('PUT', `${location}?digest=${digest}`, { body: 'def', headers: { 'Content-Type': 'application/octet-stream' } })).status, 201);
+    assert.equal((await call('GET', `/v2/put-digest/a/blobs/${digest}`)).body.toString(), 'abcdef');
+  });
+});
