@@ -50,6 +50,10 @@ export async function getBlob(ctx: ApiContext, name: string, reference: string):
     ctx.res.writeHead(200, { ...headers, 'Content-Length': info.size, 'Docker-Distribution-API-Version': 'registry/2.0' });
   }
   if (info.size === 0) return void ctx.res.end();
+  // A client that stops reading would hold the connection and the transfer's buffers (2 MiB) for
+  // good: when the socket takes nothing for the body idle time, the connection is cut.
+  const idleMs = ctx.limits.bodyIdleTimeoutMs;
+  if (idleMs > 0) ctx.res.setTimeout(idleMs, () => ctx.res.destroy());
   // The driver's sendTo: reused buffers and the socket's own flow control, no stream pipeline per
   // pull. A failure mid-body propagates to the server, which cuts the connection (never a short 200).
   await ctx.registry.sendBlob(repository, digest, ctx.res, range ?? { start: 0, end: info.size - 1 });

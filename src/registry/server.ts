@@ -202,9 +202,10 @@ export function createRegistryServer(deps: ServerDependencies): Server {
       (err: unknown) => {
         if (res.headersSent) {
           // The body was already streaming; all that is left is to cut the connection. A client
-          // that hung up is ordinary, not worth a warning.
+          // that hung up, or stopped reading and was cut off (a write cancelled), is ordinary, not
+          // worth a warning.
           const code = (err as NodeJS.ErrnoException).code ?? '';
-          const level = ['ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE'].includes(code) ? 'debug' : 'warn';
+          const level = ['ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE', 'ECANCELED'].includes(code) ? 'debug' : 'warn';
           deps.log[level]({ err, reqId: ctx.requestId, method: req.method, path: url.pathname }, 'response failed after headers were sent');
           res.destroy();
           return;

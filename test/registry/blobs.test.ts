@@ -118,3 +118,34 @@ describe('a final PUT refused for its digest parameter', () => {
     assert.equal((await call('GET', `/v2/put-digest/a/blobs/${digest}`)).body.toString(), 'abcdef');
   });
 });
+
+describe('a client that stops reading a blob', () => {
+  let idle: TestRegistry;
+  before(async () => {
+    idle = await startTestRegistry({ bodyIdleTimeoutSeconds: 0.5 });
+  });
+  after(() => idle.dispose());
+
+  test('is cut off after the body idle time instead of holding the transfer open', async () => {
+    const data = Buffer.alloc(32 << 20, 7);
+    const digest = sha256(data);
+    const pushed = await fetch(`${idle.url}/v2/stalled/reader/blobs/uploads/?digest=${digest}`, { method: 'POST', body: data, headers: { 'Content-Type': 'application/octet-stream' } });
+    assert.equal(pushed.status, 201);
+    const socket = connect({ host: '127.0.0.1', port: Number(new URL(idle.url).port) });
+    let received = 0;
+    socket.on('data', (chunk: Buffer) => { received += chunk.length; });
+    socket.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    // The client reads nothing; what the server sends piles up in the sockets' buffers.
+    socket.pause();
+    socket.write(`GET /v2/stalled/reader/blobs/${digest} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    // Well past the idle time: the server has given up on this reader.
+    await pause(2000);
+    socket.resume();
+    await Promise.race([closed, pause(5000)]);
+    assert.ok(socket.destroyed, 'the connection is still open');
+    assert.ok(received < data.length, `all ${received} bytes arrived although the client stopped reading`);
+    // Others are served as before.
+    assert.equal((await fetch(`${idle.url}/v2/`)).status, 200);
+  });
+});
