@@ -45,6 +45,13 @@ function selfAndAncestors(repository: string): string[] {
   return parts.map((_, i) => parts.slice(0, parts.length - i).join('/'));
 }
 
+/** Who a rule lets pull (admins aside). No rule: nobody. */
+function pullers(rule: PolicyRule | undefined): { anonymous: boolean; authenticated: boolean; users: Set<string>; groups: Set<string> } {
+  const pulls = (actions: PolicyAction[] | undefined) => (actions ?? []).some((a) => a === 'pull' || a === 'admin');
+  const named = (entries: Record<string, PolicyAction[]> | undefined) => new Set(Object.entries(entries ?? {}).filter(([, actions]) => pulls(actions)).map(([name]) => name));
+  return { anonymous: pulls(rule?.anonymous), authenticated: pulls(rule?.authenticated), users: named(rule?.users), groups: named(rule?.groups) };
+}
+
 export class Policies {
   private readonly rules: CompiledRule[];
   private readonly admins: { users: Set<string>; groups: Set<string> };
@@ -79,6 +86,22 @@ export class Policies {
 
   isAdmin(principal: Principal): boolean {
     return principal.name !== undefined && (this.admins.users.has(principal.name) || principal.groups.some((g) => this.admins.groups.has(g)));
+  }
+
+  /**
+   * Whether everyone who may pull `source` may pull `target` too (admins may pull both), judged
+   * from the rules alone and on the safe side: a user named in `source`'s rule must be named in
+   * `target`'s, and a group must be granted there as a group. The portable component index
+   * publishes a repository's versions only when this holds for it.
+   */
+  pullersIncluded(source: string, target: string): boolean {
+    const from = pullers(this.ruleFor(source)?.rule);
+    const to = pullers(this.ruleFor(target)?.rule);
+    if (to.anonymous) return true;
+    if (from.anonymous) return false;
+    if (to.authenticated) return true;
+    if (from.authenticated) return false;
+    return [...from.users].every((u) => to.users.has(u)) && [...from.groups].every((g) => to.groups.has(g));
   }
 
   /** The actions `principal` may take on `repository`. */

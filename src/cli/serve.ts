@@ -161,7 +161,10 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
   const collector = settings.gcIntervalSeconds > 0 ? setInterval(() => {
     if (!collecting) collect(false).catch(() => undefined);
   }, settings.gcIntervalSeconds * 1000).unref() : undefined;
-  const components = new ComponentsApi(await openComponents(registry, settings, logger, { background: true }));
+  // With access control on, the portable index lists a repository's versions only if everyone who
+  // may pull the index may pull that repository: its entries name them.
+  const publishes = gate ? (repository: string) => gate.policies.pullersIncluded(settings.componentIndexRepository, repository) : undefined;
+  const components = new ComponentsApi(await openComponents(registry, settings, logger, { background: true, publishes }));
   const ui = settings.ui ? await openUiBundle() : undefined;
   if (settings.ui && !ui) logger.warn('the web UI is not built (run npm run build); /ui/ is not served');
   const server = createRegistryServer({

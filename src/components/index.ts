@@ -14,15 +14,19 @@ export { Components, ENTRY_ARTIFACT_TYPE, ANCHOR_TAG, entryManifest } from './se
 export { ANCHOR_BYTES, ANCHOR_DIGEST, ANCHOR_SIZE } from './ocm.ts';
 export type { ComponentIndex, ComponentVersionRow } from '../metadata/index.ts';
 
-export function componentSettings(settings: Settings): ComponentSettings {
+export function componentSettings(settings: Settings, publishes?: ComponentSettings['publishes']): ComponentSettings {
   return {
     indexRepository: settings.componentIndexRepository,
     repositoryPrefixes: settings.componentRepositoryPrefixes.split(',').map((p) => p.trim()).filter(Boolean),
     annotation: settings.componentAnnotation,
+    publishes,
   };
 }
 
-/** Attaches components to a registry and derives them from what it holds. */
-export function openComponents(registry: Registry, settings: Settings, log: Logger, options: { background?: boolean } = {}): Promise<Components> {
-  return Components.open(registry, componentSettings(settings), log, options);
+/**
+ * Attaches components to a registry and derives them from what it holds. `publishes` says which
+ * repositories' versions the portable index may list (see ComponentSettings).
+ */
+export function openComponents(registry: Registry, settings: Settings, log: Logger, options: { background?: boolean; publishes?: ComponentSettings['publishes'] } = {}): Promise<Components> {
+  return Components.open(registry, componentSettings(settings, options.publishes), log, options);
 }

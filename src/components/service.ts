@@ -24,6 +24,12 @@ export interface ComponentSettings {
   repositoryPrefixes: string[];
   /** A manifest carrying this annotation makes its repository a component named by its value; '' turns it off. */
   annotation: string;
+  /**
+   * Whether a repository's versions may be listed in the portable index: with access control on,
+   * only when everyone who may pull the index may pull that repository (an entry names the
+   * repository, the component, the version and the manifest). Absent: every repository's are.
+   */
+  publishes?: ((repository: string) => boolean) | undefined;
 }
 
 /** The portable index entry's artifact type and its Trellis annotation keys. */
@@ -304,7 +310,10 @@ export class Components {
 
   private async syncPortable(repository: string, rows: ComponentVersionRow[]): Promise<void> {
     const name = this.settings.indexRepository;
-    const desired = new Map(rows.map((row) => {
+    // Entries of a repository not to be published are removed like those of a deleted version,
+    // which is also how a start-up after a policy change withdraws them.
+    const published = this.settings.publishes?.(repository) === false ? [] : rows;
+    const desired = new Map(published.map((row) => {
       const bytes = entryManifest(row);
       return [digestOf(bytes, 'sha256'), bytes] as const;
     }));

@@ -55,3 +55,35 @@ test('the auth file is checked strictly', () => {
   assert.equal(config.robots, '/data/_trellis/robots.json');
   assert.deepEqual(config.token, { kind: 'builtin', builtin: { service: 'trellis', issuer: 'trellis', expirySeconds: 300, refreshExpirySeconds: 86400, algorithm: 'ES256' } });
 });
+
+test('pullersIncluded: everyone who may pull the first repository may pull the second', () => {
+  const rules = new Policies({
+    '*': { authenticated: ['pull'] },
+    'public/**': { anonymous: ['pull'] },
+    team: { groups: { devs: ['pull', 'push'] }, users: { lead: ['admin'] } },
+    'team/app/secrets': { users: { lead: ['pull'] } },
+    'index-admins': { users: {} },
+    'index-devs': { groups: { devs: ['pull'] } },
+    'index-lead': { users: { lead: ['pull'] } },
+    'index-open': { anonymous: ['pull'] },
+  }, { users: ['root'] });
+  // Read by every signed-in caller: only what every signed-in caller (or anyone) may pull.
+  assert.equal(rules.pullersIncluded('component-index', 'other'), true, 'both under *');
+  assert.equal(rules.pullersIncluded('component-index', 'public/base'), true);
+  assert.equal(rules.pullersIncluded('component-index', 'team'), false, 'not every signed-in caller is in devs');
+  assert.equal(rules.pullersIncluded('component-index', 'team/app/secrets'), false);
+  // Read by admins only (a rule granting nothing, or no rule at all): everything.
+  assert.equal(rules.pullersIncluded('index-admins', 'team/app/secrets'), true);
+  assert.equal(new Policies({ team: { users: { lead: ['pull'] } } }).pullersIncluded('component-index', 'team'), true);
+  // Named readers: they must be granted there as well, by the same name or group.
+  assert.equal(rules.pullersIncluded('index-devs', 'team/app'), true, 'team/app inherits team');
+  assert.equal(rules.pullersIncluded('index-devs', 'team/app/secrets'), false);
+  assert.equal(rules.pullersIncluded('index-lead', 'team/app/secrets'), true);
+  assert.equal(rules.pullersIncluded('index-lead', 'team'), true, 'admin on team includes pull');
+  // Anonymous readers: only what anyone may pull.
+  assert.equal(rules.pullersIncluded('index-open', 'public/base'), true);
+  assert.equal(rules.pullersIncluded('index-open', 'other'), false);
+  // A repository no rule covers is for admins: published only where admins alone read the index.
+  assert.equal(new Policies({ 'public/**': { anonymous: ['pull'] } }).pullersIncluded('component-index', 'secret'), true);
+  assert.equal(new Policies({ 'component-index': { authenticated: ['pull'] } }).pullersIncluded('component-index', 'secret'), false, 'secret: admins only');
+});

@@ -2,7 +2,9 @@
 // it may pull, and pages, cursors and counts are the same as if the others did not exist.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
 import { makeImage, makeReferrer } from '../helpers/oci-client.ts';
+import { startTestRegistry } from '../helpers/registry.ts';
 import { startAuthRegistry } from './setup.ts';
 
 const SBOM = 'application/spdx+json';
@@ -115,4 +117,52 @@ test('whether an attribute is known is decided over what the caller may see: no 
   const all = await r.call('/v2/_oci/references?q_annotations__com.example.hidden-key__exists=true', { auth: admin });
   assert.deepEqual(all.json().manifests.map((m: { digest: string }) => m.digest), [hiddenRef.digest]);
   assert.equal((await r.call('/v2/_trellis/search?q_annotations__x__between=1', { auth: bob })).status, 400);
+});
+
+test('the portable component index lists only versions every reader of it may pull, and a restart after a policy change withdraws or adds them', { timeout: 120_000 }, async (t) => {
+  const policies = (index: Record<string, unknown>) => ({
+    admins: { users: ['admin'] },
+    policies: { '*': { authenticated: ['pull'] }, secret: { users: { bob: ['admin'] } }, ...index },
+  });
+  const r = await startAuthRegistry(t, { users: ['admin', 'alice', 'bob'], auth: policies({}), settings: { componentRepositoryPrefixes: 'open/,secret/' } });
+  const admin = r.basic('admin');
+  const alice = r.basic('alice');
+  for (const repo of ['open/app', 'secret/app']) assert.equal((await r.push(repo, '1.0.0', admin)).status, 201);
+  const anchor = (await r.call('/v2/component-index/manifests/index.ocm', { method: 'HEAD', auth: admin })).headers.get('docker-content-digest');
+  let base = r.base;
+  const listed = async (auth: string) => {
+    await fetch(new URL('/v2/_trellis/components', base), { headers: { Authorization: admin } }); // waits for the start-up derivation
+    const answer = await fetch(new URL(`/v2/component-index/referrers/${anchor}`, base), { headers: { Authorization: auth } });
+    assert.equal(answer.status, 200);
+    const body = (await answer.json()) as { manifests: { annotations: Record<string, string> }[] };
+    return body.manifests.map((m) => m.annotations['dev.trellis.component.repository']).sort();
+  };
+  // component-index falls under `*`: every signed-in user reads it, and not all of them may pull secret/app.
+  assert.deepEqual(await listed(alice), ['open/app']);
+  assert.deepEqual(await listed(admin), ['open/app'], 'not hidden from some: never written');
+  assert.equal((await r.call('/v2/secret/app/manifests/1.0.0', { auth: alice })).status, 403);
+
+  // Each restart is closed in the test itself: the setup's cleanup removes the data directory.
+  const restart = async (index: Record<string, unknown>) => {
+    await writeFile(r.authFile, JSON.stringify({ htpasswd: 'htpasswd', ...policies(index) }));
+    const again = await startTestRegistry({ authFile: r.authFile, componentRepositoryPrefixes: 'open/,secret/' }, r.reg.dataDir);
+    base = again.url;
+    return again;
+  };
+  await r.reg.close();
+  // Read by admins only: every version is published.
+  const adminsOnly = await restart({ 'component-index': { users: {} } });
+  try {
+    assert.deepEqual(await listed(admin), ['open/app', 'secret/app']);
+  } finally {
+    await adminsOnly.close();
+  }
+  // Back to every signed-in user: the entry naming secret/app is withdrawn at start.
+  const everyone = await restart({});
+  try {
+    assert.deepEqual(await listed(alice), ['open/app']);
+    assert.deepEqual(await listed(admin), ['open/app']);
+  } finally {
+    await everyone.close();
+  }
 });

@@ -37,8 +37,8 @@ test('a user without rights sees nothing of a hidden team; anonymous sees only p
         'public/**': { anonymous: ['pull'] },
         'hidden-team': { users: { carol: ['pull', 'push'] } },
         'shared/vault': { users: { carol: ['pull'] } },
-        // The portable component index names every component version's repository, hidden ones
-        // included (its referrers are one registry-wide list), so only admins may pull it here.
+        // Admins only, so the listings below hold just the teams' and public repositories (read
+        // by everyone signed in, it would list only versions all of them may pull).
         'component-index': { users: {} },
       },
       token: { service: 'trellis' },
