@@ -5,6 +5,7 @@
 // makes an interrupted copy resumable.
 import { Readable, Transform } from 'node:stream';
 import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
+import { isNonDistributable } from '../oci/mediatypes.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
 import { ChildrenMissing, type BlobStream, type ContentSink, type ContentSource, type FetchedManifest } from './store.ts';
 import { CopyFailed } from './errors.ts';
@@ -84,7 +85,8 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
   const blobs = new Map<string, Promise<void>>();
   const limit = limiter(Math.max(1, options.concurrency ?? 4));
 
-  const sendBlob = (src: string, dst: string, digest: string, expectedSize: number) => limit(async () => {
+  /** `optional`: a layer that may live elsewhere (it has `urls`), copied when the source holds it. */
+  const sendBlob = (src: string, dst: string, digest: string, expectedSize: number, optional: boolean) => limit(async () => {
     if (await sink.hasBlob(dst, digest)) {
       report.skippedBlobs++;
       return;
@@ -93,6 +95,10 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
       throw new CopyFailed(`stopped after ${report.blobs} blobs (TRELLIS_COPY_ABORT_AFTER_BLOBS)`);
     }
     const blob = await source.blob(src, digest);
+    if (!blob && optional) {
+      report.skippedBlobs++;
+      return;
+    }
     if (!blob) throw new CopyFailed(`blob ${digest} is missing from ${src}`);
     const size = blob.size || expectedSize;
     const id = `${dst}@${digest}`;
@@ -103,10 +109,11 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
     report.bytes += size;
   });
 
-  const copyBlob = (src: string, dst: string, digest: string, size: number) => {
-    const key = `${dst}@${digest}`;
+  const copyBlob = (src: string, dst: string, digest: string, size: number, optional = false) => {
+    // Kept apart: an optional copy that found nothing must not stand for a required one.
+    const key = `${dst}@${digest}${optional ? '?' : ''}`;
     let pending = blobs.get(key);
-    if (!pending) blobs.set(key, (pending = sendBlob(src, dst, digest, size)));
+    if (!pending) blobs.set(key, (pending = sendBlob(src, dst, digest, size, optional)));
     return pending;
   };
 
@@ -141,6 +148,10 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
         else await copyManifest(src, dst, link.digest);
       } else if (link.kind !== 'subject' && link.required) {
         await copyBlob(src, dst, link.digest, link.size);
+      } else if (link.kind === 'layer' && !isNonDistributable(link.mediaType)) {
+        // Not required only because it lists `urls`: the source may hold it all the same, and a
+        // copy without it would leave the destination short of what the source served.
+        await copyBlob(src, dst, link.digest, link.size, true);
       }
     }));
     try {

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { requirePeer } from '../helpers/peers.ts';
 import {
-  OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptorOf, getManifest, listReferrers, listTags, pushBlob, pushManifest, sha256, type Built,
+  OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptorOf, getBlob, getManifest, listReferrers, listTags, pushBlob, pushManifest, sha256, type Built,
 } from '../helpers/oci-client.ts';
 import { isolatedEnv, trellisCli, trellisOk } from './run.ts';
 import { pushGraph } from './fixture.ts';
@@ -154,6 +154,25 @@ test('an interrupted copy resumes without sending the finished blobs again (regi
     assert.deepEqual([resumed.blobs, resumed.skippedBlobs, resumed.manifests], [4, 3, 1], destination);
   }
   assert.equal((await getManifest(reg.url, 'resumed/app', 'v1')).digest, sha256(JSON.stringify(manifest)));
+});
+
+test('copy takes a layer that lists urls when the source holds it, and skips it only when it does not', async () => {
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux' }));
+  const [held, hosted, absent] = [randomBytes(1000), randomBytes(1000), randomBytes(1000)];
+  for (const blob of [config, held, hosted]) assert.equal((await pushBlob(reg.url, 'urls/app', blob)).status, 201);
+  const urls = ['https://example.invalid/layer'];
+  const manifest = {
+    schemaVersion: 2, mediaType: OCI_MANIFEST, config: descriptorOf(OCI_CONFIG, config),
+    layers: [descriptorOf(OCI_LAYER, held), descriptorOf(OCI_LAYER, hosted, { urls }), descriptorOf(OCI_LAYER, absent, { urls })],
+  };
+  assert.equal((await pushManifest(reg.url, 'urls/app', 'v1', manifest)).status, 201);
+  for (const destination of [`${reg.host}/urls/copied:v1`, 'oci:./urls-layout:v1']) {
+    const copied = await json<{ blobs: number; skippedBlobs: number; manifests: number }>('copy', `${reg.host}/urls/app:v1`, destination);
+    assert.deepEqual([copied.blobs, copied.skippedBlobs, copied.manifests], [3, 1, 1], destination);
+  }
+  assert.deepEqual((await getBlob(reg.url, 'urls/copied', sha256(hosted))).bytes, hosted, 'the layer with urls the source held');
+  assert.equal((await getBlob(reg.url, 'urls/copied', sha256(absent))).status, 404);
+  await readFile(join(work, 'urls-layout/blobs/sha256', sha256(hosted).slice(7)));
 });
 
 test('tags, repos, inspect, tag, delete with -o json', async () => {

@@ -16,6 +16,7 @@ export interface Descriptor {
   size: number;
   artifactType?: string;
   annotations?: Record<string, string>;
+  urls?: string[];
 }
 
 /** A manifest ready to push: its exact bytes, digest, and the blobs it needs first. */
