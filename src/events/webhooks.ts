@@ -59,6 +59,9 @@ export function parseWebhooks(list: unknown[]): Webhook[] {
       parsed = undefined;
     }
     if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) throw new SettingsError(`${where}.url must be an http:// or https:// URL`);
+    // fetch refuses such a URL on every attempt, with the password in the error (logged on each
+    // retry), and the URL is the default name (a metrics label): refuse it here, naming no value.
+    if (parsed.username || parsed.password) throw new SettingsError(`${where}.url must not hold credentials (send them in headers, e.g. Authorization)`);
     const name = entry.name ?? parsed.href;
     if (typeof name !== 'string' || !name) throw new SettingsError(`${where}.name must be a non-empty string`);
     if (names.has(name)) throw new SettingsError(`${where}: another webhook is already named ${JSON.stringify(name)} (give each a distinct name)`);
@@ -71,6 +74,15 @@ export function parseWebhooks(list: unknown[]): Webhook[] {
     const headers = entry.headers ?? {};
     if (typeof headers !== 'object' || headers === null || Array.isArray(headers) || !Object.values(headers).every((v) => typeof v === 'string')) {
       throw new SettingsError(`${where}.headers must map header names to strings`);
+    }
+    // Checked once here: fetch would reject a bad one on every attempt, its error (logged on each
+    // retry) quoting the value, often a credential. The error names the header only.
+    for (const [key, value] of Object.entries(headers as Record<string, string>)) {
+      try {
+        new Headers([[key, value]]);
+      } catch {
+        throw new SettingsError(`${where}.headers: ${JSON.stringify(key)} is not a valid header name, or its value is not a valid header value`);
+      }
     }
     const secret = entry.secret ?? '';
     if (typeof secret !== 'string') throw new SettingsError(`${where}.secret must be a string`);

@@ -235,6 +235,15 @@ test('webhook settings are checked at start-up', async () => {
   assert.throws(() => parseWebhooks([{ url: 'http://a/', repositories: ['Team/**'] }]), /not a repository pattern/);
   assert.throws(() => parseWebhooks([{ url: 'http://a/' }, { url: 'http://a/' }]), /already named/);
   assert.throws(() => parseWebhooks([{ url: 'http://a/', secrets: 'x' }]), /unknown key secrets/);
+  // Either would fail every delivery with the secret in the logged error (and the URL is the default name, a metrics label).
+  const credentials = (() => { try { parseWebhooks([{ url: 'https://ci:pa55@a/' }]); } catch (err) { return (err as Error).message; } return ''; })();
+  assert.match(credentials, /webhooks\[0\]\.url must not hold credentials/);
+  assert.doesNotMatch(credentials, /pa55/);
+  for (const headers of [{ Authorization: 'Bearer to\nken' }, { Authorization: 'Bearer to\u0100ken' }, { 'Bad Name': 'x' }]) {
+    const message = (() => { try { parseWebhooks([{ url: 'http://a/', headers }]); } catch (err) { return (err as Error).message; } return ''; })();
+    assert.match(message, /webhooks\[0\]\.headers: ".+" is not a valid header name/);
+    assert.doesNotMatch(message, /to.?ken/s);
+  }
   const [hook] = parseWebhooks([{ url: 'http://a/', events: ['component.*'], repositories: ['apps/*'] }]);
   assert.ok(hook!.matches({ type: 'component.version.added', repository: 'apps/web' }));
   assert.ok(!hook!.matches({ type: 'component.version.added', repository: 'apps/web/deep' }));
