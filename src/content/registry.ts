@@ -667,7 +667,19 @@ export class Registry {
    */
   async mountBlob(repository: string, digest: string, from: string | undefined, canPull: (name: string) => boolean = () => true): Promise<boolean> {
     const target = await this.metadata.repository(repository);
-    if (target && (await this.blobInfo(repository, digest))) return true;
+    if (target && (await this.blobInfo(repository, digest))) {
+      // Acknowledged like any mount, so stored again now: the file may be old, unused garbage, and
+      // GC's grace period (from its time) must cover the manifest still to come. Copying the key
+      // onto itself renews that time; gone meanwhile, it is mounted below as if never there.
+      const key = blobKey(repository, digest);
+      const renewed = await this.withContent(repository, async () => {
+        const info = await this.blobInfo(repository, digest);
+        if (!info || !(await this.driver.copy(key, key))) return false;
+        await this.metadata.recordBlob(target.id, digest, info.size);
+        return true;
+      });
+      if (renewed) return true;
+    }
     const source = from ?? await this.metadata.findBlob(digest, target?.id);
     // A source the caller may not pull is never used (and never named): they upload instead.
     if (!source || repositoryNameProblem(source) || source === repository || !canPull(source)) return false;

@@ -379,3 +379,28 @@ test('a blob uploaded just now is within the grace period even when another repo
     await reg.dispose();
   }
 });
+
+test('a mount of a blob the repository already holds restarts its grace period: GC does not take it before the manifest arrives', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const reg = await startTestRegistry();
+  try {
+    const image = makeImage();
+    const layer = image.blobs[1]!;
+    const digest = descriptorOf('x', layer).digest;
+    // The layer has sat unused here for two hours (its manifest deleted, say), and in another repository.
+    assert.equal((await pushBlob(reg.url, 'gc/here', layer)).status, 201);
+    assert.equal((await pushBlob(reg.url, 'gc/elsewhere', layer)).status, 201);
+    const old = new Date(Date.now() - 2 * 3600_000);
+    await utimes(join(reg.dataDir, blobKey('gc/here', digest)), old, old);
+    // A client mounts it (acknowledged: 201), uploads the rest, and GC runs before the manifest arrives.
+    const mounted = await fetch(`${reg.url}/v2/gc/here/blobs/uploads/?mount=${digest}&from=gc/elsewhere`, { method: 'POST' });
+    assert.equal(mounted.status, 201);
+    for (const blob of image.blobs) if (blob !== layer) assert.equal((await pushBlob(reg.url, 'gc/here', blob)).status, 201);
+    await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 3600 }, { dryRun: false });
+    const pushed = await pushManifest(reg.url, 'gc/here', 'v1', image.bytes);
+    assert.equal(pushed.status, 201, `GC took a blob mounted a moment ago: ${pushed.body.toString().slice(0, 300)}`);
+    assert.equal((await getBlob(reg.url, 'gc/here', digest)).status, 200);
+  } finally {
+    await reg.dispose();
+  }
+});
