@@ -48,6 +48,9 @@ export async function readIndexJson(driver: StorageDriver, repository: string): 
   const key = layoutKey(repository, INDEX_FILE);
   const info = await driver.stat(key);
   if (!info) throw new LayoutCorrupt(`${repository}: index.json is missing`);
+  // Past the limit the driver throws a plain error, which would fail every request (a 5xx) and
+  // every rewrite of the repository: it is a layout problem like unparsable JSON.
+  if (info.size > MAX_INDEX_BYTES) throw new LayoutCorrupt(`${repository}: index.json is ${info.size} bytes, more than the ${MAX_INDEX_BYTES} read`);
   const bytes = await driver.readFile(key, MAX_INDEX_BYTES);
   if (!bytes) throw new LayoutCorrupt(`${repository}: index.json is missing`);
   let index: unknown;

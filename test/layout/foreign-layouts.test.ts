@@ -4,10 +4,11 @@
 // tool put on its entries survive Trellis's rewrites.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { MAX_INDEX_BYTES } from '../../src/layout/reader.ts';
 import { REF_NAME, getManifest, listTags, makeImage, makeReferrer, pushBuilt } from '../helpers/oci-client.ts';
 
 const FIXTURES = resolve(import.meta.dirname, '../fixtures/olareg-layouts');
@@ -86,6 +87,31 @@ test('a corrupt layout never crashes the server or gets a 5xx', async () => {
     await res.arrayBuffer();
   }
   assert.equal((await fetch(`${reg.url}/v2/`)).status, 200);
+});
+
+test('an index.json too large to read is reported like a corrupt one: no 5xx, and pushes still reach the layout', async () => {
+  const edited = await startTestRegistry({ layoutCheckIntervalMs: 0 });
+  try {
+    const repo = 'too/large';
+    assert.equal((await pushBuilt(edited.url, repo, 'v1', makeImage())).status, 201);
+    await edited.registry.layout.flushAll();
+    // Another tool leaves an index.json past the size Trellis reads (sparse: no bytes on disk).
+    const path = join(edited.dataDir, repo, 'index.json');
+    const file = await open(path, 'r+');
+    await file.truncate(MAX_INDEX_BYTES + 1);
+    await file.close();
+    for (const path of [`/v2/${repo}/tags/list`, `/v2/${repo}/manifests/v1`]) {
+      const res = await fetch(`${edited.url}${path}`, { headers: { Accept: '*/*' } });
+      assert.equal(res.status, 200, path);
+      await res.arrayBuffer();
+    }
+    assert.equal((await pushBuilt(edited.url, repo, 'v2', makeImage())).status, 201);
+    await edited.registry.layout.flushAll();
+    const after = JSON.parse(await readFile(path, 'utf8')) as IndexJson;
+    assert.deepEqual(after.manifests.map((d) => d.annotations?.[REF_NAME]).sort(), ['v1', 'v2']);
+  } finally {
+    await edited.dispose();
+  }
 });
 
 interface Entry { mediaType: string; digest: string; size: number; annotations?: Record<string, string>; [field: string]: unknown }
