@@ -6,7 +6,7 @@ import type { ManifestRecord, MetadataStore, RepositoryRecord } from '../metadat
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { digestOf } from '../oci/digest.ts';
 import { INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
-import { ownEntry, stampOf } from './reader.ts';
+import { ownEntry, stampOf, tagFromRefName } from './reader.ts';
 import { OLAREG_REFERRERS_SUBJECT, TRELLIS_REFERRERS_SUBJECT, fallbackTag, indexJsonFromParts, referrerEntryJson } from './referrers.ts';
 
 /** Which referrer encodings to write into layouts besides the untagged entries. */
@@ -81,7 +81,14 @@ export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRe
     if (referrerOptions.olaregAnnotations) annotations[OLAREG_REFERRERS_SUBJECT] = r.subject;
     parts.push(JSON.stringify({ mediaType: OCI_INDEX, digest: r.digest, size: r.size, annotations }));
   }
-  for (const entry of repo.layoutExtras.foreignEntries ?? []) parts.push(JSON.stringify(entry));
+  for (const entry of repo.layoutExtras.foreignEntries ?? []) {
+    // A tag pushed here since names its manifest already; two entries under one ref name would
+    // send oras (the last wins) and skopeo or regctl (the first wins) to different manifests.
+    const refName = entry.annotations?.[REF_NAME];
+    const tag = refName === undefined ? undefined : tagFromRefName(refName);
+    if (tag !== undefined && (await metadata.resolveTag(repo.id, tag)) !== undefined) continue;
+    parts.push(JSON.stringify(entry));
+  }
   return indexJsonFromParts(parts, repo.layoutExtras.annotations);
 }
 

@@ -167,6 +167,33 @@ test('a fallback tag a client pushes itself stays the client\'s: index.json, fsc
   }
 });
 
+test('a tag pushed here takes its name in index.json from an entry another tool left there for a manifest Trellis cannot read', async () => {
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 0 });
+  const repo = 'foreign/ghost';
+  try {
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
+    await reg.registry.layout.flushAll();
+    // Another tool tags a manifest whose blob it never wrote (kept verbatim: it is not Trellis's to drop).
+    const path = join(reg.dataDir, repo, 'index.json');
+    const index = JSON.parse(await readFile(path, 'utf8')) as { manifests: Record<string, unknown>[] };
+    const ghost = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${'ab'.repeat(32)}`, size: 10 };
+    index.manifests.push({ ...ghost, annotations: { [REF_NAME]: 'ghost' } }, { ...ghost, annotations: { [REF_NAME]: 'other' } });
+    await writeFile(path, JSON.stringify(index));
+    assert.deepEqual((await listTags(reg.url, repo)).tags, ['v1']);
+    // A client then pushes that tag: the registry serves it, and the layout must say the same
+    // (oras resolves a ref name to the last entry carrying it, skopeo and regctl to the first).
+    const image = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'ghost', image)).status, 201);
+    await reg.registry.layout.flushAll();
+    const entries = await indexEntries(reg.dataDir, repo);
+    assert.deepEqual(entries.filter((e) => e.annotations?.[REF_NAME] === 'ghost').map((e) => e.digest), [image.digest]);
+    // The other tool's entries under names the registry does not hold stay as written.
+    assert.deepEqual(entries.filter((e) => e.annotations?.[REF_NAME] === 'other').map((e) => e.digest), [ghost.digest]);
+  } finally {
+    await reg.dispose();
+  }
+});
+
 test('oras attach --distribution-spec v1.1-referrers-tag: the tag oras maintains survives, and readers of the layout find the referrers', { timeout: 120_000 }, async (t) => {
   const oras = requirePeer(t, 'oras');
   if (!oras) return;
