@@ -7,7 +7,7 @@
 // only if nothing needs them in any role by then (Registry.removeUnusedFiles).
 import type { Registry } from '../content/registry.ts';
 import { blobKey } from '../layout/paths.ts';
-import { isDigestAlgorithm } from '../oci/digest.ts';
+import { isDigestAlgorithm, isValidDigest } from '../oci/digest.ts';
 import { eachRepository } from '../metadata/index.ts';
 
 export interface GcPolicy {
@@ -33,6 +33,33 @@ export interface GcReport {
 }
 
 const BATCH = 500;
+/** Largest file of another tool's entry read for the digests it names (the reader's manifest limit). */
+const FOREIGN_READ_BYTES = 8 << 20;
+const DIGEST_IN_TEXT = /\b(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})\b/g;
+
+/**
+ * The files another tool's index.json entries need: each entry's own, and every digest those files
+ * name, transitively. An entry is foreign because Trellis could not read it as a manifest (too
+ * large, stricter validation than the tool that wrote it), yet its config, layers and children
+ * are still in use by every reader of the layout.
+ */
+async function foreignClosure(registry: Registry, repository: string): Promise<Set<string>> {
+  const found = new Set<string>();
+  const queue = ((await registry.metadata.repository(repository))?.layoutExtras.foreignEntries ?? []).map((d) => d.digest);
+  while (queue.length > 0) {
+    const digest = queue.pop()!;
+    if (found.has(digest) || !isValidDigest(digest)) continue;
+    found.add(digest);
+    let bytes: Buffer | undefined;
+    try {
+      bytes = await registry.driver.readFile(blobKey(repository, digest), FOREIGN_READ_BYTES);
+    } catch {
+      continue; // larger than any manifest: data, not a list of digests
+    }
+    if (bytes) for (const match of bytes.toString('latin1').matchAll(DIGEST_IN_TEXT)) queue.push(match[0]);
+  }
+  return found;
+}
 
 export async function collectGarbage(registry: Registry, policy: GcPolicy, options: { dryRun: boolean; now?: number }): Promise<GcReport> {
   // A layout not yet adopted after a start would look like files nothing uses.
@@ -84,7 +111,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
     // Blobs: every file under blobs/ that no surviving manifest uses and that is old enough.
     const referenced = await metadata.referencedDigests(repo.id, dead);
     // Entries of index.json that Trellis does not read as manifests (another tool's) need their files.
-    const listedElsewhere = async () => new Set(((await metadata.repository(repo.name))?.layoutExtras.foreignEntries ?? []).map((d) => d.digest));
+    const listedElsewhere = () => foreignClosure(registry, repo.name);
     for (const digest of await listedElsewhere()) referenced.add(digest);
     const blobCandidates: { digest: string; size: number }[] = [];
     for (const alg of await driver.list(`${repo.name}/blobs`)) {

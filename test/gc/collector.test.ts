@@ -332,6 +332,43 @@ test('GC keeps the file of an index.json entry that is not a manifest Trellis re
   }
 });
 
+test('GC keeps the config and layers of a manifest another tool lists that Trellis cannot read', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 0 });
+  try {
+    const repo = 'gc/unreadable';
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
+    await reg.registry.layout.flushAll();
+    // Another tool's image whose layer media type carries a parameter: Go tools read it, Trellis's
+    // validation refuses it, so the entry is kept as another tool's (old files: cp -p, rsync -a).
+    const config = Buffer.from('{"architecture":"amd64","os":"linux"}');
+    const layer = randomBytes(100);
+    const manifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: descriptorOf('application/vnd.oci.image.config.v1+json', config),
+      layers: [descriptorOf('application/vnd.oci.image.layer.v1.tar+zstd;chunked=true', layer)],
+    }));
+    const old = new Date(Date.now() - 2 * 3600_000);
+    for (const bytes of [config, layer, manifest]) {
+      const file = join(reg.dataDir, blobKey(repo, descriptorOf('x', bytes).digest));
+      await writeFile(file, bytes);
+      await utimes(file, old, old);
+    }
+    const indexPath = join(reg.dataDir, repo, 'index.json');
+    const index = JSON.parse(await readFile(indexPath, 'utf8')) as { manifests: unknown[] };
+    index.manifests.push({ ...descriptorOf('application/vnd.oci.image.manifest.v1+json', manifest), annotations: { 'org.opencontainers.image.ref.name': 'odd' } });
+    await writeFile(indexPath, JSON.stringify(index));
+    await reg.registry.repository(repo);
+
+    const report = await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 3600 }, { dryRun: false });
+    await reg.registry.layout.flushAll();
+    assert.deepEqual(report.removed.map((i) => i.digest), [], 'GC collected files another tool\'s entry needs');
+    for (const bytes of [config, layer, manifest]) assert.ok(await reg.registry.driver.stat(blobKey(repo, descriptorOf('x', bytes).digest)));
+  } finally {
+    await reg.dispose();
+  }
+});
+
 test('a referrer of a manifest that a tagged index starts listing while GC runs is kept with it', async () => {
   const reg = await startTestRegistry();
   try {
