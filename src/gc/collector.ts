@@ -8,6 +8,7 @@
 import type { Registry } from '../content/registry.ts';
 import { blobKey } from '../layout/paths.ts';
 import { isDigestAlgorithm, isValidDigest } from '../oci/digest.ts';
+import { MANIFEST_TYPES } from '../oci/mediatypes.ts';
 import { eachRepository } from '../metadata/index.ts';
 
 export interface GcPolicy {
@@ -33,15 +34,15 @@ export interface GcReport {
 }
 
 const BATCH = 500;
-/** Largest file of another tool's entry read for the digests it names (the reader's manifest limit). */
+/** Largest file of another tool's entry read for the descriptors it holds (the reader's manifest limit). */
 const FOREIGN_READ_BYTES = 8 << 20;
-const DIGEST_IN_TEXT = /\b(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})\b/g;
 
 /**
- * The files another tool's index.json entries need: each entry's own, and every digest those files
- * name, transitively. An entry is foreign because Trellis could not read it as a manifest (too
- * large, stricter validation than the tool that wrote it), yet its config, layers and children
- * are still in use by every reader of the layout.
+ * The files another tool's index.json entries need: each entry's own, and every descriptor in
+ * them, through manifests and indexes to their configs, layers and children. An entry is foreign
+ * because Trellis could not read it as a manifest (too large, stricter validation than the tool
+ * that wrote it), yet every reader of the layout still uses what it names. Only manifests (or
+ * descriptors of no known type) are opened: a layer is never read.
  */
 async function foreignClosure(registry: Registry, repository: string): Promise<Set<string>> {
   const found = new Set<string>();
@@ -54,11 +55,38 @@ async function foreignClosure(registry: Registry, repository: string): Promise<S
     try {
       bytes = await registry.driver.readFile(blobKey(repository, digest), FOREIGN_READ_BYTES);
     } catch {
-      continue; // larger than any manifest: data, not a list of digests
+      continue; // larger than any manifest: nothing to follow
     }
-    if (bytes) for (const match of bytes.toString('latin1').matchAll(DIGEST_IN_TEXT)) queue.push(match[0]);
+    for (const named of bytes ? descriptorsIn(bytes) : []) {
+      if (named.mediaType === undefined || MANIFEST_TYPES.has(named.mediaType)) queue.push(named.digest);
+      else if (isValidDigest(named.digest)) found.add(named.digest);
+    }
   }
   return found;
+}
+
+/** The descriptors (objects with a digest) anywhere in a JSON document; none if it is not JSON. */
+function descriptorsIn(bytes: Buffer): { digest: string; mediaType?: string }[] {
+  let document: unknown;
+  try {
+    document = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return [];
+  }
+  const out: { digest: string; mediaType?: string }[] = [];
+  // A stack, not recursion: the document is another tool's, nested as deep as it likes.
+  const pending: unknown[] = [document];
+  while (pending.length > 0) {
+    const value = pending.pop();
+    // One push at a time: a spread of a very long array would overflow the call's arguments.
+    if (Array.isArray(value)) for (const item of value) pending.push(item);
+    else if (value !== null && typeof value === 'object') {
+      const { digest, mediaType } = value as { digest?: unknown; mediaType?: unknown };
+      if (typeof digest === 'string') out.push({ digest, ...(typeof mediaType === 'string' ? { mediaType } : {}) });
+      for (const item of Object.values(value)) pending.push(item);
+    }
+  }
+  return out;
 }
 
 export async function collectGarbage(registry: Registry, policy: GcPolicy, options: { dryRun: boolean; now?: number }): Promise<GcReport> {
