@@ -262,9 +262,25 @@ export async function launchReplicas(options: ReplicaOptions): Promise<ReplicaSe
       await mkdir(dataDir);
       replicas.push({ index, port, host: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}`, dataDir, child: undefined, output: '' });
     }
+    // A port picked free may be taken by another test before the replica listens (the others wait
+    // while the first migrates): at the first start only (nginx is not configured yet), such a
+    // replica moves to another free port.
+    const firstStart = async (replica: Replica) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await spawnReplica(replica);
+        } catch (err) {
+          if (attempt >= 5 || !/already in use/.test(replica.output)) throw err;
+          replica.output = '';
+          replica.port = await freePort();
+          replica.host = `127.0.0.1:${replica.port}`;
+          replica.url = `http://${replica.host}`;
+        }
+      }
+    };
     // The first applies the schema migrations; the others then start side by side.
-    await spawnReplica(replicas[0]!);
-    await Promise.all(replicas.slice(1).map(spawnReplica));
+    await firstStart(replicas[0]!);
+    await Promise.all(replicas.slice(1).map(firstStart));
 
     const nginxDir = join(work, 'nginx');
     await mkdir(nginxDir);
