@@ -305,6 +305,16 @@ test('GC reads an index.json another tool edited before it sweeps: the files tha
   }
 });
 
+/** Another tool adds an entry to the repository's index.json; Trellis reads it (any request does). Returns the file's path. */
+async function listInIndexJson(reg: TestRegistry, repo: string, entry: object, refName: string): Promise<string> {
+  const indexPath = join(reg.dataDir, repo, 'index.json');
+  const index = JSON.parse(await readFile(indexPath, 'utf8')) as { manifests: unknown[] };
+  index.manifests.push({ ...entry, annotations: { 'org.opencontainers.image.ref.name': refName } });
+  await writeFile(indexPath, JSON.stringify(index));
+  await reg.registry.repository(repo);
+  return indexPath;
+}
+
 test('GC keeps the file of an index.json entry that is not a manifest Trellis reads (another tool\'s entry)', async (t) => {
   if (!needsFileStorage(t)) return;
   const reg = await startTestRegistry({ layoutCheckIntervalMs: 0 });
@@ -316,11 +326,7 @@ test('GC keeps the file of an index.json entry that is not a manifest Trellis re
     const data = randomBytes(100);
     const entry = descriptorOf('application/vnd.example.data', data);
     await writeFile(join(reg.dataDir, blobKey(repo, entry.digest)), data);
-    const indexPath = join(reg.dataDir, repo, 'index.json');
-    const index = JSON.parse(await readFile(indexPath, 'utf8')) as { manifests: unknown[] };
-    index.manifests.push({ ...entry, annotations: { 'org.opencontainers.image.ref.name': 'data' } });
-    await writeFile(indexPath, JSON.stringify(index));
-    await reg.registry.repository(repo); // read by Trellis (any request does it)
+    const indexPath = await listInIndexJson(reg, repo, entry, 'data');
 
     await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 0 }, { dryRun: false, now: later() });
     await reg.registry.layout.flushAll();
@@ -354,11 +360,7 @@ test('GC keeps the config and layers of a manifest another tool lists that Trell
       await writeFile(file, bytes);
       await utimes(file, old, old);
     }
-    const indexPath = join(reg.dataDir, repo, 'index.json');
-    const index = JSON.parse(await readFile(indexPath, 'utf8')) as { manifests: unknown[] };
-    index.manifests.push({ ...descriptorOf('application/vnd.oci.image.manifest.v1+json', manifest), annotations: { 'org.opencontainers.image.ref.name': 'odd' } });
-    await writeFile(indexPath, JSON.stringify(index));
-    await reg.registry.repository(repo);
+    await listInIndexJson(reg, repo, descriptorOf('application/vnd.oci.image.manifest.v1+json', manifest), 'odd');
 
     const report = await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 3600 }, { dryRun: false });
     await reg.registry.layout.flushAll();
