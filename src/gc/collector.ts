@@ -34,26 +34,30 @@ export interface GcReport {
 }
 
 const BATCH = 500;
-/** Largest file of another tool's entry read for the descriptors it holds (the reader's manifest limit). */
-const FOREIGN_READ_BYTES = 8 << 20;
+/** Largest file of an unread manifest read for the descriptors it holds (the reader's manifest limit). */
+const UNREAD_READ_BYTES = 8 << 20;
 
 /**
- * The files another tool's index.json entries need: each entry's own, and every descriptor in
- * them, through manifests and indexes to their configs, layers and children. An entry is foreign
- * because Trellis could not read it as a manifest (too large, stricter validation than the tool
- * that wrote it), yet every reader of the layout still uses what it names. Only manifests (or
- * descriptors of no known type) are opened: a layer is never read.
+ * The files that manifests Trellis could not read need: another tool's index.json entries, and
+ * children of indexes Trellis did read (too large, stricter validation than the tool that wrote
+ * them). Each one's own file and every descriptor in it, through manifests and indexes to their
+ * configs, layers and children: every reader of the layout still uses what they name. Only
+ * manifests (or descriptors of no known type) are opened: a layer is never read.
  */
-async function foreignClosure(registry: Registry, repository: string): Promise<Set<string>> {
+async function unreadClosure(registry: Registry, repository: { id: number; name: string }): Promise<Set<string>> {
   const found = new Set<string>();
-  const queue = ((await registry.metadata.repository(repository))?.layoutExtras.foreignEntries ?? []).map((d) => d.digest);
+  const { metadata } = registry;
+  const queue = [
+    ...((await metadata.repository(repository.name))?.layoutExtras.foreignEntries ?? []).map((d) => d.digest),
+    ...await metadata.unindexedChildren(repository.id),
+  ];
   while (queue.length > 0) {
     const digest = queue.pop()!;
     if (found.has(digest) || !isValidDigest(digest)) continue;
     found.add(digest);
     let bytes: Buffer | undefined;
     try {
-      bytes = await registry.driver.readFile(blobKey(repository, digest), FOREIGN_READ_BYTES);
+      bytes = await registry.driver.readFile(blobKey(repository.name, digest), UNREAD_READ_BYTES);
     } catch {
       continue; // larger than any manifest: nothing to follow
     }
@@ -138,9 +142,9 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
 
     // Blobs: every file under blobs/ that no surviving manifest uses and that is old enough.
     const referenced = await metadata.referencedDigests(repo.id, dead);
-    // Entries of index.json that Trellis does not read as manifests (another tool's) need their files.
-    const listedElsewhere = () => foreignClosure(registry, repo.name);
-    for (const digest of await listedElsewhere()) referenced.add(digest);
+    // Manifests Trellis does not read (another tool's entries, or children of them) need their files.
+    const neededByUnread = () => unreadClosure(registry, repo);
+    for (const digest of await neededByUnread()) referenced.add(digest);
     const blobCandidates: { digest: string; size: number }[] = [];
     for (const alg of await driver.list(`${repo.name}/blobs`)) {
       if (!alg.dir || !isDigestAlgorithm(alg.name)) continue;
@@ -154,10 +158,10 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
     let journaledBlobs = 0;
     for (let i = 0; i < blobCandidates.length; i += BATCH) {
       await registry.exclusive(repo.name, async () => {
-        const foreign = await listedElsewhere();
+        const unread = await neededByUnread();
         for (const blob of blobCandidates.slice(i, i + BATCH)) {
           if (!options.dryRun) {
-            if (foreign.has(blob.digest) || await metadata.isReferenced(repo.id, blob.digest)) continue;
+            if (unread.has(blob.digest) || await metadata.isReferenced(repo.id, blob.digest)) continue;
             const info = await driver.stat(blobKey(repo.name, blob.digest));
             if (!info || info.modifiedMs >= cutoff) continue;
             await metadata.scheduleUnlink(repo.id, blob.digest);

@@ -664,6 +664,16 @@ class PostgresTables implements MetadataTables {
           WHERE e.repo_id = $1 AND e.child = $2 AND e.child_repo = '')`, [repoId, digest])) !== undefined;
   }
 
+  async unindexedChildren(repoId: number): Promise<string[]> {
+    const { rows } = await this.pool.query<{ digest: string }>(`SELECT e.child AS digest FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
+        WHERE e.repo_id = $1 AND e.child_repo = '' AND e.kind = 'manifest'
+          AND NOT EXISTS (SELECT 1 FROM manifests c WHERE c.repo_id = $1 AND c.digest = e.child)
+      UNION SELECT e.child FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
+        WHERE e.child_repo = (SELECT name FROM repos WHERE id = $1) AND e.kind = 'manifest'
+          AND NOT EXISTS (SELECT 1 FROM manifests c WHERE c.repo_id = $1 AND c.digest = e.child)`, [repoId]);
+    return rows.map((r) => r.digest);
+  }
+
   async manifestDigests(repoId: number): Promise<string[]> {
     return (await this.pool.query<{ digest: string }>('SELECT digest FROM manifests WHERE repo_id = $1 ORDER BY id', [repoId])).rows.map((r) => r.digest);
   }

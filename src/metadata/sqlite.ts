@@ -708,6 +708,18 @@ class SqliteTables implements Synchronous<MetadataTables> {
           WHERE e.repo_id = $repo AND e.child = $digest AND e.child_repo = '')`).get({ $repo: repoId, $digest: digest }) !== undefined;
   }
 
+  unindexedChildren(repoId: number): string[] {
+    const repo = this.sql('SELECT name FROM repos WHERE id = ?').get(repoId) as { name: string } | undefined;
+    if (!repo) return [];
+    return (this.sql(`SELECT e.child AS digest FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
+        WHERE e.repo_id = $repo AND e.child_repo = '' AND e.kind = 'manifest'
+          AND NOT EXISTS (SELECT 1 FROM manifests c WHERE c.repo_id = $repo AND c.digest = e.child)
+      UNION SELECT e.child FROM edges e JOIN manifests p ON p.repo_id = e.repo_id AND p.digest = e.parent
+        WHERE e.child_repo = $name AND e.kind = 'manifest'
+          AND NOT EXISTS (SELECT 1 FROM manifests c WHERE c.repo_id = $repo AND c.digest = e.child)`)
+      .all({ $repo: repoId, $name: repo.name }) as { digest: string }[]).map((r) => r.digest);
+  }
+
   manifestDigests(repoId: number): string[] {
     return (this.sql('SELECT digest FROM manifests WHERE repo_id = ?').all(repoId) as { digest: string }[]).map((r) => r.digest);
   }

@@ -329,6 +329,11 @@ export interface RetentionIndex {
   /** The manifests (less `excluding`), everything they use, and the layout's referrers indexes. */
   referencedDigests(repoId: number, excluding?: ReadonlySet<string>): Promise<Set<string>>;
   isReferenced(repoId: number, digest: string): Promise<boolean>;
+  /**
+   * Manifests an index here (or an ancestor's, through a nested namespace) lists that no manifest
+   * record describes: Trellis could not read them, so what they use is known only from their bytes.
+   */
+  unindexedChildren(repoId: number): Promise<string[]>;
 }
 
 /**

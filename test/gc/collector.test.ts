@@ -371,6 +371,51 @@ test('GC keeps the config and layers of a manifest another tool lists that Trell
   }
 });
 
+test('GC keeps what a manifest Trellis cannot read uses when an index it reads lists it, until that index goes', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 0 });
+  try {
+    const repo = 'gc/unread-child';
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
+    await reg.registry.layout.flushAll();
+    // Another tool's index, valid for Trellis, whose one child Trellis's validation refuses (a
+    // layer media type with a parameter): the index is adopted, the child is not.
+    const config = Buffer.from('{"architecture":"arm64","os":"linux"}');
+    const layer = randomBytes(100);
+    const child = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: descriptorOf('application/vnd.oci.image.config.v1+json', config),
+      layers: [descriptorOf('application/vnd.oci.image.layer.v1.tar+zstd;chunked=true', layer)],
+    }));
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [descriptorOf('application/vnd.oci.image.manifest.v1+json', child)] }));
+    const old = new Date(Date.now() - 2 * 3600_000);
+    const digests = [config, layer, child, index].map((bytes) => descriptorOf('x', bytes).digest);
+    for (const [i, bytes] of [config, layer, child, index].entries()) {
+      const file = join(reg.dataDir, blobKey(repo, digests[i]!));
+      await writeFile(file, bytes);
+      await utimes(file, old, old);
+    }
+    await listInIndexJson(reg, repo, descriptorOf(OCI_INDEX, index), 'multi');
+    assert.equal((await getManifest(reg.url, repo, 'multi')).digest, digests[3]);
+
+    const policy: GcPolicy = { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 3600 };
+    const kept = await collectGarbage(reg.registry, policy, { dryRun: false });
+    await reg.registry.layout.flushAll();
+    assert.deepEqual(kept.removed.map((i) => i.digest), [], 'GC collected files an index\'s unread child needs');
+    for (const digest of digests) assert.ok(await reg.registry.driver.stat(blobKey(repo, digest)), `${digest} was removed`);
+
+    // Once the index is deleted, nothing lists the child: its files are garbage like any other.
+    assert.equal((await fetch(`${reg.url}/v2/${repo}/manifests/${digests[3]}`, { method: 'DELETE' })).status, 202);
+    const swept = await collectGarbage(reg.registry, policy, { dryRun: false });
+    await reg.registry.layout.flushAll();
+    assert.deepEqual(swept.removed.map((i) => i.digest).sort(), digests.slice(0, 3).sort());
+    for (const digest of digests) assert.equal(await reg.registry.driver.stat(blobKey(repo, digest)), undefined, `${digest} was kept`);
+    assert.deepEqual(await layoutProblems(reg, repo), []);
+  } finally {
+    await reg.dispose();
+  }
+});
+
 test('a referrer of a manifest that a tagged index starts listing while GC runs is kept with it', async () => {
   const reg = await startTestRegistry();
   try {

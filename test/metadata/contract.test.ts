@@ -396,6 +396,25 @@ for (const engine of engines) {
       assert.equal(await store.stillUnreachable(child.id, leaf.record.digest, Date.now() + 1000), false, 'an ancestor index keeps it');
     });
 
+    test('unindexed children: index entries no manifest record describes, here or from an ancestor', async () => {
+      const parent = await store.ensureRepository('unread');
+      const child = await store.ensureRepository('unread/child');
+      const known = image('known child');
+      await store.putManifest(parent.id, known.record, known.links, []);
+      const index = manifest({ mediaType: INDEX, manifests: [
+        { ...desc('x', MANIFEST), digest: known.record.digest, size: known.record.size },
+        desc('unread here', MANIFEST),
+        desc('unread below', MANIFEST),
+      ] });
+      index.links[2]!.repository = 'unread/child';
+      await store.putManifest(parent.id, index.record, index.links, ['v1']);
+      assert.deepEqual(await store.unindexedChildren(parent.id), [sha('unread here')]);
+      assert.deepEqual(await store.unindexedChildren(child.id), [sha('unread below')]);
+      await store.deleteManifests(parent.id, [index.record.digest]);
+      assert.deepEqual(await store.unindexedChildren(parent.id), [], 'a removed index names nothing');
+      assert.deepEqual(await store.unindexedChildren(child.id), []);
+    });
+
     test('queries: grants as data cut no page short and reveal no hidden repository', async () => {
       for (let i = 0; i < 12; i++) {
         const name = ['q/open', 'q/secret', 'q/other'][i % 3]!;
