@@ -472,10 +472,17 @@ export class Registry {
    * Trellis's own when its identity is the one recorded, or the one noted for a write a crash
    * interrupted after its rename; anything else is another tool's edit and is merged.
    */
-  private async syncWithDisk(name: string): Promise<RepositoryRecord | undefined> {
+  private async syncWithDisk(name: string): Promise<RepositoryRecord | undefined | 'lost'> {
     const repo = await this.metadata.repository(name);
     const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
-    if (!info) return undefined;
+    if (!info) {
+      if (!repo) return undefined;
+      // Restored under the content lock too, which is taken before this one: after the caller's.
+      if (!this.layout.isRestoring(name)) {
+        this.layout.track(this.restoreIfLost(name).catch((err: unknown) => this.log.error({ repository: name, err }, 'restoring a removed layout failed')));
+      }
+      return 'lost';
+    }
     const stamp = stampOf(info);
     // Nothing changed: the record read is current (the caller holds the index lock).
     if (repo && stamp === repo.indexStamp) return repo;
@@ -486,6 +493,55 @@ export class Registry {
     if (repo) this.log.info({ repository: name }, 'index.json was changed by another tool; re-reading it');
     await this.importLayout(name);
     return undefined;
+  }
+
+  /**
+   * A known repository's `index.json` is gone: removed by hand, alone or with the whole folder
+   * (a layout registry's way to delete a repository). What went with it (manifests, uploaded blobs,
+   * other tools' entries whose files are missing) is forgotten; the rest is written back as a
+   * complete layout by the next rewrite. Under the content lock: a push of a manifest found
+   * missing here cannot land between that finding and its removal.
+   */
+  private async restoreIfLost(name: string): Promise<void> {
+    const removedWhole = await this.withContent(name, () => this.withIndex(name, async () => {
+      const repo = await this.metadata.repository(name);
+      return repo && !(await this.driver.stat(layoutKey(name, INDEX_FILE))) ? this.restoreLostLayout(repo) : false;
+    }));
+    // The journal of what went is settled now (nothing on disk to wait for).
+    if (removedWhole) await this.removeUnusedFiles(name);
+  }
+
+  /** Returns whether the whole folder went with everything in it (it is then not written again). */
+  private async restoreLostLayout(repo: RepositoryRecord): Promise<boolean> {
+    const { name } = repo;
+    const missing = async (digests: string[]) => {
+      const gone: string[] = [];
+      for (const digest of digests) if (!(await this.driver.stat(blobKey(name, digest)))) gone.push(digest);
+      return gone;
+    };
+    const manifests = await this.metadata.manifestDigests(repo.id);
+    const lost = await missing(manifests);
+    const removed = lost.length ? await this.metadata.deleteManifests(repo.id, lost) : [];
+    const foreignEntries = [];
+    for (const entry of repo.layoutExtras.foreignEntries ?? []) if (await this.driver.stat(blobKey(name, entry.digest))) foreignEntries.push(entry);
+    const lostBlobs = await missing(await this.metadata.blobDigests(repo.id));
+    // Not awaited: the caller holds the index lock, and observers may write elsewhere.
+    if (this.observers.length && removed.length) void this.changed({ repository: name, removed });
+    // Removed whole, with everything in it: it stays away (an empty repository) until a push writes into it.
+    if (removed.length === manifests.length && !foreignEntries.length && !(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) {
+      if (!removed.length && !lostBlobs.length && !repo.layoutExtras.foreignEntries?.length) return false;
+      await this.metadata.forgetLostFiles(repo.id, { blobs: lostBlobs, extras: { ...repo.layoutExtras, foreignEntries: undefined } });
+      // No index.json lists anything now: every change counts as shown, and what went is not waited for.
+      const after = (await this.metadata.repository(name))!;
+      await this.metadata.markFlushed(repo.id, after.gen, '');
+      this.log.warn({ repository: name, removedManifests: removed.length }, 'the layout folder was removed; the repository is empty');
+      return true;
+    }
+    const extras = { ...repo.layoutExtras, foreignEntries: foreignEntries.length ? foreignEntries : undefined };
+    await this.metadata.forgetLostFiles(repo.id, { blobs: lostBlobs, extras });
+    this.log.warn({ repository: name, removedManifests: removed.length }, 'index.json is missing; writing the layout again from what remains');
+    this.layout.restore(name);
+    return false;
   }
 
   /** Merges what the layout on disk says into the index. Caller holds the index lock. */
@@ -522,7 +578,10 @@ export class Registry {
       // a folder becomes one when it is a complete layout (oci-layout is written last).
       if (!repo && !(info && (await this.driver.stat(layoutKey(name, LAYOUT_FILE))))) return undefined;
       this.lastLayoutCheck.set(name, now);
-      if (info && (!repo || stampOf(info) !== repo.indexStamp)) {
+      if (!info) {
+        // A known repository without index.json: it was removed by hand.
+        await this.restoreIfLost(name);
+      } else if (!repo || stampOf(info) !== repo.indexStamp) {
         await this.withIndex(name, () => this.syncWithDisk(name));
         const after = await this.metadata.repository(name);
         if (after && after.gen > after.flushedGen) this.layout.changed(name);

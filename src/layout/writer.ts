@@ -5,7 +5,7 @@ import type { StorageDriver } from '../storage/driver.ts';
 import type { ManifestRecord, MetadataStore, RepositoryRecord } from '../metadata/store.ts';
 import { OCI_INDEX } from '../oci/mediatypes.ts';
 import { digestOf } from '../oci/digest.ts';
-import { INDEX_FILE, REF_NAME, blobKey, layoutKey } from './paths.ts';
+import { INDEX_FILE, LAYOUT_FILE, LAYOUT_HEADER, REF_NAME, blobKey, layoutKey } from './paths.ts';
 import { ownEntry, stampOf, tagFromRefName } from './reader.ts';
 import { OLAREG_REFERRERS_SUBJECT, TRELLIS_REFERRERS_SUBJECT, fallbackTag, indexJsonFromParts, referrerEntryJson } from './referrers.ts';
 
@@ -121,13 +121,15 @@ export class LayoutWriter {
   private readonly timing: FlushTiming;
   private readonly referrerOptions: LayoutReferrerOptions;
   private readonly runExclusive: (repository: string, work: () => Promise<void>) => Promise<void>;
-  private readonly beforeWrite: (repository: string) => Promise<RepositoryRecord | undefined>;
+  private readonly beforeWrite: (repository: string) => Promise<RepositoryRecord | undefined | 'lost'>;
   private readonly afterWrite: (repository: string) => Promise<void>;
   private readonly onError: (repository: string, err: unknown, retryInMs: number) => void;
   /** Looks for rewrites another process journaled and never did (it died); see takeOverAbandoned. */
   private readonly abandonedWatch: NodeJS.Timeout | undefined;
   /** Repositories pending at the last look, with the change they were at. */
   private pendingAtLastLook = new Map<string, number>();
+  /** Layouts whose index.json went missing: the next rewrite also writes what makes the folder a layout. */
+  private readonly restoring = new Set<string>();
 
   constructor(options: {
     driver: StorageDriver;
@@ -137,9 +139,10 @@ export class LayoutWriter {
     runExclusive: (repository: string, work: () => Promise<void>) => Promise<void>;
     /**
      * Runs before each rewrite: folds in edits another tool made to the layout meanwhile. Returns
-     * the repository's record when nothing changed (undefined: read it again).
+     * the repository's record when nothing changed (undefined: read it again), or 'lost' when
+     * `index.json` is gone: only a rewrite asked for by `restore` writes it then.
      */
-    beforeWrite: (repository: string) => Promise<RepositoryRecord | undefined>;
+    beforeWrite: (repository: string) => Promise<RepositoryRecord | undefined | 'lost'>;
     /**
      * Runs after each rewrite, outside runExclusive: removes the files the journal holds for
      * removal now that index.json no longer names them (the caller serializes it with pushes).
@@ -177,6 +180,19 @@ export class LayoutWriter {
       if (this.pendingAtLastLook.get(repo.name) === repo.gen && !this.timers.has(repo.name)) this.changed(repo.name);
     }
     this.pendingAtLastLook = pending;
+  }
+
+  /**
+   * The repository's `index.json` went missing (the caller moved its change counter): the next
+   * rewrite writes it, then `blobs/` and `oci-layout` if they went too, so other tools read the folder again.
+   */
+  restore(repository: string): void {
+    this.restoring.add(repository);
+    this.changed(repository);
+  }
+
+  isRestoring(repository: string): boolean {
+    return this.restoring.has(repository);
   }
 
   /** Notes that a repository's journal moved ahead of its `index.json`. */
@@ -242,7 +258,9 @@ export class LayoutWriter {
 
   /** Rewrites `index.json` from the journal; false when it already showed everything. */
   private async rewrite(repository: string): Promise<boolean> {
-    const repo = (await this.beforeWrite(repository)) ?? await this.metadata.repository(repository);
+    const current = await this.beforeWrite(repository);
+    if (current === 'lost' && !this.restoring.has(repository)) return false;
+    const repo = (current === 'lost' ? undefined : current) ?? await this.metadata.repository(repository);
     if (!repo || repo.gen <= repo.flushedGen) return false;
     const started = performance.now();
     if (this.referrerOptions.fallbackTags) await this.writeReferrerIndexes(repo);
@@ -260,6 +278,11 @@ export class LayoutWriter {
     // The stored identity is the authority (an object store may assign another than expected).
     if (written) stamp = stampOf(written);
     await this.metadata.markFlushed(repo.id, repo.gen, stamp);
+    if (this.restoring.delete(repository)) {
+      // oci-layout last, as when a repository is created: it is what marks the folder as a layout.
+      await this.driver.createFolder(`${repository}/blobs`);
+      await this.driver.writeFile(layoutKey(repository, LAYOUT_FILE), LAYOUT_HEADER, { ifAbsent: true });
+    }
     this.lastCostMs.set(repository, performance.now() - started);
     return true;
   }
@@ -290,13 +313,22 @@ export class LayoutWriter {
     }
   }
 
-  /** Flushes everything pending, e.g. on shutdown. */
+  /** Work a rewrite set off that flushAll (and so close) must wait for: a removed layout's restore. */
+  track(work: Promise<void>): void {
+    this.inFlight.add(work);
+    void work.finally(() => this.inFlight.delete(work));
+  }
+
   /** Writes every pending `index.json` now, after the rewrites already under way have ended. */
   async flushAll(): Promise<void> {
-    for (const timer of this.timers.values()) clearTimeout(timer);
-    this.timers.clear();
-    await Promise.allSettled([...this.inFlight]);
-    for (const repo of await this.metadata.pendingRepositories()) await this.flush(repo.name);
+    // A rewrite may set off more work (track) that makes another rewrite due (restore): a few passes settle it.
+    for (let pass = 0; pass < 3; pass++) {
+      for (const timer of this.timers.values()) clearTimeout(timer);
+      this.timers.clear();
+      await Promise.allSettled([...this.inFlight]);
+      for (const repo of await this.metadata.pendingRepositories()) await this.flush(repo.name);
+      if (!this.inFlight.size && !this.restoring.size) return;
+    }
   }
 
   /**

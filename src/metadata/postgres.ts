@@ -209,6 +209,10 @@ class PostgresTables implements MetadataTables {
     await sql.query('DELETE FROM blobs WHERE repo_id = $1 AND digest = $2', [repoId, digest]);
   }
 
+  async blobDigests(repoId: number): Promise<string[]> {
+    return (await this.pool.query<{ digest: string }>('SELECT digest FROM blobs WHERE repo_id = $1 ORDER BY digest', [repoId])).rows.map((r) => r.digest);
+  }
+
   async hasBlob(repoId: number, digest: string): Promise<boolean> {
     return (await this.one(this.pool, 'SELECT 1 FROM blobs WHERE repo_id = $1 AND digest = $2', [repoId, digest])) !== undefined;
   }
@@ -591,6 +595,14 @@ class PostgresTables implements MetadataTables {
       if (stale.size) await this.bumpGen(sql, repoId);
     });
     this.adopted += snapshot.manifests.length;
+  }
+
+  async forgetLostFiles(repoId: number, lost: { blobs: string[]; extras: LayoutExtras }): Promise<void> {
+    await this.tx(async (sql) => {
+      if (lost.blobs.length) await sql.query('DELETE FROM blobs WHERE repo_id = $1 AND digest = ANY($2::text[])', [repoId, lost.blobs]);
+      await sql.query('UPDATE repos SET layout_extras = $1 WHERE id = $2', [JSON.stringify(lost.extras), repoId]);
+      await this.bumpGen(sql, repoId);
+    });
   }
 
   /**

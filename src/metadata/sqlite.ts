@@ -301,6 +301,10 @@ class SqliteTables implements Synchronous<MetadataTables> {
     this.sql('DELETE FROM blobs WHERE repo_id = ? AND digest = ?').run(repoId, digest);
   }
 
+  blobDigests(repoId: number): string[] {
+    return (this.sql('SELECT digest FROM blobs WHERE repo_id = ? ORDER BY digest').all(repoId) as { digest: string }[]).map((r) => r.digest);
+  }
+
   hasBlob(repoId: number, digest: string): boolean {
     return this.sql('SELECT 1 FROM blobs WHERE repo_id = ? AND digest = ?').get(repoId, digest) !== undefined;
   }
@@ -643,6 +647,14 @@ class SqliteTables implements Synchronous<MetadataTables> {
       this.sql('UPDATE repos SET layout_extras = ?, index_stamp = ? WHERE id = ?').run(JSON.stringify(snapshot.extras), snapshot.indexStamp, repoId);
       // The file lists manifests deleted here: it is rewritten without them.
       if (stale.size) this.bumpGen(repoId);
+    });
+  }
+
+  forgetLostFiles(repoId: number, lost: { blobs: string[]; extras: LayoutExtras }): void {
+    this.transaction(() => {
+      for (const digest of lost.blobs) this.forgetBlob(repoId, digest);
+      this.sql('UPDATE repos SET layout_extras = ? WHERE id = ?').run(JSON.stringify(lost.extras), repoId);
+      this.bumpGen(repoId);
     });
   }
 

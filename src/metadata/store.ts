@@ -210,6 +210,8 @@ export interface RepositoryCatalog {
   recordBlob(repoId: number, digest: string, size: number): Promise<void>;
   hasBlob(repoId: number, digest: string): Promise<boolean>;
   forgetBlob(repoId: number, digest: string): Promise<void>;
+  /** Every blob row of the repository (what uploads and mounts recorded). */
+  blobDigests(repoId: number): Promise<string[]>;
   /** A repository other than `excludeRepoId` that holds the blob (for automatic mounts). */
   findBlob(digest: string, excludeRepoId?: number): Promise<string | undefined>;
 }
@@ -318,6 +320,12 @@ export interface LayoutJournal {
    * The snapshot's `entries` replace the repository's kept entries.
    */
   mergeLayout(repoId: number, snapshot: LayoutSnapshot, vanished: string[]): Promise<void>;
+  /**
+   * `index.json` went missing (removed by hand, alone or with its folder): forgets the blob rows
+   * whose files went with it, keeps `extras` (the foreign entries whose files remain), and moves the
+   * change counter so that the next rewrite writes `index.json` again. One transaction.
+   */
+  forgetLostFiles(repoId: number, lost: { blobs: string[]; extras: LayoutExtras }): Promise<void>;
 }
 
 /** What garbage collection asks. Marks run without locks; sweeps re-check under the content lock. */

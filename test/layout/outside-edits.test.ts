@@ -2,10 +2,11 @@
 // edit is merged, and Trellis's newer changes (here a tag delete) win over the older file.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startTestRegistry } from '../helpers/registry.ts';
-import { REF_NAME, listTags, makeImage, pushBuilt } from '../helpers/oci-client.ts';
+import { collectGarbage } from '../../src/gc/collector.ts';
+import { OCI_MANIFEST, REF_NAME, listReferrers, listTags, makeImage, makeReferrer, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
 
 test('a tag deleted here stays deleted when an outside edit based on an older index.json is merged', async () => {
   const reg = await startTestRegistry({ indexFlushMinMs: 60_000, indexFlushMaxMs: 60_000, layoutCheckIntervalMs: 50 });
@@ -24,6 +25,90 @@ test('a tag deleted here stays deleted when an outside edit based on an older in
     await reg.registry.layout.flushAll();
     const after = JSON.parse(await readFile(path, 'utf8')) as { manifests: { annotations?: Record<string, string> }[] };
     assert.deepEqual(after.manifests.map((d) => d.annotations?.[REF_NAME]).filter(Boolean).sort(), ['a', 'c']);
+  } finally {
+    await reg.dispose();
+  }
+});
+
+/** What another tool finds in the folder: its oci-layout marker, and every file index.json (and what it lists) needs. */
+async function layoutAsToolsSeeIt(dataDir: string, repo: string): Promise<{ marker: boolean; tags: string[]; missing: string[] }> {
+  const marker = await stat(join(dataDir, repo, 'oci-layout')).then(() => true, () => false);
+  const index = JSON.parse(await readFile(join(dataDir, repo, 'index.json'), 'utf8')) as { manifests: { digest: string; annotations?: Record<string, string> }[] };
+  const missing: string[] = [];
+  const pending = index.manifests.map((d) => d.digest);
+  while (pending.length) {
+    const digest = pending.pop()!;
+    const bytes = await readFile(join(dataDir, repo, 'blobs', ...digest.split(':'))).catch(() => undefined);
+    if (!bytes) {
+      missing.push(digest);
+      continue;
+    }
+    const body = JSON.parse(bytes.toString('utf8')) as { config?: { digest: string }; layers?: { digest: string }[]; manifests?: { digest: string }[] };
+    for (const d of [body.config, ...(body.layers ?? [])]) if (d && !(await stat(join(dataDir, repo, 'blobs', ...d.digest.split(':'))).catch(() => undefined))) missing.push(d.digest);
+    pending.push(...(body.manifests ?? []).map((d) => d.digest));
+  }
+  return { marker, tags: index.manifests.map((d) => d.annotations?.[REF_NAME]).filter((t): t is string => !!t).sort(), missing };
+}
+
+test('a repository folder removed by hand: what went with it is gone, the folder stays away, and the next push writes a complete layout', async () => {
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 0 });
+  try {
+    const repo = 'removed/by-hand';
+    const first = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', first)).status, 201);
+    const signature = makeReferrer(first.descriptor, { artifactType: 'application/vnd.example.sig' });
+    assert.equal((await pushBuilt(reg.url, repo, signature.digest, signature)).status, 201);
+    await reg.registry.layout.flushAll();
+    await rm(join(reg.dataDir, repo), { recursive: true });
+
+    assert.deepEqual((await listTags(reg.url, repo)).tags ?? [], []);
+    assert.equal((await fetch(`${reg.url}/v2/${repo}/manifests/v1`, { method: 'HEAD' })).status, 404);
+    assert.deepEqual((await listReferrers(reg.url, repo, first.digest)).manifests, []);
+    // The uploads went with the folder: a manifest naming them without uploading them again is refused.
+    const reuse = await pushManifest(reg.url, repo, 'again', first.bytes, OCI_MANIFEST);
+    assert.equal(reuse.status, 400);
+    // Nothing is written back into a folder removed whole: it was the repository's delete.
+    await reg.registry.layout.flushAll();
+    await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 0 }, { dryRun: false });
+    assert.equal(await stat(join(reg.dataDir, repo)).then(() => 'there', () => 'gone'), 'gone');
+    const next = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v2', next)).status, 201);
+    await reg.registry.layout.flushAll();
+    assert.deepEqual(await layoutAsToolsSeeIt(reg.dataDir, repo), { marker: true, tags: ['v2'], missing: [] });
+    assert.deepEqual((await listTags(reg.url, repo)).tags, ['v2']);
+  } finally {
+    await reg.dispose();
+  }
+});
+
+test('an index.json removed by hand is written again from the index: no tag is lost', async () => {
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 0 });
+  try {
+    const repo = 'removed/index-json';
+    for (const tag of ['v1', 'v2']) assert.equal((await pushBuilt(reg.url, repo, tag, makeImage())).status, 201);
+    await reg.registry.layout.flushAll();
+    await rm(join(reg.dataDir, repo, 'index.json'));
+
+    assert.deepEqual((await listTags(reg.url, repo)).tags, ['v1', 'v2']);
+    await reg.registry.layout.flushAll();
+    assert.deepEqual(await layoutAsToolsSeeIt(reg.dataDir, repo), { marker: true, tags: ['v1', 'v2'], missing: [] });
+  } finally {
+    await reg.dispose();
+  }
+});
+
+test('a push right after its folder was removed by hand (before any check noticed) still leaves a complete layout', async () => {
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 60_000, indexFlushMinMs: 0, indexFlushMaxMs: 10 });
+  try {
+    const repo = 'removed/then-pushed';
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
+    await reg.registry.layout.flushAll();
+    await rm(join(reg.dataDir, repo), { recursive: true });
+    // The rewrite this push schedules finds index.json gone: it restores the layout instead of writing over it.
+    assert.equal((await pushBuilt(reg.url, repo, 'v2', makeImage())).status, 201);
+    // flushAll (as at shutdown) waits for the restore that rewrite set off, and for the rewrite after it.
+    await reg.registry.layout.flushAll();
+    assert.deepEqual(await layoutAsToolsSeeIt(reg.dataDir, repo), { marker: true, tags: ['v2'], missing: [] });
   } finally {
     await reg.dispose();
   }

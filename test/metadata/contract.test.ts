@@ -145,6 +145,19 @@ for (const engine of engines) {
       assert.equal(await store.hasBlob(a.id, sha('x')), false);
     });
 
+    test('forgetLostFiles: the blob rows and foreign entries named go, the change counter moves', async () => {
+      const repo = await store.ensureRepository('lost/files');
+      for (const name of ['kept', 'lost one', 'lost two']) await store.recordBlob(repo.id, sha(name), 1);
+      assert.deepEqual(await store.blobDigests(repo.id), [sha('kept'), sha('lost one'), sha('lost two')].sort());
+      const foreign = { mediaType: 'application/vnd.example', digest: sha('foreign kept'), size: 12 };
+      const before = (await store.repository('lost/files'))!;
+      await store.forgetLostFiles(repo.id, { blobs: [sha('lost one'), sha('lost two')], extras: { foreignEntries: [foreign] } });
+      const after = (await store.repository('lost/files'))!;
+      assert.deepEqual(await store.blobDigests(repo.id), [sha('kept')]);
+      assert.deepEqual(after.layoutExtras, { foreignEntries: [foreign] });
+      assert.ok(after.gen > before.gen, 'the next rewrite must write index.json again');
+    });
+
     test('manifests and tags: one transaction, a change counter, no-op re-pushes', async () => {
       const repo = await store.ensureRepository('m/app');
       const one = image('one');
