@@ -177,6 +177,8 @@ export async function startRegistry(settings: Settings, logger = createLogger(se
       maxManifestBytes: settings.maxManifestBytes, maxListPage: settings.maxListPage, defaultReferrersPage: settings.defaultReferrersPage,
       maxReferrersBytes: settings.maxReferrersBytes, bodyIdleTimeoutMs: settings.bodyIdleTimeoutSeconds * 1000,
       blobRedirectSeconds: settings.storageRedirectSeconds,
+      // GC may run in another process (trellis gc) even when this one collects nothing itself.
+      blobRenewAfterMs: settings.gcGraceSeconds * 500,
     },
     timeouts: { headersMs: settings.headersTimeoutSeconds * 1000, requestMs: settings.requestTimeoutSeconds * 1000 },
   });

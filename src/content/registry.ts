@@ -721,24 +721,35 @@ export class Registry {
   }
 
   /**
+   * Sets the time of a blob the repository holds to now if it is older than `olderThanMs`, so
+   * that GC's grace period (counted from that time) covers a manifest still to come. False when
+   * the blob is gone (or going: journaled for removal with nothing needing it).
+   */
+  async renewBlob(repository: string, digest: string, olderThanMs: number): Promise<boolean> {
+    const repo = await this.metadata.repository(repository);
+    if (!repo) return false;
+    const key = blobKey(repository, digest);
+    return this.withContent(repository, async () => {
+      const info = await this.blobInfo(repository, digest);
+      if (!info) return false;
+      if (info.modifiedMs > Date.now() - olderThanMs) return true;
+      // Copying the key onto itself renews its time (a hard link's too: the inode is shared).
+      if (!(await this.driver.copy(key, key))) return false;
+      await this.metadata.recordBlob(repo.id, digest, info.size);
+      return true;
+    });
+  }
+
+  /**
    * Cross-repository mount. Without `from`, any repository holding the blob serves as the source.
    * Returns false when the blob cannot be mounted (the caller then opens an upload).
    */
   async mountBlob(repository: string, digest: string, from: string | undefined, canPull: (name: string) => boolean = () => true): Promise<boolean> {
     const target = await this.metadata.repository(repository);
-    if (target && (await this.blobInfo(repository, digest))) {
-      // Acknowledged like any mount, so stored again now: the file may be old, unused garbage, and
-      // GC's grace period (from its time) must cover the manifest still to come. Copying the key
-      // onto itself renews that time; gone meanwhile, it is mounted below as if never there.
-      const key = blobKey(repository, digest);
-      const renewed = await this.withContent(repository, async () => {
-        const info = await this.blobInfo(repository, digest);
-        if (!info || !(await this.driver.copy(key, key))) return false;
-        await this.metadata.recordBlob(target.id, digest, info.size);
-        return true;
-      });
-      if (renewed) return true;
-    }
+    // Acknowledged like any mount, so stored again now: the file may be old, unused garbage, and
+    // GC's grace period (from its time) must cover the manifest still to come. Gone meanwhile, it
+    // is mounted below as if never there.
+    if (target && (await this.blobInfo(repository, digest)) && (await this.renewBlob(repository, digest, 0))) return true;
     const source = from ?? await this.metadata.findBlob(digest, target?.id);
     // A source the caller may not pull is never used (and never named): they upload instead.
     if (!source || repositoryNameProblem(source) || source === repository || !canPull(source)) return false;

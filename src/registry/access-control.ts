@@ -83,6 +83,7 @@ export class AccessControl implements Gate {
         if (ok === undefined) pullable.set(repository, (ok = this.rights(caller, repository).has('pull')));
         return ok;
       },
+      canPush: (repository) => this.rights(caller, repository).has('push'),
       authorize: (repository, action, reference) => this.authorizeRepository(ctx, caller, repository, action, reference),
     };
     ctx.access = view;

@@ -38,7 +38,17 @@ export async function getBlob(ctx: ApiContext, name: string, reference: string):
   if (range === 'unsatisfiable') {
     throw new OciError(416, 'RANGE_INVALID', `range ${ctx.req.headers.range} is outside the blob's ${info.size} bytes`, undefined, { 'Content-Range': `bytes */${info.size}` });
   }
-  if (ctx.head) return send(ctx.res, 200, { ...headers, 'Content-Length': info.size });
+  if (ctx.head) {
+    // A pusher's HEAD is how clients decide to skip an upload: an old blob (unused garbage, maybe)
+    // is renewed so that GC's grace period covers the manifest that follows. A puller's is not:
+    // it would let anyone who can read keep garbage forever.
+    const renewAfterMs = ctx.limits.blobRenewAfterMs;
+    if (renewAfterMs !== undefined && repository === name && info.modifiedMs <= Date.now() - renewAfterMs && ctx.access.canPush(name)
+      && !(await ctx.registry.renewBlob(name, digest, renewAfterMs))) {
+      throw new OciError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
+    }
+    return send(ctx.res, 200, { ...headers, 'Content-Length': info.size });
+  }
   // Clients follow the redirect without our Authorization header: the URL itself is the grant,
   // and it is only made after the access check above.
   const redirectSeconds = ctx.limits.blobRedirectSeconds ?? 0;

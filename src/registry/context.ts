@@ -19,6 +19,8 @@ export interface ApiLimits {
   blobRedirectSeconds?: number;
   /** A request body that sends nothing for this long is aborted; 0: never. */
   bodyIdleTimeoutMs: number;
+  /** A pusher's `HEAD` of a blob older than this renews its time (half GC's grace period); unset: never. */
+  blobRenewAfterMs?: number;
 }
 
 /**
@@ -28,6 +30,7 @@ export interface ApiLimits {
  */
 export interface AccessView {
   canPull(repository: string): boolean;
+  canPush(repository: string): boolean;
   /**
    * Throws the spec's 401 (with a challenge) or 403 unless the caller may take `action` on
    * `repository`; the answer never depends on whether the repository exists.
@@ -37,7 +40,7 @@ export interface AccessView {
 
 export type { RepositoryAction };
 
-export const ALLOW_ALL: AccessView = { canPull: () => true, authorize: () => {} };
+export const ALLOW_ALL: AccessView = { canPull: () => true, canPush: () => true, authorize: () => {} };
 
 /**
  * Runs before routing when access control is on: authenticates the caller, applies rate limits,

@@ -10,9 +10,10 @@ import { promisify } from 'node:util';
 import { cliEnv, needsFileStorage, startTestRegistry, storageOnS3, type TestRegistry } from '../helpers/registry.ts';
 import { blobKey } from '../../src/layout/paths.ts';
 import {
-  OCI_INDEX, type Built, descriptorOf, getBlob, getManifest, listReferrers, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest,
+  OCI_INDEX, type Built, descriptorOf, getBlob, getManifest, listReferrers, makeImage, makeReferrer, pushBlob, pushBuilt, pushManifest, sha256,
 } from '../helpers/oci-client.ts';
 import { collectGarbage, type GcPolicy } from '../../src/gc/collector.ts';
+import { startAuthRegistry } from '../auth/setup.ts';
 
 const run = promisify(execFile);
 const MAIN = resolve(import.meta.dirname, '../../src/main.ts');
@@ -487,4 +488,29 @@ test('a mount of a blob the repository already holds restarts its grace period: 
   } finally {
     await reg.dispose();
   }
+});
+
+test('a pusher\'s HEAD of an old unused blob renews it: GC before the manifest arrives does not take it; a puller\'s HEAD does not', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const r = await startAuthRegistry(t, {
+    users: ['admin', 'builder', 'reader'],
+    auth: { admins: { users: ['admin'] }, policies: { 'gc/**': { users: { builder: ['pull', 'push'], reader: ['pull'] } } } },
+  });
+  const repo = 'gc/head';
+  const image = makeImage();
+  const [config, layer] = image.blobs as [Buffer, Buffer];
+  // Both blobs have sat unused here for two hours (their manifest deleted, say).
+  for (const blob of image.blobs) assert.equal((await r.call(`/v2/${repo}/blobs/uploads/?digest=${sha256(blob)}`, { method: 'POST', body: blob, auth: r.basic('builder') })).status, 201);
+  const old = new Date(Date.now() - 2 * 3600_000);
+  for (const blob of image.blobs) await utimes(join(r.reg.dataDir, blobKey(repo, sha256(blob))), old, old);
+  // The builder checks the layer (exists: it skips the upload), the reader checks the config.
+  assert.equal((await r.call(`/v2/${repo}/blobs/${sha256(layer)}`, { method: 'HEAD', auth: r.basic('builder') })).status, 200);
+  assert.equal((await r.call(`/v2/${repo}/blobs/${sha256(config)}`, { method: 'HEAD', auth: r.basic('reader') })).status, 200);
+
+  const report = await collectGarbage(r.reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 3600 }, { dryRun: false });
+  assert.deepEqual(report.removed.map((i) => i.digest), [sha256(config)], 'only the blob a puller looked at is garbage');
+  assert.equal((await r.call(`/v2/${repo}/blobs/${sha256(layer)}`, { method: 'HEAD', auth: r.basic('builder') })).status, 200);
+  // The builder uploads the config again (HEAD said it is gone) and pushes the manifest.
+  assert.equal((await r.call(`/v2/${repo}/blobs/${sha256(config)}`, { method: 'HEAD', auth: r.basic('builder') })).status, 404);
+  assert.equal((await r.push(repo, 'v1', r.basic('builder'), image)).status, 201);
 });
