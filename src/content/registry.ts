@@ -476,7 +476,8 @@ export class Registry {
     const repo = await this.metadata.repository(name);
     const info = await this.driver.stat(layoutKey(name, INDEX_FILE));
     if (!info) {
-      if (!repo) return undefined;
+      // A row whose index.json was never seen (a layout another tool is still creating) is left alone.
+      if (!repo || repo.indexStamp === null) return undefined;
       // Restored under the content lock too, which is taken before this one: after the caller's.
       if (!this.layout.isRestoring(name)) {
         this.layout.track(this.restoreIfLost(name).catch((err: unknown) => this.log.error({ repository: name, err }, 'restoring a removed layout failed')));
@@ -505,7 +506,8 @@ export class Registry {
   private async restoreIfLost(name: string): Promise<void> {
     const removedWhole = await this.withContent(name, () => this.withIndex(name, async () => {
       const repo = await this.metadata.repository(name);
-      return repo && !(await this.driver.stat(layoutKey(name, INDEX_FILE))) ? this.restoreLostLayout(repo) : false;
+      const lost = repo && repo.indexStamp !== null && !(await this.driver.stat(layoutKey(name, INDEX_FILE)));
+      return lost ? this.restoreLostLayout(repo) : false;
     }));
     // The journal of what went is settled now (nothing on disk to wait for).
     if (removedWhole) await this.removeUnusedFiles(name);

@@ -2,7 +2,8 @@
 // edit is merged, and Trellis's newer changes (here a tag delete) win over the older file.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestRegistry } from '../helpers/registry.ts';
 import { collectGarbage } from '../../src/gc/collector.ts';
@@ -111,5 +112,22 @@ test('a push right after its folder was removed by hand (before any check notice
     assert.deepEqual(await layoutAsToolsSeeIt(reg.dataDir, repo), { marker: true, tags: ['v2'], missing: [] });
   } finally {
     await reg.dispose();
+  }
+});
+
+test('a layout another tool is still creating (oci-layout, no index.json yet) gets no index.json from Trellis', async () => {
+  const data = await mkdtemp(join(tmpdir(), 'trellis-half-'));
+  await mkdir(join(data, 'half/blobs'), { recursive: true });
+  await writeFile(join(data, 'half/oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 0 }, data);
+  try {
+    await reg.registry.adopted();
+    await fetch(`${reg.url}/v2/half/tags/list`);
+    await collectGarbage(reg.registry, { untagged: 'keep', danglingReferrers: 'keep', graceSeconds: 3600 }, { dryRun: false });
+    await reg.registry.layout.flushAll();
+    assert.equal(await stat(join(data, 'half/index.json')).then(() => 'written', () => 'absent'), 'absent');
+  } finally {
+    await reg.dispose();
+    await rm(data, { recursive: true, force: true });
   }
 });
