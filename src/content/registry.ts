@@ -905,6 +905,10 @@ export class Registry {
         // although no push of it was acknowledged (or after its deletion was). The commit drops it.
         await this.metadata.journalManifestWrite(repo.id, digest);
         await this.driver.writeFile(blobKey(repository, digest), bytes);
+      } else if (!(await this.driver.stat(blobKey(repository, digest)))) {
+        // Its file was removed by hand (with index.json or the whole folder) and nothing has noticed
+        // yet: written again, or the restore that notices would forget this acknowledged push.
+        await this.driver.writeFile(blobKey(repository, digest), bytes);
       }
       await this.metadata.putManifest(repo.id, record, parsed.links, tags);
     });

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestRegistry } from '../helpers/registry.ts';
 import { collectGarbage } from '../../src/gc/collector.ts';
-import { OCI_MANIFEST, REF_NAME, listReferrers, listTags, makeImage, makeReferrer, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
+import { OCI_MANIFEST, REF_NAME, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
 
 test('a tag deleted here stays deleted when an outside edit based on an older index.json is merged', async () => {
   const reg = await startTestRegistry({ indexFlushMinMs: 60_000, indexFlushMaxMs: 60_000, layoutCheckIntervalMs: 50 });
@@ -129,5 +129,24 @@ test('a layout another tool is still creating (oci-layout, no index.json yet) ge
   } finally {
     await reg.dispose();
     await rm(data, { recursive: true, force: true });
+  }
+});
+
+test('the same image pushed again right after its folder was removed by hand (before any check noticed) is kept', async () => {
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 60_000, indexFlushMinMs: 0, indexFlushMaxMs: 10 });
+  try {
+    const repo = 'removed/same-again';
+    const image = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', image)).status, 201);
+    await reg.registry.layout.flushAll();
+    await rm(join(reg.dataDir, repo), { recursive: true });
+    // A CI job pushes the very same image again: its blobs are uploaded again, its manifest is one the index still holds.
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', image)).status, 201);
+    assert.equal((await pushBuilt(reg.url, repo, 'latest', image)).status, 201);
+    await reg.registry.layout.flushAll();
+    for (const tag of ['v1', 'latest']) assert.equal((await getManifest(reg.url, repo, tag)).status, 200, `the acknowledged push of ${tag} was lost`);
+    assert.deepEqual(await layoutAsToolsSeeIt(reg.dataDir, repo), { marker: true, tags: ['latest', 'v1'], missing: [] });
+  } finally {
+    await reg.dispose();
   }
 });
