@@ -531,7 +531,9 @@ export class Registry {
     if (this.observers.length && removed.length) void this.changed({ repository: name, removed });
     // Removed whole, with everything in it: it stays away (an empty repository) until a push writes into it.
     if (removed.length === manifests.length && !foreignEntries.length && !(await this.driver.stat(layoutKey(name, LAYOUT_FILE)))) {
-      if (!removed.length && !lostBlobs.length && !repo.layoutExtras.foreignEntries?.length) return false;
+      // Nothing to forget and nothing pending: already settled. A change still pending (a delete
+      // whose rewrite was due) is settled below, or every rewrite (and replica) retries it forever.
+      if (!removed.length && !lostBlobs.length && !repo.layoutExtras.foreignEntries?.length && repo.gen <= repo.flushedGen) return false;
       await this.metadata.forgetLostFiles(repo.id, { blobs: lostBlobs, extras: { ...repo.layoutExtras, foreignEntries: undefined } });
       // No index.json lists anything now: every change counts as shown, and what went is not waited for.
       const after = (await this.metadata.repository(name))!;

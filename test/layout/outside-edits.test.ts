@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestRegistry } from '../helpers/registry.ts';
 import { collectGarbage } from '../../src/gc/collector.ts';
-import { OCI_MANIFEST, REF_NAME, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
+import { OCI_INDEX, OCI_MANIFEST, REF_NAME, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
 
 test('a tag deleted here stays deleted when an outside edit based on an older index.json is merged', async () => {
   const reg = await startTestRegistry({ indexFlushMinMs: 60_000, indexFlushMaxMs: 60_000, layoutCheckIntervalMs: 50 });
@@ -146,6 +146,25 @@ test('the same image pushed again right after its folder was removed by hand (be
     await reg.registry.layout.flushAll();
     for (const tag of ['v1', 'latest']) assert.equal((await getManifest(reg.url, repo, tag)).status, 200, `the acknowledged push of ${tag} was lost`);
     assert.deepEqual(await layoutAsToolsSeeIt(reg.dataDir, repo), { marker: true, tags: ['latest', 'v1'], missing: [] });
+  } finally {
+    await reg.dispose();
+  }
+});
+
+test('a folder removed by hand while a rewrite that lists nothing was due leaves nothing pending', async () => {
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 60_000, indexFlushMinMs: 60_000, indexFlushMaxMs: 60_000 });
+  try {
+    const repo = 'removed/nothing-left';
+    // An index with no children: no blob row anywhere, so nothing but the change counter tells of it.
+    const empty = await pushManifest(reg.url, repo, 'empty', { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }, OCI_INDEX);
+    assert.equal(empty.status, 201);
+    await reg.registry.layout.flushAll();
+    assert.equal((await fetch(`${reg.url}/v2/${repo}/manifests/${empty.digest}`, { method: 'DELETE' })).status, 202);
+    await rm(join(reg.dataDir, repo), { recursive: true });
+    await reg.registry.layout.flushAll();
+    // Still pending, every replica's takeOverAbandoned would rewrite it, find it lost and do nothing, forever.
+    assert.deepEqual((await reg.registry.metadata.pendingRepositories()).map((r) => r.name), []);
+    assert.equal(await stat(join(reg.dataDir, repo)).then(() => 'there', () => 'gone'), 'gone');
   } finally {
     await reg.dispose();
   }
