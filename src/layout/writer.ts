@@ -259,9 +259,18 @@ export class LayoutWriter {
   /** Rewrites `index.json` from the journal; false when it already showed everything. */
   private async rewrite(repository: string): Promise<boolean> {
     const current = await this.beforeWrite(repository);
+    // index.json is there again (another replica's restore, or another tool, wrote it first): the
+    // restore asked of this process is over. Left pending, it would let a rewrite after the next
+    // removal write index.json without anything noticing the files that went (beforeWrite skips
+    // the restore while one is pending here).
+    const restoredElsewhere = current !== 'lost' && this.restoring.delete(repository);
     if (current === 'lost' && !this.restoring.has(repository)) return false;
     const repo = (current === 'lost' ? undefined : current) ?? await this.metadata.repository(repository);
-    if (!repo || repo.gen <= repo.flushedGen) return false;
+    if (!repo || repo.gen <= repo.flushedGen) {
+      this.restoring.delete(repository);
+      if (restoredElsewhere) await this.writeLayoutMarker(repository);
+      return false;
+    }
     const started = performance.now();
     if (this.referrerOptions.fallbackTags) await this.writeReferrerIndexes(repo);
     const body = await buildIndexJson(this.metadata, repo, this.referrerOptions);
@@ -278,13 +287,15 @@ export class LayoutWriter {
     // The stored identity is the authority (an object store may assign another than expected).
     if (written) stamp = stampOf(written);
     await this.metadata.markFlushed(repo.id, repo.gen, stamp);
-    if (this.restoring.delete(repository)) {
-      // oci-layout last, as when a repository is created: it is what marks the folder as a layout.
-      await this.driver.createFolder(`${repository}/blobs`);
-      await this.driver.writeFile(layoutKey(repository, LAYOUT_FILE), LAYOUT_HEADER, { ifAbsent: true });
-    }
+    if (this.restoring.delete(repository) || restoredElsewhere) await this.writeLayoutMarker(repository);
     this.lastCostMs.set(repository, performance.now() - started);
     return true;
+  }
+
+  /** After a restore's index.json: `blobs/`, then `oci-layout` last, as when a repository is created (it marks the folder as a layout). */
+  private async writeLayoutMarker(repository: string): Promise<void> {
+    await this.driver.createFolder(`${repository}/blobs`);
+    await this.driver.writeFile(layoutKey(repository, LAYOUT_FILE), LAYOUT_HEADER, { ifAbsent: true });
   }
 
   /**
@@ -326,7 +337,9 @@ export class LayoutWriter {
       for (const timer of this.timers.values()) clearTimeout(timer);
       this.timers.clear();
       await Promise.allSettled([...this.inFlight]);
-      for (const repo of await this.metadata.pendingRepositories()) await this.flush(repo.name);
+      // A restore asked of this process is settled too when another replica's rewrite showed everything first.
+      const due = new Set([...(await this.metadata.pendingRepositories()).map((repo) => repo.name), ...this.restoring]);
+      for (const name of due) await this.flush(name);
       if (!this.inFlight.size && !this.restoring.size) return;
     }
   }

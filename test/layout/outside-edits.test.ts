@@ -6,6 +6,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestRegistry } from '../helpers/registry.ts';
+import { testsUsePostgres } from '../helpers/postgres.ts';
 import { collectGarbage } from '../../src/gc/collector.ts';
 import { OCI_INDEX, OCI_MANIFEST, REF_NAME, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
 
@@ -167,5 +168,35 @@ test('a folder removed by hand while a rewrite that lists nothing was due leaves
     assert.equal(await stat(join(reg.dataDir, repo)).then(() => 'there', () => 'gone'), 'gone');
   } finally {
     await reg.dispose();
+  }
+});
+
+test('a replica whose restore another replica finished first notices the next removal too', async (t) => {
+  if (!testsUsePostgres()) return t.skip('replicas share a PostgreSQL index (TRELLIS_TEST_METADATA=postgres)');
+  const slow = { layoutCheckIntervalMs: 60_000, indexFlushMinMs: 60_000, indexFlushMaxMs: 60_000 };
+  const a = await startTestRegistry(slow);
+  const b = await startTestRegistry({ ...slow, metadata: a.metadata, storage: a.registry.options.storage || a.dataDir });
+  try {
+    const repo = 'removed/two-replicas';
+    assert.equal((await pushBuilt(a.url, repo, 'v1', makeImage())).status, 201);
+    await a.registry.layout.flushAll();
+    await rm(join(a.dataDir, repo, 'index.json'));
+    // Both replicas notice (one by its check, one by a rewrite) and both set off a rewrite that restores it.
+    await a.registry.layout.flush(repo);
+    await b.registry.layout.flush(repo);
+    await a.registry.layout.flushAll();
+    await b.registry.layout.flushAll();
+    assert.deepEqual(await layoutAsToolsSeeIt(a.dataDir, repo), { marker: true, tags: ['v1'], missing: [] });
+
+    // Later the folder is removed whole, and the next push lands on the replica that restored nothing.
+    await rm(join(a.dataDir, repo), { recursive: true });
+    assert.equal((await pushBuilt(b.url, repo, 'v2', makeImage())).status, 201);
+    await b.registry.layout.flushAll();
+    await a.registry.layout.flushAll();
+    assert.deepEqual(await layoutAsToolsSeeIt(a.dataDir, repo), { marker: true, tags: ['v2'], missing: [] });
+    assert.deepEqual((await listTags(b.url, repo)).tags, ['v2']);
+  } finally {
+    await b.dispose();
+    await a.dispose();
   }
 });
