@@ -286,6 +286,14 @@ export class LayoutWriter {
     });
     // The stored identity is the authority (an object store may assign another than expected).
     if (written) stamp = stampOf(written);
+    if (!this.restoring.has(repository) && !restoredElsewhere && !(await this.driver.stat(layoutKey(repository, LAYOUT_FILE)))) {
+      // The folder was removed by hand while this file was built: the rename made it again with
+      // nothing in it but an index.json listing files that went. Taken back, not marked flushed:
+      // the next rewrite finds the layout lost, and what went is forgotten (or restored) as usual.
+      await this.driver.remove(key);
+      this.changed(repository);
+      return false;
+    }
     await this.metadata.markFlushed(repo.id, repo.gen, stamp);
     if (this.restoring.delete(repository) || restoredElsewhere) await this.writeLayoutMarker(repository);
     this.lastCostMs.set(repository, performance.now() - started);

@@ -200,3 +200,23 @@ test('a replica whose restore another replica finished first notices the next re
     await a.dispose();
   }
 });
+
+test('a folder removed by hand while its index.json is being rewritten is not written back without its files or marker', async () => {
+  // The rewrite a push schedules pauses between building index.json and renaming it into place.
+  process.env.TRELLIS_FAULT_PAUSE_BEFORE_INDEX_RENAME_MS = '400';
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 60_000, indexFlushMinMs: 0, indexFlushMaxMs: 10 })
+    .finally(() => delete process.env.TRELLIS_FAULT_PAUSE_BEFORE_INDEX_RENAME_MS);
+  try {
+    const repo = 'removed/while-rewritten';
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    await rm(join(reg.dataDir, repo), { recursive: true });
+    await reg.registry.layout.flushAll();
+    await reg.registry.layout.flushAll();
+    const left = await stat(join(reg.dataDir, repo, 'index.json')).then(() => 'index.json', () => 'nothing');
+    if (left === 'index.json') assert.deepEqual(await layoutAsToolsSeeIt(reg.dataDir, repo), { marker: true, tags: [], missing: [] });
+    assert.deepEqual((await listTags(reg.url, repo)).tags ?? [], []);
+  } finally {
+    await reg.dispose();
+  }
+});
