@@ -339,6 +339,31 @@ test('GC keeps the file of an index.json entry that is not a manifest Trellis re
   }
 });
 
+/**
+ * Another tool's image whose layer media type carries a parameter: Go tools read it, Trellis's
+ * validation refuses it.
+ */
+function unreadableImage(architecture: string): { config: Buffer; layer: Buffer; manifest: Buffer } {
+  const config = Buffer.from(JSON.stringify({ architecture, os: 'linux' }));
+  const layer = randomBytes(100);
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: descriptorOf('application/vnd.oci.image.config.v1+json', config),
+    layers: [descriptorOf('application/vnd.oci.image.layer.v1.tar+zstd;chunked=true', layer)],
+  }));
+  return { config, layer, manifest };
+}
+
+/** Writes files into the repository's blobs/ as another tool would, two hours old (cp -p, rsync -a). */
+async function writeOldBlobs(reg: TestRegistry, repo: string, files: Buffer[]): Promise<void> {
+  const old = new Date(Date.now() - 2 * 3600_000);
+  for (const bytes of files) {
+    const file = join(reg.dataDir, blobKey(repo, descriptorOf('x', bytes).digest));
+    await writeFile(file, bytes);
+    await utimes(file, old, old);
+  }
+}
+
 test('GC keeps the config and layers of a manifest another tool lists that Trellis cannot read', async (t) => {
   if (!needsFileStorage(t)) return;
   const reg = await startTestRegistry({ layoutCheckIntervalMs: 0 });
@@ -346,21 +371,9 @@ test('GC keeps the config and layers of a manifest another tool lists that Trell
     const repo = 'gc/unreadable';
     assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
     await reg.registry.layout.flushAll();
-    // Another tool's image whose layer media type carries a parameter: Go tools read it, Trellis's
-    // validation refuses it, so the entry is kept as another tool's (old files: cp -p, rsync -a).
-    const config = Buffer.from('{"architecture":"amd64","os":"linux"}');
-    const layer = randomBytes(100);
-    const manifest = Buffer.from(JSON.stringify({
-      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: descriptorOf('application/vnd.oci.image.config.v1+json', config),
-      layers: [descriptorOf('application/vnd.oci.image.layer.v1.tar+zstd;chunked=true', layer)],
-    }));
-    const old = new Date(Date.now() - 2 * 3600_000);
-    for (const bytes of [config, layer, manifest]) {
-      const file = join(reg.dataDir, blobKey(repo, descriptorOf('x', bytes).digest));
-      await writeFile(file, bytes);
-      await utimes(file, old, old);
-    }
+    // Trellis refuses the manifest, so its index.json entry is kept as another tool's.
+    const { config, layer, manifest } = unreadableImage('amd64');
+    await writeOldBlobs(reg, repo, [config, layer, manifest]);
     await listInIndexJson(reg, repo, descriptorOf('application/vnd.oci.image.manifest.v1+json', manifest), 'odd');
 
     const report = await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 3600 }, { dryRun: false });
@@ -379,23 +392,11 @@ test('GC keeps what a manifest Trellis cannot read uses when an index it reads l
     const repo = 'gc/unread-child';
     assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
     await reg.registry.layout.flushAll();
-    // Another tool's index, valid for Trellis, whose one child Trellis's validation refuses (a
-    // layer media type with a parameter): the index is adopted, the child is not.
-    const config = Buffer.from('{"architecture":"arm64","os":"linux"}');
-    const layer = randomBytes(100);
-    const child = Buffer.from(JSON.stringify({
-      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: descriptorOf('application/vnd.oci.image.config.v1+json', config),
-      layers: [descriptorOf('application/vnd.oci.image.layer.v1.tar+zstd;chunked=true', layer)],
-    }));
+    // Another tool's index, valid for Trellis, whose one child Trellis refuses: the index is adopted, the child is not.
+    const { config, layer, manifest: child } = unreadableImage('arm64');
     const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [descriptorOf('application/vnd.oci.image.manifest.v1+json', child)] }));
-    const old = new Date(Date.now() - 2 * 3600_000);
     const digests = [config, layer, child, index].map((bytes) => descriptorOf('x', bytes).digest);
-    for (const [i, bytes] of [config, layer, child, index].entries()) {
-      const file = join(reg.dataDir, blobKey(repo, digests[i]!));
-      await writeFile(file, bytes);
-      await utimes(file, old, old);
-    }
+    await writeOldBlobs(reg, repo, [config, layer, child, index]);
     await listInIndexJson(reg, repo, descriptorOf(OCI_INDEX, index), 'multi');
     assert.equal((await getManifest(reg.url, repo, 'multi')).digest, digests[3]);
 

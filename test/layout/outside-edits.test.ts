@@ -1,14 +1,16 @@
 // Another tool rewrites index.json while Trellis holds changes it has not written yet: the outside
-// edit is merged, and Trellis's newer changes (here a tag delete) win over the older file.
+// edit is merged, and Trellis's newer changes (here a tag delete) win over the older file. An
+// operator removes a repository's folder, or its index.json, by hand: what went is forgotten, no
+// acknowledged push is lost, and no layout is left without its marker or listing a missing file.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startTestRegistry } from '../helpers/registry.ts';
+import { startTestRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { testsUsePostgres } from '../helpers/postgres.ts';
 import { collectGarbage } from '../../src/gc/collector.ts';
-import { OCI_INDEX, OCI_MANIFEST, REF_NAME, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
+import { OCI_INDEX, OCI_MANIFEST, REF_NAME, type Built, getManifest, listReferrers, listTags, makeImage, makeReferrer, pushBuilt, pushManifest } from '../helpers/oci-client.ts';
 
 test('a tag deleted here stays deleted when an outside edit based on an older index.json is merged', async () => {
   const reg = await startTestRegistry({ indexFlushMinMs: 60_000, indexFlushMaxMs: 60_000, layoutCheckIntervalMs: 50 });
@@ -50,6 +52,13 @@ async function layoutAsToolsSeeIt(dataDir: string, repo: string): Promise<{ mark
     pending.push(...(body.manifests ?? []).map((d) => d.digest));
   }
   return { marker, tags: index.manifests.map((d) => d.annotations?.[REF_NAME]).filter((t): t is string => !!t).sort(), missing };
+}
+
+/** Pushes `image` as v1, waits for its index.json, then removes the repository's folder as an operator would. */
+async function pushThenRemoveFolder(reg: TestRegistry, repo: string, image: Built): Promise<void> {
+  assert.equal((await pushBuilt(reg.url, repo, 'v1', image)).status, 201);
+  await reg.registry.layout.flushAll();
+  await rm(join(reg.dataDir, repo), { recursive: true });
 }
 
 test('a repository folder removed by hand: what went with it is gone, the folder stays away, and the next push writes a complete layout', async () => {
@@ -103,9 +112,7 @@ test('a push right after its folder was removed by hand (before any check notice
   const reg = await startTestRegistry({ layoutCheckIntervalMs: 60_000, indexFlushMinMs: 0, indexFlushMaxMs: 10 });
   try {
     const repo = 'removed/then-pushed';
-    assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
-    await reg.registry.layout.flushAll();
-    await rm(join(reg.dataDir, repo), { recursive: true });
+    await pushThenRemoveFolder(reg, repo, makeImage());
     // The rewrite this push schedules finds index.json gone: it restores the layout instead of writing over it.
     assert.equal((await pushBuilt(reg.url, repo, 'v2', makeImage())).status, 201);
     // flushAll (as at shutdown) waits for the restore that rewrite set off, and for the rewrite after it.
@@ -138,9 +145,7 @@ test('the same image pushed again right after its folder was removed by hand (be
   try {
     const repo = 'removed/same-again';
     const image = makeImage();
-    assert.equal((await pushBuilt(reg.url, repo, 'v1', image)).status, 201);
-    await reg.registry.layout.flushAll();
-    await rm(join(reg.dataDir, repo), { recursive: true });
+    await pushThenRemoveFolder(reg, repo, image);
     // A CI job pushes the very same image again: its blobs are uploaded again, its manifest is one the index still holds.
     assert.equal((await pushBuilt(reg.url, repo, 'v1', image)).status, 201);
     assert.equal((await pushBuilt(reg.url, repo, 'latest', image)).status, 201);
