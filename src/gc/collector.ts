@@ -44,7 +44,7 @@ const UNREAD_READ_BYTES = 8 << 20;
  * configs, layers and children: every reader of the layout still uses what they name. Only
  * manifests (or descriptors of no known type) are opened: a layer is never read.
  */
-async function unreadClosure(registry: Registry, repository: { id: number; name: string }): Promise<Set<string>> {
+async function unreadClosure(registry: Registry, repository: { id: number; name: string }, named: DescriptorCache): Promise<Set<string>> {
   const found = new Set<string>();
   const { metadata } = registry;
   const queue = [
@@ -55,19 +55,28 @@ async function unreadClosure(registry: Registry, repository: { id: number; name:
     const digest = queue.pop()!;
     if (found.has(digest) || !isValidDigest(digest)) continue;
     found.add(digest);
-    let bytes: Buffer | undefined;
-    try {
-      bytes = await registry.driver.readFile(blobKey(repository.name, digest), UNREAD_READ_BYTES);
-    } catch {
-      continue; // larger than any manifest: nothing to follow
+    let descriptors = named.get(digest);
+    if (!descriptors) {
+      try {
+        const bytes = await registry.driver.readFile(blobKey(repository.name, digest), UNREAD_READ_BYTES);
+        if (!bytes) continue; // not there (yet): read again next time
+        descriptors = descriptorsIn(bytes);
+      } catch {
+        descriptors = []; // larger than any manifest: nothing to follow
+      }
+      // A digest names its bytes for good: each file is read once per collection, not once per batch.
+      named.set(digest, descriptors);
     }
-    for (const named of bytes ? descriptorsIn(bytes) : []) {
-      if (named.mediaType === undefined || MANIFEST_TYPES.has(named.mediaType)) queue.push(named.digest);
-      else if (isValidDigest(named.digest)) found.add(named.digest);
+    for (const d of descriptors) {
+      if (d.mediaType === undefined || MANIFEST_TYPES.has(d.mediaType)) queue.push(d.digest);
+      else if (isValidDigest(d.digest)) found.add(d.digest);
     }
   }
   return found;
 }
+
+/** Descriptors read from unread manifests' files, by digest, for one repository's collection. */
+type DescriptorCache = Map<string, { digest: string; mediaType?: string }[]>;
 
 /** The descriptors (objects with a digest) anywhere in a JSON document; none if it is not JSON. */
 function descriptorsIn(bytes: Buffer): { digest: string; mediaType?: string }[] {
@@ -143,7 +152,8 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
     // Blobs: every file under blobs/ that no surviving manifest uses and that is old enough.
     const referenced = await metadata.referencedDigests(repo.id, dead);
     // Manifests Trellis does not read (another tool's entries, or children of them) need their files.
-    const neededByUnread = () => unreadClosure(registry, repo);
+    const unreadDescriptors: DescriptorCache = new Map();
+    const neededByUnread = () => unreadClosure(registry, repo, unreadDescriptors);
     for (const digest of await neededByUnread()) referenced.add(digest);
     const blobCandidates: { digest: string; size: number }[] = [];
     for (const alg of await driver.list(`${repo.name}/blobs`)) {
