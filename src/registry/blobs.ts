@@ -116,8 +116,8 @@ async function appendBody(ctx: ApiContext, name: string, session: UploadSession)
   await ctx.uploads.append(session, ctx.req, expected);
 }
 
-/** Verifies the finished upload against the digest and moves it into the repository. */
-async function finishUpload(ctx: ApiContext, name: string, session: UploadSession, digestParam: string | null): Promise<void> {
+/** Verifies the finished upload against the digest and moves it into the repository; answers the digest. */
+async function finishUpload(ctx: ApiContext, name: string, session: UploadSession, digestParam: string | null): Promise<string> {
   const expected = requireDigest(digestParam, 'digest query parameter');
   const actual = await ctx.uploads.digest(session, expected.algorithm);
   if (actual !== expected.digest) {
@@ -126,7 +126,7 @@ async function finishUpload(ctx: ApiContext, name: string, session: UploadSessio
   }
   await ctx.registry.storeBlob(name, session.writer, expected.digest, session.size);
   await ctx.uploads.end(session, true);
-  blobCreated(ctx, name, expected.digest);
+  return expected.digest;
 }
 
 export async function startUpload(ctx: ApiContext, name: string): Promise<void> {
@@ -149,7 +149,7 @@ export async function startUpload(ctx: ApiContext, name: string): Promise<void> 
     // The session lives only as long as this request: whatever happens, it is gone after.
     try {
       await ctx.uploads.append(session, ctx.req, declaredLength(ctx.req));
-      return await finishUpload(ctx, name, session, digestParam);
+      return blobCreated(ctx, name, await finishUpload(ctx, name, session, digestParam));
     } catch (err) {
       await ctx.uploads.end(session).catch(() => undefined);
       throw err;
@@ -170,12 +170,15 @@ export async function patchUpload(ctx: ApiContext, name: string, id: string): Pr
 
 export async function putUpload(ctx: ApiContext, name: string, id: string): Promise<void> {
   const digestParam = ctx.url.searchParams.get('digest');
-  await ctx.uploads.using(name, id, async (session) => {
+  // Answered after the session's lock is let go, like a PATCH: with shared locks the release is a
+  // round trip, and the client's next request on this URL would find the finished upload busy.
+  const digest = await ctx.uploads.using(name, id, async (session) => {
     // Checked before the body is taken: a PUT refused for its digest parameter appends nothing.
     requireDigest(digestParam, 'digest query parameter');
     if (hasBody(ctx.req)) await appendBody(ctx, name, session);
-    await finishUpload(ctx, name, session, digestParam);
+    return finishUpload(ctx, name, session, digestParam);
   });
+  blobCreated(ctx, name, digest);
 }
 
 export async function uploadStatus(ctx: ApiContext, name: string, id: string): Promise<void> {

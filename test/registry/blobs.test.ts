@@ -149,3 +149,29 @@ describe('a client that stops reading a blob', () => {
     assert.equal((await fetch(`${idle.url}/v2/`)).status, 200);
   });
 });
+
+describe('the answer to a final PUT', () => {
+  test('comes once the session lock is let go: the client\'s next request never finds the upload busy', async () => {
+    // Shared locks (replicas on PostgreSQL) are let go with a round trip to the database after the
+    // work under them ends; here every release of an upload's lock takes that long, and longer.
+    const locks = reg.registry.locks;
+    const tryRun = locks.tryRun.bind(locks);
+    locks.tryRun = (key, work) => tryRun(key, async () => {
+      const value = await work();
+      if (key.startsWith('upload:')) await pause(300);
+      return value;
+    });
+    try {
+      const open = await call('POST', '/v2/put-answer/a/blobs/uploads/');
+      const location = open.headers.get('location')!;
+      assert.equal((await call('PATCH', location, { body: 'abc' })).status, 202);
+      assert.equal((await call('PUT', `${location}?digest=${sha256('abc')}`)).status, 201);
+      // The upload is complete: it is gone, not "being written by another request".
+      const after = await call('GET', location);
+      assert.equal(after.status, 404, after.body.toString());
+      assert.equal(JSON.parse(after.body.toString()).errors[0].code, 'BLOB_UPLOAD_UNKNOWN');
+    } finally {
+      locks.tryRun = tryRun;
+    }
+  });
+});
