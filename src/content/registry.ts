@@ -870,7 +870,7 @@ export class Registry {
       tags = [reference];
     } else {
       algorithm = requireDigest(reference, 'reference').algorithm;
-      tags = extraTags;
+      tags = [...new Set(extraTags)]; // a tag named twice is set (and answered in OCI-Tag) once
     }
     for (const tag of tags) if (!isValidTag(tag)) throw new ContentError('invalid', 'TAG_INVALID', `tag ${JSON.stringify(tag.slice(0, 200))} is not valid`);
     const digest = digestOf(bytes, algorithm);
