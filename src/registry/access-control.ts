@@ -49,6 +49,10 @@ export class AccessControl implements Gate {
   private readonly requests: RateLimiter;
   private readonly failures: RateLimiter;
   private readonly passwordCache = new Map<string, { until: number; identity: Identity }>();
+  /** Sign-in checks under way, by address, user and password: the same credentials sent at once are checked once. */
+  private readonly checking = new Map<string, Promise<Identity | undefined>>();
+  /** Sign-in checks under way per failure-limit key, each counted as a failure until it ends. */
+  private readonly unsettled = new Map<string, number>();
 
   constructor(options: AccessControlOptions) {
     this.options = options;
@@ -126,14 +130,34 @@ export class AccessControl implements Gate {
    */
   private async signIn(ctx: ApiContext, user: string, password: string, address: string): Promise<Identity> {
     const keys = [`addr:${address}`, `user:${address}\0${user}`];
-    const wait = Math.max(...keys.map((key) => this.failures.wait(key)));
+    // A check under way counts as a failure until it ends: otherwise guesses sent all at once would
+    // all be checked before the first failure is counted, and the limit would not hold.
+    const attempt = createHash('sha256').update(`${address}\0${user}\0${password}`).digest('hex');
+    const joined = this.checking.get(attempt);
+    const wait = Math.max(...keys.map((key) => this.failures.wait(key, Math.max(1, (this.unsettled.get(key) ?? 0) + (joined ? 0 : 1)))));
     if (wait > 0) {
       this.audit(ctx, { address, identity: ANONYMOUS }, { outcome: 'denied', status: 429, user, reason: 'too many failed sign-ins' });
       throw tooManyRequests(wait, 'too many failed sign-ins; wait before trying again');
     }
-    const identity = await this.verifyPassword(user, password);
+    let checking = joined;
+    if (!checking) {
+      for (const key of keys) this.unsettled.set(key, (this.unsettled.get(key) ?? 0) + 1);
+      checking = this.verifyPassword(user, password).then((identity) => {
+        // Counted once, however many requests sent these credentials at once.
+        if (!identity) for (const key of keys) this.failures.take(key);
+        return identity;
+      }).finally(() => {
+        this.checking.delete(attempt);
+        for (const key of keys) {
+          const left = (this.unsettled.get(key) ?? 1) - 1;
+          if (left > 0) this.unsettled.set(key, left);
+          else this.unsettled.delete(key);
+        }
+      });
+      this.checking.set(attempt, checking);
+    }
+    const identity = await checking;
     if (identity) return identity;
-    for (const key of keys) this.failures.take(key);
     this.audit(ctx, { address, identity: ANONYMOUS }, { outcome: 'denied', status: 401, user, reason: 'wrong user name or password' });
     throw this.unauthorized(ctx, 'authentication required: wrong user name or password');
   }

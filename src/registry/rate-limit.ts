@@ -45,9 +45,10 @@ export class RateLimiter {
   /** Seconds until `cost` tokens are available for `key` (0: now), without taking any. */
   wait(key: string, cost = 1): number {
     const { perSecond, burst } = this.limit;
+    if (perSecond <= 0) return 0;
     const bucket = this.buckets.get(key);
-    if (perSecond <= 0 || !bucket) return 0;
-    const tokens = Math.min(Math.max(burst, 1), bucket.tokens + ((this.now() - bucket.at) / 1000) * perSecond);
+    const capacity = Math.max(burst, 1);
+    const tokens = bucket ? Math.min(capacity, bucket.tokens + ((this.now() - bucket.at) / 1000) * perSecond) : capacity;
     return tokens >= cost ? 0 : Math.max(1, Math.ceil((cost - tokens) / perSecond));
   }
 

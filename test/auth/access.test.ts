@@ -340,6 +340,20 @@ test('brute-force sign-in is limited with 429 and Retry-After, per address and p
   assert.equal((await r.call('/v2/_trellis/token?scope=repository:team/app:pull', { auth: r.basic('alice') })).status, 429);
 });
 
+test('guesses sent all at once cannot outrun the failure limit: a check under way counts as a failure', { timeout: 60_000 }, async (t) => {
+  const r = await startAuthRegistry(t, { users: ['alice'], auth: AUTH, settings: { authFailureBurst: 2, authFailuresPerMinute: 1 } });
+  // A realistic cost, so the guesses are still being checked when the later ones arrive.
+  await writeFile(join(r.dir, 'htpasswd'), `alice:${bcrypt.hashSync(PASSWORD, 10)}\n`);
+  const guesses = Array.from({ length: 12 }, (_, i) => r.basic('alice', i === 5 ? PASSWORD : `guess${i}`));
+  const statuses = await Promise.all(guesses.map((auth) => r.call('/v2/team/app/tags/list', { auth }).then((a) => a.status)));
+  assert.ok(statuses.filter((s) => s !== 429).length <= 2, `at most the burst is checked: ${statuses.join(',')}`);
+  assert.equal(statuses[5], 429, 'the right password among a flood of guesses is not tried');
+  // The same credentials sent at once are checked once: a client's parallel pulls are not failures.
+  const r2 = await startAuthRegistry(t, { users: ['alice'], auth: AUTH, settings: { authFailureBurst: 2, authFailuresPerMinute: 1 } });
+  const parallel = await Promise.all(Array.from({ length: 8 }, () => r2.call('/v2/team/app/tags/list', { auth: r2.basic('alice') }).then((a) => a.status)));
+  assert.deepEqual(parallel, Array(8).fill(404));
+});
+
 test('wrong passwords from one address never lock the user out elsewhere', { timeout: 60_000 }, async (t) => {
   const r = await startAuthRegistry(t, { users: ['alice', 'bob'], auth: AUTH });
   for (let i = 0; i < 10; i++) assert.equal(await getFrom(r, '127.0.0.1', '/v2/', r.basic('alice', `guess${i}`)), 401);
