@@ -37,6 +37,8 @@ export interface WalkOptions {
 }
 
 const FORBIDDEN: ForbiddenNode = { forbidden: true };
+/** Edges walked between two turns of the event loop: a walk of 100,000 edges takes seconds. */
+const EDGES_PER_TURN = 500;
 
 async function node(metadata: MetadataStore, repository: string, digest: string, mediaType?: string): Promise<GraphNode> {
   const repo = await metadata.repository(repository);
@@ -65,6 +67,9 @@ export async function walkGraph(metadata: MetadataStore, start: { repository: st
         : await metadata.edgesTo(current.repository, current.digest);
       for (const link of links) {
         if (edges.length >= options.maxEdges) return { edges, truncated: true };
+        // Each metadata read resolves at once (SQLite): without a turn now and then, other
+        // requests would wait for the whole walk.
+        if (edges.length % EDGES_PER_TURN === EDGES_PER_TURN - 1) await new Promise((resolve) => setImmediate(resolve));
         const from = await node(metadata, link.parentRepository, link.parent);
         const to = await node(metadata, link.childRepository, link.child, link.mediaType);
         const visible = (n: GraphNode) => !options.canPull || options.canPull(n.repository);

@@ -3,12 +3,14 @@
 import { OciError } from '../oci/errors.ts';
 import { walkGraph, type Direction } from '../graph/walk.ts';
 import { nextLink, pageParams, sendJson, type Headers } from './http.ts';
-import type { ApiContext } from './context.ts';
+import { spendQueryBudget, type ApiContext } from './context.ts';
 
 const MAX_DEPTH = 16;
 const MAX_EDGES = 100_000;
 
 export async function graph(ctx: ApiContext, name: string, reference: string): Promise<void> {
+  // A walk reads up to MAX_EDGES edges whatever the page size: it spends the query budget.
+  spendQueryBudget(ctx, 'graph');
   const query = ctx.url.searchParams;
   const direction = (query.get('direction') ?? 'down') as Direction;
   if (direction !== 'down' && direction !== 'up') throw new OciError(400, 'UNSUPPORTED', 'direction must be down or up');
