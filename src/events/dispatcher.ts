@@ -121,12 +121,32 @@ export class Dispatcher {
     });
   }
 
+  /**
+   * Delivers until stop. A failure to read or advance the outbox (a dropped database connection,
+   * a restarted server) is retried after a pause rather than ending delivery for this process:
+   * events stay in the outbox, and with replicas the lock is let go meanwhile so another may take it.
+   */
   private async run(hook: Webhook): Promise<void> {
     const { locks } = this.options;
-    if (!locks?.shared) return this.deliverAll(hook);
+    let failures = 0;
     while (!this.stopped) {
-      const delivered = await locks.tryRun(`webhook:${hook.name}`, () => this.deliverAll(hook));
-      if (!delivered) await this.pause(this.options.pollMs ?? 1000, false);
+      const started = performance.now();
+      try {
+        if (!locks?.shared) {
+          await this.deliverAll(hook);
+          continue;
+        }
+        const delivered = await locks.tryRun(`webhook:${hook.name}`, () => this.deliverAll(hook));
+        failures = 0;
+        if (!delivered) await this.pause(this.options.pollMs ?? 1000, false);
+      } catch (err) {
+        if (this.stopped) return;
+        // A failure after a long run of deliveries starts the backoff afresh.
+        failures = performance.now() - started > this.options.retryMaxMs ? 1 : failures + 1;
+        const delay = this.backoff(failures, undefined);
+        this.options.log.warn({ err, webhook: hook.name, retryInMs: Math.round(delay) }, 'reading the event outbox failed; will retry');
+        await this.pause(delay, false);
+      }
     }
   }
 
