@@ -432,8 +432,14 @@ export class S3Driver implements StorageDriver {
 interface WriterState {
   uploadId?: string;
   parts: { PartNumber: number; ETag: string; size: number }[];
-  /** Bytes after the last part: in memory, and in `tail` after a checkpoint. */
+  /** Bytes after the last part: in memory, and in a tail object after a checkpoint. */
   tailSize: number;
+  /**
+   * The writer's size when its tail was saved: the tail object is `tail.<tailAt>`, so a checkpoint
+   * never overwrites the tail the saved state names (a failed state write leaves both intact).
+   * Absent in states written before it: the tail is then `tail`.
+   */
+  tailAt?: number;
   /** Set once the parts were completed into `data` (a read needs one readable object). */
   sealed?: boolean;
 }
@@ -453,6 +459,8 @@ class S3Writer implements ObjectWriter {
   private wasRead = false;
   /** Whether anything of this writer may be in the bucket (state, tail, parts, data). */
   private inBucket: boolean;
+  /** The tail object the saved state names, if any: removed once a checkpoint names another. */
+  private savedTail: string | undefined;
 
   constructor(driver: S3Driver, id: string, state: WriterState, tail: Buffer[] | undefined) {
     this.driver = driver;
@@ -460,6 +468,7 @@ class S3Writer implements ObjectWriter {
     this.state = state;
     this.tail = tail;
     this.inBucket = tail === undefined;
+    this.savedTail = tail === undefined && state.tailSize > 0 ? tailName(state) : undefined;
   }
 
   get size(): number {
@@ -469,7 +478,7 @@ class S3Writer implements ObjectWriter {
   private async loadTail(): Promise<Buffer[]> {
     if (this.tail) return this.tail;
     if (this.state.tailSize === 0) return (this.tail = []);
-    const bytes = await this.driver.readFile(`${WRITERS}/${this.id}/tail`, this.state.tailSize);
+    const bytes = await this.driver.readFile(`${WRITERS}/${this.id}/${tailName(this.state)}`, this.state.tailSize);
     if (!bytes || bytes.length !== this.state.tailSize) throw new Error(`upload ${this.id} lost its buffered bytes`);
     return (this.tail = [bytes]);
   }
@@ -537,9 +546,16 @@ class S3Writer implements ObjectWriter {
     if (!this.tailDirty && (await this.driver.head(this.driver.writerKey(this.id, 'state.json')))) return;
     const tail = await this.loadTail();
     this.inBucket = true;
-    if (this.state.tailSize > 0) await this.driver.put(this.driver.writerKey(this.id, 'tail'), Buffer.concat(tail), false);
-    await this.driver.put(this.driver.writerKey(this.id, 'state.json'), Buffer.from(JSON.stringify(this.state)), false);
+    // The new tail goes under a name of its own, then the state that names it: until that state is
+    // written, the saved state and its tail still describe the writer before this append.
+    const state: WriterState = { ...this.state, tailAt: this.size };
+    if (state.tailSize > 0) await this.driver.put(this.driver.writerKey(this.id, tailName(state)), Buffer.concat(tail), false);
+    await this.driver.put(this.driver.writerKey(this.id, 'state.json'), Buffer.from(JSON.stringify(state)), false);
+    this.state = state;
     this.tailDirty = false;
+    const previous = this.savedTail;
+    this.savedTail = state.tailSize > 0 ? tailName(state) : undefined;
+    if (previous && previous !== this.savedTail) await this.driver.delete(this.driver.writerKey(this.id, previous)).catch(() => undefined);
     this.tail = undefined; // an idle session holds no memory; the next append reads the tail back
   }
 
@@ -602,11 +618,22 @@ class S3Writer implements ObjectWriter {
 
   private async cleanUp(): Promise<void> {
     // A writer that never left memory (a small monolithic upload) has nothing to delete.
-    if (this.inBucket) await Promise.all(['data', 'tail', 'state.json'].map((file) => this.driver.delete(this.driver.writerKey(this.id, file))));
+    if (this.inBucket) {
+      // Tails a failed checkpoint left under other names go too; the state last, so a writer
+      // cleaned up half way is still found and cleaned up again.
+      const files = (await this.driver.list(`${WRITERS}/${this.id}`)).filter((e) => !e.dir && e.name !== 'state.json').map((e) => e.name);
+      await Promise.all([...new Set(['data', ...files])].map((file) => this.driver.delete(this.driver.writerKey(this.id, file))));
+      await this.driver.delete(this.driver.writerKey(this.id, 'state.json'));
+    }
     this.inBucket = false;
     this.tail = [];
     this.state = { parts: [], tailSize: 0 };
   }
+}
+
+/** The object a state's tail is saved in. */
+function tailName(state: WriterState): string {
+  return state.tailAt === undefined ? 'tail' : `tail.${state.tailAt}`;
 }
 
 function missing(key: string): Error {

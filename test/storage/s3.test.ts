@@ -51,6 +51,54 @@ if (!binary) {
     }
   });
 
+  /** Makes the next `count` PutObject requests for keys ending with `suffix` fail, as a 503 SlowDown would. */
+  const failPuts = (driver: S3Driver, suffix: string, count: number) => {
+    let left = count;
+    driver.client.middlewareStack.add((next) => async (args) => {
+      const input = args.input as { Key?: string };
+      if (left > 0 && input.Key?.endsWith(suffix) && !('UploadId' in (args.input as object))) {
+        left--;
+        throw Object.assign(new Error('SlowDown (injected)'), { name: 'SlowDown', $metadata: { httpStatusCode: 503 } });
+      }
+      return next(args);
+    }, { step: 'initialize', name: `fail-${suffix}-${Math.random()}` });
+  };
+  const readAll = async (stream: NodeJS.ReadableStream) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  };
+  const appendBytes = async (writer: { append(): NodeJS.WritableStream }, bytes: Buffer) => {
+    const { pipeline } = await import('node:stream/promises');
+    const { Readable } = await import('node:stream');
+    await pipeline(Readable.from([bytes]), writer.append() as import('node:stream').Writable);
+  };
+
+  test('s3: a checkpoint whose state write fails leaves the writer as it was before that append', async () => {
+    const driver = new S3Driver(parseS3Url(server!.storageUrl()));
+    try {
+      const first = await driver.createWriter();
+      await appendBytes(first, Buffer.from('first chunk;'));
+      await first.checkpoint();
+      // The next PATCH, on another replica: its bytes are appended, but saving the state fails.
+      const second = (await driver.resumeWriter(first.id))!;
+      await appendBytes(second, Buffer.from('second chunk, never acknowledged;'));
+      failPuts(driver, `${first.id}/state.json`, 1);
+      await assert.rejects(second.checkpoint(), /SlowDown/);
+      // The client retries from the offset it was told: the writer is as the last checkpoint left it.
+      const third = (await driver.resumeWriter(first.id))!;
+      assert.equal(third.size, 12);
+      await appendBytes(third, Buffer.from('retried;'));
+      await third.checkpoint();
+      const fourth = (await driver.resumeWriter(first.id))!;
+      assert.equal((await readAll(fourth.read())).toString(), 'first chunk;retried;');
+      await fourth.cancel();
+      assert.deepEqual(await driver.list(`_trellis/uploads/${first.id}`), [], 'nothing of the writer is left');
+    } finally {
+      await driver.close();
+    }
+  });
+
   test('s3: blobs are stored once; presigned redirect URLs serve the bytes', async () => {
     const driver = new S3Driver(parseS3Url(server!.storageUrl()));
     try {
