@@ -565,14 +565,20 @@ class S3Writer implements ObjectWriter {
     const { driver } = this;
     const dataKey = driver.writerKey(this.id, 'data');
     const parts = this.state.parts.map(({ PartNumber, ETag }) => ({ PartNumber, ETag }));
-    if (this.state.tailSize > 0) {
-      const body = Buffer.concat(await this.loadTail());
-      const PartNumber = parts.length + 1;
-      const result = await driver.client.send(new UploadPartCommand({ Bucket: driver.bucket, Key: dataKey, UploadId: this.state.uploadId, PartNumber, Body: body, ContentLength: body.length }));
-      parts.push({ PartNumber, ETag: result.ETag! });
-    }
-    await driver.completeMultipart(dataKey, this.state.uploadId, parts);
     const size = this.size;
+    try {
+      if (this.state.tailSize > 0) {
+        const body = Buffer.concat(await this.loadTail());
+        const PartNumber = parts.length + 1;
+        const result = await driver.client.send(new UploadPartCommand({ Bucket: driver.bucket, Key: dataKey, UploadId: this.state.uploadId, PartNumber, Body: body, ContentLength: body.length }));
+        parts.push({ PartNumber, ETag: result.ETag! });
+      }
+      await driver.completeMultipart(dataKey, this.state.uploadId, parts);
+    } catch (err) {
+      // Completed by an earlier attempt that could not note it (a failed state write, a replica
+      // killed after the completion): `data` is this writer's, and only it writes that key.
+      if (!isNotFound(err) || (await driver.head(dataKey))?.size !== size) throw err;
+    }
     this.state = { parts: [{ PartNumber: 0, ETag: '', size }], tailSize: 0, sealed: true };
     this.tail = [];
     // Noted, so a writer resumed after a restart finds its data.

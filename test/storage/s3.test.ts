@@ -2,6 +2,7 @@
 // server features the driver relies on, checked directly: multipart uploads, CopyObject and
 // conditional creates (If-None-Match: * answered with 412).
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { CopyObjectCommand, CreateMultipartUploadCommand, CompleteMultipartUploadCommand, GetObjectCommand, PutObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { S3Driver, parseS3Url } from '../../src/storage/s3.ts';
@@ -54,9 +55,9 @@ if (!binary) {
   /** Makes the next `count` PutObject requests for keys ending with `suffix` fail, as a 503 SlowDown would. */
   const failPuts = (driver: S3Driver, suffix: string, count: number) => {
     let left = count;
-    driver.client.middlewareStack.add((next) => async (args) => {
+    driver.client.middlewareStack.add((next, context) => async (args) => {
       const input = args.input as { Key?: string };
-      if (left > 0 && input.Key?.endsWith(suffix) && !('UploadId' in (args.input as object))) {
+      if (left > 0 && context.commandName === 'PutObjectCommand' && input.Key?.endsWith(suffix)) {
         left--;
         throw Object.assign(new Error('SlowDown (injected)'), { name: 'SlowDown', $metadata: { httpStatusCode: 503 } });
       }
@@ -94,6 +95,27 @@ if (!binary) {
       assert.equal((await readAll(fourth.read())).toString(), 'first chunk;retried;');
       await fourth.cancel();
       assert.deepEqual(await driver.list(`_trellis/uploads/${first.id}`), [], 'nothing of the writer is left');
+    } finally {
+      await driver.close();
+    }
+  });
+
+  test('s3: a writer whose multipart upload was completed but not noted (a failed state write) still reads and commits', async () => {
+    const driver = new S3Driver(parseS3Url(server!.storageUrl()));
+    try {
+      const bytes = Buffer.alloc((8 << 20) + 100, 7);
+      const writer = await driver.createWriter();
+      await appendBytes(writer, bytes);
+      await writer.checkpoint();
+      // The final PUT completes the parts into `data`, then noting that fails (or the replica dies).
+      failPuts(driver, `${writer.id}/state.json`, 1);
+      await assert.rejects(readAll((await driver.resumeWriter(writer.id))!.read()), /SlowDown/);
+      // The client sends its PUT again (to any replica).
+      const again = (await driver.resumeWriter(writer.id))!;
+      assert.equal((await readAll(again.read())).length, bytes.length);
+      const key = `sealed/blobs/sha256/${createHash('sha256').update(bytes).digest('hex')}`;
+      assert.equal(await again.commit(key), true);
+      assert.equal((await driver.stat(key))?.size, bytes.length);
     } finally {
       await driver.close();
     }
