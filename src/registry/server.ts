@@ -13,7 +13,7 @@ const NO_PROXIES: ReadonlySet<string> = new Set();
 // loading the fetch implementation (undici), ~50 ms of CPU at every start. node:https only
 // when serving TLS.
 const { STATUS_CODES, createServer } = process.getBuiltinModule('node:http');
-import { asOciError } from './errors.ts';
+import { asOciError, unavailableError } from './errors.ts';
 import { ALLOW_ALL, type ApiContext, type ApiLimits, type Gate, type Handler, type RepositoryAction } from './context.ts';
 import type { GcReport } from '../gc/collector.ts';
 import { cancelUpload, deleteBlob, getBlob, patchUpload, putUpload, startUpload, uploadStatus } from './blobs.ts';
@@ -215,6 +215,8 @@ export function createRegistryServer(deps: ServerDependencies): Server {
           // a client error: answered with its code
         } else if (err instanceof URIError) {
           error = new OciError(400, 'NAME_INVALID', 'request path has malformed percent-encoding');
+        } else if ((error = unavailableError(err))) {
+          deps.log.warn({ err, reqId: ctx.requestId, method: req.method, path: url.pathname }, 'a service the registry depends on is unavailable');
         } else {
           deps.log.error({ err, reqId: ctx.requestId, method: req.method, path: url.pathname }, 'internal error');
           error = new OciError(500, 'UNKNOWN', 'internal error; see the registry log');

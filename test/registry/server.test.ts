@@ -221,3 +221,35 @@ describe('client keys', () => {
     assert.equal(clientKey('unknown'), 'unknown');
   });
 });
+
+test('a metadata or storage service that is briefly unreachable is answered 503 with Retry-After, not 500', async () => {
+  const registry = reg.registry as unknown as { resolveManifest: (...args: unknown[]) => Promise<unknown> };
+  const original = registry.resolveManifest;
+  // What the database and object-store clients throw when their server restarts or is cut off.
+  const outages: Error[] = [
+    Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }),
+    new Error('Connection terminated unexpectedly'),
+    Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }),
+    Object.assign(new Error('the database system is starting up'), { code: '57P03' }),
+    Object.assign(new Error('Please reduce your request rate.'), { name: 'SlowDown', $metadata: { httpStatusCode: 503 } }),
+  ];
+  try {
+    for (const outage of outages) {
+      registry.resolveManifest = async () => {
+        throw outage;
+      };
+      const res = await fetch(`${reg.url}/v2/outage/manifests/latest`);
+      const body = await res.json() as { errors: { code: string }[] };
+      assert.equal(res.status, 503, outage.message);
+      assert.ok(Number(res.headers.get('retry-after')) > 0, 'Retry-After says when to try again');
+      assert.equal(body.errors[0]?.code, 'UNAVAILABLE');
+    }
+    // A fault of the registry itself stays a 500.
+    registry.resolveManifest = async () => {
+      throw new TypeError('cannot read properties of undefined');
+    };
+    assert.equal((await fetch(`${reg.url}/v2/outage/manifests/latest`)).status, 500);
+  } finally {
+    registry.resolveManifest = original;
+  }
+});
