@@ -76,6 +76,8 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
   // Top-level entries carry their tag and the entry as written; children found while walking carry neither.
   const queue: { descriptor: Descriptor; top: boolean; tag?: string | undefined; derived?: boolean; raw?: Record<string, unknown> }[] = [];
   const top: { raw: Record<string, unknown>; digest: string; tag: string | undefined }[] = [];
+  // Entries under a ref name that is no registry tag: kept as written, never taken for untagged ones.
+  const named: { raw: Record<string, unknown>; digest: string }[] = [];
 
   (index.manifests as unknown[]).forEach((entry, i) => {
     try {
@@ -86,7 +88,8 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
       const refName = descriptor.annotations?.[REF_NAME];
       const tag = refName === undefined ? undefined : tagFromRefName(refName);
       const raw = entry as Record<string, unknown>;
-      top.push({ raw, digest: descriptor.digest, tag });
+      if (refName !== undefined && tag === undefined) named.push({ raw, digest: descriptor.digest });
+      else top.push({ raw, digest: descriptor.digest, tag });
       queue.push({ descriptor, top: true, tag, raw });
     } catch (err) {
       problems.push(`${repository}: ${(err as Error).message}`);
@@ -119,6 +122,9 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
     }
   }
   if (foreign.length) snapshot.extras.foreignEntries = foreign;
+  // (Those naming no manifest Trellis read are among the foreign entries already.)
+  const refNameEntries = named.filter((e) => records.has(e.digest)).map((e) => e.raw as unknown as Descriptor);
+  if (refNameEntries.length) snapshot.extras.refNameEntries = refNameEntries;
   // An entry saying more than the one Trellis would write for it (the tool's own annotations, a
   // platform, urls, data, a full `name:tag` ref name…) is kept whole for the next rewrite.
   for (const { raw, digest, tag } of top) {

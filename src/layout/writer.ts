@@ -69,13 +69,21 @@ export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRe
     after = page[page.length - 1]!.tag;
     await yieldToEventLoop();
   }
+  // Entries another tool wrote under ref names that are no registry tags (skopeo's `oci:DIR:team/x`),
+  // for the manifests still held here: a manifest deleted here takes them along.
+  const named = new Set<string>();
+  for (const entry of repo.layoutExtras.refNameEntries ?? []) {
+    if (named.has(entry.digest) || (await metadata.manifest(repo.id, entry.digest)) !== undefined) named.add(entry.digest);
+  }
   for (let afterId = 0; ;) {
     const page = await metadata.untaggedEntries(repo.id, afterId, PAGE);
-    for (const m of page) parts.push(entryFor(m, undefined, m.layoutEntry));
+    // Such an entry lists the manifest already; an untagged one is added only to name its subject.
+    for (const m of page) if (!named.has(m.digest) || m.subject || m.layoutEntry !== null) parts.push(entryFor(m, undefined, m.layoutEntry));
     if (page.length < PAGE) break;
     afterId = page[page.length - 1]!.id;
     await yieldToEventLoop();
   }
+  for (const entry of repo.layoutExtras.refNameEntries ?? []) if (named.has(entry.digest)) parts.push(JSON.stringify(entry));
   for (const r of generated) {
     const annotations: Record<string, string> = { [REF_NAME]: fallbackTag(r.subject), [TRELLIS_REFERRERS_SUBJECT]: r.subject };
     if (referrerOptions.olaregAnnotations) annotations[OLAREG_REFERRERS_SUBJECT] = r.subject;

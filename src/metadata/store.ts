@@ -23,6 +23,12 @@ export interface RepositoryRecord {
 
 export interface LayoutExtras {
   foreignEntries?: Descriptor[];
+  /**
+   * Entries naming indexed manifests under a `ref.name` that is no registry tag (`team/x`,
+   * `1.0+build`: the image spec allows them, skopeo and umoci write them), kept whole and written
+   * back for as long as their manifest is held.
+   */
+  refNameEntries?: Descriptor[];
   annotations?: Record<string, string>;
 }
 

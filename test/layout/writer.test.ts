@@ -232,3 +232,42 @@ test('oras attach --distribution-spec v1.1-referrers-tag: the tag oras maintains
   const index = await indexEntries(reg.dataDir, repo);
   assert.deepEqual(index.filter((e) => e.annotations?.[REF_NAME] === tag).map((e) => e.digest), [served.digest], 'reindex kept the tag oras pushed');
 });
+
+test('entries under ref names that are not registry tags (skopeo\'s oci:DIR:team/x, 1.0+build) survive a rewrite', async () => {
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 0 });
+  const repo = 'foreign/refnames';
+  try {
+    const tagged = makeImage();
+    const other = makeImage();
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', tagged)).status, 201);
+    assert.equal((await pushBuilt(reg.url, repo, 'v2', other)).status, 201);
+    await fetch(`${reg.url}/v2/${repo}/manifests/v2`, { method: 'DELETE' }); // other stays, untagged
+    await reg.registry.layout.flushAll();
+    // What `skopeo copy … oci:<dir>:<ref>` appends: the image-spec allows `/` and `+` in a ref
+    // name, the registry's tag grammar does not. One of them names a manifest that is tagged too,
+    // two name the same untagged manifest.
+    const path = join(reg.dataDir, repo, 'index.json');
+    const index = JSON.parse(await readFile(path, 'utf8')) as { manifests: Record<string, unknown>[] };
+    const refs = [[tagged, 'team/x'], [tagged, '1.0+build'], [other, 'a/b'], [other, 'c/d']] as const;
+    for (const [image, ref] of refs) index.manifests.push({ ...image.descriptor, annotations: { [REF_NAME]: ref } });
+    await writeFile(path, JSON.stringify(index));
+    assert.deepEqual((await listTags(reg.url, repo)).tags, ['v1']);
+    // A push makes Trellis rewrite index.json.
+    assert.equal((await pushBuilt(reg.url, repo, 'v3', makeImage())).status, 201);
+    await reg.registry.layout.flushAll();
+    const entries = await indexEntries(reg.dataDir, repo);
+    for (const [image, ref] of refs) {
+      assert.deepEqual(entries.filter((e) => e.annotations?.[REF_NAME] === ref).map((e) => e.digest), [image.digest], `${ref} is still listed`);
+    }
+    assert.deepEqual(entries.filter((e) => e.annotations?.[REF_NAME] === 'v1').map((e) => e.digest), [tagged.digest]);
+    // Only what the other tool wrote and the tags: no untagged duplicate of a manifest it named.
+    assert.equal(entries.filter((e) => e.digest === other.digest).length, 2);
+    // A manifest deleted here takes its entries along (its files go; no entry may name them).
+    assert.equal((await fetch(`${reg.url}/v2/${repo}/manifests/${other.digest}`, { method: 'DELETE' })).status, 202);
+    await reg.registry.layout.flushAll();
+    assert.deepEqual((await indexEntries(reg.dataDir, repo)).filter((e) => e.digest === other.digest), []);
+    assert.equal(await fsckProblems(reg.dataDir), '');
+  } finally {
+    await reg.dispose();
+  }
+});
