@@ -13,6 +13,8 @@ import { resolveNestedLinks } from '../graph/nested.ts';
 import { DERIVED_REFERRER_KEYS } from './referrers.ts';
 
 export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
+/** A digest of any algorithm, as the image spec writes them (only sha256 and sha512 are verified). */
+const DIGEST_SHAPE = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 
 export interface LayoutReadResult {
   snapshot: LayoutSnapshot;
@@ -93,6 +95,12 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
       queue.push({ descriptor, top: true, tag, raw });
     } catch (err) {
       problems.push(`${repository}: ${(err as Error).message}`);
+      // Not Trellis's to drop (a digest of an algorithm it does not verify, a field it reads more
+      // strictly than the tool that wrote it): kept whole, as long as it names a blob file.
+      const raw = entry as Record<string, unknown> | null;
+      if (typeof raw === 'object' && raw !== null && !Array.isArray(raw) && typeof raw.digest === 'string' && DIGEST_SHAPE.test(raw.digest)) {
+        foreign.push(raw as unknown as Descriptor);
+      }
     }
   });
 

@@ -92,8 +92,8 @@ export async function buildIndexJson(metadata: MetadataStore, repo: RepositoryRe
   for (const entry of repo.layoutExtras.foreignEntries ?? []) {
     // A tag pushed here since names its manifest already; two entries under one ref name would
     // send oras (the last wins) and skopeo or regctl (the first wins) to different manifests.
-    const refName = entry.annotations?.[REF_NAME];
-    const tag = refName === undefined ? undefined : tagFromRefName(refName);
+    const refName: unknown = entry.annotations?.[REF_NAME];
+    const tag = typeof refName === 'string' ? tagFromRefName(refName) : undefined;
     if (tag !== undefined && (await metadata.resolveTag(repo.id, tag)) !== undefined) continue;
     parts.push(JSON.stringify(entry));
   }

@@ -202,3 +202,29 @@ test('rewriting index.json keeps every field of the entries another tool wrote',
     await edited.dispose();
   }
 });
+
+test('rewriting index.json keeps the entries another tool wrote that Trellis cannot parse (a blake3 digest, an odd annotation)', async () => {
+  const edited = await startTestRegistry({ layoutCheckIntervalMs: 0 });
+  try {
+    const repo = 'other/unparsed';
+    assert.equal((await pushBuilt(edited.url, repo, 'seed', makeImage())).status, 201);
+    await edited.registry.layout.flushAll();
+    const path = join(edited.dataDir, repo, 'index.json');
+    const index = JSON.parse(await readFile(path, 'utf8')) as { manifests: Record<string, unknown>[] };
+    // blake3 is a registered algorithm of image-spec 1.1 that Trellis does not verify; the second
+    // entry breaks the annotation rule. Neither is Trellis's to drop.
+    const blake3 = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `blake3:${'ab'.repeat(32)}`, size: 10, annotations: { [REF_NAME]: 'b3' } };
+    const odd = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${'cd'.repeat(32)}`, size: 10, annotations: { [REF_NAME]: 'odd', count: 1 } };
+    index.manifests.push(blake3, odd);
+    await writeFile(path, JSON.stringify(index));
+    assert.deepEqual((await listTags(edited.url, repo)).tags, ['seed']);
+    assert.equal((await pushBuilt(edited.url, repo, 'next', makeImage())).status, 201);
+    await edited.registry.layout.flushAll();
+    const after = JSON.parse(await readFile(path, 'utf8')) as { manifests: Record<string, unknown>[] };
+    assert.ok(after.manifests.some((d) => (d.annotations as Record<string, string>)[REF_NAME] === 'next'), 'index.json was rewritten');
+    assert.deepEqual(after.manifests.filter((d) => d.digest === blake3.digest), [blake3]);
+    assert.deepEqual(after.manifests.filter((d) => d.digest === odd.digest), [odd]);
+  } finally {
+    await edited.dispose();
+  }
+});
