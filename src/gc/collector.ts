@@ -114,14 +114,19 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
     // Another tool may have edited the layout since a request last looked: what its index.json
     // lists (and the files that needs) is not garbage.
     await registry.syncLayout(repo.name);
+    // Another tool's entries under ref names that are no registry tags (skopeo's oci:DIR:team/x)
+    // name what they list as a tag would: kept, with everything a tag would keep.
+    const namedByRefName = async () => new Set(((await metadata.repository(repo.name))?.layoutExtras.refNameEntries ?? []).map((e) => e.digest));
     const candidates = await metadata.unreachableManifests(repo.id, {
       keepUntagged: policy.untagged === 'keep', keepDanglingReferrers: policy.danglingReferrers === 'keep', pushedBefore: cutoff,
+      liveRoots: [...await namedByRefName()],
     });
     const dead = new Set<string>();
     // Under the content lock: a referrer lives as long as its subject does, so one whose subject
     // became reachable since the mark (a new parent index, a new tag of a referrer above it) stays.
+    let named = new Set<string>();
     const stillDead = async (digest: string, depth = 0): Promise<boolean> => {
-      if (!(await metadata.stillUnreachable(repo.id, digest, cutoff))) return false;
+      if (named.has(digest) || !(await metadata.stillUnreachable(repo.id, digest, cutoff))) return false;
       const subject = (await metadata.manifest(repo.id, digest))?.subject;
       const subjectRecord = subject && depth < 64 ? await metadata.manifest(repo.id, subject) : undefined;
       if (!subject || !subjectRecord) return true;
@@ -131,6 +136,7 @@ export async function collectGarbage(registry: Registry, policy: GcPolicy, optio
     for (let i = 0; i < candidates.length; i += BATCH) {
       const batch = candidates.slice(i, i + BATCH);
       await registry.exclusive(repo.name, async () => {
+        named = await namedByRefName();
         const doomed = [];
         for (const c of batch) if (options.dryRun || (await stillDead(c.digest))) doomed.push(c);
         const sizes: number[] = [];

@@ -625,6 +625,7 @@ class PostgresTables implements MetadataTables {
     const { rows } = await this.pool.query<{ digest: string; subject: string | null; dangling: boolean }>(`WITH RECURSIVE live(digest) AS (
         SELECT digest FROM (
           SELECT digest FROM tags WHERE repo_id = $1
+          UNION SELECT unnest($6::text[])
           UNION SELECT digest FROM manifests WHERE repo_id = $1 AND (pushed_at >= $3
             OR ($4::boolean AND subject IS NULL)
             OR ($5::boolean AND subject IS NOT NULL AND subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $1)))
@@ -638,7 +639,7 @@ class PostgresTables implements MetadataTables {
           UNION ALL SELECT m.digest FROM manifests m WHERE m.repo_id = $1 AND m.subject = l.digest) step)
       SELECT m.digest, m.subject, (m.subject IS NOT NULL AND m.subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $1)) AS dangling
       FROM manifests m WHERE m.repo_id = $1 AND m.digest NOT IN (SELECT digest FROM live) ORDER BY m.id`,
-    [repoId, repo.name, policy.pushedBefore, policy.keepUntagged, policy.keepDanglingReferrers]);
+    [repoId, repo.name, policy.pushedBefore, policy.keepUntagged, policy.keepDanglingReferrers, policy.liveRoots ?? []]);
     return rows.map((r) => ({
       digest: r.digest,
       reason: r.dangling ? 'referrer whose subject is gone' : r.subject ? 'referrer of an unreachable manifest' : 'untagged and not referenced',

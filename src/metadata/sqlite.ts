@@ -665,6 +665,7 @@ class SqliteTables implements Synchronous<MetadataTables> {
     // name here, and, transitively, index children and referrers of anything live.
     const rows = this.sql(`WITH RECURSIVE live(digest) AS (
         SELECT digest FROM tags WHERE repo_id = $repo
+        UNION SELECT value FROM json_each($roots)
         UNION SELECT digest FROM manifests WHERE repo_id = $repo AND (pushed_at >= $cutoff
           OR ($keepUntagged AND subject IS NULL)
           OR ($keepDangling AND subject IS NOT NULL AND subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $repo)))
@@ -678,7 +679,10 @@ class SqliteTables implements Synchronous<MetadataTables> {
         UNION SELECT m.digest FROM live l CROSS JOIN manifests m ON m.repo_id = $repo AND m.subject = l.digest)
       SELECT m.digest, m.subject, (m.subject IS NOT NULL AND m.subject NOT IN (SELECT digest FROM manifests WHERE repo_id = $repo)) AS dangling
       FROM manifests m WHERE m.repo_id = $repo AND m.digest NOT IN (SELECT digest FROM live) ORDER BY m.id`)
-      .all({ $repo: repoId, $name: repo.name, $cutoff: policy.pushedBefore, $keepUntagged: policy.keepUntagged ? 1 : 0, $keepDangling: policy.keepDanglingReferrers ? 1 : 0 }) as {
+      .all({
+        $repo: repoId, $name: repo.name, $cutoff: policy.pushedBefore, $keepUntagged: policy.keepUntagged ? 1 : 0, $keepDangling: policy.keepDanglingReferrers ? 1 : 0,
+        $roots: JSON.stringify(policy.liveRoots ?? []),
+      }) as {
         digest: string; subject: string | null; dangling: number;
       }[];
     return rows.map((r) => ({

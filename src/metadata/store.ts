@@ -125,6 +125,8 @@ export interface RetentionPolicy {
   keepDanglingReferrers: boolean;
   /** Manifests pushed at or after this time (ms) are kept whatever else holds (grace period). */
   pushedBefore: number;
+  /** Manifests kept as if tagged: other tools' index.json entries name them under ref names that are no registry tags. */
+  liveRoots?: string[];
 }
 
 export interface UnreachableManifest {

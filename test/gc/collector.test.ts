@@ -418,6 +418,31 @@ test('GC keeps what a manifest Trellis cannot read uses when an index it reads l
   }
 });
 
+test('GC keeps what another tool names under a ref name that is no registry tag, with its referrers, as a tag would', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const reg = await startTestRegistry({ layoutCheckIntervalMs: 0 });
+  try {
+    const repo = 'gc/ref-name';
+    assert.equal((await pushBuilt(reg.url, repo, 'v1', makeImage())).status, 201);
+    await reg.registry.layout.flushAll();
+    // skopeo copy … oci:DIR:team/x writes this entry: Trellis reads the image, but `team/x` is no tag.
+    const image = makeImage();
+    await writeOldBlobs(reg, repo, [...image.blobs, image.bytes]);
+    await listInIndexJson(reg, repo, image.descriptor, 'team/x');
+    const signature = makeReferrer(image.descriptor, { artifactType: 'application/vnd.example.sig' });
+    assert.equal((await pushBuilt(reg.url, repo, signature.digest, signature)).status, 201);
+
+    const report = await collectGarbage(reg.registry, { untagged: 'delete', danglingReferrers: 'delete', graceSeconds: 0 }, { dryRun: false, now: later() });
+    await reg.registry.layout.flushAll();
+    assert.deepEqual(report.removed.map((i) => i.digest), [], 'GC took an image another tool named, or its signature');
+    assert.equal((await getManifest(reg.url, repo, image.digest)).status, 200);
+    assert.deepEqual((await listReferrers(reg.url, repo, image.digest)).manifests.map((d) => d.digest), [signature.digest]);
+    assert.deepEqual(await layoutProblems(reg, repo), []);
+  } finally {
+    await reg.dispose();
+  }
+});
+
 test('a referrer of a manifest that a tagged index starts listing while GC runs is kept with it', async () => {
   const reg = await startTestRegistry();
   try {

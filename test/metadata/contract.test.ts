@@ -388,6 +388,7 @@ for (const engine of engines) {
       const policy = { keepUntagged: false, keepDanglingReferrers: false, pushedBefore: Date.now() - 1000 };
       assert.deepEqual((await store.unreachableManifests(repo.id, policy)).map((u) => u.digest), [loose.record.digest]);
       assert.deepEqual(await store.unreachableManifests(repo.id, { ...policy, keepUntagged: true }), []);
+      assert.deepEqual(await store.unreachableManifests(repo.id, { ...policy, liveRoots: [loose.record.digest] }), [], 'a live root is kept as a tag would be');
       assert.equal(await store.stillUnreachable(repo.id, loose.record.digest, policy.pushedBefore), true);
       assert.equal(await store.stillUnreachable(repo.id, tagged.record.digest, policy.pushedBefore), false);
       const referenced = await store.referencedDigests(repo.id, new Set([loose.record.digest]));
