@@ -222,7 +222,8 @@ export function loadSettings(options: { configFile?: string | undefined; env?: N
     }
     if (typeof parsed !== 'object' || parsed === null) throw new SettingsError(`${configFile}: must hold a JSON object`);
     for (const [key, value] of Object.entries(parsed)) {
-      if (!(key in DEFAULT_SETTINGS)) throw new SettingsError(`${configFile}: unknown setting ${key}`);
+      // Own keys only: `in` also finds what every object inherits (constructor, toString, __proto__).
+      if (!Object.hasOwn(DEFAULT_SETTINGS, key)) throw new SettingsError(`${configFile}: unknown setting ${key}`);
       set(key as keyof Settings, value, configFile);
     }
   }

@@ -37,3 +37,12 @@ test('every setting is documented with its environment variable', async () => {
     assert.ok(docs.includes(`| \`${key}\` | \`${envName(key)}\` |`), `${key} is not documented`);
   }
 });
+
+test('names inherited by every object are unknown settings too', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'trellis-settings-'));
+  for (const key of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+    const file = join(dir, `${key}.json`);
+    await writeFile(file, `{${JSON.stringify(key)}: "x"}`);
+    assert.throws(() => loadSettings({ configFile: file, env: {} }), new RegExp(`unknown setting ${key}`));
+  }
+});
