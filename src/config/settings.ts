@@ -169,6 +169,17 @@ export const DEFAULT_SETTINGS: Settings = {
 
 export class SettingsError extends Error {}
 
+/**
+ * Settings that become a Node.js timer, with milliseconds per unit. setTimeout, setInterval and
+ * AbortSignal.timeout fire after 1 ms when asked to wait longer than 2^31-1 ms (about 24.8 days):
+ * a 30-day GC interval would collect back to back, a huge webhook timeout would fail every delivery.
+ */
+const TIMERS: Partial<Record<keyof Settings, number>> = {
+  bodyIdleTimeoutSeconds: 1000, gcIntervalSeconds: 1000, indexFlushMinMs: 1, indexFlushMaxMs: 1,
+  webhookTimeoutMs: 1, webhookRetryMinMs: 1, webhookRetryMaxMs: 1,
+};
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** `maxManifestBytes` → `TRELLIS_MAX_MANIFEST_BYTES`. */
 export function envName(key: string): string {
   return `TRELLIS_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
@@ -235,6 +246,10 @@ export function loadSettings(options: { configFile?: string | undefined; env?: N
     if (value !== undefined) set(key as keyof Settings, value, `--${key}`);
   }
   parseListen(settings.listen);
+  for (const [key, msPerUnit] of Object.entries(TIMERS) as [keyof Settings, number][]) {
+    const max = Math.floor(MAX_TIMER_MS / msPerUnit);
+    if ((settings[key] as number) > max) throw new SettingsError(`${key} must be at most ${max} (about 24 days), not ${settings[key] as number}`);
+  }
   if (settings.headersTimeoutSeconds <= 0) throw new SettingsError('headersTimeoutSeconds must be above 0');
   if (settings.requestTimeoutSeconds > 0 && settings.requestTimeoutSeconds < settings.headersTimeoutSeconds) {
     throw new SettingsError('requestTimeoutSeconds must be 0 or at least headersTimeoutSeconds');

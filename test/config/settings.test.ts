@@ -46,3 +46,12 @@ test('names inherited by every object are unknown settings too', async () => {
     assert.throws(() => loadSettings({ configFile: file, env: {} }), new RegExp(`unknown setting ${key}`));
   }
 });
+
+test('a duration longer than a Node.js timer can wait is refused, not turned into 1 ms', () => {
+  // setTimeout/setInterval/AbortSignal.timeout run anything above 2^31-1 ms after 1 ms: a monthly
+  // GC would run back to back, every webhook delivery would time out at once.
+  assert.throws(() => loadSettings({ env: { TRELLIS_GC_INTERVAL_SECONDS: String(30 * 24 * 3600) } }), /gcIntervalSeconds must be at most 2147483/);
+  assert.throws(() => loadSettings({ env: { TRELLIS_WEBHOOK_TIMEOUT_MS: '3000000000' } }), /webhookTimeoutMs must be at most 2147483647/);
+  assert.throws(() => loadSettings({ env: { TRELLIS_BODY_IDLE_TIMEOUT_SECONDS: '3000000' } }), /bodyIdleTimeoutSeconds/);
+  assert.equal(loadSettings({ env: { TRELLIS_GC_INTERVAL_SECONDS: String(7 * 24 * 3600) } }).gcIntervalSeconds, 7 * 24 * 3600);
+});
