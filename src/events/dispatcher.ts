@@ -52,6 +52,35 @@ class DeliveryFailed extends Error {
   }
 }
 
+/** Answer bytes, and time, spent reading a body to keep its connection; past either the connection is let go. */
+const DRAIN_BYTES = 64 * 1024;
+const DRAIN_MS = 250;
+
+/**
+ * The status is the answer; the body is not needed. A short body is read, which frees the
+ * connection for the next event; a long, slow or endless one is cancelled instead of being waited
+ * for (up to the timeout, holding the webhook's next events) and held in memory.
+ */
+async function discardBody(response: Response): Promise<void> {
+  const reader = response.body?.getReader();
+  if (!reader) return;
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), DRAIN_MS); });
+  try {
+    for (let read = 0; read <= DRAIN_BYTES;) {
+      const chunk = await Promise.race([reader.read(), deadline]);
+      if (chunk === 'late') break;
+      if (chunk.done) return;
+      read += chunk.value.byteLength;
+    }
+  } catch {
+    return; // the body failed after the answer was given: nothing to let go
+  } finally {
+    clearTimeout(timer);
+  }
+  await reader.cancel().catch(() => undefined);
+}
+
 export class Dispatcher {
   private readonly options: DispatcherOptions;
   private readonly stopController = new AbortController();
@@ -224,8 +253,7 @@ export class Dispatcher {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new DeliveryFailed(cause?.code ?? cause?.message ?? (err as Error).message);
     }
-    // The body is not needed; reading it frees the connection for the next event.
-    await response.arrayBuffer().catch(() => undefined);
+    await discardBody(response);
     if (!response.ok) {
       const retryAfter = Number(response.headers.get('retry-after'));
       throw new DeliveryFailed(`the webhook answered ${response.status}`, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined);

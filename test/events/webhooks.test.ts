@@ -8,6 +8,7 @@ import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -248,4 +249,32 @@ test('webhook settings are checked at start-up', async () => {
   assert.ok(hook!.matches({ type: 'component.version.added', repository: 'apps/web' }));
   assert.ok(!hook!.matches({ type: 'component.version.added', repository: 'apps/web/deep' }));
   assert.ok(!hook!.matches({ type: 'manifest.pushed', repository: 'apps/web' }));
+});
+
+test('a receiver that acknowledges and then streams an endless body is neither waited on nor buffered', { timeout: 30_000 }, async (t) => {
+  // The status is the acknowledgement; reading the whole answer held each event up to
+  // webhookTimeoutMs and kept every byte the receiver sent meanwhile in memory.
+  const arrivals: number[] = [];
+  let bytesSent = 0;
+  const streams = new Set<NodeJS.Timeout>();
+  const server = createHttpServer((req, res) => {
+    req.resume().on('end', () => {
+      arrivals.push(Date.now());
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
+      const chunk = Buffer.alloc(64 * 1024, 'x');
+      const timer = setInterval(() => { if (res.write(chunk)) bytesSent += chunk.length; }, 10);
+      streams.add(timer);
+      res.on('close', () => { clearInterval(timer); streams.delete(timer); });
+    });
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  t.after(() => new Promise<void>((done) => { for (const timer of streams) clearInterval(timer); server.closeAllConnections(); server.close(() => done()); }));
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`;
+  const reg = await startTestRegistry({ webhooks: [{ url, events: ['tag.set'] }], ...FAST_RETRIES, webhookTimeoutMs: 5000 });
+  t.after(() => reg.dispose());
+  const started = Date.now();
+  for (const tag of ['v1', 'v2', 'v3']) assert.equal((await pushBuilt(reg.url, 'stream/app', tag, makeImage())).status, 201);
+  await waitFor('three deliveries', () => arrivals.length >= 3, 15_000);
+  assert.ok(arrivals[2]! - started < 2500, `the third event arrived ${arrivals[2]! - started} ms after the pushes: each waited for the endless body`);
+  assert.ok(bytesSent < 16 * 1024 * 1024, `${bytesSent} bytes of answers were read`);
 });
