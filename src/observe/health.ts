@@ -34,10 +34,14 @@ export class Health {
   private phase: 'starting' | 'serving' | 'stopping' = 'starting';
   private readonly startedAt = Date.now();
   private readonly cacheMs: number;
+  private readonly checkTimeoutMs: number;
   private cached: { at: number; report: Promise<HealthReport> } | undefined;
+  /** Checks still running: one that hangs is waited on again, not started once more per probe. */
+  private readonly running = new Map<string, Promise<unknown>>();
 
-  constructor(options: { cacheMs?: number } = {}) {
+  constructor(options: { cacheMs?: number; checkTimeoutMs?: number } = {}) {
     this.cacheMs = options.cacheMs ?? 1000;
+    this.checkTimeoutMs = options.checkTimeoutMs ?? 2000;
   }
 
   /** The data directory is open and requests are answered: readiness checks can run. */
@@ -85,14 +89,27 @@ export class Health {
 
   private async run(name: string, check: () => unknown): Promise<CheckResult> {
     const started = performance.now();
+    let running = this.running.get(name);
+    if (!running) {
+      const attempt = Promise.resolve().then(check);
+      running = attempt;
+      this.running.set(name, attempt);
+      attempt.finally(() => this.running.delete(name)).catch(() => undefined);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(Object.assign(new Error(`the ${name} check has not answered for ${this.checkTimeoutMs} ms`), { code: 'TIMEOUT' })), this.checkTimeoutMs);
+    });
     try {
-      await check();
+      await Promise.race([running, timeout]);
       return { ok: true, ms: +(performance.now() - started).toFixed(2) };
     } catch (err) {
       this.onCheckFailed(name, err);
       const code = (err as { code?: unknown } | null)?.code;
       const shown = typeof code === 'string' && /^[A-Za-z0-9_]{1,32}$/.test(code) ? ` (${code})` : '';
       return { ok: false, ms: +(performance.now() - started).toFixed(2), error: `the ${name} check failed${shown}; the server log has the details` };
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

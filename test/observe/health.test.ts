@@ -58,3 +58,20 @@ test('not ready while start-up still catches up with storage, though the server 
   caughtUp = true;
   assert.equal((await health.ready()).status, 'ok');
 });
+
+test('a check that hangs (a frozen database, a stuck network mount) answers unavailable in time and is not started again while it hangs', async () => {
+  const health = new Health({ cacheMs: 0, checkTimeoutMs: 100 });
+  let storageCalls = 0;
+  health.serving({ metadata: () => undefined, storage: () => { storageCalls++; return new Promise(() => undefined); } });
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now();
+    const report = await Promise.race([health.ready(), new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 2000))]);
+    assert.ok(report, '/readyz never answered while a check hung');
+    assert.ok(performance.now() - started < 1000);
+    assert.equal(report.status, 'unavailable');
+    assert.equal(report.checks.storage!.ok, false);
+    assert.match(report.checks.storage!.error ?? '', /TIMEOUT/);
+    assert.equal(report.checks.metadata!.ok, true);
+  }
+  assert.equal(storageCalls, 1, 'each probe started one more hanging check');
+});
