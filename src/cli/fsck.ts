@@ -82,8 +82,18 @@ async function checkLayoutInto(driver: StorageDriver, repo: string, maxManifestB
         continue;
       }
       report.blobs++;
+      if (file.dir) {
+        problem(`blob ${digest} is a folder, not a file`);
+        continue;
+      }
       const hash = newHash(parsed.algorithm);
-      for await (const chunk of driver.readStream(blobKey(repo, digest))) hash.update(chunk as Buffer);
+      try {
+        for await (const chunk of driver.readStream(blobKey(repo, digest))) hash.update(chunk as Buffer);
+      } catch (err) {
+        // An unreadable blob is a problem of this layout; the others are still checked.
+        problem(`blob ${digest} cannot be read (${(err as { code?: string }).code ?? (err as Error).message})`);
+        continue;
+      }
       const actual = `${parsed.algorithm}:${hash.digest('hex')}`;
       if (actual !== digest) problem(`blob ${digest} has content with digest ${actual}`);
     }

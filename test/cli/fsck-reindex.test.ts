@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -21,15 +21,15 @@ const run = promisify(execFile);
 const MAIN = resolve(import.meta.dirname, '../../src/main.ts');
 const sha256 = (data: string) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
-async function trellis(...args: string[]): Promise<{ code: number; stdout: string }> {
+async function trellis(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     // The CLI must find the registry's metadata store (PostgreSQL in that test pass).
     const env = await cliEnv(args[args.indexOf('--data') + 1]!);
-    const { stdout } = await run(process.execPath, [MAIN, ...args], { env });
-    return { code: 0, stdout };
+    const { stdout, stderr } = await run(process.execPath, [MAIN, ...args], { env });
+    return { code: 0, stdout, stderr };
   } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, stdout: e.stdout };
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
 }
 
@@ -128,4 +128,21 @@ test('fsck beside a server: a problem gone a moment later (a rewrite under way) 
   assert.equal(problems.length, 1, problems.join('\n'));
   assert.match(problems[0]!, /fsck\/live: manifest sha256:[0-9a-f]{64} needs layer sha256:[0-9a-f]{64}, which is missing/);
   await writeFile(layer, bytes);
+});
+
+test('fsck reports a folder where a blob should be, and checks the rest', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const reg = await startTestRegistry();
+  const image = makeImage();
+  assert.equal((await pushBuilt(reg.url, 'dir/app', 'v1', image)).status, 201);
+  assert.equal((await pushBuilt(reg.url, 'dir/other', 'v1', makeImage())).status, 201);
+  await reg.close();
+  const layer = join(reg.dataDir, 'dir/app/blobs/sha256', descriptorDigest(image, 1).slice(7));
+  await rm(layer);
+  await mkdir(layer);
+  const result = await trellis('fsck', '--data', reg.dataDir);
+  assert.equal(result.code, 1, `${result.stdout}${result.stderr}`);
+  assert.match(result.stdout, new RegExp(`dir/app: blob ${descriptorDigest(image, 1)} is a folder, not a file`));
+  assert.match(result.stdout, /checked 2 repositories/);
+  await rm(reg.dataDir, { recursive: true, force: true });
 });
