@@ -7,6 +7,7 @@ import { AuthConfigError } from '../auth/index.ts';
 import { OciError } from '../oci/errors.ts';
 import { CopyFailed, CredentialError, RegistryRequestFailed } from '../transfer/errors.ts';
 import { DataDirectoryBusy } from '../content/registry.ts';
+import { MetadataDamaged } from '../metadata/index.ts';
 
 /** A command line that cannot work as given (exit 2). */
 export class UsageError extends Error {}
@@ -82,7 +83,7 @@ export function describeFailure(err: unknown): Failure {
   if (err instanceof RegistryRequestFailed) return registryFailure(err);
   if (err instanceof CopyFailed || err instanceof CredentialError) return { message: err.message, code: EXIT.failure };
   if (err instanceof SettingsError || err instanceof AuthConfigError || err instanceof LayoutCommandError) return { message: err.message, code: EXIT.usage };
-  if (err instanceof DataDirectoryBusy) return { message: err.message, code: EXIT.failure };
+  if (err instanceof DataDirectoryBusy || err instanceof MetadataDamaged) return { message: err.message, code: EXIT.failure };
   if (err instanceof OciError) return { message: err.message, code: EXIT.failure };
   if (isSystemError(err)) {
     const known = systemFailure(err);

@@ -1,7 +1,7 @@
 // `trellis fsck`: checks every layout (blob digests, index.json, descriptors) and the metadata
 // index against them. Prints one line per problem; the caller exits non-zero if there are any.
 import { openStorage, type StorageDriver } from '../storage/index.ts';
-import { eachRepository, metadataExists, openMetadata, type MetadataStore } from '../metadata/index.ts';
+import { MetadataDamaged, eachRepository, metadataExists, openMetadata, type MetadataStore } from '../metadata/index.ts';
 import { findLayouts } from '../layout/discover.ts';
 import { LayoutCorrupt, readIndexJson, readLayout } from '../layout/reader.ts';
 import { LAYOUT_FILE, blobKey, layoutKey } from '../layout/paths.ts';
@@ -20,8 +20,14 @@ export async function fsck(dataDir: string, options: { maxManifestBytes: number;
   const report: FsckReport = { repositories: 0, blobs: 0, manifests: 0, problems: [] };
   const problem = (text: string) => report.problems.push(text);
   const location = { location: options.metadata ?? '', dataDir };
-  const metadata = (await metadataExists(location)) ? await openMetadata({ ...location, durable: false, readOnly: true }) : undefined;
-  if (!metadata) problem('metadata index is missing: run `trellis reindex`');
+  let metadata: MetadataStore | undefined;
+  try {
+    metadata = (await metadataExists(location)) ? await openMetadata({ ...location, durable: false, readOnly: true }) : undefined;
+    if (!metadata) problem('metadata index is missing: run `trellis reindex`');
+  } catch (err) {
+    if (!(err instanceof MetadataDamaged)) throw err;
+    problem(err.message); // the layouts are still checked
+  }
   try {
     const layouts = await findLayouts(driver);
     report.repositories = layouts.length;

@@ -5,7 +5,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { openStorage, type Locks, type ObjectInfo, type ObjectWriter, type StorageDriver } from '../storage/index.ts';
 import { lockDataDirectory, MetadataInUse, type DirectoryLock } from '../metadata/directory-lock.ts';
-import { dropMetadata, eachRepository, holdExclusively, manifestRecord, metadataExists, openMetadata, type BlobLookup, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
+import { MetadataDamaged, dropMetadata, eachRepository, holdExclusively, manifestRecord, metadataExists, openMetadata, type BlobLookup, type ManifestRecord, type MetadataStore, type PageRequest, type QueryIndex, type RepositoryRecord } from '../metadata/index.ts';
 import { LayoutWriter, type FlushTiming, type LayoutReferrerOptions } from '../layout/writer.ts';
 import { IndexOfAnotherStorage, StorageClaim, type ClaimTiming } from './storage-claim.ts';
 import { findLayouts, forEachConcurrently } from '../layout/discover.ts';
@@ -1044,6 +1044,11 @@ export class Registry {
       if (await metadataExists({ location: options.metadata, dataDir: options.dataDir })) {
         // An index of another storage has nothing to write into this one: it is dropped as it is.
         await Registry.openLocked(options, lock, false).then((registry) => registry.close(), (err: unknown) => {
+          if (err instanceof MetadataDamaged) {
+            // What rebuilding is for: changes its journal held and no index.json shows yet are lost with it.
+            options.logger.warn(`${err.message.replace(/; run .*$/, '')}; rebuilding it from the layouts`);
+            return;
+          }
           if (!(err instanceof IndexOfAnotherStorage)) throw err;
           options.logger.warn(`${err.message}; indexing this storage instead`);
         });

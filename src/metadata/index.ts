@@ -48,8 +48,20 @@ export async function openMetadata(options: MetadataOptions & { readOnly?: boole
   if (options.location) throw new Error(`metadata must be empty (SQLite in the data directory) or a postgres:// URL, not ${JSON.stringify(options.location)}`);
   const path = sqlitePath(options.dataDir);
   if (!options.readOnly) await mkdir(dirname(path), { recursive: true });
-  return openSqliteMetadata(path, { durable: options.durable, readOnly: options.readOnly ?? false, recordEvents: options.recordEvents ?? false });
+  try {
+    return openSqliteMetadata(path, { durable: options.durable, readOnly: options.readOnly ?? false, recordEvents: options.recordEvents ?? false });
+  } catch (err) {
+    const { errcode, errstr } = err as { errcode?: unknown; errstr?: unknown };
+    // SQLITE_CORRUPT (11), SQLITE_NOTADB (26), and their extended codes.
+    if (typeof errcode === 'number' && [11, 26].includes(errcode & 0xff)) {
+      throw new MetadataDamaged(`the metadata index ${path} is damaged (${String(errstr)}); run \`trellis reindex\` to rebuild it from the layouts`);
+    }
+    throw err;
+  }
 }
+
+/** The SQLite index file is not a database, or is corrupt: `trellis reindex` rebuilds it. */
+export class MetadataDamaged extends Error {}
 
 /** Whether a store exists to be read (fsck without one reports it missing). */
 export async function metadataExists(options: Pick<MetadataOptions, 'location' | 'dataDir'>): Promise<boolean> {

@@ -182,6 +182,14 @@ class SqliteTables implements Synchronous<MetadataTables> {
     this.db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
     this.statements = new StatementCache(this.db);
     this.db.exec('PRAGMA busy_timeout = 5000');
+    try {
+      // Reads the header and the schema: a file that is not a database, or a damaged one, fails
+      // here (MetadataDamaged, metadata/index.ts) rather than at the first lookup.
+      this.db.prepare('SELECT count(*) FROM sqlite_schema').get();
+    } catch (err) {
+      this.db.close();
+      throw err;
+    }
     if (!options.readOnly) {
       this.db.exec('PRAGMA journal_mode = WAL');
       // NORMAL survives a process crash (the WAL is in the OS cache); FULL also survives power loss.

@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { cliEnv, needsFileStorage, startTestRegistry } from '../helpers/registry.ts';
 import { makeImage, pushBuilt, type Built } from '../helpers/oci-client.ts';
 import { fsck } from '../../src/cli/fsck.ts';
+import { testsUsePostgres } from '../helpers/postgres.ts';
 
 /** The digest of an image's i-th blob (0: config, 1: first layer). */
 function descriptorDigest(image: Built, i: number): string {
@@ -145,4 +146,29 @@ test('fsck reports a folder where a blob should be, and checks the rest', async 
   assert.match(result.stdout, new RegExp(`dir/app: blob ${descriptorDigest(image, 1)} is a folder, not a file`));
   assert.match(result.stdout, /checked 2 repositories/);
   await rm(reg.dataDir, { recursive: true, force: true });
+});
+
+test('a damaged SQLite index: fsck reports it, reindex rebuilds it, serve says to run reindex', { timeout: 60_000 }, async (t) => {
+  if (testsUsePostgres()) return t.skip('the SQLite file');
+  const reg = await startTestRegistry();
+  const image = makeImage();
+  assert.equal((await pushBuilt(reg.url, 'damaged/app', 'v1', image)).status, 201);
+  await reg.close();
+  for (const f of await readdir(join(reg.dataDir, '_trellis'))) if (f.startsWith('metadata')) await rm(join(reg.dataDir, '_trellis', f));
+  await writeFile(join(reg.dataDir, '_trellis/metadata.sqlite'), 'not a database '.repeat(500));
+  const checked = await trellis('fsck', '--data', reg.dataDir);
+  assert.equal(checked.code, 1, checked.stderr);
+  assert.doesNotMatch(checked.stderr, /unexpected error/);
+  assert.match(checked.stdout, /metadata index .* is damaged .*run `trellis reindex`/);
+  const served = await trellis('serve', '--data', reg.dataDir, '--listen', '127.0.0.1:0');
+  assert.equal(served.code, 1);
+  assert.match(served.stderr, /metadata index .* is damaged .*run `trellis reindex`/);
+  assert.doesNotMatch(served.stderr, /unexpected error/);
+  const rebuilt = await trellis('reindex', '--data', reg.dataDir);
+  assert.equal(rebuilt.code, 0, rebuilt.stderr);
+  assert.equal((await trellis('fsck', '--data', reg.dataDir)).code, 0);
+  const again = await startTestRegistry({}, reg.dataDir);
+  t.after(() => again.close());
+  const tags = (await (await fetch(`${again.url}/v2/damaged/app/tags/list`)).json()) as { tags: string[] };
+  assert.deepEqual(tags.tags, ['v1']);
 });
