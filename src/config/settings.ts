@@ -180,6 +180,9 @@ const TIMERS: Partial<Record<keyof Settings, number>> = {
 };
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** Counts and byte sizes with no "0 turns it off": 0 would refuse or hide everything (an empty page, no manifest fits). */
+const POSITIVE_INTEGERS: (keyof Settings)[] = ['maxListPage', 'defaultReferrersPage', 'maxManifestBytes', 'maxReferrersBytes', 'maxUploadSessions', 'maxUploadSessionsTotal'];
+
 /** `maxManifestBytes` → `TRELLIS_MAX_MANIFEST_BYTES`. */
 export function envName(key: string): string {
   return `TRELLIS_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
@@ -246,6 +249,11 @@ export function loadSettings(options: { configFile?: string | undefined; env?: N
     if (value !== undefined) set(key as keyof Settings, value, `--${key}`);
   }
   parseListen(settings.listen);
+  for (const key of POSITIVE_INTEGERS) {
+    const value = settings[key] as number;
+    if (!Number.isSafeInteger(value) || value < 1) throw new SettingsError(`${key} must be a whole number of at least 1, not ${value}`);
+  }
+  if (!Number.isSafeInteger(settings.maxBlobBytes)) throw new SettingsError(`maxBlobBytes must be a whole number (0 for no limit), not ${settings.maxBlobBytes}`);
   for (const [key, msPerUnit] of Object.entries(TIMERS) as [keyof Settings, number][]) {
     const max = Math.floor(MAX_TIMER_MS / msPerUnit);
     if ((settings[key] as number) > max) throw new SettingsError(`${key} must be at most ${max} (about 24 days), not ${settings[key] as number}`);

@@ -55,3 +55,15 @@ test('a duration longer than a Node.js timer can wait is refused, not turned int
   assert.throws(() => loadSettings({ env: { TRELLIS_BODY_IDLE_TIMEOUT_SECONDS: '3000000' } }), /bodyIdleTimeoutSeconds/);
   assert.equal(loadSettings({ env: { TRELLIS_GC_INTERVAL_SECONDS: String(7 * 24 * 3600) } }).gcIntervalSeconds, 7 * 24 * 3600);
 });
+
+test('page sizes, size limits and session caps are whole numbers of at least 1', () => {
+  // maxListPage: 0 answered every tag and catalog listing with an empty page and no Link: a
+  // registry that looked empty.
+  for (const key of ['MAX_LIST_PAGE', 'DEFAULT_REFERRERS_PAGE', 'MAX_MANIFEST_BYTES', 'MAX_REFERRERS_BYTES', 'MAX_UPLOAD_SESSIONS', 'MAX_UPLOAD_SESSIONS_TOTAL']) {
+    assert.throws(() => loadSettings({ env: { [`TRELLIS_${key}`]: '0' } }), /must be a whole number of at least 1/, key);
+    assert.throws(() => loadSettings({ env: { [`TRELLIS_${key}`]: '2.5' } }), /must be a whole number of at least 1/, key);
+  }
+  assert.throws(() => loadSettings({ env: { TRELLIS_MAX_BLOB_BYTES: '1.5' } }), /maxBlobBytes must be a whole number/);
+  assert.equal(loadSettings({ env: { TRELLIS_MAX_BLOB_BYTES: '0' } }).maxBlobBytes, 0);
+  assert.equal(loadSettings({ env: { TRELLIS_MAX_LIST_PAGE: '1' } }).maxListPage, 1);
+});
