@@ -253,6 +253,11 @@ export function loadSettings(options: { configFile?: string | undefined; env?: N
     const value = settings[key] as number;
     if (!Number.isSafeInteger(value) || value < 1) throw new SettingsError(`${key} must be a whole number of at least 1, not ${value}`);
   }
+  // 0 is no "off" here: a timeout of 0 fails every delivery, a retry delay of 0 retries it in a tight loop.
+  for (const key of ['webhookTimeoutMs', 'webhookRetryMinMs', 'webhookRetryMaxMs'] as const) {
+    if (settings[key] <= 0) throw new SettingsError(`${key} must be above 0`);
+  }
+  if (settings.webhookRetryMaxMs < settings.webhookRetryMinMs) throw new SettingsError('webhookRetryMaxMs must be at least webhookRetryMinMs');
   if (!Number.isSafeInteger(settings.maxBlobBytes)) throw new SettingsError(`maxBlobBytes must be a whole number (0 for no limit), not ${settings.maxBlobBytes}`);
   for (const [key, msPerUnit] of Object.entries(TIMERS) as [keyof Settings, number][]) {
     const max = Math.floor(MAX_TIMER_MS / msPerUnit);

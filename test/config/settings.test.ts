@@ -67,3 +67,10 @@ test('page sizes, size limits and session caps are whole numbers of at least 1',
   assert.equal(loadSettings({ env: { TRELLIS_MAX_BLOB_BYTES: '0' } }).maxBlobBytes, 0);
   assert.equal(loadSettings({ env: { TRELLIS_MAX_LIST_PAGE: '1' } }).maxListPage, 1);
 });
+
+test('webhook timeout and retry delays of 0 are refused: every delivery would fail and be retried in a tight loop', () => {
+  for (const key of ['TRELLIS_WEBHOOK_TIMEOUT_MS', 'TRELLIS_WEBHOOK_RETRY_MIN_MS', 'TRELLIS_WEBHOOK_RETRY_MAX_MS']) {
+    assert.throws(() => loadSettings({ env: { [key]: '0' } }), /must be above 0/, key);
+  }
+  assert.throws(() => loadSettings({ env: { TRELLIS_WEBHOOK_RETRY_MIN_MS: '5000', TRELLIS_WEBHOOK_RETRY_MAX_MS: '1000' } }), /webhookRetryMaxMs must be at least webhookRetryMinMs/);
+});
