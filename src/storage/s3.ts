@@ -40,9 +40,28 @@ export interface S3Location {
   endpoint?: string;
   region: string;
   forcePathStyle: boolean;
+  /** A connection not made within this fails (and is retried): an address that drops packets. */
+  connectTimeoutMs: number;
+  /**
+   * A request whose socket says nothing for this long fails: an endpoint that accepts and never
+   * answers (a partition without a reset) would otherwise hold the request, and any lock it holds,
+   * for good. Longer than a client's idle cut (bodyIdleTimeoutSeconds), which paces streamed reads.
+   */
+  idleTimeoutMs: number;
 }
 
-/** Parses `s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1`. */
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
+
+function positiveMs(url: URL, name: string, fallback: number): number {
+  const text = url.searchParams.get(name);
+  if (text === null) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value <= 0 || value > 2 ** 31 - 1) throw new Error(`storage ${name} must be a whole number of milliseconds above 0, not ${JSON.stringify(text)}`);
+  return value;
+}
+
+/** Parses `s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1[&connectTimeoutMs=…&idleTimeoutMs=…]`. */
 export function parseS3Url(text: string): S3Location {
   const url = new URL(text);
   if (url.protocol !== 's3:' || !url.hostname) throw new Error(`storage ${JSON.stringify(text)} is not s3://bucket[/prefix][?endpoint=…&region=…]`);
@@ -54,6 +73,8 @@ export function parseS3Url(text: string): S3Location {
     bucket: url.hostname, prefix: prefix ? `${prefix}/` : '', region: url.searchParams.get('region') ?? process.env.AWS_REGION ?? 'us-east-1',
     forcePathStyle: pathStyle !== null ? pathStyle === 'true' : endpoint !== undefined,
     ...(endpoint ? { endpoint } : {}),
+    connectTimeoutMs: positiveMs(url, 'connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS),
+    idleTimeoutMs: positiveMs(url, 'idleTimeoutMs', DEFAULT_IDLE_TIMEOUT_MS),
   };
 }
 
@@ -99,6 +120,8 @@ export class S3Driver implements StorageDriver {
       // Checksums only where S3 requires them: the registry verifies every blob's digest itself.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
+      // The SDK waits for ever by default.
+      requestHandler: { connectionTimeout: location.connectTimeoutMs, socketTimeout: location.idleTimeoutMs },
     });
   }
 

@@ -3,6 +3,8 @@
 // conditional creates (If-None-Match: * answered with 412).
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { createServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { CopyObjectCommand, CreateMultipartUploadCommand, CompleteMultipartUploadCommand, GetObjectCommand, PutObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { S3Driver, parseS3Url } from '../../src/storage/s3.ts';
@@ -143,3 +145,32 @@ if (!binary) {
     }
   });
 }
+
+test('s3: an endpoint that accepts connections and never answers fails a request within its idle timeout, not never', async () => {
+  const sockets: Socket[] = [];
+  const silent = createServer((socket) => void sockets.push(socket)); // takes the connection, says nothing
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const { port } = silent.address() as AddressInfo;
+  const previous = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+  process.env.AWS_ACCESS_KEY_ID ??= 'silent';
+  process.env.AWS_SECRET_ACCESS_KEY ??= 'silent';
+  const driver = new S3Driver(parseS3Url(`s3://bucket/p?endpoint=http://127.0.0.1:${port}&idleTimeoutMs=300`));
+  try {
+    const started = performance.now();
+    const stuck = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('still waiting after 15 s')), 15_000).unref());
+    await assert.rejects(Promise.race([driver.stat('repo/index.json'), stuck]), (err: Error) => err.name === 'TimeoutError' || /timed? ?out/i.test(err.message));
+    assert.ok(performance.now() - started < 10_000, 'the request waited far past its idle timeout (with retries)');
+  } finally {
+    await driver.close();
+    for (const socket of sockets) socket.destroy();
+    silent.close();
+    if (previous.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;
+    if (previous.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY;
+  }
+});
+
+test('s3: timeouts in the storage URL are whole milliseconds above 0', () => {
+  assert.equal(parseS3Url('s3://b/p').idleTimeoutMs, 300_000);
+  assert.equal(parseS3Url('s3://b/p?connectTimeoutMs=2500').connectTimeoutMs, 2500);
+  for (const bad of ['0', '-1', '1.5', 'soon']) assert.throws(() => parseS3Url(`s3://b/p?idleTimeoutMs=${bad}`), /whole number of milliseconds/);
+});
