@@ -708,10 +708,20 @@ export class Registry {
     await this.withContent(repository, async () => {
       // Content another repository already holds is shared (hard link, reference), not stored again.
       const holder = await this.metadata.findBlob(digest, repoId);
-      if (holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest)))) await writer.cancel();
+      if (holder && (await this.shareBlob(holder, repository, digest, size))) await writer.cancel();
       else await writer.commit(blobKey(repository, digest));
       await this.metadata.recordBlob(repoId, digest, size);
     });
+  }
+
+  /**
+   * Shares the holder's copy of a verified blob with `repository`; false when the holder's file is
+   * gone or is not that content (another size: a copy another tool cut off), which would serve
+   * bytes that do not match the digest where the upload had the right ones.
+   */
+  private async shareBlob(holder: string, repository: string, digest: string, size: number): Promise<boolean> {
+    const held = await this.driver.stat(blobKey(holder, digest));
+    return held?.size === size && this.driver.copy(blobKey(holder, digest), blobKey(repository, digest));
   }
 
   /** Stores a small blob whose bytes are in memory (already verified against the digest). */
@@ -719,7 +729,7 @@ export class Registry {
     const repoId = await this.repositoryId(repository);
     await this.withContent(repository, async () => {
       const holder = await this.metadata.findBlob(digest, repoId);
-      if (!(holder && (await this.driver.copy(blobKey(holder, digest), blobKey(repository, digest))))) await this.driver.writeFile(blobKey(repository, digest), bytes);
+      if (!(holder && (await this.shareBlob(holder, repository, digest, bytes.length)))) await this.driver.writeFile(blobKey(repository, digest), bytes);
       await this.metadata.recordBlob(repoId, digest, bytes.length);
     });
   }

@@ -208,9 +208,12 @@ export class FileSystemDriver implements StorageDriver {
   async place(path: string, key: string, ifAbsent: boolean): Promise<boolean> {
     const to = this.path(key);
     if (this.durable) await fsyncPath(path);
-    // Content-addressed: an existing file holds the same bytes (and may be shared by hard links,
-    // which a rename over it would split). It is stored again now: its time says so (markStored).
-    if ((ifAbsent || contentAddress(key)) && exists(to)) {
+    // Content-addressed: an existing file of the same size holds the same bytes (and may be shared
+    // by hard links, which a rename over it would split). It is stored again now: its time says so
+    // (markStored). One of another size is not that content (a copy another tool cut off, a file
+    // a power loss left short): the verified upload replaces it.
+    const present = ifAbsent || contentAddress(key) ? statSync(to, { throwIfNoEntry: false }) : undefined;
+    if (present && (ifAbsent || sameSize(present, path))) {
       rmSync(path, { force: true });
       if (!ifAbsent) markStored(to);
       return !ifAbsent;
@@ -229,10 +232,14 @@ export class FileSystemDriver implements StorageDriver {
   async copy(fromKey: string, toKey: string): Promise<boolean> {
     const from = this.path(fromKey);
     const to = this.path(toKey);
-    if (contentAddress(toKey) && exists(to)) {
+    const present = contentAddress(toKey) ? statSync(to, { throwIfNoEntry: false }) : undefined;
+    if (present) {
       if (!exists(from)) return false;
-      markStored(to);
-      return true;
+      // A file of another size under the digest's name is not that content: the source replaces it.
+      if (sameSize(present, from)) {
+        markStored(to);
+        return true;
+      }
     }
     // A hard link made under a temp name and renamed into place: the target appears whole, and
     // shares storage with the source. Across filesystems (or without links) the bytes are copied.
@@ -538,6 +545,12 @@ function markStored(path: string): void {
 
 function isMissing(err: unknown): boolean {
   return (err as NodeJS.ErrnoException).code === 'ENOENT';
+}
+
+/** Whether the file at `path` is a file of `present`'s size (a folder never is). */
+function sameSize(present: { size: number; isFile(): boolean }, path: string): boolean {
+  const other = statSync(path, { throwIfNoEntry: false });
+  return present.isFile() && other !== undefined && other.size === present.size;
 }
 
 function exists(path: string): boolean {

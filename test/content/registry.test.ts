@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -222,6 +222,28 @@ test('a blob uploaded again while its removal is journaled is kept', async () =>
     await settled(reg);
     assert.equal((await getBlob(reg.url, repo, digest)).status, 200);
     assert.ok((await stat(join(reg.dataDir, repo, 'blobs', 'sha256', digest.slice(7)))).isFile());
+  } finally {
+    await reg.dispose();
+  }
+});
+
+test('a blob file cut short under its digest\'s name is replaced by a verified upload, never shared or kept', async (t) => {
+  if (!needsFileStorage(t)) return;
+  const reg = await startTestRegistry();
+  try {
+    const bytes = randomBytes(5000);
+    const digest = descriptorOf('x', bytes).digest;
+    assert.equal((await pushBlob(reg.url, 'short/a', bytes)).status, 201);
+    // What a copy another tool cut off, or a power loss before write-back, leaves: the right name, too few bytes.
+    await truncate(join(reg.dataDir, 'short/a/blobs/sha256', digest.slice(7)), 1000);
+    // Another repository's upload of the same bytes is not swapped for a link to the short file…
+    assert.equal((await pushBlob(reg.url, 'short/b', bytes)).status, 201);
+    const b = await getBlob(reg.url, 'short/b', digest);
+    assert.equal(b.bytes.length, bytes.length, 'short/b serves the short file after its upload of the whole blob was acknowledged');
+    // …and an upload into the repository holding it replaces it, instead of being dropped for it.
+    assert.equal((await pushBlob(reg.url, 'short/a', bytes)).status, 201);
+    const a = await getBlob(reg.url, 'short/a', digest);
+    assert.ok(a.bytes.equals(bytes), `short/a serves ${a.bytes.length} bytes under ${digest} after an acknowledged upload of ${bytes.length}`);
   } finally {
     await reg.dispose();
   }
