@@ -248,6 +248,10 @@ export class Uploads {
     // Settles once the sink has closed, and so after a destroyed append has undone itself.
     const sinkClosed = finished(sink);
     sinkClosed.catch(() => undefined);
+    // Storage that failed to take the bytes (a full disk, an object store refusing a part) is the
+    // registry's failure, not the client's: it is not answered as a body that could not be read.
+    let storageFailure: Error | undefined;
+    sink.once('error', (err) => { storageFailure = err; });
     const reading = readBody(body, (chunk) => {
       idle.rearm();
       received += chunk.length;
@@ -283,6 +287,7 @@ export class Uploads {
       await sinkClosed.catch(() => undefined);
       if (problem) throw problem;
       if (err instanceof ContentError) throw err;
+      if (storageFailure) throw storageFailure;
       throw new ContentError('invalid', 'BLOB_UPLOAD_INVALID', `upload body could not be read: ${(err as Error).message}`);
     } finally {
       idle.stop();

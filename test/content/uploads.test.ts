@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { Uploads } from '../../src/content/uploads.ts';
 import { FileSystemDriver } from '../../src/storage/filesystem.ts';
 import { ContentError } from '../../src/content/errors.ts';
@@ -121,3 +121,22 @@ for (const [name, limits, body, expected, status] of [
     await uploads.end(session);
   });
 }
+
+test('storage that fails to take an upload\'s bytes (a full disk) is the registry\'s error, not a 400 for the client\'s body', async (t) => {
+  const { uploads } = await setup(t);
+  const full = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  // The disk fills while a chunk is written, or at the end, when a small body is written at once.
+  for (const sink of [
+    () => new Writable({ write: (_chunk, _encoding, done) => done(full()) }),
+    () => new Writable({ write: (_chunk, _encoding, done) => done(), final: (done) => done(full()) }),
+  ]) {
+    const session = await uploads.start('a/b', 'sha256', 'alice');
+    session.writer.append = sink;
+    await assert.rejects(uploads.append(session, Readable.from([Buffer.from('some bytes')])), (err: Error) => {
+      assert.equal(asOciError(err), undefined, `answered ${asOciError(err)?.status} ${err.message}: a client error, never logged, not retried`);
+      assert.match(err.message, /ENOSPC/);
+      return true;
+    });
+    await uploads.end(session);
+  }
+});
