@@ -149,18 +149,25 @@ export class FileSystemDriver implements StorageDriver {
     const target = this.path(key);
     if (options.ifAbsent && exists(target)) return undefined;
     const temp = this.tempPath();
-    if (!this.durable && (typeof data === 'string' ? data.length : data.byteLength) <= SYNC_IO_BYTES) {
-      writeSmallFile(temp, data);
-    } else {
-      // fs.writeFile on a path (no FileHandle object) is the cheapest async write.
-      const write = () => writeFileAt(temp, data, { flush: this.durable });
-      try {
-        await write();
-      } catch (err) {
-        if (!isMissing(err)) throw err;
-        await mkdir(dirname(temp), { recursive: true }); // the temp folder was removed under us
-        await write();
+    try {
+      if (!this.durable && (typeof data === 'string' ? data.length : data.byteLength) <= SYNC_IO_BYTES) {
+        writeSmallFile(temp, data);
+      } else {
+        // fs.writeFile on a path (no FileHandle object) is the cheapest async write.
+        const write = () => writeFileAt(temp, data, { flush: this.durable });
+        try {
+          await write();
+        } catch (err) {
+          if (!isMissing(err)) throw err;
+          await mkdir(dirname(temp), { recursive: true }); // the temp folder was removed under us
+          await write();
+        }
       }
+    } catch (err) {
+      // A write cut off (a full disk) leaves the bytes it wrote: they would hold that space until
+      // the next start, and each retry of the write would leave another such file.
+      rmSync(temp, { force: true });
+      throw err;
     }
     let info: ObjectInfo;
     try {
@@ -255,11 +262,12 @@ export class FileSystemDriver implements StorageDriver {
       }
       try {
         await copyFile(from, temp, fsConstants.COPYFILE_FICLONE);
+        if (this.durable) await fsyncPath(temp);
       } catch (copyErr) {
+        rmSync(temp, { force: true }); // a copy cut off (a full disk) holds space until the next start
         if (isMissing(copyErr)) return false;
         throw copyErr;
       }
-      if (this.durable) await fsyncPath(temp);
     }
     try {
       markStored(temp); // a link shares the source's inode, and its time

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -193,5 +193,32 @@ test('filesystem: a write the write thread cannot make fails the append and take
     await assert.rejects(writeThread.write(folder, [Buffer.from('x')], true), (err: NodeJS.ErrnoException) => err.code === 'EBADF' || err.code === 'EISDIR');
   } finally {
     closeSync(folder);
+  }
+});
+
+test('filesystem: a write cut off by the disk (here a file size limit) leaves no partial temp file behind', async () => {
+  const { root, dispose } = await openFileSystem();
+  try {
+    // A child under `ulimit -f` (KiB): writing past it fails with EFBIG after the temp file took
+    // what fit, as ENOSPC does on a full disk. Node ignores SIGXFSZ, so the call just fails.
+    const driverUrl = new URL('../../src/storage/filesystem.ts', import.meta.url).href;
+    const script = `
+      const { FileSystemDriver } = await import(${JSON.stringify(driverUrl)});
+      const outcomes = [];
+      for (const durable of [false, true]) {
+        const driver = new FileSystemDriver(${JSON.stringify(root)}, { durable });
+        await driver.prepare();
+        // One written in a single synchronous call, one written off the main thread.
+        for (const size of [100 << 10, 1 << 20]) {
+          outcomes.push(await driver.writeFile('r/index.json', Buffer.alloc(size, 1)).then(() => 'written', (err) => err.code));
+        }
+      }
+      console.log(JSON.stringify(outcomes));
+    `;
+    const { stdout } = await execFileAsync('bash', ['-c', 'ulimit -f 16 && exec "$0" --input-type=module -e "$1"', process.execPath, script]);
+    assert.deepEqual(JSON.parse(stdout), ['EFBIG', 'EFBIG', 'EFBIG', 'EFBIG']);
+    assert.deepEqual(await readdir(join(root, '_trellis/tmp')), [], 'partial temp files hold the space they took until the next start');
+  } finally {
+    await dispose();
   }
 });
