@@ -4,7 +4,7 @@
 // can never be stale, and SQLite also refuses a second holder inside the same process. It lives
 // here because it is SQL (node:sqlite), the one way Node reaches fcntl locks without a native addon.
 import { DatabaseSync } from 'node:sqlite';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, rmSync, writeFileSync } from 'node:fs';
 
 export class DataDirectoryBusy extends Error {}
 
@@ -44,11 +44,32 @@ function describeOwner(trellisFolder: string): string {
 }
 
 /**
+ * Why this process cannot write the lock, as the file system says it (EROFS on a read-only
+ * mount, EACCES for a folder another user owns): SQLite only says "attempt to write a readonly
+ * database" or "unable to open database file", which reads like a bug in Trellis.
+ */
+function unwritable(trellisFolder: string): Error | undefined {
+  for (const [path, mode] of [[trellisFolder, constants.W_OK | constants.X_OK], [lockPath(trellisFolder), constants.R_OK | constants.W_OK]] as const) {
+    try {
+      accessSync(path, mode);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return err as Error;
+    }
+  }
+  return undefined;
+}
+
+/**
  * Takes the data directory's lock (its `_trellis/` folder must exist) or throws DataDirectoryBusy
  * at once, naming the holder.
  */
 export function lockDataDirectory(dataDir: string, trellisFolder: string, command: string): DirectoryLock {
-  const db = new DatabaseSync(lockPath(trellisFolder));
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(lockPath(trellisFolder));
+  } catch (err) {
+    throw unwritable(trellisFolder) ?? err;
+  }
   try {
     db.exec('PRAGMA busy_timeout = 0');
     // EXCLUSIVE locking mode keeps the lock of the first write transaction until close.
@@ -64,7 +85,7 @@ export function lockDataDirectory(dataDir: string, trellisFolder: string, comman
     if (/locked|busy/i.test((err as Error).message)) {
       throw new DataDirectoryBusy(`${dataDir} is in use by ${describeOwner(trellisFolder)}; stop it first (one trellis process per data directory)`);
     }
-    throw err;
+    throw unwritable(trellisFolder) ?? err;
   }
   const owner: Owner = { pid: process.pid, command: command.slice(0, 200), since: new Date().toISOString() };
   writeFileSync(ownerPath(trellisFolder), JSON.stringify(owner));

@@ -3,10 +3,10 @@
 // pid file alone, and the lock never outlives its holder (kill -9 frees it at once).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -91,3 +91,50 @@ test('a second serve, reindex or gc refuses while a server holds the directory; 
     await rm(dataDir, { recursive: true, force: true });
   }
 });
+
+test('a data directory this user cannot write is one clear line naming it, not an unexpected error to report', async (t) => {
+  // Root writes anywhere: as root the commands run as nobody (setpriv), like a service account
+  // given a directory an earlier `sudo trellis serve` created.
+  const asNobody = process.getuid?.() === 0;
+  if (asNobody) {
+    try {
+      execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', '']);
+    } catch {
+      return t.skip('running as root without setpriv to drop to another user');
+    }
+  }
+  const work = await mkdtemp(join(tmpdir(), 'trellis-lock-perm-'));
+  const dataDir = join(work, 'data');
+  try {
+    await mkdir(join(dataDir, '_trellis'), { recursive: true });
+    await writeFile(join(dataDir, '_trellis', 'lock'), '');
+    await chmod(join(dataDir, '_trellis', 'lock'), 0o444);
+    await chmod(join(dataDir, '_trellis'), 0o555);
+    await chmod(dataDir, 0o555);
+    await chmod(work, 0o755);
+    for (const args of [['serve', '--listen', '127.0.0.1:0'], ['gc']]) {
+      const command = [MAIN, ...args, '--data', dataDir];
+      const result = asNobody ? await runAs(command) : await trellisCli(command.slice(1), { timeoutMs: 30_000 });
+      assert.equal(result.code, 1, `trellis ${args[0]}: ${result.stderr}`);
+      assert.equal(result.stderr.trim(), `trellis: ${join(dataDir, '_trellis')}: permission denied; choose a folder you can write to`);
+    }
+  } finally {
+    await chmod(dataDir, 0o755).catch(() => undefined);
+    await chmod(join(dataDir, '_trellis'), 0o755).catch(() => undefined);
+    await rm(work, { recursive: true, force: true });
+  }
+});
+
+/** Runs the CLI as nobody (the caller is root). */
+function runAs(command: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((done) => {
+    const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...command], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      done({ code, stderr });
+    });
+  });
+}
