@@ -13,6 +13,8 @@ import { resolveNestedLinks } from '../graph/nested.ts';
 import { DERIVED_REFERRER_KEYS } from './referrers.ts';
 
 export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
+/** Manifests read between two turns of the event loop while a layout is walked. */
+const WALK_ENTRIES_PER_TURN = 200;
 /** A digest of any algorithm, as the image spec writes them (only sha256 and sha512 are verified). */
 const DIGEST_SHAPE = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 
@@ -104,7 +106,11 @@ export async function readLayout(driver: StorageDriver, repository: string, maxM
     }
   });
 
+  let walked = 0;
   while (queue.length > 0) {
+    // Small files are read synchronously: without a turn now and then, a layout of 100,000 entries
+    // would hold every other request (and health checks) for the whole walk, seconds long.
+    if (++walked % WALK_ENTRIES_PER_TURN === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     const { descriptor, top: isTop, tag, derived, raw } = queue.shift()!;
     if (visited.has(descriptor.digest)) {
       if (tag) snapshot.tags.set(tag, descriptor.digest);
