@@ -178,7 +178,10 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
     return pending;
   };
 
-  const references = options.references ?? (await source.tags(from)).filter((tag) => !(options.referrers && FALLBACK_TAG.test(tag)));
+  // Fallback tags never travel as tags: with -r their referrers are copied as referrers (and the
+  // destination's fallback tags rebuilt where needed); copied as tags they would overwrite the
+  // destination's own list of referrers on a registry without the referrers API.
+  const references = options.references ?? (await source.tags(from)).filter((tag) => !FALLBACK_TAG.test(tag));
   if (!options.references && references.length === 0) throw new CopyFailed(`${from} has no tags`);
   for (const reference of references) {
     const manifest = await copyManifest(from, to, reference);
