@@ -8,7 +8,7 @@ import { ManifestInvalid, parseManifest } from '../oci/manifest.ts';
 import { isNonDistributable } from '../oci/mediatypes.ts';
 import { resolveNestedLinks } from '../graph/nested.ts';
 import { ChildrenMissing, type BlobStream, type ContentSink, type ContentSource, type FetchedManifest } from './store.ts';
-import { CopyFailed } from './errors.ts';
+import { CopyFailed, RegistryRequestFailed } from './errors.ts';
 
 export interface CopyReport {
   manifests: number;
@@ -119,6 +119,10 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
 
   const copyManifestOnce = async (src: string, dst: string, reference: string): Promise<FetchedManifest> => {
     const manifest = await source.manifest(src, reference);
+    if (!manifest && src === from && asked.has(reference)) {
+      // What the command line named is not there: "not found" (exit 3), not a broken source.
+      throw new RegistryRequestFailed(`${from}${reference.includes(':') ? '@' : ':'}${reference}: not found in the source`, 'not-found', 404);
+    }
     if (!manifest) throw new CopyFailed(`manifest ${reference} is missing from ${src}`);
     // Reached by tag: share one copy with every other path to the same digest.
     const byDigest = `${dst}@${manifest.digest}`;
@@ -182,7 +186,8 @@ export async function copyRepository(source: ContentSource, sink: ContentSink, f
   // destination's fallback tags rebuilt where needed); copied as tags they would overwrite the
   // destination's own list of referrers on a registry without the referrers API.
   const references = options.references ?? (await source.tags(from)).filter((tag) => !FALLBACK_TAG.test(tag));
-  if (!options.references && references.length === 0) throw new CopyFailed(`${from} has no tags`);
+  if (!options.references && references.length === 0) throw new RegistryRequestFailed(`${from}: not found in the source (no repository, or no tags to copy)`, 'not-found', 404);
+  const asked = new Set(references);
   for (const reference of references) {
     const manifest = await copyManifest(from, to, reference);
     const tag = options.destinationTag ?? (reference.includes(':') ? undefined : reference);
