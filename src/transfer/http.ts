@@ -386,7 +386,9 @@ export class HttpRegistry implements ContentSource, ContentSink {
     const url = new URL(location!, this.base);
     url.searchParams.set('digest', digest);
     const body = stream instanceof Readable ? stream : Readable.fromWeb(stream as import('node:stream/web').ReadableStream<Uint8Array>);
-    const res = await this.wire('PUT', url, { ...this.authHeaders(pushScope(repository)), 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) }, body);
+    // The location may be on another origin (storage behind the registry): credentials stay here.
+    const auth = url.origin === new URL(this.base).origin ? this.authHeaders(pushScope(repository)) : {};
+    const res = await this.wire('PUT', url, { ...auth, 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) }, body);
     if (res.status !== 201) await this.failWire(res, `uploading blob ${digest} to ${repository}`);
     res.body.destroy();
   }
