@@ -4,7 +4,7 @@
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { referrerDescriptor, parseManifest, type Descriptor } from '../oci/manifest.ts';
-import { digestOf } from '../oci/digest.ts';
+import { digestOf, isDigestAlgorithm } from '../oci/digest.ts';
 import { INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, bareMediaType } from '../oci/mediatypes.ts';
 import { fallbackTag } from '../layout/referrers.ts';
 import type { Credentials } from './auth.ts';
@@ -207,12 +207,15 @@ export class HttpRegistry implements ContentSource, ContentSink {
     }
     if (!res.ok) await this.fail(res, `fetching manifest ${repository}:${reference}`);
     const bytes = Buffer.from(await res.arrayBuffer());
-    const digest = digestOf(bytes);
-    // By digest, the bytes must be what was asked for (never trust a registry's word for it).
-    if (reference.includes(':') && reference !== digest && reference.startsWith('sha256:')) {
-      throw new RegistryRequestFailed(`manifest ${repository}@${reference} came back with digest ${digest}`, 'invalid');
+    const mediaType = bareMediaType(res.headers.get('content-type') ?? undefined) ?? '';
+    const algorithm = reference.split(':')[0]!;
+    if (reference.includes(':') && isDigestAlgorithm(algorithm)) {
+      // By digest, the bytes must be what was asked for, in its algorithm (never trust a registry's word for it).
+      const digest = digestOf(bytes, algorithm);
+      if (digest !== reference) throw new RegistryRequestFailed(`manifest ${repository}@${reference} came back with digest ${digest}`, 'invalid');
+      return { bytes, mediaType, digest };
     }
-    return { bytes, mediaType: bareMediaType(res.headers.get('content-type') ?? undefined) ?? '', digest: res.headers.get('docker-content-digest') ?? digest };
+    return { bytes, mediaType, digest: res.headers.get('docker-content-digest') ?? digestOf(bytes) };
   }
 
   /**
