@@ -282,6 +282,26 @@ export function registerClientCommands(program: Command): void {
       const progress = progressBars(flags);
       const abort = process.env.TRELLIS_COPY_ABORT_AFTER_BLOBS;
       let report: CopyReport | undefined;
+      // A partly copied layout directory is kept (a rerun resumes from it); a tar only when complete.
+      let closing: Promise<void> | undefined;
+      const closeEnds = () => (closing ??= (async () => {
+        progress?.stop();
+        try {
+          await from.close(false);
+        } finally {
+          await to.close(report !== undefined || (dst.kind === 'layout' && !dst.tar));
+        }
+      })());
+      // Ctrl-C (or a kill) mid-copy: the same as a failure, so the scratch data directories are
+      // removed and a layout directory keeps what was copied, instead of the process just dying.
+      const interrupted = (signal: NodeJS.Signals) => {
+        void closeEnds().catch(() => undefined).then(() => {
+          process.stderr.write(`trellis: copy interrupted (${signal}); run the same command again to resume\n`);
+          process.exit(signal === 'SIGINT' ? 130 : 143);
+        });
+      };
+      process.once('SIGINT', interrupted);
+      process.once('SIGTERM', interrupted);
       try {
         const options: Parameters<typeof copyRepository>[4] = { referrers: flags.recursive ?? false, concurrency: flags.concurrency };
         if (progress) options.progress = progress;
@@ -290,10 +310,9 @@ export function registerClientCommands(program: Command): void {
         if (abort) options.abortAfterBlobs = Number(abort);
         report = await copyRepository(from.store, to.store, from.repository, to.repository, options);
       } finally {
-        progress?.stop();
-        await from.close(false);
-        // A partly copied layout directory is kept (a rerun resumes from it); a tar only when complete.
-        await to.close(report !== undefined || (dst.kind === 'layout' && !dst.tar));
+        await closeEnds();
+        process.off('SIGINT', interrupted);
+        process.off('SIGTERM', interrupted);
       }
       const seconds = (performance.now() - started) / 1000;
       const out = { source: srcText, destination: dstText, ...report, seconds: Math.round(seconds * 1000) / 1000 };

@@ -5,7 +5,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -15,7 +17,7 @@ import { requirePeer } from '../helpers/peers.ts';
 import {
   OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptorOf, getBlob, getManifest, listReferrers, listTags, pushBlob, pushManifest, sha256, type Built,
 } from '../helpers/oci-client.ts';
-import { isolatedEnv, trellisCli, trellisOk } from './run.ts';
+import { isolatedEnv, startTrellis, trellisCli, trellisOk, within } from './run.ts';
 import { pushGraph } from './fixture.ts';
 
 const run = promisify(execFile);
@@ -154,6 +156,41 @@ test('an interrupted copy resumes without sending the finished blobs again (regi
     assert.deepEqual([resumed.blobs, resumed.skippedBlobs, resumed.manifests], [4, 3, 1], destination);
   }
   assert.equal((await getManifest(reg.url, 'resumed/app', 'v1')).digest, sha256(JSON.stringify(manifest)));
+});
+
+test('Ctrl-C during a copy to a layout directory keeps what was copied and leaves no scratch files', async (t) => {
+  // A source whose last layer never finishes: the copy is mid-way, for certain, when interrupted.
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux' }));
+  const layers = [randomBytes(100_000), randomBytes(100_000), randomBytes(100_000)];
+  const blobs = new Map([config, ...layers].map((b) => [sha256(b), b]));
+  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: descriptorOf(OCI_CONFIG, config), layers: layers.map((l) => descriptorOf(OCI_LAYER, l)) }));
+  const stuck = sha256(layers[2]!);
+  let reachedStuck: () => void;
+  const reached = new Promise<void>((resolve) => (reachedStuck = resolve));
+  const source = createServer((req, res) => {
+    const digest = req.url!.split('/').pop()!;
+    if (req.url!.includes('/manifests/')) return res.writeHead(200, { 'Content-Type': OCI_MANIFEST, 'Content-Length': manifest.length, 'Docker-Content-Digest': sha256(manifest) }).end(manifest);
+    const blob = blobs.get(digest);
+    if (!req.url!.includes('/blobs/') || !blob) return res.writeHead(404, { 'Content-Length': 0 }).end();
+    res.writeHead(200, { 'Content-Length': blob.length });
+    if (digest !== stuck) return res.end(blob);
+    res.write(blob.subarray(0, 10));
+    reachedStuck();
+  });
+  await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    source.closeAllConnections();
+    source.close();
+  });
+  const tmp = await mkdtemp(join(work, 'tmp-'));
+  const from = `127.0.0.1:${(source.address() as AddressInfo).port}/slow/app:v1`;
+  const copying = startTrellis(['copy', from, join(work, 'interrupted-layout'), '--concurrency', '1', '-q'], { ...env, TMPDIR: tmp });
+  assert.equal(await within(reached, 20_000), undefined, copying.output());
+  copying.child.kill('SIGINT');
+  assert.equal(await within(copying.exited, 20_000), 130, copying.output());
+  assert.deepEqual((await readdir(tmp)).filter((f) => f.startsWith('trellis-')), [], 'no scratch data directory left behind');
+  // What was copied before the interruption is kept: the blobs that were complete.
+  await readFile(join(work, 'interrupted-layout/blobs/sha256', sha256(layers[0]!).slice(7)));
 });
 
 test('copy takes a layer that lists urls when the source holds it, and skips it only when it does not', async () => {
