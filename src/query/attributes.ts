@@ -17,6 +17,15 @@ export const MAX_VALUE_LENGTH = 4096;
 export const MAX_ATTRIBUTES = 2000;
 const MAX_DEPTH = 8;
 
+/**
+ * The text of an attribute path or value as indexed and queried: NUL (which JSON strings may
+ * hold, and PostgreSQL text cannot) as U+FFFD, the same for stored values and query values, so
+ * both metadata stores hold the same rows and a query for it is an ordinary query.
+ */
+export function indexable(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
+}
+
 export interface Attribute {
   path: string;
   value: string;
@@ -30,11 +39,14 @@ function collect(value: unknown, path: string, depth: number, out: Map<string, A
     return;
   }
   if (typeof value === 'object' && value !== null) {
-    for (const [key, child] of Object.entries(value)) collect(child, path ? `${path}${PATH_SEPARATOR}${key.toLowerCase()}` : key.toLowerCase(), depth + 1, out);
+    for (const [key, child] of Object.entries(value)) {
+      const name = indexable(key.toLowerCase());
+      collect(child, path ? `${path}${PATH_SEPARATOR}${name}` : name, depth + 1, out);
+    }
     return;
   }
   if (!path || value === null || value === undefined) return;
-  const text = String(value).slice(0, MAX_VALUE_LENGTH).toLowerCase();
+  const text = indexable(String(value).slice(0, MAX_VALUE_LENGTH).toLowerCase());
   const id = `${path}\u0000${text}`;
   if (!out.has(id)) out.set(id, { path, value: text, order: orderKey(text) });
 }

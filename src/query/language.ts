@@ -1,7 +1,7 @@
 // The query language: `q_<attribute>__<nested attribute>...__<comparison>=<value>`, after
 // "Proposal F". Parameter names and string comparisons are case-insensitive; several parameters
 // must all hold. See docs/query.md.
-import { LISTED_TYPE, PATH_SEPARATOR } from './attributes.ts';
+import { LISTED_TYPE, PATH_SEPARATOR, indexable } from './attributes.ts';
 import { kindRange, orderKey } from './order.ts';
 
 export const COMPARISONS = ['eq', 'ne', 'contains', 'notcontains', 'gt', 'gte', 'lt', 'lte', 'exists'] as const;
@@ -59,7 +59,7 @@ export function hasQuery(params: URLSearchParams): boolean {
 export function attributePaths(params: URLSearchParams, options: { listedDescriptors?: boolean } = {}): string[] {
   const paths = new Set<string>();
   for (const [rawName] of params) {
-    const name = rawName.toLowerCase();
+    const name = indexable(rawName.toLowerCase());
     if (!name.startsWith(QUERY_PREFIX)) continue;
     const segments = name.slice(QUERY_PREFIX.length).split(PATH_SEPARATOR);
     segments.pop();
@@ -71,7 +71,7 @@ export function attributePaths(params: URLSearchParams, options: { listedDescrip
     if (path) paths.add(path);
   }
   const sortParam = params.get('sort');
-  if (sortParam) paths.add(SORT_ALIASES[sortParam.toLowerCase()] ?? sortParam.toLowerCase());
+  if (sortParam) paths.add(SORT_ALIASES[sortParam.toLowerCase()] ?? indexable(sortParam.toLowerCase()));
   return [...paths].slice(0, 2 * MAX_CONDITIONS + 1);
 }
 
@@ -85,7 +85,7 @@ export function attributePaths(params: URLSearchParams, options: { listedDescrip
 export function parseQuery(params: URLSearchParams, isKnownAttribute: (path: string) => boolean, options: { listedDescriptors?: boolean } = {}): Query {
   const conditions: Condition[] = [];
   for (const [rawName, rawValue] of params) {
-    const name = rawName.toLowerCase();
+    const name = indexable(rawName.toLowerCase());
     if (!name.startsWith(QUERY_PREFIX)) continue;
     const parameter = name;
     const segments = name.slice(QUERY_PREFIX.length).split(PATH_SEPARATOR);
@@ -101,7 +101,7 @@ export function parseQuery(params: URLSearchParams, isKnownAttribute: (path: str
     }
     if (!isKnownAttribute(path)) throw invalid(`${parameter}: no item has the attribute ${JSON.stringify(path)}`);
     if (rawValue.length > MAX_VALUE) throw invalid(`${parameter}: value longer than ${MAX_VALUE} characters`);
-    const value = rawValue.toLowerCase();
+    const value = indexable(rawValue.toLowerCase());
     const condition: Condition = { parameter, path, comparison, value };
     if (comparison === 'exists') {
       if (value !== 'true' && value !== 'false') throw invalid(`${parameter}: exists takes true or false, not ${JSON.stringify(rawValue)}`);
@@ -118,7 +118,7 @@ export function parseQuery(params: URLSearchParams, isKnownAttribute: (path: str
   const query: Query = { conditions };
   const sortParam = params.get('sort');
   if (sortParam !== null) {
-    const sortName = sortParam.toLowerCase();
+    const sortName = indexable(sortParam.toLowerCase());
     const path = SORT_ALIASES[sortName] ?? sortName.split(PATH_SEPARATOR).join(PATH_SEPARATOR);
     if (!path || !isKnownAttribute(path)) throw invalid(`sort: no item has the attribute ${JSON.stringify(sortParam)}`);
     const order = (params.get('order') ?? 'asc').toLowerCase();
@@ -164,7 +164,7 @@ export function conditionHolds(condition: Condition, values: string[]): boolean 
  * they are compared case-insensitively.
  */
 export function matches(query: Query, values: (path: string) => string[]): boolean {
-  return query.conditions.every((condition) => conditionHolds(condition, values(condition.path).map((v) => v.toLowerCase())));
+  return query.conditions.every((condition) => conditionHolds(condition, values(condition.path).map((v) => indexable(v.toLowerCase()))));
 }
 
 /** `OCI-Filters-Applied` names of the query's parameters. */

@@ -222,3 +222,19 @@ test('the catalog lists a namespace: the whole subtree, or only its direct child
   assert.deepEqual(await list('prefix=ns/ko-build/&children=true&n=1'), ['ns/ko-build/a', 'ns/ko-build/c']);
   assert.equal((await get('/v2/_catalog?prefix=../etc')).status, 400);
 });
+
+test('a NUL in an annotation key or value is pushed and queried like any text, on either metadata store', async () => {
+  const nul = makeImage({ annotations: { 'nul\u0000key': 'a\u0000b', plain: 'x\u0000y', 'rank\u0000': '5' } });
+  await push('nul/app', 'v1', nul);
+  for (const query of ['q_annotations__nul%00key__eq=a%00b', 'q_annotations__plain__contains=%00', 'q_annotations__nul%00key__exists=true', 'sort=annotations__rank%00&order=desc']) {
+    const answer = await get(`/v2/_trellis/search?${query}`);
+    assert.equal(answer.status, 200, `${query}: ${JSON.stringify(answer.json)}`);
+    assert.deepEqual(answer.json.results.map((r: Listed) => r.digest), [nul.digest], query);
+    assert.equal(answer.json.results[0].annotations.plain, 'x\u0000y', 'annotations are answered as pushed');
+  }
+  for (const path of ['/v2/_trellis/search', '/v2/_oci/references', `/v2/nul/app/referrers/${nul.digest}`]) {
+    const none = await get(`${path}?q_annotations__plain__eq=%00`);
+    assert.equal(none.status, 200, `${path}: ${JSON.stringify(none.json)}`);
+    assert.deepEqual(none.json.results ?? none.json.manifests, []);
+  }
+});
