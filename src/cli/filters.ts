@@ -3,7 +3,7 @@
 // same language and the same manifest attributes for registries that do not, so the answer is
 // the same set either way.
 import type { Descriptor } from '../oci/manifest.ts';
-import { QueryInvalid } from '../query/language.ts';
+import { QueryInvalid, decodeAppliedFilter } from '../query/language.ts';
 import { COMPARISONS, LISTED_TYPE, manifestAttributes, matches, parseQuery, type Query } from '../query/index.ts';
 import type { HttpRegistry } from '../transfer/http.ts';
 import { UsageError } from './errors.ts';
@@ -49,7 +49,7 @@ function toQuery(filters: Filter[]): Query {
 
 /** The filters a registry's OCI-Filters-Applied header did not list. */
 export function unapplied(filters: Filter[], applied: string[]): Filter[] {
-  const done = new Set(applied.map((a) => a.toLowerCase()));
+  const done = new Set(applied.map((a) => decodeAppliedFilter(a).toLowerCase()));
   return filters.filter((f) => !done.has(f.name));
 }
 

@@ -167,7 +167,25 @@ export function matches(query: Query, values: (path: string) => string[]): boole
   return query.conditions.every((condition) => conditionHolds(condition, values(condition.path).map((v) => indexable(v.toLowerCase()))));
 }
 
-/** `OCI-Filters-Applied` names of the query's parameters. */
+/**
+ * A parameter name as an `OCI-Filters-Applied` entry. A header holds visible ASCII only, so other
+ * characters (an annotation key's `€`), and the list's own `,` and `%`, are percent-encoded as in
+ * the URL; readers decode each entry (decodeAppliedFilter).
+ */
+export function encodeAppliedFilter(name: string): string {
+  return name.replace(/[^\x21-\x7e]|[,%]/gu, (c) => [...new TextEncoder().encode(c)].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''));
+}
+
+/** An `OCI-Filters-Applied` entry as the parameter name it stands for. */
+export function decodeAppliedFilter(entry: string): string {
+  try {
+    return decodeURIComponent(entry);
+  } catch {
+    return entry;
+  }
+}
+
+/** `OCI-Filters-Applied` entries of the query's parameters (header-safe, see encodeAppliedFilter). */
 export function appliedFilters(query: Query): string[] {
-  return [...new Set(query.conditions.map((c) => c.parameter))];
+  return [...new Set(query.conditions.map((c) => encodeAppliedFilter(c.parameter)))];
 }

@@ -85,3 +85,14 @@ test('manifest attributes flatten every field, keep annotation keys whole and ad
   assert.deepEqual(paths.get('size'), ['300']);
   assert.deepEqual(paths.get('config__size'), ['10']);
 });
+
+test('OCI-Filters-Applied entries are visible ASCII and decode to the parameter names', async () => {
+  const { encodeAppliedFilter, decodeAppliedFilter } = await import('../../src/query/language.ts');
+  for (const name of ['q_annotations__preis€__eq', 'q_annotations__a,b%c d__exists', 'q_annotations__😀\u0000__eq', 'q_size__gt']) {
+    const entry = encodeAppliedFilter(name);
+    assert.match(entry, /^[\x21-\x7e]+$/);
+    assert.ok(!entry.includes(','));
+    assert.equal(decodeAppliedFilter(entry), name);
+  }
+  assert.equal(encodeAppliedFilter('q_size__gt'), 'q_size__gt');
+});

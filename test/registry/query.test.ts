@@ -238,3 +238,17 @@ test('a NUL in an annotation key or value is pushed and queried like any text, o
     assert.deepEqual(none.json.results ?? none.json.manifests, []);
   }
 });
+
+test('OCI-Filters-Applied names a parameter with an annotation key beyond ASCII percent-encoded, instead of failing the answer (500)', async () => {
+  const subject = images['1.2.0']!;
+  const priced = makeReferrer(subject.descriptor, { artifactType: 'application/vnd.example.price', annotations: { 'preis€': '5', 'a,b': 'c' } });
+  await push('shop/app', priced.digest, priced);
+  for (const path of [`/v2/shop/app/referrers/${subject.digest}`, '/v2/_oci/references']) {
+    const answer = await get(`${path}?q_annotations__preis%E2%82%AC__eq=5&q_annotations__a%2Cb__exists=true`);
+    assert.equal(answer.status, 200, `${path}: ${JSON.stringify(answer.json)}`);
+    assert.deepEqual(answer.json.manifests.map((m: Listed) => m.digest), [priced.digest]);
+    assert.equal(answer.headers.get('oci-filters-applied'), 'q_annotations__preis%E2%82%AC__eq,q_annotations__a%2Cb__exists');
+  }
+  const removed = await fetch(`${reg.url}/v2/shop/app/manifests/${priced.digest}`, { method: 'DELETE' });
+  assert.equal(removed.status, 202);
+});
