@@ -65,13 +65,22 @@ export function summarize(rows: ComponentVersionRow[]): ComponentSummary[] {
   return out;
 }
 
+/**
+ * The order the component index lists names in (UTF-8 bytes, i.e. code points, on both metadata
+ * stores). JavaScript's `<` compares UTF-16 units, which puts `😀` before `\uFFFD`: a cursor
+ * compared that way skips names the index lists after it.
+ */
+function compareText(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
 /** `name@repository` cursors; a bare name skips every entry of that name. */
 function afterCursor(cursor: string | undefined, name: string, repository: string): boolean {
   if (!cursor) return true;
   const at = cursor.lastIndexOf('@');
   const [cName, cRepo] = at > 0 ? [cursor.slice(0, at), cursor.slice(at + 1)] : [cursor, undefined];
-  if (name !== cName) return name > cName;
-  return cRepo !== undefined && repository > cRepo;
+  if (name !== cName) return compareText(name, cName) > 0;
+  return cRepo !== undefined && compareText(repository, cRepo) > 0;
 }
 
 function required(params: URLSearchParams, key: string): string {

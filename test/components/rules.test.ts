@@ -218,3 +218,14 @@ test('a registry closed before its start-up walk ended logs no error from the co
   await components.ready;
   assert.deepEqual(errors, []);
 });
+
+test('paging the components list visits names beyond the Basic Multilingual Plane too (cursor in the index order)', async () => {
+  // The index lists names in code-point order: `uni\uFFFD` before `uni😀`, which UTF-16 order reverses.
+  for (const [repo, name] of [['uni/a', 'uni😀'], ['uni/b', 'uni\uFFFD'], ['uni/c', 'uniz']] as const) {
+    assert.equal((await pushBuilt(reg.url, repo, '1.0.0', makeImage({ annotations: { 'dev.trellis.component': name } }))).status, 201);
+  }
+  const whole = (await getJson<{ components: Summary[] }>(`${reg.url}/v2/_trellis/components?q_name__contains=uni`)).body.components.map((c) => c.name);
+  assert.deepEqual(whole, ['uniz', 'uni\uFFFD', 'uni😀']);
+  const { all } = await allPages<Summary>(reg.url, '/v2/_trellis/components?q_name__contains=uni&n=1', 'components');
+  assert.deepEqual(all.map((c) => c.name), whole);
+});
