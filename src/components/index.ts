@@ -8,7 +8,7 @@ import { Components, type ComponentSettings } from './service.ts';
 
 /** Where the components API lives (served by src/registry/components.ts). */
 export const COMPONENTS_PATH = '/v2/_trellis/components';
-export { matches, parseQuery, queryError } from './query.ts';
+export { matches, parseQuery, queryError, storedText } from './query.ts';
 export { compareVersionStrings, parseConstraint, satisfies } from './semver.ts';
 export { Components, ENTRY_ARTIFACT_TYPE, ANCHOR_TAG, entryManifest } from './service.ts';
 export { ANCHOR_BYTES, ANCHOR_DIGEST, ANCHOR_SIZE } from './ocm.ts';

@@ -16,6 +16,7 @@ import {
   versionToTag, type DescriptorInfo,
 } from './ocm.ts';
 import { isVersionLike } from './semver.ts';
+import { storedText } from './query.ts';
 
 export interface ComponentSettings {
   /** Repository of the portable index; '' turns it off. */
@@ -61,6 +62,18 @@ export function entryManifest(row: ComponentVersionRow): Buffer {
     subject: { mediaType: OCI_MANIFEST, digest: ANCHOR_DIGEST, size: ANCHOR_SIZE },
     annotations,
   }));
+}
+
+/**
+ * A row's names and versions as the index stores them on either metadata store (a NUL, which a
+ * descriptor or an annotation may hold, as U+FFFD), so SQLite and PostgreSQL list the same.
+ */
+function storable(row: ComponentVersionRow): ComponentVersionRow {
+  const references = row.detail.references.map((r) => ({ ...r, name: storedText(r.name), componentName: storedText(r.componentName), version: storedText(r.version) }));
+  return {
+    ...row, name: storedText(row.name), version: storedText(row.version), provider: row.provider === null ? null : storedText(row.provider),
+    detail: { ...row.detail, references },
+  };
 }
 
 type Json = Record<string, unknown>;
@@ -126,7 +139,7 @@ export class Components {
     if (stored?.artifactType === OWNERSHIP_ARTIFACT_TYPE && stored.subject) {
       const name = stored.annotations[ANNOTATION_COMPONENT_NAME];
       const version = stored.annotations[ANNOTATION_COMPONENT_VERSION_KEY];
-      if (name && version) await this.index.recordOwnership({ repository, digest: stored.digest, subject: stored.subject, name, version });
+      if (name && version) await this.index.recordOwnership({ repository, digest: stored.digest, subject: stored.subject, name: storedText(name), version: storedText(version) });
     }
     if (change.removed?.length) await this.index.forgetOwnership(repository, change.removed);
     if (componentOfRepository(repository) || this.prefixed(repository) || (stored && this.looksLikeComponent(stored)) || await this.index.holds(repository)) {
@@ -139,7 +152,7 @@ export class Components {
     const ownership = (await this.index.manifestsOfType(OWNERSHIP_ARTIFACT_TYPE)).flatMap((m) => {
       const name = m.annotations[ANNOTATION_COMPONENT_NAME];
       const version = m.annotations[ANNOTATION_COMPONENT_VERSION_KEY];
-      return m.subject && name && version ? [{ repository: m.repository, digest: m.digest, subject: m.subject, name, version }] : [];
+      return m.subject && name && version ? [{ repository: m.repository, digest: m.digest, subject: m.subject, name: storedText(name), version: storedText(version) }] : [];
     });
     const portable = this.settings.indexRepository ? (await this.index.manifestsOfType(ENTRY_ARTIFACT_TYPE)).flatMap((m) => {
       const owner = m.annotations[ENTRY_REPOSITORY];
@@ -223,7 +236,7 @@ export class Components {
     // One row per name and version: the one its own tag names, else the newest push.
     const best = new Map<string, ComponentVersionRow>();
     const rank = (r: ComponentVersionRow) => [r.tag === versionToTag(r.version) ? 1 : 0, r.pushedAt, r.digest] as const;
-    for (const row of rows) {
+    for (const row of rows.map(storable)) {
       const key = `${row.name}\n${row.version}`;
       const held = best.get(key);
       if (!held) {

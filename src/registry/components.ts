@@ -5,7 +5,7 @@ import { requireDigest } from '../content/registry.ts';
 import { OciError } from '../oci/errors.ts';
 import { nextLink, pageParams, sendJson, type Headers } from './http.ts';
 import { spendQueryBudget, type ApiContext } from './context.ts';
-import { COMPONENTS_PATH, compareVersionStrings, matches, parseConstraint, parseQuery, queryError, satisfies, type Components } from '../components/index.ts';
+import { COMPONENTS_PATH, compareVersionStrings, matches, parseConstraint, parseQuery, queryError, satisfies, storedText, type Components } from '../components/index.ts';
 import type { ComponentVersionRow } from '../metadata/index.ts';
 
 export { COMPONENTS_PATH };
@@ -87,7 +87,8 @@ function required(params: URLSearchParams, key: string): string {
   const value = params.get(key);
   if (!value) throw queryError(`the ${key} parameter is required`);
   if (value.length > 1000) throw queryError(`the ${key} parameter is too long`);
-  return value;
+  // Names and versions are stored with NUL as U+FFFD (PostgreSQL text cannot hold NUL).
+  return storedText(value);
 }
 
 function withParams(params: URLSearchParams, extra: Record<string, string>): Record<string, string[]> {

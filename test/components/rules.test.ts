@@ -229,3 +229,18 @@ test('paging the components list visits names beyond the Basic Multilingual Plan
   const { all } = await allPages<Summary>(reg.url, '/v2/_trellis/components?q_name__contains=uni&n=1', 'components');
   assert.deepEqual(all.map((c) => c.name), whole);
 });
+
+test('a NUL in a component name neither stalls its repository\'s listing nor fails a lookup, on either metadata store', async () => {
+  const good = makeImage({ annotations: { 'dev.trellis.component': 'nul/good' } });
+  assert.equal((await pushBuilt(reg.url, 'nulcomp/a', '1.0.0', good)).status, 201);
+  assert.equal((await pushBuilt(reg.url, 'nulcomp/a', '2.0.0', makeImage({ annotations: { 'dev.trellis.component': 'nul/bad\u0000name' } }))).status, 201);
+  // The repository is derived again after this delete: the good version must leave the listing.
+  assert.equal((await fetch(`${reg.url}/v2/nulcomp/a/manifests/${good.digest}`, { method: 'DELETE' })).status, 202);
+  const list = (await getJson<{ components: Summary[] }>(`${reg.url}/v2/_trellis/components?q_repository__eq=nulcomp/a`)).body.components;
+  assert.deepEqual(list.map((c) => [c.name, c.latest]), [['nul/bad\uFFFDname', '2.0.0']]);
+  for (const path of ['versions?component=nul/bad%00name', 'version?component=nul/bad%00name&version=2.0.0', 'versions?component=%00']) {
+    const answer = await getJson<{ errors?: { code: string }[] }>(`${reg.url}/v2/_trellis/components/${path}`);
+    assert.ok(answer.status === 200 || answer.status === 404, `${path}: ${answer.status} ${JSON.stringify(answer.body)}`);
+  }
+  assert.equal((await getJson(`${reg.url}/v2/_trellis/components/versions?component=nul/bad%00name`)).status, 200);
+});
