@@ -265,63 +265,7 @@ export function registerClientCommands(program: Command): void {
     .argument('<destination>', 'registry reference, oci:<dir>[:tag], or a .tar file')
     .option('-r, --recursive', 'also copy referrers, and their referrers')
     .option('--concurrency <n>', 'blobs transferred at once', (v) => Number.parseInt(v, 10), 6)
-    .action(async (srcText: string, dstText: string, flags: Flags & { recursive?: boolean; concurrency: number }) => {
-      const src = parseReference(srcText);
-      const dst = parseReference(dstText);
-      if (dst.digest && dst.digest !== src.digest) throw new UsageError('the destination cannot name a different digest (digests do not change in a copy)');
-      if (!src.tag && !src.digest && dst.tag) throw new UsageError('copy every tag of a repository to a repository, not to a tag (or name a source tag)');
-      const started = performance.now();
-      const from = await openEndpoint(src, flags, 'source');
-      let to;
-      try {
-        to = await openEndpoint(dst, flags, 'destination');
-      } catch (err) {
-        await from.close(false);
-        throw err;
-      }
-      const progress = progressBars(flags);
-      const abort = process.env.TRELLIS_COPY_ABORT_AFTER_BLOBS;
-      let report: CopyReport | undefined;
-      // A partly copied layout directory is kept (a rerun resumes from it); a tar only when complete.
-      let closing: Promise<void> | undefined;
-      const closeEnds = () => (closing ??= (async () => {
-        progress?.stop();
-        try {
-          await from.close(false);
-        } finally {
-          await to.close(report !== undefined || (dst.kind === 'layout' && !dst.tar));
-        }
-      })());
-      // Ctrl-C (or a kill) mid-copy: the same as a failure, so the scratch data directories are
-      // removed and a layout directory keeps what was copied, instead of the process just dying.
-      const interrupted = (signal: NodeJS.Signals) => {
-        void closeEnds().catch(() => undefined).then(() => {
-          process.stderr.write(`trellis: copy interrupted (${signal}); run the same command again to resume\n`);
-          process.exit(signal === 'SIGINT' ? 130 : 143);
-        });
-      };
-      process.once('SIGINT', interrupted);
-      process.once('SIGTERM', interrupted);
-      try {
-        const options: Parameters<typeof copyRepository>[4] = { referrers: flags.recursive ?? false, concurrency: flags.concurrency };
-        if (progress) options.progress = progress;
-        if (from.reference) options.references = [from.reference];
-        if (dst.tag) options.destinationTag = dst.tag;
-        if (abort) options.abortAfterBlobs = Number(abort);
-        report = await copyRepository(from.store, to.store, from.repository, to.repository, options);
-      } finally {
-        await closeEnds();
-        process.off('SIGINT', interrupted);
-        process.off('SIGTERM', interrupted);
-      }
-      const seconds = (performance.now() - started) / 1000;
-      const out = { source: srcText, destination: dstText, ...report, seconds: Math.round(seconds * 1000) / 1000 };
-      if (flags.output === 'json') return printJson(out);
-      if (!flags.quiet) {
-        console.log(`Copied ${srcText} to ${dstText}: ${report.tags} tags, ${report.manifests} manifests, ${report.blobs} blobs (${humanBytes(report.bytes)}) in ${seconds.toFixed(1)} s`
-          + (report.skippedBlobs ? `; ${report.skippedBlobs} blobs were already there` : ''));
-      }
-    });
+    .action(copyCommand);
   examples(copy, [
     'trellis copy -r localhost:5000/app:v1 registry.example.com/app:v1',
     'trellis copy -r localhost:5000/app registry.example.com/mirror/app      # every tag',
@@ -630,4 +574,63 @@ function completionScript(program: Command, shell: string): string | undefined {
     return `${lines.join('\n')}\n`;
   }
   return undefined;
+}
+
+/** `trellis copy`: both ends opened, the copy run, both closed whatever happens (Ctrl-C included). */
+async function copyCommand(srcText: string, dstText: string, flags: Flags & { recursive?: boolean; concurrency: number }): Promise<void> {
+  const src = parseReference(srcText);
+  const dst = parseReference(dstText);
+  if (dst.digest && dst.digest !== src.digest) throw new UsageError('the destination cannot name a different digest (digests do not change in a copy)');
+  if (!src.tag && !src.digest && dst.tag) throw new UsageError('copy every tag of a repository to a repository, not to a tag (or name a source tag)');
+  const started = performance.now();
+  const from = await openEndpoint(src, flags, 'source');
+  let to;
+  try {
+    to = await openEndpoint(dst, flags, 'destination');
+  } catch (err) {
+    await from.close(false);
+    throw err;
+  }
+  const progress = progressBars(flags);
+  const abort = process.env.TRELLIS_COPY_ABORT_AFTER_BLOBS;
+  let report: CopyReport | undefined;
+  // A partly copied layout directory is kept (a rerun resumes from it); a tar only when complete.
+  let closing: Promise<void> | undefined;
+  const closeEnds = () => (closing ??= (async () => {
+    progress?.stop();
+    try {
+      await from.close(false);
+    } finally {
+      await to.close(report !== undefined || (dst.kind === 'layout' && !dst.tar));
+    }
+  })());
+  // Ctrl-C (or a kill) mid-copy: the same as a failure, so the scratch data directories are
+  // removed and a layout directory keeps what was copied, instead of the process just dying.
+  const interrupted = (signal: NodeJS.Signals) => {
+    void closeEnds().catch(() => undefined).then(() => {
+      process.stderr.write(`trellis: copy interrupted (${signal}); run the same command again to resume\n`);
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    });
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  try {
+    const options: Parameters<typeof copyRepository>[4] = { referrers: flags.recursive ?? false, concurrency: flags.concurrency };
+    if (progress) options.progress = progress;
+    if (from.reference) options.references = [from.reference];
+    if (dst.tag) options.destinationTag = dst.tag;
+    if (abort) options.abortAfterBlobs = Number(abort);
+    report = await copyRepository(from.store, to.store, from.repository, to.repository, options);
+  } finally {
+    await closeEnds();
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const out = { source: srcText, destination: dstText, ...report, seconds: Math.round(seconds * 1000) / 1000 };
+  if (flags.output === 'json') return printJson(out);
+  if (!flags.quiet) {
+    console.log(`Copied ${srcText} to ${dstText}: ${report.tags} tags, ${report.manifests} manifests, ${report.blobs} blobs (${humanBytes(report.bytes)}) in ${seconds.toFixed(1)} s`
+      + (report.skippedBlobs ? `; ${report.skippedBlobs} blobs were already there` : ''));
+  }
 }

@@ -119,5 +119,5 @@ test('storage settings: unknown schemes are refused; keys outside the prefix nev
   assert.throws(() => parseS3Url('s3:///nobucket'), /not s3:\/\/bucket/);
   assert.throws(() => parseS3Url('s3://bucket/a%2F%2Fb'), /outside the storage root/);
   const location = parseS3Url('s3://bucket/some/prefix/?region=eu-central-1');
-  assert.deepEqual({ ...location }, { bucket: 'bucket', prefix: 'some/prefix/', region: 'eu-central-1', forcePathStyle: false });
+  assert.deepEqual({ ...location }, { bucket: 'bucket', prefix: 'some/prefix/', region: 'eu-central-1', forcePathStyle: false, connectTimeoutMs: 10_000, idleTimeoutMs: 300_000 });
 });
