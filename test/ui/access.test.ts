@@ -157,3 +157,48 @@ test('without the token flow, the UI signs in with Basic credentials', { timeout
   await page.getByRole('link', { name: 'v1' }).waitFor();
   await page.context().close();
 });
+
+test('signing out while a token request is under way does not leave the old account\'s token in the tab', { timeout: 120_000 }, async (t) => {
+  const r = await startAuthRegistry(t, {
+    users: ['root', 'carol'],
+    auth: {
+      admins: { users: ['root'] },
+      policies: { 'public/**': { anonymous: ['pull'] }, 'hidden-team/**': { users: { carol: ['pull'] } } },
+      token: { service: 'trellis' },
+    },
+  });
+  assert.equal((await r.push('hidden-team/secret-app', '2.0.0', r.basic('root'))).status, 201);
+  assert.equal((await r.push('public/base', '1.0.0', r.basic('root'))).status, 201);
+  browser ??= await launch(t);
+  if (!browser) return;
+  const page = await openPage(browser);
+  await page.goto(`${r.base}/ui/`);
+  await signIn(page, 'carol');
+  await page.getByTestId('signed-in-user').filter({ hasText: 'carol' }).waitFor();
+  assert.deepEqual(await treeNames(page), ['hidden-team', 'public']);
+
+  // Hold carol's refresh-token exchange (the reload below needs one) until she has signed out.
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => { release = resolve; });
+  let seen!: () => void;
+  const requested = new Promise<void>((resolve) => { seen = resolve; });
+  await page.route('**/v2/_trellis/token*', async (route) => {
+    if ((route.request().postData() ?? '').includes('grant_type=refresh_token')) {
+      seen();
+      await held;
+    }
+    await route.continue();
+  });
+  await page.goto(`${r.base}/ui/repository?name=hidden-team/secret-app`);
+  await requested;
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('link', { name: 'Sign in' }).waitFor();
+  release();
+  // Signed out: the repository is refused and the tree (reached in the app, without a reload) is
+  // what anonymous may see, not what carol's late token opens.
+  await page.getByRole('alert').filter({ hasText: 'Sign in to see this.' }).waitFor();
+  assert.equal(await page.getByRole('link', { name: '2.0.0' }).count(), 0);
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Repositories' }).click();
+  assert.deepEqual(await treeNames(page), ['public']);
+  await page.context().close();
+});

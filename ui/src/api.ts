@@ -154,14 +154,20 @@ export class RegistryClient {
   }
 
   private refreshToken(): Promise<void> {
-    this.tokenRequest ??= this.requestToken().finally(() => {
-      this.tokenRequest = undefined;
-    });
+    if (!this.tokenRequest) {
+      const request: Promise<void> = this.requestToken().finally(() => {
+        if (this.tokenRequest === request) this.tokenRequest = undefined;
+      });
+      this.tokenRequest = request;
+    }
     return this.tokenRequest;
   }
 
   private async requestToken(): Promise<void> {
-    const refresh = this.session?.refreshToken;
+    // A token asked for one session is dropped if the tab signed out or in meanwhile: else a sign-out
+    // during the request would leave the old account's token in use (and its repositories shown).
+    const session = this.session;
+    const refresh = session?.refreshToken;
     const scopes = new Set(this.scopes);
     let response: Response;
     if (refresh) {
@@ -172,13 +178,16 @@ export class RegistryClient {
       for (const scope of this.scopes) query.append('scope', scope);
       response = await fetch(`${this.realm}?${query}`, { credentials: 'omit' });
     }
+    if (this.session !== session) return;
     if (response.status === 401 && refresh) {
       // The refresh token expired or the account is gone: continue anonymously.
       this.signOut();
       return;
     }
     if (!response.ok) throw await this.error(response);
-    this.token = ((await response.json()) as { token: string }).token;
+    const token = ((await response.json()) as { token: string }).token;
+    if (this.session !== session) return;
+    this.token = token;
     this.tokenScopes = scopes;
   }
 
@@ -206,6 +215,7 @@ export class RegistryClient {
     } else {
       throw await this.error(response);
     }
+    this.tokenRequest = undefined;
     sessionStorage.setItem(SESSION_KEY, JSON.stringify(this.session));
     this.changed();
   }
@@ -213,6 +223,7 @@ export class RegistryClient {
   signOut(): void {
     this.session = undefined;
     this.token = undefined;
+    this.tokenRequest = undefined;
     this.tokenScopes = new Set();
     sessionStorage.removeItem(SESSION_KEY);
     this.changed();
