@@ -32,6 +32,9 @@ export async function getBlob(ctx: ApiContext, name: string, reference: string):
   const headers: Headers = {
     'Content-Type': 'application/octet-stream', 'Docker-Content-Digest': digest, ETag: `"${digest}"`,
     'Accept-Ranges': 'bytes', 'Cache-Control': 'max-age=31536000',
+    // Blobs are anyone's bytes on this origin: never run them as a script or style in the web UI,
+    // whose CSP admits 'self' (browsers run an octet-stream script unless told not to sniff).
+    'X-Content-Type-Options': 'nosniff',
   };
   if (ctx.req.headers['if-none-match'] === `"${digest}"`) return send(ctx.res, 304, headers);
   const range = parseRange(ctx.req.headers.range, info.size);

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestRegistry } from '../helpers/registry.ts';
 import { openUiBundle } from '../../src/ui/index.ts';
-import { BUNDLE } from './browser.ts';
+import { pushBlob } from '../helpers/oci-client.ts';
+import { BUNDLE, launch, openPage } from './browser.ts';
 
 const noRedirect = { redirect: 'manual' } as const;
 
@@ -53,6 +54,30 @@ test('the registry serves the UI under /ui/ and redirects / there', async (t) =>
   assert.equal((await fetch(`${reg.url}/ui/`, { headers: { 'If-None-Match': etag } })).status, 304);
   // The API is untouched.
   assert.equal((await fetch(`${reg.url}/v2/`)).status, 200);
+});
+
+test('the CSP stops an injected script even when it points at a blob anyone may push', async (t) => {
+  const reg = await startTestRegistry();
+  t.after(() => reg.dispose());
+  // 'self' admits this origin's URLs, blobs among them: without nosniff a pushed blob ran as a
+  // script in the app (and could read the session's refresh token from sessionStorage).
+  const blob = await pushBlob(reg.url, 'evil/app', Buffer.from('window.ran = sessionStorage.length + 1;'));
+  const res = await fetch(`${reg.url}/v2/evil/app/blobs/${blob.digest}`);
+  assert.equal(res.status, 200);
+  const browser = await launch(t);
+  if (!browser) return;
+  t.after(() => browser.close());
+  const page = await openPage(browser);
+  await page.goto(`${reg.url}/ui/`);
+  const outcome = await page.evaluate(`new Promise((resolve) => {
+    const script = document.createElement('script');
+    script.src = '/v2/evil/app/blobs/${blob.digest}';
+    script.onload = () => resolve(window.ran === undefined ? 'not run' : 'ran');
+    script.onerror = () => resolve('refused');
+    document.body.append(script);
+  })`);
+  assert.equal(outcome, 'refused');
+  assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
 });
 
 test('the bundle stays within its budget (docs/ui.md)', async (t) => {
