@@ -96,8 +96,8 @@ async function dispatch(ctx: ApiContext, deps: ServerDependencies): Promise<void
   // Right after a start, storage may hold layouts the index has not adopted yet: registry-wide
   // answers wait for all of them, a repository's own requests only for it (Registry.adopted).
   if (path.startsWith('/v2/_')) await deps.registry.adopted();
-  if (path === '/v2/_catalog') return catalog(ctx);
-  if (path === '/v2/_oci/ext/discover') return discoverExtensions(ctx);
+  if (path === '/v2/_catalog') return onlyGet(method, ctx, catalog);
+  if (path === '/v2/_oci/ext/discover') return onlyGet(method, ctx, async (c) => discoverExtensions(c));
   if (deps.components && isComponentsPath(path)) return deps.components.handle(ctx);
   if (path === '/v2/_oci/references') return onlyGet(method, ctx, references);
   if (path === '/v2/_trellis/search') return onlyGet(method, ctx, search);

@@ -90,6 +90,21 @@ describe('requests node:http rejects', () => {
   });
 });
 
+describe('methods', () => {
+  test('the catalog and extension discovery answer only GET and HEAD: anything else is 405 with Allow', async () => {
+    for (const path of ['/v2/_catalog', '/v2/_oci/ext/discover']) {
+      for (const method of ['DELETE', 'POST', 'PUT', 'TRACE', 'OPTIONS']) {
+        const reply = await call(method, path, { body: method === 'POST' || method === 'PUT' ? '{}' : undefined });
+        assert.equal(reply.status, 405, `${method} ${path}`);
+        assert.equal(reply.headers.allow, 'GET, HEAD');
+        assert.equal(errorCode(reply.body), 'UNSUPPORTED');
+      }
+      assert.equal((await call('GET', path)).status, 200);
+      assert.equal((await call('HEAD', path)).status, 200);
+    }
+  });
+});
+
 describe('paths are taken as sent', () => {
   test('dot segments, backslashes and empty segments are NAME_INVALID and write nothing', async () => {
     const paths = [
