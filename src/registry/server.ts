@@ -175,13 +175,24 @@ export function createRegistryServer(deps: ServerDependencies): Server {
   const headersTimeout = deps.timeouts?.headersMs ?? 30_000;
   const options = {
     requestTimeout: deps.timeouts?.requestMs ?? 0, headersTimeout, keepAliveTimeout: 65_000,
+    // node's own answer to an HTTP/1.1 request without Host is a bare 400; handle() gives an OCI body.
+    requireHostHeader: false,
     // How often node checks those timeouts: often enough that a short one is honoured closely.
     connectionsCheckingInterval: Math.max(50, Math.min(headersTimeout / 4, 5_000)),
   };
   const server: Server = deps.tls ? process.getBuiltinModule('node:https').createServer({ ...options, cert: deps.tls.cert, key: deps.tls.key }, handle) : createServer(options, handle);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, deps.log));
+  // An Expect other than 100-continue: node would answer a bare 417 with no body.
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    res.setHeader('Connection', 'close');
+    sendError(res, new OciError(417, 'UNSUPPORTED', 'only Expect: 100-continue is supported'), req.method === 'HEAD');
+  });
   function handle(req: IncomingMessage, res: ServerResponse): void {
     let url: URL;
+    if (req.httpVersion === '1.1' && req.headers.host === undefined) {
+      res.setHeader('Connection', 'close');
+      return sendError(res, new OciError(400, 'UNSUPPORTED', 'an HTTP/1.1 request must have a Host header'), req.method === 'HEAD');
+    }
     const problem = pathProblem(req.url ?? '/');
     if (problem) return sendError(res, new OciError(400, 'NAME_INVALID', problem), req.method === 'HEAD');
     try {

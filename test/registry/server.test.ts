@@ -82,6 +82,17 @@ describe('requests node:http rejects', () => {
     }
   });
 
+  test('a request without Host or with an unsupported Expect gets its 4xx with an OCI error body', async () => {
+    for (const [text, status] of [['GET /v2/ HTTP/1.1\r\n\r\n', 400], ['GET /v2/ HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n\r\n', 417]] as const) {
+      const answer = await raw(text, 3_000);
+      assert.match(answer.text, new RegExp(`^HTTP/1\\.1 ${status} `), JSON.stringify(text));
+      assert.match(answer.text, /\r\nConnection: close\r\n/i);
+      assert.equal(errorCode(answer.text.slice(answer.text.indexOf('\r\n\r\n') + 4)), 'UNSUPPORTED');
+      assert.ok(answer.closed);
+    }
+    assert.match((await raw('GET /v2/ HTTP/1.0\r\n\r\n')).text, /^HTTP\/1\.1 200 /, 'HTTP/1.0 needs no Host');
+  });
+
   test('headers that never finish get 408 with an OCI error body', { timeout: 15_000 }, async () => {
     const answer = await raw('GET /v2/ HTTP/1.1\r\nHost: x\r\n', 8_000);
     assert.ok(answer.closed, 'the connection is closed');
