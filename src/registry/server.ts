@@ -165,8 +165,13 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, log: Logg
     : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'request headers are too large']
       : [400, `the request is not valid HTTP/1.1 (${err.code ?? 'parse error'})`];
   log.debug({ code: err.code, status }, 'client error');
+  answerOnSocket(socket, status, message);
+}
+
+/** An OCI error written straight to a socket node:http has let go of, then the connection closed. */
+function answerOnSocket(socket: Duplex, status: number, message: string, extra: Record<string, string> = {}): void {
   const body = new OciError(status, 'UNSUPPORTED', message).body();
-  const head = { ...API_VERSION_HEADER, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' };
+  const head = { ...API_VERSION_HEADER, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), ...extra, Connection: 'close' };
   const lines = Object.entries(head).map(([name, value]) => `${name}: ${value}`);
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${lines.join('\r\n')}\r\n\r\n${body}`);
 }
@@ -182,6 +187,11 @@ export function createRegistryServer(deps: ServerDependencies): Server {
   };
   const server: Server = deps.tls ? process.getBuiltinModule('node:https').createServer({ ...options, cert: deps.tls.cert, key: deps.tls.key }, handle) : createServer(options, handle);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, deps.log));
+  // Without a listener node closes a CONNECT's connection with no answer at all.
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => socket.destroy());
+    answerOnSocket(socket, 405, 'CONNECT is not supported: this is a registry, not a proxy');
+  });
   // An Expect other than 100-continue: node would answer a bare 417 with no body.
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     res.setHeader('Connection', 'close');

@@ -93,6 +93,14 @@ describe('requests node:http rejects', () => {
     assert.match((await raw('GET /v2/ HTTP/1.0\r\n\r\n')).text, /^HTTP\/1\.1 200 /, 'HTTP/1.0 needs no Host');
   });
 
+  test('CONNECT is answered 405 with an OCI error body, not a silently closed connection', async () => {
+    const answer = await raw('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 3_000);
+    assert.match(answer.text, /^HTTP\/1\.1 405 /);
+    assert.match(answer.text, /\r\nConnection: close\r\n/i);
+    assert.equal(errorCode(answer.text.slice(answer.text.indexOf('\r\n\r\n') + 4)), 'UNSUPPORTED');
+    assert.ok(answer.closed);
+  });
+
   test('headers that never finish get 408 with an OCI error body', { timeout: 15_000 }, async () => {
     const answer = await raw('GET /v2/ HTTP/1.1\r\nHost: x\r\n', 8_000);
     assert.ok(answer.closed, 'the connection is closed');
