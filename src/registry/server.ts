@@ -203,6 +203,10 @@ export function createRegistryServer(deps: ServerDependencies): Server {
       res.setHeader('Connection', 'close');
       return sendError(res, new OciError(400, 'UNSUPPORTED', 'an HTTP/1.1 request must have a Host header'), req.method === 'HEAD');
     }
+    // Absolute-form (`GET http://host/v2/ HTTP/1.1`, RFC 9112 §3.2.2: a server must accept it):
+    // the path after the authority, taken as sent like any other.
+    const absolute = /^https?:\/\/[^/?#]*/i.exec(req.url ?? '');
+    if (absolute) req.url = req.url!.slice(absolute[0].length).replace(/^(?=\?|$)/, '/');
     const problem = pathProblem(req.url ?? '/');
     if (problem) return sendError(res, new OciError(400, 'NAME_INVALID', problem), req.method === 'HEAD');
     try {

@@ -140,6 +140,12 @@ describe('paths are taken as sent', () => {
     assert.deepEqual((await readdir(reg.dataDir)).filter((f) => f !== '_trellis'), [], 'no repository was created');
     assert.deepEqual(await readdir(join(reg.dataDir, '_trellis/uploads')).catch(() => []), [], 'no upload was started');
     assert.equal(pathProblem('/v2/a/b/blobs/uploads/'), undefined, 'a trailing slash is fine');
+    // Absolute-form targets are accepted (RFC 9112 §3.2.2) and their paths checked the same way.
+    assert.match((await raw('GET http://x/v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).text, /^HTTP\/1\.1 200 /);
+    assert.match((await raw('GET http://x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).text, /^HTTP\/1\.1 404 /);
+    const smuggled = await raw('POST http://x/v2/a/../b/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    assert.match(smuggled.text, /^HTTP\/1\.1 400 /);
+    assert.equal(errorCode(smuggled.text.slice(smuggled.text.indexOf('\r\n\r\n') + 4)), 'NAME_INVALID');
     assert.equal(pathProblem('/v2/a/b/blobs/uploads/%2E%2e'), 'request path must not contain ".", ".." or empty segments');
     assert.equal(pathProblem('/v2/a.b/c..d/tags/list?n=..'), undefined, 'dots inside names and in the query are fine');
   });
